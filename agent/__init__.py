@@ -1,0 +1,1 @@
+"""The intercom device agent: verifies, keeps and enforces signed entitlements."""

@@ -1,0 +1,182 @@
+"""``edge-agent``: the device's command line. Names, outputs and exit codes are relied on by tools
+outside the project (issue "Agent core", item 6): change none of them.
+
+Exit codes: 0 success (``check``: allowed); 1 refused or denied; 2 an error (bad config, bad
+arguments, unusable store), printed as one line on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import IO, Any, NoReturn, TypeVar
+
+import click
+
+from agent.errors import BadRequest, ConfigError, DocumentRefused, EdgeAgentError
+
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_ERROR = 2
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"edge-agent: {message}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+def _with_device(config_file: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Load the config, open the device, run ``work(device)``, close; map errors to exit 2."""
+    from agent import logs
+    from agent.clock import ClockSource
+    from agent.config import config_path, load_config, load_trust_roots
+    from agent.device import Device
+
+    async def run() -> T:
+        config = load_config(config_path(config_file, os.environ), os.environ)
+        logs.configure(config.log_level)
+        device = await Device.open(config, load_trust_roots(config), ClockSource.system())
+        try:
+            return await work(device)
+        finally:
+            await device.close()
+
+    try:
+        return asyncio.run(run())
+    except ConfigError as exc:
+        _fail(f"config error: {exc}")
+    except (BadRequest, DocumentRefused):
+        raise
+    except EdgeAgentError as exc:
+        _fail(f"error: {exc}")
+
+
+config_option = click.option(
+    "--config",
+    "config_file",
+    metavar="FILE",
+    help="The agent's TOML configuration (default: $EDGE_AGENT_CONFIG).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """The intercom device agent: signed entitlements, enforced locally."""
+
+
+def _read_document(source: str) -> bytes:
+    from agent.entitlements.jws import MAX_DOCUMENT_BYTES
+
+    stream: IO[bytes]
+    try:
+        stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
+    except OSError as exc:
+        _fail(f"error: cannot read {source}: {exc.strerror or exc}")
+    with stream:
+        return stream.read(MAX_DOCUMENT_BYTES + 1)  # one byte more is enough to refuse it as oversized
+
+
+@main.command()
+@click.argument("source", metavar="FILE|-")
+@config_option
+@json_option
+def accept(source: str, config_file: str | None, as_json: bool) -> None:
+    """Verify a signed document (any typ) and, if valid, store it as if it came over MQTT.
+
+    Exit 0 when accepted (or already in force), 1 with the reason when refused.
+    """
+    from agent.device import Accepted
+
+    token = _read_document(source)
+    try:
+        outcome = _with_device(config_file, lambda device: device.accept(token))
+    except DocumentRefused as refused:
+        if as_json:
+            click.echo(json.dumps({"result": "refused", "reason": refused.reason, "detail": refused.detail}))
+        else:
+            click.echo(f"refused: {refused.reason}: {refused.detail}")
+        sys.exit(EXIT_REFUSED)
+    result = "accepted" if isinstance(outcome, Accepted) else "already_in_force"
+    if as_json:
+        click.echo(json.dumps({"result": result, "typ": outcome.typ, "seq": outcome.seq}))
+    elif result == "accepted":
+        click.echo(f"accepted: {outcome.typ} seq {outcome.seq}")
+    else:
+        click.echo(f"already in force: {outcome.typ} seq {outcome.seq}")
+
+
+@main.command()
+@click.argument("action")
+@click.argument("subject", required=False)
+@config_option
+@json_option
+def check(action: str, subject: str | None, config_file: str | None, as_json: bool) -> None:
+    """Whether ACTION on SUBJECT is allowed now: exit 0 allowed, 1 denied, 2 error.
+
+    SUBJECT is door:<id>, account:<id>, apartment:<id>, or a count for attendance.
+    """
+    from agent.timefmt import to_rfc3339
+
+    async def decide(device: Any) -> Any:
+        return device.decide(action, subject)
+
+    try:
+        decision = _with_device(config_file, decide)
+    except BadRequest as exc:
+        _fail(f"error: {exc}")
+    if as_json:
+        click.echo(json.dumps(decision.as_json(action, subject)))
+    else:
+        verdict = "allowed" if decision.allowed else "denied"
+        until = f" until {to_rfc3339(decision.expires)}" if decision.expires is not None else ""
+        click.echo(f"{verdict} {decision.reason}{until}: {decision.detail}")
+    sys.exit(EXIT_OK if decision.allowed else EXIT_REFUSED)
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    lines = [
+        f"device       {status['device_id']} ({status['model']}, firmware {status['firmware_version']})",
+        f"mode         {status['mode']}",
+        f"trusted time {status['trusted_time']}",
+    ]
+    if status["project"]:
+        lines.append(f"project      {status['project']['id']} ({status['project']['type']})")
+    if status["document"]:
+        doc = status["document"]
+        lines.append(f"document     seq {doc['seq']}, issued {doc['iat']}, in force until {doc['exp']}")
+    else:
+        lines.append("document     none accepted yet")
+    if status["trust"]:
+        keys = ", ".join(status["trust"]["signing_keys"]) or "none"
+        lines.append(f"trust        seq {status['trust']['seq']}, signing keys: {keys}")
+    lines.append(f"next expiry  {status['next_expiry'] or '-'}")
+    if status["services"]:
+        lines.append("services")
+        for s in status["services"]:
+            state = "active" if s["active"] else "expired"
+            extra = f" plan {s['plan']}" if "plan" in s else ""
+            extra += "" if s["known"] else " (unknown service)"
+            lines.append(f"  {s['service']:<20} {s['subject']:<24} {s['expires']}  {state}{extra}")
+    click.echo("\n".join(lines))
+
+
+@main.command()
+@config_option
+@json_option
+def status(config_file: str | None, as_json: bool) -> None:
+    """The device, its mode, the document in force, each service, trusted time, the next expiry."""
+
+    async def read(device: Any) -> Any:
+        return device.status()
+
+    result = _with_device(config_file, read)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        _print_status(result)

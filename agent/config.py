@@ -1,0 +1,262 @@
+"""Configuration: a TOML file overlaid by ``EDGE_AGENT_*`` variables, validated once, then frozen.
+
+The file is named by ``--config FILE`` or ``EDGE_AGENT_CONFIG``. A variable
+``EDGE_AGENT_<KEY>`` overrides a top-level key and ``EDGE_AGENT_<TABLE>__<KEY>`` a key of a table
+(``EDGE_AGENT_MQTT__URL``); a value that starts with ``[`` or ``{`` is read as JSON, and
+``trust_roots`` also takes a comma-separated list. Relative paths are relative to the config file.
+
+The overlay is written here rather than taken from pydantic-settings: that package costs 35 MB and
+0.28 s to import on the device against pydantic's 18 MB (docs/performance.md), and here every error
+can name the variable it came from. Every problem becomes one :class:`~agent.errors.ConfigError`
+naming the key, which the CLI prints as one line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from agent.errors import ConfigError
+
+ENV_PREFIX: Final = "EDGE_AGENT_"
+ENV_CONFIG: Final = "EDGE_AGENT_CONFIG"
+_LIST_KEYS: Final = frozenset({"trust_roots"})
+
+
+def _relative_to_config(value: Path | None, info: ValidationInfo) -> Path | None:
+    base = info.context.get("base_dir") if isinstance(info.context, dict) else None
+    if value is None or value.is_absolute() or base is None:
+        return value
+    return Path(base) / value
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MqttConfig(_Frozen):
+    """``[mqtt]``: how to reach the broker (used by the sync daemon)."""
+
+    url: str = "mqtt://127.0.0.1:1883"
+    topic_prefix: str = "smartplus/v1"
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError(f"must start with mqtt:// or mqtts://, not {value!r}")
+        try:
+            parts.port  # noqa: B018 -- raises on a bad port
+        except ValueError:
+            raise ValueError(f"has a bad port: {value!r}") from None
+        if not parts.hostname:
+            raise ValueError(f"names no host: {value!r}")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials: use mqtt.username and mqtt.password")
+        return value
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topic_prefix(cls, value: str) -> str:
+        # PROTOCOL.md: no dots or spaces in topics (NATS refuses them); no wildcards or empty levels.
+        if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", value):
+            raise ValueError("must be levels of [A-Za-z0-9_-] separated by '/', like smartplus/v1")
+        return value
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _paths(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _relative_to_config(value, info)
+
+    @model_validator(mode="after")
+    def _client_certificate(self) -> MqttConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (mutual TLS needs both)")
+        if (self.cert_file or self.ca_file) and not self.url.startswith("mqtts://"):
+            raise ValueError("ca_file/cert_file need an mqtts:// url")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether the connection uses TLS."""
+        return self.url.startswith("mqtts://")
+
+    @property
+    def host(self) -> str:
+        """The broker's host name or address."""
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        """The broker's port (1883, or 8883 with TLS, unless the url names one)."""
+        return urlsplit(self.url).port or (8883 if self.tls else 1883)
+
+
+class DriversConfig(_Frozen):
+    """``[drivers]``: which hardware implementation to use."""
+
+    kind: Literal["simulated"] = "simulated"
+
+
+class Config(_Frozen):
+    """The agent's whole configuration, frozen once validated."""
+
+    device_id: Annotated[str, Field(description="the MAC, 12 lowercase hex digits")]
+    model: str
+    firmware_version: str
+    data_dir: Path
+    trust_roots: Annotated[tuple[Path, ...], Field(min_length=1)]
+    mqtt: MqttConfig = MqttConfig()
+    drivers: DriversConfig = DriversConfig()
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id(cls, value: str) -> str:
+        if not re.fullmatch(r"[0-9a-f]{12}", value):
+            raise ValueError(f"must be the MAC as 12 lowercase hex digits without separators, not {value!r}")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", value):
+            raise ValueError(f"must be a model name like R29, not {value!r}")
+        return value
+
+    @field_validator("firmware_version")
+    @classmethod
+    def _firmware_version(cls, value: str) -> str:
+        if not re.fullmatch(r"[0-9]{1,9}(\.[0-9]{1,9}){0,7}", value):
+            raise ValueError(f"must be dotted numbers like 29.30.2.805, not {value!r}")
+        return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir(cls, value: Path, info: ValidationInfo) -> Path:
+        return _relative_to_config(value, info) or value
+
+    @field_validator("trust_roots")
+    @classmethod
+    def _trust_roots(cls, value: tuple[Path, ...], info: ValidationInfo) -> tuple[Path, ...]:
+        return tuple(_relative_to_config(p, info) or p for p in value)
+
+
+def _env_overlay(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings given by variables, and which variable gave each dotted key."""
+    overlay: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG:
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        if not all(path):
+            raise ConfigError(name, "is not EDGE_AGENT_<KEY> or EDGE_AGENT_<TABLE>__<KEY>")
+        value: Any = raw
+        if raw[:1] in ("[", "{"):
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(name, f"starts like JSON but is not ({exc.msg})") from None
+        elif path[-1] in _LIST_KEYS:
+            value = [item.strip() for item in raw.split(",") if item.strip()]
+        table = overlay
+        for part in path[:-1]:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ConfigError(name, f"{part} is not a table")
+        table[path[-1]] = value
+        origin[".".join(path)] = name
+    return overlay, origin
+
+
+def _merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key or "config"
+
+
+def _describe(exc: ValidationError, origin: Mapping[str, str]) -> ConfigError:
+    error = exc.errors(include_url=False)[0]
+    key = _dotted(tuple(error["loc"]))
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "missing":
+        message = "is required"
+    elif error["type"] == "extra_forbidden":
+        message = "is not a setting (misspelt?)"
+    source = origin.get(key.split("[")[0])
+    return ConfigError(f"{key} (from {source})" if source else key, message)
+
+
+def config_path(cli_value: str | None, env: Mapping[str, str]) -> Path:
+    """The config file named by ``--config`` or, failing that, ``EDGE_AGENT_CONFIG``."""
+    value = cli_value or env.get(ENV_CONFIG)
+    if not value:
+        raise ConfigError("--config", f"no configuration file: pass --config FILE or set {ENV_CONFIG}")
+    return Path(value)
+
+
+def load_config(path: Path, env: Mapping[str, str]) -> Config:
+    """Read, overlay and validate the configuration; :class:`ConfigError` names what is wrong."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("--config", f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError("--config", f"{path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("--config", f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", f"{path}: invalid TOML: {exc}") from None
+    overlay, origin = _env_overlay(env)
+    try:
+        return Config.model_validate(_merge(data, overlay), context={"base_dir": path.resolve().parent})
+    except ValidationError as exc:
+        raise _describe(exc, origin) from None
+
+
+def load_trust_roots(config: Config) -> tuple[Ed25519PublicKey, ...]:
+    """The configured root keys; :class:`ConfigError` names the entry that cannot be used."""
+    from agent.entitlements.trust import load_root_key
+
+    keys = []
+    for index, path in enumerate(config.trust_roots):
+        try:
+            keys.append(load_root_key(path))
+        except ValueError as exc:
+            raise ConfigError(f"trust_roots[{index}]", str(exc)) from None
+    return tuple(keys)

@@ -1,0 +1,169 @@
+"""Claims of the four signed document types, exactly as PROTOCOL.md names them.
+
+Models are strict (no ``"5"`` for 5, no ``true`` for 1), frozen, and ignore members they do not know
+(PROTOCOL.md: "a reader ignores fields it does not know"). They are validated straight from the
+payload bytes, which costs no more than ``json.loads`` (bench/bench_intake.py).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agent.entitlements.jws import b64url_decode, thumbprint
+
+TRUST: Final = "trust"
+ENTITLEMENTS: Final = "entitlements"
+FIRMWARE_JOB: Final = "firmware-job"
+COMMAND: Final = "command"
+TYPES: Final = (TRUST, ENTITLEMENTS, FIRMWARE_JOB, COMMAND)
+
+MAX_EPOCH: Final = 253_402_300_799  # 9999-12-31T23:59:59Z: beyond it datetimes cannot represent
+MAX_SEQ: Final = 2**63 - 1  # SQLite INTEGER
+
+ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
+SUBJECT_PATTERN: Final = r"^(project|(door|account|apartment):[A-Za-z0-9_-]{1,64})$"
+
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+Epoch = Annotated[int, Field(ge=0, le=MAX_EPOCH)]
+Subject = Annotated[str, Field(pattern=SUBJECT_PATTERN)]
+# Service names are open-ended (an unknown one is kept and reported), but printable and short.
+ServiceName = Annotated[str, Field(pattern=r"^[\x21-\x7e]{1,64}$")]
+Version = Annotated[str, Field(pattern=r"^[0-9]{1,9}(\.[0-9]{1,9}){0,7}$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
+
+
+class Claims(_Model):
+    """Claims every document carries."""
+
+    iss: str | None = None
+    aud: str
+    iat: Epoch
+    exp: Epoch
+    seq: Annotated[int, Field(ge=0, le=MAX_SEQ)]
+    nbf: Epoch | None = None
+
+
+class Jwk(_Model):
+    """An Ed25519 public key as an OKP JWK (RFC 8037)."""
+
+    kty: Literal["OKP"]
+    crv: Literal["Ed25519"]
+    x: str
+
+    def raw(self) -> bytes:
+        """The 32 key bytes."""
+        return b64url_decode(self.x)
+
+    @model_validator(mode="after")
+    def _x_is_32_bytes(self) -> Jwk:
+        try:
+            if len(self.raw()) != 32:
+                raise ValueError("x must encode 32 bytes")
+        except ValueError as exc:
+            raise ValueError(f"x: {exc}") from None
+        return self
+
+
+class SigningKeyEntry(_Model):
+    """One signing key listed by a trust document."""
+
+    kid: str
+    jwk: Jwk
+    not_after: AwareDatetime
+
+    @model_validator(mode="after")
+    def _kid_is_thumbprint(self) -> SigningKeyEntry:
+        if thumbprint(self.jwk.raw()) != self.kid:
+            raise ValueError("kid is not the RFC 7638 thumbprint of jwk")
+        return self
+
+
+class TrustClaims(Claims):
+    """``trust``: the signing keys that may sign the other types; replaces the previous list whole."""
+
+    keys: tuple[SigningKeyEntry, ...]
+
+
+class Project(_Model):
+    """The project a device belongs to."""
+
+    id: Id
+    type: Literal["community", "single_family", "commercial"]
+    created: date | None = None
+    timezone: str | None = None
+    doors: tuple[Id, ...] = ()
+    free_apps: Annotated[int, Field(ge=0)] = 0
+
+
+class ServiceEntry(_Model):
+    """A paid service and how long it runs."""
+
+    service: ServiceName
+    subject: Subject
+    expires: AwareDatetime
+    plan: str | None = None
+
+
+class EntitlementsClaims(Claims):
+    """``entitlements``: the project and its services."""
+
+    project: Project
+    services: tuple[ServiceEntry, ...] = ()
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class FirmwareJobClaims(Claims):
+    """``firmware-job``: an upgrade to stage, or (``cancel``) a job to call off."""
+
+    job_id: Id
+    model: str | None = None
+    version: Version | None = None
+    url: str | None = None
+    size: Annotated[int, Field(ge=0)] | None = None
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    at: AwareDatetime | None = None
+    reset_after_upgrade: bool = False
+    allow_downgrade: bool = False
+    cancel: bool = False
+
+    @model_validator(mode="after")
+    def _complete_unless_cancel(self) -> FirmwareJobClaims:
+        if not self.cancel:
+            missing = [n for n in ("model", "version", "url", "size", "sha256") if getattr(self, n) is None]
+            if missing:
+                raise ValueError(f"a job that is not a cancel needs {', '.join(missing)}")
+        return self
+
+
+class CommandClaims(Claims):
+    """``command``: one operation for the device to carry out and answer."""
+
+    id: Annotated[str, Field(min_length=1, max_length=128)]
+    op: Annotated[str, Field(pattern=r"^[a-z_]{1,64}$")]
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+CLAIMS_MODELS: Final[dict[str, type[Claims]]] = {
+    TRUST: TrustClaims,
+    ENTITLEMENTS: EntitlementsClaims,
+    FIRMWARE_JOB: FirmwareJobClaims,
+    COMMAND: CommandClaims,
+}
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming the first offending claim, e.g. ``services.2.expires: Input should ...``."""
+    first = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "payload"
+    message = _CONTROL.sub("?", str(first["msg"]))
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {message}{more}"

@@ -1,0 +1,117 @@
+"""The entitlements document in force, indexed for the policy (PROTOCOL.md "entitlements")."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from types import MappingProxyType
+from typing import Any, Final
+
+from agent.entitlements.documents import EntitlementsClaims
+
+KNOWN_SERVICES: Final = frozenset(
+    {
+        "app",
+        "additional_app",
+        "pm_app",
+        "personnel_app",
+        "admin_app",
+        "door",
+        "third_party_lock",
+        "package_room",
+        "third_party_camera",
+        "booking",
+        "elevator_control",
+        "smart_parking",
+        "dynamic_qr",
+        "video_storage",
+        "landline",
+        "landline_pm",
+        "with_indoor_monitor",
+        "attendance",
+        "sensor_call_alert",
+        "integration",
+    }
+)
+
+# DOMAIN.md "Paying": commercial projects created before 2025-06-01 need no payment.
+CREDIT_BILLING_FROM: Final = date(2025, 6, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """One service of the document, with its expiry in epoch seconds."""
+
+    service: str
+    subject: str
+    expires: float
+    plan: str | None
+
+    @property
+    def known(self) -> bool:
+        """Whether this agent knows the service name (an unknown one is kept and reported)."""
+        return self.service in KNOWN_SERVICES
+
+
+class Entitlements:
+    """What an accepted ``entitlements`` document grants; immutable but for the policy's memo.
+
+    When the document lists the same service and subject twice, the entry that expires last counts.
+    """
+
+    __slots__ = (
+        "_by_key",
+        "doors",
+        "exp",
+        "iat",
+        "memo",
+        "payment_required",
+        "project_created",
+        "project_id",
+        "project_type",
+        "seq",
+        "services",
+        "settings",
+    )
+
+    def __init__(self, claims: EntitlementsClaims) -> None:
+        project = claims.project
+        self.seq: int = claims.seq
+        self.iat: float = float(claims.iat)
+        self.exp: float = float(claims.exp)
+        self.project_id: str = project.id
+        self.project_type: str = project.type
+        self.project_created: date | None = project.created
+        self.doors: tuple[str, ...] = project.doors
+        self.settings: Mapping[str, Any] = MappingProxyType(dict(claims.settings))
+        # An unknown creation date is treated as billed: a missing field must not unlock anything.
+        self.payment_required: bool = not (
+            project.type == "commercial" and project.created is not None and project.created < CREDIT_BILLING_FROM
+        )
+        self.services: tuple[Service, ...] = tuple(
+            Service(s.service, s.subject, s.expires.timestamp(), s.plan) for s in claims.services
+        )
+        by_key: dict[tuple[str, str], Service] = {}
+        for service in self.services:
+            key = (service.service, service.subject)
+            held = by_key.get(key)
+            if held is None or service.expires > held.expires:
+                by_key[key] = service
+        self._by_key: Mapping[tuple[str, str], Service] = MappingProxyType(by_key)
+        # The policy's memo of decisions with the interval each holds over (agent.entitlements.policy).
+        self.memo: dict[Any, Any] = {}
+
+    def service(self, name: str, subject: str) -> Service | None:
+        """The entry for ``name`` on ``subject`` that expires last, if the document lists one."""
+        return self._by_key.get((name, subject))
+
+    @property
+    def effective_services(self) -> tuple[Service, ...]:
+        """One entry per service and subject: the one that counts."""
+        return tuple(self._by_key.values())
+
+    @property
+    def unknown_services(self) -> tuple[str, ...]:
+        """Service names this agent does not know, sorted (kept, reported, never fatal)."""
+        return tuple(sorted({s.service for s in self.services if not s.known}))

@@ -1,0 +1,160 @@
+"""JWS compact serialization with EdDSA over Ed25519 only (RFC 7515, RFC 8037, RFC 7638).
+
+Written on ``cryptography`` directly rather than on a JOSE library: the device accepts exactly one
+algorithm, and measurement (docs/performance.md, bench/bench_intake.py) showed joserfc adding ~40 µs
+and PyJWT ~120 µs to a ~130 µs verify, against ~15 µs here. The parser is strict where leniency has
+bitten other implementations:
+
+* base64url must be canonical (no padding, no stray characters, zero trailing bits), so one document
+  has exactly one encoding and "the very same document" is well defined;
+* the protected header must be a JSON object without duplicate members and without ``crit``;
+* ``alg`` must be the string ``EdDSA``; nothing is inferred from the key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from agent.entitlements import reasons
+from agent.errors import DocumentRefused
+
+MAX_DOCUMENT_BYTES: Final = 256 * 1024  # PROTOCOL.md: "the payload is at most 256 KiB"
+ALG: Final = "EdDSA"
+
+_B64URL = re.compile(rb"[A-Za-z0-9_-]*")
+
+
+def b64url_encode(data: bytes) -> str:
+    """base64url without padding (RFC 7515 section 2)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str | bytes) -> bytes:
+    """Decode canonical unpadded base64url; raise ``ValueError`` on anything else."""
+    raw = text.encode("ascii", "strict") if isinstance(text, str) else text
+    if _B64URL.fullmatch(raw) is None or len(raw) % 4 == 1:
+        raise ValueError("not base64url")
+    try:
+        decoded = base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+    except binascii.Error as exc:
+        raise ValueError("not base64url") from exc
+    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != raw:
+        raise ValueError("not canonical base64url")
+    return decoded
+
+
+def raw_public_key(key: Ed25519PublicKey) -> bytes:
+    """The 32 raw bytes of an Ed25519 public key (the JWK ``x``)."""
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def thumbprint(x: bytes) -> str:
+    """RFC 7638 JWK thumbprint (SHA-256) of an Ed25519 public key given as its raw 32 bytes."""
+    canonical = '{"crv":"Ed25519","kty":"OKP","x":"%s"}' % b64url_encode(x)
+    return b64url_encode(hashlib.sha256(canonical.encode("ascii")).digest())
+
+
+def key_thumbprint(key: Ed25519PublicKey) -> str:
+    """RFC 7638 thumbprint of a public key object."""
+    return thumbprint(raw_public_key(key))
+
+
+@dataclass(frozen=True, slots=True)
+class CompactJWS:
+    """A parsed, not yet verified, compact JWS."""
+
+    token: str  # the compact serialization, surrounding whitespace removed
+    alg: str
+    kid: str
+    typ: str
+    payload: bytes
+    signing_input: bytes
+    signature: bytes
+
+    @property
+    def digest(self) -> bytes:
+        """SHA-256 of header and payload: identifies "the very same document" whatever re-encoding."""
+        return hashlib.sha256(self.signing_input).digest()
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in result:
+            raise ValueError(f"duplicate header member {name!r}")
+        result[name] = value
+    return result
+
+
+def parse(token: str | bytes) -> CompactJWS:
+    """Split and decode a compact JWS and check its protected header; the signature is not checked.
+
+    Raises :class:`DocumentRefused` with ``oversized``, ``malformed`` or ``unsupported_alg``.
+    """
+    if len(token) > MAX_DOCUMENT_BYTES:
+        raise DocumentRefused(reasons.OVERSIZED, f"{len(token)} bytes, the limit is {MAX_DOCUMENT_BYTES}")
+    try:
+        raw = token.encode("ascii") if isinstance(token, str) else bytes(token)
+    except UnicodeEncodeError:
+        raise DocumentRefused(reasons.MALFORMED, "not ASCII: a compact JWS is base64url") from None
+    raw = raw.strip()
+    parts = raw.split(b".")
+    if len(parts) != 3:
+        raise DocumentRefused(reasons.MALFORMED, f"a compact JWS has 3 parts, this has {len(parts)}")
+    header_b64, payload_b64, signature_b64 = parts
+    try:
+        header = json.loads(b64url_decode(header_b64), object_pairs_hook=_reject_duplicates)
+        payload = b64url_decode(payload_b64)
+        signature = b64url_decode(signature_b64)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DocumentRefused(reasons.MALFORMED, str(exc)) from None
+    if not isinstance(header, dict):
+        raise DocumentRefused(reasons.MALFORMED, "the protected header is not a JSON object")
+    alg = header.get("alg")
+    if alg != ALG:
+        raise DocumentRefused(reasons.UNSUPPORTED_ALG, f"alg {alg!r}: only {ALG!r} is accepted")
+    if "crit" in header:
+        raise DocumentRefused(reasons.UNSUPPORTED_ALG, "crit header parameters are not supported")
+    kid, typ = header.get("kid"), header.get("typ")
+    if not isinstance(kid, str) or not kid:
+        raise DocumentRefused(reasons.MALFORMED, "the header has no kid")
+    if not isinstance(typ, str) or not typ:
+        raise DocumentRefused(reasons.WRONG_TYP, "the header has no typ")
+    if len(signature) != 64:
+        raise DocumentRefused(reasons.BAD_SIGNATURE, f"an Ed25519 signature is 64 bytes, not {len(signature)}")
+    return CompactJWS(
+        token=raw.decode("ascii"),
+        alg=alg,
+        kid=kid,
+        typ=typ,
+        payload=payload,
+        signing_input=header_b64 + b"." + payload_b64,
+        signature=signature,
+    )
+
+
+def verify_signature(jws: CompactJWS, key: Ed25519PublicKey) -> None:
+    """Raise ``DocumentRefused(bad_signature)`` unless ``key`` signed ``jws``."""
+    try:
+        key.verify(jws.signature, jws.signing_input)
+    except InvalidSignature:
+        raise DocumentRefused(reasons.BAD_SIGNATURE, f"signature does not verify under kid {jws.kid}") from None
+
+
+def sign(private_key: Ed25519PrivateKey, typ: str, claims: dict[str, Any]) -> str:
+    """Sign ``claims`` as a compact JWS with the header PROTOCOL.md prescribes (the cloud's side)."""
+    header = {"alg": ALG, "kid": key_thumbprint(private_key.public_key()), "typ": typ}
+    header_b64 = b64url_encode(json.dumps(header, separators=(",", ":")).encode())
+    payload_b64 = b64url_encode(json.dumps(claims, separators=(",", ":")).encode())
+    signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
+    return f"{header_b64}.{payload_b64}.{b64url_encode(private_key.sign(signing_input))}"

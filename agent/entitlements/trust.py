@@ -1,0 +1,92 @@
+"""Which keys may sign what (PROTOCOL.md "Trust").
+
+Root keys come from the configuration and may sign any document. Signing keys come from the newest
+accepted ``trust`` document, which only a root key may sign; a newer one replaces the list whole,
+which is how keys rotate and are revoked. A signing key stops counting at its ``not_after`` and when
+the trust document that listed it stops being in force (its ``exp``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from agent.entitlements import reasons
+from agent.entitlements.documents import TRUST, TrustClaims
+from agent.entitlements.jws import key_thumbprint
+from agent.errors import DocumentRefused
+from agent.timefmt import to_rfc3339
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """A key a trust document allows to sign entitlements, firmware jobs and commands."""
+
+    kid: str
+    key: Ed25519PublicKey
+    not_after: float
+
+
+def load_root_key(path: Path) -> Ed25519PublicKey:
+    """Read an Ed25519 public key in PEM (SubjectPublicKeyInfo); ``ValueError`` says what is wrong."""
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        key = load_pem_public_key(pem)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path} is not a PEM public key ({exc})") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"{path} holds a {type(key).__name__.lstrip('_')}, not an Ed25519 public key")
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRing:
+    """Root keys and the signing keys of the trust document in force, by RFC 7638 thumbprint."""
+
+    roots: Mapping[str, Ed25519PublicKey]
+    signing: Mapping[str, SigningKey] = field(default_factory=lambda: MappingProxyType({}))
+    trust_exp: float = math.inf
+
+    @classmethod
+    def from_roots(cls, roots: list[Ed25519PublicKey] | tuple[Ed25519PublicKey, ...]) -> KeyRing:
+        """A ring of root keys only: a device that has not accepted any trust document."""
+        return cls(roots=MappingProxyType({key_thumbprint(k): k for k in roots}))
+
+    def with_trust(self, claims: TrustClaims) -> KeyRing:
+        """The ring once ``claims`` is in force: its keys replace the previous signing keys whole."""
+        signing = {
+            entry.kid: SigningKey(
+                kid=entry.kid,
+                key=Ed25519PublicKey.from_public_bytes(entry.jwk.raw()),
+                not_after=entry.not_after.timestamp(),
+            )
+            for entry in claims.keys
+        }
+        return KeyRing(roots=self.roots, signing=MappingProxyType(signing), trust_exp=float(claims.exp))
+
+    def key_for(self, kid: str, typ: str, now: float) -> Ed25519PublicKey:
+        """The key that must have signed a document of ``typ`` with ``kid``, or ``DocumentRefused``."""
+        root = self.roots.get(kid)
+        if root is not None:
+            return root
+        signing = self.signing.get(kid)
+        if signing is None:
+            raise DocumentRefused(reasons.UNKNOWN_KID, f"no trusted key has kid {kid}")
+        if typ == TRUST:
+            raise DocumentRefused(reasons.ROOT_REQUIRED, f"a trust document must be signed by a root key, not {kid}")
+        if now >= self.trust_exp:
+            raise DocumentRefused(
+                reasons.KEY_EXPIRED, f"the trust document listing {kid} expired at {to_rfc3339(self.trust_exp)}"
+            )
+        if now >= signing.not_after:
+            raise DocumentRefused(reasons.KEY_EXPIRED, f"signing key {kid} expired at {to_rfc3339(signing.not_after)}")
+        return signing.key

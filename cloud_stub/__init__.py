@@ -1,0 +1,1 @@
+"""The cloud side: subscription ledger, entitlement issuer, firmware rollouts, fleet simulator."""

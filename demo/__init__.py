@@ -1,0 +1,1 @@
+"""The demo: the product told as a story (README's main command)."""

@@ -1,0 +1,1 @@
+"""Staged, signed firmware upgrades with A/B slots."""
