@@ -1,0 +1,89 @@
+"""Fixtures: fresh Ed25519 keys, a device on a real SQLite file in a temp dir, a settable clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.config import Config, load_config, load_trust_roots
+from agent.device import Device
+from tests.support import Claims, SettableClock, write_config, write_public_key
+
+
+@dataclass
+class Keys:
+    """The cloud's keys in a test: a root pinned by config, a signing key it can list."""
+
+    root: Ed25519PrivateKey
+    signing: Ed25519PrivateKey
+    other: Ed25519PrivateKey  # trusted by nobody
+
+
+@pytest.fixture
+def keys() -> Keys:
+    """Fresh keys for each test."""
+    return Keys(Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate())
+
+
+@pytest.fixture
+def clock() -> SettableClock:
+    """A clock at T0 (the vectors' iat) that the test moves."""
+    return SettableClock()
+
+
+@pytest.fixture
+def claims() -> Claims:
+    """A claims builder with seq counters."""
+    return Claims()
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, keys: Keys) -> Path:
+    """A valid config trusting ``keys.root``."""
+    return write_config(tmp_path, [write_public_key(tmp_path / "root.pub.pem", keys.root)])
+
+
+@pytest.fixture
+def config(config_file: Path) -> Config:
+    """The validated config."""
+    return load_config(config_file, {})
+
+
+@dataclass
+class DeviceFactory:
+    """Opens devices on the same config and clock, as successive runs of the agent would."""
+
+    config: Config
+    clock: SettableClock
+    opened: list[Device]
+
+    async def open(self) -> Device:
+        """A device as a fresh process would load it from the store."""
+        device = await Device.open(self.config, load_trust_roots(self.config), self.clock.source())
+        self.opened.append(device)
+        return device
+
+    async def restart(self, device: Device) -> Device:
+        """Close ``device`` and open it again from the store."""
+        self.opened.remove(device)
+        await device.close()
+        return await self.open()
+
+
+@pytest.fixture
+async def devices(config: Config, clock: SettableClock) -> AsyncIterator[DeviceFactory]:
+    """A factory of devices; every device still open at the end is closed."""
+    factory = DeviceFactory(config, clock, [])
+    yield factory
+    for device in factory.opened:
+        await device.close()
+
+
+@pytest.fixture
+async def device(devices: DeviceFactory) -> Device:
+    """A device with nothing accepted yet."""
+    return await devices.open()

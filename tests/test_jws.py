@@ -1,0 +1,108 @@
+"""The JWS parser: strict, total (never an unexpected exception), and interoperable."""
+
+from __future__ import annotations
+
+import base64
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.entitlements import jws
+from agent.entitlements.intake import verify
+from agent.entitlements.trust import KeyRing
+from agent.errors import DocumentRefused
+from tests.support import DEVICE_ID, T0, Claims, forge
+
+B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+SIGNER = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+VALID = forge(SIGNER, Claims().entitlements())
+RING = KeyRing.from_roots((SIGNER.public_key(),))
+
+
+def _verify(token: str | bytes) -> object:
+    return verify(token, expected_typ="entitlements", device_id=DEVICE_ID, keyring=RING, high_water={}, now=T0)
+
+
+def test_rfc8037_thumbprint() -> None:
+    """The RFC 8037 appendix A.3 key has the thumbprint the RFC gives."""
+    x = jws.b64url_decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")
+    assert jws.thumbprint(x) == "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+
+
+def test_rfc8037_signature() -> None:
+    """The RFC 8037 appendix A.4 signature verifies with our base64url and Ed25519 path."""
+    key = Ed25519PublicKey.from_public_bytes(jws.b64url_decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"))
+    signature = jws.b64url_decode(
+        "hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg"
+    )
+    key.verify(signature, b"eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc")
+
+
+def test_a_valid_token_verifies() -> None:
+    """The forge's well-formed token passes (so the refusals below are meaningful)."""
+    assert _verify(VALID).typ == "entitlements"  # type: ignore[attr-defined]
+
+
+def test_what_we_sign_verifies_with_an_independent_library() -> None:
+    """cloud_stub's signer produces tokens PyJWT accepts as EdDSA JWS."""
+    token = jws.sign(SIGNER, "entitlements", {"aud": DEVICE_ID, "seq": 1})
+    decoded = jwt.decode(token, SIGNER.public_key(), algorithms=["EdDSA"], audience=DEVICE_ID)
+    assert decoded["seq"] == 1
+    assert jwt.get_unverified_header(token)["kid"] == jws.key_thumbprint(SIGNER.public_key())
+
+
+@given(st.binary())
+def test_base64url_round_trip(data: bytes) -> None:
+    """Encoding then decoding gives the bytes back."""
+    assert jws.b64url_decode(jws.b64url_encode(data)) == data
+
+
+@given(st.binary(min_size=1))
+def test_base64url_has_one_encoding(data: bytes) -> None:
+    """Padding, standard-alphabet characters and non-zero trailing bits are all refused."""
+    encoded = jws.b64url_encode(data)
+    with pytest.raises(ValueError, match="base64url"):
+        jws.b64url_decode(encoded + "=")
+    if len(encoded) % 4 in (2, 3):
+        last = B64URL.index(encoded[-1])
+        sloppy = encoded[:-1] + B64URL[last | (1 if len(encoded) % 4 == 3 else 3)]
+        if sloppy != encoded:
+            with pytest.raises(ValueError, match="base64url"):
+                jws.b64url_decode(sloppy)
+    standard = base64.b64encode(data).decode().rstrip("=")
+    if standard != encoded:
+        with pytest.raises(ValueError, match="base64url"):
+            jws.b64url_decode(standard)
+
+
+@settings(max_examples=500)
+@given(st.one_of(st.binary(max_size=2048), st.text(max_size=2048)))
+def test_anything_is_parsed_or_refused(data: bytes | str) -> None:
+    """Arbitrary input either parses or is refused with a reason; nothing else escapes."""
+    try:
+        _verify(data)
+    except DocumentRefused as refused:
+        assert refused.reason
+
+
+@settings(max_examples=500)
+@given(position=st.integers(min_value=0, max_value=len(VALID) - 1), replacement=st.sampled_from(B64URL + ".=+/ "))
+def test_any_one_character_changed_is_refused(position: int, replacement: str) -> None:
+    """Changing any single character of a valid token, anywhere, gets it refused."""
+    if VALID[position] == replacement:
+        return
+    mutated = VALID[:position] + replacement + VALID[position + 1 :]
+    if mutated.strip() == VALID:
+        return  # surrounding whitespace is not part of the token
+    with pytest.raises(DocumentRefused):
+        _verify(mutated)
+
+
+@given(cut=st.integers(min_value=0, max_value=len(VALID) - 1))
+def test_any_truncation_is_refused(cut: int) -> None:
+    """A token cut short anywhere is refused."""
+    with pytest.raises(DocumentRefused):
+        _verify(VALID[:cut])

@@ -1,0 +1,79 @@
+"""The shared test vectors (../shared/vectors) are accepted and refused as their README says."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.config import load_config
+from agent.entitlements import jws
+from agent.errors import DocumentRefused
+from tests.conftest import DeviceFactory
+from tests.support import SettableClock, write_config
+
+VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+
+
+@pytest.fixture(scope="module")
+def vectors() -> dict[str, Any]:
+    """vectors.json."""
+    return json.loads((VECTORS / "vectors.json").read_text())  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def vector_devices(tmp_path: Path, clock: SettableClock) -> DeviceFactory:
+    """Devices with root.pub.pem as their only trust root and the vectors' device_id."""
+    shutil.copy(VECTORS / "root.pub.pem", tmp_path / "root.pub.pem")
+    config = load_config(write_config(tmp_path, [Path("root.pub.pem")]), {})
+    return DeviceFactory(config, clock, [])
+
+
+def test_kids_are_rfc7638_thumbprints(vectors: dict[str, Any]) -> None:
+    """Each key's published kid is the thumbprint of its published x."""
+    for entry in vectors["keys"].values():
+        assert jws.thumbprint(jws.b64url_decode(entry["x"])) == entry["kid"]
+
+
+async def test_valid_documents_are_accepted_in_order(vectors: dict[str, Any], vector_devices: DeviceFactory) -> None:
+    """trust_by_root, entitlements_by_root and entitlements_by_signing_key are accepted, in that order."""
+    device = await vector_devices.open()
+    try:
+        for name in ("trust_by_root", "entitlements_by_root", "entitlements_by_signing_key"):
+            outcome = await device.accept(vectors["valid"][name])
+            assert outcome.typ in ("trust", "entitlements"), name
+        assert device.entitlements is not None
+        assert device.entitlements.seq == 2
+        assert device.decide("issue_access", "door:door-1").allowed
+    finally:
+        await device.close()
+
+
+@pytest.mark.parametrize("name", ["alg_none", "wrong_aud", "signing_key_without_trust"])
+async def test_invalid_documents_are_refused(name: str, vectors: dict[str, Any], vector_devices: DeviceFactory) -> None:
+    """Every invalid vector is refused by a fresh device (which has not accepted the trust document)."""
+    device = await vector_devices.open()
+    try:
+        with pytest.raises(DocumentRefused):
+            await device.accept(vectors["invalid"][name])
+        assert device.documents == {}
+    finally:
+        await device.close()
+
+
+@pytest.mark.parametrize("name", ["alg_none", "wrong_aud"])
+async def test_invalid_documents_are_refused_after_trust(
+    name: str, vectors: dict[str, Any], vector_devices: DeviceFactory
+) -> None:
+    """alg_none and wrong_aud stay refused on a device that holds the trust document."""
+    device = await vector_devices.open()
+    try:
+        await device.accept(vectors["valid"]["trust_by_root"])
+        with pytest.raises(DocumentRefused):
+            await device.accept(vectors["invalid"][name])
+        assert set(device.documents) == {"trust"}
+    finally:
+        await device.close()
