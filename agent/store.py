@@ -9,6 +9,7 @@ second process (``edge-agent accept`` beside the daemon) cannot slip an older do
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
@@ -72,6 +73,20 @@ class Snapshot:
     anchor: Anchor | None
 
 
+def _create_owner_only(data_dir: Path) -> Path:
+    """Make ``data_dir`` (0700) and the database file (0600) if missing; the database's path."""
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create data_dir {data_dir}: {exc.strerror or exc}") from None
+    path = data_dir / DB_NAME
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    except OSError as exc:
+        raise StoreError(f"cannot create {path}: {exc.strerror or exc}") from None
+    return path
+
+
 def _corrupt(path: Path, exc: sqlite3.DatabaseError) -> StoreCorrupt:
     return StoreCorrupt(f"{path}: {exc}")
 
@@ -86,16 +101,7 @@ class Store:
     @classmethod
     async def open(cls, data_dir: Path) -> Store:
         """Open (creating if need be, owner-only) and migrate the database in ``data_dir``."""
-        try:
-            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create data_dir {data_dir}: {exc.strerror or exc}") from None
-        path = data_dir / DB_NAME
-        if not path.exists():
-            try:
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-            except OSError as exc:
-                raise StoreError(f"cannot create {path}: {exc.strerror or exc}") from None
+        path = await asyncio.to_thread(_create_owner_only, data_dir)
         try:
             db = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as exc:

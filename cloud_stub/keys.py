@@ -23,7 +23,9 @@ def write_keypair(directory: Path, name: str) -> Ed25519PrivateKey:
     descriptor = os.open(directory / f"{name}.key.pem", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as file:
         file.write(private)
-    (directory / f"{name}.pub.pem").write_bytes(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    (directory / f"{name}.pub.pem").write_bytes(
+        key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    )
     return key
 
 

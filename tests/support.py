@@ -121,7 +121,9 @@ class Claims:
         claims.setdefault("seq", self.next_seq("entitlements"))
         return claims
 
-    def trust(self, keys: list[Ed25519PrivateKey], not_after: str = "2099-01-01T00:00:00Z", **overrides: Any) -> dict[str, Any]:
+    def trust(
+        self, keys: list[Ed25519PrivateKey], not_after: str = "2099-01-01T00:00:00Z", **overrides: Any
+    ) -> dict[str, Any]:
         """Trust claims listing ``keys``."""
         claims: dict[str, Any] = {
             "iss": "smartplus-cloud",
@@ -159,7 +161,15 @@ def write_config(directory: Path, roots: list[Path], **top: Any) -> Path:
     }
     settings.update(top)
     lines = [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
-    lines += ["", "[mqtt]", 'url = "mqtt://127.0.0.1:1883"', 'topic_prefix = "smartplus/v1"', "", "[drivers]", 'kind = "simulated"']
+    lines += [
+        "",
+        "[mqtt]",
+        'url = "mqtt://127.0.0.1:1883"',
+        'topic_prefix = "smartplus/v1"',
+        "",
+        "[drivers]",
+        'kind = "simulated"',
+    ]
     path = directory / "agent.toml"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -75,14 +75,29 @@ E, T = "entitlements", "trust"
 ATTACKS: list[tuple[str, str, Attack, str]] = [
     # -- the algorithm ---------------------------------------------------------------------------
     ("alg none", E, lambda s: forge(None, s.ents(), alg="none"), reasons.UNSUPPORTED_ALG),
-    ("HS256 keyed with the public key", E, lambda s: hs256_with_public_key(s.keys.signing, s.ents()), reasons.UNSUPPORTED_ALG),
+    (
+        "HS256 keyed with the public key",
+        E,
+        lambda s: hs256_with_public_key(s.keys.signing, s.ents()),
+        reasons.UNSUPPORTED_ALG,
+    ),
     ("ES256 label", E, lambda s: forge(s.keys.signing, s.ents(), alg="ES256"), reasons.UNSUPPORTED_ALG),
     ("alg in lower case", E, lambda s: forge(s.keys.signing, s.ents(), alg="eddsa"), reasons.UNSUPPORTED_ALG),
-    ("crit header", E, lambda s: forge(s.keys.signing, s.ents(), extra_header={"crit": ["exp"]}), reasons.UNSUPPORTED_ALG),
+    (
+        "crit header",
+        E,
+        lambda s: forge(s.keys.signing, s.ents(), extra_header={"crit": ["exp"]}),
+        reasons.UNSUPPORTED_ALG,
+    ),
     ("duplicate alg in the header", E, _duplicate_alg, reasons.MALFORMED),
     # -- the key ---------------------------------------------------------------------------------
     ("unknown kid", E, lambda s: forge(s.keys.other, s.ents()), reasons.UNKNOWN_KID),
-    ("right kid, wrong key", E, lambda s: forge(s.keys.other, s.ents(), kid=kid_of(s.keys.signing)), reasons.BAD_SIGNATURE),
+    (
+        "right kid, wrong key",
+        E,
+        lambda s: forge(s.keys.other, s.ents(), kid=kid_of(s.keys.signing)),
+        reasons.BAD_SIGNATURE,
+    ),
     ("root kid, wrong key", E, lambda s: forge(s.keys.other, s.ents(), kid=kid_of(s.keys.root)), reasons.BAD_SIGNATURE),
     ("payload swapped under a valid signature", E, _payload_swapped, reasons.BAD_SIGNATURE),
     ("signature of another document", E, _signature_of_another, reasons.BAD_SIGNATURE),
@@ -106,8 +121,18 @@ ATTACKS: list[tuple[str, str, Attack, str]] = [
     ("four parts", E, lambda s: s.signed() + ".e30", reasons.MALFORMED),
     ("oversized", E, lambda s: s.signed(pad="x" * 300_000), reasons.OVERSIZED),
     ("padded base64url", E, lambda s: s.signed() + "==", reasons.MALFORMED),
-    ("header not an object", E, lambda s: forge(s.keys.signing, s.ents(), raw_header=b64json(["EdDSA"])), reasons.MALFORMED),
-    ("payload not JSON", E, lambda s: forge(s.keys.signing, None, raw_payload=b64(b"{not json")), reasons.INVALID_CLAIMS),
+    (
+        "header not an object",
+        E,
+        lambda s: forge(s.keys.signing, s.ents(), raw_header=b64json(["EdDSA"])),
+        reasons.MALFORMED,
+    ),
+    (
+        "payload not JSON",
+        E,
+        lambda s: forge(s.keys.signing, None, raw_payload=b64(b"{not json")),
+        reasons.INVALID_CLAIMS,
+    ),
     ("payload a JSON array", E, lambda s: forge(s.keys.signing, [1, 2, 3]), reasons.INVALID_CLAIMS),
     # -- claim types -----------------------------------------------------------------------------
     ("seq as a string", E, lambda s: s.signed(seq="6"), reasons.INVALID_CLAIMS),
@@ -119,15 +144,30 @@ ATTACKS: list[tuple[str, str, Attack, str]] = [
     ("exp beyond year 9999", E, lambda s: s.signed(exp=10**12), reasons.INVALID_CLAIMS),
     ("aud as a list", E, lambda s: s.signed(aud=["0c110512ab34"]), reasons.INVALID_CLAIMS),
     ("services not a list", E, lambda s: s.signed(services={"door": "door-2"}), reasons.INVALID_CLAIMS),
-    ("expiry without a zone", E, lambda s: s.signed(services=_service(expires="2099-01-01T00:00:00")), reasons.INVALID_CLAIMS),
+    (
+        "expiry without a zone",
+        E,
+        lambda s: s.signed(services=_service(expires="2099-01-01T00:00:00")),
+        reasons.INVALID_CLAIMS,
+    ),
     ("subject with a dot", E, lambda s: s.signed(services=_service(subject="door:door.2")), reasons.INVALID_CLAIMS),
     ("unknown project type", E, lambda s: s.signed(project={"id": "p", "type": "castle"}), reasons.INVALID_CLAIMS),
-    ("no project", E, lambda s: forge(s.keys.signing, {k: v for k, v in s.ents().items() if k != "project"}), reasons.INVALID_CLAIMS),
+    (
+        "no project",
+        E,
+        lambda s: forge(s.keys.signing, {k: v for k, v in s.ents().items() if k != "project"}),
+        reasons.INVALID_CLAIMS,
+    ),
     # -- trust -----------------------------------------------------------------------------------
     ("trust signed by a signing key", T, lambda s: s.trust(s.keys.signing, s.keys.other), reasons.ROOT_REQUIRED),
     ("trust signed by an unknown key", T, lambda s: s.trust(s.keys.other, s.keys.other), reasons.UNKNOWN_KID),
     ("an older trust document", T, lambda s: s.trust(s.keys.root, s.keys.other, seq=0), reasons.ROLLBACK),
-    ("trust with a device's aud", T, lambda s: s.trust(s.keys.root, s.keys.other, aud="0c110512ab34"), reasons.WRONG_AUD),
+    (
+        "trust with a device's aud",
+        T,
+        lambda s: s.trust(s.keys.root, s.keys.other, aud="0c110512ab34"),
+        reasons.WRONG_AUD,
+    ),
     ("trust whose kid is not the key's thumbprint", T, _thumbprint_mismatch, reasons.INVALID_CLAIMS),
 ]
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from agent.entitlements.policy import decide
-from tests.support import T0, DAY, holdings, svc
+from tests.support import DAY, T0, holdings, svc
 
 HOUSE = {"id": "h-3", "type": "single_family", "created": "2025-09-10", "free_apps": 1}
 
@@ -28,7 +28,15 @@ SCENARIOS: list[tuple[str, list[dict[str, Any]], float, str, Any, bool, str]] = 
     ("third-party lock", [svc("third_party_lock")], 0, "third_party_lock", None, True, "active"),
     ("sensor call alert never activated", [], 0, "sensor_call_alert", None, False, "not_activated"),
     ("sensor call alert active", [svc("sensor_call_alert")], 0, "sensor_call_alert", None, True, "active"),
-    ("document expired: apps", [svc("app", "account:owner")], 30, "app_call", "account:owner", False, "document_expired"),
+    (
+        "document expired: apps",
+        [svc("app", "account:owner")],
+        30,
+        "app_call",
+        "account:owner",
+        False,
+        "document_expired",
+    ),
     ("document expired: doors stay unbilled", [], 30, "issue_access", None, True, "not_billed"),
 ]
 

@@ -60,7 +60,10 @@ def raw_public_key(key: Ed25519PublicKey) -> bytes:
 
 def thumbprint(x: bytes) -> str:
     """RFC 7638 JWK thumbprint (SHA-256) of an Ed25519 public key given as its raw 32 bytes."""
-    canonical = '{"crv":"Ed25519","kty":"OKP","x":"%s"}' % b64url_encode(x)
+    # RFC 7638 section 3: the required members only, sorted, no whitespace.
+    canonical = json.dumps(
+        {"crv": "Ed25519", "kty": "OKP", "x": b64url_encode(x)}, separators=(",", ":"), sort_keys=True
+    )
     return b64url_encode(hashlib.sha256(canonical.encode("ascii")).digest())
 
 

@@ -171,7 +171,11 @@ def _commercial_doors(e: Entitlements, t: float) -> _Timed:
     first = min(expiries.values())
     if t < first:
         hi = min(first, e.exp)
-        return -_INF, hi, _allow(ACTIVE, hi, f"every paid door ({_listing(list(paid))}) is active until {to_rfc3339(first)}")
+        return (
+            -_INF,
+            hi,
+            _allow(ACTIVE, hi, f"every paid door ({_listing(list(paid))}) is active until {to_rfc3339(first)}"),
+        )
     lapsed = sorted(d for d, x in expiries.items() if x <= t)
     lo = max(x for x in expiries.values() if x <= t)
     hi = min([x for x in expiries.values() if x > t] + [e.exp])
@@ -191,7 +195,7 @@ def _report_alarm(e: Entitlements, t: float, _subject: object) -> _Timed:
 
 
 def _paid(e: Entitlements, t: float, names: tuple[str, ...], subjects: tuple[str, ...], what: str) -> _Timed:
-    """A paid service: active until its latest listed expiry among ``names`` × ``subjects``."""
+    """A paid service: active until its latest listed expiry among ``names`` x ``subjects``."""
     if not e.payment_required:
         return -_INF, _INF, _allow(NOT_BILLED, None, "a commercial project created before 2025-06-01 needs no payment")
     if t >= e.exp:
@@ -206,7 +210,11 @@ def _paid(e: Entitlements, t: float, names: tuple[str, ...], subjects: tuple[str
         if best.expires > e.exp:
             detail += f"; this document is in force until {to_rfc3339(e.exp)}"
         return -_INF, hi, _allow(ACTIVE, hi, detail)
-    return best.expires, e.exp, _deny(EXPIRED, f"{best.service} for {best.subject} expired at {to_rfc3339(best.expires)}")
+    return (
+        best.expires,
+        e.exp,
+        _deny(EXPIRED, f"{best.service} for {best.subject} expired at {to_rfc3339(best.expires)}"),
+    )
 
 
 def _service(name: str) -> Callable[[Entitlements, float, object], _Timed]:

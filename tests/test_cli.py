@@ -1,0 +1,162 @@
+"""The edge-agent command line, run as the installed console script: names, outputs, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Keys
+from tests.support import DAY, Claims, commercial_project, forge, svc
+
+EDGE_AGENT = str(Path(sys.executable).parent / "edge-agent")
+
+
+def run(
+    *args: str, stdin: str | bytes | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run edge-agent with ``args``; logs go to stderr as JSON lines."""
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    result = subprocess.run([EDGE_AGENT, *args], input=data, capture_output=True, env=env, check=False)
+    return subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(), result.stderr.decode())
+
+
+@pytest.fixture
+def documents(tmp_path: Path, keys: Keys) -> dict[str, Path]:
+    """Signed documents on disk: trust, entitlements with a missing door, and one with every door paid."""
+    claims = Claims(iat=__import__("time").time())
+    three = commercial_project(("door-1", "door-2", "door-3"))
+    paid = [
+        svc("door", "door:door-2", days=400),
+        svc("door", "door:door-3", days=400),
+        svc("app", "account:a-1", days=400),
+    ]
+    tokens = {
+        "trust": forge(keys.root, claims.trust([keys.signing]), typ="trust"),
+        "limited": forge(
+            keys.signing, claims.entitlements(project=three, services=paid[:1], exp=int(claims.iat + 30 * DAY))
+        ),
+        "normal": forge(
+            keys.signing, claims.entitlements(project=three, services=paid, exp=int(claims.iat + 30 * DAY))
+        ),
+        "forged": forge(keys.other, claims.entitlements(project=three, services=paid, seq=99)),
+    }
+    paths = {}
+    for name, token in tokens.items():
+        paths[name] = tmp_path / f"{name}.jws"
+        paths[name].write_text(token + "\n")
+    return paths
+
+
+def test_accept_from_a_file_and_from_stdin(config_file: Path, documents: dict[str, Path]) -> None:
+    """accept FILE and accept - both verify and store; exit 0 with what was accepted."""
+    result = run("accept", str(documents["trust"]), "--config", str(config_file))
+    assert (result.returncode, result.stdout) == (0, "accepted: trust seq 1\n")
+    result = run("accept", "-", "--config", str(config_file), stdin=documents["limited"].read_text())
+    assert (result.returncode, result.stdout) == (0, "accepted: entitlements seq 1\n")
+
+
+def test_accept_again_is_quietly_fine(config_file: Path, documents: dict[str, Path]) -> None:
+    """The same document twice: the second time exits 0 and says it is already in force."""
+    run("accept", str(documents["trust"]), "--config", str(config_file))
+    result = run("accept", str(documents["trust"]), "--config", str(config_file), "--json")
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == {"result": "already_in_force", "typ": "trust", "seq": 1}
+
+
+def test_accept_refuses_with_the_reason(config_file: Path, documents: dict[str, Path]) -> None:
+    """A forged document exits 1 with its refusal reason, in text and in JSON."""
+    result = run("accept", str(documents["forged"]), "--config", str(config_file))
+    assert result.returncode == 1
+    assert result.stdout.startswith("refused: unknown_kid: ")
+    result = run("accept", str(documents["forged"]), "--config", str(config_file), "--json")
+    assert (result.returncode, json.loads(result.stdout)["reason"]) == (1, "unknown_kid")
+
+
+def test_accept_refuses_an_oversized_file_without_reading_it_all(config_file: Path, tmp_path: Path) -> None:
+    """A 5 MB file is refused as oversized."""
+    big = tmp_path / "big.jws"
+    big.write_bytes(b"a" * 5_000_000)
+    result = run("accept", str(big), "--config", str(config_file))
+    assert (result.returncode, result.stdout.split(":")[0:2]) == (1, ["refused", " oversized"])
+
+
+def test_accept_a_missing_file_is_an_error(config_file: Path, tmp_path: Path) -> None:
+    """A file that cannot be read exits 2 with one line."""
+    result = run("accept", str(tmp_path / "absent.jws"), "--config", str(config_file))
+    assert result.returncode == 2
+    assert result.stderr.startswith("edge-agent: error: cannot read")
+
+
+def test_check_exit_codes_follow_the_decision(config_file: Path, documents: dict[str, Path]) -> None:
+    """check exits 1 when denied (limited doors, unprovisioned), 0 when allowed, 2 on a bad request."""
+    assert run("check", "issue_access", "door:door-1", "--config", str(config_file)).returncode == 1
+    for name in ("trust", "limited"):
+        run("accept", str(documents[name]), "--config", str(config_file))
+    denied = run("check", "issue_access", "door:door-1", "--config", str(config_file))
+    assert (denied.returncode, denied.stdout.split(":")[0]) == (1, "denied doors_limited")
+    run("accept", str(documents["normal"]), "--config", str(config_file))
+    allowed = run("check", "issue_access", "door:door-1", "--config", str(config_file))
+    assert allowed.returncode == 0
+    assert allowed.stdout.startswith("allowed active until ")
+    bad = run("check", "teleport", "--config", str(config_file))
+    assert (bad.returncode, bad.stdout) == (2, "")
+    assert bad.stderr.startswith("edge-agent: error: unknown action 'teleport'")
+    assert run("check", "app_call", "door:door-1", "--config", str(config_file)).returncode == 2
+    assert run("check", "attendance", "many", "--config", str(config_file)).returncode == 2
+
+
+def test_check_json_has_exactly_the_agreed_fields(config_file: Path, documents: dict[str, Path]) -> None:
+    """check --json prints {action, subject, allowed, reason, expires, detail}."""
+    for name in ("trust", "normal"):
+        run("accept", str(documents[name]), "--config", str(config_file))
+    result = run("check", "app_call", "account:a-1", "--config", str(config_file), "--json")
+    out = json.loads(result.stdout)
+    assert set(out) == {"action", "subject", "allowed", "reason", "expires", "detail"}
+    assert (out["action"], out["subject"], out["allowed"], out["reason"]) == ("app_call", "account:a-1", True, "active")
+    assert out["expires"].endswith("Z")
+    denied = json.loads(run("check", "report_alarm", "--config", str(config_file), "--json").stdout)
+    assert denied["subject"] is None
+
+
+def test_status_reports_mode_document_services_and_time(config_file: Path, documents: dict[str, Path]) -> None:
+    """status --json moves from unprovisioned to limited to normal as documents arrive."""
+    status = json.loads(run("status", "--config", str(config_file), "--json").stdout)
+    assert (status["mode"], status["document"], status["services"]) == ("unprovisioned", None, [])
+    for name in ("trust", "limited"):
+        run("accept", str(documents[name]), "--config", str(config_file))
+    assert json.loads(run("status", "--config", str(config_file), "--json").stdout)["mode"] == "limited"
+    run("accept", str(documents["normal"]), "--config", str(config_file))
+    status = json.loads(run("status", "--config", str(config_file), "--json").stdout)
+    assert status["mode"] == "normal"
+    assert status["device_id"] == "0c110512ab34"
+    assert status["document"]["seq"] == 2
+    assert {s["subject"] for s in status["services"]} == {"door:door-2", "door:door-3", "account:a-1"}
+    assert all(s["active"] for s in status["services"])
+    assert status["trusted_time"].endswith("Z")
+    assert status["next_expiry"] == status["document"]["exp"]
+    text = run("status", "--config", str(config_file))
+    assert "mode         normal" in text.stdout
+
+
+def test_the_config_may_come_from_the_environment(config_file: Path) -> None:
+    """EDGE_AGENT_CONFIG names the file when --config is absent."""
+    import os
+
+    result = run("status", "--json", env={**os.environ, "EDGE_AGENT_CONFIG": str(config_file)})
+    assert json.loads(result.stdout)["mode"] == "unprovisioned"
+    missing = run("status", env={k: v for k, v in os.environ.items() if k != "EDGE_AGENT_CONFIG"})
+    assert missing.returncode == 2
+    assert "EDGE_AGENT_CONFIG" in missing.stderr
+
+
+def test_logs_carry_no_document_or_secret(config_file: Path, documents: dict[str, Path]) -> None:
+    """Refusals are logged as structured events with reason codes, never the token itself."""
+    result = run("accept", str(documents["forged"]), "--config", str(config_file))
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [e["event"] for e in events] == ["document_refused"]
+    assert events[0]["reason"] == "unknown_kid"
+    assert documents["forged"].read_text().strip() not in result.stderr

@@ -1,0 +1,99 @@
+"""The store: versioned migrations, atomic document commits, consistency checked on load."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from agent.config import Config
+from agent.device import Device
+from agent.entitlements import reasons
+from agent.errors import DocumentRefused, StoreCorrupt, StoreTooNew
+from agent.migrations import SCHEMA_VERSION
+from agent.store import DB_NAME, Store
+from tests.conftest import DeviceFactory, Keys
+from tests.support import Claims, forge, svc
+
+
+async def test_a_new_store_is_at_the_latest_schema(tmp_path: Path) -> None:
+    """Opening an empty directory creates the database at the latest schema version, owner-only."""
+    async with await Store.open(tmp_path / "data"):
+        pass
+    path = tmp_path / "data" / DB_NAME
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+
+
+async def test_reopening_migrates_nothing_twice(tmp_path: Path) -> None:
+    """A second open of a migrated store succeeds and keeps the version."""
+    for _ in range(2):
+        async with await Store.open(tmp_path):
+            pass
+    assert sqlite3.connect(tmp_path / DB_NAME).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+async def test_a_schema_from_newer_firmware_is_refused(tmp_path: Path) -> None:
+    """A database written by a newer agent (say, before a firmware rollback) is not used blindly."""
+    async with await Store.open(tmp_path):
+        pass
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreTooNew):
+        await Store.open(tmp_path)
+
+
+async def test_a_file_that_is_not_a_database_is_corrupt(tmp_path: Path) -> None:
+    """Garbage where the database should be is reported as corrupt, not as a crash."""
+    (tmp_path / DB_NAME).write_bytes(b"this is not sqlite" * 1000)
+    with pytest.raises(StoreCorrupt):
+        await Store.open(tmp_path)
+
+
+async def test_derived_rows_are_replaced_whole(device: Device, keys: Keys, claims: Claims) -> None:
+    """A new entitlements document replaces every service row, and all rows carry its seq."""
+    await device.accept(forge(keys.root, claims.entitlements(services=[svc("app", "account:a"), svc("booking")])))
+    await device.accept(forge(keys.root, claims.entitlements(services=[svc("dynamic_qr")])))
+    snapshot = await device._store.snapshot()
+    assert [(r.doc_seq, r.service) for r in snapshot.services] == [(2, "dynamic_qr")]
+
+
+async def test_service_rows_that_do_not_match_the_document_are_caught(
+    device: Device, devices: DeviceFactory, config: Config, keys: Keys, claims: Claims
+) -> None:
+    """A store whose derived rows disagree with the document in force is reported corrupt on load."""
+    await device.accept(forge(keys.root, claims.entitlements(services=[svc("app", "account:a")])))
+    await device.close()
+    devices.opened.remove(device)
+    with sqlite3.connect(config.data_dir / DB_NAME) as db:
+        db.execute("UPDATE services SET doc_seq = 99")
+    with pytest.raises(StoreCorrupt):
+        await devices.open()
+
+
+async def test_two_processes_cannot_roll_each_other_back(devices: DeviceFactory, keys: Keys, claims: Claims) -> None:
+    """The daemon and `edge-agent accept` share a store: a stale one cannot put an older seq in force."""
+    daemon, cli = await devices.open(), await devices.open()
+    await daemon.accept(forge(keys.root, claims.entitlements(seq=3)))
+    with pytest.raises(DocumentRefused) as refused:
+        await cli.accept(forge(keys.root, claims.entitlements(seq=2)))
+    assert refused.value.reason == reasons.ROLLBACK
+    with pytest.raises(DocumentRefused) as refused:
+        await cli.accept(forge(keys.root, claims.entitlements(seq=3, services=[])))
+    assert refused.value.reason == reasons.SEQ_REUSED
+    assert cli.entitlements is not None
+    assert cli.entitlements.seq == 3
+    assert (await cli._store.snapshot()).documents["entitlements"].seq == 3
+
+
+async def test_the_device_enforces_from_the_store_on_start(
+    devices: DeviceFactory, device: Device, keys: Keys, claims: Claims
+) -> None:
+    """A restarted device decides from what it stored, before (and without) any network."""
+    await device.accept(forge(keys.root, claims.entitlements(services=[svc("app", "account:a")])))
+    reopened = await devices.restart(device)
+    assert reopened.decide("app_call", "account:a").allowed
+    assert reopened.decide("report_alarm").reason == "doors_limited"
