@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
-@dataclass(frozen=True, slots=True)
-class ClockSource:
+class ClockSource(NamedTuple):
     """Where readings come from: the wall clock, a monotonic clock, and which boot this is."""
 
     wall: Callable[[], float]
@@ -49,8 +48,7 @@ class ClockSource:
         return cls(wall=time.time, monotonic=lambda: time.clock_gettime(boottime), boot_id=boot_id)
 
 
-@dataclass(frozen=True, slots=True)
-class Anchor:
+class Anchor(NamedTuple):
     """A persisted floor: trusted time ``trusted_at`` was known when ``monotonic`` read ``at_monotonic``."""
 
     trusted_at: float

@@ -9,8 +9,9 @@ transaction, and only then puts it in force in memory (persist, then act).
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Any
+import json
+from datetime import date
+from typing import Any, NamedTuple
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -18,40 +19,43 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.clock import ClockSource, TrustedClock
 from agent.config import Config
 from agent.entitlements import policy
-from agent.entitlements.documents import (
-    CLAIMS_MODELS,
-    ENTITLEMENTS,
-    TRUST,
-    EntitlementsClaims,
-    TrustClaims,
-)
-from agent.entitlements.index import Entitlements
+from agent.entitlements.documents import ENTITLEMENTS, TRUST, EntitlementsClaims, TrustClaims
+from agent.entitlements.index import Entitlements, Project, Service
 from agent.entitlements.intake import Duplicate, HighWater, Verified, verify
-from agent.entitlements.jws import b64url_decode
 from agent.entitlements.policy import Decision
-from agent.entitlements.trust import KeyRing
+from agent.entitlements.trust import KeyRing, SigningKey
 from agent.errors import DocumentRefused, StoreCorrupt
-from agent.store import ServiceRow, SigningKeyRow, Snapshot, Store, StoredDocument
+from agent.store import ProjectRow, ServiceRow, SigningKeyRow, Snapshot, Store, StoredDocument
 from agent.timefmt import to_rfc3339, to_rfc3339_or_none
 
 log = structlog.get_logger("agent.device")
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
+class Accepted(NamedTuple):
     """A document now in force."""
 
     typ: str
     seq: int
 
 
-def _claims_of(document: StoredDocument) -> Any:
-    payload = b64url_decode(document.token.split(".")[1])
-    return CLAIMS_MODELS[document.typ].model_validate_json(payload)
+def _entitlements_of(document: StoredDocument, project: ProjectRow, services: list[ServiceRow]) -> Entitlements:
+    return Entitlements(
+        seq=document.seq,
+        iat=float(document.iat),
+        exp=float(document.exp),
+        project=Project(
+            id=project.id,
+            type=project.type,
+            created=date.fromisoformat(project.created) if project.created else None,
+            doors=tuple(json.loads(project.doors)),
+            free_apps=project.free_apps,
+        ),
+        services=tuple(Service(r.service, r.subject, r.expires, r.plan) for r in services),
+        settings=json.loads(project.settings),
+    )
 
 
-@dataclass(frozen=True, slots=True)
-class Holdings:
+class Holdings(NamedTuple):
     """What is in force, rebuilt from a store snapshot or after an acceptance."""
 
     keyring: KeyRing
@@ -60,30 +64,59 @@ class Holdings:
 
     @classmethod
     def from_snapshot(cls, roots: tuple[Ed25519PublicKey, ...], snapshot: Snapshot) -> Holdings:
-        """Rebuild from the store, checking that derived rows belong to the documents in force."""
+        """Rebuild from the rows derived at intake, checking they belong to the documents in force.
+
+        Tokens are not parsed again: they were verified and validated when accepted, and the rows
+        were written in the same transaction.
+        """
         keyring = KeyRing.from_roots(roots)
+        trust = snapshot.documents.get(TRUST)
+        if trust is not None:
+            if any(row.trust_seq != trust.seq for row in snapshot.signing_keys):
+                raise StoreCorrupt(f"signing keys do not derive from trust document {trust.seq}")
+            try:
+                keys = [
+                    SigningKey(r.kid, Ed25519PublicKey.from_public_bytes(r.x), r.not_after)
+                    for r in snapshot.signing_keys
+                ]
+            except ValueError as exc:
+                raise StoreCorrupt(f"a stored signing key is unusable: {exc}") from None
+            keyring = keyring.with_signing_keys(keys, trust_exp=float(trust.exp))
+        elif snapshot.signing_keys:
+            raise StoreCorrupt("signing keys are stored without a trust document")
+        document, project = snapshot.documents.get(ENTITLEMENTS), snapshot.project
         entitlements = None
-        try:
-            trust = snapshot.documents.get(TRUST)
-            if trust is not None:
-                keyring = keyring.with_trust(_claims_of(trust))
-                if any(row.trust_seq != trust.seq for row in snapshot.signing_keys):
-                    raise StoreCorrupt(f"signing keys do not derive from trust document {trust.seq}")
-            document = snapshot.documents.get(ENTITLEMENTS)
-            if document is not None:
-                entitlements = Entitlements(_claims_of(document))
-                if len(snapshot.services) != len(entitlements.services) or any(
-                    row.doc_seq != document.seq for row in snapshot.services
-                ):
-                    raise StoreCorrupt(f"services do not derive from entitlements document {document.seq}")
-        except (ValueError, IndexError) as exc:  # pydantic's ValidationError is a ValueError
-            raise StoreCorrupt(f"a stored document no longer parses: {exc}") from None
+        if document is not None:
+            if project is None or project.doc_seq != document.seq:
+                raise StoreCorrupt(f"the project row does not derive from entitlements document {document.seq}")
+            if any(row.doc_seq != document.seq for row in snapshot.services):
+                raise StoreCorrupt(f"services do not derive from entitlements document {document.seq}")
+            try:
+                entitlements = _entitlements_of(document, project, snapshot.services)
+            except ValueError as exc:  # bad JSON or date in a derived row
+                raise StoreCorrupt(f"a derived row is unreadable: {exc}") from None
+        elif project is not None or snapshot.services:
+            raise StoreCorrupt("entitlement rows are stored without an entitlements document")
         return cls(keyring=keyring, documents=dict(snapshot.documents), entitlements=entitlements)
 
     @property
     def high_water(self) -> dict[str, HighWater]:
         """The ``seq`` and digest of the document in force, per type."""
         return {typ: HighWater(d.seq, d.digest) for typ, d in self.documents.items()}
+
+
+def _rows_of(entitlements: Entitlements) -> tuple[ProjectRow, list[ServiceRow]]:
+    project, seq = entitlements.project, entitlements.seq
+    row = ProjectRow(
+        doc_seq=seq,
+        id=project.id,
+        type=project.type,
+        created=project.created.isoformat() if project.created else None,
+        doors=json.dumps(list(project.doors)),
+        free_apps=project.free_apps,
+        settings=json.dumps(dict(entitlements.settings)),
+    )
+    return row, [ServiceRow(seq, s.service, s.subject, s.expires, s.plan) for s in entitlements.services]
 
 
 class Device:
@@ -175,18 +208,18 @@ class Device:
             accepted_at=now,
         )
         keyring, entitlements = self._holdings.keyring, self._holdings.entitlements
-        services = signing = None
+        derived: tuple[ProjectRow, list[ServiceRow]] | list[SigningKeyRow] | None = None
         if isinstance(claims, TrustClaims):
             keyring = keyring.with_trust(claims)
-            signing = [SigningKeyRow(claims.seq, k.kid, k.jwk.raw(), k.not_after.timestamp()) for k in claims.keys]
+            derived = [SigningKeyRow(claims.seq, k.kid, k.jwk.raw(), k.not_after.timestamp()) for k in claims.keys]
         elif isinstance(claims, EntitlementsClaims):
-            entitlements = Entitlements(claims)
-            services = [ServiceRow(claims.seq, s.service, s.subject, s.expires, s.plan) for s in entitlements.services]
+            entitlements = Entitlements.from_claims(claims)
+            derived = _rows_of(entitlements)
             for name in entitlements.unknown_services:
                 log.warning("unknown_service", service=name, seq=claims.seq)
         # The accepted iat raises the clock's floor, in the same transaction as the document.
         anchor = self.clock.anchor(at_least=float(claims.iat))
-        if not await self._store.commit_document(document, services=services, signing_keys=signing, anchor=anchor):
+        if not await self._store.commit_document(document, derived=derived, anchor=anchor):
             return False
         self.clock.advance_to(float(claims.iat))
         documents = dict(self._holdings.documents)
@@ -227,7 +260,7 @@ class Device:
             "model": self.config.model,
             "firmware_version": self.config.firmware_version,
             "mode": policy.mode(ents, now),
-            "project": None if ents is None else {"id": ents.project_id, "type": ents.project_type},
+            "project": None if ents is None else {"id": ents.project.id, "type": ents.project.type},
             "document": document,
             "services": services,
             "trust": None

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Final
 
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
-    # 1: signed documents in force, what is derived from them, and the trusted clock's anchor.
+    # 1: signed documents in force, what is derived from them (what the device enforces from on
+    #    start, without parsing the tokens again), and the trusted clock's anchor.
     (
         """CREATE TABLE documents (
             typ TEXT PRIMARY KEY,          -- trust | entitlements | firmware-job | command
@@ -21,6 +22,15 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             kid TEXT NOT NULL,
             token TEXT NOT NULL,           -- the compact JWS as accepted
             accepted_at REAL NOT NULL      -- trusted time of acceptance
+        )""",
+        """CREATE TABLE project (         -- derived from the entitlements document in force
+            doc_seq INTEGER NOT NULL,
+            id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            created TEXT,                  -- ISO date, or NULL when the document gives none
+            doors TEXT NOT NULL,           -- JSON array, the free door first
+            free_apps INTEGER NOT NULL,
+            settings TEXT NOT NULL         -- JSON object
         )""",
         """CREATE TABLE services (        -- derived from the entitlements document in force
             doc_seq INTEGER NOT NULL,

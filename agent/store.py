@@ -14,10 +14,9 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import aiosqlite
 
@@ -28,8 +27,7 @@ from agent.migrations import MIGRATIONS, SCHEMA_VERSION
 DB_NAME = "agent.db"
 
 
-@dataclass(frozen=True, slots=True)
-class StoredDocument:
+class StoredDocument(NamedTuple):
     """A document row: the one of its ``typ`` in force."""
 
     typ: str
@@ -42,8 +40,19 @@ class StoredDocument:
     accepted_at: float
 
 
-@dataclass(frozen=True, slots=True)
-class ServiceRow:
+class ProjectRow(NamedTuple):
+    """The project, derived from the entitlements document ``doc_seq``."""
+
+    doc_seq: int
+    id: str
+    type: str
+    created: str | None
+    doors: str  # JSON array
+    free_apps: int
+    settings: str  # JSON object
+
+
+class ServiceRow(NamedTuple):
     """A service derived from the entitlements document ``doc_seq``."""
 
     doc_seq: int
@@ -53,8 +62,7 @@ class ServiceRow:
     plan: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class SigningKeyRow:
+class SigningKeyRow(NamedTuple):
     """A signing key derived from the trust document ``trust_seq``."""
 
     trust_seq: int
@@ -63,11 +71,11 @@ class SigningKeyRow:
     not_after: float
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
+class Snapshot(NamedTuple):
     """Everything the store holds, read in one transaction."""
 
     documents: dict[str, StoredDocument]
+    project: ProjectRow | None
     services: list[ServiceRow]
     signing_keys: list[SigningKeyRow]
     anchor: Anchor | None
@@ -179,6 +187,12 @@ class Store:
                         "SELECT typ, seq, digest, iat, exp, kid, token, accepted_at FROM documents"
                     )
                 }
+                projects = [
+                    ProjectRow(*row)
+                    for row in await db.execute_fetchall(
+                        "SELECT doc_seq, id, type, created, doors, free_apps, settings FROM project"
+                    )
+                ]
                 services = [
                     ServiceRow(*row)
                     for row in await db.execute_fetchall(
@@ -194,20 +208,22 @@ class Store:
                 clock = list(await db.execute_fetchall("SELECT trusted_at, boot_id, at_monotonic FROM clock"))
         except sqlite3.DatabaseError as exc:
             raise _corrupt(self.path, exc) from None
+        if len(projects) > 1:
+            raise StoreCorrupt(f"{self.path}: {len(projects)} project rows, expected at most one")
         anchor = Anchor(*clock[0]) if clock else None
-        return Snapshot(documents, services, signing, anchor)
+        return Snapshot(documents, projects[0] if projects else None, services, signing, anchor)
 
     async def commit_document(
         self,
         document: StoredDocument,
         *,
-        services: Sequence[ServiceRow] | None,
-        signing_keys: Sequence[SigningKeyRow] | None,
+        derived: tuple[ProjectRow, Sequence[ServiceRow]] | Sequence[SigningKeyRow] | None,
         anchor: Anchor,
     ) -> bool:
         """Put ``document`` in force with what derives from it, in one transaction.
 
-        ``services``/``signing_keys``, when given, replace the derived rows whole. Returns ``False``
+        ``derived`` (a project and its services, or signing keys) replaces the rows derived from
+        the previous document of that type whole. Returns ``False``
         and writes nothing if the store already holds a ``seq`` at or above the document's (another
         process got there first): the caller reloads and verifies again.
         """
@@ -233,22 +249,39 @@ class Store:
                         document.accepted_at,
                     ),
                 )
-                if services is not None:
-                    await db.execute("DELETE FROM services")
-                    await db.executemany(
-                        "INSERT INTO services (doc_seq, service, subject, expires, plan) VALUES (?, ?, ?, ?, ?)",
-                        [(r.doc_seq, r.service, r.subject, r.expires, r.plan) for r in services],
-                    )
-                if signing_keys is not None:
+                if isinstance(derived, tuple):
+                    await self._replace_entitlements(*derived)
+                elif derived is not None:
                     await db.execute("DELETE FROM signing_keys")
                     await db.executemany(
                         "INSERT INTO signing_keys (trust_seq, kid, x, not_after) VALUES (?, ?, ?, ?)",
-                        [(r.trust_seq, r.kid, r.x, r.not_after) for r in signing_keys],
+                        [(r.trust_seq, r.kid, r.x, r.not_after) for r in derived],
                     )
                 await self._write_anchor(anchor)
         except sqlite3.DatabaseError as exc:
             raise _corrupt(self.path, exc) from None
         return True
+
+    async def _replace_entitlements(self, project: ProjectRow, services: Sequence[ServiceRow]) -> None:
+        db = self._db
+        await db.execute("DELETE FROM project")
+        await db.execute(
+            "INSERT INTO project (doc_seq, id, type, created, doors, free_apps, settings) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                project.doc_seq,
+                project.id,
+                project.type,
+                project.created,
+                project.doors,
+                project.free_apps,
+                project.settings,
+            ),
+        )
+        await db.execute("DELETE FROM services")
+        await db.executemany(
+            "INSERT INTO services (doc_seq, service, subject, expires, plan) VALUES (?, ?, ?, ?, ?)",
+            [(r.doc_seq, r.service, r.subject, r.expires, r.plan) for r in services],
+        )
 
     async def save_anchor(self, anchor: Anchor) -> None:
         """Persist the clock's floor if it is later than the one stored."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 
@@ -29,7 +30,7 @@ def keygen(directory: Path, name: str) -> None:
 @click.argument("typ", type=click.Choice(["trust", "entitlements", "firmware-job", "command"]))
 @click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("claims_file", metavar="CLAIMS|-", type=click.File("rb"))
-def sign(typ: str, key_file: Path, claims_file: click.utils.LazyFile) -> None:
+def sign(typ: str, key_file: Path, claims_file: BinaryIO) -> None:
     """Sign a JSON claims object as a compact JWS of TYP and print it."""
     from agent.entitlements import jws
 

@@ -198,4 +198,4 @@ def holdings(project: dict[str, Any], services: list[dict[str, Any]], exp_days: 
         "project": project,
         "services": services,
     }
-    return Entitlements(EntitlementsClaims.model_validate_json(json.dumps(claims)))
+    return Entitlements.from_claims(EntitlementsClaims.model_validate_json(json.dumps(claims)))

@@ -80,7 +80,9 @@ def documents(draw: st.DrawFn) -> Doc:
     """A document whose doors usually have door services and whose accounts usually have apps,
     so that every branch of the rules is reached, plus services drawn at random."""
     doors = draw(st.lists(st.sampled_from(DOORS), max_size=4, unique=True))
-    services = [("door", f"door:{d}", draw(instants), None) for d in doors if draw(st.integers(0, 9)) > 0]
+    services: list[tuple[str, str, float, str | None]] = [
+        ("door", f"door:{d}", draw(instants), None) for d in doors if draw(st.integers(0, 9)) > 0
+    ]
     services += [
         (draw(st.sampled_from(APP_SERVICES)), account, draw(instants), None)
         for account in ("account:a1", "account:a2")
@@ -167,7 +169,7 @@ def reference(doc: Doc, now: float, action: str, subject: Any) -> tuple[bool, st
 def test_policy_agrees_with_the_reference(doc: Doc, now: float, request: tuple[str, Any]) -> None:
     """decide() gives the reference's outcome and reason for any document, instant and request."""
     action, subject = request
-    decision = decide(Entitlements(doc.claims()), now, action, subject)
+    decision = decide(Entitlements.from_claims(doc.claims()), now, action, subject)
     assert (decision.allowed, decision.reason) == reference(doc, now, action, subject), decision.detail
 
 
@@ -176,9 +178,11 @@ def test_policy_agrees_with_the_reference(doc: Doc, now: float, request: tuple[s
 def test_remembered_decisions_match_fresh_ones(doc: Doc, times: list[float], request: tuple[str, Any]) -> None:
     """Asking one document at many instants, in any order, answers as a fresh document would."""
     action, subject = request
-    held = Entitlements(doc.claims())
+    held = Entitlements.from_claims(doc.claims())
     for now in times:
-        assert decide(held, now, action, subject) == decide(Entitlements(doc.claims()), now, action, subject)
+        assert decide(held, now, action, subject) == decide(
+            Entitlements.from_claims(doc.claims()), now, action, subject
+        )
 
 
 @settings(max_examples=300)
@@ -186,17 +190,17 @@ def test_remembered_decisions_match_fresh_ones(doc: Doc, times: list[float], req
 def test_an_allowed_decision_holds_until_its_expiry(doc: Doc, now: float, request: tuple[str, Any]) -> None:
     """An allowed decision's ``expires`` is in the future, it still holds a moment before, and not at it."""
     action, subject = request
-    held = Entitlements(doc.claims())
+    held = Entitlements.from_claims(doc.claims())
     decision = decide(held, now, action, subject)
     if decision.allowed and decision.expires is not None:
         assert decision.expires > now
-        assert decide(Entitlements(doc.claims()), decision.expires - 0.001, action, subject) == decision
-        assert not decide(Entitlements(doc.claims()), decision.expires, action, subject).allowed
+        assert decide(Entitlements.from_claims(doc.claims()), decision.expires - 0.001, action, subject) == decision
+        assert not decide(Entitlements.from_claims(doc.claims()), decision.expires, action, subject).allowed
 
 
 @given(doc=documents(), request=requests)
 def test_after_the_document_expires_only_unbilled_things_are_allowed(doc: Doc, request: tuple[str, Any]) -> None:
     """Past exp, every allowed decision is not_billed; every paid one is document_expired."""
     action, subject = request
-    decision = decide(Entitlements(doc.claims()), doc.exp + DAY, action, subject)
+    decision = decide(Entitlements.from_claims(doc.claims()), doc.exp + DAY, action, subject)
     assert decision.reason in ("not_billed", "document_expired", "unknown_door")

@@ -36,7 +36,9 @@ Version = Annotated[str, Field(pattern=r"^[0-9]{1,9}(\.[0-9]{1,9}){0,7}$")]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
+    # defer_build: a process that never validates a document (``edge-agent check``) never pays for
+    # building the schemas; the first validation does (docs/performance.md).
+    model_config = ConfigDict(frozen=True, strict=True, extra="ignore", defer_build=True)
 
 
 class Claims(_Model):

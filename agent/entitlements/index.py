@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import date
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from agent.entitlements.documents import EntitlementsClaims
 
@@ -39,8 +38,7 @@ KNOWN_SERVICES: Final = frozenset(
 CREDIT_BILLING_FROM: Final = date(2025, 6, 1)
 
 
-@dataclass(frozen=True, slots=True)
-class Service:
+class Service(NamedTuple):
     """One service of the document, with its expiry in epoch seconds."""
 
     service: str
@@ -54,53 +52,78 @@ class Service:
         return self.service in KNOWN_SERVICES
 
 
+class Project(NamedTuple):
+    """The project the device belongs to, as the document in force describes it."""
+
+    id: str
+    type: str
+    created: date | None
+    doors: tuple[str, ...]
+    free_apps: int
+
+
 class Entitlements:
     """What an accepted ``entitlements`` document grants; immutable but for the policy's memo.
 
-    When the document lists the same service and subject twice, the entry that expires last counts.
+    Built from validated claims at intake (:meth:`from_claims`), or from the rows derived from them
+    when the agent starts. When the document lists the same service and subject twice, the entry
+    that expires last counts.
     """
 
-    __slots__ = (
-        "_by_key",
-        "doors",
-        "exp",
-        "iat",
-        "memo",
-        "payment_required",
-        "project_created",
-        "project_id",
-        "project_type",
-        "seq",
-        "services",
-        "settings",
-    )
+    __slots__ = ("_by_key", "exp", "iat", "memo", "payment_required", "project", "seq", "services", "settings")
 
-    def __init__(self, claims: EntitlementsClaims) -> None:
-        project = claims.project
-        self.seq: int = claims.seq
-        self.iat: float = float(claims.iat)
-        self.exp: float = float(claims.exp)
-        self.project_id: str = project.id
-        self.project_type: str = project.type
-        self.project_created: date | None = project.created
-        self.doors: tuple[str, ...] = project.doors
-        self.settings: Mapping[str, Any] = MappingProxyType(dict(claims.settings))
+    def __init__(
+        self,
+        *,
+        seq: int,
+        iat: float,
+        exp: float,
+        project: Project,
+        services: tuple[Service, ...],
+        settings: Mapping[str, Any],
+    ) -> None:
+        self.seq = seq
+        self.iat = iat
+        self.exp = exp
+        self.project = project
+        self.services = services
+        self.settings: Mapping[str, Any] = MappingProxyType(dict(settings))
         # An unknown creation date is treated as billed: a missing field must not unlock anything.
         self.payment_required: bool = not (
             project.type == "commercial" and project.created is not None and project.created < CREDIT_BILLING_FROM
         )
-        self.services: tuple[Service, ...] = tuple(
-            Service(s.service, s.subject, s.expires.timestamp(), s.plan) for s in claims.services
-        )
         by_key: dict[tuple[str, str], Service] = {}
-        for service in self.services:
+        for service in services:
             key = (service.service, service.subject)
             held = by_key.get(key)
             if held is None or service.expires > held.expires:
                 by_key[key] = service
-        self._by_key: Mapping[tuple[str, str], Service] = MappingProxyType(by_key)
+        self._by_key: Mapping[tuple[str, str], Service] = by_key
         # The policy's memo of decisions with the interval each holds over (agent.entitlements.policy).
         self.memo: dict[Any, Any] = {}
+
+    @classmethod
+    def from_claims(cls, claims: EntitlementsClaims) -> Entitlements:
+        """The entitlements of a verified document."""
+        p = claims.project
+        return cls(
+            seq=claims.seq,
+            iat=float(claims.iat),
+            exp=float(claims.exp),
+            project=Project(p.id, p.type, p.created, p.doors, p.free_apps),
+            services=tuple(Service(s.service, s.subject, s.expires.timestamp(), s.plan) for s in claims.services),
+            settings=claims.settings,
+        )
+
+    @property
+    def project_type(self) -> str:
+        """``community``, ``single_family`` or ``commercial``."""
+        return self.project.type
+
+    @property
+    def doors(self) -> tuple[str, ...]:
+        """The project's doors, the free one first."""
+        return self.project.doors
 
     def service(self, name: str, subject: str) -> Service | None:
         """The entry for ``name`` on ``subject`` that expires last, if the document lists one."""

@@ -21,7 +21,7 @@ unverified part is believed beyond the refusal it earns.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pydantic import ValidationError
 
@@ -32,16 +32,14 @@ from agent.errors import DocumentRefused
 from agent.timefmt import to_rfc3339
 
 
-@dataclass(frozen=True, slots=True)
-class HighWater:
+class HighWater(NamedTuple):
     """The last accepted document of a type: its ``seq`` and the digest of its signed bytes."""
 
     seq: int
     digest: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Verified:
+class Verified(NamedTuple):
     """A document that passed every check and may now be stored and put in force."""
 
     typ: str
@@ -51,8 +49,7 @@ class Verified:
     claims: Claims
 
 
-@dataclass(frozen=True, slots=True)
-class Duplicate:
+class Duplicate(NamedTuple):
     """A redelivery of the document of ``typ`` already in force (PROTOCOL.md: ignored quietly)."""
 
     typ: str

@@ -9,8 +9,7 @@ each service is in at a given instant.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from agent.entitlements.index import Entitlements
 
@@ -25,8 +24,7 @@ STAGES: Final = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Notice:
+class Notice(NamedTuple):
     """A service at an expiry stage; (``service``, ``subject``, ``expires``, ``kind``) identifies it."""
 
     kind: str

@@ -32,8 +32,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from agent.entitlements.documents import ID_PATTERN
 from agent.entitlements.index import Entitlements, Service
@@ -61,8 +60,7 @@ _INF: Final = math.inf
 _MEMO_LIMIT: Final = 4096  # requests remembered per document; beyond it, decisions are computed afresh
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """The answer to one request.
 
     ``expires`` is, for an allowed decision, the instant it stops holding unless a newer document
@@ -246,8 +244,7 @@ def _attendance(e: Entitlements, t: float, count: object) -> _Timed:
     return lo, hi, _allow(ACTIVE, decision.expires, f"plan {plan} allows {count} personnel; {decision.detail}")
 
 
-@dataclass(frozen=True, slots=True)
-class _Rule:
+class _Rule(NamedTuple):
     subject: _SubjectParser
     evaluate: Callable[[Entitlements, float, object], _Timed]
 

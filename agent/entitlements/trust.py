@@ -9,10 +9,10 @@ the trust document that listed it stops being in force (its ``exp``).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -24,8 +24,7 @@ from agent.errors import DocumentRefused
 from agent.timefmt import to_rfc3339
 
 
-@dataclass(frozen=True, slots=True)
-class SigningKey:
+class SigningKey(NamedTuple):
     """A key a trust document allows to sign entitlements, firmware jobs and commands."""
 
     kid: str
@@ -48,12 +47,11 @@ def load_root_key(path: Path) -> Ed25519PublicKey:
     return key
 
 
-@dataclass(frozen=True, slots=True)
-class KeyRing:
+class KeyRing(NamedTuple):
     """Root keys and the signing keys of the trust document in force, by RFC 7638 thumbprint."""
 
     roots: Mapping[str, Ed25519PublicKey]
-    signing: Mapping[str, SigningKey] = field(default_factory=lambda: MappingProxyType({}))
+    signing: Mapping[str, SigningKey] = MappingProxyType({})
     trust_exp: float = math.inf
 
     @classmethod
@@ -63,15 +61,15 @@ class KeyRing:
 
     def with_trust(self, claims: TrustClaims) -> KeyRing:
         """The ring once ``claims`` is in force: its keys replace the previous signing keys whole."""
-        signing = {
-            entry.kid: SigningKey(
-                kid=entry.kid,
-                key=Ed25519PublicKey.from_public_bytes(entry.jwk.raw()),
-                not_after=entry.not_after.timestamp(),
-            )
+        keys = [
+            SigningKey(entry.kid, Ed25519PublicKey.from_public_bytes(entry.jwk.raw()), entry.not_after.timestamp())
             for entry in claims.keys
-        }
-        return KeyRing(roots=self.roots, signing=MappingProxyType(signing), trust_exp=float(claims.exp))
+        ]
+        return self.with_signing_keys(keys, trust_exp=float(claims.exp))
+
+    def with_signing_keys(self, keys: Iterable[SigningKey], *, trust_exp: float) -> KeyRing:
+        """The ring with ``keys`` (from a trust document in force until ``trust_exp``) as its signing keys."""
+        return KeyRing(roots=self.roots, signing=MappingProxyType({k.kid: k for k in keys}), trust_exp=trust_exp)
 
     def key_for(self, kid: str, typ: str, now: float) -> Ed25519PublicKey:
         """The key that must have signed a document of ``typ`` with ``kid``, or ``DocumentRefused``."""

@@ -1,0 +1,24 @@
+"""``python -m bench [NAME...]``: run the benchmarks (all by default) and print the table."""
+
+from __future__ import annotations
+
+import sys
+
+from agent import logs
+from bench import bench_check_cli, bench_decision, bench_intake
+from bench.common import Result, report
+
+BENCHES = {"decision": bench_decision.run, "intake": bench_intake.run, "check": bench_check_cli.run}
+
+
+def main(names: list[str]) -> None:
+    """Run the named benchmarks and print a markdown table."""
+    logs.configure("error")
+    results: list[Result] = []
+    for name in names or list(BENCHES):
+        print(f"running {name}...", file=sys.stderr, flush=True)
+        results += BENCHES[name]()
+    print(report(results))
+
+
+main(sys.argv[1:])

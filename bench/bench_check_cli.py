@@ -1,0 +1,89 @@
+"""``edge-agent check`` as a fresh process vs. ``python -c "import <the agent's dependencies>"`` (goal <= 1.5x)."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.clock import ClockSource
+from agent.config import load_config, load_trust_roots
+from agent.device import Device
+from bench.common import Result
+from tests.support import DAY, Claims, forge, svc, write_config, write_public_key
+
+# The runtime dependencies in pyproject.toml, imported as the agent uses them.
+DEPENDENCIES = (
+    "import aiosqlite, click, pydantic, structlog; "
+    "import cryptography.hazmat.primitives.asymmetric.ed25519, cryptography.hazmat.primitives.serialization"
+)
+# `import pydantic` only loads a lazy facade; the first model loads and builds the real machinery.
+# This second floor shows what any process that validates one pydantic model pays.
+DEPENDENCIES_AND_ONE_MODEL = DEPENDENCIES + "\nclass Config(pydantic.BaseModel):\n    data_dir: str = '.'"
+EDGE_AGENT = str(Path(sys.executable).parent / "edge-agent")
+
+
+async def _provision(directory: Path) -> Path:
+    key = Ed25519PrivateKey.generate()
+    config_file = write_config(directory, [write_public_key(directory / "root.pub.pem", key)])
+    config = load_config(config_file, {})
+    device = await Device.open(config, load_trust_roots(config), ClockSource.system())
+    claims = Claims(iat=time.time())
+    services = [svc("door", "door:door-2", days=400)]
+    await device.accept(forge(key, claims.entitlements(services=services, exp=int(time.time() + 30 * DAY))))
+    await device.close()
+    return config_file
+
+
+def _seconds(argv: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def _compare(name: str, floor_label: str, floor: list[str], ours: list[str], goal: str, rounds: int) -> Result:
+    """Median wall times, interleaved; the ratio is the median of per-round ratios."""
+    _seconds(floor), _seconds(ours)
+    floors, our_times, ratios = [], [], []
+    for round_ in range(rounds):
+        if round_ % 2:
+            f, o = _seconds(floor), _seconds(ours)
+        else:
+            o, f = _seconds(ours), _seconds(floor)
+        floors.append(f)
+        our_times.append(o)
+        ratios.append(o / f)
+    return Result(
+        name, floor_label, statistics.median(floors), statistics.median(our_times), statistics.median(ratios), goal
+    )
+
+
+def run(rounds: int = 21) -> list[Result]:
+    """`edge-agent check` against the import floor, and against the floor plus one pydantic model."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config_file = asyncio.run(_provision(Path(tmp)))
+        check = [EDGE_AGENT, "check", "issue_access", "door:door-1", "--config", str(config_file)]
+        return [
+            _compare(
+                "edge-agent check, fresh process",
+                "python -c 'import <dependencies>'",
+                [sys.executable, "-c", DEPENDENCIES],
+                check,
+                "<= 1.5",
+                rounds,
+            ),
+            _compare(
+                "edge-agent check, fresh process",
+                "same, plus one pydantic model",
+                [sys.executable, "-c", DEPENDENCIES_AND_ONE_MODEL],
+                check,
+                "info",
+                rounds,
+            ),
+        ]
