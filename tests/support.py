@@ -170,6 +170,7 @@ def write_config(directory: Path, roots: list[Path], **top: Any) -> Path:
         "[drivers]",
         'kind = "simulated"',
     ]
+    directory.mkdir(parents=True, exist_ok=True)
     path = directory / "agent.toml"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from agent.config import Config
 from tests.conftest import Keys
-from tests.support import DAY, Claims, commercial_project, forge, svc
+from tests.support import DAY, Claims, commercial_project, forge, svc, write_config
 
 EDGE_AGENT = str(Path(sys.executable).parent / "edge-agent")
 
@@ -27,7 +30,7 @@ def run(
 @pytest.fixture
 def documents(tmp_path: Path, keys: Keys) -> dict[str, Path]:
     """Signed documents on disk: trust, entitlements with a missing door, and one with every door paid."""
-    claims = Claims(iat=__import__("time").time())
+    claims = Claims(iat=time.time())
     three = commercial_project(("door-1", "door-2", "door-3"))
     paid = [
         svc("door", "door:door-2", days=400),
@@ -144,8 +147,6 @@ def test_status_reports_mode_document_services_and_time(config_file: Path, docum
 
 def test_the_config_may_come_from_the_environment(config_file: Path) -> None:
     """EDGE_AGENT_CONFIG names the file when --config is absent."""
-    import os
-
     result = run("status", "--json", env={**os.environ, "EDGE_AGENT_CONFIG": str(config_file)})
     assert json.loads(result.stdout)["mode"] == "unprovisioned"
     missing = run("status", env={k: v for k, v in os.environ.items() if k != "EDGE_AGENT_CONFIG"})
@@ -160,3 +161,34 @@ def test_logs_carry_no_document_or_secret(config_file: Path, documents: dict[str
     assert [e["event"] for e in events] == ["document_refused"]
     assert events[0]["reason"] == "unknown_kid"
     assert documents["forged"].read_text().strip() not in result.stderr
+
+
+def test_a_corrupt_store_is_one_line_and_exit_2(config_file: Path, config: Config) -> None:
+    """A database that is not one stops the command with one line on stderr, no traceback."""
+    config.data_dir.mkdir()
+    (config.data_dir / "agent.db").write_bytes(b"garbage" * 1000)
+    result = run("check", "issue_access", "--config", str(config_file))
+    assert result.returncode == 2
+    assert result.stderr.startswith("edge-agent: error: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_the_cloud_stub_cli_signs_what_the_device_accepts(tmp_path: Path, config: Config) -> None:
+    """smartplus-cloud keygen + sign produce a document edge-agent accepts with that root."""
+    cloud = str(Path(sys.executable).parent / "smartplus-cloud")
+    keygen = subprocess.run([cloud, "keygen", str(tmp_path / "keys")], capture_output=True, text=True, check=False)
+    assert keygen.returncode == 0, keygen.stderr
+    assert oct((tmp_path / "keys" / "root.key.pem").stat().st_mode & 0o777) == "0o600"
+    config_file = write_config(tmp_path / "device", [tmp_path / "keys" / "root.pub.pem"])
+    claims = json.dumps(Claims(iat=time.time()).entitlements(exp=int(time.time() + DAY)))
+    signed = subprocess.run(
+        [cloud, "sign", "entitlements", "--key", str(tmp_path / "keys" / "root.key.pem"), "-"],
+        input=claims,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert signed.returncode == 0, signed.stderr
+    result = run("accept", "-", "--config", str(config_file), stdin=signed.stdout)
+    assert (result.returncode, result.stdout) == (0, "accepted: entitlements seq 1\n")

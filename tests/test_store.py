@@ -61,15 +61,31 @@ async def test_derived_rows_are_replaced_whole(device: Device, keys: Keys, claim
     assert [(r.doc_seq, r.service) for r in snapshot.services] == [(2, "dynamic_qr")]
 
 
-async def test_service_rows_that_do_not_match_the_document_are_caught(
-    device: Device, devices: DeviceFactory, config: Config, keys: Keys, claims: Claims
+TAMPERING = [
+    ("services from another document", "UPDATE services SET doc_seq = 99"),
+    ("project from another document", "UPDATE project SET doc_seq = 99"),
+    ("project row missing", "DELETE FROM project"),
+    ("two project rows", "INSERT INTO project SELECT * FROM project"),
+    ("doors not JSON", "UPDATE project SET doors = '[door-1'"),
+    ("created not a date", "UPDATE project SET created = 'yesterday'"),
+    ("signing keys from another trust document", "UPDATE signing_keys SET trust_seq = 7"),
+    ("a signing key of the wrong length", "UPDATE signing_keys SET x = x'00'"),
+    ("signing keys without a trust document", "DELETE FROM documents WHERE typ = 'trust'"),
+    ("entitlement rows without a document", "DELETE FROM documents WHERE typ = 'entitlements'"),
+]
+
+
+@pytest.mark.parametrize("statement", [t[1] for t in TAMPERING], ids=[t[0] for t in TAMPERING])
+async def test_derived_rows_that_do_not_match_the_documents_are_caught(
+    statement: str, device: Device, devices: DeviceFactory, config: Config, keys: Keys, claims: Claims
 ) -> None:
-    """A store whose derived rows disagree with the document in force is reported corrupt on load."""
-    await device.accept(forge(keys.root, claims.entitlements(services=[svc("app", "account:a")])))
+    """A store whose derived rows disagree with the documents in force is reported corrupt on load."""
+    await device.accept(forge(keys.root, claims.trust([keys.signing]), typ="trust"))
+    await device.accept(forge(keys.signing, claims.entitlements(services=[svc("app", "account:a")])))
     await device.close()
     devices.opened.remove(device)
     with sqlite3.connect(config.data_dir / DB_NAME) as db:
-        db.execute("UPDATE services SET doc_seq = 99")
+        db.execute(statement)
     with pytest.raises(StoreCorrupt):
         await devices.open()
 
