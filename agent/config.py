@@ -121,10 +121,18 @@ class DriversConfig(_Frozen):
     kind: Literal["simulated"] = "simulated"
 
 
+# Top-level strings with a fixed format: the pattern, and what to tell the installer when it does not match.
+_FORMATS: Final = {
+    "device_id": (r"[0-9a-f]{12}", "the MAC as 12 lowercase hex digits without separators"),
+    "model": (r"[A-Za-z0-9_-]{1,32}", "a model name like R29"),
+    "firmware_version": (r"[0-9]{1,9}(\.[0-9]{1,9}){0,7}", "dotted numbers like 29.30.2.805"),
+}
+
+
 class Config(_Frozen):
     """The agent's whole configuration, frozen once validated."""
 
-    device_id: Annotated[str, Field(description="the MAC, 12 lowercase hex digits")]
+    device_id: str
     model: str
     firmware_version: str
     data_dir: Path
@@ -133,25 +141,12 @@ class Config(_Frozen):
     drivers: DriversConfig = DriversConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("device_id")
+    @field_validator(*_FORMATS)
     @classmethod
-    def _device_id(cls, value: str) -> str:
-        if not re.fullmatch(r"[0-9a-f]{12}", value):
-            raise ValueError(f"must be the MAC as 12 lowercase hex digits without separators, not {value!r}")
-        return value
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", value):
-            raise ValueError(f"must be a model name like R29, not {value!r}")
-        return value
-
-    @field_validator("firmware_version")
-    @classmethod
-    def _firmware_version(cls, value: str) -> str:
-        if not re.fullmatch(r"[0-9]{1,9}(\.[0-9]{1,9}){0,7}", value):
-            raise ValueError(f"must be dotted numbers like 29.30.2.805, not {value!r}")
+    def _format(cls, value: str, info: ValidationInfo) -> str:
+        pattern, expected = _FORMATS[str(info.field_name)]
+        if not re.fullmatch(pattern, value):
+            raise ValueError(f"must be {expected}, not {value!r}")
         return value
 
     @field_validator("data_dir")

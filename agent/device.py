@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.clock import ClockSource, TrustedClock
 from agent.config import Config
-from agent.entitlements import policy
+from agent.entitlements import policy, reasons
 from agent.entitlements.documents import ENTITLEMENTS, TRUST, EntitlementsClaims, TrustClaims
 from agent.entitlements.index import Entitlements, Project, Service
 from agent.entitlements.intake import Duplicate, HighWater, Verified, verify
@@ -178,7 +178,7 @@ class Device:
                     return Accepted(outcome.typ, outcome.claims.seq)
                 # Another process stored a newer document meanwhile: reload, then judge again.
                 self._holdings = Holdings.from_snapshot(self._roots, await self._store.snapshot())
-            raise DocumentRefused("rollback", "the store kept changing under this document")  # pragma: no cover
+            raise DocumentRefused(reasons.ROLLBACK, "newer documents kept arriving from another process")
 
     def _verify(self, token: str | bytes, expected_typ: str | None) -> Verified | Duplicate:
         try:
@@ -230,10 +230,6 @@ class Device:
     def decide(self, action: str, subject: str | int | None = None) -> Decision:
         """The policy's decision for a request at trusted time now."""
         return policy.decide(self._holdings.entitlements, self.clock.now(), action, subject)
-
-    async def persist_clock(self) -> None:
-        """Persist the clock's floor (if later than the stored one)."""
-        await self._store.save_anchor(self.clock.anchor())
 
     def status(self) -> dict[str, Any]:
         """The ``edge-agent status --json`` object."""

@@ -95,8 +95,18 @@ def _create_owner_only(data_dir: Path) -> Path:
     return path
 
 
-def _corrupt(path: Path, exc: sqlite3.DatabaseError) -> StoreCorrupt:
-    return StoreCorrupt(f"{path}: {exc}")
+def store_error(path: Path, exc: sqlite3.DatabaseError) -> StoreError:
+    """Map an SQLite error: corruption (quarantine the file) apart from trouble (locked, full, I/O).
+
+    Only a file SQLite cannot read as a database, or one missing tables its schema version promises,
+    is corrupt; everything else leaves the file as it is and is reported as it happened.
+    """
+    message = f"{path}: {exc}"
+    if type(exc) is sqlite3.DatabaseError:  # "file is not a database", "database disk image is malformed"
+        return StoreCorrupt(message)
+    if isinstance(exc, sqlite3.OperationalError) and str(exc).startswith(("no such table", "no such column")):
+        return StoreCorrupt(message)
+    return StoreError(message)
 
 
 class Store:
@@ -120,7 +130,7 @@ class Store:
             await store._migrate()
         except sqlite3.DatabaseError as exc:
             await db.close()
-            raise _corrupt(path, exc) from None
+            raise store_error(path, exc) from None
         except BaseException:
             await db.close()
             raise
@@ -181,33 +191,31 @@ class Store:
         """Read documents, derived rows and the clock anchor consistently."""
         try:
             async with self._transaction("DEFERRED") as db:
+
+                async def rows(sql: str) -> list[Any]:
+                    return list(await db.execute_fetchall(sql))
+
                 documents = {
                     row[0]: StoredDocument(*row)
-                    for row in await db.execute_fetchall(
-                        "SELECT typ, seq, digest, iat, exp, kid, token, accepted_at FROM documents"
-                    )
+                    for row in await rows("SELECT typ, seq, digest, iat, exp, kid, token, accepted_at FROM documents")
                 }
                 projects = [
                     ProjectRow(*row)
-                    for row in await db.execute_fetchall(
-                        "SELECT doc_seq, id, type, created, doors, free_apps, settings FROM project"
-                    )
+                    for row in await rows("SELECT doc_seq, id, type, created, doors, free_apps, settings FROM project")
                 ]
                 services = [
                     ServiceRow(*row)
-                    for row in await db.execute_fetchall(
+                    for row in await rows(
                         "SELECT doc_seq, service, subject, expires, plan FROM services ORDER BY rowid"
                     )
                 ]
                 signing = [
                     SigningKeyRow(*row)
-                    for row in await db.execute_fetchall(
-                        "SELECT trust_seq, kid, x, not_after FROM signing_keys ORDER BY kid"
-                    )
+                    for row in await rows("SELECT trust_seq, kid, x, not_after FROM signing_keys ORDER BY kid")
                 ]
-                clock = list(await db.execute_fetchall("SELECT trusted_at, boot_id, at_monotonic FROM clock"))
+                clock = await rows("SELECT trusted_at, boot_id, at_monotonic FROM clock")
         except sqlite3.DatabaseError as exc:
-            raise _corrupt(self.path, exc) from None
+            raise store_error(self.path, exc) from None
         if len(projects) > 1:
             raise StoreCorrupt(f"{self.path}: {len(projects)} project rows, expected at most one")
         anchor = Anchor(*clock[0]) if clock else None
@@ -259,7 +267,7 @@ class Store:
                     )
                 await self._write_anchor(anchor)
         except sqlite3.DatabaseError as exc:
-            raise _corrupt(self.path, exc) from None
+            raise store_error(self.path, exc) from None
         return True
 
     async def _replace_entitlements(self, project: ProjectRow, services: Sequence[ServiceRow]) -> None:
@@ -288,7 +296,7 @@ class Store:
         try:
             await self._write_anchor(anchor)
         except sqlite3.DatabaseError as exc:
-            raise _corrupt(self.path, exc) from None
+            raise store_error(self.path, exc) from None
 
     async def _write_anchor(self, anchor: Anchor) -> None:
         params: tuple[Any, ...] = (anchor.trusted_at, anchor.boot_id, anchor.at_monotonic)

@@ -110,6 +110,11 @@ def test_check_exit_codes_follow_the_decision(config_file: Path, documents: dict
     assert bad.stderr.startswith("edge-agent: error: unknown action 'teleport'")
     assert run("check", "app_call", "door:door-1", "--config", str(config_file)).returncode == 2
     assert run("check", "attendance", "many", "--config", str(config_file)).returncode == 2
+    huge = run("check", "attendance", "9" * 5000, "--config", str(config_file))
+    assert (huge.returncode, huge.stderr.splitlines()[0][:50]) == (
+        2,
+        "edge-agent: error: attendance needs a count of per",
+    )
 
 
 def test_check_json_has_exactly_the_agreed_fields(config_file: Path, documents: dict[str, Path]) -> None:

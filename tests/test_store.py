@@ -13,7 +13,7 @@ from agent.device import Device
 from agent.entitlements import reasons
 from agent.errors import DocumentRefused, StoreCorrupt, StoreTooNew
 from agent.migrations import SCHEMA_VERSION
-from agent.store import DB_NAME, Store
+from agent.store import DB_NAME, Store, store_error
 from tests.conftest import DeviceFactory, Keys
 from tests.support import Claims, forge, svc
 
@@ -113,3 +113,23 @@ async def test_the_device_enforces_from_the_store_on_start(
     reopened = await devices.restart(device)
     assert reopened.decide("app_call", "account:a").allowed
     assert reopened.decide("report_alarm").reason == "doors_limited"
+
+
+@pytest.mark.parametrize(
+    ("error", "corrupt"),
+    [
+        (sqlite3.DatabaseError("file is not a database"), True),
+        (sqlite3.DatabaseError("database disk image is malformed"), True),
+        (sqlite3.OperationalError("no such table: project"), True),
+        (sqlite3.OperationalError("database is locked"), False),
+        (sqlite3.OperationalError("disk I/O error"), False),
+        (sqlite3.OperationalError("database or disk is full"), False),
+        (sqlite3.OperationalError("attempt to write a readonly database"), False),
+        (sqlite3.IntegrityError("UNIQUE constraint failed: documents.typ"), False),
+    ],
+)
+def test_only_damage_counts_as_corruption(error: sqlite3.DatabaseError, corrupt: bool) -> None:
+    """A locked, full or read-only database is trouble to report, never a file to quarantine."""
+    mapped = store_error(Path("agent.db"), error)
+    assert isinstance(mapped, StoreCorrupt) is corrupt
+    assert str(error) in str(mapped)

@@ -113,6 +113,12 @@ _SubjectParser = Callable[[str | int | None], object]
 _ID: Final = re.compile(ID_PATTERN)
 
 
+def _shown(value: object) -> str:
+    """``repr`` of a caller's value, cut short: an error message must not echo megabytes back."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _subject_of(action: str, kinds: frozenset[str], required: bool) -> Callable[[str | int | None], str]:
     """A parser accepting ``project`` (or nothing, unless required) and ``<kind>:<id>`` for ``kinds``."""
     forms = sorted(f"{k}:<id>" for k in kinds) + ([] if required else ["project"])
@@ -126,7 +132,7 @@ def _subject_of(action: str, kinds: frozenset[str], required: bool) -> Callable[
             kind, sep, ident = subject.partition(":")
             if sep and kind in kinds and _ID.fullmatch(ident):
                 return subject
-        raise BadRequest(f"{action}: subject {subject!r} is not {' or '.join(forms)}")
+        raise BadRequest(f"{action}: subject {_shown(subject)} is not {' or '.join(forms)}")
 
     return parse
 
@@ -134,13 +140,13 @@ def _subject_of(action: str, kinds: frozenset[str], required: bool) -> Callable[
 def _count_of(action: str) -> Callable[[str | int | None], int]:
     def parse(subject: str | int | None) -> int:
         if isinstance(subject, bool):
-            raise BadRequest(f"{action} needs a count of personnel, not {subject!r}")
+            raise BadRequest(f"{action} needs a count of personnel, not {_shown(subject)}")
         if isinstance(subject, int):
             count = subject
-        elif isinstance(subject, str) and subject.isascii() and subject.isdigit():
-            count = int(subject)
+        elif isinstance(subject, str) and subject.isascii() and subject.isdigit() and len(subject) <= 9:
+            count = int(subject)  # bounded: int() refuses very long digit strings with a ValueError
         else:
-            raise BadRequest(f"{action} needs a count of personnel (0 or more), not {subject!r}")
+            raise BadRequest(f"{action} needs a count of personnel (0 or more), not {_shown(subject)}")
         if count < 0:
             raise BadRequest(f"{action} needs a count of personnel (0 or more), not {count}")
         return count
@@ -286,7 +292,7 @@ ACTIONS: Final = tuple(sorted(_RULES))
 def _rule(action: str) -> _Rule:
     rule = _RULES.get(action)
     if rule is None:
-        raise BadRequest(f"unknown action {action!r}; known: {', '.join(ACTIONS)}")
+        raise BadRequest(f"unknown action {_shown(action)}; known: {', '.join(ACTIONS)}")
     return rule
 
 
