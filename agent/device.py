@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any, NamedTuple
 
@@ -25,10 +26,13 @@ from agent.entitlements.intake import Duplicate, HighWater, Verified, verify
 from agent.entitlements.policy import Decision
 from agent.entitlements.trust import KeyRing, SigningKey
 from agent.errors import DocumentRefused, StoreCorrupt
-from agent.store import ProjectRow, ServiceRow, SigningKeyRow, Snapshot, Store, StoredDocument
+from agent.store import ProjectRow, ServiceRow, SigningKeyRow, Snapshot, Store, StoredDocument, Transaction
 from agent.timefmt import to_rfc3339, to_rfc3339_or_none
 
 log = structlog.get_logger("agent.device")
+
+# Writes that must commit with a document, in its transaction (a command's effect and reply).
+AlsoWrite = Callable[[Verified, Transaction], Awaitable[None]]
 
 
 class Accepted(NamedTuple):
@@ -161,11 +165,14 @@ class Device:
         """The document in force per type."""
         return dict(self._holdings.documents)
 
-    async def accept(self, token: str | bytes, expected_typ: str | None = None) -> Accepted | Duplicate:
+    async def accept(
+        self, token: str | bytes, expected_typ: str | None = None, *, also: AlsoWrite | None = None
+    ) -> Accepted | Duplicate:
         """Verify a signed document and, if valid, store it and put it in force.
 
         ``expected_typ`` is the type of the topic it came on (``None``: any type, for ``edge-agent
-        accept``). Raises :class:`DocumentRefused`; then nothing held has changed.
+        accept``). ``also`` writes more in the same transaction (a command's effect and reply).
+        Raises :class:`DocumentRefused`; then nothing held has changed.
         """
         async with self._intake:
             for _ in range(2):
@@ -173,7 +180,7 @@ class Device:
                 if isinstance(outcome, Duplicate):
                     log.debug("document_duplicate", typ=outcome.typ, seq=outcome.seq)
                     return outcome
-                if await self._commit(outcome):
+                if await self._commit(outcome, also):
                     log.info("document_accepted", typ=outcome.typ, seq=outcome.claims.seq, kid=outcome.kid)
                     return Accepted(outcome.typ, outcome.claims.seq)
                 # Another process stored a newer document meanwhile: reload, then judge again.
@@ -194,7 +201,7 @@ class Device:
             log.warning("document_refused", reason=refused.reason, detail=refused.detail, expected_typ=expected_typ)
             raise
 
-    async def _commit(self, verified: Verified) -> bool:
+    async def _commit(self, verified: Verified, also: AlsoWrite | None) -> bool:
         claims = verified.claims
         now = self.clock.now()
         document = StoredDocument(
@@ -217,14 +224,28 @@ class Device:
             derived = _rows_of(entitlements)
             for name in entitlements.unknown_services:
                 log.warning("unknown_service", service=name, seq=claims.seq)
-        # The accepted iat raises the clock's floor, in the same transaction as the document.
-        anchor = self.clock.anchor(at_least=float(claims.iat))
-        if not await self._store.commit_document(document, derived=derived, anchor=anchor):
-            return False
-        self.clock.advance_to(float(claims.iat))
         documents = dict(self._holdings.documents)
         documents[verified.typ] = document
-        self._holdings = Holdings(keyring=keyring, documents=documents, entitlements=entitlements)
+        in_force = Holdings(keyring=keyring, documents=documents, entitlements=entitlements)
+
+        def put_in_force() -> None:
+            self._holdings = in_force
+            self.clock.advance_to(float(claims.iat))
+
+        async with self._store.transaction() as tx:
+            stored = await tx.document_seq(verified.typ)
+            if stored is not None and stored >= claims.seq:
+                return False  # another process stored a newer document meanwhile
+            await tx.put_document(document)
+            if isinstance(derived, tuple):
+                await tx.replace_entitlements(*derived)
+            elif derived is not None:
+                await tx.replace_signing_keys(derived)
+            # The accepted iat raises the clock's floor, in the same transaction as the document.
+            await tx.write_anchor(self.clock.anchor(at_least=float(claims.iat)))
+            if also is not None:
+                await also(verified, tx)
+            tx.after_commit(put_in_force)
         return True
 
     def decide(self, action: str, subject: str | int | None = None) -> Decision:

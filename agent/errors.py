@@ -8,8 +8,9 @@ library (``raise X from exc``) and never leak past it::
     ├── ConfigError            bad configuration file, variable or argument; names the key (fatal)
     ├── DocumentRefused        a signed document failed verification; ``.reason`` is the wire code
     ├── BadRequest             a policy question that cannot be asked (unknown action, bad subject)
-    └── StoreError             the local database cannot be used
+    └── StoreError             the local database cannot be used as asked (locked, I/O, read-only)
         ├── StoreCorrupt       the file is not a usable agent database (quarantine it)
+        ├── StoreFull          the disk, or the configured cap, is full
         └── StoreTooNew        the schema is newer than this agent knows (after a firmware rollback)
 
 Transient errors (retry with backoff) and fatal ones (report, stop) are told apart by class, never
@@ -54,6 +55,10 @@ class StoreError(EdgeAgentError):
 
 class StoreCorrupt(StoreError):
     """The database file is damaged or is not an agent database."""
+
+
+class StoreFull(StoreError):
+    """The database cannot grow: the disk or the configured ``store.max_bytes`` is full."""
 
 
 class StoreTooNew(StoreError):

@@ -52,6 +52,61 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             at_monotonic REAL NOT NULL
         )""",
     ),
+    # 2: the sync daemon: the outbox of everything the device sends, its counters, site settings,
+    #    credentials and door actions kept for the drivers, commands answered, notices raised.
+    (
+        """CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,        -- queue order
+            topic TEXT NOT NULL,           -- events | replies
+            seq INTEGER UNIQUE,            -- events: the event's seq; replies: NULL
+            event_id TEXT UNIQUE,          -- events: the UUIDv7; replies: NULL
+            type TEXT NOT NULL,            -- the event type, or reply
+            kind TEXT NOT NULL,
+            source TEXT,
+            priority INTEGER NOT NULL,     -- eviction class: lowest goes first
+            gate TEXT,                     -- the decision that must allow it out (report_alarm...), or NULL
+            held_since REAL,               -- trusted time it was first held back
+            created REAL NOT NULL,
+            body TEXT NOT NULL             -- JSON object, without seq and held_since
+        )""",
+        "CREATE INDEX outbox_eviction ON outbox (priority, id)",
+        "CREATE INDEX outbox_gate ON outbox (gate, id) WHERE gate IS NOT NULL",
+        """CREATE TABLE counters (        -- next_seq, evicted:<type>, ...
+            name TEXT PRIMARY KEY,
+            value INTEGER NOT NULL
+        )""",
+        """CREATE TABLE settings (        -- site settings set by command (DOMAIN.md "Site settings")
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL,           -- JSON
+            issued_at REAL NOT NULL        -- the command's iat: the latest of command and document wins
+        )""",
+        """CREATE TABLE credentials (     -- access methods issued to this device, for the drivers
+            door TEXT NOT NULL,
+            id TEXT NOT NULL,
+            kind TEXT NOT NULL,            -- pin | card | face | qr | ble
+            body TEXT NOT NULL,            -- JSON, as the command gave it
+            issued_at REAL NOT NULL,
+            PRIMARY KEY (door, id)
+        )""",
+        """CREATE TABLE door_actions (    -- remote door operations waiting for the drivers
+            id INTEGER PRIMARY KEY,
+            command_id TEXT NOT NULL,
+            door TEXT NOT NULL,
+            action TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created REAL NOT NULL
+        )""",
+        """CREATE TABLE commands (        -- each command id is answered once; a retry gets the same reply
+            id TEXT PRIMARY KEY,
+            op TEXT NOT NULL,
+            reply TEXT NOT NULL,
+            handled_at REAL NOT NULL
+        )""",
+        """CREATE TABLE notices (         -- expiry notices already raised as events
+            key TEXT PRIMARY KEY,
+            raised_at REAL NOT NULL
+        )""",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -1,10 +1,16 @@
-"""The agent's SQLite database (aiosqlite): documents in force, what derives from them, the clock.
+"""The agent's SQLite database (aiosqlite): documents in force and what derives from them, the clock,
+the outbox, settings, credentials and commands.
 
 Durability: WAL with ``synchronous=FULL``, so a commit has reached the disk when it returns.
-Atomicity: a document and everything derived from it are written in one ``BEGIN IMMEDIATE``
-transaction (:meth:`Store.commit_document`), so a crash at any instant leaves the old document in
-force or the new one, never a mix. The high-water check is repeated inside that transaction: a
-second process (``edge-agent accept`` beside the daemon) cannot slip an older document past a newer.
+Atomicity: every write happens in a :class:`Transaction` (``BEGIN IMMEDIATE`` ... ``COMMIT``), so a
+crash at any instant leaves the state before or after it, never a mix. One connection is shared by
+everything in the daemon (document intake, the outbox writer, command handling), so transactions
+take a lock: statements of two coroutines never end up in one transaction. A document's ``seq`` is
+checked again inside its transaction: a second process (``edge-agent accept`` beside the daemon)
+cannot slip an older document past a newer one.
+
+Each module owns the SQL of its tables (``outbox.py`` the outbox, ``commands.py`` settings and
+credentials); this one owns documents, derived rows and the clock, and the connection.
 """
 
 from __future__ import annotations
@@ -12,16 +18,16 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple, Self, TypeVar
 
 import aiosqlite
 
 from agent.clock import Anchor
-from agent.errors import StoreCorrupt, StoreError, StoreTooNew
+from agent.errors import StoreCorrupt, StoreError, StoreFull, StoreTooNew
 from agent.migrations import MIGRATIONS, SCHEMA_VERSION
 
 DB_NAME = "agent.db"
@@ -72,7 +78,7 @@ class SigningKeyRow(NamedTuple):
 
 
 class Snapshot(NamedTuple):
-    """Everything the store holds, read in one transaction."""
+    """Documents in force, their derived rows and the clock anchor, read in one transaction."""
 
     documents: dict[str, StoredDocument]
     project: ProjectRow | None
@@ -95,18 +101,108 @@ def _create_owner_only(data_dir: Path) -> Path:
     return path
 
 
-def store_error(path: Path, exc: sqlite3.DatabaseError) -> StoreError:
-    """Map an SQLite error: corruption (quarantine the file) apart from trouble (locked, full, I/O).
+_CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+def store_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    """Map an SQLite error: damage (quarantine the file) apart from trouble (locked, full, I/O).
 
     Only a file SQLite cannot read as a database, or one missing tables its schema version promises,
-    is corrupt; everything else leaves the file as it is and is reported as it happened.
+    is corrupt; a full disk is :class:`StoreFull`; anything else leaves the file alone.
     """
     message = f"{path}: {exc}"
-    if type(exc) is sqlite3.DatabaseError:  # "file is not a database", "database disk image is malformed"
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary in _CORRUPT_CODES or (primary is None and type(exc) is sqlite3.DatabaseError):
         return StoreCorrupt(message)
-    if isinstance(exc, sqlite3.OperationalError) and str(exc).startswith(("no such table", "no such column")):
+    if primary == sqlite3.SQLITE_FULL:
+        return StoreFull(message)
+    if str(exc).startswith(("no such table", "no such column")):
         return StoreCorrupt(message)
     return StoreError(message)
+
+
+_Row = TypeVar("_Row", bound=tuple[Any, ...])
+
+
+async def _select(tx: Transaction, record: type[_Row], table: str) -> list[_Row]:
+    """Every row of ``table`` as ``record``s, whose fields name the columns (one source for both)."""
+    columns = ", ".join(record._fields)  # type: ignore[attr-defined]
+    return [record(*row) for row in await tx.fetchall(f"SELECT {columns} FROM {table}")]  # noqa: S608 -- names from code
+
+
+class Transaction:
+    """The statements of one transaction; callbacks registered with :meth:`after_commit` run once it commits."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self._after: list[Callable[[], None]] = []
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after the commit (still holding the store's lock), not on rollback."""
+        self._after.append(callback)
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+        cursor = await self._db.execute(sql, params)
+        return cursor.rowcount
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement for each of ``rows``."""
+        await self._db.executemany(sql, rows)
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """The rows of a query."""
+        return list(await self._db.execute_fetchall(sql, params))
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first row of a query, or ``None``."""
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    # -- documents, derived rows, clock --------------------------------------------------------------
+    async def document_seq(self, typ: str) -> int | None:
+        """The ``seq`` of the document of ``typ`` in force, as stored."""
+        row = await self.fetchone("SELECT seq FROM documents WHERE typ = ?", (typ,))
+        return None if row is None else int(row[0])
+
+    async def put_document(self, document: StoredDocument) -> None:
+        """Make ``document`` the one of its type in force."""
+        await self.execute(
+            """INSERT INTO documents (typ, seq, digest, iat, exp, kid, token, accepted_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (typ) DO UPDATE SET seq = excluded.seq, digest = excluded.digest,
+                 iat = excluded.iat, exp = excluded.exp, kid = excluded.kid, token = excluded.token,
+                 accepted_at = excluded.accepted_at""",
+            document,
+        )
+
+    async def replace_entitlements(self, project: ProjectRow, services: Sequence[ServiceRow]) -> None:
+        """Replace the rows derived from the entitlements document whole."""
+        await self.execute("DELETE FROM project")
+        await self.execute(
+            "INSERT INTO project (doc_seq, id, type, created, doors, free_apps, settings) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            project,
+        )
+        await self.execute("DELETE FROM services")
+        await self.executemany(
+            "INSERT INTO services (doc_seq, service, subject, expires, plan) VALUES (?, ?, ?, ?, ?)", services
+        )
+
+    async def replace_signing_keys(self, keys: Sequence[SigningKeyRow]) -> None:
+        """Replace the signing keys derived from the trust document whole."""
+        await self.execute("DELETE FROM signing_keys")
+        await self.executemany("INSERT INTO signing_keys (trust_seq, kid, x, not_after) VALUES (?, ?, ?, ?)", keys)
+
+    async def write_anchor(self, anchor: Anchor) -> None:
+        """Persist the clock's floor if it is later than the one stored."""
+        await self.execute(
+            """INSERT INTO clock (id, trusted_at, boot_id, at_monotonic) VALUES (1, ?, ?, ?)
+               ON CONFLICT (id) DO UPDATE SET trusted_at = excluded.trusted_at, boot_id = excluded.boot_id,
+                 at_monotonic = excluded.at_monotonic
+               WHERE excluded.trusted_at > clock.trusted_at""",
+            (anchor.trusted_at, anchor.boot_id, anchor.at_monotonic),
+        )
 
 
 class Store:
@@ -114,21 +210,25 @@ class Store:
 
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
+        self._lock = asyncio.Lock()
         self.path = path
 
     @classmethod
-    async def open(cls, data_dir: Path) -> Store:
-        """Open (creating if need be, owner-only) and migrate the database in ``data_dir``."""
+    async def open(cls, data_dir: Path, *, max_bytes: int = 0) -> Store:
+        """Open (creating if need be, owner-only) and migrate the database in ``data_dir``.
+
+        ``max_bytes`` caps the database file (0: no cap); writes beyond it fail as :class:`StoreFull`.
+        """
         path = await asyncio.to_thread(_create_owner_only, data_dir)
         try:
             db = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open {path}: {exc}") from None
+            raise store_error(path, exc) from None
         store = cls(db, path)
         try:
-            await store._configure()
+            await store._configure(max_bytes)
             await store._migrate()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             await db.close()
             raise store_error(path, exc) from None
         except BaseException:
@@ -138,7 +238,8 @@ class Store:
 
     async def close(self) -> None:
         """Close the connection; committed data is on disk already."""
-        await self._db.close()
+        async with self._lock:
+            await self._db.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -148,7 +249,7 @@ class Store:
     ) -> None:
         await self.close()
 
-    async def _configure(self) -> None:
+    async def _configure(self, max_bytes: int) -> None:
         for pragma in (
             "PRAGMA busy_timeout = 5000",
             "PRAGMA journal_mode = WAL",
@@ -156,6 +257,9 @@ class Store:
             "PRAGMA foreign_keys = ON",
         ):
             await self._db.execute(pragma)
+        if max_bytes:
+            page_size = int((await self._db.execute_fetchall("PRAGMA page_size"))[0][0])  # type: ignore[index]
+            await self._db.execute(f"PRAGMA max_page_count = {max(1, max_bytes // page_size)}")
 
     async def _migrate(self) -> None:
         version = await self._user_version()
@@ -164,146 +268,55 @@ class Store:
                 f"{self.path} has schema {version}, this agent knows up to {SCHEMA_VERSION}: written by newer firmware"
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            async with self._transaction() as db:
+            async with self.transaction() as tx:
                 if await self._user_version() >= target:  # another process migrated meanwhile
                     continue
                 for statement in MIGRATIONS[target - 1]:
-                    await db.execute(statement)
-                await db.execute(f"PRAGMA user_version = {target}")
-
-    @asynccontextmanager
-    async def _transaction(self, mode: str = "IMMEDIATE") -> AsyncIterator[aiosqlite.Connection]:
-        """Commit on success; roll back on any error if SQLite has not already done so."""
-        await self._db.execute(f"BEGIN {mode}")
-        try:
-            yield self._db
-        except BaseException:
-            if self._db.in_transaction:
-                await self._db.execute("ROLLBACK")
-            raise
-        await self._db.execute("COMMIT")
+                    await tx.execute(statement)
+                await tx.execute(f"PRAGMA user_version = {target}")
 
     async def _user_version(self) -> int:
         rows = await self._db.execute_fetchall("PRAGMA user_version")
         return int(next(iter(rows))[0])
 
+    @asynccontextmanager
+    async def transaction(self, mode: str = "IMMEDIATE") -> AsyncIterator[Transaction]:
+        """One transaction under the store's lock: committed on success, rolled back on any error.
+
+        SQLite errors leave as :class:`StoreError` (``StoreFull``, ``StoreCorrupt``...).
+        """
+        async with self._lock:
+            tx = Transaction(self._db)
+            try:
+                await self._db.execute(f"BEGIN {mode}")
+                try:
+                    yield tx
+                except BaseException:
+                    if self._db.in_transaction:
+                        await self._db.execute("ROLLBACK")
+                    raise
+                await self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    await self._db.execute("ROLLBACK")
+                raise store_error(self.path, exc) from None
+            for callback in tx._after:
+                callback()
+
     async def snapshot(self) -> Snapshot:
         """Read documents, derived rows and the clock anchor consistently."""
-        try:
-            async with self._transaction("DEFERRED") as db:
-
-                async def rows(sql: str) -> list[Any]:
-                    return list(await db.execute_fetchall(sql))
-
-                documents = {
-                    row[0]: StoredDocument(*row)
-                    for row in await rows("SELECT typ, seq, digest, iat, exp, kid, token, accepted_at FROM documents")
-                }
-                projects = [
-                    ProjectRow(*row)
-                    for row in await rows("SELECT doc_seq, id, type, created, doors, free_apps, settings FROM project")
-                ]
-                services = [
-                    ServiceRow(*row)
-                    for row in await rows(
-                        "SELECT doc_seq, service, subject, expires, plan FROM services ORDER BY rowid"
-                    )
-                ]
-                signing = [
-                    SigningKeyRow(*row)
-                    for row in await rows("SELECT trust_seq, kid, x, not_after FROM signing_keys ORDER BY kid")
-                ]
-                clock = await rows("SELECT trusted_at, boot_id, at_monotonic FROM clock")
-        except sqlite3.DatabaseError as exc:
-            raise store_error(self.path, exc) from None
+        async with self.transaction("DEFERRED") as tx:
+            documents = {d.typ: d for d in await _select(tx, StoredDocument, "documents")}
+            projects = await _select(tx, ProjectRow, "project")
+            services = await _select(tx, ServiceRow, "services ORDER BY rowid")
+            signing = await _select(tx, SigningKeyRow, "signing_keys ORDER BY kid")
+            clock = await _select(tx, Anchor, "clock")
         if len(projects) > 1:
             raise StoreCorrupt(f"{self.path}: {len(projects)} project rows, expected at most one")
-        anchor = Anchor(*clock[0]) if clock else None
+        anchor = clock[0] if clock else None
         return Snapshot(documents, projects[0] if projects else None, services, signing, anchor)
-
-    async def commit_document(
-        self,
-        document: StoredDocument,
-        *,
-        derived: tuple[ProjectRow, Sequence[ServiceRow]] | Sequence[SigningKeyRow] | None,
-        anchor: Anchor,
-    ) -> bool:
-        """Put ``document`` in force with what derives from it, in one transaction.
-
-        ``derived`` (a project and its services, or signing keys) replaces the rows derived from
-        the previous document of that type whole. Returns ``False``
-        and writes nothing if the store already holds a ``seq`` at or above the document's (another
-        process got there first): the caller reloads and verifies again.
-        """
-        try:
-            async with self._transaction() as db:
-                rows = list(await db.execute_fetchall("SELECT seq FROM documents WHERE typ = ?", (document.typ,)))
-                if rows and int(rows[0][0]) >= document.seq:
-                    return False
-                await db.execute(
-                    """INSERT INTO documents (typ, seq, digest, iat, exp, kid, token, accepted_at)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                       ON CONFLICT (typ) DO UPDATE SET seq = excluded.seq, digest = excluded.digest,
-                         iat = excluded.iat, exp = excluded.exp, kid = excluded.kid, token = excluded.token,
-                         accepted_at = excluded.accepted_at""",
-                    (
-                        document.typ,
-                        document.seq,
-                        document.digest,
-                        document.iat,
-                        document.exp,
-                        document.kid,
-                        document.token,
-                        document.accepted_at,
-                    ),
-                )
-                if isinstance(derived, tuple):
-                    await self._replace_entitlements(*derived)
-                elif derived is not None:
-                    await db.execute("DELETE FROM signing_keys")
-                    await db.executemany(
-                        "INSERT INTO signing_keys (trust_seq, kid, x, not_after) VALUES (?, ?, ?, ?)",
-                        [(r.trust_seq, r.kid, r.x, r.not_after) for r in derived],
-                    )
-                await self._write_anchor(anchor)
-        except sqlite3.DatabaseError as exc:
-            raise store_error(self.path, exc) from None
-        return True
-
-    async def _replace_entitlements(self, project: ProjectRow, services: Sequence[ServiceRow]) -> None:
-        db = self._db
-        await db.execute("DELETE FROM project")
-        await db.execute(
-            "INSERT INTO project (doc_seq, id, type, created, doors, free_apps, settings) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                project.doc_seq,
-                project.id,
-                project.type,
-                project.created,
-                project.doors,
-                project.free_apps,
-                project.settings,
-            ),
-        )
-        await db.execute("DELETE FROM services")
-        await db.executemany(
-            "INSERT INTO services (doc_seq, service, subject, expires, plan) VALUES (?, ?, ?, ?, ?)",
-            [(r.doc_seq, r.service, r.subject, r.expires, r.plan) for r in services],
-        )
 
     async def save_anchor(self, anchor: Anchor) -> None:
         """Persist the clock's floor if it is later than the one stored."""
-        try:
-            await self._write_anchor(anchor)
-        except sqlite3.DatabaseError as exc:
-            raise store_error(self.path, exc) from None
-
-    async def _write_anchor(self, anchor: Anchor) -> None:
-        params: tuple[Any, ...] = (anchor.trusted_at, anchor.boot_id, anchor.at_monotonic)
-        await self._db.execute(
-            """INSERT INTO clock (id, trusted_at, boot_id, at_monotonic) VALUES (1, ?, ?, ?)
-               ON CONFLICT (id) DO UPDATE SET trusted_at = excluded.trusted_at, boot_id = excluded.boot_id,
-                 at_monotonic = excluded.at_monotonic
-               WHERE excluded.trusted_at > clock.trusted_at""",
-            params,
-        )
+        async with self.transaction() as tx:
+            await tx.write_anchor(anchor)
