@@ -180,3 +180,57 @@ def status(config_file: str | None, as_json: bool) -> None:
         click.echo(json.dumps(result))
     else:
         _print_status(result)
+
+
+@main.command()
+@config_option
+def run(config_file: str | None) -> None:
+    """Run the daemon: the MQTT session, the outbox, the control socket. SIGTERM or SIGINT stops it (exit 0)."""
+    from agent import daemon, logs
+    from agent.clock import ClockSource
+    from agent.config import config_path, load_config, load_trust_roots
+
+    try:
+        config = load_config(config_path(config_file, os.environ), os.environ)
+        roots = load_trust_roots(config)
+    except ConfigError as exc:
+        _fail(f"config error: {exc}")
+    logs.configure(config.log_level)
+    try:
+        outcome = asyncio.run(daemon.run(config, roots, ClockSource.system()))
+    except EdgeAgentError as exc:
+        _fail(f"error: {exc}")
+    if outcome is daemon.Outcome.RESTART:
+        daemon.restart_in_place()
+
+
+@main.command()
+@config_option
+@click.option("--held", is_flag=True, help="Only what waits behind a denied decision.")
+@json_option
+def events(config_file: str | None, held: bool, as_json: bool) -> None:
+    """What the outbox holds, oldest first (works while the daemon runs)."""
+    from agent.entitlements import policy
+    from agent.events import GATED_ACTIONS
+    from agent.outbox import queued
+
+    async def listing(device: Any) -> list[dict[str, Any]]:
+        now = device.clock.now()
+        denied = frozenset(g for g in GATED_ACTIONS if not policy.decide(device.entitlements, now, g).allowed)
+        rows: list[dict[str, Any]] = await queued(device.store, denied, held_only=held)
+        return rows
+
+    rows = _with_device(config_file, listing)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo("the outbox is empty" + (" of held events" if held else ""))
+        return
+    click.echo(f"{'seq':>8}  {'type':<12} {'kind':<20} {'source':<16} {'queued at':<25} held since")
+    for row in rows:
+        seq = row["seq"] if row["seq"] is not None else "reply"
+        since = row["held_since"] or ("held" if row["held"] else "-")
+        click.echo(
+            f"{seq:>8}  {row['type']:<12} {row['kind']:<20} {row['source'] or '-':<16} {row['queued_at']:<25} {since}"
+        )

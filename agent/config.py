@@ -61,6 +61,15 @@ class MqttConfig(_Frozen):
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    keepalive: Annotated[int, Field(ge=5, le=3600)] = 30
+    timeout: Annotated[float, Field(gt=0, le=300)] = 10.0  # seconds for CONNACK, SUBACK, a PUBACK
+    session_expiry: Annotated[int, Field(ge=60)] = 7 * 24 * 3600  # MQTT 5: how long the broker keeps the session
+    in_flight: Annotated[int, Field(ge=1, le=100)] = 10  # publishes awaiting PUBACK (aiomqtt degrades past 10)
+    reconnect_min: Annotated[float, Field(gt=0, le=60)] = 0.5  # backoff after a lost or failed connection
+    reconnect_max: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    refused_min: Annotated[float, Field(gt=0, le=3600)] = 30.0  # backoff after a refused login or certificate
+    refused_max: Annotated[float, Field(gt=0, le=86400)] = 600.0
 
     @field_validator("url")
     @classmethod
@@ -92,9 +101,13 @@ class MqttConfig(_Frozen):
         return _relative_to_config(value, info)
 
     @model_validator(mode="after")
-    def _client_certificate(self) -> MqttConfig:
+    def _consistent(self) -> MqttConfig:
+        if self.reconnect_min > self.reconnect_max or self.refused_min > self.refused_max:
+            raise ValueError("reconnect_min/refused_min must not exceed reconnect_max/refused_max")
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together (mutual TLS needs both)")
+        if (self.username is None) != (self.password is None) and self.password is not None:
+            raise ValueError("password needs a username")
         if (self.cert_file or self.ca_file) and not self.url.startswith("mqtts://"):
             raise ValueError("ca_file/cert_file need an mqtts:// url")
         return self
@@ -113,6 +126,18 @@ class MqttConfig(_Frozen):
     def port(self) -> int:
         """The broker's port (1883, or 8883 with TLS, unless the url names one)."""
         return urlsplit(self.url).port or (8883 if self.tls else 1883)
+
+
+class OutboxConfig(_Frozen):
+    """``[outbox]``: how much the device keeps while it cannot send."""
+
+    max_events: Annotated[int, Field(ge=10, le=10_000_000)] = 100_000
+
+
+class StoreConfig(_Frozen):
+    """``[store]``: the database."""
+
+    max_bytes: Annotated[int, Field(ge=0)] = 0  # 0: no cap; else writes beyond it fail as a full disk
 
 
 class DriversConfig(_Frozen):
@@ -138,6 +163,8 @@ class Config(_Frozen):
     data_dir: Path
     trust_roots: Annotated[tuple[Path, ...], Field(min_length=1)]
     mqtt: MqttConfig = MqttConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    store: StoreConfig = StoreConfig()
     drivers: DriversConfig = DriversConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

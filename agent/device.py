@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.clock import ClockSource, TrustedClock
+from agent.clock import Anchor, ClockSource, TrustedClock
 from agent.config import Config
 from agent.entitlements import policy, reasons
 from agent.entitlements.documents import ENTITLEMENTS, TRUST, EntitlementsClaims, TrustClaims
@@ -137,16 +137,38 @@ class Device:
         self._intake = asyncio.Lock()
 
     @classmethod
-    async def open(cls, config: Config, roots: tuple[Ed25519PublicKey, ...], source: ClockSource) -> Device:
-        """Open the store and load what it holds; nothing here touches the network."""
-        store = await Store.open(config.data_dir)
+    async def open(
+        cls,
+        config: Config,
+        roots: tuple[Ed25519PublicKey, ...],
+        source: ClockSource,
+        *,
+        floor: Anchor | None = None,
+    ) -> Device:
+        """Open the store and load what it holds; nothing here touches the network.
+
+        ``floor`` is a clock anchor kept elsewhere (the sidecar): the later of it and the stored one counts.
+        """
+        store = await Store.open(config.data_dir, max_bytes=config.store.max_bytes)
         try:
             snapshot = await store.snapshot()
             holdings = Holdings.from_snapshot(roots, snapshot)
         except BaseException:
             await store.close()
             raise
-        return cls(config, roots, store, TrustedClock(source, snapshot.anchor), holdings)
+        anchor = snapshot.anchor
+        if floor is not None and (anchor is None or floor.trusted_at > anchor.trusted_at):
+            anchor = floor
+        return cls(config, roots, store, TrustedClock(source, anchor), holdings)
+
+    @property
+    def store(self) -> Store:
+        """The device's database (shared with the outbox in the daemon)."""
+        return self._store
+
+    async def save_clock(self) -> None:
+        """Persist the clock's floor (if later than the stored one)."""
+        await self._store.save_anchor(self.clock.anchor())
 
     async def close(self) -> None:
         """Persist the clock's floor and close the store."""

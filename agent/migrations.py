@@ -56,7 +56,7 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     #    credentials and door actions kept for the drivers, commands answered, notices raised.
     (
         """CREATE TABLE outbox (
-            id INTEGER PRIMARY KEY,        -- queue order
+            id INTEGER PRIMARY KEY AUTOINCREMENT, -- queue order; never reused, so the pump's cursor holds
             topic TEXT NOT NULL,           -- events | replies
             seq INTEGER UNIQUE,            -- events: the event's seq; replies: NULL
             event_id TEXT UNIQUE,          -- events: the UUIDv7; replies: NULL

@@ -36,6 +36,11 @@ BAD_MQTT: list[tuple[str, str, str]] = [
     ("certificate without key", 'cert_file = "c.pem"\nurl = "mqtts://b"', "mqtt"),
     ("CA file on plain mqtt", 'ca_file = "ca.pem"', "mqtt"),
     ("unknown mqtt key", "qos = 2", "mqtt.qos"),
+    ("password without a username", 'password = "s3cret"', "mqtt"),
+    ("protocol 3.1", 'protocol = "3.1"', "mqtt.protocol"),
+    ("keepalive of a second", "keepalive = 1", "mqtt.keepalive"),
+    ("backoff upside down", "reconnect_min = 10\nreconnect_max = 1", "mqtt"),
+    ("in flight beyond aiomqtt's comfort", "in_flight = 1000", "mqtt.in_flight"),
 ]
 
 
@@ -94,6 +99,7 @@ def test_environment_overrides_the_file(config_file: Path) -> None:
     env = {
         "EDGE_AGENT_MODEL": "X916",
         "EDGE_AGENT_MQTT__URL": "mqtts://broker.example:8883",
+        "EDGE_AGENT_MQTT__USERNAME": "0c110512ab34",
         "EDGE_AGENT_MQTT__PASSWORD": "s3cret",
         "EDGE_AGENT_TRUST_ROOTS": "a.pem, b.pem",
         "EDGE_AGENT_CONFIG": "ignored: it names the file",

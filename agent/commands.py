@@ -1,0 +1,199 @@
+"""Commands from the cloud (PROTOCOL.md "command"): what each does and the one reply it gets.
+
+:func:`plan` is pure: from the verified claims and the policy's decisions it makes the reply and the
+effect. :func:`apply` writes the effect in the transaction that also stores the command document and
+queues the reply (``agent/device.py`` ``also=``), so the effect, the reply and the high-water mark
+commit together: a daemon that dies after acting still answers, exactly once. A command id that has
+been answered before is not carried out again and gets no second reply.
+
+Ops: ``resync`` (republish state), ``set_settings`` (DOMAIN.md "Site settings", persisted),
+``reboot`` (the daemon restarts cleanly after replying), ``issue_credentials`` (refused as
+``service_limited`` while doors are limited), ``revoke_credentials`` (never gated: taking access
+away is always allowed), ``open_door`` (queued for the drivers).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from agent.entitlements.documents import ID_PATTERN, CommandClaims, describe_validation_error
+from agent.entitlements.policy import Decision
+from agent.store import Transaction
+
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid", defer_build=True)
+
+
+class SiteSettings(_Args):
+    """DOMAIN.md "Site settings that reach the device"; every field optional (a partial update)."""
+
+    timezone: str | None = None
+    time_format: Literal["12h", "24h"] | None = None
+    date_format: Literal["Y-M-D", "M/D/Y", "D/M/Y"] | None = None
+    contact_display_order: Literal["first_last", "last_first"] | None = None
+    landline: bool | None = None
+    visitor_call_door_log: bool | None = None  # a visitor call that did not open the door makes a door log
+    visitor_call_snapshot: bool | None = None  # ... with a snapshot
+    remote_maintenance: bool | None = None
+    auto_provisioning: bool | None = None
+    transmission_type: Literal["tcp", "udp", "tls"] | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone") from None
+        return value
+
+
+class Credential(BaseModel):
+    """An access method for a door: its id and kind; any further fields are kept for the reader."""
+
+    model_config = ConfigDict(frozen=True, strict=True, extra="allow", defer_build=True)
+
+    id: Id
+    kind: Literal["pin", "card", "face", "qr", "ble"]
+
+
+class IssueArgs(_Args):
+    """``issue_credentials``."""
+
+    door: Id
+    credentials: Annotated[tuple[Credential, ...], Field(min_length=1, max_length=10_000)]
+
+
+class RevokeArgs(_Args):
+    """``revoke_credentials``: these ids, on one door or on every door."""
+
+    door: Id | None = None
+    ids: Annotated[tuple[Id, ...], Field(min_length=1, max_length=10_000)]
+
+
+class OpenDoorArgs(_Args):
+    """``open_door``."""
+
+    door: Id
+    seconds: Annotated[int, Field(ge=1, le=60)] = 5
+
+
+class Effect(NamedTuple):
+    """What a command changes on the device, besides its reply."""
+
+    settings: Mapping[str, Any] | None = None
+    issue: IssueArgs | None = None
+    revoke: RevokeArgs | None = None
+    open_door: OpenDoorArgs | None = None
+    restart: bool = False
+    resync: bool = False
+
+
+class Plan(NamedTuple):
+    """The reply, and the effect to apply with it."""
+
+    reply: dict[str, Any]
+    effect: Effect
+
+
+def _ok(claims: CommandClaims, **extra: Any) -> dict[str, Any]:
+    return {"id": claims.id, "ok": True, **extra}
+
+
+def _error(claims: CommandClaims, code: str, message: str) -> dict[str, Any]:
+    return {"id": claims.id, "ok": False, "error": {"code": code, "message": message}}
+
+
+def plan(claims: CommandClaims, decide: Callable[[str, str | None], Decision]) -> Plan:
+    """The reply and effect of a verified command, given the policy's decisions now."""
+    op, args = claims.op, claims.args
+    try:
+        if op == "resync":
+            return Plan(_ok(claims), Effect(resync=True))
+        if op == "reboot":
+            return Plan(_ok(claims), Effect(restart=True))
+        if op == "set_settings":
+            settings = SiteSettings.model_validate(args)
+            return Plan(_ok(claims), Effect(settings=settings.model_dump(exclude_none=True)))
+        if op == "issue_credentials":
+            issue = IssueArgs.model_validate(args)
+            decision = decide("issue_access", f"door:{issue.door}")
+            if not decision.allowed:
+                return Plan(_error(claims, "service_limited", f"{decision.reason}: {decision.detail}"), Effect())
+            return Plan(_ok(claims, issued=len(issue.credentials)), Effect(issue=issue))
+        if op == "revoke_credentials":
+            return Plan(_ok(claims), Effect(revoke=RevokeArgs.model_validate(args)))
+        if op == "open_door":
+            return Plan(_ok(claims, queued=True), Effect(open_door=OpenDoorArgs.model_validate(args)))
+    except ValidationError as exc:
+        return Plan(_error(claims, "invalid_args", describe_validation_error(exc)), Effect())
+    return Plan(_error(claims, "unknown_op", f"op {op!r} is not one this device carries out"), Effect())
+
+
+async def apply(tx: Transaction, claims: CommandClaims, effect: Effect, now: float) -> None:
+    """Write ``effect`` in the command's transaction."""
+    if effect.settings:
+        await tx.executemany(
+            """INSERT INTO settings (name, value, issued_at) VALUES (?, ?, ?)
+               ON CONFLICT (name) DO UPDATE SET value = excluded.value, issued_at = excluded.issued_at
+               WHERE excluded.issued_at >= settings.issued_at""",
+            [(name, json.dumps(value), float(claims.iat)) for name, value in effect.settings.items()],
+        )
+    if effect.issue is not None:
+        door = effect.issue.door
+        await tx.executemany(
+            """INSERT INTO credentials (door, id, kind, body, issued_at) VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (door, id) DO UPDATE SET kind = excluded.kind, body = excluded.body,
+                 issued_at = excluded.issued_at""",
+            [(door, c.id, c.kind, c.model_dump_json(), now) for c in effect.issue.credentials],
+        )
+    if effect.revoke is not None:
+        if effect.revoke.door is None:
+            await tx.executemany("DELETE FROM credentials WHERE id = ?", [(i,) for i in effect.revoke.ids])
+        else:
+            door = effect.revoke.door
+            await tx.executemany(
+                "DELETE FROM credentials WHERE door = ? AND id = ?", [(door, i) for i in effect.revoke.ids]
+            )
+    if effect.open_door is not None:
+        body = effect.open_door.model_dump_json()
+        await tx.execute(
+            "INSERT INTO door_actions (command_id, door, action, body, created) VALUES (?, ?, 'open', ?, ?)",
+            (claims.id, effect.open_door.door, body, now),
+        )
+
+
+async def answered(tx: Transaction, command_id: str) -> bool:
+    """Whether this command id has been answered before."""
+    return await tx.fetchone("SELECT 1 FROM commands WHERE id = ?", (command_id,)) is not None
+
+
+async def record(tx: Transaction, claims: CommandClaims, reply: dict[str, Any], now: float) -> None:
+    """Remember that this command id has been answered, and how."""
+    await tx.execute(
+        "INSERT INTO commands (id, op, reply, handled_at) VALUES (?, ?, ?, ?)",
+        (claims.id, claims.op, json.dumps(reply), now),
+    )
+
+
+async def effective_settings(
+    tx: Transaction, document_settings: Mapping[str, Any], document_iat: float
+) -> dict[str, Any]:
+    """Site settings in effect: per setting, the later of the entitlements document and the last command."""
+    rows = await tx.fetchall("SELECT name, value, issued_at FROM settings")
+    settings = dict(document_settings)
+    for name, value, issued_at in rows:
+        if name not in settings or issued_at >= document_iat:
+            settings[name] = json.loads(value)
+    return settings

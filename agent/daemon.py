@@ -1,0 +1,326 @@
+"""``edge-agent run``: the long-running daemon.
+
+Theory of operation. One :class:`asyncio.TaskGroup` supervises four tasks: the outbox's writer
+(group commit), the MQTT session, the local control socket and housekeeping. Housekeeping watches
+what the entitlements allow as time passes: when a gate of the outbox opens or closes (alarms while
+doors are limited, call alerts without their service), when the mode or the document changes, it
+tells the outbox and republishes the state report; it raises expiry notices as events (each once,
+remembered in the database) and persists the trusted clock.
+
+Start: open the store, quarantining it if it is corrupt (``agent/quarantine.py``), load what is in
+force, and enforce from it before the first connection. Stop (SIGTERM, SIGINT): stop taking work,
+say ``online: false``, let the writer finish what is queued, persist the clock and the exact event
+counter, exit 0, all within a few seconds. A ``reboot`` command stops the same way after its reply
+is sent (or after a short wait), then the process replaces itself with a fresh one (``os.execv``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from enum import Enum
+from typing import Any, Final, cast
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from agent import sidecar
+from agent.clock import ClockSource
+from agent.config import Config
+from agent.control import ControlError, ControlServer
+from agent.device import Device
+from agent.entitlements import policy
+from agent.entitlements.notices import expiry_notices
+from agent.errors import BadRequest, StoreCorrupt
+from agent.events import GATED_ACTIONS, GATES, NewEvent, validate
+from agent.outbox import Outbox, OutboxFull
+from agent.quarantine import Salvage, salvage_and_move
+from agent.store import Store
+from agent.sync.inbound import Inbound
+from agent.sync.session import Session
+from agent.sync.state import StateReport
+from agent.sync.topics import Topics
+from agent.timefmt import to_rfc3339
+
+log = structlog.get_logger("agent.daemon")
+
+SLOT: Final = "a"  # the firmware slot the agent runs from, until the A/B engine reports its own
+RAISABLE: Final = frozenset({"alarm", "sensor", "call_alert", "door_log", "health"})  # by drivers, locally
+_STOP_SECONDS: Final = 3.0
+_CLOCK_EVERY: Final = 60.0
+_REPLY_WAIT: Final = 2.0
+
+
+class Outcome(Enum):
+    """How :meth:`Daemon.serve` ended."""
+
+    STOPPED = "stopped"
+    RESTART = "restart"
+
+
+async def _restore(config: Config, salvage: Salvage) -> None:
+    """Put what was salvaged into the fresh database; the counter continues past everything used."""
+    floor = sidecar.load(config.data_dir)
+    next_seq = max(salvage.next_seq, floor.next_seq)
+    anchor = max((a for a in (salvage.anchor, floor.anchor) if a is not None), default=None, key=lambda a: a.trusted_at)
+    store = await Store.open(config.data_dir, max_bytes=config.store.max_bytes)
+    try:
+        async with store.transaction() as tx:
+            await tx.executemany(
+                """INSERT INTO outbox (id, topic, seq, event_id, type, kind, source, priority, gate, held_since,
+                   created, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                salvage.outbox,
+            )
+            await tx.execute("INSERT INTO counters (name, value) VALUES ('next_seq', ?)", (next_seq,))
+            if anchor is not None:
+                await tx.write_anchor(anchor)
+    finally:
+        await store.close()
+
+
+class Daemon:
+    """The device's daemon: holdings, outbox, session, control socket, housekeeping."""
+
+    def __init__(self, config: Config, device: Device, outbox: Outbox, quarantined: Salvage | None) -> None:
+        self.config = config
+        self.device = device
+        self.outbox = outbox
+        self.topics = Topics(config.mqtt.topic_prefix, config.device_id)
+        self.stop = asyncio.Event()
+        self._outcome = Outcome.STOPPED
+        self._quarantined = quarantined
+        self._poke = asyncio.Event()
+        self._raised: set[str] = set()
+        self._watched: tuple[Any, ...] | None = None
+        self._restarting: asyncio.Task[None] | None = None
+        self.inbound = Inbound(
+            device,
+            outbox,
+            on_change=self._poke.set,
+            on_resync=lambda: self.session.republish_state(force=True),
+            on_restart=self._restart,
+        )
+        self.session = Session(
+            config, self.topics, handle=self.inbound.handle, outbox=outbox, state=self._state, clock=device.clock
+        )
+
+    @classmethod
+    async def open(cls, config: Config, roots: tuple[Ed25519PublicKey, ...], source: ClockSource) -> Daemon:
+        """Open everything the daemon holds; quarantine a corrupt database and start afresh."""
+        quarantined = None
+        floor = sidecar.load(config.data_dir).anchor if config.data_dir.exists() else None
+        try:
+            device = await Device.open(config, roots, source, floor=floor)
+        except StoreCorrupt as exc:
+            quarantined = await asyncio.to_thread(salvage_and_move, config.data_dir)
+            log.error(
+                "store_quarantined",
+                error=str(exc),
+                moved_to=str(quarantined.moved_to),
+                salvaged_events=len(quarantined.outbox),
+            )
+            await _restore(config, quarantined)
+            device = await Device.open(config, roots, source, floor=floor)
+        try:
+            outbox = await Outbox.open(
+                device.store,
+                config.device_id,
+                device.clock,
+                data_dir=config.data_dir,
+                max_events=config.outbox.max_events,
+            )
+            async with device.store.transaction("DEFERRED") as tx:
+                raised = {row[0] for row in await tx.fetchall("SELECT key FROM notices")}
+        except BaseException:
+            await device.close()
+            raise
+        daemon = cls(config, device, outbox, quarantined)
+        daemon._raised = raised
+        return daemon
+
+    # -- running -------------------------------------------------------------------------------------
+    async def serve(self) -> Outcome:
+        """Run until :attr:`stop` is set; then stop cleanly and say how it ended."""
+        control = ControlServer(
+            self.config.data_dir, {"raise": self._op_raise, "status": self._op_status, "check": self._op_check}
+        )
+        server = await control.start()
+        await self.refresh()  # enforce from the store before the first connection
+        if self._quarantined is not None:
+            await self._report_quarantine(self._quarantined)
+        log.info(
+            "daemon_started",
+            device_id=self.config.device_id,
+            mode=policy.mode(self.device.entitlements, self.device.clock.now()),
+        )
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                writer = tasks.create_task(self.outbox.run(), name="outbox")
+                working = [
+                    tasks.create_task(self.session.run(), name="session"),
+                    tasks.create_task(self._housekeeping(), name="housekeeping"),
+                ]
+                stopping = tasks.create_task(self.stop.wait(), name="stop")
+                await asyncio.wait([stopping, writer, *working], return_when=asyncio.FIRST_COMPLETED)
+                server.close()
+                for task in working:
+                    task.cancel()
+                await asyncio.wait(working, timeout=_STOP_SECONDS)
+                await self.outbox.close()
+        finally:
+            server.close()
+            with contextlib.suppress(OSError):
+                control.path.unlink()
+            await self.device.close()
+        log.info("daemon_stopped", outcome=self._outcome.value)
+        return self._outcome
+
+    def _restart(self) -> None:
+        async def after_reply() -> None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_REPLY_WAIT):
+                    while True:
+                        self.outbox.deleted.clear()
+                        if not (await self._replies_queued() and self.session.connected.is_set()):
+                            break
+                        await self.outbox.deleted.wait()
+            self._outcome = Outcome.RESTART
+            self.stop.set()
+
+        self._restarting = asyncio.get_running_loop().create_task(after_reply())
+
+    async def _replies_queued(self) -> bool:
+        async with self.device.store.transaction("DEFERRED") as tx:
+            return await tx.fetchone("SELECT 1 FROM outbox WHERE topic = 'replies' LIMIT 1") is not None
+
+    async def _housekeeping(self) -> None:
+        since_clock = 0.0
+        while True:
+            await self.refresh()
+            now = self.device.clock.now()
+            upcoming = policy.next_expiry(self.device.entitlements, now)
+            wait = _CLOCK_EVERY if upcoming is None else min(_CLOCK_EVERY, max(0.01, upcoming - now))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), wait)
+            self._poke.clear()
+            since_clock += wait
+            if since_clock >= _CLOCK_EVERY:
+                since_clock = 0.0
+                await self.device.save_clock()
+
+    async def refresh(self) -> None:
+        """Follow the entitlements: open or close the outbox's gates, republish state, raise notices."""
+        ents, now = self.device.entitlements, self.device.clock.now()
+        denied = frozenset(g for g in GATED_ACTIONS if not policy.decide(ents, now, g).allowed)
+        await self.outbox.set_denied(denied)
+        watched = (policy.mode(ents, now), ents.seq if ents else None, denied, self.device.documents.get("trust"))
+        if watched != self._watched:
+            self._watched = watched
+            self.session.republish_state()
+        await self._raise_notices(now)
+
+    async def _raise_notices(self, now: float) -> None:
+        due = [n for n in expiry_notices(self.device.entitlements, now) if n.key not in self._raised]
+        if not due:
+            return
+        events = [
+            NewEvent(
+                "entitlement",
+                n.kind,
+                "entitlements",
+                {"service": n.service, "subject": n.subject, "expires": to_rfc3339(n.expires)},
+                now,
+            )
+            for n in due
+        ]
+        async with self.device.store.transaction() as tx:
+            await tx.executemany(
+                "INSERT OR IGNORE INTO notices (key, raised_at) VALUES (?, ?)", [(n.key, now) for n in due]
+            )
+            await self.outbox.add_in(tx, events)
+        self._raised.update(n.key for n in due)
+        log.info("expiry_notices", kinds=sorted({n.kind for n in due}), count=len(due))
+
+    async def _report_quarantine(self, salvage: Salvage) -> None:
+        data = {"moved_to": salvage.moved_to.name, "salvaged_events": len(salvage.outbox)}
+        with contextlib.suppress(OutboxFull):
+            await self.outbox.add(NewEvent("health", "store_quarantined", "store", data, self.device.clock.now()))
+
+    async def _state(self) -> StateReport:
+        ents, now = self.device.entitlements, self.device.clock.now()
+        return StateReport(
+            device_id=self.config.device_id,
+            model=self.config.model,
+            firmware_version=self.config.firmware_version,
+            slot=SLOT,
+            seq=ents.seq if ents else None,
+            exp=ents.exp if ents else None,
+            mode=policy.mode(ents, now),
+            depth=self.outbox.depth,
+            held=await self.outbox.held(),
+            evicted=sum(self.outbox.evicted.values()),
+        )
+
+    # -- control socket ops --------------------------------------------------------------------------
+    async def _op_raise(self, request: dict[str, Any]) -> dict[str, Any]:
+        raw = request.get("event")
+        if not isinstance(raw, dict):
+            raise ControlError("bad_event", "raise needs an event object")
+        typ = raw.get("type")
+        if typ not in RAISABLE:
+            raise ControlError("bad_event", f"type {typ!r} is not one of {', '.join(sorted(RAISABLE))}")
+        try:
+            fields = cast(
+                tuple[str, str | None, dict[str, Any]], (raw.get("kind"), raw.get("source"), raw.get("data", {}))
+            )
+            event = validate(NewEvent(typ, *fields, self.device.clock.now()))
+        except ValueError as exc:
+            raise ControlError("bad_event", str(exc)) from None
+        try:
+            queued = await self.outbox.add(event)
+        except OutboxFull as exc:
+            raise ControlError("outbox_full", str(exc)) from None
+        gate = GATES.get(event.type)
+        return {"seq": queued.seq, "event_id": queued.event_id, "held": gate is not None and gate in self.outbox.denied}
+
+    async def _op_status(self, request: dict[str, Any]) -> dict[str, Any]:
+        status = self.device.status()
+        status["outbox"] = {
+            "depth": self.outbox.depth,
+            "held": await self.outbox.held(),
+            "evicted": dict(self.outbox.evicted),
+        }
+        status["connected"] = self.session.connected.is_set()
+        return {"status": status}
+
+    async def _op_check(self, request: dict[str, Any]) -> dict[str, Any]:
+        action, subject = request.get("action"), request.get("subject")
+        if not isinstance(action, str) or not (subject is None or isinstance(subject, str | int)):
+            raise ControlError("bad_request", "check needs an action and, optionally, a subject")
+        try:
+            return {"decision": self.device.decide(action, subject).as_json(action, subject)}
+        except BadRequest as exc:
+            raise ControlError("bad_request", str(exc)) from None
+
+
+async def run(config: Config, roots: tuple[Ed25519PublicKey, ...], source: ClockSource) -> Outcome:
+    """Open the daemon, serve until SIGTERM or SIGINT, stop cleanly."""
+    daemon = await Daemon.open(config, roots, source)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, daemon.stop.set)
+    try:
+        return await daemon.serve()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def restart_in_place() -> None:
+    """Replace this process with a fresh run of the same command (the ``reboot`` command)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, sys.orig_argv)  # noqa: S606 -- the same interpreter and arguments

@@ -1,0 +1,101 @@
+"""Events the device sends (PROTOCOL.md "Events"): types, what holds each back, what goes first.
+
+Pure data and rules; the outbox (``agent/outbox.py``) stores and sends them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from typing import Any, Final, NamedTuple
+
+from agent.timefmt import to_rfc3339
+
+# PROTOCOL.md types, plus ``command`` for a refused command document ("or command likewise").
+EVENT_TYPES: Final = frozenset(
+    {"alarm", "sensor", "call_alert", "door_log", "firmware", "entitlement", "health", "command"}
+)
+
+# What the outbox evicts first when it is full: health and telemetry, then door logs, then the
+# device's own reports; alarms, call alerts, sensor events and command replies go last.
+PRIORITY: Final[Mapping[str, int]] = {
+    "health": 0,
+    "door_log": 1,
+    "entitlement": 2,
+    "firmware": 2,
+    "command": 2,
+    "sensor": 3,
+    "call_alert": 3,
+    "alarm": 3,
+}
+REPLY_PRIORITY: Final = 3
+HIGHEST_PRIORITY: Final = 3
+
+# The decision that must allow an event out; while it is denied the event is held, never dropped
+# (DOMAIN.md: a device with limited doors cannot report alarms; no call alerts without the service).
+GATES: Final[Mapping[str, str]] = {"alarm": "report_alarm", "call_alert": "sensor_call_alert"}
+GATED_ACTIONS: Final = frozenset(GATES.values())
+
+_KIND = re.compile(r"[a-z0-9_]{1,64}")
+_SOURCE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+MAX_DATA_BYTES: Final = 16 * 1024
+
+
+class NewEvent(NamedTuple):
+    """An event raised on the device, before the outbox gives it a seq."""
+
+    type: str
+    kind: str
+    source: str | None
+    data: Mapping[str, Any]
+    occurred_at: float  # trusted time, epoch seconds
+
+
+def validate(event: NewEvent) -> NewEvent:
+    """Check an event raised locally; ``ValueError`` names the field that is wrong."""
+    if event.type not in EVENT_TYPES:
+        raise ValueError(f"type {event.type!r} is not one of {', '.join(sorted(EVENT_TYPES))}")
+    if not isinstance(event.kind, str) or not _KIND.fullmatch(event.kind):
+        raise ValueError("kind must be 1-64 of [a-z0-9_]")
+    if event.source is not None and (not isinstance(event.source, str) or not _SOURCE.fullmatch(event.source)):
+        raise ValueError("source must be 1-64 of [A-Za-z0-9_.:-]")
+    if not isinstance(event.data, Mapping):
+        raise ValueError("data must be a JSON object")
+    if len(json.dumps(event.data, separators=(",", ":"))) > MAX_DATA_BYTES:
+        raise ValueError(f"data is larger than {MAX_DATA_BYTES} bytes")
+    return event
+
+
+def uuid7(now: float, random_bytes: bytes | None = None) -> str:
+    """An RFC 9562 UUID version 7: 48 bits of Unix milliseconds, then 74 random bits."""
+    rand = int.from_bytes(random_bytes if random_bytes is not None else os.urandom(10), "big")
+    millis = int(now * 1000) & ((1 << 48) - 1)
+    value = (millis << 80) | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64 | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+def event_body(event: NewEvent, event_id: str, device_id: str) -> str:
+    """The event's JSON without ``seq`` and ``held_since``, which the outbox adds when it sends."""
+    return json.dumps(
+        {
+            "event_id": event_id,
+            "device_id": device_id,
+            "type": event.type,
+            "kind": event.kind,
+            "occurred_at": to_rfc3339(round(event.occurred_at, 3)),
+            "source": event.source,
+            "data": dict(event.data),
+        },
+        separators=(",", ":"),
+    )
+
+
+def wire_payload(body: str, seq: int | None, held_since: float | None) -> bytes:
+    """The payload on the wire: the stored body with ``seq`` and ``held_since`` added (events only)."""
+    if seq is None:
+        return body.encode()
+    held = "null" if held_since is None else f'"{to_rfc3339(round(held_since, 3))}"'
+    return f'{body[:-1]},"seq":{seq},"held_since":{held}}}'.encode()

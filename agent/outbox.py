@@ -1,0 +1,481 @@
+"""The durable outbox: everything the device sends goes through it, and nothing leaves it unacknowledged.
+
+Theory of operation.
+
+* **Durable before the raiser returns.** :meth:`Outbox.add` queues an event and returns a future
+  that resolves once the event's row has been committed (``synchronous=FULL``). One writer task
+  commits everything queued meanwhile in one transaction: *group commit*, so a burst of a thousand
+  events costs a handful of fsyncs, not a thousand.
+* **seq strictly increasing across restarts.** The writer assigns ``seq`` inside the transaction
+  from a counter stored in the same database (and reserved ahead in the sidecar file, which outlives
+  a lost database: ``agent/sidecar.py``). A rolled-back batch assigns nothing, so there is no gap.
+* **At least once.** A row is deleted only after its PUBACK (:meth:`acknowledge`; deletions are
+  batched too). After a reconnect everything not yet acknowledged is sent again, in queue order.
+* **Held, never dropped.** An event whose gate (``report_alarm`` for alarms, ``sensor_call_alert``
+  for call alerts) is denied stays in the queue with ``held_since`` set, is counted in the state
+  report, and goes out with ``held_since`` once the gate opens.
+* **Bounded.** At ``max_events`` a new event evicts the oldest row of the lowest priority class, if
+  that class is not above its own (health first, then door logs, then the device's own reports;
+  alarms, call alerts, sensor events and replies last); otherwise the new event is refused with
+  :class:`OutboxFull`. On a full disk, low-priority events are refused and high-priority ones make
+  room by evicting low-priority rows. Each eviction is counted per type and reported.
+
+Events raised together with other writes (a command's reply, an expiry notice) are queued inside
+the caller's transaction with :meth:`add_in` / :meth:`reply_in`: they commit, or not, with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final, NamedTuple
+
+import structlog
+
+from agent import sidecar
+from agent.clock import TrustedClock
+from agent.errors import EdgeAgentError, StoreFull
+from agent.events import (
+    GATES,
+    HIGHEST_PRIORITY,
+    PRIORITY,
+    REPLY_PRIORITY,
+    NewEvent,
+    event_body,
+    uuid7,
+)
+from agent.store import Store, Transaction
+from agent.timefmt import to_rfc3339_or_none
+
+log = structlog.get_logger("agent.outbox")
+
+MAX_BATCH: Final = 2_000  # events per group commit
+FETCH: Final = 256  # rows per read of the pump
+
+
+class OutboxFull(EdgeAgentError):
+    """A new event could not be queued: the outbox is at its cap with nothing it may evict, or the disk is full."""
+
+
+class Queued(NamedTuple):
+    """Where a new event landed."""
+
+    seq: int
+    event_id: str
+
+
+class OutRow(NamedTuple):
+    """A row ready to publish."""
+
+    id: int
+    topic: str  # events | replies
+    seq: int | None
+    held_since: float | None
+    body: str
+
+
+class _Pending(NamedTuple):
+    event: NewEvent
+    event_id: str
+    body: str
+    future: asyncio.Future[Queued] | None
+
+
+_INSERT: Final = """INSERT INTO outbox
+    (topic, seq, event_id, type, kind, source, priority, gate, held_since, created, body)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+
+
+class Outbox:
+    """The outbox of one device. Create with :meth:`open`; run :meth:`run` as a task; :meth:`close`."""
+
+    def __init__(
+        self,
+        store: Store,
+        device_id: str,
+        clock: TrustedClock,
+        *,
+        data_dir: Path,
+        max_events: int,
+        next_seq: int,
+        depth: int,
+        evicted: dict[str, int],
+        reserved: int,
+        on_acknowledged: Callable[[Sequence[int]], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._device_id = device_id
+        self._clock = clock
+        self._data_dir = data_dir
+        self._max_events = max_events
+        self._next_seq = next_seq
+        self._reserved = reserved
+        self.depth = depth
+        self.evicted = evicted
+        self.denied: frozenset[str] = frozenset()
+        self._pending: list[_Pending] = []
+        self._acks: set[int] = set()
+        self.acknowledged: set[int] = set()  # acknowledged, not deleted yet: never send again
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+        self.more = asyncio.Event()  # rows were added or released: the pump looks again
+        self.deleted = asyncio.Event()  # acknowledged rows were deleted
+        self.rescan = False  # a gate opened: the pump goes back over held rows
+        self._on_acknowledged = on_acknowledged
+
+    @classmethod
+    async def open(
+        cls,
+        store: Store,
+        device_id: str,
+        clock: TrustedClock,
+        *,
+        data_dir: Path,
+        max_events: int,
+        on_acknowledged: Callable[[Sequence[int]], None] | None = None,
+    ) -> Outbox:
+        """Load the counters; make sure the sidecar reserves seqs above them."""
+        async with store.transaction("DEFERRED") as tx:
+            counters = dict(await tx.fetchall("SELECT name, value FROM counters"))
+            depth = int((await tx.fetchone("SELECT COUNT(*) FROM outbox"))[0])
+        floor = sidecar.load(data_dir)
+        next_seq = int(counters.get("next_seq", 1))
+        evicted = {name[8:]: int(v) for name, v in counters.items() if name.startswith("evicted:")}
+        outbox = cls(
+            store,
+            device_id,
+            clock,
+            data_dir=data_dir,
+            max_events=max_events,
+            next_seq=next_seq,
+            depth=depth,
+            evicted=evicted,
+            reserved=floor.next_seq,
+            on_acknowledged=on_acknowledged,
+        )
+        await outbox._reserve(next_seq)
+        return outbox
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the next event will get."""
+        return self._next_seq
+
+    # -- raising events ------------------------------------------------------------------------------
+    def add(self, event: NewEvent) -> asyncio.Future[Queued]:
+        """Queue ``event``; the future resolves once it is durable (or fails with :class:`OutboxFull`)."""
+        event_id = uuid7(self._clock.now())
+        future: asyncio.Future[Queued] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(event, event_id, event_body(event, event_id, self._device_id), future))
+        self._wake.set()
+        return future
+
+    async def add_in(self, tx: Transaction, events: Sequence[NewEvent]) -> list[Queued]:
+        """Queue ``events`` inside the caller's transaction; they commit, or not, with it."""
+        pending = []
+        for event in events:
+            event_id = uuid7(self._clock.now())
+            pending.append(_Pending(event, event_id, event_body(event, event_id, self._device_id), None))
+        outcomes = await self._insert(tx, pending)
+        failed = [o for o in outcomes if isinstance(o, OutboxFull)]
+        if failed:
+            raise failed[0]
+        return [o for o in outcomes if isinstance(o, Queued)]
+
+    async def reply_in(self, tx: Transaction, reply: dict[str, Any]) -> None:
+        """Queue a command reply inside the caller's transaction (PROTOCOL.md "command")."""
+        if self.depth >= self._max_events and not await self._evict(tx, 1, REPLY_PRIORITY):
+            raise OutboxFull(f"the outbox holds {self.depth} rows, none of which may make room for a reply")
+        kind = "ok" if reply.get("ok") else "error"
+        await tx.execute(
+            _INSERT,
+            (
+                "replies",
+                None,
+                None,
+                "reply",
+                kind,
+                None,
+                REPLY_PRIORITY,
+                None,
+                None,
+                self._clock.now(),
+                json.dumps(reply),
+            ),
+        )
+
+        def counted() -> None:
+            self.depth += 1
+            self.more.set()
+
+        tx.after_commit(counted)
+
+    # -- the writer ------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Commit queued events and acknowledgements in batches until :meth:`close`."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending or self._acks:
+                self._idle.clear()
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                acks, self._acks = self._acks, set()
+                await self._write(batch, acks)
+            self._idle.set()
+            if self._closing:
+                return
+
+    async def close(self) -> None:
+        """Finish what is queued (the writer must be running), then write the sidecar exact."""
+        self._closing = True
+        self._wake.set()
+        await self._idle.wait()
+        await asyncio.to_thread(sidecar.save, self._data_dir, sidecar.Sidecar(self._next_seq, self._clock.anchor()))
+
+    async def _write(self, batch: list[_Pending], acks: set[int]) -> None:
+        try:
+            async with self._store.transaction() as tx:
+                await self._delete(tx, acks)
+                outcomes = await self._insert(tx, batch)
+        except StoreFull:
+            outcomes = await self._write_when_full(batch, acks)
+        except BaseException as exc:
+            for item in batch:
+                if item.future is not None and not item.future.done():
+                    item.future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+            self._acks |= acks  # try the deletions again with the next batch
+            raise
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if item.future is not None and not item.future.done():
+                if isinstance(outcome, Queued):
+                    item.future.set_result(outcome)
+                else:
+                    item.future.set_exception(outcome)
+        if self._next_seq >= self._reserved:
+            await self._reserve(self._next_seq)
+
+    async def _write_when_full(self, batch: list[_Pending], acks: set[int]) -> list[Queued | OutboxFull]:
+        """The disk is full: deletions first, then make room for high-priority events only."""
+        if acks:
+            async with self._store.transaction() as tx:
+                await self._delete(tx, acks)
+        urgent = [i for i, p in enumerate(batch) if PRIORITY[p.event.type] >= HIGHEST_PRIORITY]
+        outcomes: list[Queued | OutboxFull] = [
+            OutboxFull(f"the disk is full: a {p.event.type} event was refused (alarms and sensor events still get in)")
+            for p in batch
+        ]
+        if urgent:
+            try:
+                async with self._store.transaction() as tx:
+                    await self._evict(tx, len(urgent) * 4, HIGHEST_PRIORITY - 1)
+                    inserted = await self._insert(tx, [batch[i] for i in urgent])
+                for i, outcome in zip(urgent, inserted, strict=True):
+                    outcomes[i] = outcome
+            except StoreFull:
+                for i in urgent:
+                    outcomes[i] = OutboxFull("the disk is full and nothing more may be evicted")
+        log.warning("outbox_disk_full", refused=sum(isinstance(o, OutboxFull) for o in outcomes), admitted=len(urgent))
+        return outcomes
+
+    async def _delete(self, tx: Transaction, acks: set[int]) -> None:
+        if not acks:
+            return
+        ordered = sorted(acks)
+        await tx.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ordered])
+
+        def deleted() -> None:
+            self.depth -= len(ordered)
+            self.acknowledged.difference_update(ordered)
+            self.deleted.set()
+            if self._on_acknowledged is not None:
+                self._on_acknowledged(ordered)
+
+        tx.after_commit(deleted)
+
+    async def _evict(self, tx: Transaction, count: int, up_to_priority: int) -> int:
+        """Delete up to ``count`` of the oldest rows of the lowest classes not above ``up_to_priority``."""
+        rows = await tx.fetchall(
+            "SELECT id, type FROM outbox WHERE priority <= ? ORDER BY priority, id LIMIT ?", (up_to_priority, count)
+        )
+        if rows:
+            await self._evict_rows(tx, [(r[0], r[1]) for r in rows])
+        return len(rows)
+
+    async def _insert(self, tx: Transaction, batch: list[_Pending]) -> list[Queued | OutboxFull]:
+        """Insert what fits, evicting by priority; seqs in raise order; counters updated on commit."""
+        outcomes: list[Queued | OutboxFull | None] = [None] * len(batch)
+        room = self._max_events - self.depth
+        by_priority = sorted(range(len(batch)), key=lambda i: -PRIORITY[batch[i].event.type])
+        admitted = set(by_priority[: max(room, 0)])
+        waiting = [i for i in by_priority if i not in admitted]
+        if waiting:
+            candidates = await tx.fetchall(
+                "SELECT id, priority, type FROM outbox ORDER BY priority, id LIMIT ?", (len(waiting),)
+            )
+            victims = []
+            for i, (row_id, priority, typ) in zip(waiting, candidates, strict=False):
+                if priority > PRIORITY[batch[i].event.type]:
+                    break
+                victims.append((row_id, typ))
+                admitted.add(i)
+            for i in waiting:
+                if i not in admitted:
+                    outcomes[i] = OutboxFull(
+                        f"the outbox is full ({self._max_events} rows) of events that outrank "
+                        f"a {batch[i].event.type} event"
+                    )
+            if victims:
+                await self._evict_rows(tx, victims)
+        now = self._clock.now()
+        seq = self._next_seq
+        rows = []
+        for i, item in enumerate(batch):
+            if i not in admitted:
+                continue
+            event = item.event
+            gate = GATES.get(event.type)
+            held_since = now if gate is not None and gate in self.denied else None
+            rows.append(
+                (
+                    "events",
+                    seq,
+                    item.event_id,
+                    event.type,
+                    event.kind,
+                    event.source,
+                    PRIORITY[event.type],
+                    gate,
+                    held_since,
+                    now,
+                    item.body,
+                )
+            )
+            outcomes[i] = Queued(seq, item.event_id)
+            seq += 1
+        if rows:
+            await tx.executemany(_INSERT, rows)
+            await tx.execute(
+                "INSERT INTO counters (name, value) VALUES ('next_seq', ?) ON CONFLICT (name) DO UPDATE SET value = ?",
+                (seq, seq),
+            )
+        added = len(rows)
+
+        def committed() -> None:
+            self._next_seq = seq
+            self.depth += added
+            if added:
+                self.more.set()
+
+        tx.after_commit(committed)
+        return [o for o in outcomes if o is not None]
+
+    async def _evict_rows(self, tx: Transaction, victims: list[tuple[int, str]]) -> None:
+        await tx.executemany("DELETE FROM outbox WHERE id = ?", [(row_id,) for row_id, _ in victims])
+        per_type: dict[str, int] = {}
+        for _, typ in victims:
+            per_type[typ] = per_type.get(typ, 0) + 1
+        for typ, n in per_type.items():
+            await tx.execute(
+                "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + ?",
+                (f"evicted:{typ}", n, n),
+            )
+
+        def evicted() -> None:
+            self.depth -= len(victims)
+            for typ, n in per_type.items():
+                self.evicted[typ] = self.evicted.get(typ, 0) + n
+            log.warning("outbox_evicted", count=len(victims), types=per_type)
+
+        tx.after_commit(evicted)
+
+    async def _reserve(self, next_seq: int) -> None:
+        """Write a reservation above ``next_seq`` to the sidecar before any seq at or above it is used."""
+        if next_seq < self._reserved:
+            return
+        reserved = next_seq + sidecar.RESERVATION
+        await asyncio.to_thread(sidecar.save, self._data_dir, sidecar.Sidecar(reserved, self._clock.anchor()))
+        self._reserved = reserved
+
+    # -- the pump's side -----------------------------------------------------------------------------
+    def acknowledge(self, row_id: int) -> None:
+        """The broker acknowledged the row: never send it again; delete it with the next batch."""
+        self.acknowledged.add(row_id)
+        self._acks.add(row_id)
+        self._wake.set()
+
+    async def sendable(self, after_id: int, limit: int = FETCH) -> list[OutRow]:
+        """Rows after ``after_id`` whose gate is open, in queue order, without acknowledged ones."""
+        denied = sorted(self.denied)
+        gate_clause = f"(gate IS NULL OR gate NOT IN ({', '.join('?' * len(denied))}))" if denied else "1"
+        async with self._store.transaction("DEFERRED") as tx:
+            rows = await tx.fetchall(
+                f"SELECT id, topic, seq, held_since, body FROM outbox WHERE id > ? AND {gate_clause} "  # noqa: S608
+                "ORDER BY id LIMIT ?",
+                (after_id, *denied, limit),
+            )
+        return [OutRow(*row) for row in rows if row[0] not in self.acknowledged]
+
+    async def set_denied(self, denied: frozenset[str]) -> None:
+        """Gates now denied: rows behind newly closed gates are stamped held; newly opened ones are released."""
+        closed, opened = denied - self.denied, self.denied - denied
+        if closed:
+            now = self._clock.now()
+            async with self._store.transaction() as tx:
+                for gate in sorted(closed):
+                    await tx.execute(
+                        "UPDATE outbox SET held_since = ? WHERE gate = ? AND held_since IS NULL", (now, gate)
+                    )
+        self.denied = denied
+        if opened:
+            self.rescan = True
+            self.more.set()
+        if closed or opened:
+            log.info("outbox_gates", denied=sorted(denied), opened=sorted(opened), closed=sorted(closed))
+
+    async def held(self) -> int:
+        """How many rows wait behind a closed gate."""
+        if not self.denied:
+            return 0
+        denied = sorted(self.denied)
+        async with self._store.transaction("DEFERRED") as tx:
+            row = await tx.fetchone(
+                f"SELECT COUNT(*) FROM outbox WHERE gate IN ({', '.join('?' * len(denied))})",  # noqa: S608
+                denied,
+            )
+        return int(row[0])
+
+    async def listing(self, *, held_only: bool) -> list[dict[str, Any]]:
+        """What is queued, oldest first (``edge-agent events``)."""
+        return await queued(self._store, self.denied, held_only=held_only)
+
+
+async def queued(store: Store, denied: frozenset[str], *, held_only: bool) -> list[dict[str, Any]]:
+    """What the outbox in ``store`` holds, oldest first; ``held`` when its gate is in ``denied``."""
+    async with store.transaction("DEFERRED") as tx:
+        rows = await tx.fetchall(
+            "SELECT id, topic, seq, type, kind, source, gate, held_since, created, body FROM outbox ORDER BY id"
+        )
+    out = []
+    for row_id, topic, seq, typ, kind, source, gate, held_since, created, body in rows:
+        held = gate is not None and gate in denied
+        if held_only and not held:
+            continue
+        entry: dict[str, Any] = {
+            "id": row_id,
+            "topic": topic,
+            "seq": seq,
+            "type": typ,
+            "kind": kind,
+            "source": source,
+            "held": held,
+            "held_since": to_rfc3339_or_none(held_since),
+            "queued_at": to_rfc3339_or_none(created),
+        }
+        if topic == "events":
+            entry["event_id"] = json.loads(body)["event_id"]
+        out.append(entry)
+    return out

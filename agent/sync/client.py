@@ -1,0 +1,116 @@
+"""Making an MQTT client for one connection attempt, and naming why an attempt failed.
+
+A fresh :class:`aiomqtt.Client` per attempt (aiomqtt's reconnection advice): persistent session
+(client id = device id, clean session off; with MQTT 5 a session expiry), the last will of
+PROTOCOL.md, TLS with server verification and an optional client certificate.
+
+Inbound messages are acknowledged by hand (:func:`acknowledge`), after what they caused has been
+committed, so a crash in between makes the broker deliver them again (Mosquitto does; amqtt 0.12
+does not: docs/sync.md). aiomqtt does not expose paho's manual acknowledgement, so this module (and
+only this one) reaches the paho client under it; tests/test_sync_commands.py pins the behaviour.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Final, NamedTuple
+
+import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.config import Config
+from agent.sync.state import offline_payload
+from agent.sync.topics import Topics
+
+# CONNACK return codes (3.1.1) and reason codes (5) that mean "you may not": retried slowly.
+_REFUSED_V3: Final = {
+    1: "unacceptable protocol version",
+    2: "identifier rejected",
+    4: "bad user name or password",
+    5: "not authorized",
+}
+_REFUSED_V5: Final = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
+
+
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """Server verification against ``ca_file`` (or the system store), plus the client certificate if set."""
+    mqtt = config.mqtt
+    if not mqtt.tls:
+        return None
+    context = ssl.create_default_context(cafile=str(mqtt.ca_file) if mqtt.ca_file else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if mqtt.cert_file is not None and mqtt.key_file is not None:
+        context.load_cert_chain(str(mqtt.cert_file), str(mqtt.key_file))
+    return context
+
+
+def make_client(config: Config, topics: Topics, *, tls: ssl.SSLContext | None) -> aiomqtt.Client:
+    """A client for one connection attempt."""
+    mqtt = config.mqtt
+    will = aiomqtt.Will(topics.state, offline_payload(config.device_id), qos=1, retain=True)
+    common = {
+        "username": mqtt.username,
+        "password": mqtt.password.get_secret_value() if mqtt.password else None,
+        "identifier": config.device_id,
+        "will": will,
+        "keepalive": mqtt.keepalive,
+        "timeout": mqtt.timeout,
+        "tls_context": tls,
+        # paho's own window; our pump keeps at most mqtt.in_flight publishes pending
+        "max_inflight_messages": max(20, mqtt.in_flight),
+    }
+    if mqtt.protocol == "5":
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = mqtt.session_expiry
+        client = aiomqtt.Client(
+            mqtt.host,
+            mqtt.port,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=properties,
+            **common,  # type: ignore[arg-type]
+        )
+    else:
+        client = aiomqtt.Client(
+            mqtt.host,
+            mqtt.port,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            clean_session=False,
+            **common,  # type: ignore[arg-type]
+        )
+    client._client.manual_ack_set(True)
+    return client
+
+
+def acknowledge(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+    """Send the PUBACK of ``message`` now that what it caused is durable."""
+    if message.qos > 0:
+        client._client.ack(message.mid, message.qos)
+
+
+class Failure(NamedTuple):
+    """Why a connection attempt failed, and whether to retry slowly (refused, not unreachable)."""
+
+    cause: str
+    refused: bool
+
+
+def describe(exc: aiomqtt.MqttError) -> Failure:
+    """The real cause of a failed attempt: a refused login or certificate is not a timeout."""
+    if isinstance(exc, MqttConnectError):
+        rc = exc.rc
+        if isinstance(rc, ReasonCode):
+            return Failure(f"broker refused the connection: {rc}", rc.value in _REFUSED_V5)
+        if isinstance(rc, int) and rc in _REFUSED_V3:
+            return Failure(f"broker refused the connection: {_REFUSED_V3[rc]}", True)
+        return Failure(f"broker refused the connection: {exc}", False)
+    text = str(exc)
+    lowered = text.lower()
+    if "certificate" in lowered or "ssl" in lowered or "tls" in lowered:
+        return Failure(f"TLS handshake failed: {text}", True)
+    if isinstance(exc, aiomqtt.MqttCodeError) and isinstance(exc.rc, ReasonCode) and exc.rc.value in _REFUSED_V5:
+        return Failure(f"broker refused: {exc.rc}", True)
+    return Failure(text or type(exc).__name__, False)

@@ -1,0 +1,194 @@
+"""The MQTT session: connect, subscribe, receive, send; reconnect for ever.
+
+Theory of operation. :meth:`Session.run` is an outer loop around one connection at a time, each with
+a fresh client (aiomqtt's advice, docs/reconnection.md there). A connection lives as three tasks in
+one TaskGroup: receiving (each message verified, then acknowledged only once what it caused is
+durable), pumping the outbox (at most ``mqtt.in_flight`` publishes awaiting PUBACK, a row deleted
+only after its PUBACK), and publishing the retained state report (on connect and on every change).
+When the connection breaks, all three end together and the loop waits a backoff: capped
+exponential with full jitter, slower when the broker *refused* the device (bad login, certificate,
+subscription) than when it was merely unreachable, and logged with the real cause either way.
+Cancelling :meth:`run` (a clean stop) publishes ``online: false`` and disconnects cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import aiomqtt
+import structlog
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.clock import TrustedClock
+from agent.config import Config
+from agent.events import wire_payload
+from agent.outbox import FETCH, Outbox, OutRow
+from agent.sync import client as mqtt
+from agent.sync.backoff import Backoff
+from agent.sync.state import StateReport, offline_payload
+from agent.sync.topics import Topics
+
+log = structlog.get_logger("agent.session")
+
+_GOODBYE_SECONDS: Final = 1.5
+
+
+class SubscriptionRefused(aiomqtt.MqttError):
+    """The broker granted no QoS for a topic the device must hear (an ACL, most likely)."""
+
+
+class Session:
+    """The device's link to the broker."""
+
+    def __init__(
+        self,
+        config: Config,
+        topics: Topics,
+        *,
+        handle: Callable[[str, bytes], Awaitable[bool]],
+        outbox: Outbox,
+        state: Callable[[], Awaitable[StateReport]],
+        clock: TrustedClock,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._config = config
+        self._topics = topics
+        self._handle = handle
+        self._outbox = outbox
+        self._state = state
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 -- jitter, not security
+        self._tls = mqtt.tls_context(config)
+        self._backoff = Backoff(config.mqtt.reconnect_min, config.mqtt.reconnect_max)
+        self._refused_backoff = Backoff(config.mqtt.refused_min, config.mqtt.refused_max)
+        self.state_changed = asyncio.Event()
+        self.force_state = False
+        self.connected = asyncio.Event()
+        self.connections = 0  # successful connections so far (for metrics and tests)
+
+    def republish_state(self, *, force: bool = False) -> None:
+        """Publish the state report again (when it changed; always when ``force``)."""
+        self.force_state = self.force_state or force
+        self.state_changed.set()
+
+    async def run(self) -> None:
+        """Stay connected until cancelled."""
+        attempt = 0
+        while True:
+            client = mqtt.make_client(self._config, self._topics, tls=self._tls)
+            refused = False
+            try:
+                async with client:
+                    attempt = 0
+                    self.connections += 1
+                    log.info("mqtt_connected", host=self._config.mqtt.host, port=self._config.mqtt.port)
+                    try:
+                        await self._serve(client)
+                    except asyncio.CancelledError:
+                        await self._goodbye(client)
+                        raise
+            except aiomqtt.MqttError as exc:
+                failure = mqtt.describe(exc)
+                refused = failure.refused or isinstance(exc, SubscriptionRefused)
+                log.warning("mqtt_disconnected", cause=failure.cause, refused=refused, attempt=attempt)
+            finally:
+                self.connected.clear()
+            backoff = self._refused_backoff if refused else self._backoff
+            delay = backoff.delay(attempt, self._rng)
+            attempt += 1
+            log.info("mqtt_reconnect_wait", seconds=round(delay, 2))
+            await asyncio.sleep(delay)
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                # Receive before subscribing: a broker may hold the SUBACK back until the retained
+                # message it just delivered is acknowledged (amqtt does), and we acknowledge only
+                # from the receive loop, once the message's outcome is durable.
+                tasks.create_task(self._receive(client))
+                await self._subscribe(client)
+                self.connected.set()
+                tasks.create_task(self._pump(client))
+                tasks.create_task(self._publish_state(client))
+        except BaseExceptionGroup as group:
+            # A broken connection ends all three with MqttErrors: surface one; anything else is a bug.
+            mqtt_errors, others = group.split(aiomqtt.MqttError)
+            if others is not None:
+                raise others from None
+            assert mqtt_errors is not None
+            raise mqtt_errors.exceptions[0] from None
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        """One SUBSCRIBE for every inbound topic at QoS 1; a refused one (code 0x80 and up) is an error."""
+        topics = list(self._topics.inbound)
+        granted = await client.subscribe([(topic, 1) for topic in topics])
+        codes = [code.value if isinstance(code, ReasonCode) else int(code) for code in granted]
+        refused = [topic for topic, code in zip(topics, codes, strict=False) if code >= 0x80]
+        if refused or len(codes) != len(topics):
+            log.error("mqtt_subscription_refused", topics=refused, codes=codes)
+            raise SubscriptionRefused(f"subscriptions refused: {', '.join(refused) or codes}")
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        inbound = self._topics.inbound
+        async for message in client.messages:
+            typ = inbound.get(str(message.topic))
+            if typ is None:  # not ours (a broker may deliver overlapping subscriptions)
+                mqtt.acknowledge(client, message)
+                continue
+            payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+            if await self._handle(typ, bytes(payload)):
+                mqtt.acknowledge(client, message)
+
+    async def _pump(self, client: aiomqtt.Client) -> None:
+        outbox, topics = self._outbox, self._topics
+        queue: asyncio.Queue[OutRow] = asyncio.Queue(maxsize=self._config.mqtt.in_flight)
+        given: set[int] = set()  # handed to a worker, not acknowledged yet: not to be handed again
+
+        async def worker() -> None:
+            while True:
+                row = await queue.get()
+                topic = topics.events if row.topic == "events" else topics.replies
+                await client.publish(topic, wire_payload(row.body, row.seq, row.held_since), qos=1)
+                log.debug("published", id=row.id, seq=row.seq)
+                outbox.acknowledge(row.id)
+                given.discard(row.id)
+
+        async with asyncio.TaskGroup() as workers:
+            for _ in range(self._config.mqtt.in_flight):
+                workers.create_task(worker())
+            cursor = 0
+            while True:
+                if outbox.rescan:
+                    outbox.rescan, cursor = False, 0
+                outbox.more.clear()
+                rows = await outbox.sendable(cursor)
+                log.debug("pump_fetched", cursor=cursor, rows=[r.id for r in rows])
+                for row in rows:
+                    cursor = row.id
+                    if row.id not in given:
+                        given.add(row.id)
+                        await queue.put(row)
+                if len(rows) < FETCH:
+                    await outbox.more.wait()
+
+    async def _publish_state(self, client: aiomqtt.Client) -> None:
+        last: StateReport | None = None
+        while True:
+            self.state_changed.clear()
+            report = await self._state()
+            if report != last or self.force_state:
+                self.force_state = False
+                await client.publish(self._topics.state, report.payload(self._clock.now()), qos=1, retain=True)
+                log.info("state_published", mode=report.mode, seq=report.seq, depth=report.depth, held=report.held)
+                last = report
+            await self.state_changed.wait()
+
+    async def _goodbye(self, client: aiomqtt.Client) -> None:
+        """A clean stop: say we are offline (the will is only for an unclean one)."""
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            async with asyncio.timeout(_GOODBYE_SECONDS):
+                await client.publish(self._topics.state, offline_payload(self._config.device_id), qos=1, retain=True)

@@ -1,0 +1,45 @@
+"""The retained state report (PROTOCOL.md "State")."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NamedTuple
+
+from agent.timefmt import to_rfc3339
+
+
+class StateReport(NamedTuple):
+    """What the state report says; equal reports need not be published again."""
+
+    device_id: str
+    model: str
+    firmware_version: str
+    slot: str
+    seq: int | None
+    exp: float | None
+    mode: str
+    depth: int
+    held: int
+    evicted: int
+
+    def payload(self, at: float) -> bytes:
+        """The JSON payload, stamped with trusted time ``at``."""
+        body: dict[str, Any] = {
+            "device_id": self.device_id,
+            "online": True,
+            "model": self.model,
+            "firmware": {"version": self.firmware_version, "slot": self.slot},
+            "entitlements": {
+                "seq": self.seq,
+                "exp": None if self.exp is None else to_rfc3339(self.exp),
+                "mode": self.mode,
+            },
+            "outbox": {"depth": self.depth, "held": self.held, "evicted": self.evicted},
+            "at": to_rfc3339(round(at, 3)),
+        }
+        return json.dumps(body, separators=(",", ":")).encode()
+
+
+def offline_payload(device_id: str) -> bytes:
+    """The last will, and what a clean stop publishes: ``{"device_id": D, "online": false}``."""
+    return json.dumps({"device_id": device_id, "online": False}, separators=(",", ":")).encode()
