@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -205,6 +205,30 @@ class Transaction:
         )
 
 
+async def _complete(statement: Awaitable[Any]) -> bool:
+    """Await ``statement`` to its end even if the task is cancelled meanwhile; whether it was.
+
+    An error of the statement propagates; if a cancellation came first, the cancellation does.
+    """
+    task = asyncio.ensure_future(statement)
+    cancelled = False
+    while True:
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                cancelled = True
+                continue
+            if task.cancelled():
+                raise
+            cancelled = True
+        except BaseException:
+            if cancelled:
+                raise asyncio.CancelledError from None
+            raise
+        return cancelled
+
+
 class Store:
     """One connection to the agent's database. Use :meth:`open`; close it (or ``async with``)."""
 
@@ -283,25 +307,31 @@ class Store:
     async def transaction(self, mode: str = "IMMEDIATE") -> AsyncIterator[Transaction]:
         """One transaction under the store's lock: committed on success, rolled back on any error.
 
-        SQLite errors leave as :class:`StoreError` (``StoreFull``, ``StoreCorrupt``...).
+        Cancellation-safe: a statement awaited when the task is cancelled still runs in aiosqlite's
+        thread, so ``BEGIN``, ``COMMIT`` and ``ROLLBACK`` are always awaited to completion, the
+        after-commit callbacks run whenever the commit happened, and only then is the cancellation
+        passed on. (Otherwise a cancelled ``COMMIT`` would commit on disk while memory believed it
+        had not: a seq given out twice.) SQLite errors leave as :class:`StoreError`.
         """
         async with self._lock:
             tx = Transaction(self._db)
+            cancelled = False
             try:
-                await self._db.execute(f"BEGIN {mode}")
-                try:
-                    yield tx
-                except BaseException:
-                    if self._db.in_transaction:
-                        await self._db.execute("ROLLBACK")
-                    raise
-                await self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
+                cancelled = await _complete(self._db.execute(f"BEGIN {mode}"))
+                if cancelled:
+                    raise asyncio.CancelledError
+                yield tx
+                cancelled = await _complete(self._db.execute("COMMIT"))
+            except BaseException as exc:
                 if self._db.in_transaction:
-                    await self._db.execute("ROLLBACK")
-                raise store_error(self.path, exc) from None
+                    cancelled = await _complete(self._db.execute("ROLLBACK")) or cancelled
+                if isinstance(exc, sqlite3.Error):
+                    raise store_error(self.path, exc) from None
+                raise
             for callback in tx._after:
                 callback()
+            if cancelled:
+                raise asyncio.CancelledError
 
     async def snapshot(self) -> Snapshot:
         """Read documents, derived rows and the clock anchor consistently."""

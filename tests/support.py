@@ -150,8 +150,19 @@ def write_public_key(path: Path, key: Ed25519PrivateKey) -> Path:
     return path
 
 
-def write_config(directory: Path, roots: list[Path], **top: Any) -> Path:
-    """An agent config in ``directory`` with ``data_dir`` beside it; ``top`` overrides keys."""
+def _toml(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+
+
+def write_config(
+    directory: Path,
+    roots: list[Path],
+    *,
+    mqtt: dict[str, Any] | None = None,
+    tables: dict[str, dict[str, Any]] | None = None,
+    **top: Any,
+) -> Path:
+    """An agent config in ``directory`` with ``data_dir`` beside it; ``top``, ``mqtt`` and ``tables`` override."""
     settings: dict[str, Any] = {
         "device_id": DEVICE_ID,
         "model": "R29",
@@ -160,27 +171,25 @@ def write_config(directory: Path, roots: list[Path], **top: Any) -> Path:
         "trust_roots": [str(p) for p in roots],
     }
     settings.update(top)
-    lines = [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
-    lines += [
-        "",
-        "[mqtt]",
-        'url = "mqtt://127.0.0.1:1883"',
-        'topic_prefix = "smartplus/v1"',
-        "",
-        "[drivers]",
-        'kind = "simulated"',
-    ]
+    sections = {"mqtt": {"url": "mqtt://127.0.0.1:1883", "topic_prefix": "smartplus/v1", **(mqtt or {})}}
+    sections.update(tables or {})
+    sections.setdefault("drivers", {"kind": "simulated"})
+    lines = [f"{k} = {_toml(v)}" for k, v in settings.items()]
+    for table, values in sections.items():
+        lines += ["", f"[{table}]", *(f"{k} = {_toml(v)}" for k, v in values.items())]
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "agent.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def svc(service: str, subject: str = "project", days: float = 365, plan: str | None = None) -> dict[str, Any]:
-    """A service entry expiring ``days`` after T0 (negative: already expired at T0)."""
+def svc(
+    service: str, subject: str = "project", days: float = 365, plan: str | None = None, *, base: float = T0
+) -> dict[str, Any]:
+    """A service entry expiring ``days`` after ``base`` (T0 by default; negative: already expired)."""
     from agent.timefmt import to_rfc3339
 
-    entry: dict[str, Any] = {"service": service, "subject": subject, "expires": to_rfc3339(T0 + days * DAY)}
+    entry: dict[str, Any] = {"service": service, "subject": subject, "expires": to_rfc3339(base + days * DAY)}
     if plan is not None:
         entry["plan"] = plan
     return entry

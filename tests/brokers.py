@@ -1,0 +1,184 @@
+"""Real brokers for the tests, each on a free port: amqtt (in this process, or as its own process) and
+Mosquitto (a process started here with a generated configuration; .ci/run installs it where missing).
+
+Every broker requires a user name (amqtt keeps persistent sessions only for named clients) and can
+check passwords from a password file. Processes are stopped with SIGTERM ("killed" as an operator
+would restart a broker; Mosquitto then saves its persistent sessions and queues) or SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+from cloud_stub.broker import password_line
+
+ROOT = Path(__file__).resolve().parents[1]
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def wait_listening(port: int, seconds: float = 15.0) -> None:
+    """Return once something accepts connections on ``port``; fail after ``seconds``."""
+    async with asyncio.timeout(seconds):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+
+
+class Broker(ABC):
+    """A broker the tests can start, stop and restart on the same port."""
+
+    kind: str
+    speaks_v5 = False
+
+    def __init__(self, directory: Path, users: dict[str, str] | None = None) -> None:
+        self.host, self.port = "127.0.0.1", free_port()
+        self.directory = directory
+        self.users = users
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Start listening (again, after a stop, with the same port and persistence)."""
+
+    @abstractmethod
+    async def stop(self, *, hard: bool = False) -> None:
+        """Stop: gracefully, or at once (SIGKILL) with ``hard``."""
+
+    def url(self) -> str:
+        """The agent's mqtt.url for this broker."""
+        return f"mqtt://{self.host}:{self.port}"
+
+
+class AmqttInProcess(Broker):
+    """amqtt in the test's own event loop."""
+
+    kind = "amqtt"
+
+    def __init__(self, directory: Path, users: dict[str, str] | None = None) -> None:
+        super().__init__(directory, users)
+        self._broker: Any = None
+
+    def _password_file(self) -> Path | None:
+        if self.users is None:
+            return None
+        path = self.directory / "amqtt.passwd"
+        path.write_text("".join(password_line(u, p) + "\n" for u, p in self.users.items()))
+        return path
+
+    async def start(self) -> None:
+        from cloud_stub.broker import start
+
+        self._broker = await start(self.host, self.port, self._password_file())
+
+    async def stop(self, *, hard: bool = False) -> None:
+        if self._broker is not None:
+            await self._broker.shutdown()
+            self._broker = None
+
+
+class _Process(Broker):
+    """A broker in its own process."""
+
+    def __init__(self, directory: Path, users: dict[str, str] | None = None) -> None:
+        super().__init__(directory, users)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log = directory / f"{type(self).__name__}.log"
+
+    @abstractmethod
+    def _command(self) -> list[str]: ...
+
+    async def start(self) -> None:
+        with self._log.open("ab") as log:
+            self._process = subprocess.Popen(  # noqa: ASYNC220 -- started once, waited on below
+                self._command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+        await wait_listening(self.port)
+
+    async def stop(self, *, hard: bool = False) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGKILL if hard else signal.SIGTERM)
+        await asyncio.to_thread(process.wait, 15)
+
+
+class AmqttProcess(_Process):
+    """amqtt as its own process (python -m cloud_stub.broker), for tests that kill the broker."""
+
+    kind = "amqtt"
+
+    def _command(self) -> list[str]:
+        command = [sys.executable, "-m", "cloud_stub.broker", "--port", str(self.port)]
+        if self.users is not None:
+            path = self.directory / "amqtt.passwd"
+            path.write_text("".join(password_line(u, p) + "\n" for u, p in self.users.items()))
+            command += ["--password-file", str(path)]
+        return command
+
+
+class Mosquitto(_Process):
+    """Mosquitto, the reference broker, with persistence in the test's directory."""
+
+    kind = "mosquitto"
+    speaks_v5 = True
+
+    def __init__(self, directory: Path, users: dict[str, str] | None = None, extra: str = "") -> None:
+        super().__init__(directory, users)
+        self.extra = extra
+
+    def _command(self) -> list[str]:
+        conf = self.directory / "mosquitto.conf"
+        lines = [
+            f"listener {self.port} {self.host}",
+            "persistence true",
+            f"persistence_location {self.directory}/",
+            "max_queued_messages 0",  # no per-client limit: the default 1000 drops QoS 1 messages beyond it
+            "max_inflight_messages 20",
+            "log_type error",
+            "log_type warning",
+            "user root",  # started as root, Mosquitto would drop to its own user, who cannot read the test's files
+        ]
+        if self.users is None:
+            lines.append("allow_anonymous true")
+        else:
+            passwd = self.directory / "mosquitto.passwd"
+            passwd.write_text("".join(f"{u}:{p}\n" for u, p in self.users.items()))
+            passwd.chmod(0o600)
+            subprocess.run(["mosquitto_passwd", "-U", str(passwd)], check=True, capture_output=True)
+            lines += ["allow_anonymous false", f"password_file {passwd}"]
+        conf.write_text("\n".join(lines) + "\n" + self.extra)
+        return [MOSQUITTO, "-c", str(conf)]
+
+
+def make_broker(kind: str, directory: Path, *, process: bool = False, users: dict[str, str] | None = None) -> Broker:
+    """A broker of ``kind`` (``amqtt`` or ``mosquitto``); amqtt in its own process when ``process``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if kind == "mosquitto":
+        return Mosquitto(directory, users)
+    return AmqttProcess(directory, users) if process else AmqttInProcess(directory, users)

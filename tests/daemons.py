@@ -1,0 +1,173 @@
+"""The daemon under test: in this process (fast, for logic) or as a real ``edge-agent run`` process
+(for SIGKILL, restarts and exit codes). Both are driven through the control socket and MQTT only."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from agent import control
+from agent.clock import ClockSource
+from agent.config import Config, load_config, load_trust_roots
+from agent.daemon import Daemon, Outcome
+from tests.brokers import Broker
+from tests.support import DEVICE_ID, write_config
+
+EDGE_AGENT = str(Path(sys.executable).parent / "edge-agent")
+DEVICE_PASSWORD = "device-secret"
+USERS = {DEVICE_ID: DEVICE_PASSWORD, "cloud": "cloud"}
+
+
+def device_config(
+    directory: Path, broker: Broker, root: Path, *, mqtt: dict[str, Any] | None = None, **tables: Any
+) -> Path:
+    """A device config for ``broker``: named client, fast reconnects (tests wait on conditions, not time)."""
+    settings = {
+        "url": broker.url(),
+        "username": DEVICE_ID,
+        "password": DEVICE_PASSWORD,
+        "reconnect_min": 0.05,
+        "reconnect_max": 0.5,
+        "refused_min": 0.2,
+        "refused_max": 1.0,
+        "timeout": 5.0,
+        **(mqtt or {}),
+    }
+    return write_config(directory, [root], mqtt=settings, tables=tables)
+
+
+class InProcessDaemon:
+    """A Daemon in the test's event loop."""
+
+    def __init__(self, config_file: Path, source: ClockSource | None = None) -> None:
+        self.config: Config = load_config(config_file, {})
+        self.source = source or ClockSource.system()
+        self.daemon: Daemon | None = None
+        self._task: asyncio.Task[Outcome] | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        """The daemon's data directory."""
+        return self.config.data_dir
+
+    async def start(self) -> Daemon:
+        """Open and serve."""
+        self.daemon = await Daemon.open(self.config, load_trust_roots(self.config), self.source)
+        self._task = asyncio.create_task(self.daemon.serve())
+        await wait_for_control(self.data_dir)
+        return self.daemon
+
+    async def stop(self) -> Outcome:
+        """Stop cleanly; how it ended."""
+        assert self.daemon is not None
+        assert self._task is not None
+        self.daemon.stop.set()
+        async with asyncio.timeout(10):
+            return await self._task
+
+    async def __aenter__(self) -> InProcessDaemon:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None and not self._task.done():
+            await self.stop()
+
+
+class ProcessDaemon:
+    """``edge-agent run`` as a process of its own."""
+
+    def __init__(self, config_file: Path) -> None:
+        self.config_file = config_file
+        self.data_dir = load_config(config_file, {}).data_dir
+        self.log = config_file.parent / "daemon.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        """Start and wait until its control socket answers."""
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: ASYNC220 -- started once, waited on below
+                [EDGE_AGENT, "run", "--config", str(self.config_file)], stdout=log, stderr=subprocess.STDOUT
+            )
+        await wait_for_control(self.data_dir, process=self.process)
+
+    async def stop(self, signum: int = signal.SIGTERM) -> tuple[int, float]:
+        """Send ``signum``; the exit code and how long it took to exit."""
+        assert self.process is not None
+        started = time.monotonic()
+        self.process.send_signal(signum)
+        code = await asyncio.to_thread(self.process.wait, 15)
+        return code, time.monotonic() - started
+
+    async def kill(self) -> None:
+        """SIGKILL: no chance to finish anything."""
+        await self.stop(signal.SIGKILL)
+
+    def log_events(self) -> list[dict[str, Any]]:
+        """The structured log events it wrote (JSON lines)."""
+        events = []
+        for line in self.log.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                events.append(json.loads(line))
+        return events
+
+
+async def wait_for_control(
+    data_dir: Path, *, process: subprocess.Popen[bytes] | None = None, seconds: float = 20
+) -> None:
+    """Return once the daemon of ``data_dir`` answers on its control socket."""
+    async with asyncio.timeout(seconds):
+        while True:
+            if process is not None and process.poll() is not None:
+                raise AssertionError(f"the daemon exited with {process.returncode} before it was ready")
+            try:
+                response = await control.request(data_dir, {"op": "status"})
+            except control.ControlError:
+                await asyncio.sleep(0.05)
+                continue
+            if response.get("ok"):
+                return
+
+
+async def raise_event(
+    data_dir: Path, type_: str, kind: str, source: str = "test", data: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Raise one event through the control socket; the daemon's answer (once it is durable)."""
+    return await control.request(
+        data_dir, {"op": "raise", "event": {"type": type_, "kind": kind, "source": source, "data": data or {}}}
+    )
+
+
+async def raise_burst(
+    data_dir: Path, count: int, type_: str = "sensor", kind: str = "presence"
+) -> list[dict[str, Any]]:
+    """Raise ``count`` events on one connection without waiting in between; the answers received.
+
+    If the daemon dies mid-burst, the answers received so far are returned.
+    """
+    reader, writer = await asyncio.open_unix_connection(str(control.socket_path(data_dir)), limit=control.MAX_LINE)
+    answers: list[dict[str, Any]] = []
+    try:
+        for i in range(count):
+            event = {"type": type_, "kind": kind, "source": "burst", "data": {"i": i}}
+            writer.write(json.dumps({"op": "raise", "id": i, "event": event}).encode() + b"\n")
+        await writer.drain()
+        while len(answers) < count:
+            line = await reader.readline()
+            if not line:
+                break
+            answers.append(json.loads(line))
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    return answers

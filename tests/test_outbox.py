@@ -1,0 +1,250 @@
+"""The outbox on a real SQLite file: durable group commit, seq, ids, holds, eviction, a full disk."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agent import sidecar
+from agent.clock import TrustedClock
+from agent.events import NewEvent, uuid7, wire_payload
+from agent.outbox import Outbox, OutboxFull
+from agent.store import DB_NAME, Store
+from tests.support import T0, SettableClock
+
+
+class Box:
+    """An outbox with its writer running, reopenable as a restarted daemon would."""
+
+    def __init__(self, directory: Path, clock: SettableClock, max_events: int, max_bytes: int = 0) -> None:
+        self.directory, self.clock, self.max_events, self.max_bytes = directory, clock, max_events, max_bytes
+        self.store: Store | None = None
+        self.outbox: Outbox | None = None
+        self._writer: asyncio.Task[None] | None = None
+
+    async def open(self) -> Outbox:
+        self.store = await Store.open(self.directory, max_bytes=self.max_bytes)
+        trusted = TrustedClock(self.clock.source())
+        self.outbox = await Outbox.open(
+            self.store, "0c110512ab34", trusted, data_dir=self.directory, max_events=self.max_events
+        )
+        self._writer = asyncio.create_task(self.outbox.run())
+        return self.outbox
+
+    async def close(self) -> None:
+        assert self.outbox is not None
+        assert self.store is not None
+        await self.outbox.close()
+        if self._writer is not None:
+            await self._writer
+        await self.store.close()
+
+    async def reopen(self) -> Outbox:
+        await self.close()
+        return await self.open()
+
+
+def event(type_: str = "sensor", kind: str = "fall_detected", i: int = 0) -> NewEvent:
+    return NewEvent(type_, kind, "mr01-bedroom", {"i": i}, T0)
+
+
+@pytest.fixture
+async def box(tmp_path: Path, clock: SettableClock) -> AsyncIterator[Box]:
+    """An outbox capped at 50 rows."""
+    handle = Box(tmp_path, clock, max_events=50)
+    await handle.open()
+    yield handle
+    await handle.close()
+
+
+def rows(directory: Path) -> list[tuple[int, int | None, str]]:
+    """(id, seq, type) of every row, read by a second connection."""
+    with sqlite3.connect(directory / DB_NAME) as db:
+        return list(db.execute("SELECT id, seq, type FROM outbox ORDER BY id"))
+
+
+async def test_a_burst_is_durable_in_a_few_commits(box: Box, tmp_path: Path) -> None:
+    """A thousand events raised at once are all on disk when their futures resolve, in far fewer commits."""
+    outbox = box.outbox
+    assert outbox is not None
+    box.max_events = outbox._max_events = 5_000
+    commits = 0
+    original = outbox._write
+
+    async def counting(*args: object) -> None:
+        nonlocal commits
+        commits += 1
+        await original(*args)  # type: ignore[arg-type]
+
+    outbox._write = counting  # type: ignore[method-assign]
+    queued = await asyncio.gather(*(outbox.add(event(i=i)) for i in range(1000)))
+    assert [q.seq for q in queued] == list(range(1, 1001))
+    assert len(rows(tmp_path)) == 1000
+    assert commits <= 10, commits
+
+
+async def test_seq_continues_across_restarts(box: Box) -> None:
+    """After a restart, seq goes on from where it was (kills: tests/test_sync_faults.py)."""
+    outbox = box.outbox
+    assert outbox is not None
+    first = await outbox.add(event())
+    outbox = await box.reopen()
+    second = await outbox.add(event())
+    assert second.seq == first.seq + 1
+
+
+async def test_row_ids_are_never_reused(box: Box) -> None:
+    """Once rows are acknowledged and deleted, new rows still get higher ids (the pump's cursor relies on it)."""
+    outbox = box.outbox
+    assert outbox is not None
+    await outbox.add(event())
+    for row in await outbox.sendable(0):
+        outbox.acknowledge(row.id)
+    async with asyncio.timeout(5):
+        while outbox.depth:
+            await asyncio.sleep(0.01)
+    await outbox.add(event())
+    assert [r.id for r in await outbox.sendable(1)] == [2]
+
+
+async def test_events_get_uuid7_ids_and_their_wire_form() -> None:
+    """event_id is an RFC 9562 version-7 UUID with the time in it; the wire form adds seq and held_since."""
+    value = uuid.UUID(uuid7(T0))
+    assert (value.version, value.variant) == (7, uuid.RFC_4122)
+    assert value.int >> 80 == int(T0 * 1000)
+    assert uuid7(T0) != uuid7(T0)
+    assert uuid.UUID(uuid7(T0 + 1)) > uuid.UUID(uuid7(T0))
+    payload = json.loads(wire_payload('{"event_id":"x","data":{}}', 7, T0))
+    assert (payload["seq"], payload["held_since"]) == (7, "2026-11-18T11:06:40Z")
+
+
+async def test_a_closed_gate_holds_and_an_open_one_releases(box: Box, clock: SettableClock) -> None:
+    """Alarms behind report_alarm wait with held_since, are counted, and come out when it opens."""
+    outbox = box.outbox
+    assert outbox is not None
+    await outbox.set_denied(frozenset({"report_alarm"}))
+    alarm = await outbox.add(event("alarm", "tamper"))
+    sensor = await outbox.add(event("sensor", "fall_detected"))
+    assert [r.seq for r in await outbox.sendable(0)] == [sensor.seq]
+    assert await outbox.held() == 1
+    listing = await outbox.listing(held_only=True)
+    assert [(e["seq"], e["held"]) for e in listing] == [(alarm.seq, True)]
+    clock.run(30)
+    await outbox.set_denied(frozenset())
+    assert outbox.rescan
+    released = [r for r in await outbox.sendable(0) if r.seq == alarm.seq]
+    assert released[0].held_since == pytest.approx(T0)
+    assert await outbox.held() == 0
+
+
+async def test_rows_queued_before_a_gate_closes_are_held_from_then(box: Box, clock: SettableClock) -> None:
+    """An alarm queued while allowed but not yet sent is held (and stamped) once the gate closes."""
+    outbox = box.outbox
+    assert outbox is not None
+    await outbox.add(event("alarm", "tamper"))
+    clock.run(60)
+    outbox._clock = TrustedClock(clock.source())
+    await outbox.set_denied(frozenset({"report_alarm"}))
+    assert await outbox.sendable(0) == []
+    await outbox.set_denied(frozenset())
+    assert (await outbox.sendable(0))[0].held_since == pytest.approx(T0 + 60)
+
+
+async def test_a_full_outbox_evicts_the_lowest_priority_first(box: Box) -> None:
+    """At the cap, alarms push out health events (counted per type); health cannot push out alarms."""
+    outbox = box.outbox
+    assert outbox is not None
+    for i in range(30):
+        await outbox.add(event("health", "tick", i))
+    for i in range(20):
+        await outbox.add(event("door_log", "granted", i))
+    alarms = await asyncio.gather(*(outbox.add(event("alarm", "tamper", i)) for i in range(40)))
+    assert outbox.depth == 50
+    assert outbox.evicted == {"health": 30, "door_log": 10}
+    assert len(alarms) == 40
+    with pytest.raises(OutboxFull, match="outrank"):
+        await outbox.add(event("health", "tick"))
+    types = [t for _, _, t in rows(box.directory)]
+    assert types.count("alarm") == 40
+    assert types.count("door_log") == 10
+    outbox = await box.reopen()
+    assert outbox.evicted == {"health": 30, "door_log": 10}  # the counts are persisted
+
+
+async def test_a_full_disk_refuses_low_priority_and_makes_room_for_alarms(tmp_path: Path, clock: SettableClock) -> None:
+    """With the database capped, health events are refused with a clear error; alarms still get in."""
+    handle = Box(tmp_path, clock, max_events=1_000_000, max_bytes=160 * 1024)
+    outbox = await handle.open()
+    try:
+        refused = None
+        for i in range(20_000):
+            try:
+                await outbox.add(NewEvent("health", "tick", "t", {"pad": "x" * 200, "i": i}, T0))
+            except OutboxFull as exc:
+                refused = exc
+                break
+        assert refused is not None, "the capped database never filled"
+        assert "disk is full" in str(refused)
+        before = outbox.depth
+        alarm = await outbox.add(event("alarm", "tamper"))
+        assert alarm.seq > 0
+        assert outbox.evicted.get("health", 0) > 0
+        assert outbox.depth <= before
+    finally:
+        await handle.close()
+
+
+async def test_the_sidecar_reserves_seqs_ahead_and_is_exact_after_a_clean_stop(box: Box, tmp_path: Path) -> None:
+    """While running the sidecar holds a reservation above every seq given; after close, the next seq exactly."""
+    outbox = box.outbox
+    assert outbox is not None
+    queued = await outbox.add(event())
+    assert sidecar.load(tmp_path).next_seq > queued.seq
+    await box.close()
+    assert sidecar.load(tmp_path).next_seq == queued.seq + 1
+    await box.open()
+
+
+async def test_a_reply_queued_with_other_writes_rolls_back_with_them(box: Box) -> None:
+    """A reply queued in a transaction that fails is not queued at all."""
+    outbox, store = box.outbox, box.store
+    assert outbox is not None
+    assert store is not None
+    with pytest.raises(RuntimeError):
+        async with store.transaction() as tx:
+            await outbox.reply_in(tx, {"id": "c-1", "ok": True})
+            raise RuntimeError("the effect failed")
+    assert outbox.depth == 0
+    assert rows(box.directory) == []
+
+
+async def test_cancellation_at_any_point_keeps_memory_and_disk_agreed(box: Box) -> None:
+    """Tasks cancelled anywhere inside a transaction leave no transaction open and seq/depth as on disk."""
+    outbox, store = box.outbox, box.store
+    assert outbox is not None
+    assert store is not None
+    outbox._max_events = 100_000
+
+    async def queue_two() -> None:
+        async with store.transaction() as tx:
+            await outbox.add_in(tx, [event(i=1), event(i=2)])
+
+    for yields in range(60):
+        task = asyncio.create_task(queue_two())
+        for _ in range(yields % 15):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        async with store.transaction("DEFERRED") as tx:
+            (next_seq,) = await tx.fetchone("SELECT value FROM counters WHERE name = 'next_seq'") or (1,)
+            (depth,) = await tx.fetchone("SELECT COUNT(*) FROM outbox")
+        assert (outbox.next_seq, outbox.depth) == (next_seq, depth), f"after {yields % 15} yields"
+    assert len({s for _, s, _ in rows(box.directory)}) == outbox.depth

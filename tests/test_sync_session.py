@@ -1,0 +1,310 @@
+"""The daemon against real brokers (amqtt and Mosquitto, each on a free port), driven as code outside the
+project would: signed documents published with a plain MQTT client, events read back (PROTOCOL.md)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from agent import control
+from tests.brokers import Broker, make_broker
+from tests.cloud import CloudPeer
+from tests.conftest import Keys
+from tests.daemons import USERS, InProcessDaemon, ProcessDaemon, device_config, raise_event
+from tests.support import DAY, DEVICE_ID, Claims, commercial_project, forge, svc, write_public_key
+
+
+@pytest.fixture(params=["amqtt", "mosquitto"])
+async def broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Broker]:
+    """A broker that requires user names and checks passwords."""
+    handle = make_broker(request.param, tmp_path / "broker", users=USERS)
+    await handle.start()
+    yield handle
+    await handle.stop()
+
+
+@pytest.fixture
+def root_pem(tmp_path: Path, keys: Keys) -> Path:
+    """The root public key the device trusts."""
+    return write_public_key(tmp_path / "root.pub.pem", keys.root)
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, broker: Broker, root_pem: Path) -> Path:
+    """A device config for the broker."""
+    return device_config(tmp_path / "device", broker, root_pem)
+
+
+@pytest.fixture
+async def cloud(broker: Broker) -> AsyncIterator[CloudPeer]:
+    """The cloud's MQTT client."""
+    async with CloudPeer(broker) as peer:
+        yield peer
+
+
+class Docs:
+    """Signed documents for the device, issued now."""
+
+    def __init__(self, keys: Keys) -> None:
+        self.keys = keys
+        self.claims = Claims(iat=time.time())
+
+    def trust(self) -> str:
+        return forge(self.keys.root, self.claims.trust([self.keys.signing]), typ="trust")
+
+    def entitlements(self, services: list[dict[str, Any]], doors: tuple[str, ...] = ("door-1", "door-2")) -> str:
+        claims = self.claims.entitlements(
+            project=commercial_project(doors), services=services, exp=int(self.claims.iat + 30 * DAY)
+        )
+        return forge(self.keys.signing, claims)
+
+    def command(self, op: str, args: dict[str, Any] | None = None, command_id: str | None = None) -> str:
+        now = int(time.time())
+        claims = {
+            "aud": DEVICE_ID,
+            "iat": now,
+            "exp": now + 600,
+            "seq": self.claims.next_seq("command"),
+            "id": command_id or f"cmd-{op}-{now}-{self.claims.seq['command']}",
+            "op": op,
+            "args": args or {},
+        }
+        return forge(self.keys.signing, claims, typ="command")
+
+
+@pytest.fixture
+def docs(keys: Keys) -> Docs:
+    """A document issuer."""
+    return Docs(keys)
+
+
+PAID = [svc("door", "door:door-2", days=400)]
+
+
+async def provision(cloud: CloudPeer, docs: Docs, services: list[dict[str, Any]] | None = None) -> None:
+    """Publish the retained trust and entitlements documents."""
+    await cloud.publish("trust", docs.trust(), retain=True)
+    await cloud.publish("entitlements", docs.entitlements(PAID if services is None else services), retain=True)
+
+
+def mode_is(cloud: CloudPeer, mode: str, seq: int | None = None) -> bool:
+    state = cloud.state
+    if state is None or not state.get("online"):
+        return False
+    return bool(state["entitlements"]["mode"] == mode and (seq is None or state["entitlements"]["seq"] == seq))
+
+
+async def test_retained_documents_are_taken_and_state_is_reported(
+    cloud: CloudPeer, docs: Docs, config_file: Path
+) -> None:
+    """Documents retained before the device starts are verified and put in force; the state says so, fully."""
+    await provision(cloud, docs)
+    async with InProcessDaemon(config_file):
+        await cloud.wait_until(lambda: mode_is(cloud, "normal", 1), what="state: normal, seq 1")
+    state = next(s for s in reversed(cloud.states) if s.get("online"))
+    assert state["device_id"] == DEVICE_ID
+    assert state["model"] == "R29"
+    assert state["firmware"] == {"version": "29.30.2.805", "slot": "a"}
+    assert state["entitlements"]["exp"].endswith("Z")
+    assert state["outbox"]["depth"] == 0
+    assert state["outbox"]["held"] == 0
+    assert state["at"].endswith("Z")
+    assert cloud.state == {"device_id": DEVICE_ID, "online": False}  # and a clean stop says so
+
+
+async def test_events_reach_the_cloud_in_order_with_seq_and_event_id(
+    cloud: CloudPeer, docs: Docs, config_file: Path
+) -> None:
+    """Raised events arrive with PROTOCOL.md's fields, seq 1, 2, 3 in the order raised."""
+    await provision(cloud, docs)
+    async with InProcessDaemon(config_file) as device:
+        answers = [
+            await raise_event(device.data_dir, "sensor", kind, "mr01-bedroom")
+            for kind in ("fall_detected", "bed_exit", "presence")
+        ]
+        await cloud.wait_until(lambda: len(cloud.events) == 3, what="3 events")
+    assert [a["seq"] for a in answers] == [1, 2, 3]
+    by_seq = sorted(cloud.events.values(), key=lambda e: e["seq"])
+    assert [e["kind"] for e in by_seq] == ["fall_detected", "bed_exit", "presence"]
+    first = by_seq[0]
+    assert set(first) >= {"event_id", "device_id", "seq", "type", "kind", "occurred_at", "source", "data", "held_since"}
+    assert (first["device_id"], first["type"], first["source"], first["held_since"]) == (
+        DEVICE_ID,
+        "sensor",
+        "mr01-bedroom",
+        None,
+    )
+    assert first["event_id"] == answers[0]["event_id"]
+
+
+async def test_an_alarm_is_held_while_doors_are_limited_and_sent_on_renewal(
+    cloud: CloudPeer, docs: Docs, config_file: Path
+) -> None:
+    """While door-2 lacks its service the alarm waits (counted); the renewal releases it with held_since."""
+    await provision(cloud, docs, services=[])
+    async with InProcessDaemon(config_file) as device:
+        await cloud.wait_until(lambda: mode_is(cloud, "limited", 1), what="limited")
+        answer = await raise_event(device.data_dir, "alarm", "tamper", "door-1")
+        assert answer["held"] is True
+        status = (await control.request(device.data_dir, {"op": "status"}))["status"]
+        assert status["outbox"]["held"] == 1
+        await cloud.publish("entitlements", docs.entitlements(PAID), retain=True)
+        await cloud.wait_until(lambda: len(cloud.events) == 1, what="the held alarm")
+        await cloud.wait_until(lambda: mode_is(cloud, "normal", 2), what="normal after renewal")
+    alarm = next(iter(cloud.events.values()))
+    assert (alarm["type"], alarm["kind"], alarm["seq"]) == ("alarm", "tamper", answer["seq"])
+    assert alarm["held_since"] is not None
+
+
+async def test_refused_documents_become_events_with_their_reason(
+    cloud: CloudPeer, docs: Docs, keys: Keys, config_file: Path
+) -> None:
+    """Garbage, a document on the wrong topic and a forged command are refused, reported, and change nothing."""
+    await provision(cloud, docs)
+    async with InProcessDaemon(config_file):
+        await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
+        await cloud.publish("entitlements", "garbage")
+        await cloud.publish("firmware", docs.entitlements(PAID))
+        forged = forge(
+            keys.other,
+            {
+                "aud": DEVICE_ID,
+                "iat": int(time.time()),
+                "exp": int(time.time()) + 60,
+                "seq": 1,
+                "id": "x",
+                "op": "reboot",
+            },
+            typ="command",
+        )
+        await cloud.publish("commands", forged)
+        await cloud.wait_until(lambda: len(cloud.events) == 3, what="3 refusal events")
+        assert mode_is(cloud, "normal", 1)
+    got = {(e["type"], e["kind"], e["data"]["reason"]) for e in cloud.events.values()}
+    assert got == {
+        ("entitlement", "rejected", "malformed"),
+        ("firmware", "rejected", "wrong_typ"),
+        ("command", "rejected", "unknown_kid"),
+    }
+    assert cloud.replies == {}
+
+
+async def test_expiry_notices_are_sent_once(cloud: CloudPeer, docs: Docs, config_file: Path) -> None:
+    """A door service four days from expiry raises one expiring_5d notice, not again after a restart."""
+    await provision(cloud, docs, services=[svc("door", "door:door-2", days=4, base=time.time())])
+    async with InProcessDaemon(config_file):
+        await cloud.wait_until(lambda: len(cloud.events) == 1, what="the notice")
+    async with InProcessDaemon(config_file) as device:
+        await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
+        await raise_event(device.data_dir, "health", "marker")
+        await cloud.wait_until(lambda: len(cloud.events) == 2, what="the marker")
+    kinds = sorted(e["kind"] for e in cloud.events.values())
+    assert kinds == ["expiring_5d", "marker"]
+    notice = next(e for e in cloud.events.values() if e["kind"] == "expiring_5d")
+    assert (notice["type"], notice["data"]["service"], notice["data"]["subject"]) == (
+        "entitlement",
+        "door",
+        "door:door-2",
+    )
+
+
+async def test_commands_queued_while_offline_are_answered_on_reconnect(
+    cloud: CloudPeer, docs: Docs, config_file: Path
+) -> None:
+    """The persistent session keeps a command sent while the device was down; it is answered once it is back."""
+    await provision(cloud, docs)
+    async with InProcessDaemon(config_file):
+        await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
+    await cloud.publish("commands", docs.command("resync", command_id="while-offline"))
+    async with InProcessDaemon(config_file):
+        await cloud.wait_until(lambda: "while-offline" in cloud.replies, what="the reply")
+    assert cloud.replies["while-offline"] == [{"id": "while-offline", "ok": True}]
+
+
+@pytest.fixture(params=["amqtt", "mosquitto"])
+async def process_broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Broker]:
+    """A broker in its own process, to stop and start again."""
+    handle = make_broker(request.param, tmp_path / "process-broker", process=True, users=USERS)
+    await handle.start()
+    yield handle
+    await handle.stop()
+
+
+async def test_the_device_resubscribes_after_the_broker_restarts(
+    process_broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs
+) -> None:
+    """After the broker comes back the device reconnects, subscribes again, and answers new commands."""
+    broker = process_broker
+    config_file = device_config(tmp_path / "restarting", broker, root_pem)
+    async with CloudPeer(broker) as cloud, InProcessDaemon(config_file) as device:
+        await provision(cloud, docs)
+        await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
+        assert device.daemon is not None
+        connections = device.daemon.session.connections
+        await broker.stop()
+        await broker.start()
+        await cloud.wait_until(
+            lambda: (
+                device.daemon is not None
+                and device.daemon.session.connections > connections
+                and device.daemon.session.connected.is_set()
+            ),
+            what="a new connection",
+        )
+        await cloud.publish("commands", docs.command("resync", command_id="after-restart"))
+        await cloud.wait_until(lambda: "after-restart" in cloud.replies, what="the reply after the restart")
+
+
+async def test_a_refused_login_is_logged_with_its_cause_and_retried_slowly(
+    broker: Broker, tmp_path: Path, root_pem: Path
+) -> None:
+    """A wrong password is not reported as a timeout: the cause is named and the retry uses the slow backoff."""
+    config_file = device_config(
+        tmp_path / "device", broker, root_pem, mqtt={"password": "wrong", "refused_min": 0.4, "refused_max": 0.4}
+    )
+    with structlog.testing.capture_logs() as logs:
+        async with InProcessDaemon(config_file) as device:
+            async with __import__("asyncio").timeout(20):
+                while not any(e["event"] == "mqtt_reconnect_wait" for e in logs):
+                    await __import__("asyncio").sleep(0.05)
+            assert device.daemon is not None
+            assert not device.daemon.session.connected.is_set()
+    refusal = next(e for e in logs if e["event"] == "mqtt_disconnected")
+    assert refusal["refused"] is True
+    assert "refused" in refusal["cause"]
+    assert any(
+        word in refusal["cause"] for word in ("user name or password", "not authorized", "Not authorized", "Bad user")
+    )
+    wait = next(e for e in logs if e["event"] == "mqtt_reconnect_wait")
+    assert wait["seconds"] >= 0.4
+    assert "wrong" not in str(logs)  # no secret in the logs
+
+
+async def test_a_clean_stop_says_offline_and_exits_0_within_5_seconds(
+    cloud: CloudPeer, docs: Docs, config_file: Path
+) -> None:
+    """SIGTERM: the state turns offline, the process exits 0, well within 5 s."""
+    await provision(cloud, docs)
+    daemon = ProcessDaemon(config_file)
+    await daemon.start()
+    await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
+    code, seconds = await daemon.stop()
+    assert code == 0
+    assert seconds < 5
+    await cloud.wait_until(lambda: cloud.state == {"device_id": DEVICE_ID, "online": False}, what="online: false")
+    assert "daemon_stopped" in [e.get("event") for e in daemon.log_events()]
+
+
+async def test_a_killed_device_leaves_its_last_will(cloud: CloudPeer, docs: Docs, config_file: Path) -> None:
+    """SIGKILL: the broker publishes the will, {"device_id": D, "online": false}, retained."""
+    await provision(cloud, docs)
+    daemon = ProcessDaemon(config_file)
+    await daemon.start()
+    await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
+    await daemon.kill()
+    await cloud.wait_until(lambda: cloud.state == {"device_id": DEVICE_ID, "online": False}, what="the last will")
