@@ -6,7 +6,9 @@ queues the reply (``agent/device.py`` ``also=``), so the effect, the reply and t
 commit together: a daemon that dies after acting still answers, exactly once. A command id that has
 been answered before is not carried out again and gets no second reply.
 
-Ops: ``resync`` (republish state), ``set_settings`` (DOMAIN.md "Site settings", persisted),
+Ops: ``resync`` (republish state; with ``from_seq`` and optionally ``to_seq``, also send again the
+events of that range the outbox still keeps: how the cloud fills a gap in seq), ``set_settings``
+(DOMAIN.md "Site settings", persisted),
 ``reboot`` (the daemon restarts cleanly after replying), ``issue_credentials`` (refused as
 ``service_limited`` while doors are limited), ``revoke_credentials`` (never gated: taking access
 away is always allowed), ``open_door`` (queued for the drivers).
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -82,6 +84,13 @@ class RevokeArgs(_Args):
     ids: Annotated[tuple[Id, ...], Field(min_length=1, max_length=10_000)]
 
 
+class ResyncArgs(_Args):
+    """``resync``: with ``from_seq``, the events to send again."""
+
+    from_seq: Annotated[int, Field(ge=1)] | None = None
+    to_seq: Annotated[int, Field(ge=1)] | None = None
+
+
 class OpenDoorArgs(_Args):
     """``open_door``."""
 
@@ -98,6 +107,7 @@ class Effect(NamedTuple):
     open_door: OpenDoorArgs | None = None
     restart: bool = False
     resync: bool = False
+    replay: tuple[int, int | None] | None = None  # (from_seq, to_seq): events to send again
 
 
 class Plan(NamedTuple):
@@ -105,6 +115,14 @@ class Plan(NamedTuple):
 
     reply: dict[str, Any]
     effect: Effect
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _parse(model: type[_M], args: Mapping[str, Any]) -> _M:
+    # Validated as the JSON it came as: strict JSON mode takes arrays for tuples, refuses "5" for 5.
+    return model.model_validate_json(json.dumps(args))
 
 
 def _ok(claims: CommandClaims, **extra: Any) -> dict[str, Any]:
@@ -120,22 +138,27 @@ def plan(claims: CommandClaims, decide: Callable[[str, str | None], Decision]) -
     op, args = claims.op, claims.args
     try:
         if op == "resync":
-            return Plan(_ok(claims), Effect(resync=True))
+            resync = _parse(ResyncArgs, args)
+            if resync.from_seq is None:
+                return Plan(_ok(claims), Effect(resync=True))
+            if resync.to_seq is not None and resync.to_seq < resync.from_seq:
+                return Plan(_error(claims, "invalid_args", "to_seq is below from_seq"), Effect())
+            return Plan(_ok(claims), Effect(resync=True, replay=(resync.from_seq, resync.to_seq)))
         if op == "reboot":
             return Plan(_ok(claims), Effect(restart=True))
         if op == "set_settings":
-            settings = SiteSettings.model_validate(args)
+            settings = _parse(SiteSettings, args)
             return Plan(_ok(claims), Effect(settings=settings.model_dump(exclude_none=True)))
         if op == "issue_credentials":
-            issue = IssueArgs.model_validate(args)
+            issue = _parse(IssueArgs, args)
             decision = decide("issue_access", f"door:{issue.door}")
             if not decision.allowed:
                 return Plan(_error(claims, "service_limited", f"{decision.reason}: {decision.detail}"), Effect())
             return Plan(_ok(claims, issued=len(issue.credentials)), Effect(issue=issue))
         if op == "revoke_credentials":
-            return Plan(_ok(claims), Effect(revoke=RevokeArgs.model_validate(args)))
+            return Plan(_ok(claims), Effect(revoke=_parse(RevokeArgs, args)))
         if op == "open_door":
-            return Plan(_ok(claims, queued=True), Effect(open_door=OpenDoorArgs.model_validate(args)))
+            return Plan(_ok(claims, queued=True), Effect(open_door=_parse(OpenDoorArgs, args)))
     except ValidationError as exc:
         return Plan(_error(claims, "invalid_args", describe_validation_error(exc)), Effect())
     return Plan(_error(claims, "unknown_op", f"op {op!r} is not one this device carries out"), Effect())

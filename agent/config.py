@@ -132,6 +132,9 @@ class OutboxConfig(_Frozen):
     """``[outbox]``: how much the device keeps while it cannot send."""
 
     max_events: Annotated[int, Field(ge=10, le=10_000_000)] = 100_000
+    # Sent rows kept so the cloud can ask for them again (resync from_seq): a broker that acknowledged
+    # a message can still lose it (a crash before it saved, a defect), and only the device has a copy.
+    keep_sent: Annotated[int, Field(ge=0, le=10_000_000)] = 10_000
 
 
 class StoreConfig(_Frozen):

@@ -34,7 +34,7 @@ from agent.control import ControlError, ControlServer
 from agent.device import Device
 from agent.entitlements import policy
 from agent.entitlements.notices import expiry_notices
-from agent.errors import BadRequest, StoreCorrupt
+from agent.errors import BadRequest, StoreCorrupt, StoreFull
 from agent.events import GATED_ACTIONS, GATES, NewEvent, validate
 from agent.outbox import Outbox, OutboxFull
 from agent.quarantine import Salvage, salvage_and_move
@@ -71,7 +71,7 @@ async def _restore(config: Config, salvage: Salvage) -> None:
         async with store.transaction() as tx:
             await tx.executemany(
                 """INSERT INTO outbox (id, topic, seq, event_id, type, kind, source, priority, gate, held_since,
-                   created, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   created, body, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 salvage.outbox,
             )
             await tx.execute("INSERT INTO counters (name, value) VALUES ('next_seq', ?)", (next_seq,))
@@ -148,9 +148,7 @@ class Daemon:
             self.config.data_dir, {"raise": self._op_raise, "status": self._op_status, "check": self._op_check}
         )
         server = await control.start()
-        await self.refresh()  # enforce from the store before the first connection
-        if self._quarantined is not None:
-            await self._report_quarantine(self._quarantined)
+        await self._refresh_when_possible()  # enforce from the store before the first connection
         log.info(
             "daemon_started",
             device_id=self.config.device_id,
@@ -159,6 +157,8 @@ class Daemon:
         try:
             async with asyncio.TaskGroup() as tasks:
                 writer = tasks.create_task(self.outbox.run(), name="outbox")
+                if self._quarantined is not None:  # its durability needs the writer running
+                    tasks.create_task(self._report_quarantine(self._quarantined), name="quarantine")
                 working = [
                     tasks.create_task(self.session.run(), name="session"),
                     tasks.create_task(self._housekeeping(), name="housekeeping"),
@@ -183,10 +183,10 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_REPLY_WAIT):
                     while True:
-                        self.outbox.deleted.clear()
+                        self.outbox.drained.clear()
                         if not (await self._replies_queued() and self.session.connected.is_set()):
                             break
-                        await self.outbox.deleted.wait()
+                        await self.outbox.drained.wait()
             self._outcome = Outcome.RESTART
             self.stop.set()
 
@@ -199,7 +199,7 @@ class Daemon:
     async def _housekeeping(self) -> None:
         since_clock = 0.0
         while True:
-            await self.refresh()
+            await self._refresh_when_possible()
             now = self.device.clock.now()
             upcoming = policy.next_expiry(self.device.entitlements, now)
             wait = _CLOCK_EVERY if upcoming is None else min(_CLOCK_EVERY, max(0.01, upcoming - now))
@@ -209,7 +209,17 @@ class Daemon:
             since_clock += wait
             if since_clock >= _CLOCK_EVERY:
                 since_clock = 0.0
-                await self.device.save_clock()
+                try:
+                    await self.device.save_clock()
+                except StoreFull as exc:
+                    log.error("clock_not_saved", error=str(exc))  # the sidecar keeps a floor too
+
+    async def _refresh_when_possible(self) -> None:
+        """:meth:`refresh`, carrying on through a full disk (enforcement needs no writes)."""
+        try:
+            await self.refresh()
+        except (StoreFull, OutboxFull) as exc:
+            log.error("refresh_incomplete", error=str(exc))
 
     async def refresh(self) -> None:
         """Follow the entitlements: open or close the outbox's gates, republish state, raise notices."""

@@ -67,10 +67,13 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             gate TEXT,                     -- the decision that must allow it out (report_alarm...), or NULL
             held_since REAL,               -- trusted time it was first held back
             created REAL NOT NULL,
+            sent_at REAL,                  -- PUBACKed: out of the queue, kept for replay (outbox.keep_sent)
             body TEXT NOT NULL             -- JSON object, without seq and held_since
         )""",
-        "CREATE INDEX outbox_eviction ON outbox (priority, id)",
-        "CREATE INDEX outbox_gate ON outbox (gate, id) WHERE gate IS NOT NULL",
+        "CREATE INDEX outbox_eviction ON outbox (priority, id) WHERE sent_at IS NULL",
+        "CREATE INDEX outbox_gate ON outbox (gate, id) WHERE gate IS NOT NULL AND sent_at IS NULL",
+        "CREATE INDEX outbox_unsent ON outbox (id) WHERE sent_at IS NULL",
+        "CREATE INDEX outbox_sent ON outbox (id) WHERE sent_at IS NOT NULL",
         """CREATE TABLE counters (        -- next_seq, evicted:<type>, ...
             name TEXT PRIMARY KEY,
             value INTEGER NOT NULL

@@ -9,8 +9,12 @@ Theory of operation.
 * **seq strictly increasing across restarts.** The writer assigns ``seq`` inside the transaction
   from a counter stored in the same database (and reserved ahead in the sidecar file, which outlives
   a lost database: ``agent/sidecar.py``). A rolled-back batch assigns nothing, so there is no gap.
-* **At least once.** A row is deleted only after its PUBACK (:meth:`acknowledge`; deletions are
-  batched too). After a reconnect everything not yet acknowledged is sent again, in queue order.
+* **At least once.** A row leaves the queue only after its PUBACK (:meth:`acknowledge`, batched too).
+  After a reconnect everything not yet acknowledged is sent again, in queue order.
+* **Nothing lost past the broker.** A broker that acknowledged a message can still lose it (a crash
+  before it saved; amqtt after a stall). Sent rows are therefore kept (``keep_sent``, oldest pruned
+  first, dropped first when the disk is full), and the cloud, seeing a gap in seq, asks for them
+  again (``resync`` with ``from_seq``: :meth:`replay_in`); the event ids let it drop duplicates.
 * **Held, never dropped.** An event whose gate (``report_alarm`` for alarms, ``sensor_call_alert``
   for call alerts) is denied stays in the queue with ``held_since`` set, is counted in the state
   report, and goes out with ``held_since`` once the gate opens.
@@ -27,6 +31,7 @@ the caller's transaction with :meth:`add_in` / :meth:`reply_in`: they commit, or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -99,8 +104,10 @@ class Outbox:
         *,
         data_dir: Path,
         max_events: int,
+        keep_sent: int,
         next_seq: int,
         depth: int,
+        sent: int,
         evicted: dict[str, int],
         reserved: int,
         on_acknowledged: Callable[[Sequence[int]], None] | None = None,
@@ -110,22 +117,25 @@ class Outbox:
         self._clock = clock
         self._data_dir = data_dir
         self._max_events = max_events
+        self._keep_sent = keep_sent
         self._next_seq = next_seq
         self._reserved = reserved
-        self.depth = depth
+        self.depth = depth  # rows waiting to be sent
+        self.sent = sent  # rows sent and kept for replay
         self.evicted = evicted
         self.denied: frozenset[str] = frozenset()
         self._pending: list[_Pending] = []
         self._acks: set[int] = set()
-        self.acknowledged: set[int] = set()  # acknowledged, not deleted yet: never send again
+        self.acknowledged: set[int] = set()  # acknowledged, not marked sent yet: never send again
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
         self.more = asyncio.Event()  # rows were added or released: the pump looks again
-        self.deleted = asyncio.Event()  # acknowledged rows were deleted
+        self.drained = asyncio.Event()  # acknowledged rows left the queue
         self.rescan = False  # a gate opened: the pump goes back over held rows
         self._on_acknowledged = on_acknowledged
+        self.batches = 0  # group commits so far
 
     @classmethod
     async def open(
@@ -136,12 +146,14 @@ class Outbox:
         *,
         data_dir: Path,
         max_events: int,
+        keep_sent: int = 10_000,
         on_acknowledged: Callable[[Sequence[int]], None] | None = None,
     ) -> Outbox:
         """Load the counters; make sure the sidecar reserves seqs above them."""
         async with store.transaction("DEFERRED") as tx:
             counters = dict(await tx.fetchall("SELECT name, value FROM counters"))
-            depth = int((await tx.fetchone("SELECT COUNT(*) FROM outbox"))[0])
+            depth = int((await tx.fetchone("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL"))[0])
+            sent = int((await tx.fetchone("SELECT COUNT(*) FROM outbox WHERE sent_at IS NOT NULL"))[0])
         floor = sidecar.load(data_dir)
         next_seq = int(counters.get("next_seq", 1))
         evicted = {name[8:]: int(v) for name, v in counters.items() if name.startswith("evicted:")}
@@ -151,8 +163,10 @@ class Outbox:
             clock,
             data_dir=data_dir,
             max_events=max_events,
+            keep_sent=keep_sent,
             next_seq=next_seq,
             depth=depth,
+            sent=sent,
             evicted=evicted,
             reserved=floor.next_seq,
             on_acknowledged=on_acknowledged,
@@ -237,9 +251,10 @@ class Outbox:
         await asyncio.to_thread(sidecar.save, self._data_dir, sidecar.Sidecar(self._next_seq, self._clock.anchor()))
 
     async def _write(self, batch: list[_Pending], acks: set[int]) -> None:
+        self.batches += 1
         try:
             async with self._store.transaction() as tx:
-                await self._delete(tx, acks)
+                await self._mark_sent(tx, acks)
                 outcomes = await self._insert(tx, batch)
         except StoreFull:
             outcomes = await self._write_when_full(batch, acks)
@@ -259,47 +274,83 @@ class Outbox:
             await self._reserve(self._next_seq)
 
     async def _write_when_full(self, batch: list[_Pending], acks: set[int]) -> list[Queued | OutboxFull]:
-        """The disk is full: deletions first, then make room for high-priority events only."""
+        """The disk is full: acknowledgements first, then room for high-priority events only, made by
+        dropping the rows kept for replay, then by evicting as at the cap (lowest class, oldest, first)."""
         if acks:
             async with self._store.transaction() as tx:
-                await self._delete(tx, acks)
+                await self._mark_sent(tx, acks)
+        if self.sent:  # rows kept for replay give way to new events first; then everything is tried again
+            async with self._store.transaction() as tx:
+                await self._prune(tx, keep=0)
+            with contextlib.suppress(StoreFull):
+                async with self._store.transaction() as tx:
+                    return await self._insert(tx, batch)
         urgent = [i for i, p in enumerate(batch) if PRIORITY[p.event.type] >= HIGHEST_PRIORITY]
         outcomes: list[Queued | OutboxFull] = [
             OutboxFull(f"the disk is full: a {p.event.type} event was refused (alarms and sensor events still get in)")
             for p in batch
         ]
-        if urgent:
+        # Evict more each round: a new row needs whole free pages, and only rows evicted oldest-first
+        # (contiguous in the table) empty whole pages.
+        count, evicted = 16 * len(urgent), 0
+        while urgent:
             try:
                 async with self._store.transaction() as tx:
-                    await self._evict(tx, len(urgent) * 4, HIGHEST_PRIORITY - 1)
+                    evicted = await self._evict(tx, count, HIGHEST_PRIORITY)  # lowest class first, alarms last
                     inserted = await self._insert(tx, [batch[i] for i in urgent])
-                for i, outcome in zip(urgent, inserted, strict=True):
-                    outcomes[i] = outcome
             except StoreFull:
-                for i in urgent:
-                    outcomes[i] = OutboxFull("the disk is full and nothing more may be evicted")
+                if evicted < count:  # nothing more may go: what was evicted stays (rolled back), alarms refused
+                    for i in urgent:
+                        outcomes[i] = OutboxFull("the disk is full and nothing more may be evicted")
+                    break
+                count *= 4
+                continue
+            for i, outcome in zip(urgent, inserted, strict=True):
+                outcomes[i] = outcome
+            break
         log.warning("outbox_disk_full", refused=sum(isinstance(o, OutboxFull) for o in outcomes), admitted=len(urgent))
         return outcomes
 
-    async def _delete(self, tx: Transaction, acks: set[int]) -> None:
+    async def _mark_sent(self, tx: Transaction, acks: set[int]) -> None:
         if not acks:
             return
         ordered = sorted(acks)
-        await tx.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ordered])
+        now = self._clock.now()
+        await tx.executemany(
+            "UPDATE outbox SET sent_at = ? WHERE id = ? AND sent_at IS NULL", [(now, i) for i in ordered]
+        )
+        await self._prune(tx, keep=self._keep_sent, adding=len(ordered))
 
-        def deleted() -> None:
+        def sent() -> None:
             self.depth -= len(ordered)
+            self.sent += len(ordered)
             self.acknowledged.difference_update(ordered)
-            self.deleted.set()
+            self.drained.set()
             if self._on_acknowledged is not None:
                 self._on_acknowledged(ordered)
 
-        tx.after_commit(deleted)
+        tx.after_commit(sent)
+
+    async def _prune(self, tx: Transaction, *, keep: int, adding: int = 0) -> None:
+        """Delete the oldest sent rows beyond ``keep`` (in blocks, not on every batch)."""
+        excess = self.sent + adding - keep
+        if excess <= 0 or (keep and excess < max(64, keep // 20)):
+            return
+        deleted = await tx.execute(
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NOT NULL ORDER BY id LIMIT ?)",
+            (excess,),
+        )
+
+        def pruned() -> None:
+            self.sent -= deleted
+
+        tx.after_commit(pruned)
 
     async def _evict(self, tx: Transaction, count: int, up_to_priority: int) -> int:
         """Delete up to ``count`` of the oldest rows of the lowest classes not above ``up_to_priority``."""
         rows = await tx.fetchall(
-            "SELECT id, type FROM outbox WHERE priority <= ? ORDER BY priority, id LIMIT ?", (up_to_priority, count)
+            "SELECT id, type FROM outbox WHERE sent_at IS NULL AND priority <= ? ORDER BY priority, id LIMIT ?",
+            (up_to_priority, count),
         )
         if rows:
             await self._evict_rows(tx, [(r[0], r[1]) for r in rows])
@@ -314,7 +365,8 @@ class Outbox:
         waiting = [i for i in by_priority if i not in admitted]
         if waiting:
             candidates = await tx.fetchall(
-                "SELECT id, priority, type FROM outbox ORDER BY priority, id LIMIT ?", (len(waiting),)
+                "SELECT id, priority, type FROM outbox WHERE sent_at IS NULL ORDER BY priority, id LIMIT ?",
+                (len(waiting),),
             )
             victims = []
             for i, (row_id, priority, typ) in zip(waiting, candidates, strict=False):
@@ -400,6 +452,29 @@ class Outbox:
         await asyncio.to_thread(sidecar.save, self._data_dir, sidecar.Sidecar(reserved, self._clock.anchor()))
         self._reserved = reserved
 
+    async def replay_in(self, tx: Transaction, from_seq: int, to_seq: int | None) -> dict[str, Any]:
+        """Queue again the sent events with seq in ``[from_seq, to_seq]`` the outbox still keeps.
+
+        Inside the caller's transaction (the ``resync`` command's); the reply says how many, and
+        from which seq the outbox still keeps sent events (anything older is gone).
+        """
+        upper = to_seq if to_seq is not None else self._next_seq
+        replayed = await tx.execute(
+            "UPDATE outbox SET sent_at = NULL WHERE seq BETWEEN ? AND ? AND sent_at IS NOT NULL", (from_seq, upper)
+        )
+        row = await tx.fetchone("SELECT MIN(seq) FROM outbox WHERE seq IS NOT NULL")
+        kept_from = row[0] if row is not None and row[0] is not None else self._next_seq
+
+        def requeued() -> None:
+            self.depth += replayed
+            self.sent -= replayed
+            self.rescan = True
+            self.more.set()
+
+        tx.after_commit(requeued)
+        log.info("outbox_replay", from_seq=from_seq, to_seq=upper, replayed=replayed, kept_from=kept_from)
+        return {"replayed": replayed, "kept_from_seq": kept_from, "next_seq": self._next_seq}
+
     # -- the pump's side -----------------------------------------------------------------------------
     def acknowledge(self, row_id: int) -> None:
         """The broker acknowledged the row: never send it again; delete it with the next batch."""
@@ -413,8 +488,8 @@ class Outbox:
         gate_clause = f"(gate IS NULL OR gate NOT IN ({', '.join('?' * len(denied))}))" if denied else "1"
         async with self._store.transaction("DEFERRED") as tx:
             rows = await tx.fetchall(
-                f"SELECT id, topic, seq, held_since, body FROM outbox WHERE id > ? AND {gate_clause} "  # noqa: S608
-                "ORDER BY id LIMIT ?",
+                "SELECT id, topic, seq, held_since, body FROM outbox "  # noqa: S608 -- placeholders only
+                f"WHERE sent_at IS NULL AND id > ? AND {gate_clause} ORDER BY id LIMIT ?",
                 (after_id, *denied, limit),
             )
         return [OutRow(*row) for row in rows if row[0] not in self.acknowledged]
@@ -427,7 +502,8 @@ class Outbox:
             async with self._store.transaction() as tx:
                 for gate in sorted(closed):
                     await tx.execute(
-                        "UPDATE outbox SET held_since = ? WHERE gate = ? AND held_since IS NULL", (now, gate)
+                        "UPDATE outbox SET held_since = ? WHERE gate = ? AND held_since IS NULL AND sent_at IS NULL",
+                        (now, gate),
                     )
         self.denied = denied
         if opened:
@@ -443,7 +519,7 @@ class Outbox:
         denied = sorted(self.denied)
         async with self._store.transaction("DEFERRED") as tx:
             row = await tx.fetchone(
-                f"SELECT COUNT(*) FROM outbox WHERE gate IN ({', '.join('?' * len(denied))})",  # noqa: S608
+                f"SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND gate IN ({', '.join('?' * len(denied))})",  # noqa: S608
                 denied,
             )
         return int(row[0])
@@ -457,7 +533,8 @@ async def queued(store: Store, denied: frozenset[str], *, held_only: bool) -> li
     """What the outbox in ``store`` holds, oldest first; ``held`` when its gate is in ``denied``."""
     async with store.transaction("DEFERRED") as tx:
         rows = await tx.fetchall(
-            "SELECT id, topic, seq, type, kind, source, gate, held_since, created, body FROM outbox ORDER BY id"
+            "SELECT id, topic, seq, type, kind, source, gate, held_since, created, body FROM outbox "
+            "WHERE sent_at IS NULL ORDER BY id"
         )
     out = []
     for row_id, topic, seq, typ, kind, source, gate, held_since, created, body in rows:

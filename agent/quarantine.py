@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from agent.clock import Anchor
 from agent.store import DB_NAME
 
-_OUTBOX_COLUMNS = "id, topic, seq, event_id, type, kind, source, priority, gate, held_since, created, body"
+_OUTBOX_COLUMNS = "id, topic, seq, event_id, type, kind, source, priority, gate, held_since, created, body, sent_at"
 
 
 class Salvage(NamedTuple):

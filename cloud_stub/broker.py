@@ -29,27 +29,34 @@ def password_line(user: str, password: str) -> str:
     return f"{user}:{PasswordHash((Argon2Hasher(),)).hash(password)}"
 
 
-def broker_config(host: str, port: int, password_file: Path | None = None) -> dict[str, Any]:
-    """amqtt configuration: one TCP listener, named clients only, no $SYS chatter."""
+def broker_config(
+    host: str, port: int, password_file: Path | None = None, tls: tuple[Path, Path] | None = None
+) -> dict[str, Any]:
+    """amqtt configuration: one TCP listener (TLS with ``(certfile, keyfile)``), named clients only, no $SYS."""
     auth: dict[str, Any] = (
         {"amqtt.plugins.authentication.FileAuthPlugin": {"password_file": str(password_file)}}
         if password_file is not None
         else {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": False}}
     )
-    return {"listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}}, "plugins": auth}
+    listener: dict[str, Any] = {"type": "tcp", "bind": f"{host}:{port}"}
+    if tls is not None:
+        listener |= {"ssl": True, "certfile": str(tls[0]), "keyfile": str(tls[1])}
+    return {"listeners": {"default": listener}, "plugins": auth}
 
 
-async def start(host: str, port: int, password_file: Path | None = None) -> Broker:
+async def start(
+    host: str, port: int, password_file: Path | None = None, tls: tuple[Path, Path] | None = None
+) -> Broker:
     """Start an amqtt broker in this event loop; ``await broker.shutdown()`` to stop it."""
     for name in ("amqtt", "transitions"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    broker = Broker(broker_config(host, port, password_file))
+    broker = Broker(broker_config(host, port, password_file, tls))
     await broker.start()
     return broker
 
 
-async def _serve(host: str, port: int, password_file: Path | None) -> None:
-    broker = await start(host, port, password_file)
+async def _serve(host: str, port: int, password_file: Path | None, tls: tuple[Path, Path] | None) -> None:
+    broker = await start(host, port, password_file, tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -65,8 +72,11 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--password-file", type=Path)
+    parser.add_argument("--certfile", type=Path, help="TLS: the server's certificate (with --keyfile)")
+    parser.add_argument("--keyfile", type=Path)
     args = parser.parse_args()
-    asyncio.run(_serve(args.host, args.port, args.password_file))
+    tls = (args.certfile, args.keyfile) if args.certfile and args.keyfile else None
+    asyncio.run(_serve(args.host, args.port, args.password_file, tls))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud_stub.broker import password_line
+from tests.pki import Pki
 
 ROOT = Path(__file__).resolve().parents[1]
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -54,10 +55,14 @@ class Broker(ABC):
     kind: str
     speaks_v5 = False
 
-    def __init__(self, directory: Path, users: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, directory: Path, users: dict[str, str] | None = None, *, pki: Pki | None = None, mutual: bool = False
+    ) -> None:
         self.host, self.port = "127.0.0.1", free_port()
         self.directory = directory
         self.users = users
+        self.pki = pki  # serve TLS with its server certificate
+        self.mutual = mutual  # and require client certificates (Mosquitto only)
 
     @abstractmethod
     async def start(self) -> None:
@@ -69,7 +74,10 @@ class Broker(ABC):
 
     def url(self) -> str:
         """The agent's mqtt.url for this broker."""
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.pki else 'mqtt'}://{self.host}:{self.port}"
+
+    def _tls(self) -> tuple[Path, Path] | None:
+        return None if self.pki is None else (self.pki.server.cert, self.pki.server.key)
 
 
 class AmqttInProcess(Broker):
@@ -77,8 +85,8 @@ class AmqttInProcess(Broker):
 
     kind = "amqtt"
 
-    def __init__(self, directory: Path, users: dict[str, str] | None = None) -> None:
-        super().__init__(directory, users)
+    def __init__(self, directory: Path, users: dict[str, str] | None = None, **tls: Any) -> None:
+        super().__init__(directory, users, **tls)
         self._broker: Any = None
 
     def _password_file(self) -> Path | None:
@@ -91,7 +99,7 @@ class AmqttInProcess(Broker):
     async def start(self) -> None:
         from cloud_stub.broker import start
 
-        self._broker = await start(self.host, self.port, self._password_file())
+        self._broker = await start(self.host, self.port, self._password_file(), self._tls())
 
     async def stop(self, *, hard: bool = False) -> None:
         if self._broker is not None:
@@ -102,8 +110,8 @@ class AmqttInProcess(Broker):
 class _Process(Broker):
     """A broker in its own process."""
 
-    def __init__(self, directory: Path, users: dict[str, str] | None = None) -> None:
-        super().__init__(directory, users)
+    def __init__(self, directory: Path, users: dict[str, str] | None = None, **tls: Any) -> None:
+        super().__init__(directory, users, **tls)
         self._process: subprocess.Popen[bytes] | None = None
         self._log = directory / f"{type(self).__name__}.log"
 
@@ -139,6 +147,8 @@ class AmqttProcess(_Process):
             path = self.directory / "amqtt.passwd"
             path.write_text("".join(password_line(u, p) + "\n" for u, p in self.users.items()))
             command += ["--password-file", str(path)]
+        if self.pki is not None:
+            command += ["--certfile", str(self.pki.server.cert), "--keyfile", str(self.pki.server.key)]
         return command
 
 
@@ -148,8 +158,8 @@ class Mosquitto(_Process):
     kind = "mosquitto"
     speaks_v5 = True
 
-    def __init__(self, directory: Path, users: dict[str, str] | None = None, extra: str = "") -> None:
-        super().__init__(directory, users)
+    def __init__(self, directory: Path, users: dict[str, str] | None = None, extra: str = "", **tls: Any) -> None:
+        super().__init__(directory, users, **tls)
         self.extra = extra
 
     def _command(self) -> list[str]:
@@ -164,7 +174,11 @@ class Mosquitto(_Process):
             "log_type warning",
             "user root",  # started as root, Mosquitto would drop to its own user, who cannot read the test's files
         ]
-        if self.users is None:
+        if self.pki is not None:
+            lines += [f"cafile {self.pki.ca}", f"certfile {self.pki.server.cert}", f"keyfile {self.pki.server.key}"]
+        if self.mutual:
+            lines += ["require_certificate true", "use_identity_as_username true", "allow_anonymous false"]
+        elif self.users is None:
             lines.append("allow_anonymous true")
         else:
             passwd = self.directory / "mosquitto.passwd"
@@ -176,9 +190,18 @@ class Mosquitto(_Process):
         return [MOSQUITTO, "-c", str(conf)]
 
 
-def make_broker(kind: str, directory: Path, *, process: bool = False, users: dict[str, str] | None = None) -> Broker:
+def make_broker(
+    kind: str,
+    directory: Path,
+    *,
+    process: bool = False,
+    users: dict[str, str] | None = None,
+    pki: Pki | None = None,
+    mutual: bool = False,
+) -> Broker:
     """A broker of ``kind`` (``amqtt`` or ``mosquitto``); amqtt in its own process when ``process``."""
     directory.mkdir(parents=True, exist_ok=True)
     if kind == "mosquitto":
-        return Mosquitto(directory, users)
-    return AmqttProcess(directory, users) if process else AmqttInProcess(directory, users)
+        return Mosquitto(directory, None if mutual else users, pki=pki, mutual=mutual)
+    kind_class = AmqttProcess if process else AmqttInProcess
+    return kind_class(directory, users, pki=pki, mutual=mutual)

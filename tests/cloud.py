@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -29,6 +30,11 @@ class CloudPeer:
     def __init__(
         self, broker: Broker, device_id: str = DEVICE_ID, *, user: str = "cloud", password: str = "cloud"
     ) -> None:
+        self.tls: ssl.SSLContext | None = None
+        if broker.pki is not None:
+            self.tls = ssl.create_default_context(cafile=str(broker.pki.ca))
+            if broker.mutual:
+                self.tls.load_cert_chain(str(broker.pki.cloud.cert), str(broker.pki.cloud.key))
         self.broker = broker
         self.device_id = device_id
         self.identifier = f"cloud-{uuid.uuid4().hex[:8]}"
@@ -39,6 +45,7 @@ class CloudPeer:
         self.conflicts: list[tuple[int, str, str]] = []  # one seq, two event ids
         self.replies: dict[str, list[dict[str, Any]]] = {}
         self.states: list[dict[str, Any]] = []
+        self.stray: list[str] = []  # messages on topics never subscribed to (amqtt after a freeze: docs/sync.md)
         self.arrived = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
@@ -70,14 +77,20 @@ class CloudPeer:
                 identifier=self.identifier,
                 clean_session=False,
                 keepalive=5,
+                tls_context=self.tls,
             )
             try:
                 async with client:
                     await client.subscribe([(self.topic(leaf), 1) for leaf in ("events", "replies", "state")])
                     self._client = client
                     self._connected.set()
+                    ours = {self.topic(leaf): leaf for leaf in ("events", "replies", "state")}
                     async for message in client.messages:
-                        self._take(str(message.topic).rsplit("/", 1)[-1], message.payload)
+                        leaf = ours.get(str(message.topic))
+                        if leaf is None:  # never subscribed to (amqtt crosses sessions after a stall): drop it
+                            self.stray.append(str(message.topic))
+                            continue
+                        self._take(leaf, message.payload)
             except aiomqtt.MqttError:
                 pass
             finally:
@@ -126,6 +139,26 @@ class CloudPeer:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.arrived.wait(), min(left, 0.5))
+
+    async def converge(self, acknowledged: set[str], resync: Callable[[int], str], seconds: float = 60.0) -> int:
+        """Wait until every acknowledged event has arrived, asking the device to send again from the
+        first gap in seq (or past the highest seq seen) when they do not; how many times it asked.
+
+        This is the cloud's half of "nothing lost past the broker" (agent/outbox.py): a broker may
+        acknowledge a message and still lose it; the device keeps what it sent and sends it again.
+        """
+        deadline, asked = time.monotonic() + seconds, 0
+        while not acknowledged <= set(self.events):
+            if time.monotonic() > deadline:
+                missing = len(acknowledged - set(self.events))
+                raise AssertionError(f"{missing} acknowledged events never arrived, after {asked} requests")
+            try:
+                await self.wait_until(lambda: acknowledged <= set(self.events), seconds=4)
+            except AssertionError:
+                gaps = self.seq_gaps()
+                await self.publish("commands", resync(gaps[0] if gaps else max(self.seq_to_id, default=0) + 1))
+                asked += 1
+        return asked
 
     @property
     def state(self) -> dict[str, Any] | None:

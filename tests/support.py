@@ -176,7 +176,7 @@ def write_config(
     sections.setdefault("drivers", {"kind": "simulated"})
     lines = [f"{k} = {_toml(v)}" for k, v in settings.items()]
     for table, values in sections.items():
-        lines += ["", f"[{table}]", *(f"{k} = {_toml(v)}" for k, v in values.items())]
+        lines += ["", f"[{table}]", *(f"{k} = {_toml(v)}" for k, v in values.items() if v is not None)]
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "agent.toml"
     path.write_text("\n".join(lines) + "\n")

@@ -3,6 +3,7 @@ project would: signed documents published with a plain MQTT client, events read 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -269,10 +270,8 @@ async def test_a_refused_login_is_logged_with_its_cause_and_retried_slowly(
     )
     with structlog.testing.capture_logs() as logs:
         async with InProcessDaemon(config_file) as device:
-            async with __import__("asyncio").timeout(20):
-                while not any(e["event"] == "mqtt_reconnect_wait" for e in logs):
-                    await __import__("asyncio").sleep(0.05)
             assert device.daemon is not None
+            await asyncio.wait_for(device.daemon.session.failed.wait(), 20)
             assert not device.daemon.session.connected.is_set()
     refusal = next(e for e in logs if e["event"] == "mqtt_disconnected")
     assert refusal["refused"] is True

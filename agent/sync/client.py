@@ -12,6 +12,7 @@ only this one) reaches the paho client under it; tests/test_sync_commands.py pin
 
 from __future__ import annotations
 
+import logging
 import ssl
 from typing import Final, NamedTuple
 
@@ -47,8 +48,28 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-def make_client(config: Config, topics: Topics, *, tls: ssl.SSLContext | None) -> aiomqtt.Client:
-    """A client for one connection attempt."""
+class PahoErrors(logging.Handler):
+    """The last warning or error paho logged for one client: the real cause behind aiomqtt's "timed out".
+
+    With TLS 1.3 a server that refuses the client's certificate says so *after* the handshake; paho
+    logs the alert and drops the connection, and aiomqtt, still waiting for CONNACK, only times out.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.last: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Keep the message."""
+        self.last = record.getMessage()
+
+
+def make_client(config: Config, topics: Topics, *, tls: ssl.SSLContext | None) -> tuple[aiomqtt.Client, PahoErrors]:
+    """A client for one connection attempt, and what its paho logs."""
+    errors = PahoErrors()
+    paho_log = logging.Logger("agent.mqtt.paho")  # one per client, not registered: it goes with the client
+    paho_log.addHandler(errors)
+    paho_log.propagate = False
     mqtt = config.mqtt
     will = aiomqtt.Will(topics.state, offline_payload(config.device_id), qos=1, retain=True)
     common = {
@@ -61,6 +82,7 @@ def make_client(config: Config, topics: Topics, *, tls: ssl.SSLContext | None) -
         "tls_context": tls,
         # paho's own window; our pump keeps at most mqtt.in_flight publishes pending
         "max_inflight_messages": max(20, mqtt.in_flight),
+        "logger": paho_log,
     }
     if mqtt.protocol == "5":
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -82,7 +104,7 @@ def make_client(config: Config, topics: Topics, *, tls: ssl.SSLContext | None) -
             **common,  # type: ignore[arg-type]
         )
     client._client.manual_ack_set(True)
-    return client
+    return client, errors
 
 
 def acknowledge(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
@@ -98,8 +120,11 @@ class Failure(NamedTuple):
     refused: bool
 
 
-def describe(exc: aiomqtt.MqttError) -> Failure:
-    """The real cause of a failed attempt: a refused login or certificate is not a timeout."""
+def describe(exc: aiomqtt.MqttError, logged: str | None = None) -> Failure:
+    """The real cause of a failed attempt: a refused login or certificate is not a timeout.
+
+    ``logged`` is the last error paho logged for the attempt, preferred to a bare timeout.
+    """
     if isinstance(exc, MqttConnectError):
         rc = exc.rc
         if isinstance(rc, ReasonCode):
@@ -108,6 +133,8 @@ def describe(exc: aiomqtt.MqttError) -> Failure:
             return Failure(f"broker refused the connection: {_REFUSED_V3[rc]}", True)
         return Failure(f"broker refused the connection: {exc}", False)
     text = str(exc)
+    if logged and text == "Operation timed out":
+        text = f"{logged} (then: {text})"
     lowered = text.lower()
     if "certificate" in lowered or "ssl" in lowered or "tls" in lowered:
         return Failure(f"TLS handshake failed: {text}", True)

@@ -81,6 +81,9 @@ class Inbound:
                 return
             plan = commands.plan(claims, self._device.decide)
             await commands.apply(tx, claims, plan.effect, now)
+            if plan.effect.replay is not None:
+                replayed = await self._outbox.replay_in(tx, *plan.effect.replay)
+                plan = plan._replace(reply={**plan.reply, **replayed})
             await commands.record(tx, claims, plan.reply, now)
             await self._outbox.reply_in(tx, plan.reply)
             done["plan"] = plan

@@ -41,6 +41,11 @@ class SubscriptionRefused(aiomqtt.MqttError):
     """The broker granted no QoS for a topic the device must hear (an ACL, most likely)."""
 
 
+def _first_leaf(group: BaseExceptionGroup[aiomqtt.MqttError]) -> aiomqtt.MqttError:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
 class Session:
     """The device's link to the broker."""
 
@@ -69,6 +74,8 @@ class Session:
         self.force_state = False
         self.connected = asyncio.Event()
         self.connections = 0  # successful connections so far (for metrics and tests)
+        self.failures = 0  # connections lost or refused so far
+        self.failed = asyncio.Event()  # set after each one
 
     def republish_state(self, *, force: bool = False) -> None:
         """Publish the state report again (when it changed; always when ``force``)."""
@@ -79,7 +86,7 @@ class Session:
         """Stay connected until cancelled."""
         attempt = 0
         while True:
-            client = mqtt.make_client(self._config, self._topics, tls=self._tls)
+            client, paho_errors = mqtt.make_client(self._config, self._topics, tls=self._tls)
             refused = False
             try:
                 async with client:
@@ -92,9 +99,11 @@ class Session:
                         await self._goodbye(client)
                         raise
             except aiomqtt.MqttError as exc:
-                failure = mqtt.describe(exc)
+                failure = mqtt.describe(exc, paho_errors.last)
                 refused = failure.refused or isinstance(exc, SubscriptionRefused)
                 log.warning("mqtt_disconnected", cause=failure.cause, refused=refused, attempt=attempt)
+                self.failures += 1
+                self.failed.set()
             finally:
                 self.connected.clear()
             backoff = self._refused_backoff if refused else self._backoff
@@ -115,12 +124,13 @@ class Session:
                 tasks.create_task(self._pump(client))
                 tasks.create_task(self._publish_state(client))
         except BaseExceptionGroup as group:
-            # A broken connection ends all three with MqttErrors: surface one; anything else is a bug.
+            # A broken connection ends all three with MqttErrors, nested (the pump's workers are a group
+            # of their own): surface the first; anything else is a bug and must not be taken for one.
             mqtt_errors, others = group.split(aiomqtt.MqttError)
             if others is not None:
                 raise others from None
             assert mqtt_errors is not None
-            raise mqtt_errors.exceptions[0] from None
+            raise _first_leaf(mqtt_errors) from None
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         """One SUBSCRIBE for every inbound topic at QoS 1; a refused one (code 0x80 and up) is an error."""
@@ -136,8 +146,11 @@ class Session:
         inbound = self._topics.inbound
         async for message in client.messages:
             typ = inbound.get(str(message.topic))
-            if typ is None:  # not ours (a broker may deliver overlapping subscriptions)
+            if typ is None:
+                # Never subscribed to (amqtt crosses sessions after a stall): noted and dropped. Not a
+                # reason to reconnect: a broken broker would turn that into a storm of connections.
                 mqtt.acknowledge(client, message)
+                log.warning("mqtt_stray_message", topic=str(message.topic))
                 continue
             payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
             if await self._handle(typ, bytes(payload)):

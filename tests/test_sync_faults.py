@@ -1,0 +1,232 @@
+"""Faults with real processes: broker restarted mid-stream, daemon SIGKILLed mid-burst, broker out of reach
+past the keepalive, a full disk, a corrupt database. Each ends with the cloud counting every event the device
+acknowledged exactly once (after dedupe by event_id) and no gap in seq."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent import control
+from agent.store import DB_NAME
+from tests.brokers import Broker, make_broker
+from tests.cloud import CloudPeer
+from tests.conftest import Keys
+from tests.daemons import USERS, ProcessDaemon, device_config, raise_burst, raise_event
+from tests.partition import Partition
+from tests.support import write_public_key
+from tests.test_sync_session import Docs, mode_is, provision
+
+
+@pytest.fixture(params=["amqtt", "mosquitto"])
+async def broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Broker]:
+    """A broker in its own process."""
+    handle = make_broker(request.param, tmp_path / "broker", process=True, users=USERS)
+    await handle.start()
+    yield handle
+    await handle.stop()
+
+
+@pytest.fixture
+def root_pem(tmp_path: Path, keys: Keys) -> Path:
+    """The root public key the device trusts."""
+    return write_public_key(tmp_path / "root.pub.pem", keys.root)
+
+
+@pytest.fixture
+def docs(keys: Keys) -> Docs:
+    """A document issuer."""
+    return Docs(keys)
+
+
+def replay(docs: Docs) -> Callable[[int], str]:
+    """How the cloud asks for events again: resync from a seq."""
+    return lambda from_seq: docs.command("resync", {"from_seq": from_seq})
+
+
+def acknowledged(answers: list[dict[str, Any]]) -> set[str]:
+    """The event ids the daemon acknowledged as durable."""
+    return {a["event_id"] for a in answers if a.get("ok")}
+
+
+async def status_until(
+    data_dir: Path, condition: Callable[[dict[str, Any]], bool], seconds: float = 30
+) -> dict[str, Any]:
+    """Poll the daemon's status until ``condition`` holds; fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            status: dict[str, Any] = (await control.request(data_dir, {"op": "status"}))["status"]
+            if condition(status):
+                return status
+        except control.ControlError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting on the daemon's status")
+        await asyncio.sleep(0.1)
+
+
+async def test_broker_restarted_mid_stream(broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs) -> None:
+    """The broker goes down and comes back while events stream; what the device held goes out, once."""
+    # The cloud reconnects faster than the device, so amqtt (no persistent sessions across a restart)
+    # has the cloud subscribed again before the device sends what it held.
+    config_file = device_config(
+        tmp_path / "device", broker, root_pem, mqtt={"reconnect_min": 0.5, "reconnect_max": 1.0}
+    )
+    daemon = ProcessDaemon(config_file)
+    async with CloudPeer(broker) as cloud:
+        await provision(cloud, docs)
+        await daemon.start()
+        try:
+            await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
+            answers = await raise_burst(daemon.data_dir, 300)
+            stream = asyncio.create_task(raise_burst(daemon.data_dir, 600))
+            await broker.stop()
+            answers += await raise_burst(daemon.data_dir, 300)  # raised while the broker is down
+            await broker.start()
+            answers += await stream
+            answers += await raise_burst(daemon.data_dir, 300)
+            acked = acknowledged(answers)
+            assert len(acked) == 1500
+            await cloud.converge(acked, replay(docs))
+        finally:
+            await daemon.stop()
+    cloud.assert_exactly_once(acked)
+
+
+async def test_daemon_killed_mid_burst_and_restarted(
+    broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs
+) -> None:
+    """SIGKILL while a burst is being taken: everything acknowledged before the kill goes out once, no gap."""
+    config_file = device_config(tmp_path / "device", broker, root_pem)
+    daemon = ProcessDaemon(config_file)
+    async with CloudPeer(broker) as cloud:
+        await provision(cloud, docs)
+        await daemon.start()
+        await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
+        burst = asyncio.create_task(raise_burst(daemon.data_dir, 5000))
+        await status_until(daemon.data_dir, lambda s: s["outbox"]["depth"] > 0 or len(cloud.events) > 500)
+        await daemon.kill()
+        answers = await burst
+        assert 0 < len(acknowledged(answers)) < 5000, "the kill did not land in the middle of the burst"
+        await daemon.start()
+        try:
+            answers += await raise_burst(daemon.data_dir, 200)
+            acked = acknowledged(answers)
+            await cloud.converge(acked, replay(docs))
+        finally:
+            await daemon.stop()
+    cloud.assert_exactly_once(acked)
+
+
+async def test_broker_gone_longer_than_the_keepalive(
+    broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs
+) -> None:
+    """The network to the broker goes quiet without closing (a partition): the keepalive notices, events
+    raised meanwhile are kept, and all go out once the broker is reachable again."""
+    async with Partition(broker.port) as partition:
+        config_file = device_config(
+            tmp_path / "device", broker, root_pem, mqtt={"keepalive": 5, "url": partition.url()}
+        )
+        daemon = ProcessDaemon(config_file)
+        async with CloudPeer(broker) as cloud:
+            await provision(cloud, docs)
+            await daemon.start()
+            try:
+                await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
+                answers = await raise_burst(daemon.data_dir, 50)
+                await cloud.wait_until(lambda: len(cloud.events) == 50)
+                partition.cut()
+                await status_until(daemon.data_dir, lambda s: not s["connected"], seconds=30)
+                answers += await raise_burst(daemon.data_dir, 100)
+                partition.heal()
+                await status_until(daemon.data_dir, lambda s: s["connected"], seconds=30)
+                acked = acknowledged(answers)
+                await cloud.converge(acked, replay(docs))
+            finally:
+                await daemon.stop()
+    cloud.assert_exactly_once(acked)
+    assert "mqtt_disconnected" in [e.get("event") for e in daemon.log_events()]
+
+
+async def test_a_full_disk_refuses_low_priority_events_and_the_device_keeps_working(
+    broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs
+) -> None:
+    """With the broker away and the database capped, health events are refused with a clear error; the
+    daemon keeps running and deciding; once the broker is back everything acknowledged goes out."""
+    config_file = device_config(tmp_path / "device", broker, root_pem, store={"max_bytes": 320 * 1024})
+    daemon = ProcessDaemon(config_file)
+    async with CloudPeer(broker) as cloud:
+        await provision(cloud, docs)
+        await daemon.start()
+        try:
+            await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
+            await broker.stop()
+            answers: list[dict[str, Any]] = []
+            refused = None
+            for i in range(5000):
+                answer = await raise_event(daemon.data_dir, "health", "telemetry", data={"pad": "x" * 1000, "i": i})
+                if not answer["ok"]:
+                    refused = answer["error"]
+                    break
+                answers.append(answer)
+            assert refused is not None, "the capped database never filled"
+            assert refused["code"] == "outbox_full"
+            assert "disk is full" in refused["message"]
+            decision = (
+                await control.request(
+                    daemon.data_dir, {"op": "check", "action": "issue_access", "subject": "door:door-1"}
+                )
+            )["decision"]
+            assert decision["allowed"] is True
+            assert daemon.process is not None
+            assert daemon.process.poll() is None
+            await broker.start()
+            acked = acknowledged(answers)
+            await cloud.converge(acked, replay(docs))
+            await status_until(daemon.data_dir, lambda s: s["outbox"]["depth"] == 0)
+            after = await raise_event(daemon.data_dir, "health", "telemetry", data={"after": True})
+            assert after["ok"], after
+            acked.add(after["event_id"])
+            await cloud.converge(acked, replay(docs))
+        finally:
+            await daemon.stop()
+    cloud.assert_exactly_once(acked)
+
+
+async def test_a_corrupt_database_is_quarantined_and_the_device_recovers(
+    broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs
+) -> None:
+    """A database that is not one any more is moved aside; a fresh one takes the retained documents again,
+    and seq goes on from where it was (the sidecar), so the cloud sees no gap."""
+    config_file = device_config(tmp_path / "device", broker, root_pem)
+    daemon = ProcessDaemon(config_file)
+    async with CloudPeer(broker) as cloud:
+        await provision(cloud, docs)
+        await daemon.start()
+        await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
+        answers = await raise_burst(daemon.data_dir, 100)
+        await cloud.wait_until(lambda: acknowledged(answers) <= set(cloud.events))
+        code, _ = await daemon.stop()
+        assert code == 0
+        database = daemon.data_dir / DB_NAME
+        for leftover in (database.with_name(DB_NAME + "-wal"), database.with_name(DB_NAME + "-shm")):
+            leftover.unlink(missing_ok=True)
+        database.write_bytes(b"\x00corrupted by the test\x00" * 2000)
+        await daemon.start()
+        try:
+            await status_until(daemon.data_dir, lambda s: s["mode"] == "normal" and s["document"] is not None)
+            answers += await raise_burst(daemon.data_dir, 100)
+            acked = acknowledged(answers)
+            await cloud.converge(acked, replay(docs))
+            await cloud.wait_until(lambda: any(e["kind"] == "store_quarantined" for e in cloud.events.values()))
+        finally:
+            await daemon.stop()
+    assert list(daemon.data_dir.glob(f"{DB_NAME}.corrupt-*")), "the corrupt file was not kept aside"
+    assert "store_quarantined" in [e.get("event") for e in daemon.log_events()]
+    cloud.assert_exactly_once(acked)
