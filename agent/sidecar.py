@@ -26,7 +26,7 @@ from typing import NamedTuple
 from agent.clock import Anchor
 
 FILE_NAME = "agent.state.json"
-RESERVATION = 1_000  # seqs reserved per write: a burst costs one small fsync'd write per block
+RESERVATION = 10_000  # seqs reserved per write: a burst costs one small fsync'd write per block
 
 
 class Sidecar(NamedTuple):

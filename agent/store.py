@@ -304,8 +304,11 @@ class Store:
         return int(next(iter(rows))[0])
 
     @asynccontextmanager
-    async def transaction(self, mode: str = "IMMEDIATE") -> AsyncIterator[Transaction]:
+    async def transaction(self, mode: str = "IMMEDIATE", *, durable: bool = True) -> AsyncIterator[Transaction]:
         """One transaction under the store's lock: committed on success, rolled back on any error.
+
+        ``durable=False`` commits without an fsync (``synchronous=NORMAL`` for that one transaction):
+        a process crash keeps it, a power cut may lose it. Only for writes that are safe to lose.
 
         Cancellation-safe: a statement awaited when the task is cancelled still runs in aiosqlite's
         thread, so ``BEGIN``, ``COMMIT`` and ``ROLLBACK`` are always awaited to completion, the
@@ -316,8 +319,10 @@ class Store:
         async with self._lock:
             tx = Transaction(self._db)
             cancelled = False
+            if not durable:
+                cancelled = await _complete(self._db.execute("PRAGMA synchronous = NORMAL"))
             try:
-                cancelled = await _complete(self._db.execute(f"BEGIN {mode}"))
+                cancelled = await _complete(self._db.execute(f"BEGIN {mode}")) or cancelled
                 if cancelled:
                     raise asyncio.CancelledError
                 yield tx
@@ -328,6 +333,9 @@ class Store:
                 if isinstance(exc, sqlite3.Error):
                     raise store_error(self.path, exc) from None
                 raise
+            finally:
+                if not durable:
+                    cancelled = await _complete(self._db.execute("PRAGMA synchronous = FULL")) or cancelled
             for callback in tx._after:
                 callback()
             if cancelled:

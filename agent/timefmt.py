@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+import time
+from datetime import datetime
+
+# The last whole second formatted: events of a burst share it, and strftime is the expensive part.
+_last_second: int | None = None
+_last_prefix = ""
 
 
 def to_rfc3339(epoch: float) -> str:
-    """Format epoch seconds as RFC 3339 UTC with a ``Z``; whole seconds unless there is a fraction."""
-    moment = datetime.fromtimestamp(epoch, UTC)
-    if moment.microsecond:
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Format epoch seconds as RFC 3339 UTC with a ``Z``; milliseconds when there is a fraction."""
+    global _last_second, _last_prefix
+    second, micro = divmod(round(epoch * 1_000_000), 1_000_000)
+    if second != _last_second:
+        _last_second, _last_prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    if micro:
+        return f"{_last_prefix}.{micro // 1000:03d}Z"
+    return f"{_last_prefix}Z"
 
 
 def to_rfc3339_or_none(epoch: float | None) -> str | None:

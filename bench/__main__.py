@@ -5,10 +5,16 @@ from __future__ import annotations
 import sys
 
 from agent import logs
-from bench import bench_check_cli, bench_decision, bench_intake
+from bench import bench_backlog, bench_check_cli, bench_decision, bench_intake, bench_outbox
 from bench.common import Result, report
 
-BENCHES = {"decision": bench_decision.run, "intake": bench_intake.run, "check": bench_check_cli.run}
+BENCHES = {
+    "decision": bench_decision.run,
+    "intake": bench_intake.run,
+    "check": bench_check_cli.run,
+    "outbox": bench_outbox.run,
+    "backlog": bench_backlog.run,
+}
 
 
 def main(names: list[str]) -> None:

@@ -24,6 +24,7 @@ class Result:
     ours_seconds: float
     ratio: float
     goal: str  # e.g. "<= 3.0" (ours / floor) or "info"
+    unit: str = "s"  # what floor_seconds and ours_seconds measure: seconds, or "B" for bytes
 
     @property
     def met(self) -> bool | None:
@@ -68,7 +69,13 @@ def interleaved(
     )
 
 
-def _human(seconds: float) -> str:
+def _human(value: float, unit: str = "s") -> str:
+    if unit == "B":
+        return f"{value / 2**20:.1f} MiB"
+    return _seconds(value)
+
+
+def _seconds(seconds: float) -> str:
     if seconds >= 0.1:
         return f"{seconds:.3f} s"
     if seconds >= 1e-4:
@@ -84,6 +91,6 @@ def report(results: list[Result]) -> str:
     ]
     for r in results:
         met = {True: "yes", False: "NO", None: "-"}[r.met]
-        times = f"{_human(r.floor_seconds)} | {_human(r.ours_seconds)}"
+        times = f"{_human(r.floor_seconds, r.unit)} | {_human(r.ours_seconds, r.unit)}"
         lines.append(f"| {r.name} | {r.floor} | {times} | {r.ratio:.2f}x | {r.goal} | {met} |")
     return "\n".join(lines)

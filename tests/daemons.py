@@ -26,11 +26,12 @@ USERS = {DEVICE_ID: DEVICE_PASSWORD, "cloud": "cloud"}
 
 
 def device_config(
-    directory: Path, broker: Broker, root: Path, *, mqtt: dict[str, Any] | None = None, **tables: Any
+    directory: Path, broker: Broker | str, root: Path, *, mqtt: dict[str, Any] | None = None, **tables: Any
 ) -> Path:
-    """A device config for ``broker``: named client, fast reconnects (tests wait on conditions, not time)."""
+    """A device config for ``broker`` (or a broker URL): named client, fast reconnects (tests wait on
+    conditions, not time)."""
     settings = {
-        "url": broker.url(),
+        "url": broker if isinstance(broker, str) else broker.url(),
         "username": DEVICE_ID,
         "password": DEVICE_PASSWORD,
         "reconnect_min": 0.05,
@@ -57,12 +58,22 @@ class InProcessDaemon:
         """The daemon's data directory."""
         return self.config.data_dir
 
-    async def start(self) -> Daemon:
-        """Open and serve."""
+    async def open(self) -> Daemon:
+        """Open, without serving yet (hooks can be set before it connects)."""
         self.daemon = await Daemon.open(self.config, load_trust_roots(self.config), self.source)
+        return self.daemon
+
+    async def serve(self) -> None:
+        """Serve what :meth:`open` opened, until stopped."""
+        assert self.daemon is not None
         self._task = asyncio.create_task(self.daemon.serve())
         await wait_for_control(self.data_dir)
-        return self.daemon
+
+    async def start(self) -> Daemon:
+        """Open and serve."""
+        daemon = await self.open()
+        await self.serve()
+        return daemon
 
     async def stop(self) -> Outcome:
         """Stop cleanly; how it ended."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import Config
+from agent.config import Config, load_trust_roots
 from tests.conftest import Keys
 from tests.support import DAY, Claims, commercial_project, forge, svc, write_config
 
@@ -197,3 +197,46 @@ def test_the_cloud_stub_cli_signs_what_the_device_accepts(tmp_path: Path, config
     assert signed.returncode == 0, signed.stderr
     result = run("accept", "-", "--config", str(config_file), stdin=signed.stdout)
     assert (result.returncode, result.stdout) == (0, "accepted: entitlements seq 1\n")
+
+
+def test_run_with_a_bad_config_says_so_in_one_line(tmp_path: Path) -> None:
+    """edge-agent run on a broken config exits 2 with one line, before touching anything."""
+    path = tmp_path / "agent.toml"
+    path.write_text('device_id = "not-a-mac"\n')
+    result = run("run", "--config", str(path))
+    assert result.returncode == 2
+    assert result.stderr.startswith("edge-agent: config error: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_events_lists_what_is_queued_and_what_is_held(config_file: Path, config: Config) -> None:
+    """edge-agent events shows the queue oldest first; --held only what waits behind a denied decision."""
+    import asyncio
+
+    from agent.clock import ClockSource
+    from agent.device import Device
+    from agent.events import NewEvent
+    from agent.outbox import Outbox
+
+    async def queue() -> None:
+        device = await Device.open(config, load_trust_roots(config), ClockSource.system())
+        outbox = await Outbox.open(
+            device.store, config.device_id, device.clock, data_dir=config.data_dir, max_events=100
+        )
+        await outbox.set_denied(frozenset({"report_alarm", "sensor_call_alert"}))  # unprovisioned: both denied
+        writer = asyncio.create_task(outbox.run())
+        await outbox.add(NewEvent("sensor", "fall_detected", "mr01", {}, device.clock.now()))
+        await outbox.add(NewEvent("alarm", "tamper", "door-1", {}, device.clock.now()))
+        await outbox.close()
+        await writer
+        await device.close()
+
+    asyncio.run(queue())
+    everything = json.loads(run("events", "--config", str(config_file), "--json").stdout)
+    assert [(e["seq"], e["type"], e["held"]) for e in everything] == [(1, "sensor", False), (2, "alarm", True)]
+    held = json.loads(run("events", "--held", "--config", str(config_file), "--json").stdout)
+    assert [e["seq"] for e in held] == [2]
+    assert held[0]["held_since"].endswith("Z")
+    text = run("events", "--config", str(config_file)).stdout
+    assert "fall_detected" in text
+    assert "tamper" in text

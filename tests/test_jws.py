@@ -110,3 +110,16 @@ def test_any_truncation_is_refused(cut: int) -> None:
     """A token cut short anywhere is refused."""
     with pytest.raises(DocumentRefused):
         _verify(VALID[:cut])
+
+
+@given(st.floats(min_value=0, max_value=253_402_300_799, allow_nan=False))
+def test_rfc3339_formatting_round_trips(epoch: float) -> None:
+    """Times go out as RFC 3339 UTC with a Z and read back within a millisecond of what they were."""
+    from datetime import datetime
+
+    from agent.timefmt import to_rfc3339
+
+    text = to_rfc3339(epoch)
+    assert text.endswith("Z")
+    assert len(text) in (20, 24)
+    assert abs(datetime.fromisoformat(text).timestamp() - epoch) < 0.001 + 1e-6 * abs(epoch) / 1e9

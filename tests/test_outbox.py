@@ -283,3 +283,36 @@ async def test_only_keep_sent_rows_are_kept(box: Box) -> None:
         answer = await outbox.replay_in(tx, 1, None)
     assert answer["replayed"] == outbox.depth == len(rows(box.directory))
     assert answer["kept_from_seq"] == 401 - answer["replayed"]
+
+
+async def test_the_sidecar_covers_a_batch_before_it_commits(box: Box, tmp_path: Path) -> None:
+    """A batch larger than a reservation block is reserved in the sidecar before its seqs exist on disk:
+    losing the database right after can never make a seq go back."""
+    outbox = box.outbox
+    assert outbox is not None
+    outbox._max_events = 100_000
+    queued = await asyncio.gather(*(outbox.add(event(i=i)) for i in range(sidecar.RESERVATION + 500)))
+    assert sidecar.load(tmp_path).next_seq > max(q.seq for q in queued)
+
+
+async def test_events_are_refused_when_their_seqs_cannot_be_reserved(
+    box: Box, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the sidecar cannot be written (a disk error), a batch needing a new reservation is refused, not
+    committed: no seq ever exists on disk that the sidecar does not cover."""
+    outbox = box.outbox
+    assert outbox is not None
+    outbox._max_events = 100_000
+
+    def failing(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sidecar, "save", failing)
+    results = await asyncio.gather(
+        *(outbox.add(event(i=i)) for i in range(sidecar.RESERVATION + 500)), return_exceptions=True
+    )
+    refused = [r for r in results if isinstance(r, OutboxFull)]
+    assert refused
+    assert "sidecar" in str(refused[0])
+    reserved = json.loads((tmp_path / sidecar.FILE_NAME).read_text())["next_seq"]
+    assert all(seq is None or seq < reserved for _, seq, _ in rows(tmp_path))

@@ -307,3 +307,24 @@ async def test_a_killed_device_leaves_its_last_will(cloud: CloudPeer, docs: Docs
     await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
     await daemon.kill()
     await cloud.wait_until(lambda: cloud.state == {"device_id": DEVICE_ID, "online": False}, what="the last will")
+
+
+async def test_mqtt_5_on_mosquitto(tmp_path: Path, root_pem: Path, docs: Docs) -> None:
+    """With protocol = "5" the device keeps a session (expiry set), takes documents and sends events.
+
+    Mosquitto only: amqtt 0.12 speaks MQTT 3.1.1 alone (docs/sync.md)."""
+    broker = make_broker("mosquitto", tmp_path / "v5-broker", users=USERS)
+    await broker.start()
+    try:
+        config_file = device_config(tmp_path / "v5-device", broker, root_pem, mqtt={"protocol": "5"})
+        async with CloudPeer(broker) as cloud:
+            await provision(cloud, docs)
+            async with InProcessDaemon(config_file) as device:
+                await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
+                await raise_event(device.data_dir, "health", "over_v5")
+                await cloud.wait_until(lambda: len(cloud.events) == 1)
+            await cloud.publish("commands", docs.command("resync", command_id="queued-for-v5"))
+            async with InProcessDaemon(config_file):
+                await cloud.wait_until(lambda: "queued-for-v5" in cloud.replies, what="a reply from the kept session")
+    finally:
+        await broker.stop()

@@ -67,8 +67,8 @@ class PahoErrors(logging.Handler):
 def make_client(config: Config, topics: Topics, *, tls: ssl.SSLContext | None) -> tuple[aiomqtt.Client, PahoErrors]:
     """A client for one connection attempt, and what its paho logs."""
     errors = PahoErrors()
-    paho_log = logging.Logger("agent.mqtt.paho")  # one per client, not registered: it goes with the client
-    paho_log.addHandler(errors)
+    paho_log = logging.Logger("agent.mqtt.paho", logging.WARNING)  # one per client, unregistered; and paho
+    paho_log.addHandler(errors)  # logs every packet at DEBUG: below WARNING no record is even made
     paho_log.propagate = False
     mqtt = config.mqtt
     will = aiomqtt.Will(topics.state, offline_payload(config.device_id), qos=1, retain=True)

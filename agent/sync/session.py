@@ -161,12 +161,13 @@ class Session:
         queue: asyncio.Queue[OutRow] = asyncio.Queue(maxsize=self._config.mqtt.in_flight)
         given: set[int] = set()  # handed to a worker, not acknowledged yet: not to be handed again
 
+        leaf_topics = {"events": topics.events, "replies": topics.replies}
+
         async def worker() -> None:
             while True:
                 row = await queue.get()
-                topic = topics.events if row.topic == "events" else topics.replies
+                topic = leaf_topics[row.topic]
                 await client.publish(topic, wire_payload(row.body, row.seq, row.held_since), qos=1)
-                log.debug("published", id=row.id, seq=row.seq)
                 outbox.acknowledge(row.id)
                 given.discard(row.id)
 
@@ -179,7 +180,6 @@ class Session:
                     outbox.rescan, cursor = False, 0
                 outbox.more.clear()
                 rows = await outbox.sendable(cursor)
-                log.debug("pump_fetched", cursor=cursor, rows=[r.id for r in rows])
                 for row in rows:
                     cursor = row.id
                     if row.id not in given:
