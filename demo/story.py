@@ -8,21 +8,27 @@ CLIs can be tried afterwards on the same device.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
+import socket
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
-from agent import logs
+from agent import control, logs
 from agent.clock import ClockSource
 from agent.config import load_config, load_trust_roots
+from agent.daemon import Daemon
 from agent.device import Device
-from agent.entitlements import policy
+from agent.entitlements import jws, policy
 from agent.entitlements.jws import key_thumbprint
 from agent.entitlements.notices import expiry_notices
 from agent.errors import DocumentRefused
 from agent.timefmt import to_rfc3339
+from cloud_stub import broker as embedded_broker
 from cloud_stub.issuer import Issuer, service
 from cloud_stub.keys import write_keypair
+from cloud_stub.link import DeviceLink
 
 DAY = 86_400.0
 DEVICE_ID = "0c110512ab34"
@@ -54,8 +60,16 @@ def show(label: str, decision: policy.Decision) -> None:
     say(f"   {label:<32} {verdict} {decision.reason:<16} {decision.detail}")
 
 
-async def story(workdir: Path) -> None:
-    """Tell the story in ``workdir`` (wiped first)."""
+class Cast(NamedTuple):
+    """What the first act leaves to the second: the cloud's issuer and the project as sold."""
+
+    issuer: Issuer
+    project: dict[str, Any]
+    services: list[dict[str, Any]]
+
+
+async def story(workdir: Path) -> Cast:
+    """Act one, in ``workdir`` (wiped first): documents verified and decided on, no network."""
     shutil.rmtree(workdir, ignore_errors=True)
     keys = workdir / "cloud-keys"
     now = float(int(time.time()))
@@ -138,15 +152,110 @@ async def story(workdir: Path) -> None:
         say(f"   still in force: entitlements seq {device.entitlements.seq if device.entitlements else '-'}")
     finally:
         await device.close()
+    return Cast(issuer, project, services)
 
+
+async def over_mqtt(workdir: Path, cast: Cast) -> None:
+    """Act two: the same device as a daemon, the cloud on the other side of an embedded broker."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    broker = await embedded_broker.start("127.0.0.1", port)
+    config_file = workdir / "agent.toml"
+    text = config_file.read_text().replace('url = "mqtt://127.0.0.1:1883"', f'url = "mqtt://127.0.0.1:{port}"')
+    config_file.write_text(text.replace("[mqtt]\n", f'[mqtt]\nusername = "{DEVICE_ID}"\n', 1))
+    config = load_config(config_file, {})
+    issuer, project, services = cast
+    now = float(int(time.time()))
+    try:
+        daemon = await Daemon.open(config, load_trust_roots(config), ClockSource.system())
+        serving = asyncio.create_task(daemon.serve())
+        async with DeviceLink("127.0.0.1", port, DEVICE_ID, user="cloud") as cloud:
+            say(f"\n9. The same door phone now runs as a daemon; the embedded MQTT broker (amqtt) listens on {port}.")
+            await cloud.wait_until(lambda: _mode(cloud) == "normal", what="the device online")
+            say(f"   state published by the device: {_state(cloud)}")
+
+            say("\n10. A month on, door-3 was not renewed: the cloud publishes the document that says so.")
+            lapsed = [*services[:1], service("door", "door:door-3", now - DAY), *services[2:]]
+            token = issuer.entitlements(DEVICE_ID, project, lapsed, iat=now, exp=now + 30 * DAY)
+            await cloud.publish("entitlements", token, retain=True)
+            await cloud.wait_until(
+                lambda: _mode(cloud) == "limited" and bool(_events(cloud, "expired")), what="the lapse"
+            )
+            notice = _events(cloud, "expired")[0]
+            say(f"   state: {_state(cloud)}")
+            say(f"   the device reports: {notice['type']} {notice['kind']} for {notice['data']['subject']}")
+
+            say("\n11. Someone tampers with door-1. The alarm is recorded at once, and held: doors are limited.")
+            tamper = {"type": "alarm", "kind": "tamper", "source": "door-1", "data": {}}
+            raised = await control.request(config.data_dir, {"op": "raise", "event": tamper})
+            say(
+                f"   alarm tamper: seq {raised['seq']}, held: {raised['held']}; "
+                f"alarms at the cloud: {len(_events(cloud, 'tamper'))}"
+            )
+
+            say("\n12. The installer renews door-3; the renewal reaches the device, the held alarm goes out.")
+            renewed = [*services[:1], service("door", "door:door-3", now + 365 * DAY), *services[2:]]
+            token = issuer.entitlements(DEVICE_ID, project, renewed, iat=now, exp=now + 30 * DAY)
+            await cloud.publish("entitlements", token, retain=True)
+            await cloud.wait_until(
+                lambda: bool(_events(cloud, "tamper")) and _mode(cloud) == "normal", what="the alarm"
+            )
+            alarm = _events(cloud, "tamper")[0]
+            say(
+                f"   the cloud got: {alarm['type']} {alarm['kind']} seq {alarm['seq']}, "
+                f"held since {alarm['held_since']}"
+            )
+            say(f"   state: {_state(cloud)}")
+
+            say("\n13. The cloud issues a card for door-2, as a signed command; the device stores it and answers.")
+            command = {
+                "aud": DEVICE_ID,
+                "iat": int(now),
+                "exp": int(now) + 600,
+                "seq": 1,
+                "id": "cmd-1",
+                "op": "issue_credentials",
+                "args": {"door": "door-2", "credentials": [{"id": "card-7", "kind": "card", "number": "0xA1B2C3"}]},
+            }
+            await cloud.publish("commands", jws.sign(issuer.signing, "command", command))
+            await cloud.wait_until(lambda: "cmd-1" in cloud.replies, what="the reply")
+            say(f"   reply: {json.dumps(cloud.replies['cmd-1'][0])}")
+        daemon.stop.set()
+        await serving
+    finally:
+        await broker.shutdown()
+
+
+def _state(cloud: DeviceLink) -> str:
+    state = cloud.state or {}
+    ents, outbox = state.get("entitlements", {}), state.get("outbox", {})
+    queued = f"outbox {outbox.get('depth')} queued / {outbox.get('held')} held"
+    return f"mode {ents.get('mode')}, entitlements seq {ents.get('seq')}, {queued}"
+
+
+def _events(cloud: DeviceLink, kind: str) -> list[dict[str, Any]]:
+    return [e for e in cloud.events.values() if e["kind"] == kind]
+
+
+def _mode(cloud: DeviceLink) -> str | None:
+    state = cloud.state or {}
+    return state.get("entitlements", {}).get("mode") if state.get("online") else None
+
+
+async def both_acts(workdir: Path) -> None:
+    """The whole story."""
+    cast = await story(workdir)
+    await over_mqtt(workdir, cast)
     cli = ".venv/bin/edge-agent"
     say("\nThe device is left in demo-data/; try:")
     say(f"   {cli} status --config {workdir}/agent.toml")
     say(f"   {cli} check issue_access door:door-3 --config {workdir}/agent.toml --json")
+    say(f"   {cli} events --config {workdir}/agent.toml")
 
 
 def main() -> None:
     """Run the story in ./demo-data."""
     logs.configure("error")
     say("SmartPlus edge agent: signed entitlements, verified and enforced on the device\n")
-    asyncio.run(story(Path("demo-data")))
+    asyncio.run(both_acts(Path("demo-data")))

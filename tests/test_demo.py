@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def test_the_demo_runs_from_an_empty_directory(tmp_path: Path) -> None:
-    """python -m demo exits 0 and shows acceptance, a limit, a renewal, and refused forgeries."""
+    """python -m demo exits 0 and tells both acts: documents decided on, then the daemon over MQTT."""
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run(
         [sys.executable, "-m", "demo"],
@@ -26,6 +26,10 @@ def test_the_demo_runs_from_an_empty_directory(tmp_path: Path) -> None:
         "refused unknown_kid",
         "refused rollback",
         "still in force: entitlements seq 2",
+        "state: mode limited, entitlements seq 3",
+        "held: True",
+        "the cloud got: alarm tamper",
+        '"ok": true, "issued": 1',
     ):
         assert expected in result.stdout
     assert (tmp_path / "demo-data" / "agent.toml").exists()
