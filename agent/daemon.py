@@ -164,12 +164,19 @@ class Daemon:
                     tasks.create_task(self._housekeeping(), name="housekeeping"),
                 ]
                 stopping = tasks.create_task(self.stop.wait(), name="stop")
-                await asyncio.wait([stopping, writer, *working], return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait([stopping, writer, *working], return_when=asyncio.FIRST_COMPLETED)
+                for task in done - {stopping}:  # only stop may end first: anything else is a bug to see
+                    failure = None if task.cancelled() else task.exception()
+                    log.error("daemon_task_ended", task=task.get_name(), error=repr(failure))
                 server.close()
                 for task in working:
                     task.cancel()
                 await asyncio.wait(working, timeout=_STOP_SECONDS)
-                await self.outbox.close()
+                try:
+                    await asyncio.wait_for(self.outbox.close(), _STOP_SECONDS)
+                except TimeoutError:  # exit anyway: transactions are cancellation-safe
+                    log.error("outbox_close_timeout", seconds=_STOP_SECONDS)
+                    writer.cancel()
         finally:
             server.close()
             with contextlib.suppress(OSError):
@@ -316,16 +323,28 @@ class Daemon:
             raise ControlError("bad_request", str(exc)) from None
 
 
+def log_tasks() -> None:
+    """Log every task and where it waits (SIGUSR1): how to see what a stuck daemon is waiting for."""
+    for task in asyncio.all_tasks():
+        frames: list[str] = []
+        awaited: Any = task.get_coro()
+        while (frame := getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)) is not None:
+            frames.append(f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno} {frame.f_code.co_name}")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+        log.warning("task_dump", task=task.get_name(), frames=frames, awaiting=repr(awaited)[:200])
+
+
 async def run(config: Config, roots: tuple[Ed25519PublicKey, ...], source: ClockSource) -> Outcome:
-    """Open the daemon, serve until SIGTERM or SIGINT, stop cleanly."""
+    """Open the daemon, serve until SIGTERM or SIGINT, stop cleanly. SIGUSR1 logs its tasks."""
     daemon = await Daemon.open(config, roots, source)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, daemon.stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, log_tasks)
     try:
         return await daemon.serve()
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             loop.remove_signal_handler(signum)
 
 

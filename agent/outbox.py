@@ -253,21 +253,27 @@ class Outbox:
         they gather for up to ``ACK_GATHER`` seconds (or ``ACK_BATCH`` of them) and commit without an
         fsync, since losing one to a power cut costs a duplicate the cloud drops, never an event.
         """
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._pending and not self._closing and len(self._acks) < ACK_BATCH:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._urgent.wait(), ACK_GATHER)
-            self._urgent.clear()
-            while self._pending or self._acks:
-                self._idle.clear()
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                acks, self._acks = self._acks, set()
-                await self._write(batch, acks)
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if not self._pending and not self._closing and len(self._acks) < ACK_BATCH:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._urgent.wait(), ACK_GATHER)
+                self._urgent.clear()
+                while self._pending or self._acks:
+                    self._idle.clear()
+                    batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                    acks, self._acks = self._acks, set()
+                    await self._write(batch, acks)
+                self._idle.set()
+                if self._closing:
+                    return
+        finally:  # whatever ends the writer, close() must not wait for it for ever
             self._idle.set()
-            if self._closing:
-                return
+            for item in self._pending:
+                if item.future is not None and not item.future.done():
+                    item.future.set_exception(OutboxFull("the outbox writer has stopped"))
 
     async def close(self) -> None:
         """Finish what is queued (the writer must be running), then write the sidecar exact."""
@@ -312,11 +318,15 @@ class Outbox:
         """The disk is full: acknowledgements first, then room for high-priority events only, made by
         dropping the rows kept for replay, then by evicting as at the cap (lowest class, oldest, first)."""
         if acks:
-            async with self._store.transaction() as tx:
-                await self._mark_sent(tx, acks)
+            try:
+                async with self._store.transaction() as tx:
+                    await self._mark_sent(tx, acks)
+            except StoreFull:
+                self._acks |= acks  # kept in memory (never sent twice) and recorded with a later batch
         if self.sent:  # rows kept for replay give way to new events first; then everything is tried again
-            async with self._store.transaction() as tx:
-                await self._prune(tx, keep=0)
+            with contextlib.suppress(StoreFull):
+                async with self._store.transaction() as tx:
+                    await self._prune(tx, keep=0)
             with contextlib.suppress(StoreFull):
                 async with self._store.transaction() as tx:
                     return await self._insert(tx, batch)

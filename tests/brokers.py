@@ -133,7 +133,11 @@ class _Process(Broker):
         if process is None or process.poll() is not None:
             return
         process.send_signal(signal.SIGKILL if hard else signal.SIGTERM)
-        await asyncio.to_thread(process.wait, 15)
+        try:
+            await asyncio.to_thread(process.wait, 10)
+        except subprocess.TimeoutExpired:  # a graceful stop that hangs (amqtt, with clients connected)
+            process.kill()
+            await asyncio.to_thread(process.wait, 10)
 
 
 class AmqttProcess(_Process):

@@ -11,16 +11,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.config import Config, load_config, load_trust_roots
 from agent.device import Device
-from tests.support import Claims, SettableClock, write_config, write_public_key
-
-
-@dataclass
-class Keys:
-    """The cloud's keys in a test: a root pinned by config, a signing key it can list."""
-
-    root: Ed25519PrivateKey
-    signing: Ed25519PrivateKey
-    other: Ed25519PrivateKey  # trusted by nobody
+from tests.brokers import Broker, make_broker
+from tests.daemons import USERS
+from tests.support import Claims, Keys, SettableClock, write_config, write_public_key
+from tests.sync_support import Docs
 
 
 @pytest.fixture
@@ -87,3 +81,24 @@ async def devices(config: Config, clock: SettableClock) -> AsyncIterator[DeviceF
 async def device(devices: DeviceFactory) -> Device:
     """A device with nothing accepted yet."""
     return await devices.open()
+
+
+@pytest.fixture
+def root_pem(tmp_path: Path, keys: Keys) -> Path:
+    """The root public key the device trusts, as a PEM file."""
+    return write_public_key(tmp_path / "root.pub.pem", keys.root)
+
+
+@pytest.fixture
+def docs(keys: Keys) -> Docs:
+    """Signed documents for the device, issued now."""
+    return Docs(keys)
+
+
+@pytest.fixture(params=["amqtt", "mosquitto"])
+async def process_broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Broker]:
+    """A broker in its own process, requiring user names (to stop, freeze or restart)."""
+    handle = make_broker(request.param, tmp_path / "process-broker", process=True, users=USERS)
+    await handle.start()
+    yield handle
+    await handle.stop()

@@ -22,6 +22,15 @@ T0 = 1_795_000_000.0  # 2026-11-18T11:06:40Z, the iat of the shared vectors
 
 
 @dataclass
+class Keys:
+    """The cloud's keys in a test: a root pinned by config, a signing key it can list."""
+
+    root: Ed25519PrivateKey
+    signing: Ed25519PrivateKey
+    other: Ed25519PrivateKey  # trusted by nobody
+
+
+@dataclass
 class SettableClock:
     """A wall clock and a boot-time clock the test moves by hand, behind the agent's ClockSource."""
 

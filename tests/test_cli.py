@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import Config, load_trust_roots
-from tests.conftest import Keys
-from tests.support import DAY, Claims, commercial_project, forge, svc, write_config
+from tests.support import DAY, Claims, Keys, commercial_project, forge, svc, write_config
 
 EDGE_AGENT = str(Path(sys.executable).parent / "edge-agent")
 

@@ -8,8 +8,8 @@ from agent.clock import Anchor, TrustedClock
 from agent.device import Device
 from agent.entitlements import reasons
 from agent.errors import DocumentRefused
-from tests.conftest import DeviceFactory, Keys
-from tests.support import DAY, T0, Claims, SettableClock, forge, svc
+from tests.conftest import DeviceFactory
+from tests.support import DAY, T0, Claims, Keys, SettableClock, forge, svc
 
 
 def test_setting_the_wall_clock_back_does_not_turn_time_back(clock: SettableClock) -> None:

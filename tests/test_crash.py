@@ -12,8 +12,8 @@ from pathlib import Path
 
 from agent.config import Config
 from agent.store import DB_NAME
-from tests.conftest import DeviceFactory, Keys
-from tests.support import DAY, Claims, forge, svc
+from tests.conftest import DeviceFactory
+from tests.support import DAY, Claims, Keys, forge, svc
 
 SERVICES_PER_DOCUMENT = 1200  # a large document: the transaction takes a while, so kills land inside it
 KILLS = 30  # with a non-atomic store, ~1 kill in 3 lands in the gap: 30 miss it with p < 1e-5

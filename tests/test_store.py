@@ -14,8 +14,8 @@ from agent.entitlements import reasons
 from agent.errors import DocumentRefused, StoreCorrupt, StoreTooNew
 from agent.migrations import SCHEMA_VERSION
 from agent.store import DB_NAME, Store, store_error
-from tests.conftest import DeviceFactory, Keys
-from tests.support import Claims, forge, svc
+from tests.conftest import DeviceFactory
+from tests.support import Claims, Keys, forge, svc
 
 
 async def test_a_new_store_is_at_the_latest_schema(tmp_path: Path) -> None:

@@ -16,21 +16,17 @@ from typing import Any
 import pytest
 
 from agent.store import DB_NAME
-from tests.brokers import Broker, make_broker
+from tests.brokers import Broker
 from tests.cloud import CloudPeer
-from tests.conftest import Keys
-from tests.daemons import USERS, InProcessDaemon, ProcessDaemon, device_config
-from tests.support import write_public_key
-from tests.test_sync_session import PAID, Docs, mode_is, provision
+from tests.daemons import InProcessDaemon, ProcessDaemon, device_config
+from tests.support import Keys, write_public_key
+from tests.sync_support import PAID, Docs, mode_is, provision
 
 
-@pytest.fixture(params=["amqtt", "mosquitto"])
-async def broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Broker]:
-    """A broker in its own process (the kill test restarts the daemon, not the broker)."""
-    handle = make_broker(request.param, tmp_path / "broker", process=True, users=USERS)
-    await handle.start()
-    yield handle
-    await handle.stop()
+@pytest.fixture
+def broker(process_broker: Broker) -> Broker:
+    """The broker, in its own process."""
+    return process_broker
 
 
 @pytest.fixture
@@ -44,12 +40,6 @@ async def cloud(broker: Broker) -> AsyncIterator[CloudPeer]:
     """The cloud's MQTT client."""
     async with CloudPeer(broker) as peer:
         yield peer
-
-
-@pytest.fixture
-def docs(keys: Keys) -> Docs:
-    """A document issuer."""
-    return Docs(keys)
 
 
 def query(config_file: Path, sql: str) -> list[Any]:

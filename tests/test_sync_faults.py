@@ -5,8 +5,6 @@ acknowledged exactly once (after dedupe by event_id) and no gap in seq."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,61 +12,17 @@ import pytest
 
 from agent import control
 from agent.store import DB_NAME
-from tests.brokers import Broker, make_broker
+from tests.brokers import Broker
 from tests.cloud import CloudPeer
-from tests.conftest import Keys
-from tests.daemons import USERS, ProcessDaemon, device_config, raise_burst, raise_event
+from tests.daemons import ProcessDaemon, device_config, raise_burst, raise_event
 from tests.partition import Partition
-from tests.support import write_public_key
-from tests.test_sync_session import Docs, mode_is, provision
-
-
-@pytest.fixture(params=["amqtt", "mosquitto"])
-async def broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Broker]:
-    """A broker in its own process."""
-    handle = make_broker(request.param, tmp_path / "broker", process=True, users=USERS)
-    await handle.start()
-    yield handle
-    await handle.stop()
+from tests.sync_support import Docs, acknowledged, mode_is, provision, replay, status_until
 
 
 @pytest.fixture
-def root_pem(tmp_path: Path, keys: Keys) -> Path:
-    """The root public key the device trusts."""
-    return write_public_key(tmp_path / "root.pub.pem", keys.root)
-
-
-@pytest.fixture
-def docs(keys: Keys) -> Docs:
-    """A document issuer."""
-    return Docs(keys)
-
-
-def replay(docs: Docs) -> Callable[[int], str]:
-    """How the cloud asks for events again: resync from a seq."""
-    return lambda from_seq: docs.command("resync", {"from_seq": from_seq})
-
-
-def acknowledged(answers: list[dict[str, Any]]) -> set[str]:
-    """The event ids the daemon acknowledged as durable."""
-    return {a["event_id"] for a in answers if a.get("ok")}
-
-
-async def status_until(
-    data_dir: Path, condition: Callable[[dict[str, Any]], bool], seconds: float = 30
-) -> dict[str, Any]:
-    """Poll the daemon's status until ``condition`` holds; fail after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            status: dict[str, Any] = (await control.request(data_dir, {"op": "status"}))["status"]
-            if condition(status):
-                return status
-        except control.ControlError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting on the daemon's status")
-        await asyncio.sleep(0.1)
+def broker(process_broker: Broker) -> Broker:
+    """The broker, in its own process."""
+    return process_broker
 
 
 async def test_broker_restarted_mid_stream(broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs) -> None:

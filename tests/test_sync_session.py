@@ -4,10 +4,10 @@ project would: signed documents published with a plain MQTT client, events read 
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import structlog
@@ -15,9 +15,9 @@ import structlog
 from agent import control
 from tests.brokers import Broker, make_broker
 from tests.cloud import CloudPeer
-from tests.conftest import Keys
 from tests.daemons import USERS, InProcessDaemon, ProcessDaemon, device_config, raise_event
-from tests.support import DAY, DEVICE_ID, Claims, commercial_project, forge, svc, write_public_key
+from tests.support import DEVICE_ID, Keys, forge, svc
+from tests.sync_support import PAID, Docs, mode_is, provision
 
 
 @pytest.fixture(params=["amqtt", "mosquitto"])
@@ -27,12 +27,6 @@ async def broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     await handle.start()
     yield handle
     await handle.stop()
-
-
-@pytest.fixture
-def root_pem(tmp_path: Path, keys: Keys) -> Path:
-    """The root public key the device trusts."""
-    return write_public_key(tmp_path / "root.pub.pem", keys.root)
 
 
 @pytest.fixture
@@ -46,58 +40,6 @@ async def cloud(broker: Broker) -> AsyncIterator[CloudPeer]:
     """The cloud's MQTT client."""
     async with CloudPeer(broker) as peer:
         yield peer
-
-
-class Docs:
-    """Signed documents for the device, issued now."""
-
-    def __init__(self, keys: Keys) -> None:
-        self.keys = keys
-        self.claims = Claims(iat=time.time())
-
-    def trust(self) -> str:
-        return forge(self.keys.root, self.claims.trust([self.keys.signing]), typ="trust")
-
-    def entitlements(self, services: list[dict[str, Any]], doors: tuple[str, ...] = ("door-1", "door-2")) -> str:
-        claims = self.claims.entitlements(
-            project=commercial_project(doors), services=services, exp=int(self.claims.iat + 30 * DAY)
-        )
-        return forge(self.keys.signing, claims)
-
-    def command(self, op: str, args: dict[str, Any] | None = None, command_id: str | None = None) -> str:
-        now = int(time.time())
-        claims = {
-            "aud": DEVICE_ID,
-            "iat": now,
-            "exp": now + 600,
-            "seq": self.claims.next_seq("command"),
-            "id": command_id or f"cmd-{op}-{now}-{self.claims.seq['command']}",
-            "op": op,
-            "args": args or {},
-        }
-        return forge(self.keys.signing, claims, typ="command")
-
-
-@pytest.fixture
-def docs(keys: Keys) -> Docs:
-    """A document issuer."""
-    return Docs(keys)
-
-
-PAID = [svc("door", "door:door-2", days=400)]
-
-
-async def provision(cloud: CloudPeer, docs: Docs, services: list[dict[str, Any]] | None = None) -> None:
-    """Publish the retained trust and entitlements documents."""
-    await cloud.publish("trust", docs.trust(), retain=True)
-    await cloud.publish("entitlements", docs.entitlements(PAID if services is None else services), retain=True)
-
-
-def mode_is(cloud: CloudPeer, mode: str, seq: int | None = None) -> bool:
-    state = cloud.state
-    if state is None or not state.get("online"):
-        return False
-    return bool(state["entitlements"]["mode"] == mode and (seq is None or state["entitlements"]["seq"] == seq))
 
 
 async def test_retained_documents_are_taken_and_state_is_reported(
@@ -227,15 +169,6 @@ async def test_commands_queued_while_offline_are_answered_on_reconnect(
     assert cloud.replies["while-offline"] == [{"id": "while-offline", "ok": True}]
 
 
-@pytest.fixture(params=["amqtt", "mosquitto"])
-async def process_broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Broker]:
-    """A broker in its own process, to stop and start again."""
-    handle = make_broker(request.param, tmp_path / "process-broker", process=True, users=USERS)
-    await handle.start()
-    yield handle
-    await handle.stop()
-
-
 async def test_the_device_resubscribes_after_the_broker_restarts(
     process_broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs
 ) -> None:
@@ -292,6 +225,14 @@ async def test_a_clean_stop_says_offline_and_exits_0_within_5_seconds(
     daemon = ProcessDaemon(config_file)
     await daemon.start()
     await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGUSR1)  # the task dump an operator asks for: the daemon goes on
+
+    def dumped() -> dict[str, list[str]]:
+        return {e["task"]: e["frames"] for e in daemon.log_events() if e.get("event") == "task_dump"}
+
+    await cloud.wait_until(lambda: "session" in dumped(), what="the task dump")
+    assert any("session.py" in frame for frame in dumped()["session"]), dumped()["session"]
     code, seconds = await daemon.stop()
     assert code == 0
     assert seconds < 5
@@ -328,3 +269,24 @@ async def test_mqtt_5_on_mosquitto(tmp_path: Path, root_pem: Path, docs: Docs) -
                 await cloud.wait_until(lambda: "queued-for-v5" in cloud.replies, what="a reply from the kept session")
     finally:
         await broker.stop()
+
+
+async def test_a_cancellation_swallowed_by_wait_for_is_raised_again() -> None:
+    """Python 3.11's wait_for returns instead of raising when cancelled as its future completes; the
+    session's loops raise the cancellation anyway, so a stopping daemon never waits on them for ever."""
+    from agent.sync.session import _not_cancelled
+
+    done = asyncio.get_running_loop().create_future()
+
+    async def loop_like_a_worker() -> None:
+        while True:
+            await asyncio.wait_for(done, 5)  # as aiomqtt's publish does
+            _not_cancelled()
+            await asyncio.Event().wait()  # the next queue.get(): would wait for ever
+
+    task = asyncio.create_task(loop_like_a_worker())
+    await asyncio.sleep(0)
+    done.set_result(None)  # completes...
+    task.cancel()  # ...as the cancellation arrives
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)

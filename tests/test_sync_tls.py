@@ -12,23 +12,16 @@ import structlog
 
 from tests.brokers import Broker, make_broker
 from tests.cloud import CloudPeer
-from tests.conftest import Keys
 from tests.daemons import USERS, InProcessDaemon, device_config, raise_event
 from tests.pki import Pki, make_pki
-from tests.support import DEVICE_ID, write_public_key
-from tests.test_sync_session import Docs, mode_is, provision
+from tests.support import DEVICE_ID, Keys
+from tests.sync_support import Docs, mode_is, provision
 
 
 @pytest.fixture
 def pki(tmp_path: Path) -> Pki:
     """A fresh CA with server and client certificates."""
     return make_pki(tmp_path / "pki", DEVICE_ID)
-
-
-@pytest.fixture
-def root_pem(tmp_path: Path, keys: Keys) -> Path:
-    """The root public key the device trusts."""
-    return write_public_key(tmp_path / "root.pub.pem", keys.root)
 
 
 async def _device_on(broker: Broker, docs: Docs, config_file: Path) -> None:

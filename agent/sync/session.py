@@ -41,6 +41,19 @@ class SubscriptionRefused(aiomqtt.MqttError):
     """The broker granted no QoS for a topic the device must hear (an ACL, most likely)."""
 
 
+def _not_cancelled() -> None:
+    """Raise the cancellation a library call swallowed.
+
+    Python 3.11's ``asyncio.wait_for`` (inside aiomqtt's publish and subscribe) returns the result
+    instead of raising when the task is cancelled as the awaited future completes. A loop that then
+    awaits again would never end, and neither would the TaskGroup waiting for it (a daemon that does
+    not stop). The task still counts the request, so it is raised here.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _first_leaf(group: BaseExceptionGroup[aiomqtt.MqttError]) -> aiomqtt.MqttError:
     first = group.exceptions[0]
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
@@ -123,6 +136,11 @@ class Session:
                 self.connected.set()
                 tasks.create_task(self._pump(client))
                 tasks.create_task(self._publish_state(client))
+                # Stay in the body: the children end only by failing. Python 3.11's TaskGroup leaks a
+                # cancellation request on this task when a child fails after the body has finished
+                # (it calls uncancel() before waiting; CPython reordered that for gh-116720 in 3.12),
+                # and the next connection would take the leak for a real cancellation.
+                await asyncio.Event().wait()
         except BaseExceptionGroup as group:
             # A broken connection ends all three with MqttErrors, nested (the pump's workers are a group
             # of their own): surface the first; anything else is a bug and must not be taken for one.
@@ -136,6 +154,7 @@ class Session:
         """One SUBSCRIBE for every inbound topic at QoS 1; a refused one (code 0x80 and up) is an error."""
         topics = list(self._topics.inbound)
         granted = await client.subscribe([(topic, 1) for topic in topics])
+        _not_cancelled()
         codes = [code.value if isinstance(code, ReasonCode) else int(code) for code in granted]
         refused = [topic for topic, code in zip(topics, codes, strict=False) if code >= 0x80]
         if refused or len(codes) != len(topics):
@@ -169,6 +188,7 @@ class Session:
                 topic = leaf_topics[row.topic]
                 await client.publish(topic, wire_payload(row.body, row.seq, row.held_since), qos=1)
                 outbox.acknowledge(row.id)
+                _not_cancelled()
                 given.discard(row.id)
 
         async with asyncio.TaskGroup() as workers:
@@ -196,6 +216,7 @@ class Session:
             if report != last or self.force_state:
                 self.force_state = False
                 await client.publish(self._topics.state, report.payload(self._clock.now()), qos=1, retain=True)
+                _not_cancelled()
                 log.info("state_published", mode=report.mode, seq=report.seq, depth=report.depth, held=report.held)
                 last = report
             await self.state_changed.wait()
