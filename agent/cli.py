@@ -202,6 +202,8 @@ def run(config_file: str | None) -> None:
         _fail(f"error: {exc}")
     if outcome is daemon.Outcome.RESTART:
         daemon.restart_in_place()
+    if outcome is daemon.Outcome.FAILED:
+        _fail("error: a daemon task ended unexpectedly (see the daemon_task_ended log event)")
 
 
 @main.command()

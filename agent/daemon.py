@@ -59,6 +59,7 @@ class Outcome(Enum):
 
     STOPPED = "stopped"
     RESTART = "restart"
+    FAILED = "failed"  # a task ended on its own: a bug; the supervisor starts the daemon again
 
 
 async def _restore(config: Config, salvage: Salvage) -> None:
@@ -168,6 +169,8 @@ class Daemon:
                 for task in done - {stopping}:  # only stop may end first: anything else is a bug to see
                     failure = None if task.cancelled() else task.exception()
                     log.error("daemon_task_ended", task=task.get_name(), error=repr(failure))
+                    self._outcome = Outcome.FAILED
+                stopping.cancel()
                 server.close()
                 for task in working:
                     task.cancel()

@@ -290,3 +290,24 @@ async def test_a_cancellation_swallowed_by_wait_for_is_raised_again() -> None:
     task.cancel()  # ...as the cancellation arrives
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 5)
+
+
+async def test_a_task_that_ends_on_its_own_stops_the_daemon_as_failed(
+    cloud: CloudPeer, docs: Docs, config_file: Path
+) -> None:
+    """Only a stop request may end the daemon's tasks; if one ends anyway (a bug), the daemon stops
+    cleanly, says which, and reports FAILED (exit 2) so its supervisor starts it again; never hangs."""
+    from agent.daemon import Outcome
+
+    await provision(cloud, docs)
+    device = InProcessDaemon(config_file)
+    await device.start()
+    await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
+    assert device._task is not None
+    with structlog.testing.capture_logs() as logged:
+        [session] = [t for t in asyncio.all_tasks() if t.get_name() == "session"]
+        session.cancel()  # nobody asked the daemon to stop
+        async with asyncio.timeout(10):
+            outcome = await device._task
+    assert outcome is Outcome.FAILED
+    assert {"event": "daemon_task_ended", "task": "session", "error": "None", "log_level": "error"} in logged
