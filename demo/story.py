@@ -206,7 +206,7 @@ async def over_mqtt(workdir: Path, cast: Cast) -> None:
                 f"   the cloud got: {alarm['type']} {alarm['kind']} seq {alarm['seq']}, "
                 f"held since {alarm['held_since']}"
             )
-            say(f"   state: {_state(cloud)}")
+            say(f"   state, as published when the renewal took effect (before the alarm left): {_state(cloud)}")
 
             say("\n13. The cloud issues a card for door-2, as a signed command; the device stores it and answers.")
             command = {
