@@ -4,13 +4,16 @@ the device reports."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from agent import control
+from tests.brokers import Broker
 from tests.cloud import CloudPeer
+from tests.daemons import ProcessDaemon
 from tests.support import DAY, DEVICE_ID, Claims, Keys, commercial_project, forge, svc
 
 
@@ -85,3 +88,24 @@ async def status_until(
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting on the daemon's status")
         await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def provisioned(broker: Broker, config_file: Path, docs: Docs) -> AsyncIterator[tuple[ProcessDaemon, CloudPeer]]:
+    """A daemon process in normal mode and the cloud watching it; the daemon is stopped on the way out."""
+    daemon = ProcessDaemon(config_file)
+    async with CloudPeer(broker) as cloud:
+        await provision(cloud, docs)
+        await daemon.start()
+        try:
+            await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
+            yield daemon, cloud
+        finally:
+            await daemon.stop()
+
+
+async def delivered(cloud: CloudPeer, answers: list[dict[str, Any]], docs: Docs) -> set[str]:
+    """Every event the device acknowledged, once they have all reached the cloud (gap repair included)."""
+    acked = acknowledged(answers)
+    await cloud.converge(acked, replay(docs))
+    return acked

@@ -13,10 +13,9 @@ import pytest
 from agent import control
 from agent.store import DB_NAME
 from tests.brokers import Broker
-from tests.cloud import CloudPeer
-from tests.daemons import ProcessDaemon, device_config, raise_burst, raise_event
+from tests.daemons import device_config, raise_burst, raise_event
 from tests.partition import Partition
-from tests.sync_support import Docs, acknowledged, mode_is, provision, replay, status_until
+from tests.sync_support import Docs, acknowledged, delivered, provisioned, status_until
 
 
 @pytest.fixture
@@ -32,24 +31,16 @@ async def test_broker_restarted_mid_stream(broker: Broker, tmp_path: Path, root_
     config_file = device_config(
         tmp_path / "device", broker, root_pem, mqtt={"reconnect_min": 0.5, "reconnect_max": 1.0}
     )
-    daemon = ProcessDaemon(config_file)
-    async with CloudPeer(broker) as cloud:
-        await provision(cloud, docs)
-        await daemon.start()
-        try:
-            await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
-            answers = await raise_burst(daemon.data_dir, 300)
-            stream = asyncio.create_task(raise_burst(daemon.data_dir, 600))
-            await broker.stop()
-            answers += await raise_burst(daemon.data_dir, 300)  # raised while the broker is down
-            await broker.start()
-            answers += await stream
-            answers += await raise_burst(daemon.data_dir, 300)
-            acked = acknowledged(answers)
-            assert len(acked) == 1500
-            await cloud.converge(acked, replay(docs))
-        finally:
-            await daemon.stop()
+    async with provisioned(broker, config_file, docs) as (daemon, cloud):
+        answers = await raise_burst(daemon.data_dir, 300)
+        stream = asyncio.create_task(raise_burst(daemon.data_dir, 600))
+        await broker.stop()
+        answers += await raise_burst(daemon.data_dir, 300)  # raised while the broker is down
+        await broker.start()
+        answers += await stream
+        answers += await raise_burst(daemon.data_dir, 300)
+        assert len(acknowledged(answers)) == 1500
+        acked = await delivered(cloud, answers, docs)
     cloud.assert_exactly_once(acked)
 
 
@@ -58,23 +49,15 @@ async def test_daemon_killed_mid_burst_and_restarted(
 ) -> None:
     """SIGKILL while a burst is being taken: everything acknowledged before the kill goes out once, no gap."""
     config_file = device_config(tmp_path / "device", broker, root_pem)
-    daemon = ProcessDaemon(config_file)
-    async with CloudPeer(broker) as cloud:
-        await provision(cloud, docs)
-        await daemon.start()
-        await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
+    async with provisioned(broker, config_file, docs) as (daemon, cloud):
         burst = asyncio.create_task(raise_burst(daemon.data_dir, 5000))
         await status_until(daemon.data_dir, lambda s: s["outbox"]["depth"] > 0 or len(cloud.events) > 500)
         await daemon.kill()
         answers = await burst
         assert 0 < len(acknowledged(answers)) < 5000, "the kill did not land in the middle of the burst"
         await daemon.start()
-        try:
-            answers += await raise_burst(daemon.data_dir, 200)
-            acked = acknowledged(answers)
-            await cloud.converge(acked, replay(docs))
-        finally:
-            await daemon.stop()
+        answers += await raise_burst(daemon.data_dir, 200)
+        acked = await delivered(cloud, answers, docs)
     cloud.assert_exactly_once(acked)
 
 
@@ -87,23 +70,15 @@ async def test_broker_gone_longer_than_the_keepalive(
         config_file = device_config(
             tmp_path / "device", broker, root_pem, mqtt={"keepalive": 5, "url": partition.url()}
         )
-        daemon = ProcessDaemon(config_file)
-        async with CloudPeer(broker) as cloud:
-            await provision(cloud, docs)
-            await daemon.start()
-            try:
-                await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
-                answers = await raise_burst(daemon.data_dir, 50)
-                await cloud.wait_until(lambda: len(cloud.events) == 50)
-                partition.cut()
-                await status_until(daemon.data_dir, lambda s: not s["connected"], seconds=30)
-                answers += await raise_burst(daemon.data_dir, 100)
-                partition.heal()
-                await status_until(daemon.data_dir, lambda s: s["connected"], seconds=30)
-                acked = acknowledged(answers)
-                await cloud.converge(acked, replay(docs))
-            finally:
-                await daemon.stop()
+        async with provisioned(broker, config_file, docs) as (daemon, cloud):
+            answers = await raise_burst(daemon.data_dir, 50)
+            await cloud.wait_until(lambda: len(cloud.events) == 50)
+            partition.cut()
+            await status_until(daemon.data_dir, lambda s: not s["connected"], seconds=30)
+            answers += await raise_burst(daemon.data_dir, 100)
+            partition.heal()
+            await status_until(daemon.data_dir, lambda s: s["connected"], seconds=30)
+            acked = await delivered(cloud, answers, docs)
     cloud.assert_exactly_once(acked)
     assert "mqtt_disconnected" in [e.get("event") for e in daemon.log_events()]
 
@@ -114,42 +89,31 @@ async def test_a_full_disk_refuses_low_priority_events_and_the_device_keeps_work
     """With the broker away and the database capped, health events are refused with a clear error; the
     daemon keeps running and deciding; once the broker is back everything acknowledged goes out."""
     config_file = device_config(tmp_path / "device", broker, root_pem, store={"max_bytes": 320 * 1024})
-    daemon = ProcessDaemon(config_file)
-    async with CloudPeer(broker) as cloud:
-        await provision(cloud, docs)
-        await daemon.start()
-        try:
-            await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
-            await broker.stop()
-            answers: list[dict[str, Any]] = []
-            refused = None
-            for i in range(5000):
-                answer = await raise_event(daemon.data_dir, "health", "telemetry", data={"pad": "x" * 1000, "i": i})
-                if not answer["ok"]:
-                    refused = answer["error"]
-                    break
-                answers.append(answer)
-            assert refused is not None, "the capped database never filled"
-            assert refused["code"] == "outbox_full"
-            assert "disk is full" in refused["message"]
-            decision = (
-                await control.request(
-                    daemon.data_dir, {"op": "check", "action": "issue_access", "subject": "door:door-1"}
-                )
-            )["decision"]
-            assert decision["allowed"] is True
-            assert daemon.process is not None
-            assert daemon.process.poll() is None
-            await broker.start()
-            acked = acknowledged(answers)
-            await cloud.converge(acked, replay(docs))
-            await status_until(daemon.data_dir, lambda s: s["outbox"]["depth"] == 0)
-            after = await raise_event(daemon.data_dir, "health", "telemetry", data={"after": True})
-            assert after["ok"], after
-            acked.add(after["event_id"])
-            await cloud.converge(acked, replay(docs))
-        finally:
-            await daemon.stop()
+    async with provisioned(broker, config_file, docs) as (daemon, cloud):
+        await broker.stop()
+        answers: list[dict[str, Any]] = []
+        refused = None
+        for i in range(5000):
+            answer = await raise_event(daemon.data_dir, "health", "telemetry", data={"pad": "x" * 1000, "i": i})
+            if not answer["ok"]:
+                refused = answer["error"]
+                break
+            answers.append(answer)
+        assert refused is not None, "the capped database never filled"
+        assert refused["code"] == "outbox_full"
+        assert "disk is full" in refused["message"]
+        decision = (
+            await control.request(daemon.data_dir, {"op": "check", "action": "issue_access", "subject": "door:door-1"})
+        )["decision"]
+        assert decision["allowed"] is True
+        assert daemon.process is not None
+        assert daemon.process.poll() is None
+        await broker.start()
+        await delivered(cloud, answers, docs)
+        await status_until(daemon.data_dir, lambda s: s["outbox"]["depth"] == 0)
+        answers.append(await raise_event(daemon.data_dir, "health", "telemetry", data={"after": True}))
+        assert answers[-1]["ok"], answers[-1]
+        acked = await delivered(cloud, answers, docs)
     cloud.assert_exactly_once(acked)
 
 
@@ -159,11 +123,7 @@ async def test_a_corrupt_database_is_quarantined_and_the_device_recovers(
     """A database that is not one any more is moved aside; a fresh one takes the retained documents again,
     and seq goes on from where it was (the sidecar), so the cloud sees no gap."""
     config_file = device_config(tmp_path / "device", broker, root_pem)
-    daemon = ProcessDaemon(config_file)
-    async with CloudPeer(broker) as cloud:
-        await provision(cloud, docs)
-        await daemon.start()
-        await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
+    async with provisioned(broker, config_file, docs) as (daemon, cloud):
         answers = await raise_burst(daemon.data_dir, 100)
         await cloud.wait_until(lambda: acknowledged(answers) <= set(cloud.events))
         code, _ = await daemon.stop()
@@ -173,14 +133,10 @@ async def test_a_corrupt_database_is_quarantined_and_the_device_recovers(
             leftover.unlink(missing_ok=True)
         database.write_bytes(b"\x00corrupted by the test\x00" * 2000)
         await daemon.start()
-        try:
-            await status_until(daemon.data_dir, lambda s: s["mode"] == "normal" and s["document"] is not None)
-            answers += await raise_burst(daemon.data_dir, 100)
-            acked = acknowledged(answers)
-            await cloud.converge(acked, replay(docs))
-            await cloud.wait_until(lambda: any(e["kind"] == "store_quarantined" for e in cloud.events.values()))
-        finally:
-            await daemon.stop()
+        await status_until(daemon.data_dir, lambda s: s["mode"] == "normal" and s["document"] is not None)
+        answers += await raise_burst(daemon.data_dir, 100)
+        acked = await delivered(cloud, answers, docs)
+        await cloud.wait_until(lambda: any(e["kind"] == "store_quarantined" for e in cloud.events.values()))
     assert list(daemon.data_dir.glob(f"{DB_NAME}.corrupt-*")), "the corrupt file was not kept aside"
     assert "store_quarantined" in [e.get("event") for e in daemon.log_events()]
     cloud.assert_exactly_once(acked)
