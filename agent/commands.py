@@ -16,11 +16,12 @@ away is always allowed), ``open_door`` (queued for the drivers).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.entitlements.documents import ID_PATTERN, CommandClaims, describe_validation_error
 from agent.entitlements.policy import Decision
@@ -62,12 +63,34 @@ class SiteSettings(_Args):
 
 
 class Credential(BaseModel):
-    """An access method for a door: its id and kind; any further fields are kept for the reader."""
+    """An access method for a door (agent/credentials.py uses it; docs/drivers.md).
+
+    ``value`` is what the reader reads (a PIN, a card number, a face template id, a QR payload, a BLE
+    key id); without it the reader must read the ``id``. It is stored only as its SHA-256. ``dynamic``
+    marks a dynamic QR code (accepted only while ``dynamic_qr`` is active); ``floors`` are the floors
+    the elevator enables for its holder. Any further fields are kept for the reader.
+    """
 
     model_config = ConfigDict(frozen=True, strict=True, extra="allow", defer_build=True)
 
     id: Id
     kind: Literal["pin", "card", "face", "qr", "ble"]
+    value: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    valid_from: AwareDatetime | None = None
+    valid_until: AwareDatetime | None = None
+    dynamic: bool = False
+    floors: Annotated[tuple[Id, ...], Field(max_length=64)] = ()
+
+    def stored(self) -> str:
+        """The body kept in the database: ``value`` replaced by its SHA-256 (a PIN is never on disk)."""
+        body = self.model_dump(mode="json", exclude={"value"})
+        body["value_sha256"] = value_digest(self.value if self.value is not None else self.id)
+        return json.dumps(body, separators=(",", ":"))
+
+
+def value_digest(value: str) -> str:
+    """How a credential's value is kept and looked up."""
+    return hashlib.sha256(value.encode()).hexdigest()
 
 
 class IssueArgs(_Args):
@@ -179,7 +202,7 @@ async def apply(tx: Transaction, claims: CommandClaims, effect: Effect, now: flo
             """INSERT INTO credentials (door, id, kind, body, issued_at) VALUES (?, ?, ?, ?, ?)
                ON CONFLICT (door, id) DO UPDATE SET kind = excluded.kind, body = excluded.body,
                  issued_at = excluded.issued_at""",
-            [(door, c.id, c.kind, c.model_dump_json(), now) for c in effect.issue.credentials],
+            [(door, c.id, c.kind, c.stored(), now) for c in effect.issue.credentials],
         )
     if effect.revoke is not None:
         if effect.revoke.door is None:

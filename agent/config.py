@@ -144,9 +144,26 @@ class StoreConfig(_Frozen):
 
 
 class DriversConfig(_Frozen):
-    """``[drivers]``: which hardware implementation to use."""
+    """``[drivers]``: the hardware and the timings of the local logic (docs/drivers.md)."""
 
     kind: Literal["simulated"] = "simulated"
+    relay_seconds: Annotated[int, Field(ge=1, le=60)] = 5  # how long a granted access keeps the door released
+    held_open_seconds: Annotated[int, Field(ge=5, le=3600)] = 30  # a door open longer than this raises held_open
+    debounce_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0  # the same MR01 alarm again within this: one
+    sensor_silence_seconds: Annotated[int, Field(ge=10, le=86_400)] = 300  # an MR01 quiet this long: sensor_offline
+    battery_low_percent: Annotated[int, Field(ge=1, le=99)] = 20
+    # MR01 frames over UDP (agent/drivers/mr01.py): "host:port" to listen on; port 0 picks a free one.
+    mr01_udp: str | None = None
+
+    @field_validator("mr01_udp")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"must be host:port, like 127.0.0.1:7700, not {value!r}")
+        return value
 
 
 # Top-level strings with a fixed format: the pattern, and what to tell the installer when it does not match.

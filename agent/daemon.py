@@ -27,15 +27,17 @@ from typing import Any, Final, cast
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent import sidecar
+from agent import sidecar, stimuli
 from agent.clock import ClockSource
 from agent.config import Config
 from agent.control import ControlError, ControlServer
 from agent.device import Device
+from agent.drivers.simulated import SimulatedOutputs
 from agent.entitlements import policy
 from agent.entitlements.notices import expiry_notices
 from agent.errors import BadRequest, StoreCorrupt, StoreFull
 from agent.events import GATED_ACTIONS, GATES, NewEvent, validate
+from agent.local import LocalSide
 from agent.outbox import Outbox, OutboxFull
 from agent.quarantine import Salvage, salvage_and_move
 from agent.store import Store
@@ -97,10 +99,11 @@ class Daemon:
         self._raised: set[str] = set()
         self._watched: tuple[Any, ...] | None = None
         self._restarting: asyncio.Task[None] | None = None
+        self.local = LocalSide(config, device, outbox, SimulatedOutputs())
         self.inbound = Inbound(
             device,
             outbox,
-            on_change=self._poke.set,
+            on_change=self._changed,
             on_resync=lambda: self.session.republish_state(force=True),
             on_restart=self._restart,
         )
@@ -142,11 +145,21 @@ class Daemon:
         daemon._raised = raised
         return daemon
 
+    def _changed(self) -> None:
+        self._poke.set()
+        self.local.changed()
+
     # -- running -------------------------------------------------------------------------------------
     async def serve(self) -> Outcome:
         """Run until :attr:`stop` is set; then stop cleanly and say how it ended."""
         control = ControlServer(
-            self.config.data_dir, {"raise": self._op_raise, "status": self._op_status, "check": self._op_check}
+            self.config.data_dir,
+            {
+                "raise": self._op_raise,
+                "status": self._op_status,
+                "check": self._op_check,
+                "simulate": self._op_simulate,
+            },
         )
         server = await control.start()
         await self._refresh_when_possible()  # enforce from the store before the first connection
@@ -163,6 +176,7 @@ class Daemon:
                 working = [
                     tasks.create_task(self.session.run(), name="session"),
                     tasks.create_task(self._housekeeping(), name="housekeeping"),
+                    tasks.create_task(self.local.run(), name="local"),
                 ]
                 stopping = tasks.create_task(self.stop.wait(), name="stop")
                 done, _ = await asyncio.wait([stopping, writer, *working], return_when=asyncio.FIRST_COMPLETED)
@@ -314,7 +328,17 @@ class Daemon:
             "evicted": dict(self.outbox.evicted),
         }
         status["connected"] = self.session.connected.is_set()
+        status["drivers"] = self.local.status()
         return {"status": status}
+
+    async def _op_simulate(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            stimulus = stimuli.parse(
+                request.get("kind"), request.get("source"), request.get("data", {}), self.device.clock.now()
+            )
+        except BadRequest as exc:
+            raise ControlError("bad_stimulus", str(exc)) from None
+        return await self.local.handle(stimulus)
 
     async def _op_check(self, request: dict[str, Any]) -> dict[str, Any]:
         action, subject = request.get("action"), request.get("subject")

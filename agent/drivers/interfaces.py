@@ -1,0 +1,119 @@
+"""What the agent needs from the hardware, as typing Protocols (docs/drivers.md).
+
+Two directions. *Inputs* (door contact, exit button, fire release, access reader, call panel,
+alarm inputs, MR01 sensor) turn into :class:`~agent.stimuli.Stimulus` values handed to the daemon;
+they have no methods the agent calls, only a source of stimuli. *Outputs* (door relay, indoor
+monitor, elevator controller and the premium-feature integrations) are called by the daemon with
+what :mod:`agent.reactions` decided. Every output call is one :class:`Action`, so what the device
+did can be printed, logged and compared in tests the same way, whichever implementation runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, Protocol
+
+from agent.stimuli import Stimulus
+
+
+class Action(NamedTuple):
+    """One call of an output driver: ``driver.op(**args)``."""
+
+    driver: str
+    op: str
+    args: Mapping[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"driver": self.driver, "op": self.op, "args": dict(self.args)}
+
+
+StimulusSink = Callable[[Stimulus], None]
+
+
+class DoorRelay(Protocol):
+    """Releases a door's lock."""
+
+    def open(self, door: str, seconds: int) -> None:
+        """Release ``door`` for ``seconds`` (it locks again by itself)."""
+
+
+class IndoorMonitor(Protocol):
+    """The screens inside apartments (and the front desk)."""
+
+    def ring(self, monitor: str, caller: str) -> None:
+        """Ring ``monitor`` for a call or an alarm from ``caller``."""
+
+    def show_notice(self, monitor: str, text: str) -> None:
+        """Show a notice (a parcel waiting, a sensor alarm)."""
+
+
+class CallRouter(Protocol):
+    """Where a visitor's call goes besides the indoor monitors: the app and the phone line."""
+
+    def ring_app(self, account: str, door: str) -> None:
+        """Ring the app of ``account``."""
+
+    def forward_landline(self, target: str, door: str) -> None:
+        """Forward the call to the phone of ``target`` (an account or apartment)."""
+
+
+class ElevatorController(Protocol):
+    def call(self, floors: tuple[str, ...], door: str) -> None:
+        """Call the lift to the door's floor with ``floors`` enabled."""
+
+
+class ThirdPartyLock(Protocol):
+    def unlock(self, lock: str) -> None:
+        """Open an iTec or Dormakaba lock."""
+
+
+class Camera(Protocol):
+    def stream(self, camera: str, to: str) -> None:
+        """Start a third-party camera's stream to ``to``."""
+
+
+class VideoStorage(Protocol):
+    def upload(self, clip: str) -> None:
+        """Upload a recording to the cloud's video storage."""
+
+
+class Booking(Protocol):
+    def confirm(self, booking: str, door: str) -> None:
+        """Let a booked amenity's holder in."""
+
+
+class InputSource(Protocol):
+    """Any input driver: it hands stimuli to the daemon until closed."""
+
+    async def start(self, sink: StimulusSink) -> None:
+        """Begin delivering stimuli to ``sink``."""
+
+    def close(self) -> None:
+        """Stop delivering."""
+
+
+class Outputs(Protocol):
+    """Every output the daemon drives, reached by driver name (``Action.driver``)."""
+
+    @property
+    def relay(self) -> DoorRelay: ...
+    @property
+    def monitor(self) -> IndoorMonitor: ...
+    @property
+    def calls(self) -> CallRouter: ...
+    @property
+    def elevator(self) -> ElevatorController: ...
+    @property
+    def lock(self) -> ThirdPartyLock: ...
+    @property
+    def camera(self) -> Camera: ...
+    @property
+    def storage(self) -> VideoStorage: ...
+    @property
+    def booking(self) -> Booking: ...
+
+
+def perform(outputs: Outputs, action: Action) -> None:
+    """Carry out ``action`` on ``outputs``."""
+    driver = getattr(outputs, action.driver)
+    getattr(driver, action.op)(**action.args)

@@ -1,0 +1,174 @@
+"""The daemon's hardware side: stimuli in, driver actions and events out (docs/drivers.md).
+
+:class:`LocalSide` keeps what :func:`agent.reactions.react` reads (the credential index, the site
+settings in effect, the hardware's short memory), runs each stimulus through it, performs the
+actions on the output drivers and queues the events in the outbox.
+
+Order at the door: the relay acts on the decision first, then the event is queued. A person at the
+door waits for the relay, not for an fsync (bench/bench_access.py); the door log is durable before
+``edge-agent simulate`` returns, and a crash in between loses at most that one log line, never a
+credential, a setting or an alarm. Remote ``open_door`` commands are the other way round (persisted
+with the command, acted on, then deleted with the door log in one transaction): at least once.
+
+Stimuli from drivers (the MR01 transport, the daemon's own timers) are taken from a queue by
+:meth:`run` without waiting for each event's fsync, so a burst shares group commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import structlog
+
+from agent.commands import effective_settings
+from agent.config import Config
+from agent.credentials import CredentialIndex
+from agent.device import Device
+from agent.drivers import mr01
+from agent.drivers.interfaces import Outputs, perform
+from agent.events import GATES, NewEvent
+from agent.outbox import Outbox, OutboxFull, Queued
+from agent.reactions import Context, LocalState, Reaction, react
+from agent.stimuli import Stimulus
+
+log = structlog.get_logger("agent.local")
+
+
+class LocalSide:
+    """Stimuli to actions and events, for one daemon."""
+
+    def __init__(self, config: Config, device: Device, outbox: Outbox, outputs: Outputs) -> None:
+        self._config, self._device, self._outbox, self.outputs = config, device, outbox, outputs
+        self.state = LocalState()
+        self.credentials = CredentialIndex()
+        self.settings: dict[str, Any] = {}
+        self._queue: asyncio.Queue[Stimulus] = asyncio.Queue()
+        self._stale = asyncio.Event()
+        self._stale.set()
+        self._pending: set[asyncio.Future[Queued]] = set()
+        self.handled = 0
+        self.mr01: mr01.Mr01Udp | None = None
+
+    # -- what reactions read -------------------------------------------------------------------------
+    def changed(self) -> None:
+        """Credentials, settings or door actions may have changed (a command or document was taken)."""
+        self._stale.set()
+
+    async def refresh(self) -> None:
+        """Reload the credential index and the settings; carry out remote door openings."""
+        ents = self._device.entitlements
+        async with self._device.store.transaction("DEFERRED") as tx:
+            self.credentials = await CredentialIndex.load(tx)
+            self.settings = await effective_settings(tx, ents.settings if ents else {}, ents.iat if ents else 0.0)
+            actions = await tx.fetchall("SELECT id, command_id, door, body FROM door_actions ORDER BY id")
+        for row_id, command_id, door, body in actions:
+            seconds = int(json.loads(body).get("seconds", self._config.drivers.relay_seconds))
+            self.outputs.relay.open(door, seconds)
+            now = self._device.clock.now()
+            self.state.door(door).released_until = now + seconds
+            event = NewEvent(
+                "door_log", "granted", None, {"door": door, "method": "remote", "command": command_id}, now
+            )
+            async with self._device.store.transaction() as tx:
+                await tx.execute("DELETE FROM door_actions WHERE id = ?", (row_id,))
+                await self._outbox.add_in(tx, [event])
+            log.info("door_opened_remotely", door=door, command_id=command_id)
+
+    def context(self) -> Context:
+        ents = self._device.entitlements
+        return Context(
+            decide=self._device.decide,
+            credentials=self.credentials,
+            settings=self.settings,
+            project_type=ents.project_type if ents else None,
+            doors=ents.doors if ents else (),
+            timing=self._config.drivers,
+        )
+
+    # -- handling ------------------------------------------------------------------------------------
+    def _react(self, stimulus: Stimulus) -> tuple[Reaction, list[asyncio.Future[Queued]]]:
+        reaction = react(stimulus, self.context(), self.state)
+        for action in reaction.actions:
+            perform(self.outputs, action)
+        loop = asyncio.get_running_loop()
+        for timer in reaction.timers:
+            loop.call_later(timer.delay, self.feed, timer.stimulus)
+        self.handled += 1
+        return reaction, [self._outbox.add(event) for event in reaction.events]
+
+    async def handle(self, stimulus: Stimulus) -> dict[str, Any]:
+        """React, perform, queue; return once the events are durable, with what was done and why."""
+        if self._stale.is_set():
+            self._stale.clear()
+            await self.refresh()
+        reaction, futures = self._react(stimulus)
+        queued: list[dict[str, Any]] = []
+        for event, future in zip(reaction.events, futures, strict=True):
+            try:
+                done = await future
+            except OutboxFull as exc:
+                queued.append({"type": event.type, "kind": event.kind, "error": str(exc)})
+                continue
+            gate = GATES.get(event.type)
+            held = gate is not None and gate in self._outbox.denied
+            queued.append(
+                {"type": event.type, "kind": event.kind, "seq": done.seq, "event_id": done.event_id, "held": held}
+            )
+        return {
+            "actions": [a.as_json() for a in reaction.actions],
+            "events": queued,
+            "decisions": reaction.decisions,
+            "notes": reaction.notes,
+        }
+
+    def feed(self, stimulus: Stimulus) -> None:
+        """A stimulus from a driver or a timer, handled by :meth:`run` (never blocks)."""
+        self._queue.put_nowait(stimulus)
+
+    def _settled(self, future: asyncio.Future[Queued]) -> None:
+        self._pending.discard(future)
+        if not future.cancelled() and (exc := future.exception()) is not None:
+            log.error("driver_event_not_queued", error=str(exc))
+
+    async def run(self) -> None:
+        """Listen on the configured transports and handle driver stimuli until cancelled."""
+        if self._config.drivers.mr01_udp is not None:
+            self.mr01 = await mr01.listen(self._config.drivers.mr01_udp, self.feed, self._device.clock.now)
+            log.info("mr01_listening", address=self._config.drivers.mr01_udp, port=self.mr01.port)
+        silence = max(1.0, self._config.drivers.sensor_silence_seconds / 4)
+        try:
+            while True:
+                if self._stale.is_set():
+                    self._stale.clear()
+                    await self.refresh()
+                try:
+                    async with asyncio.timeout(silence):
+                        stimulus = await self._queue.get()
+                except TimeoutError:
+                    stimulus = Stimulus("silence_check", None, {}, 0.0)
+                now = self._device.clock.now()
+                batch = [stimulus, *(self._queue.get_nowait() for _ in range(self._queue.qsize()))]
+                for item in batch:
+                    _, futures = self._react(item._replace(at=now) if item.kind in _TIMED else item)
+                    for future in futures:
+                        self._pending.add(future)
+                        future.add_done_callback(self._settled)
+                await asyncio.sleep(0)  # let the writer and the session run between batches
+        finally:
+            if self.mr01 is not None and self.mr01.transport is not None:
+                self.mr01.transport.close()
+
+    def status(self) -> dict[str, Any]:
+        """For ``edge-agent status``."""
+        return {
+            "kind": self._config.drivers.kind,
+            "credentials": len(self.credentials),
+            "stimuli_handled": self.handled,
+            "debounced": self.state.debounced,
+            "mr01": None if self.mr01 is None else {"port": self.mr01.port, **self.mr01.stats()},
+        }
+
+
+_TIMED = frozenset({"held_open_check", "silence_check"})  # their time is when they fire
