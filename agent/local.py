@@ -28,6 +28,7 @@ from agent.credentials import CredentialIndex
 from agent.device import Device
 from agent.drivers import mr01
 from agent.drivers.interfaces import Outputs, perform
+from agent.errors import StoreFull
 from agent.events import GATES, NewEvent
 from agent.outbox import Outbox, OutboxFull, Queued
 from agent.reactions import Context, LocalState, Reaction, react
@@ -46,7 +47,7 @@ class LocalSide:
         self.settings: dict[str, Any] = {}
         self._queue: asyncio.Queue[Stimulus] = asyncio.Queue()
         self._stale = asyncio.Event()
-        self._stale.set()
+        self.changed()  # load at the first chance, and carry out door openings persisted before a restart
         self._pending: set[asyncio.Future[Queued]] = set()
         self.handled = 0
         self.mr01: mr01.Mr01Udp | None = None
@@ -55,6 +56,7 @@ class LocalSide:
     def changed(self) -> None:
         """Credentials, settings or door actions may have changed (a command or document was taken)."""
         self._stale.set()
+        self._queue.put_nowait(_WAKE)  # run() refreshes at once: a remote opening must not wait
 
     async def refresh(self) -> None:
         """Reload the credential index and the settings; carry out remote door openings."""
@@ -75,6 +77,16 @@ class LocalSide:
                 await tx.execute("DELETE FROM door_actions WHERE id = ?", (row_id,))
                 await self._outbox.add_in(tx, [event])
             log.info("door_opened_remotely", door=door, command_id=command_id)
+
+    async def _refresh_if_stale(self) -> None:
+        if not self._stale.is_set():
+            return
+        self._stale.clear()
+        try:
+            await self.refresh()
+        except (StoreFull, OutboxFull) as exc:  # a full disk: act on what is loaded, try again on the next change
+            self._stale.set()
+            log.error("local_refresh_incomplete", error=str(exc))
 
     def context(self) -> Context:
         ents = self._device.entitlements
@@ -100,9 +112,7 @@ class LocalSide:
 
     async def handle(self, stimulus: Stimulus) -> dict[str, Any]:
         """React, perform, queue; return once the events are durable, with what was done and why."""
-        if self._stale.is_set():
-            self._stale.clear()
-            await self.refresh()
+        await self._refresh_if_stale()
         reaction, futures = self._react(stimulus)
         queued: list[dict[str, Any]] = []
         for event, future in zip(reaction.events, futures, strict=True):
@@ -140,17 +150,17 @@ class LocalSide:
         silence = max(1.0, self._config.drivers.sensor_silence_seconds / 4)
         try:
             while True:
-                if self._stale.is_set():
-                    self._stale.clear()
-                    await self.refresh()
                 try:
                     async with asyncio.timeout(silence):
                         stimulus = await self._queue.get()
                 except TimeoutError:
                     stimulus = Stimulus("silence_check", None, {}, 0.0)
+                await self._refresh_if_stale()
                 now = self._device.clock.now()
                 batch = [stimulus, *(self._queue.get_nowait() for _ in range(self._queue.qsize()))]
                 for item in batch:
+                    if item is _WAKE:
+                        continue
                     _, futures = self._react(item._replace(at=now) if item.kind in _TIMED else item)
                     for future in futures:
                         self._pending.add(future)
@@ -171,4 +181,5 @@ class LocalSide:
         }
 
 
+_WAKE = Stimulus("wake", None, {}, 0.0)  # not a stimulus: tells run() to refresh
 _TIMED = frozenset({"held_open_check", "silence_check"})  # their time is when they fire

@@ -252,7 +252,7 @@ def _call(s: Stimulus, ctx: Context, state: LocalState) -> Reaction:
     if s.data.get("opened"):
         _release(ctx, state, out, door, s.at)
         _event(out, s, "door_log", "granted", {"door": door, "method": "call", "rang": rang, "skipped": skipped})
-    elif ctx.settings.get("visitor_call_door_log", False):
+    elif ctx.settings.get("visitor_call_door_log", True):  # on unless the site turns it off
         _event(out, s, "door_log", "call_not_opened", {"door": door, "rang": rang, "skipped": skipped})
     return out
 

@@ -91,14 +91,17 @@ async def status_until(
 
 
 @contextlib.asynccontextmanager
-async def provisioned(broker: Broker, config_file: Path, docs: Docs) -> AsyncIterator[tuple[ProcessDaemon, CloudPeer]]:
-    """A daemon process in normal mode and the cloud watching it; the daemon is stopped on the way out."""
+async def provisioned(
+    broker: Broker, config_file: Path, docs: Docs, services: list[dict[str, Any]] | None = None, mode: str = "normal"
+) -> AsyncIterator[tuple[ProcessDaemon, CloudPeer]]:
+    """A daemon process holding ``services`` (PAID by default) in ``mode``, and the cloud watching it; the
+    daemon is stopped on the way out."""
     daemon = ProcessDaemon(config_file)
     async with CloudPeer(broker) as cloud:
-        await provision(cloud, docs)
+        await provision(cloud, docs, services)
         await daemon.start()
         try:
-            await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
+            await cloud.wait_until(lambda: mode_is(cloud, mode, 1))
             yield daemon, cloud
         finally:
             await daemon.stop()
