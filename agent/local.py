@@ -47,6 +47,7 @@ class LocalSide:
         self.settings: dict[str, Any] = {}
         self._queue: asyncio.Queue[Stimulus] = asyncio.Queue()
         self._stale = asyncio.Event()
+        self._refreshing = asyncio.Lock()
         self.changed()  # load at the first chance, and carry out door openings persisted before a restart
         self._pending: set[asyncio.Future[Queued]] = set()
         self.handled = 0
@@ -79,14 +80,16 @@ class LocalSide:
             log.info("door_opened_remotely", door=door, command_id=command_id)
 
     async def _refresh_if_stale(self) -> None:
-        if not self._stale.is_set():
-            return
-        self._stale.clear()
-        try:
-            await self.refresh()
-        except (StoreFull, OutboxFull) as exc:  # a full disk: act on what is loaded, try again on the next change
-            self._stale.set()
-            log.error("local_refresh_incomplete", error=str(exc))
+        # Under a lock: a stimulus must not be judged on the old index while a reload is under way.
+        async with self._refreshing:
+            if not self._stale.is_set():
+                return
+            self._stale.clear()
+            try:
+                await self.refresh()
+            except (StoreFull, OutboxFull) as exc:  # a full disk: act on what is loaded, retry on the next change
+                self._stale.set()
+                log.error("local_refresh_incomplete", error=str(exc))
 
     def context(self) -> Context:
         ents = self._device.entitlements
@@ -155,9 +158,9 @@ class LocalSide:
                         stimulus = await self._queue.get()
                 except TimeoutError:
                     stimulus = Stimulus("silence_check", None, {}, 0.0)
-                await self._refresh_if_stale()
-                now = self._device.clock.now()
                 batch = [stimulus, *(self._queue.get_nowait() for _ in range(self._queue.qsize()))]
+                await self._refresh_if_stale()  # after taking the batch: no wake-up is taken without its refresh
+                now = self._device.clock.now()
                 for item in batch:
                     if item is _WAKE:
                         continue

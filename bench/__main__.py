@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from agent import logs
-from bench import bench_backlog, bench_check_cli, bench_decision, bench_intake, bench_outbox
+from bench import bench_access, bench_backlog, bench_check_cli, bench_decision, bench_intake, bench_outbox
 from bench.common import Result, report
 
 BENCHES = {
@@ -14,6 +14,7 @@ BENCHES = {
     "check": bench_check_cli.run,
     "outbox": bench_outbox.run,
     "backlog": bench_backlog.run,
+    "access": bench_access.run,
 }
 
 

@@ -24,7 +24,7 @@ class Result:
     ours_seconds: float
     ratio: float
     goal: str  # e.g. "<= 3.0" (ours / floor) or "info"
-    unit: str = "s"  # what floor_seconds and ours_seconds measure: seconds, or "B" for bytes
+    unit: str = "s"  # what floor_seconds and ours_seconds measure: seconds, "B" for bytes, "n" a count
 
     @property
     def met(self) -> bool | None:
@@ -72,6 +72,8 @@ def interleaved(
 def _human(value: float, unit: str = "s") -> str:
     if unit == "B":
         return f"{value / 2**20:.1f} MiB"
+    if unit == "n":
+        return f"{value:,.0f}"
     return _seconds(value)
 
 
