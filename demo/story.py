@@ -24,6 +24,7 @@ from agent.entitlements import jws, policy
 from agent.entitlements.jws import key_thumbprint
 from agent.entitlements.notices import expiry_notices
 from agent.errors import DocumentRefused
+from agent.stimuli import Stimulus
 from agent.timefmt import to_rfc3339
 from cloud_stub import broker as embedded_broker
 from cloud_stub.issuer import Issuer, service
@@ -216,11 +217,21 @@ async def over_mqtt(workdir: Path, cast: Cast) -> None:
                 "seq": 1,
                 "id": "cmd-1",
                 "op": "issue_credentials",
-                "args": {"door": "door-2", "credentials": [{"id": "card-7", "kind": "card", "number": "0xA1B2C3"}]},
+                "args": {"door": "door-2", "credentials": [{"id": "card-7", "kind": "card", "value": "A1B2C3"}]},
             }
             await cloud.publish("commands", jws.sign(issuer.signing, "command", command))
             await cloud.wait_until(lambda: "cmd-1" in cloud.replies, what="the reply")
             say(f"   reply: {json.dumps(cloud.replies['cmd-1'][0])}")
+
+            say("\n14. A resident holds card-7 to door-2's reader; then someone tries a card the device does not hold.")
+            for value in ("A1B2C3", "FFFF00"):
+                stimulus = Stimulus("card", None, {"door": "door-2", "value": value}, daemon.device.clock.now())
+                done = await daemon.local.handle(stimulus)
+                actions = ", ".join(f"{a['driver']}.{a['op']}({a['args']['door']})" for a in done["actions"])
+                say(f"   {'; '.join(done['notes'])}{f' -> {actions}' if actions else ''}")
+            await cloud.wait_until(lambda: len(_events(cloud, "granted")) + len(_events(cloud, "denied")) >= 2)
+            for log_entry in _events(cloud, "granted") + _events(cloud, "denied"):
+                say(f"   the cloud got: door_log {log_entry['kind']} {json.dumps(log_entry['data'])}")
         daemon.stop.set()
         await serving
     finally:

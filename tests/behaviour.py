@@ -1,0 +1,100 @@
+"""The table of docs/drivers.md "What the device does, by state": each stimulus run through the real
+local logic (agent/reactions.py) in each mode, so the documentation cannot drift from the code.
+
+``python -m tests.behaviour --write`` rewrites the table in place; tests/test_docs.py checks that it
+is current.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from agent.config import DriversConfig
+from agent.entitlements.policy import decide
+from agent.events import GATES
+from agent.reactions import Context, LocalState, react
+from agent.stimuli import parse
+from tests.support import DAY, T0, commercial_project, holdings, svc
+from tests.test_reactions import CREDENTIALS
+
+DOC = Path(__file__).parent.parent / "docs" / "drivers.md"
+BEGIN, END = "<!-- behaviour table: begin -->", "<!-- behaviour table: end -->"
+
+PAID = [
+    svc("door", "door:door-2"),
+    svc("personnel_app", "account:a-1"),
+    svc("sensor_call_alert"),
+    svc("elevator_control"),
+    svc("dynamic_qr"),
+]
+# mode -> (services, days after T0); a commercial project with doors door-1 (free) and door-2
+MODES: dict[str, tuple[list[dict[str, Any]] | None, float]] = {
+    "normal": (PAID, 0),
+    "limited (a door lapsed)": ([svc("door", "door:door-2", days=-1), *PAID[1:]], 0),
+    "document expired": (PAID, 45),
+    "unprovisioned": (None, 0),
+}
+STIMULI: list[tuple[str, str, dict[str, Any], str | None]] = [
+    ("card held for the door", "card", {"door": "door-1", "value": "04A1B2"}, None),
+    ("card not held", "card", {"door": "door-1", "value": "FFFF"}, None),
+    ("dynamic QR code", "qr", {"door": "door-1", "value": "dyn-qr"}, None),
+    ("exit button", "exit_button", {"door": "door-1"}, None),
+    ("fire release", "fire_release", {}, None),
+    ("door opened without a release", "door_open", {"door": "door-1"}, None),
+    ("tamper", "tamper", {"door": "door-1"}, None),
+    ("emergency", "emergency", {}, None),
+    ("visitor call to an app account", "call", {"door": "door-1", "accounts": ["a-1"]}, None),
+    ("MR01 fall", "fall", {}, "mr01-a"),
+    ("MR01 bed exit", "bed_exit", {}, "mr01-a"),
+    ("MR01 low battery", "battery", {"percent": 9}, "mr01-a"),
+    ("elevator call", "elevator", {"door": "door-1", "floors": ["5"]}, None),
+]
+
+
+def _cell(
+    services: list[dict[str, Any]] | None, days: float, kind: str, data: dict[str, Any], source: str | None
+) -> str:
+    ents = holdings(commercial_project(), services) if services is not None else None
+    now = T0 + days * DAY
+    ctx = Context(
+        decide=lambda action, subject: decide(ents, now, action, subject),
+        credentials=CREDENTIALS,
+        settings={},
+        project_type=ents.project_type if ents else None,
+        doors=ents.doors if ents else ("door-1", "door-2"),
+        timing=DriversConfig(),
+    )
+    reaction = react(parse(kind, source, data, now), ctx, LocalState())
+    parts = [f"{a.driver}.{a.op}" for a in reaction.actions]
+    for event in reaction.events:
+        gate = GATES.get(event.type)
+        held = gate is not None and not decide(ents, now, gate).allowed
+        text = f"{event.type} {event.kind}" + (" **held**" if held else "")
+        if event.type == "door_log" and "reason" in event.data:
+            text += f" ({event.data['reason']})"
+        parts.append(text)
+    return ", ".join(parts) or "nothing"
+
+
+def table() -> str:
+    lines = ["| stimulus | " + " | ".join(MODES) + " |", "| --- |" + " --- |" * len(MODES)]
+    for label, kind, data, source in STIMULI:
+        cells = [_cell(services, days, kind, data, source) for services, days in MODES.values()]
+        lines.append(f"| {label} (`{kind}`) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def rendered(text: str) -> str:
+    """``text`` with the table between the markers replaced by the current one."""
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    return f"{head}{BEGIN}\n{table()}\n{END}{tail}"
+
+
+if __name__ == "__main__":
+    if "--write" in sys.argv:
+        DOC.write_text(rendered(DOC.read_text()))
+    else:
+        print(table())
