@@ -17,18 +17,11 @@ from agent.events import GATES
 from agent.reactions import Context, LocalState, react
 from agent.stimuli import parse
 from tests.support import DAY, T0, commercial_project, holdings, svc
-from tests.test_reactions import CREDENTIALS
+from tests.test_reactions import CREDENTIALS, PAID
 
 DOC = Path(__file__).parent.parent / "docs" / "drivers.md"
 BEGIN, END = "<!-- behaviour table: begin -->", "<!-- behaviour table: end -->"
 
-PAID = [
-    svc("door", "door:door-2"),
-    svc("personnel_app", "account:a-1"),
-    svc("sensor_call_alert"),
-    svc("elevator_control"),
-    svc("dynamic_qr"),
-]
 # mode -> (services, days after T0); a commercial project with doors door-1 (free) and door-2
 MODES: dict[str, tuple[list[dict[str, Any]] | None, float]] = {
     "normal": (PAID, 0),
