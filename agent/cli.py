@@ -202,6 +202,11 @@ def run(config_file: str | None) -> None:
         _fail(f"error: {exc}")
     if outcome is daemon.Outcome.RESTART:
         daemon.restart_in_place()
+    if outcome is daemon.Outcome.REBOOT:
+        from firmware.engine import EXIT_REBOOT
+
+        click.echo(f"edge-agent: rebooting into the new firmware slot (exit {EXIT_REBOOT})", err=True)
+        sys.exit(EXIT_REBOOT)
     if outcome is daemon.Outcome.FAILED:
         _fail("error: a daemon task ended unexpectedly (see the daemon_task_ended log event)")
 

@@ -166,6 +166,23 @@ class DriversConfig(_Frozen):
         return value
 
 
+class FirmwareConfig(_Frozen):
+    """``[firmware]``: the upgrade engine (docs/firmware.md)."""
+
+    max_size: Annotated[int, Field(ge=1)] = 512 * 1024 * 1024  # a job with a larger image is refused
+    stall_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0  # no byte for this long: try again
+    deadline_seconds: Annotated[float, Field(gt=0)] = 3600.0  # the whole download
+    attempts: Annotated[int, Field(ge=1, le=100)] = 5
+    health_deadline_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0  # reach the broker within this
+    health_command: tuple[str, ...] | None = None  # a local check: exit 0 healthy (argv, no shell)
+    ca_file: Path | None = None  # for https image URLs; default: the system's CAs
+
+    @field_validator("ca_file")
+    @classmethod
+    def _paths(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _relative_to_config(value, info)
+
+
 # Top-level strings with a fixed format: the pattern, and what to tell the installer when it does not match.
 _FORMATS: Final = {
     "device_id": (r"[0-9a-f]{12}", "the MAC as 12 lowercase hex digits without separators"),
@@ -186,6 +203,7 @@ class Config(_Frozen):
     outbox: OutboxConfig = OutboxConfig()
     store: StoreConfig = StoreConfig()
     drivers: DriversConfig = DriversConfig()
+    firmware: FirmwareConfig = FirmwareConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator(*_FORMATS)

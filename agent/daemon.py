@@ -46,10 +46,10 @@ from agent.sync.session import Session
 from agent.sync.state import StateReport
 from agent.sync.topics import Topics
 from agent.timefmt import to_rfc3339
+from firmware.engine import Engine, firmware_settings
 
 log = structlog.get_logger("agent.daemon")
 
-SLOT: Final = "a"  # the firmware slot the agent runs from, until the A/B engine reports its own
 RAISABLE: Final = frozenset({"alarm", "sensor", "call_alert", "door_log", "health"})  # by drivers, locally
 _STOP_SECONDS: Final = 3.0
 _CLOCK_EVERY: Final = 60.0
@@ -62,6 +62,7 @@ class Outcome(Enum):
     STOPPED = "stopped"
     RESTART = "restart"
     FAILED = "failed"  # a task ended on its own: a bug; the supervisor starts the daemon again
+    REBOOT = "reboot"  # a firmware slot is to be booted: exit EXIT_REBOOT, the supervisor starts us again
 
 
 async def _restore(config: Config, salvage: Salvage) -> None:
@@ -110,6 +111,17 @@ class Daemon:
         self.session = Session(
             config, self.topics, handle=self.inbound.handle, outbox=outbox, state=self._state, clock=device.clock
         )
+        self.firmware = Engine(
+            firmware_settings(config),
+            device.store,
+            outbox,
+            device.clock.now,
+            config.data_dir,
+            connected=self.session.connected,
+            on_change=self.session.republish_state,
+            on_reboot=self._reboot,
+        )
+        self.inbound.on_firmware = self.firmware.admit_in
 
     @classmethod
     async def open(cls, config: Config, roots: tuple[Ed25519PublicKey, ...], source: ClockSource) -> Daemon:
@@ -145,6 +157,10 @@ class Daemon:
         daemon._raised = raised
         return daemon
 
+    def _reboot(self) -> None:
+        self._outcome = Outcome.REBOOT
+        self.stop.set()
+
     def _changed(self) -> None:
         self._poke.set()
         self.local.changed()
@@ -162,6 +178,8 @@ class Daemon:
             },
         )
         server = await control.start()
+        self.firmware.boot()  # what the bootloader chose is what runs: a pending try is spent now
+        await self.firmware.resume()
         await self._refresh_when_possible()  # enforce from the store before the first connection
         log.info(
             "daemon_started",
@@ -177,6 +195,7 @@ class Daemon:
                     tasks.create_task(self.session.run(), name="session"),
                     tasks.create_task(self._housekeeping(), name="housekeeping"),
                     tasks.create_task(self.local.run(), name="local"),
+                    tasks.create_task(self.firmware.run(), name="firmware"),
                 ]
                 stopping = tasks.create_task(self.stop.wait(), name="stop")
                 done, _ = await asyncio.wait([stopping, writer, *working], return_when=asyncio.FIRST_COMPLETED)
@@ -288,8 +307,8 @@ class Daemon:
         return StateReport(
             device_id=self.config.device_id,
             model=self.config.model,
-            firmware_version=self.config.firmware_version,
-            slot=SLOT,
+            firmware_version=self.firmware.running_version,
+            slot=self.firmware.running_slot,
             seq=ents.seq if ents else None,
             exp=ents.exp if ents else None,
             mode=policy.mode(ents, now),
@@ -329,6 +348,7 @@ class Daemon:
         }
         status["connected"] = self.session.connected.is_set()
         status["drivers"] = self.local.status()
+        status["firmware"] = await self.firmware.status()
         return {"status": status}
 
     async def _op_simulate(self, request: dict[str, Any]) -> dict[str, Any]:

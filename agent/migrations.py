@@ -110,6 +110,19 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             raised_at REAL NOT NULL
         )""",
     ),
+    # 3: firmware jobs and their state (firmware/machine.py); one row per job, the history kept.
+    (
+        """CREATE TABLE firmware_jobs (
+            job_id TEXT PRIMARY KEY,
+            seq INTEGER NOT NULL,          -- the firmware-job document's seq
+            state TEXT NOT NULL,           -- firmware/machine.py State
+            claims TEXT NOT NULL,          -- the verified job, JSON
+            target TEXT,                   -- the slot it installs into, once chosen
+            transitions INTEGER NOT NULL,  -- how many; a cap catches loops
+            reason TEXT,                   -- why it failed, was refused or rolled back
+            updated REAL
+        )""",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

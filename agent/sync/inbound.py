@@ -13,14 +13,14 @@ outcome could not be made durable (a full disk), so that the broker delivers it 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import structlog
 
 from agent import commands
 from agent.device import Accepted, Device
-from agent.entitlements.documents import COMMAND, FIRMWARE_JOB, CommandClaims
+from agent.entitlements.documents import COMMAND, FIRMWARE_JOB, CommandClaims, FirmwareJobClaims
 from agent.entitlements.intake import Verified
 from agent.errors import DocumentRefused, StoreFull
 from agent.events import NewEvent
@@ -49,6 +49,8 @@ class Inbound:
         self._on_change = on_change
         self._on_resync = on_resync
         self._on_restart = on_restart
+        # Firmware jobs are judged in the transaction that stores them (firmware/engine.py); set by the daemon.
+        self.on_firmware: Callable[[Transaction, FirmwareJobClaims], Awaitable[None]] | None = None
 
     async def handle(self, typ: str, payload: bytes) -> bool:
         """Take one message of document type ``typ``; whether it may be acknowledged."""
@@ -58,6 +60,8 @@ class Inbound:
         try:
             if typ == COMMAND:
                 outcome = await self._command(payload)
+            elif typ == FIRMWARE_JOB and self.on_firmware is not None:
+                outcome = await self._firmware(payload, self.on_firmware)
             else:
                 outcome = await self._device.accept(payload, typ)
         except DocumentRefused as refused:
@@ -69,6 +73,14 @@ class Inbound:
         if isinstance(outcome, Accepted):
             self._on_change()
         return True
+
+    async def _firmware(
+        self, payload: bytes, admit: Callable[[Transaction, FirmwareJobClaims], Awaitable[None]]
+    ) -> Accepted | Any:
+        async def also(verified: Verified, tx: Transaction) -> None:
+            await admit(tx, cast(FirmwareJobClaims, verified.claims))
+
+        return await self._device.accept(payload, FIRMWARE_JOB, also=also)
 
     async def _command(self, payload: bytes) -> Accepted | Any:
         done: dict[str, commands.Plan] = {}

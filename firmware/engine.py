@@ -1,0 +1,498 @@
+"""The upgrade engine: firmware-job documents in, the state machine of ``firmware/machine.py`` run
+against a downloader, the slots and the bootloader, every transition persisted with its event.
+
+Theory of operation. A verified ``firmware-job`` is judged by :func:`admit` (pure) in the
+transaction that stores the document: refused (``wrong_model``, ``downgrade``, ``too_large``,
+``busy``, ``too_late``, ``unknown_job``: a ``firmware`` ``rejected`` event), a new job (``pending``),
+an edit of the pending one, or a cancel. :meth:`Engine.run` then drives the one active job through
+the table: each step persists its state (and queues its event) *before* doing what the state names;
+on start, :meth:`Engine.resume` applies the resume table to whatever was persisted, knowing which
+slot the bootloader just booted. Installing ends with the daemon exiting with
+:data:`EXIT_REBOOT`; its supervisor starts it again, which is the reboot. Upgrades are never gated
+by billing (DOMAIN.md: a lapsed device still takes security fixes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final, NamedTuple
+
+import structlog
+
+from agent.entitlements.documents import FirmwareJobClaims
+from agent.events import NewEvent
+from agent.outbox import Outbox
+from agent.store import Store, Transaction
+from firmware import machine
+from firmware.download import DownloadError, fetch
+from firmware.machine import CANCELLABLE, TERMINAL, State
+from firmware.slots import FileBootloader, FileSlot, sha256_file
+from firmware.version import newer
+
+log = structlog.get_logger("firmware.engine")
+
+EXIT_REBOOT: Final = 75  # the daemon exits with this to boot the other slot; its supervisor restarts it
+
+
+class Settings(NamedTuple):
+    """What the engine needs of the agent's config (``[firmware]``)."""
+
+    model: str
+    base_version: str  # the version of slot a before any upgrade (the config's firmware_version)
+    max_size: int
+    stall_seconds: float
+    deadline_seconds: float
+    attempts: int
+    health_deadline_seconds: float
+    health_command: tuple[str, ...] | None
+    ca_file: Path | None
+
+
+class Job(NamedTuple):
+    job_id: str
+    seq: int
+    state: State
+    claims: dict[str, Any]
+    target: str | None
+    transitions: int
+    reason: str | None
+
+    @property
+    def version(self) -> str:
+        return str(self.claims.get("version"))
+
+
+class Verdict(NamedTuple):
+    """What to do with a verified job document."""
+
+    action: str  # "new", "edit", "cancel", "reject"
+    reason: str | None = None
+    detail: str = ""
+    replaces: Job | None = None
+
+
+def admit(claims: FirmwareJobClaims, *, model: str, running: str, max_size: int, active: Job | None) -> Verdict:
+    """Judge a verified job document against what runs and what is under way. Pure."""
+    if claims.cancel:
+        if active is None or active.job_id != claims.job_id:
+            return Verdict("reject", "unknown_job", f"no job {claims.job_id} is under way")
+        if active.state not in CANCELLABLE:
+            return Verdict("reject", "too_late", f"job {claims.job_id} is already {active.state.value}")
+        return Verdict("cancel", replaces=active)
+    assert claims.model is not None
+    assert claims.version is not None
+    assert claims.size is not None
+    if claims.model != model:
+        return Verdict("reject", "wrong_model", f"the job is for {claims.model}; this device is a {model}")
+    if not claims.allow_downgrade and not newer(claims.version, running):
+        return Verdict("reject", "downgrade", f"{claims.version} is not newer than {running}, the version running")
+    if claims.size > max_size:
+        return Verdict("reject", "too_large", f"{claims.size} bytes is over this device's cap of {max_size}")
+    if active is not None:
+        if active.state not in CANCELLABLE:
+            return Verdict("reject", "busy", f"job {active.job_id} is {active.state.value}")
+        return Verdict("edit" if active.job_id == claims.job_id else "new", replaces=active)
+    return Verdict("new")
+
+
+def _row(row: tuple[Any, ...]) -> Job:
+    job_id, seq, state, claims, target, transitions, reason = row
+    return Job(job_id, seq, State(state), json.loads(claims), target, transitions, reason)
+
+
+async def active_job(tx: Transaction) -> Job | None:
+    """The job under way, if any."""
+    row = await tx.fetchone(
+        "SELECT job_id, seq, state, claims, target, transitions, reason FROM firmware_jobs"
+        " WHERE state NOT IN (?, ?, ?, ?) ORDER BY seq DESC LIMIT 1",
+        tuple(s.value for s in TERMINAL),
+    )
+    return _row(row) if row else None
+
+
+async def last_job(tx: Transaction) -> Job | None:
+    """The most recent job, finished or not."""
+    row = await tx.fetchone(
+        "SELECT job_id, seq, state, claims, target, transitions, reason FROM firmware_jobs"
+        " ORDER BY seq DESC, rowid DESC LIMIT 1"
+    )
+    return _row(row) if row else None
+
+
+class Engine:
+    """Runs firmware jobs for one daemon."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        outbox: Outbox,
+        now: Callable[[], float],
+        data_dir: Path,
+        *,
+        connected: asyncio.Event,
+        on_change: Callable[[], None],
+        on_reboot: Callable[[], None],
+    ) -> None:
+        self._settings, self._store, self._outbox, self._now = settings, store, outbox, now
+        self._dir = data_dir / "firmware"
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self.bootloader = FileBootloader(data_dir / "slots")
+        self._connected, self._on_change, self._on_reboot = connected, on_change, on_reboot
+        self._wake = asyncio.Event()
+        self.job: Job | None = None
+        self.progress: int | None = None
+
+    # -- what runs ---------------------------------------------------------------------------------
+    def slot(self, name: str) -> FileSlot:
+        return FileSlot(self.bootloader.directory, name)
+
+    @property
+    def running_slot(self) -> str:
+        return self.bootloader.booted()
+
+    @property
+    def running_version(self) -> str:
+        return self.slot(self.running_slot).version() or self._settings.base_version
+
+    def boot(self) -> str:
+        """What the bootloader does at power-on: choose the slot (spending a pending try)."""
+        chosen = self.bootloader.boot()
+        log.info("firmware_booted", slot=chosen, version=self.running_version)
+        return chosen
+
+    # -- admission (inside the document's transaction) ---------------------------------------------
+    async def admit_in(self, tx: Transaction, claims: FirmwareJobClaims) -> None:
+        active = await active_job(tx)
+        verdict = admit(
+            claims,
+            model=self._settings.model,
+            running=self.running_version,
+            max_size=self._settings.max_size,
+            active=active,
+        )
+        data = {"job_id": claims.job_id, "version": claims.version}
+        now = self._now()
+        if verdict.action == "reject":
+            log.warning("firmware_job_refused", job_id=claims.job_id, reason=verdict.reason, detail=verdict.detail)
+            event = NewEvent(
+                "firmware", "rejected", "firmware", {**data, "reason": verdict.reason, "detail": verdict.detail}, now
+            )
+            await self._outbox.add_in(tx, [event])
+            return
+        if verdict.replaces is not None:
+            old = verdict.replaces
+            happened = "cancel" if verdict.action == "cancel" else "edited" if verdict.action == "edit" else "replaced"
+            extra = {} if verdict.action == "cancel" else {"replaced_by": claims.seq}
+            await self._move_in(tx, old, happened, extra)
+        if verdict.action in ("new", "edit"):
+            body = claims.model_dump(mode="json")
+            if verdict.action == "edit":
+                await tx.execute("DELETE FROM firmware_jobs WHERE job_id = ?", (claims.job_id,))
+            await tx.execute(
+                "INSERT INTO firmware_jobs (job_id, seq, state, claims, target, transitions, reason, updated)"
+                " VALUES (?, ?, ?, ?, NULL, 0, NULL, ?)",
+                (claims.job_id, claims.seq, State.PENDING.value, json.dumps(body), now),
+            )
+            at = body.get("at")
+            await self._outbox.add_in(tx, [NewEvent("firmware", "pending", "firmware", {**data, "at": at}, now)])
+            log.info("firmware_job_pending", job_id=claims.job_id, version=claims.version, at=at)
+        self._wake.set()
+
+    # -- transitions -------------------------------------------------------------------------------
+    async def _move_in(self, tx: Transaction, job: Job, happened: str, data: dict[str, Any] | None = None) -> Job:
+        state = machine.step(job.state, happened)
+        transitions = job.transitions + 1
+        reason = (data or {}).get("reason")
+        if transitions > machine.MAX_TRANSITIONS:
+            state, reason = State.FAILED, "transition_loop"
+        await tx.execute(
+            "UPDATE firmware_jobs SET state = ?, transitions = ?, reason = ?, target = ?, updated = ? WHERE job_id = ?",
+            (state.value, transitions, reason, job.target, self._now(), job.job_id),
+        )
+        event = {"job_id": job.job_id, "version": job.version, **(data or {})}
+        if reason is not None:
+            event["reason"] = reason
+        await self._outbox.add_in(tx, [NewEvent("firmware", state.value, "firmware", event, self._now())])
+        log.info("firmware_transition", job_id=job.job_id, state=state.value, happened=happened, reason=reason)
+        return job._replace(state=state, transitions=transitions, reason=reason)
+
+    async def _move(
+        self,
+        job: Job,
+        happened: str,
+        data: dict[str, Any] | None = None,
+        *,
+        also: Callable[[Transaction], Any] | None = None,
+    ) -> Job:
+        async with self._store.transaction() as tx:
+            if also is not None:
+                await also(tx)  # first: what it does may be told in the event (data is shared)
+            moved = await self._move_in(tx, job, happened, data)
+        self.job = moved
+        self._on_change()
+        return moved
+
+    async def _active(self) -> Job | None:
+        async with self._store.transaction("DEFERRED") as tx:
+            self.job = await active_job(tx)
+        return self.job
+
+    # -- start -------------------------------------------------------------------------------------
+    async def resume(self) -> None:
+        """Apply the resume table to what was persisted, given the slot just booted."""
+        job = await self._active()
+        if job is None or job.target is None or job.state not in (State.INSTALLING, State.REBOOTING, State.COMMITTING):
+            return
+        booted = self.running_slot
+        if booted == job.target:
+            if job.state in (State.INSTALLING, State.REBOOTING):
+                await self._move(job, "booted_new", {"slot": booted})
+        elif job.state in (State.REBOOTING, State.COMMITTING):
+            # The try was spent and the bootloader went back to the old slot: the new one never committed.
+            await self._move(job, "booted_old", {"slot": booted, "reason": "not_committed"})
+        # INSTALLING on the old slot: the install is done again by run()
+
+    # -- running -----------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Drive the active job until cancelled; after asking for a reboot, wait to be stopped."""
+        while True:
+            self._wake.clear()
+            job = await self._active()
+            if job is None:
+                await self._wake.wait()
+                continue
+            if job.state is State.PENDING:
+                at = job.claims.get("at")
+                due = _epoch(at) if at else None
+                if due is not None and self._now() < due:
+                    await self._sleep(min(due - self._now(), 60.0))
+                    continue
+                await self._move(job, "due")
+            elif job.state is State.DOWNLOADING:
+                await self._supervised(job, self._download(job))
+            elif job.state is State.VERIFYING:
+                await self._supervised(job, self._verify(job))
+            elif job.state is State.INSTALLING:
+                if await self._install(job):
+                    self._on_reboot()
+                    await asyncio.Event().wait()  # the daemon stops us
+            elif job.state is State.COMMITTING:
+                if not await self._commit(job):
+                    self._on_reboot()
+                    await asyncio.Event().wait()
+            else:  # REBOOTING found by run(): the reboot has not happened yet
+                self._on_reboot()
+                await asyncio.Event().wait()
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+
+    async def _supervised(self, job: Job, work: Any) -> None:
+        """Run a step that a cancel or a newer job may call off (it is cancelled when the job changes)."""
+        task = asyncio.ensure_future(work)
+        while not task.done():
+            waker = asyncio.ensure_future(self._wake.wait())
+            await asyncio.wait([task, waker], return_when=asyncio.FIRST_COMPLETED)
+            waker.cancel()
+            if not task.done():
+                self._wake.clear()
+                current = await self._active()
+                if current is None or current.job_id != job.job_id or current.state is not job.state:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                    log.info("firmware_step_called_off", job_id=job.job_id, state=job.state.value)
+                    return
+        task.result()
+
+    def _image(self, job: Job) -> Path:
+        return self._dir / f"{job.job_id}.img"
+
+    async def _download(self, job: Job) -> None:
+        s, claims = self._settings, job.claims
+        started, last_error = time.monotonic(), None
+        for attempt in range(s.attempts):
+            left = s.deadline_seconds - (time.monotonic() - started)
+            if left <= 0:
+                break
+            try:
+                digest = await fetch(
+                    claims["url"],
+                    self._image(job),
+                    int(claims["size"]),
+                    stall=s.stall_seconds,
+                    deadline=left,
+                    ca_file=s.ca_file,
+                    progress=self._progress,
+                )
+            except DownloadError as exc:
+                last_error = exc
+                log.warning(
+                    "firmware_download_attempt_failed",
+                    job_id=job.job_id,
+                    attempt=attempt,
+                    reason=exc.reason,
+                    error=str(exc),
+                )
+                if not exc.transient:
+                    break
+                await asyncio.sleep(min(2.0**attempt, 10.0))
+                continue
+            self.progress = None
+            if digest != claims["sha256"]:
+                log.warning("firmware_digest_mismatch_while_streaming", job_id=job.job_id)
+            await self._move(job, "downloaded", {"bytes": int(claims["size"])})
+            return
+        self._discard(job)
+        reason = last_error.reason if last_error else "deadline"
+        await self._move(job, "download_failed", {"reason": reason, "detail": str(last_error or "out of time")})
+
+    def _progress(self, written: int) -> None:
+        self.progress = written
+
+    async def _verify(self, job: Job) -> None:
+        image, claims = self._image(job), job.claims
+        size = image.stat().st_size if image.exists() else -1
+        digest = await asyncio.to_thread(sha256_file, image) if size == claims["size"] else ""
+        if digest != claims["sha256"]:
+            self._discard(job)
+            detail = f"size {size}, expected {claims['size']}" if size != claims["size"] else "SHA-256 differs"
+            await self._move(job, "mismatch", {"reason": "verification_failed", "detail": detail})
+            return
+        await self._move(job, "verified")
+
+    async def _install(self, job: Job) -> bool:
+        """Write the inactive slot, check it, set it to be tried once; whether to reboot now."""
+        target = self.bootloader.other() if job.target is None else job.target
+        if job.target is None:
+            async with self._store.transaction() as tx:
+                await tx.execute("UPDATE firmware_jobs SET target = ? WHERE job_id = ?", (target, job.job_id))
+            job = job._replace(target=target)
+        slot, claims = self.slot(target), job.claims
+        try:
+            await asyncio.to_thread(slot.write, self._image(job), job.version, claims["sha256"])
+            written = await asyncio.to_thread(slot.digest)
+        except OSError as exc:
+            await self._move(job, "install_failed", {"reason": "install_failed", "detail": str(exc)})
+            return False
+        if written != claims["sha256"]:
+            self.bootloader.mark_bad(target)
+            await self._move(
+                job, "install_failed", {"reason": "slot_mismatch", "detail": "the slot does not read back"}
+            )
+            return False
+        self.bootloader.try_once(target)  # before the state says so: resume() sees the booted slot either way
+        await self._move(job, "installed", {"slot": target})
+        self._discard(job)
+        return True
+
+    async def _commit(self, job: Job) -> bool:
+        """The health check on the new slot: commit it (and reset if asked), or roll back. Whether healthy."""
+        assert job.target is not None
+        healthy, detail = await self._health()
+        if not healthy:
+            self.bootloader.mark_bad(job.target)
+            await self._move(job, "unhealthy", {"reason": "health_check_failed", "detail": detail})
+            return False
+        self.bootloader.mark_good(job.target)
+        reset: dict[str, int] = {}
+
+        async def wipe(tx: Transaction) -> None:
+            if job.claims.get("reset_after_upgrade"):
+                for table, count, delete in RESET_TABLES:
+                    counted = await tx.fetchone(count)
+                    await tx.execute(delete)
+                    reset[table] = int(counted[0]) if counted else 0
+
+        data: dict[str, Any] = {"slot": job.target}
+        if job.claims.get("reset_after_upgrade"):
+            data["reset"] = reset  # filled by wipe() in the same transaction: what was wiped, by table
+        await self._move(job, "healthy", data, also=wipe)
+        if reset:
+            log.warning("firmware_reset_after_upgrade", wiped=reset, kept=["identity", "trust roots", "documents"])
+        return True
+
+    async def _health(self) -> tuple[bool, str]:
+        s = self._settings
+        try:
+            async with asyncio.timeout(s.health_deadline_seconds):
+                await self._connected.wait()
+        except TimeoutError:
+            return False, f"the broker was not reached within {s.health_deadline_seconds:g} s"
+        if s.health_command:
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *s.health_command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+                )
+                async with asyncio.timeout(s.health_deadline_seconds):
+                    code = await process.wait()
+            except (OSError, TimeoutError) as exc:
+                return False, f"the local health check could not run: {exc}"
+            if code != 0:
+                return False, f"the local health check exited {code}"
+        return True, ""
+
+    def _discard(self, job: Job) -> None:
+        self._image(job).unlink(missing_ok=True)
+
+    async def status(self) -> dict[str, Any]:
+        async with self._store.transaction("DEFERRED") as tx:
+            job = await last_job(tx)
+        return {
+            "version": self.running_version,
+            "slot": self.running_slot,
+            "job": None
+            if job is None
+            else {
+                "job_id": job.job_id,
+                "version": job.version,
+                "state": job.state.value,
+                "reason": job.reason,
+                "at": job.claims.get("at"),
+                "target_slot": job.target,
+                "downloaded": self.progress,
+            },
+        }
+
+
+# reset_after_upgrade: credentials, settings and acknowledged history go; identity (the config), trust
+# roots (files) and the documents in force stay (the cloud's retained documents would bring them back anyway).
+RESET_TABLES: Final = (
+    ("credentials", "SELECT COUNT(*) FROM credentials", "DELETE FROM credentials"),
+    ("settings", "SELECT COUNT(*) FROM settings", "DELETE FROM settings"),
+    ("door_actions", "SELECT COUNT(*) FROM door_actions", "DELETE FROM door_actions"),
+    ("commands", "SELECT COUNT(*) FROM commands", "DELETE FROM commands"),
+    ("outbox", "SELECT COUNT(*) FROM outbox WHERE sent_at IS NOT NULL", "DELETE FROM outbox WHERE sent_at IS NOT NULL"),
+)
+
+
+def _epoch(text: str) -> float:
+    from datetime import datetime
+
+    from agent.timefmt import epoch_of
+
+    return epoch_of(datetime.fromisoformat(text))
+
+
+def firmware_settings(config: Any) -> Settings:
+    """The engine's settings from the agent's config."""
+    f = config.firmware
+    return Settings(
+        model=config.model,
+        base_version=config.firmware_version,
+        max_size=f.max_size,
+        stall_seconds=f.stall_seconds,
+        deadline_seconds=f.deadline_seconds,
+        attempts=f.attempts,
+        health_deadline_seconds=f.health_deadline_seconds,
+        health_command=f.health_command,
+        ca_file=f.ca_file,
+    )

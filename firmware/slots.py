@@ -1,0 +1,180 @@
+"""A/B slots and the bootloader's choice between them (docs/firmware.md "Slots on real hardware").
+
+Two interfaces, as RAUC has them: a :class:`Slot` holds one root filesystem image; the
+:class:`Bootloader` says which slot boots. The file-backed implementation keeps each slot as a file
+in ``data_dir/slots`` and the bootloader's environment as a small ``key=value`` file written
+atomically (temp file, fsync, rename, fsync of the directory), the way RAUC's tests stand in for
+U-Boot's ``fw_setenv``:
+
+``ORDER``
+    the slots in boot order, good first (``a b``);
+``GOOD_a`` / ``GOOD_b``
+    1 once a slot is committed;
+``TRY``
+    a slot to boot **once** at the next boot (U-Boot's ``upgrade_available`` + ``bootcount``,
+    GRUB's ``next_entry``); :meth:`FileBootloader.boot` clears it as it boots it, so a slot that dies
+    before its health check commits it is never booted again;
+``BOOTED``
+    what the last boot chose.
+
+:meth:`FileBootloader.boot` is what the bootloader does at power-on; the daemon calls it as it
+starts, which is when a real device would have just booted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Final, Protocol
+
+SLOTS: Final = ("a", "b")
+CHUNK: Final = 1 << 20
+
+
+class Slot(Protocol):
+    name: str
+
+    def write(self, image: Path, version: str, sha256: str) -> None:
+        """Write ``image`` into the slot, durably, and record what it is."""
+
+    def digest(self) -> str:
+        """The SHA-256 of what the slot holds."""
+
+    def version(self) -> str | None:
+        """The version written into the slot, if any."""
+
+
+class Bootloader(Protocol):
+    def boot(self) -> str:
+        """Choose the slot to run (consuming a pending try); the slot chosen."""
+
+    def booted(self) -> str:
+        """The slot running now."""
+
+    def other(self) -> str:
+        """The slot not running now: where an upgrade goes."""
+
+    def try_once(self, slot: str) -> None:
+        """Boot ``slot`` at the next boot only."""
+
+    def mark_good(self, slot: str) -> None:
+        """Commit ``slot``: it boots from now on."""
+
+    def mark_bad(self, slot: str) -> None:
+        """Never boot ``slot`` again until it is written anew."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, read a MiB at a time (bench/bench_firmware.py measures it against hashlib)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class FileSlot:
+    """A slot that is a file, with its version beside it."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.name = name
+        self.path = directory / f"slot-{name}.img"
+        self._meta = directory / f"slot-{name}.json"
+
+    def write(self, image: Path, version: str, sha256: str) -> None:
+        self._meta.unlink(missing_ok=True)  # a half-written slot has no version
+        temporary = self.path.with_suffix(".tmp")
+        with image.open("rb") as source, temporary.open("wb") as target:
+            shutil.copyfileobj(source, target, CHUNK)
+            target.flush()
+            os.fsync(target.fileno())
+        os.replace(temporary, self.path)
+        self._meta.write_text(json.dumps({"version": version, "sha256": sha256}))
+        with self._meta.open("rb+") as meta:
+            os.fsync(meta.fileno())
+        _fsync_dir(self.path.parent)
+
+    def digest(self) -> str:
+        return sha256_file(self.path) if self.path.exists() else ""
+
+    def version(self) -> str | None:
+        try:
+            return str(json.loads(self._meta.read_text())["version"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+
+class FileBootloader:
+    """The bootloader's environment as a file (see the module docstring)."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "boot.env"
+        self.directory = directory
+
+    def env(self) -> dict[str, str]:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return {"ORDER": "a b", "GOOD_a": "1", "GOOD_b": "0", "TRY": "", "BOOTED": "a"}
+        return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+    def _save(self, env: dict[str, str]) -> None:
+        temporary = self.path.with_suffix(".tmp")
+        with temporary.open("w") as f:
+            f.write("".join(f"{k}={v}\n" for k, v in sorted(env.items())))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, self.path)
+        _fsync_dir(self.directory)
+
+    def boot(self) -> str:
+        env = self.env()
+        chosen = env.get("TRY", "")
+        if chosen in SLOTS:
+            env["TRY"] = ""  # one try: spent now, whatever happens next
+        else:
+            good = [s for s in env.get("ORDER", "a b").split() if env.get(f"GOOD_{s}") == "1"]
+            chosen = good[0] if good else "a"
+        env["BOOTED"] = chosen
+        self._save(env)
+        return chosen
+
+    def booted(self) -> str:
+        return self.env().get("BOOTED", "a")
+
+    def other(self) -> str:
+        return "b" if self.booted() == "a" else "a"
+
+    def pending_try(self) -> str:
+        return self.env().get("TRY", "")
+
+    def try_once(self, slot: str) -> None:
+        env = self.env()
+        env["TRY"], env[f"GOOD_{slot}"] = slot, "0"
+        self._save(env)
+
+    def mark_good(self, slot: str) -> None:
+        env = self.env()
+        env[f"GOOD_{slot}"] = "1"
+        env["ORDER"] = " ".join([slot, *(s for s in SLOTS if s != slot)])
+        self._save(env)
+
+    def mark_bad(self, slot: str) -> None:
+        env = self.env()
+        env[f"GOOD_{slot}"] = "0"
+        if env.get("TRY") == slot:
+            env["TRY"] = ""
+        env["ORDER"] = " ".join([*(s for s in SLOTS if s != slot), slot])
+        self._save(env)
