@@ -97,6 +97,8 @@ async def fetch(
         raise DownloadError("deadline", f"the download took longer than {deadline:g} s", transient=False) from None
     except httpx.TimeoutException:
         raise DownloadError("stalled", f"no data for {stall:g} s", transient=True) from None
+    except httpx.RemoteProtocolError as exc:  # closed before Content-Length was reached
+        raise DownloadError("truncated", f"the server closed early: {exc}", transient=True) from None
     except httpx.HTTPError as exc:
         raise DownloadError("connection", f"{type(exc).__name__}: {exc}", transient=True) from None
     return digest.hexdigest()

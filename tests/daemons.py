@@ -130,6 +130,46 @@ class ProcessDaemon:
         return events
 
 
+class SupervisedDaemon(ProcessDaemon):
+    """``edge-agent run`` under a supervisor that starts it again when it exits to reboot (exit 75),
+    as the systemd unit does (docs/firmware.md). ``exits`` lists every exit code seen."""
+
+    def __init__(self, config_file: Path) -> None:
+        super().__init__(config_file)
+        self.exits: list[int] = []
+        self._watch: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await super().start()
+        self._watch = asyncio.create_task(self._supervise())
+
+    async def _supervise(self) -> None:
+        from firmware.engine import EXIT_REBOOT
+
+        while True:
+            assert self.process is not None
+            code = await asyncio.to_thread(self.process.wait)
+            self.exits.append(code)
+            if code != EXIT_REBOOT:
+                return
+            with self.log.open("ab") as log:
+                self.process = subprocess.Popen(  # noqa: ASYNC220 -- the supervisor's restart
+                    [EDGE_AGENT, "run", "--config", str(self.config_file)], stdout=log, stderr=subprocess.STDOUT
+                )
+
+    async def stop(self, signum: int = signal.SIGTERM) -> tuple[int, float]:
+        """Stop the supervisor first (no restart), then the daemon."""
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+        return await super().stop(signum)
+
+    async def kill_and_restart(self) -> None:
+        """SIGKILL, then start again as the supervisor would after a crash."""
+        await self.stop(signal.SIGKILL)
+        await self.start()
+
+
 async def wait_for_control(
     data_dir: Path, *, process: subprocess.Popen[bytes] | None = None, seconds: float = 20
 ) -> None:

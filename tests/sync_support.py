@@ -46,6 +46,24 @@ class Docs:
         }
         return forge(self.keys.signing, claims, typ="command")
 
+    def firmware_job(self, job_id: str, **fields: Any) -> str:
+        """A signed ``firmware-job`` (PROTOCOL.md), ``fields`` over a model R29 job."""
+        now = int(time.time())
+        claims = {
+            "aud": DEVICE_ID,
+            "iat": now,
+            "exp": now + 3600,
+            "seq": self.claims.next_seq("firmware-job"),
+            "job_id": job_id,
+            "model": "R29",
+            "at": None,
+            "reset_after_upgrade": False,
+            "allow_downgrade": False,
+            "cancel": False,
+            **fields,
+        }
+        return forge(self.keys.signing, claims, typ="firmware-job")
+
 
 PAID = [svc("door", "door:door-2", days=400)]
 

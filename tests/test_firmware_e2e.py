@@ -1,0 +1,188 @@
+"""Firmware upgrades end to end: the daemon as a real process under a supervisor that restarts it when
+it exits to reboot (75), a real broker (the cloud publishes the signed job, reads the events and the
+state), and a local HTTP image server with Range support and faults.
+
+One table of paths (issue "Staged firmware upgrades", item 7), then SIGKILL in every state."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloud_stub.images import Fault, ImageServer
+from firmware.slots import FileBootloader, FileSlot
+from tests.brokers import Broker
+from tests.cloud import CloudPeer
+from tests.daemons import SupervisedDaemon, device_config
+from tests.sync_support import PAID, Docs, provision, status_until
+
+RUNNING = "29.30.2.805"
+NEWER = "29.30.10.1"  # numerically newer, though not as text
+IMAGE_SIZE = 3 * 1024 * 1024 + 123
+
+
+@pytest.fixture
+def broker(process_broker: Broker) -> Broker:
+    return process_broker
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> tuple[Path, str]:
+    directory = tmp_path / "images"
+    directory.mkdir()
+    path = directory / "r29.bin"
+    path.write_bytes(os.urandom(IMAGE_SIZE))
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def firmware_config(tmp_path: Path, broker: Broker, root_pem: Path, **firmware: Any) -> Path:
+    settings = {"stall_seconds": 1.0, "attempts": 2, "health_deadline_seconds": 10.0, **firmware}
+    return device_config(tmp_path / "device", broker, root_pem, firmware=settings)
+
+
+def kinds(cloud: CloudPeer, job_id: str) -> list[str]:
+    events = sorted(
+        (e for e in cloud.events.values() if e["type"] == "firmware" and e["data"].get("job_id") == job_id),
+        key=lambda e: e["seq"],
+    )
+    return [e["kind"] for e in events]
+
+
+def final(kind_list: list[str]) -> bool:
+    return bool(kind_list) and kind_list[-1] in {"executed", "failed", "cancelled", "rolled_back", "rejected"}
+
+
+def job(image: tuple[Path, str], server: ImageServer, **fields: Any) -> dict[str, Any]:
+    path, digest = image
+    return {"version": NEWER, "url": server.url(path.name), "size": IMAGE_SIZE, "sha256": digest, **fields}
+
+
+def booted(data_dir: Path) -> tuple[str, str | None]:
+    """The slot the bootloader boots and the version in it (None: the factory image)."""
+    bootloader = FileBootloader(data_dir / "slots")
+    slot = bootloader.booted()
+    return slot, FileSlot(data_dir / "slots", slot).version()
+
+
+# (name, job fields, server fault, firmware config, expected kinds, expected running version, final reason)
+PATHS: list[tuple[str, dict[str, Any], Fault | None, dict[str, Any], list[str], str, str | None]] = [
+    ("happy path", {}, None, {},
+     ["pending", "downloading", "verifying", "installing", "rebooting", "committing", "executed"], NEWER, None),
+    ("wrong model", {"model": "X916"}, None, {}, ["rejected"], RUNNING, "wrong_model"),
+    ("downgrade refused", {"version": "29.30.2.1"}, None, {}, ["rejected"], RUNNING, "downgrade"),
+    ("downgrade allowed", {"version": "29.30.2.1", "allow_downgrade": True}, None, {},
+     ["pending", "downloading", "verifying", "installing", "rebooting", "committing", "executed"], "29.30.2.1",
+     None),
+    ("over the size cap", {}, None, {"max_size": 1024 * 1024}, ["rejected"], RUNNING, "too_large"),
+    ("corrupt image", {"sha256": "0" * 64}, None, {}, ["pending", "downloading", "verifying", "failed"], RUNNING,
+     "verification_failed"),
+    ("truncated image", {}, Fault(close_after=IMAGE_SIZE // 2), {}, ["pending", "downloading", "failed"], RUNNING,
+     "truncated"),
+    ("more than the signed size", {}, Fault(extra=10 * 1024 * 1024), {}, ["pending", "downloading", "failed"],
+     RUNNING, "oversize"),
+    ("server stalling", {}, Fault(stall_after=1024 * 1024), {}, ["pending", "downloading", "failed"], RUNNING,
+     "stalled"),
+    ("health check failing", {}, None, {"health_command": ["false"]},
+     ["pending", "downloading", "verifying", "installing", "rebooting", "committing", "rolled_back"], RUNNING,
+     "health_check_failed"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fields", "fault", "settings", "expected", "version", "reason"), [p[1:] for p in PATHS], ids=[p[0] for p in PATHS]
+)
+async def test_upgrade_path(
+    broker: Broker,
+    tmp_path: Path,
+    root_pem: Path,
+    docs: Docs,
+    image: tuple[Path, str],
+    fields: dict[str, Any],
+    fault: Fault | None,
+    settings: dict[str, Any],
+    expected: list[str],
+    version: str,
+    reason: str | None,
+) -> None:
+    daemon = SupervisedDaemon(firmware_config(tmp_path, broker, root_pem, **settings))
+    async with ImageServer(image[0].parent) as server, CloudPeer(broker) as cloud:
+        if fault is not None:
+            server.faults[image[0].name] = fault
+        await provision(cloud, docs, [])  # nothing paid: upgrades are never gated by billing
+        await daemon.start()
+        try:
+            await cloud.publish("firmware", docs.firmware_job("j-1", **job(image, server, **fields)), retain=True)
+            await cloud.wait_until(lambda: final(kinds(cloud, "j-1")), seconds=60, what="the job to end")
+            assert kinds(cloud, "j-1") == expected
+            await cloud.wait_until(
+                lambda: cloud.state is not None and cloud.state.get("online") is True
+                and cloud.state["firmware"]["version"] == version,
+                what=f"the state to say {version}",
+            )  # fmt: skip
+            last = max((e for e in cloud.events.values() if e["type"] == "firmware"), key=lambda e: e["seq"])
+            assert last["data"].get("reason") == reason, last
+            status = await status_until(daemon.data_dir, lambda s: s["firmware"]["version"] == version)
+            shown = status["firmware"]["job"]
+            assert (shown["state"], shown["reason"]) == (expected[-1], reason) if shown else expected == ["rejected"]
+        finally:
+            await daemon.stop()
+    slot, in_slot = booted(daemon.data_dir)
+    assert (in_slot or RUNNING) == version
+    if version == NEWER:
+        assert FileSlot(daemon.data_dir / "slots", slot).digest() == image[1]  # what boots is what was signed
+    assert daemon.exits.count(75) == (1 if "rebooting" in expected else 0) + (1 if "rolled_back" in expected else 0)
+
+
+async def test_a_scheduled_job_waits_for_its_time(
+    broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs, image: tuple[Path, str]
+) -> None:
+    daemon = SupervisedDaemon(firmware_config(tmp_path, broker, root_pem))
+    async with ImageServer(image[0].parent) as server, CloudPeer(broker) as cloud:
+        await provision(cloud, docs, PAID)
+        await daemon.start()
+        try:
+            at = time.time() + 4
+            at_text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at + 1))
+            await cloud.publish("firmware", docs.firmware_job("j-2", **job(image, server, at=at_text)), retain=True)
+            await cloud.wait_until(lambda: kinds(cloud, "j-2") == ["pending"])
+            status = await status_until(daemon.data_dir, lambda s: s["firmware"]["job"] is not None)
+            assert status["firmware"]["job"]["state"] == "pending"
+            assert server.requests == []  # nothing fetched before its time
+            await cloud.wait_until(lambda: final(kinds(cloud, "j-2")), seconds=60)
+            assert kinds(cloud, "j-2")[-1] == "executed"
+            first_request = min(e["occurred_at"] for e in cloud.events.values() if e["kind"] == "downloading")
+            assert first_request >= at_text.replace("Z", "")  # RFC 3339 strings compare in time order
+        finally:
+            await daemon.stop()
+
+
+async def test_a_cancel_before_the_start_and_a_cancel_too_late(
+    broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs, image: tuple[Path, str]
+) -> None:
+    """A pending job is cancelled; a cancel arriving once the job is installing or later is refused."""
+    slow_check = ["sh", "-c", "sleep 3"]
+    daemon = SupervisedDaemon(firmware_config(tmp_path, broker, root_pem, health_command=slow_check))
+    async with ImageServer(image[0].parent) as server, CloudPeer(broker) as cloud:
+        await provision(cloud, docs, PAID)
+        await daemon.start()
+        try:
+            later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+            await cloud.publish("firmware", docs.firmware_job("j-3", **job(image, server, at=later)), retain=True)
+            await cloud.wait_until(lambda: kinds(cloud, "j-3") == ["pending"])
+            await cloud.publish("firmware", docs.firmware_job("j-3", cancel=True), retain=True)
+            await cloud.wait_until(lambda: kinds(cloud, "j-3") == ["pending", "cancelled"])
+
+            await cloud.publish("firmware", docs.firmware_job("j-4", **job(image, server)), retain=True)
+            await cloud.wait_until(lambda: "committing" in kinds(cloud, "j-4"), seconds=60)
+            await cloud.publish("firmware", docs.firmware_job("j-4", cancel=True), retain=True)
+            await cloud.wait_until(lambda: final(kinds(cloud, "j-4")), seconds=60)
+            refused = [e for e in cloud.events.values() if e["kind"] == "rejected" and e["data"]["job_id"] == "j-4"]
+            assert [e["data"]["reason"] for e in refused] == ["too_late"]
+            await cloud.wait_until(lambda: kinds(cloud, "j-4")[-1] == "executed", seconds=30)
+        finally:
+            await daemon.stop()
