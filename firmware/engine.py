@@ -25,6 +25,7 @@ import structlog
 
 from agent.entitlements.documents import FirmwareJobClaims
 from agent.events import NewEvent
+from agent.faults import crash_point
 from agent.outbox import Outbox
 from agent.store import Store, Transaction
 from firmware import machine
@@ -235,6 +236,7 @@ class Engine:
             moved = await self._move_in(tx, job, happened, data)
         self.job = moved
         self._on_change()
+        crash_point(f"firmware:{moved.state.value}")  # persisted, its side effect not yet done
         return moved
 
     async def _active(self) -> Job | None:
@@ -267,6 +269,7 @@ class Engine:
                 await self._wake.wait()
                 continue
             if job.state is State.PENDING:
+                crash_point("firmware:pending")
                 at = job.claims.get("at")
                 due = _epoch(at) if at else None
                 if due is not None and self._now() < due:
@@ -356,6 +359,9 @@ class Engine:
         await self._move(job, "download_failed", {"reason": reason, "detail": str(last_error or "out of time")})
 
     def _progress(self, written: int) -> None:
+        size = int(self.job.claims["size"]) if self.job is not None else 0
+        if self.progress is not None and written * 2 >= size > self.progress * 2:
+            crash_point("firmware:downloading:half")  # the first chunk past half the image
         self.progress = written
 
     async def _verify(self, job: Job) -> None:
@@ -379,6 +385,7 @@ class Engine:
         slot, claims = self.slot(target), job.claims
         try:
             await asyncio.to_thread(slot.write, self._image(job), job.version, claims["sha256"])
+            crash_point("firmware:slot_written")
             written = await asyncio.to_thread(slot.digest)
         except OSError as exc:
             await self._move(job, "install_failed", {"reason": "install_failed", "detail": str(exc)})
@@ -390,6 +397,7 @@ class Engine:
             )
             return False
         self.bootloader.try_once(target)  # before the state says so: resume() sees the booted slot either way
+        crash_point("firmware:try_set")
         await self._move(job, "installed", {"slot": target})
         self._discard(job)
         return True

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -131,31 +132,41 @@ class ProcessDaemon:
 
 
 class SupervisedDaemon(ProcessDaemon):
-    """``edge-agent run`` under a supervisor that starts it again when it exits to reboot (exit 75),
-    as the systemd unit does (docs/firmware.md). ``exits`` lists every exit code seen."""
+    """``edge-agent run`` under a supervisor that starts it again whenever it exits other than 0: to
+    reboot (75) or killed, as the systemd unit does (docs/firmware.md). ``exits`` lists every exit
+    code seen. ``crash_at`` names a crash point (agent/faults.py) for the first run only."""
 
-    def __init__(self, config_file: Path) -> None:
+    def __init__(self, config_file: Path, crash_at: str | None = None) -> None:
         super().__init__(config_file)
         self.exits: list[int] = []
         self._watch: asyncio.Task[None] | None = None
+        self._crash_at = crash_at
+
+    def _spawn(self) -> None:
+        from agent.faults import CRASH_ENV
+
+        # the crash point stays armed across reboots (it may lie after one) until it has fired once
+        env = os.environ if self._crash_at is None else {**os.environ, CRASH_ENV: self._crash_at}
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: ASYNC220 -- waited on by the supervisor
+                [EDGE_AGENT, "run", "--config", str(self.config_file)], stdout=log, stderr=subprocess.STDOUT, env=env
+            )
 
     async def start(self) -> None:
-        await super().start()
+        self._spawn()
+        await wait_for_control(self.data_dir, process=self.process)
         self._watch = asyncio.create_task(self._supervise())
 
     async def _supervise(self) -> None:
-        from firmware.engine import EXIT_REBOOT
-
         while True:
             assert self.process is not None
             code = await asyncio.to_thread(self.process.wait)
             self.exits.append(code)
-            if code != EXIT_REBOOT:
+            if code == 0:
                 return
-            with self.log.open("ab") as log:
-                self.process = subprocess.Popen(  # noqa: ASYNC220 -- the supervisor's restart
-                    [EDGE_AGENT, "run", "--config", str(self.config_file)], stdout=log, stderr=subprocess.STDOUT
-                )
+            if code == -signal.SIGKILL:
+                self._crash_at = None
+            self._spawn()
 
     async def stop(self, signum: int = signal.SIGTERM) -> tuple[int, float]:
         """Stop the supervisor first (no restart), then the daemon."""

@@ -186,3 +186,51 @@ async def test_a_cancel_before_the_start_and_a_cancel_too_late(
             await cloud.wait_until(lambda: kinds(cloud, "j-4")[-1] == "executed", seconds=30)
         finally:
             await daemon.stop()
+
+
+# (crash point, what the job's events must end with after the restart)
+CRASHES: list[tuple[str, list[str]]] = [
+    ("firmware:pending", ["executed"]),
+    ("firmware:downloading", ["executed"]),
+    ("firmware:downloading:half", ["executed"]),
+    ("firmware:verifying", ["executed"]),
+    ("firmware:installing", ["executed"]),
+    ("firmware:slot_written", ["executed"]),
+    ("firmware:try_set", ["committing", "executed"]),  # the try was set: the new slot boots, no rebooting event
+    ("firmware:rebooting", ["committing", "executed"]),
+    ("firmware:committing", ["rolled_back"]),  # died before its health check: the try is spent, old slot
+    ("firmware:executed", ["executed"]),
+]
+
+
+@pytest.mark.parametrize(("point", "ending"), CRASHES, ids=[c[0] for c in CRASHES])
+async def test_sigkill_in_every_state_ends_on_a_bootable_slot_with_a_truthful_status(
+    broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs, image: tuple[Path, str], point: str, ending: list[str]
+) -> None:
+    daemon = SupervisedDaemon(firmware_config(tmp_path, broker, root_pem), crash_at=point)
+    async with ImageServer(image[0].parent) as server, CloudPeer(broker) as cloud:
+        await provision(cloud, docs, PAID)
+        await daemon.start()
+        try:
+            await cloud.publish("firmware", docs.firmware_job("j-9", **job(image, server)), retain=True)
+            await cloud.wait_until(lambda: final(kinds(cloud, "j-9")), seconds=60, what="the job to end")
+            assert kinds(cloud, "j-9")[-len(ending) :] == ending, kinds(cloud, "j-9")
+            assert -9 in daemon.exits  # it did die at the point
+            version = NEWER if ending[-1] == "executed" else RUNNING
+            status = await status_until(daemon.data_dir, lambda s: s["firmware"]["version"] == version)
+            assert status["firmware"]["job"]["state"] == ending[-1]
+            await cloud.wait_until(
+                lambda: cloud.state is not None and cloud.state.get("online") is True
+                and cloud.state["firmware"]["version"] == version
+            )  # fmt: skip
+        finally:
+            await daemon.stop()
+    slot, in_slot = booted(daemon.data_dir)
+    assert (in_slot or RUNNING) == version
+    if slot != "a":  # never an unverified byte: what boots from the new slot is exactly what was signed
+        assert FileSlot(daemon.data_dir / "slots", slot).digest() == image[1]
+    if point == "firmware:downloading:half":  # resumed where the killed download stopped, a chunk past half
+        [(_, first), (_, resumed)] = server.requests
+        assert first is None
+        assert resumed is not None
+        assert int(resumed.removeprefix("bytes=").rstrip("-")) >= IMAGE_SIZE // 2
