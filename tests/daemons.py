@@ -148,7 +148,7 @@ class SupervisedDaemon(ProcessDaemon):
         # the crash point stays armed across reboots (it may lie after one) until it has fired once
         env = os.environ if self._crash_at is None else {**os.environ, CRASH_ENV: self._crash_at}
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(  # noqa: ASYNC220 -- waited on by the supervisor
+            self.process = subprocess.Popen(
                 [EDGE_AGENT, "run", "--config", str(self.config_file)], stdout=log, stderr=subprocess.STDOUT, env=env
             )
 
