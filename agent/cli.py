@@ -156,6 +156,14 @@ def _print_status(status: dict[str, Any]) -> None:
         keys = ", ".join(status["trust"]["signing_keys"]) or "none"
         lines.append(f"trust        seq {status['trust']['seq']}, signing keys: {keys}")
     lines.append(f"next expiry  {status['next_expiry'] or '-'}")
+    firmware = status.get("firmware")
+    if firmware:
+        line = f"firmware     {firmware['version']} on slot {firmware['slot']}"
+        job = firmware["job"]
+        if job:
+            reason = f" ({job['reason']})" if job["reason"] else ""
+            line += f"; job {job['job_id']} -> {job['version']}: {job['state']}{reason}"
+        lines.append(line)
     if status["services"]:
         lines.append("services")
         for s in status["services"]:
@@ -173,7 +181,12 @@ def status(config_file: str | None, as_json: bool) -> None:
     """The device, its mode, the document in force, each service, trusted time, the next expiry."""
 
     async def read(device: Any) -> Any:
-        return device.status()
+        from firmware.engine import offline_status
+
+        status = device.status()
+        status["firmware"] = await offline_status(device.config, device.store)
+        status["firmware_version"] = status["firmware"]["version"]  # what runs, not what was configured
+        return status
 
     result = _with_device(config_file, read)
     if as_json:

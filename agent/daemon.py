@@ -349,6 +349,7 @@ class Daemon:
         status["connected"] = self.session.connected.is_set()
         status["drivers"] = self.local.status()
         status["firmware"] = await self.firmware.status()
+        status["firmware_version"] = status["firmware"]["version"]
         return {"status": status}
 
     async def _op_simulate(self, request: dict[str, Any]) -> dict[str, Any]:

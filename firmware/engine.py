@@ -452,23 +452,8 @@ class Engine:
         self._image(job).unlink(missing_ok=True)
 
     async def status(self) -> dict[str, Any]:
-        async with self._store.transaction("DEFERRED") as tx:
-            job = await last_job(tx)
-        return {
-            "version": self.running_version,
-            "slot": self.running_slot,
-            "job": None
-            if job is None
-            else {
-                "job_id": job.job_id,
-                "version": job.version,
-                "state": job.state.value,
-                "reason": job.reason,
-                "at": job.claims.get("at"),
-                "target_slot": job.target,
-                "downloaded": self.progress,
-            },
-        }
+        """For ``edge-agent status``."""
+        return await firmware_status(self._store, self.bootloader, self.running_version, self.progress)
 
 
 # reset_after_upgrade: credentials, settings and acknowledged history go; identity (the config), trust
@@ -488,6 +473,33 @@ def _epoch(text: str) -> float:
     from agent.timefmt import epoch_of
 
     return epoch_of(datetime.fromisoformat(text))
+
+
+async def firmware_status(
+    store: Store, bootloader: FileBootloader, running_version: str, downloaded: int | None = None
+) -> dict[str, Any]:
+    """The slot and version running and the latest job (read-only: works beside a running daemon)."""
+    async with store.transaction("DEFERRED") as tx:
+        job = await last_job(tx)
+    shown = None
+    if job is not None:
+        shown = {
+            "job_id": job.job_id,
+            "version": job.version,
+            "state": job.state.value,
+            "reason": job.reason,
+            "at": job.claims.get("at"),
+            "target_slot": job.target,
+            "downloaded": downloaded,
+        }
+    return {"version": running_version, "slot": bootloader.booted(), "job": shown}
+
+
+async def offline_status(config: Any, store: Store) -> dict[str, Any]:
+    """:func:`firmware_status` without an engine (``edge-agent status``)."""
+    bootloader = FileBootloader(config.data_dir / "slots")
+    version = FileSlot(bootloader.directory, bootloader.booted()).version() or config.firmware_version
+    return await firmware_status(store, bootloader, version)
 
 
 def firmware_settings(config: Any) -> Settings:

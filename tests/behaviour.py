@@ -79,15 +79,27 @@ def table() -> str:
     return "\n".join(lines)
 
 
-def rendered(text: str) -> str:
-    """``text`` with the table between the markers replaced by the current one."""
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    return f"{head}{BEGIN}\n{table()}\n{END}{tail}"
+def rendered(text: str, begin: str = BEGIN, end: str = END, content: str | None = None) -> str:
+    """``text`` with what stands between the markers replaced by the current table (or ``content``)."""
+    head, _, rest = text.partition(begin)
+    _, _, tail = rest.partition(end)
+    return f"{head}{begin}\n{table() if content is None else content}\n{end}{tail}"
+
+
+FIRMWARE_DOC = DOC.parent / "firmware.md"
+DIAGRAM = ("<!-- firmware diagram: begin -->", "<!-- firmware diagram: end -->")
+
+
+def firmware_rendered(text: str) -> str:
+    """docs/firmware.md with the state diagram of firmware/machine.py."""
+    from firmware.machine import diagram
+
+    return rendered(text, *DIAGRAM, content=f"```mermaid\n{diagram()}\n```")
 
 
 if __name__ == "__main__":
     if "--write" in sys.argv:
         DOC.write_text(rendered(DOC.read_text()))
+        FIRMWARE_DOC.write_text(firmware_rendered(FIRMWARE_DOC.read_text()))
     else:
         print(table())

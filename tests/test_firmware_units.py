@@ -1,0 +1,166 @@
+"""The firmware engine's parts on their own: versions, admission, the table, the boot env, the download."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.entitlements.documents import FirmwareJobClaims
+from cloud_stub.images import Fault, ImageServer
+from firmware import machine
+from firmware.download import CHUNK, DownloadError, fetch
+from firmware.engine import Job, admit
+from firmware.machine import RESUME, TERMINAL, TRANSITIONS, IllegalTransition, State
+from firmware.slots import FileBootloader, FileSlot
+from firmware.version import newer, parse
+
+
+@pytest.mark.parametrize(
+    ("candidate", "current", "expected"),
+    [
+        ("29.30.10.1", "29.30.2.805", True),  # numerically, not as text
+        ("29.30.2.805", "29.30.10.1", False),
+        ("29.30.2.805", "29.30.2.805", False),
+        ("1.2.0", "1.2", False),
+        ("1.2.0.1", "1.2", True),
+        ("2", "1.99.99", True),
+    ],
+)
+def test_versions_compare_numerically_per_component(candidate: str, current: str, expected: bool) -> None:
+    assert newer(candidate, current) is expected
+
+
+@pytest.mark.parametrize("bad", ["", "1..2", "v1.2", "1.2-rc1", "1." * 9 + "1", "1234567890.1"])
+def test_a_malformed_version_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="dotted version"):
+        parse(bad)
+
+
+def _claims(**fields: Any) -> FirmwareJobClaims:
+    body = {"aud": "0c110512ab34", "iat": 1, "exp": 2, "seq": 1, "job_id": "j-1", "model": "R29",
+            "version": "29.30.10.1", "url": "http://x/i", "size": 100, "sha256": "0" * 64, **fields}  # fmt: skip
+    return FirmwareJobClaims.model_validate(body)
+
+
+def _job(state: State, job_id: str = "j-0") -> Job:
+    return Job(job_id, 1, state, {"version": "29.30.9"}, None, 1, None)
+
+
+@pytest.mark.parametrize(
+    ("fields", "active", "action", "reason"),
+    [
+        ({}, None, "new", None),
+        ({"model": "X916"}, None, "reject", "wrong_model"),
+        ({"version": "29.30.2.805"}, None, "reject", "downgrade"),  # the same version is not newer
+        ({"version": "29.30.2.1"}, None, "reject", "downgrade"),
+        ({"version": "29.30.2.1", "allow_downgrade": True}, None, "new", None),
+        ({"size": 10_000}, None, "reject", "too_large"),
+        ({}, _job(State.PENDING), "new", None),  # replaces the pending one
+        ({}, _job(State.DOWNLOADING, "j-1"), "edit", None),
+        ({}, _job(State.INSTALLING), "reject", "busy"),
+        ({"cancel": True}, _job(State.VERIFYING, "j-1"), "cancel", None),
+        ({"cancel": True}, _job(State.INSTALLING, "j-1"), "reject", "too_late"),
+        ({"cancel": True}, _job(State.COMMITTING, "j-1"), "reject", "too_late"),
+        ({"cancel": True}, None, "reject", "unknown_job"),
+    ],
+)
+def test_admission(fields: dict[str, Any], active: Job | None, action: str, reason: str | None) -> None:
+    verdict = admit(_claims(**fields), model="R29", running="29.30.2.805", max_size=1000, active=active)
+    assert (verdict.action, verdict.reason) == (action, reason)
+
+
+def test_the_table_is_complete() -> None:
+    states_with_exits = {state for state, _ in TRANSITIONS}
+    assert states_with_exits == set(State) - TERMINAL  # every live state can end, no terminal one moves
+    assert set(RESUME) == set(State)  # every persisted state has a resume rule
+    reachable = {State.PENDING} | set(TRANSITIONS.values())
+    assert reachable == set(State)
+    with pytest.raises(IllegalTransition):
+        machine.step(State.EXECUTED, "due")
+
+
+def test_a_try_is_spent_by_the_boot_that_uses_it(tmp_path: Path) -> None:
+    boot = FileBootloader(tmp_path)
+    assert boot.boot() == "a"
+    boot.try_once("b")
+    assert boot.boot() == "b"  # the try
+    assert boot.boot() == "a"  # not committed: back to the good slot
+    boot.try_once("b")
+    assert boot.boot() == "b"
+    boot.mark_good("b")
+    assert boot.boot() == "b"
+    assert boot.other() == "a"
+    boot.mark_bad("b")
+    assert boot.boot() == "a"
+
+
+def test_a_slot_half_written_has_no_version(tmp_path: Path) -> None:
+    image = tmp_path / "image"
+    image.write_bytes(b"x" * 1000)
+    slot = FileSlot(tmp_path, "b")
+    slot.write(image, "2.0", hashlib.sha256(b"x" * 1000).hexdigest())
+    assert (slot.version(), slot.digest()) == ("2.0", hashlib.sha256(b"x" * 1000).hexdigest())
+    (tmp_path / "slot-b.json").unlink()  # as write() does first
+    assert slot.version() is None
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> Any:
+    (tmp_path / "www").mkdir()
+    data = os.urandom(CHUNK * 10 + 17)
+    (tmp_path / "www" / "img").write_bytes(data)
+    async with ImageServer(tmp_path / "www") as server:
+        yield server, data
+
+
+async def test_a_partial_download_is_resumed_with_range(served: Any, tmp_path: Path) -> None:
+    server, data = served
+    target = tmp_path / "part"
+    target.write_bytes(data[: CHUNK * 4])
+    digest = await fetch(server.url("img"), target, len(data), stall=2, deadline=10)
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert target.read_bytes() == data
+    assert server.requests == [("img", f"bytes={CHUNK * 4}-")]
+    assert server.sent["img"] == len(data) - CHUNK * 4
+
+
+async def test_a_server_without_range_support_sends_it_all_again(served: Any, tmp_path: Path) -> None:
+    server, data = served
+    server.faults["img"] = Fault(ignore_range=True)
+    target = tmp_path / "part"
+    target.write_bytes(b"\x00" * CHUNK)  # not even the right bytes: they must not survive
+    assert await fetch(server.url("img"), target, len(data), stall=2, deadline=10) == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("fault", "url", "reason", "transient"),
+    [
+        (Fault(stall_after=CHUNK), "img", "stalled", True),
+        (Fault(close_after=CHUNK * 3), "img", "truncated", True),
+        (Fault(extra=CHUNK * 4), "img", "oversize", False),
+        (None, "missing", "http_status", False),
+    ],
+)
+async def test_download_failures_are_named(
+    served: Any, tmp_path: Path, fault: Fault | None, url: str, reason: str, transient: bool
+) -> None:
+    server, data = served
+    if fault is not None:
+        server.faults["img"] = fault
+    target = tmp_path / "part"
+    with pytest.raises(DownloadError) as caught:
+        await fetch(server.url(url), target, len(data), stall=0.5, deadline=10)
+    assert (caught.value.reason, caught.value.transient) == (reason, transient)
+    assert not target.exists() or target.stat().st_size <= len(data)  # never past the signed size
+
+
+async def test_the_overall_deadline_bounds_a_slow_server(served: Any, tmp_path: Path) -> None:
+    server, data = served
+    server.faults["img"] = Fault(delay_per_chunk=0.2)  # never stalls, never finishes in time
+    with pytest.raises(DownloadError) as caught:
+        await fetch(server.url("img"), tmp_path / "part", len(data), stall=1, deadline=0.5)
+    assert caught.value.reason == "deadline"
