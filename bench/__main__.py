@@ -5,7 +5,15 @@ from __future__ import annotations
 import sys
 
 from agent import logs
-from bench import bench_access, bench_backlog, bench_check_cli, bench_decision, bench_intake, bench_outbox
+from bench import (
+    bench_access,
+    bench_backlog,
+    bench_check_cli,
+    bench_decision,
+    bench_firmware,
+    bench_intake,
+    bench_outbox,
+)
 from bench.common import Result, report
 
 BENCHES = {
@@ -15,6 +23,7 @@ BENCHES = {
     "outbox": bench_outbox.run,
     "backlog": bench_backlog.run,
     "access": bench_access.run,
+    "firmware": bench_firmware.run,
 }
 
 

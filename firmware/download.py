@@ -7,24 +7,35 @@
 * **Endless data**: nothing past the signed ``size`` is written; a server that sends more fails with
   ``oversize`` (the image is not the one that was signed).
 * **Digest**: SHA-256 (hashlib) of everything written, including what an earlier attempt wrote.
-* Every chunk is flushed as written, so a killed daemon loses at most the chunk in flight; the file
-  is fsync'd every few MiB against power loss.
+* Every chunk is written as it is read, so a killed daemon has on disk all it received (it fetches
+  nothing again, bench/bench_firmware.py). The file is not fsync'd: a power cut can only cost bytes
+  at its end, the verifying state hashes the file from disk before anything is installed, and the
+  slot write is fsync'd. (Measured: fsync'ing every 16 MiB and at the end cost a third of the time.)
+
+It runs in a worker thread on the standard library's ``http.client``, with the hashing in a second
+thread so that it overlaps the network on the other core: measured 3x faster than an asyncio client
+(httpx) here, with nothing more to import. ``fetch`` is the asyncio face of it; cancelling it stops
+the worker at the next chunk (at most ``stall`` seconds).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
+import http.client
+import queue
 import ssl
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 from agent.errors import EdgeAgentError
 
-CHUNK: Final = 64 * 1024
-FSYNC_EVERY: Final = 4 << 20
+CHUNK: Final = 256 * 1024
+MAX_REDIRECTS: Final = 3
 
 
 class DownloadError(EdgeAgentError):
@@ -34,6 +45,32 @@ class DownloadError(EdgeAgentError):
         super().__init__(message)
         self.reason = reason
         self.transient = transient
+
+
+class _Stopped(Exception):
+    """The caller went away (the job was cancelled): stop at the next chunk."""
+
+
+class _Hasher:
+    """SHA-256 fed from a queue by a thread of its own (hashlib releases the GIL on large buffers)."""
+
+    def __init__(self, digest: hashlib._Hash) -> None:
+        self.digest = digest
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="firmware-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self.digest.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def finish(self) -> str:
+        self._queue.put(None)
+        self._thread.join()
+        return self.digest.hexdigest()
 
 
 def _kept(destination: Path, size: int) -> int:
@@ -55,6 +92,108 @@ def _prefix_digest(path: Path, length: int) -> hashlib._Hash:
     return digest
 
 
+def _connect(url: str, timeout: float, context: ssl.SSLContext | None) -> tuple[http.client.HTTPConnection, str]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DownloadError("bad_url", f"{url!r} is not an http(s) URL", transient=False)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if parts.scheme == "https":
+        return http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=context), path
+    return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout), path
+
+
+def _download(
+    url: str,
+    destination: Path,
+    size: int,
+    stall: float,
+    deadline: float,
+    context: ssl.SSLContext | None,
+    progress: Callable[[int], None] | None,
+    stop: threading.Event,
+) -> str:
+    """The worker thread's whole job: one attempt, resumed from what is on disk."""
+    ends_at = time.monotonic() + deadline
+    have = _kept(destination, size)
+    digest = _prefix_digest(destination, have) if have else hashlib.sha256()
+    if have == size:
+        return digest.hexdigest()
+    for _ in range(MAX_REDIRECTS + 1):
+        connection, path = _connect(url, stall, context)
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        response: http.client.HTTPResponse | None = None
+        try:
+            connection.request("GET", path, headers=headers)
+            response = connection.getresponse()
+            if response.status in (301, 302, 303, 307, 308) and response.getheader("location"):
+                url = response.getheader("location", "")
+                connection.close()
+                continue
+            if response.status == 200 and have:
+                have, digest = 0, hashlib.sha256()  # no Range support: from the start
+            elif response.status == 206:
+                start = (response.getheader("content-range") or "").removeprefix("bytes ").split("-")[0]
+                if start != str(have):
+                    raise DownloadError("bad_range", f"asked for byte {have}, got {start!r}", transient=True)
+            elif response.status != 200:
+                transient = response.status >= 500 or response.status == 429
+                raise DownloadError("http_status", f"{url} answered HTTP {response.status}", transient=transient)
+            return _stream(response, destination, have, size, digest, ends_at, deadline, progress, stop)
+        except TimeoutError:
+            raise DownloadError("stalled", f"no data for {stall:g} s", transient=True) from None
+        except http.client.IncompleteRead as exc:
+            raise DownloadError("truncated", f"the server closed early: {exc!r}", transient=True) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise DownloadError("connection", f"{type(exc).__name__}: {exc}", transient=True) from None
+        finally:
+            if response is not None:
+                response.close()
+            connection.close()
+    raise DownloadError("redirects", f"more than {MAX_REDIRECTS} redirects", transient=False)
+
+
+def _stream(
+    response: http.client.HTTPResponse,
+    destination: Path,
+    have: int,
+    size: int,
+    digest: hashlib._Hash,
+    ends_at: float,
+    deadline: float,
+    progress: Callable[[int], None] | None,
+    stop: threading.Event,
+) -> str:
+    hasher = _Hasher(digest)
+    written = have
+    try:
+        with destination.open("r+b" if have else "wb") as f:
+            f.seek(have)
+            f.truncate()
+            while chunk := response.read(CHUNK):
+                if stop.is_set():
+                    raise _Stopped
+                if time.monotonic() > ends_at:
+                    raise DownloadError("deadline", f"the download took longer than {deadline:g} s", transient=False)
+                if written + len(chunk) > size:
+                    chunk = chunk[: size - written]
+                    f.write(chunk)
+                    hasher.update(chunk)
+                    raise DownloadError(
+                        "oversize", f"the server sent more than the signed {size} bytes", transient=False
+                    )
+                f.write(chunk)
+                f.flush()  # a killed process leaves it in the page cache: nothing received is lost
+                hasher.update(chunk)
+                written += len(chunk)
+                if progress is not None:
+                    progress(written)
+    finally:
+        result = hasher.finish()
+    if written < size:
+        raise DownloadError("truncated", f"the server closed after {written} of {size} bytes", transient=True)
+    return result
+
+
 async def fetch(
     url: str,
     destination: Path,
@@ -66,76 +205,20 @@ async def fetch(
     progress: Callable[[int], None] | None = None,
 ) -> str:
     """Bring ``destination`` to the first ``size`` bytes at ``url``; their SHA-256 (hex)."""
-    import httpx  # only when downloading: it costs memory the daemon does not otherwise need
-
-    have = _kept(destination, size)
-    digest = await asyncio.to_thread(_prefix_digest, destination, have) if have else hashlib.sha256()
-    if have == size:
-        return digest.hexdigest()
-    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
-    headers = {"Range": f"bytes={have}-"} if have else {}
-    timeout = httpx.Timeout(connect=stall, read=stall, write=stall, pool=stall)
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    stop = threading.Event()
+    worker = asyncio.ensure_future(
+        asyncio.to_thread(_download, url, destination, size, stall, deadline, context, progress, stop)
+    )
+    worker.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved, even if abandoned
     try:
-        async with asyncio.timeout(deadline):
-            async with (
-                httpx.AsyncClient(timeout=timeout, verify=verify, follow_redirects=True) as client,
-                client.stream("GET", url, headers=headers) as response,
-            ):
-                if response.status_code == 200 and have:
-                    have, digest = 0, hashlib.sha256()  # no Range support: from the start
-                elif response.status_code == 206:
-                    start = response.headers.get("content-range", "").removeprefix("bytes ").split("-")[0]
-                    if start != str(have):
-                        raise DownloadError("bad_range", f"asked for byte {have}, got {start!r}", transient=True)
-                elif response.status_code != 200:
-                    transient = response.status_code >= 500 or response.status_code == 429
-                    raise DownloadError(
-                        "http_status", f"{url} answered HTTP {response.status_code}", transient=transient
-                    )
-                await _stream(response.aiter_raw(CHUNK), destination, have, size, digest, progress)
+        async with asyncio.timeout(deadline + stall):
+            return await asyncio.shield(worker)
     except TimeoutError:
+        stop.set()
         raise DownloadError("deadline", f"the download took longer than {deadline:g} s", transient=False) from None
-    except httpx.TimeoutException:
-        raise DownloadError("stalled", f"no data for {stall:g} s", transient=True) from None
-    except httpx.RemoteProtocolError as exc:  # closed before Content-Length was reached
-        raise DownloadError("truncated", f"the server closed early: {exc}", transient=True) from None
-    except httpx.HTTPError as exc:
-        raise DownloadError("connection", f"{type(exc).__name__}: {exc}", transient=True) from None
-    return digest.hexdigest()
-
-
-async def _stream(
-    chunks: object,
-    destination: Path,
-    have: int,
-    size: int,
-    digest: hashlib._Hash,
-    progress: Callable[[int], None] | None,
-) -> None:
-    from collections.abc import AsyncIterator
-    from typing import cast
-
-    written, since_sync = have, 0
-    with destination.open("r+b" if have else "wb") as f:
-        f.seek(have)
-        f.truncate()
-        async for chunk in cast(AsyncIterator[bytes], chunks):
-            if written + len(chunk) > size:
-                keep = size - written
-                f.write(chunk[:keep])
-                digest.update(chunk[:keep])
-                f.flush()
-                raise DownloadError("oversize", f"the server sent more than the signed {size} bytes", transient=False)
-            f.write(chunk)
-            f.flush()
-            digest.update(chunk)
-            written += len(chunk)
-            since_sync += len(chunk)
-            if since_sync >= FSYNC_EVERY:
-                os.fsync(f.fileno())
-                since_sync = 0
-            if progress is not None:
-                progress(written)
-        os.fsync(f.fileno())
-    if written < size:
-        raise DownloadError("truncated", f"the server closed after {written} of {size} bytes", transient=True)
+    except asyncio.CancelledError:
+        stop.set()  # the worker ends at its next chunk (within stall seconds)
+        raise
+    except _Stopped:
+        raise asyncio.CancelledError from None

@@ -1,0 +1,184 @@
+"""Firmware: verifying an image, downloading it, and what a kill in the middle costs.
+
+* verify: ``firmware.slots.sha256_file`` (what the engine's verifying state runs, in a thread) on a
+  64 MiB image, beside ``hashlib.file_digest`` on the same file (goal: at least 0.9x its throughput);
+* download: ``firmware.download.fetch`` (Range-aware, hashing, flushing every chunk, fsync at the
+  end) of the same image over loopback, beside one plain ``http.client`` GET written to a file
+  (goal: at least 0.8x);
+* resume: a process downloading the image is SIGKILLed once half is on disk; a fresh one resumes.
+  Bytes the device fetches again = what the dead process had written minus where the resumed request
+  starts (goal: at most one 64 KiB chunk). Also shown: what the server had pushed into the sockets'
+  buffers when the kill came (sent twice over the wire, not re-read by the device).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import http.client
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import Result
+from cloud_stub.images import ImageServer
+from firmware.download import CHUNK, fetch
+from firmware.slots import sha256_file
+
+SIZE = 64 * 1024 * 1024
+
+
+def _image(directory: Path) -> Path:
+    path = directory / "image.bin"
+    with path.open("wb") as f:
+        for _ in range(SIZE // (1 << 20)):
+            f.write(os.urandom(1 << 20))
+    return path
+
+
+def verify(directory: Path, rounds: int = 7) -> Result:
+    image = _image(directory)
+
+    def floor() -> str:
+        with image.open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+
+    def ours() -> str:
+        return asyncio.run(asyncio.to_thread(sha256_file, image))
+
+    floor(), ours()
+    floors: list[float] = []
+    our_times: list[float] = []
+    for i in range(rounds):
+        for which in (floor, ours) if i % 2 else (ours, floor):
+            started = time.perf_counter()
+            which()
+            (floors if which is floor else our_times).append(time.perf_counter() - started)
+    f, o = statistics.median(floors), statistics.median(our_times)
+    return Result("verify a 64 MiB image (throughput)", "hashlib.file_digest", f, o, f / o, ">= 0.9")
+
+
+async def _download(directory: Path, rounds: int = 7) -> tuple[list[float], list[float], list[float]]:
+    image = _image(directory)
+    floors: list[float] = []
+    hashed: list[float] = []
+    ours: list[float] = []
+    # The server in a process of its own, as it is another machine in life: it must not share our GIL.
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cloud_stub.images", str(directory), stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    line = (await process.stdout.readline()).decode()
+    base = line.split(" on ")[1].strip()
+    host, port = base.removeprefix("http://").rstrip("/").split(":")
+    try:
+
+        def plain_get(hash_it: bool = False) -> None:
+            connection = http.client.HTTPConnection(host, int(port))
+            connection.request("GET", "/image.bin")
+            response = connection.getresponse()
+            digest = hashlib.sha256()
+            with (directory / "plain.bin").open("wb") as out:
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    if hash_it:
+                        digest.update(chunk)
+            connection.close()
+
+        for i in range(rounds):
+            for which in ("floor", "hashed", "ours") if i % 2 else ("ours", "hashed", "floor"):
+                target = directory / "ours.bin"
+                target.unlink(missing_ok=True)
+                started = time.perf_counter()
+                if which == "floor":
+                    await asyncio.to_thread(plain_get)
+                    floors.append(time.perf_counter() - started)
+                elif which == "hashed":
+                    await asyncio.to_thread(plain_get, True)
+                    hashed.append(time.perf_counter() - started)
+                else:
+                    await fetch(f"{base}{image.name}", target, SIZE, stall=10, deadline=120)
+                    ours.append(time.perf_counter() - started)
+    finally:
+        process.terminate()
+        await process.wait()
+    return floors, hashed, ours
+
+
+def download(directory: Path) -> list[Result]:
+    floors, hashed, ours = asyncio.run(_download(directory))
+    f, h, o = statistics.median(floors), statistics.median(hashed), statistics.median(ours)
+    name = "download a 64 MiB image over loopback (throughput)"
+    return [
+        Result(name, "one plain http.client GET", f, o, f / o, ">= 0.8"),
+        Result(name, "the same GET hashing each chunk (hashlib)", h, o, h / o, "info"),
+    ]
+
+
+_CHILD = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from firmware.download import fetch
+url, target, size = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+def progress(written):
+    if written * 2 >= size:
+        os.kill(os.getpid(), signal.SIGKILL)
+asyncio.run(fetch(url, target, size, stall=10, deadline=120, progress=progress))
+"""
+
+
+async def _resume(directory: Path) -> tuple[int, int, int]:
+    image = _image(directory)
+    digest = await asyncio.to_thread(sha256_file, image)
+    target = directory / "partial.bin"
+    async with ImageServer(directory) as server:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _CHILD, server.url(image.name), str(target), str(SIZE)
+        )
+        await child.wait()
+        assert child.returncode == -9, child.returncode
+        written_before_kill = target.stat().st_size
+        sent_before = server.sent[image.name]
+        result = await fetch(server.url(image.name), target, SIZE, stall=10, deadline=120)
+        assert result == digest
+        resumed_at = int((server.requests[-1][1] or "bytes=0-").removeprefix("bytes=").rstrip("-"))
+    return written_before_kill - resumed_at, sent_before - resumed_at, written_before_kill
+
+
+def resume(directory: Path) -> list[Result]:
+    again, over_wire, written = asyncio.run(_resume(directory))
+    print(f"killed with {written:,} bytes on disk of {SIZE:,}", file=sys.stderr)
+    return [
+        Result(
+            "after a kill at 50 %: bytes the device fetches again",
+            "one chunk",
+            CHUNK,
+            again,
+            again / CHUNK,
+            "<= 1.0",
+            unit="n",
+        ),
+        Result(
+            "after a kill at 50 %: bytes sent twice (socket buffers at the kill)",
+            "one chunk",
+            CHUNK,
+            over_wire,
+            over_wire / CHUNK,
+            "info",
+            unit="n",
+        ),
+    ]
+
+
+def run() -> list[Result]:
+    results = []
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as directory:
+        results.append(verify(Path(directory)))
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as directory:
+        results += download(Path(directory))
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as directory:
+        results += resume(Path(directory))
+    return results
