@@ -118,7 +118,7 @@ class Daemon:
             device.clock.now,
             config.data_dir,
             connected=self.session.connected,
-            on_change=self.session.republish_state,
+            on_change=self._firmware_changed,
             on_reboot=self._reboot,
         )
         self.inbound.on_firmware = self.firmware.admit_in
@@ -156,6 +156,10 @@ class Daemon:
         daemon = cls(config, device, outbox, quarantined)
         daemon._raised = raised
         return daemon
+
+    def _firmware_changed(self) -> None:
+        self.session.republish_state()
+        self.local.changed()  # a reset after upgrade wiped credentials and settings
 
     def _reboot(self) -> None:
         self._outcome = Outcome.REBOOT

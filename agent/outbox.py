@@ -206,7 +206,7 @@ class Outbox:
 
     async def add_in(self, tx: Transaction, events: Sequence[NewEvent]) -> list[Queued]:
         """Queue ``events`` inside the caller's transaction; they commit, or not, with it."""
-        await self._reserve(self._next_seq + len(events))  # before any of these seqs can be committed
+        await self._reserve(tx.claimed.get("next_seq", self._next_seq) + len(events))  # before they can commit
         pending = []
         for event in events:
             event_id = uuid7(self._clock.now())
@@ -432,7 +432,7 @@ class Outbox:
             if victims:
                 await self._evict_rows(tx, victims)
         now = self._clock.now()
-        seq = self._next_seq
+        seq = tx.claimed.get("next_seq", self._next_seq)  # a second insert in one transaction goes on
         rows = []
         for i, item in enumerate(batch):
             if i not in admitted:
@@ -457,6 +457,7 @@ class Outbox:
             )
             outcomes[i] = Queued(seq, item.event_id)
             seq += 1
+        tx.claimed["next_seq"] = seq
         if rows:
             await tx.executemany(_INSERT, rows)
             await tx.execute(

@@ -137,6 +137,9 @@ class Transaction:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
         self._after: list[Callable[[], None]] = []
+        # What a writer has claimed in this transaction but not yet committed (the outbox's next seq),
+        # so that a second write in the same transaction goes on from it; gone with the transaction.
+        self.claimed: dict[str, Any] = {}
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` after the commit (still holding the store's lock), not on rollback."""

@@ -19,7 +19,7 @@ from firmware.slots import FileBootloader, FileSlot
 from tests.brokers import Broker
 from tests.cloud import CloudPeer
 from tests.daemons import SupervisedDaemon, device_config
-from tests.sync_support import PAID, Docs, provision, status_until
+from tests.sync_support import PAID, Docs, mode_is, provision, status_until
 
 RUNNING = "29.30.2.805"
 NEWER = "29.30.10.1"  # numerically newer, though not as text
@@ -234,3 +234,61 @@ async def test_sigkill_in_every_state_ends_on_a_bootable_slot_with_a_truthful_st
         assert first is None
         assert resumed is not None
         assert int(resumed.removeprefix("bytes=").rstrip("-")) >= IMAGE_SIZE // 2
+
+
+async def test_a_newer_job_replaces_a_pending_one_and_a_cancel_stops_a_download(
+    broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs, image: tuple[Path, str]
+) -> None:
+    daemon = SupervisedDaemon(firmware_config(tmp_path, broker, root_pem, stall_seconds=5.0))
+    async with ImageServer(image[0].parent) as server, CloudPeer(broker) as cloud:
+        await provision(cloud, docs, PAID)
+        await daemon.start()
+        try:
+            later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+            await cloud.publish("firmware", docs.firmware_job("j-5", **job(image, server, at=later)), retain=True)
+            await cloud.wait_until(lambda: kinds(cloud, "j-5") == ["pending"])
+            server.faults[image[0].name] = Fault(delay_per_chunk=0.05)  # about 2.5 s for the whole image
+            await cloud.publish("firmware", docs.firmware_job("j-6", **job(image, server)), retain=True)
+            await cloud.wait_until(lambda: kinds(cloud, "j-5") == ["pending", "cancelled"])
+            replaced = [e for e in cloud.events.values() if e["kind"] == "cancelled" and e["data"]["job_id"] == "j-5"]
+            assert "replaced_by" in replaced[0]["data"]
+            await status_until(daemon.data_dir, lambda s: (s["firmware"]["job"]["downloaded"] or 0) > 0)
+            await cloud.publish("firmware", docs.firmware_job("j-6", cancel=True), retain=True)
+            await cloud.wait_until(lambda: kinds(cloud, "j-6") == ["pending", "downloading", "cancelled"])
+            sent = server.sent[image[0].name]
+            assert sent < IMAGE_SIZE  # stopped mid-way
+            status = await status_until(daemon.data_dir, lambda s: s["firmware"]["job"]["state"] == "cancelled")
+            assert status["firmware"]["version"] == RUNNING
+        finally:
+            await daemon.stop()
+    assert booted(daemon.data_dir) == ("a", None)
+
+
+async def test_reset_after_upgrade_wipes_credentials_and_history_but_keeps_identity_and_trust(
+    broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs, image: tuple[Path, str]
+) -> None:
+    daemon = SupervisedDaemon(firmware_config(tmp_path, broker, root_pem))
+    async with ImageServer(image[0].parent) as server, CloudPeer(broker) as cloud:
+        await provision(cloud, docs, PAID)
+        await daemon.start()
+        try:
+            await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))  # subscribed: a command is not retained
+            card = {"id": "c-1", "kind": "card", "value": "1234"}
+            await cloud.publish(
+                "commands", docs.command("issue_credentials", {"door": "door-1", "credentials": [card]}, "c1")
+            )
+            await cloud.wait_until(lambda: "c1" in cloud.replies)
+            await cloud.publish(
+                "firmware", docs.firmware_job("j-7", **job(image, server, reset_after_upgrade=True)), retain=True
+            )
+            await cloud.wait_until(lambda: final(kinds(cloud, "j-7")), seconds=60)
+            [executed] = [e for e in cloud.events.values() if e["kind"] == "executed"]
+            assert executed["data"]["reset"]["credentials"] == 1
+            assert executed["data"]["reset"]["commands"] == 1
+            status = await status_until(daemon.data_dir, lambda s: s["firmware"]["version"] == NEWER)
+            assert status["device_id"] == "0c110512ab34"
+            assert status["trust"] is not None  # the trust document and the entitlements stay
+            assert status["mode"] == "normal"
+            assert status["drivers"]["credentials"] == 0
+        finally:
+            await daemon.stop()

@@ -92,6 +92,20 @@ async def test_seq_continues_across_restarts(box: Box) -> None:
     assert second.seq == first.seq + 1
 
 
+async def test_two_writes_in_one_transaction_take_consecutive_seqs(box: Box, tmp_path: Path) -> None:
+    """Found by the firmware engine (a replaced job's event and the new job's, in one transaction): the
+    second write went on from the committed counter and collided on seq."""
+    outbox, store = box.outbox, box.store
+    assert outbox is not None
+    assert store is not None
+    async with store.transaction() as tx:
+        first = await outbox.add_in(tx, [event(i=1)])
+        second = await outbox.add_in(tx, [event(i=2), event(i=3)])
+    assert [q.seq for q in first + second] == [1, 2, 3]
+    assert (await outbox.add(event(i=4))).seq == 4
+    assert [seq for _, seq, _ in rows(tmp_path)] == [1, 2, 3, 4]
+
+
 async def test_row_ids_are_never_reused(box: Box) -> None:
     """Once rows are acknowledged and deleted, new rows still get higher ids (the pump's cursor relies on it)."""
     outbox = box.outbox

@@ -22,7 +22,7 @@ from agent import commands
 from agent.device import Accepted, Device
 from agent.entitlements.documents import COMMAND, FIRMWARE_JOB, CommandClaims, FirmwareJobClaims
 from agent.entitlements.intake import Verified
-from agent.errors import DocumentRefused, StoreFull
+from agent.errors import DocumentRefused, StoreError, StoreFull
 from agent.events import NewEvent
 from agent.outbox import Outbox, OutboxFull
 from agent.store import Transaction
@@ -69,6 +69,9 @@ class Inbound:
             return True
         except (OutboxFull, StoreFull) as exc:
             log.error("message_not_taken", typ=typ, error=str(exc))
+            return False
+        except StoreError as exc:  # a defect or a failing disk: one message must not stop the daemon
+            log.error("message_failed", typ=typ, error=str(exc))
             return False
         if isinstance(outcome, Accepted):
             self._on_change()
