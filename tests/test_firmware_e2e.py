@@ -6,9 +6,11 @@ One table of paths (issue "Staged firmware upgrades", item 7), then SIGKILL in e
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,21 @@ def booted(data_dir: Path) -> tuple[str, str | None]:
     return slot, FileSlot(data_dir / "slots", slot).version()
 
 
+@contextlib.asynccontextmanager
+async def running(
+    broker: Broker, config_file: Path, docs: Docs, image: tuple[Path, str], services: list[dict[str, Any]], **kw: Any
+) -> AsyncIterator[tuple[SupervisedDaemon, ImageServer, CloudPeer]]:
+    """The supervised daemon holding ``services``, the image server and the cloud; stopped on the way out."""
+    daemon = SupervisedDaemon(config_file, **kw)
+    async with ImageServer(image[0].parent) as server, CloudPeer(broker) as cloud:
+        await provision(cloud, docs, services)
+        await daemon.start()
+        try:
+            yield daemon, server, cloud
+        finally:
+            await daemon.stop()
+
+
 # (name, job fields, server fault, firmware config, expected kinds, expected running version, final reason)
 PATHS: list[tuple[str, dict[str, Any], Fault | None, dict[str, Any], list[str], str, str | None]] = [
     ("happy path", {}, None, {},
@@ -109,28 +126,24 @@ async def test_upgrade_path(
     version: str,
     reason: str | None,
 ) -> None:
-    daemon = SupervisedDaemon(firmware_config(tmp_path, broker, root_pem, **settings))
-    async with ImageServer(image[0].parent) as server, CloudPeer(broker) as cloud:
+    config_file = firmware_config(tmp_path, broker, root_pem, **settings)
+    # nothing paid: upgrades are never gated by billing
+    async with running(broker, config_file, docs, image, []) as (daemon, server, cloud):
         if fault is not None:
             server.faults[image[0].name] = fault
-        await provision(cloud, docs, [])  # nothing paid: upgrades are never gated by billing
-        await daemon.start()
-        try:
-            await cloud.publish("firmware", docs.firmware_job("j-1", **job(image, server, **fields)), retain=True)
-            await cloud.wait_until(lambda: final(kinds(cloud, "j-1")), seconds=60, what="the job to end")
-            assert kinds(cloud, "j-1") == expected
-            await cloud.wait_until(
-                lambda: cloud.state is not None and cloud.state.get("online") is True
-                and cloud.state["firmware"]["version"] == version,
-                what=f"the state to say {version}",
-            )  # fmt: skip
-            last = max((e for e in cloud.events.values() if e["type"] == "firmware"), key=lambda e: e["seq"])
-            assert last["data"].get("reason") == reason, last
-            status = await status_until(daemon.data_dir, lambda s: s["firmware"]["version"] == version)
-            shown = status["firmware"]["job"]
-            assert (shown["state"], shown["reason"]) == (expected[-1], reason) if shown else expected == ["rejected"]
-        finally:
-            await daemon.stop()
+        await cloud.publish("firmware", docs.firmware_job("j-1", **job(image, server, **fields)), retain=True)
+        await cloud.wait_until(lambda: final(kinds(cloud, "j-1")), seconds=60, what="the job to end")
+        assert kinds(cloud, "j-1") == expected
+        await cloud.wait_until(
+            lambda: cloud.state is not None and cloud.state.get("online") is True
+            and cloud.state["firmware"]["version"] == version,
+            what=f"the state to say {version}",
+        )  # fmt: skip
+        last = max((e for e in cloud.events.values() if e["type"] == "firmware"), key=lambda e: e["seq"])
+        assert last["data"].get("reason") == reason, last
+        status = await status_until(daemon.data_dir, lambda s: s["firmware"]["version"] == version)
+        shown = status["firmware"]["job"]
+        assert (shown["state"], shown["reason"]) == (expected[-1], reason) if shown else expected == ["rejected"]
     slot, in_slot = booted(daemon.data_dir)
     assert (in_slot or RUNNING) == version
     if version == NEWER:
@@ -141,24 +154,19 @@ async def test_upgrade_path(
 async def test_a_scheduled_job_waits_for_its_time(
     broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs, image: tuple[Path, str]
 ) -> None:
-    daemon = SupervisedDaemon(firmware_config(tmp_path, broker, root_pem))
-    async with ImageServer(image[0].parent) as server, CloudPeer(broker) as cloud:
-        await provision(cloud, docs, PAID)
-        await daemon.start()
-        try:
-            at = time.time() + 4
-            at_text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at + 1))
-            await cloud.publish("firmware", docs.firmware_job("j-2", **job(image, server, at=at_text)), retain=True)
-            await cloud.wait_until(lambda: kinds(cloud, "j-2") == ["pending"])
-            status = await status_until(daemon.data_dir, lambda s: s["firmware"]["job"] is not None)
-            assert status["firmware"]["job"]["state"] == "pending"
-            assert server.requests == []  # nothing fetched before its time
-            await cloud.wait_until(lambda: final(kinds(cloud, "j-2")), seconds=60)
-            assert kinds(cloud, "j-2")[-1] == "executed"
-            first_request = min(e["occurred_at"] for e in cloud.events.values() if e["kind"] == "downloading")
-            assert first_request >= at_text.replace("Z", "")  # RFC 3339 strings compare in time order
-        finally:
-            await daemon.stop()
+    config_file = firmware_config(tmp_path, broker, root_pem)
+    async with running(broker, config_file, docs, image, PAID) as (daemon, server, cloud):
+        at = time.time() + 4
+        at_text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at + 1))
+        await cloud.publish("firmware", docs.firmware_job("j-2", **job(image, server, at=at_text)), retain=True)
+        await cloud.wait_until(lambda: kinds(cloud, "j-2") == ["pending"])
+        status = await status_until(daemon.data_dir, lambda s: s["firmware"]["job"] is not None)
+        assert status["firmware"]["job"]["state"] == "pending"
+        assert server.requests == []  # nothing fetched before its time
+        await cloud.wait_until(lambda: final(kinds(cloud, "j-2")), seconds=60)
+        assert kinds(cloud, "j-2")[-1] == "executed"
+        first_request = min(e["occurred_at"] for e in cloud.events.values() if e["kind"] == "downloading")
+        assert first_request >= at_text.replace("Z", "")  # RFC 3339 strings compare in time order
 
 
 async def test_a_cancel_before_the_start_and_a_cancel_too_late(
@@ -166,26 +174,21 @@ async def test_a_cancel_before_the_start_and_a_cancel_too_late(
 ) -> None:
     """A pending job is cancelled; a cancel arriving once the job is installing or later is refused."""
     slow_check = ["sh", "-c", "sleep 3"]
-    daemon = SupervisedDaemon(firmware_config(tmp_path, broker, root_pem, health_command=slow_check))
-    async with ImageServer(image[0].parent) as server, CloudPeer(broker) as cloud:
-        await provision(cloud, docs, PAID)
-        await daemon.start()
-        try:
-            later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
-            await cloud.publish("firmware", docs.firmware_job("j-3", **job(image, server, at=later)), retain=True)
-            await cloud.wait_until(lambda: kinds(cloud, "j-3") == ["pending"])
-            await cloud.publish("firmware", docs.firmware_job("j-3", cancel=True), retain=True)
-            await cloud.wait_until(lambda: kinds(cloud, "j-3") == ["pending", "cancelled"])
+    config_file = firmware_config(tmp_path, broker, root_pem, health_command=slow_check)
+    async with running(broker, config_file, docs, image, PAID) as (_, server, cloud):
+        later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+        await cloud.publish("firmware", docs.firmware_job("j-3", **job(image, server, at=later)), retain=True)
+        await cloud.wait_until(lambda: kinds(cloud, "j-3") == ["pending"])
+        await cloud.publish("firmware", docs.firmware_job("j-3", cancel=True), retain=True)
+        await cloud.wait_until(lambda: kinds(cloud, "j-3") == ["pending", "cancelled"])
 
-            await cloud.publish("firmware", docs.firmware_job("j-4", **job(image, server)), retain=True)
-            await cloud.wait_until(lambda: "committing" in kinds(cloud, "j-4"), seconds=60)
-            await cloud.publish("firmware", docs.firmware_job("j-4", cancel=True), retain=True)
-            await cloud.wait_until(lambda: final(kinds(cloud, "j-4")), seconds=60)
-            refused = [e for e in cloud.events.values() if e["kind"] == "rejected" and e["data"]["job_id"] == "j-4"]
-            assert [e["data"]["reason"] for e in refused] == ["too_late"]
-            await cloud.wait_until(lambda: kinds(cloud, "j-4")[-1] == "executed", seconds=30)
-        finally:
-            await daemon.stop()
+        await cloud.publish("firmware", docs.firmware_job("j-4", **job(image, server)), retain=True)
+        await cloud.wait_until(lambda: "committing" in kinds(cloud, "j-4"), seconds=60)
+        await cloud.publish("firmware", docs.firmware_job("j-4", cancel=True), retain=True)
+        await cloud.wait_until(lambda: final(kinds(cloud, "j-4")), seconds=60)
+        refused = [e for e in cloud.events.values() if e["kind"] == "rejected" and e["data"]["job_id"] == "j-4"]
+        assert [e["data"]["reason"] for e in refused] == ["too_late"]
+        await cloud.wait_until(lambda: kinds(cloud, "j-4")[-1] == "executed", seconds=30)
 
 
 # (crash point, what the job's events must end with after the restart)
@@ -207,24 +210,19 @@ CRASHES: list[tuple[str, list[str]]] = [
 async def test_sigkill_in_every_state_ends_on_a_bootable_slot_with_a_truthful_status(
     broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs, image: tuple[Path, str], point: str, ending: list[str]
 ) -> None:
-    daemon = SupervisedDaemon(firmware_config(tmp_path, broker, root_pem), crash_at=point)
-    async with ImageServer(image[0].parent) as server, CloudPeer(broker) as cloud:
-        await provision(cloud, docs, PAID)
-        await daemon.start()
-        try:
-            await cloud.publish("firmware", docs.firmware_job("j-9", **job(image, server)), retain=True)
-            await cloud.wait_until(lambda: final(kinds(cloud, "j-9")), seconds=60, what="the job to end")
-            assert kinds(cloud, "j-9")[-len(ending) :] == ending, kinds(cloud, "j-9")
-            assert -9 in daemon.exits  # it did die at the point
-            version = NEWER if ending[-1] == "executed" else RUNNING
-            status = await status_until(daemon.data_dir, lambda s: s["firmware"]["version"] == version)
-            assert status["firmware"]["job"]["state"] == ending[-1]
-            await cloud.wait_until(
-                lambda: cloud.state is not None and cloud.state.get("online") is True
-                and cloud.state["firmware"]["version"] == version
-            )  # fmt: skip
-        finally:
-            await daemon.stop()
+    config_file = firmware_config(tmp_path, broker, root_pem)
+    async with running(broker, config_file, docs, image, PAID, crash_at=point) as (daemon, server, cloud):
+        await cloud.publish("firmware", docs.firmware_job("j-9", **job(image, server)), retain=True)
+        await cloud.wait_until(lambda: final(kinds(cloud, "j-9")), seconds=60, what="the job to end")
+        assert kinds(cloud, "j-9")[-len(ending) :] == ending, kinds(cloud, "j-9")
+        assert -9 in daemon.exits  # it did die at the point
+        version = NEWER if ending[-1] == "executed" else RUNNING
+        status = await status_until(daemon.data_dir, lambda s: s["firmware"]["version"] == version)
+        assert status["firmware"]["job"]["state"] == ending[-1]
+        await cloud.wait_until(
+            lambda: cloud.state is not None and cloud.state.get("online") is True
+            and cloud.state["firmware"]["version"] == version
+        )  # fmt: skip
     slot, in_slot = booted(daemon.data_dir)
     assert (in_slot or RUNNING) == version
     if slot != "a":  # never an unverified byte: what boots from the new slot is exactly what was signed
@@ -239,56 +237,46 @@ async def test_sigkill_in_every_state_ends_on_a_bootable_slot_with_a_truthful_st
 async def test_a_newer_job_replaces_a_pending_one_and_a_cancel_stops_a_download(
     broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs, image: tuple[Path, str]
 ) -> None:
-    daemon = SupervisedDaemon(firmware_config(tmp_path, broker, root_pem, stall_seconds=5.0))
-    async with ImageServer(image[0].parent) as server, CloudPeer(broker) as cloud:
-        await provision(cloud, docs, PAID)
-        await daemon.start()
-        try:
-            later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
-            await cloud.publish("firmware", docs.firmware_job("j-5", **job(image, server, at=later)), retain=True)
-            await cloud.wait_until(lambda: kinds(cloud, "j-5") == ["pending"])
-            server.faults[image[0].name] = Fault(delay_per_chunk=0.05)  # about 2.5 s for the whole image
-            await cloud.publish("firmware", docs.firmware_job("j-6", **job(image, server)), retain=True)
-            await cloud.wait_until(lambda: kinds(cloud, "j-5") == ["pending", "cancelled"])
-            replaced = [e for e in cloud.events.values() if e["kind"] == "cancelled" and e["data"]["job_id"] == "j-5"]
-            assert "replaced_by" in replaced[0]["data"]
-            await status_until(daemon.data_dir, lambda s: (s["firmware"]["job"]["downloaded"] or 0) > 0)
-            await cloud.publish("firmware", docs.firmware_job("j-6", cancel=True), retain=True)
-            await cloud.wait_until(lambda: kinds(cloud, "j-6") == ["pending", "downloading", "cancelled"])
-            sent = server.sent[image[0].name]
-            assert sent < IMAGE_SIZE  # stopped mid-way
-            status = await status_until(daemon.data_dir, lambda s: s["firmware"]["job"]["state"] == "cancelled")
-            assert status["firmware"]["version"] == RUNNING
-        finally:
-            await daemon.stop()
+    config_file = firmware_config(tmp_path, broker, root_pem, stall_seconds=5.0)
+    async with running(broker, config_file, docs, image, PAID) as (daemon, server, cloud):
+        later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+        await cloud.publish("firmware", docs.firmware_job("j-5", **job(image, server, at=later)), retain=True)
+        await cloud.wait_until(lambda: kinds(cloud, "j-5") == ["pending"])
+        server.faults[image[0].name] = Fault(delay_per_chunk=0.05)  # about 2.5 s for the whole image
+        await cloud.publish("firmware", docs.firmware_job("j-6", **job(image, server)), retain=True)
+        await cloud.wait_until(lambda: kinds(cloud, "j-5") == ["pending", "cancelled"])
+        replaced = [e for e in cloud.events.values() if e["kind"] == "cancelled" and e["data"]["job_id"] == "j-5"]
+        assert "replaced_by" in replaced[0]["data"]
+        await status_until(daemon.data_dir, lambda s: (s["firmware"]["job"]["downloaded"] or 0) > 0)
+        await cloud.publish("firmware", docs.firmware_job("j-6", cancel=True), retain=True)
+        await cloud.wait_until(lambda: kinds(cloud, "j-6") == ["pending", "downloading", "cancelled"])
+        sent = server.sent[image[0].name]
+        assert sent < IMAGE_SIZE  # stopped mid-way
+        status = await status_until(daemon.data_dir, lambda s: s["firmware"]["job"]["state"] == "cancelled")
+        assert status["firmware"]["version"] == RUNNING
     assert booted(daemon.data_dir) == ("a", None)
 
 
 async def test_reset_after_upgrade_wipes_credentials_and_history_but_keeps_identity_and_trust(
     broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs, image: tuple[Path, str]
 ) -> None:
-    daemon = SupervisedDaemon(firmware_config(tmp_path, broker, root_pem))
-    async with ImageServer(image[0].parent) as server, CloudPeer(broker) as cloud:
-        await provision(cloud, docs, PAID)
-        await daemon.start()
-        try:
-            await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))  # subscribed: a command is not retained
-            card = {"id": "c-1", "kind": "card", "value": "1234"}
-            await cloud.publish(
-                "commands", docs.command("issue_credentials", {"door": "door-1", "credentials": [card]}, "c1")
-            )
-            await cloud.wait_until(lambda: "c1" in cloud.replies)
-            await cloud.publish(
-                "firmware", docs.firmware_job("j-7", **job(image, server, reset_after_upgrade=True)), retain=True
-            )
-            await cloud.wait_until(lambda: final(kinds(cloud, "j-7")), seconds=60)
-            [executed] = [e for e in cloud.events.values() if e["kind"] == "executed"]
-            assert executed["data"]["reset"]["credentials"] == 1
-            assert executed["data"]["reset"]["commands"] == 1
-            status = await status_until(daemon.data_dir, lambda s: s["firmware"]["version"] == NEWER)
-            assert status["device_id"] == "0c110512ab34"
-            assert status["trust"] is not None  # the trust document and the entitlements stay
-            assert status["mode"] == "normal"
-            assert status["drivers"]["credentials"] == 0
-        finally:
-            await daemon.stop()
+    config_file = firmware_config(tmp_path, broker, root_pem)
+    async with running(broker, config_file, docs, image, PAID) as (daemon, server, cloud):
+        await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))  # subscribed: a command is not retained
+        card = {"id": "c-1", "kind": "card", "value": "1234"}
+        await cloud.publish(
+            "commands", docs.command("issue_credentials", {"door": "door-1", "credentials": [card]}, "c1")
+        )
+        await cloud.wait_until(lambda: "c1" in cloud.replies)
+        await cloud.publish(
+            "firmware", docs.firmware_job("j-7", **job(image, server, reset_after_upgrade=True)), retain=True
+        )
+        await cloud.wait_until(lambda: final(kinds(cloud, "j-7")), seconds=60)
+        [executed] = [e for e in cloud.events.values() if e["kind"] == "executed"]
+        assert executed["data"]["reset"]["credentials"] == 1
+        assert executed["data"]["reset"]["commands"] == 1
+        status = await status_until(daemon.data_dir, lambda s: s["firmware"]["version"] == NEWER)
+        assert status["device_id"] == "0c110512ab34"
+        assert status["trust"] is not None  # the trust document and the entitlements stay
+        assert status["mode"] == "normal"
+        assert status["drivers"]["credentials"] == 0
