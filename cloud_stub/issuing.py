@@ -1,0 +1,68 @@
+"""The ledger turned into signed ``entitlements`` documents, one per device (PROTOCOL.md).
+
+:func:`document_for` builds the claims of a device's project from the ledger and signs them when they
+differ from what was last issued to it (``seq`` per device, kept in the ledger); ``exp`` bounds how
+long the device may rely on the document offline (default 30 days), and :func:`due` says when a
+device needs a fresh one well before that (at half the bound).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Final
+
+from agent.entitlements import jws
+from agent.timefmt import to_rfc3339
+from cloud_stub.issuer import ISSUER
+from cloud_stub.ledger import Ledger
+from cloud_stub.rules import DAY, Refused
+
+OFFLINE_DAYS: Final = 30.0
+
+
+def claims_for(ledger: Ledger, device: str) -> dict[str, Any]:
+    """What the ledger grants ``device``'s project, without the time-dependent claims."""
+    row = ledger._db.execute("SELECT project FROM devices WHERE mac = ?", (device,)).fetchone()
+    if row is None or row[0] is None:
+        raise Refused("no_project", f"device {device} is in no project", "ledger")
+    p = ledger.project(row[0])
+    services = [
+        {"service": s["service"], "subject": s["subject"], "expires": to_rfc3339(s["expires"])}
+        | ({"plan": s["plan"]} if s["plan"] else {})
+        for s in ledger.services(p["id"])
+        if s["expires"] is not None
+    ]
+    return {
+        "project": {
+            "id": p["id"],
+            "type": p["type"],
+            "created": p["created"].isoformat(),
+            "timezone": p["timezone"],
+            "doors": p["doors"],
+            "free_apps": p["free_apps"],
+        },
+        "services": services,
+        "settings": p["settings"],
+    }
+
+
+def document_for(
+    ledger: Ledger, device: str, signing: Any, now: float, *, offline_days: float = OFFLINE_DAYS, force: bool = False
+) -> str | None:
+    """A newly signed document for ``device`` if what it is granted changed (or ``force``), else None."""
+    body = claims_for(ledger, device)
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    last = ledger._db.execute("SELECT seq, digest FROM issued WHERE device = ?", (device,)).fetchone()
+    if last is not None and last[1] == digest and not force:
+        return None
+    seq = (last[0] if last else 0) + 1
+    claims = {"iss": ISSUER, "aud": device, "iat": int(now), "exp": int(now + offline_days * DAY), "seq": seq, **body}
+    token = jws.sign(signing, "entitlements", claims)
+    with ledger.transaction() as db:
+        db.execute(
+            "INSERT INTO issued (device, seq, digest) VALUES (?, ?, ?)"
+            " ON CONFLICT (device) DO UPDATE SET seq = excluded.seq, digest = excluded.digest",
+            (device, seq, digest),
+        )
+    return token
