@@ -53,16 +53,18 @@ def document_for(
     """A newly signed document for ``device`` if what it is granted changed (or ``force``), else None."""
     body = claims_for(ledger, device)
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-    last = ledger._db.execute("SELECT seq, digest FROM issued WHERE device = ?", (device,)).fetchone()
-    if last is not None and last[1] == digest and not force:
+    last = ledger._db.execute("SELECT seq, digest, issued_at FROM issued WHERE device = ?", (device,)).fetchone()
+    stale = last is not None and now - last[2] > offline_days * DAY / 2  # re-issued well before exp
+    if last is not None and last[1] == digest and not force and not stale:
         return None
     seq = (last[0] if last else 0) + 1
     claims = {"iss": ISSUER, "aud": device, "iat": int(now), "exp": int(now + offline_days * DAY), "seq": seq, **body}
     token = jws.sign(signing, "entitlements", claims)
     with ledger.transaction() as db:
         db.execute(
-            "INSERT INTO issued (device, seq, digest) VALUES (?, ?, ?)"
-            " ON CONFLICT (device) DO UPDATE SET seq = excluded.seq, digest = excluded.digest",
-            (device, seq, digest),
+            "INSERT INTO issued (device, seq, digest, issued_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (device) DO UPDATE SET seq = excluded.seq, digest = excluded.digest,"
+            " issued_at = excluded.issued_at",
+            (device, seq, digest, now),
         )
     return token

@@ -92,6 +92,70 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             digest TEXT NOT NULL           -- of the claims last issued: re-issue only on change
         )""",
     ),
+    # 2: what devices send (ingest), signing keys and their rotation, firmware and its rollouts.
+    (
+        """CREATE TABLE events (
+            event_id TEXT PRIMARY KEY,     -- dedupe: a redelivery is dropped here
+            device TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            project TEXT,
+            occurred_at TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            body TEXT NOT NULL
+        )""",
+        "CREATE INDEX events_device_seq ON events (device, seq)",
+        "CREATE INDEX events_project_type ON events (project, type)",
+        """CREATE TABLE device_state (
+            device TEXT PRIMARY KEY,
+            body TEXT NOT NULL,
+            at REAL NOT NULL
+        )""",
+        """CREATE TABLE replies (
+            id TEXT PRIMARY KEY,
+            device TEXT NOT NULL,
+            body TEXT NOT NULL,
+            at REAL NOT NULL
+        )""",
+        """CREATE TABLE signing_keys (
+            kid TEXT PRIMARY KEY,
+            file TEXT NOT NULL,            -- the private key's PEM file
+            created REAL NOT NULL,
+            not_after REAL NOT NULL,
+            state TEXT NOT NULL            -- active (signs), listed (trusted, not signing), retired
+        )""",
+        """CREATE TABLE firmware (
+            model TEXT NOT NULL,
+            version TEXT NOT NULL,
+            file TEXT NOT NULL,            -- the image, served over HTTP with Range
+            size INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            log TEXT NOT NULL,
+            created REAL NOT NULL,
+            PRIMARY KEY (model, version)
+        )""",
+        """CREATE TABLE upgrades (
+            id TEXT PRIMARY KEY,           -- the job_id the devices see
+            project TEXT NOT NULL REFERENCES projects (id),
+            model TEXT NOT NULL,
+            version TEXT NOT NULL,
+            devices TEXT NOT NULL,         -- JSON list of MACs
+            at REAL,                       -- NULL: right now
+            reset INTEGER NOT NULL,
+            deleted INTEGER NOT NULL DEFAULT 0,
+            created REAL NOT NULL
+        )""",
+        """CREATE TABLE device_upgrades (
+            device TEXT NOT NULL,
+            upgrade TEXT NOT NULL,
+            status TEXT NOT NULL,          -- Pending, Processing, Executed, Failed (seed 002 line 751)
+            last_kind TEXT,
+            at REAL NOT NULL,
+            PRIMARY KEY (device, upgrade)
+        )""",
+        "ALTER TABLE issued ADD COLUMN issued_at REAL NOT NULL DEFAULT 0",
+    ),
 )
 
 

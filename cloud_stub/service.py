@@ -1,0 +1,173 @@
+"""``smartplus-cloud serve``: the issuer, the ingest and the image server, against a broker.
+
+One MQTT client for the whole fleet. Out, retained: the ``trust`` document (re-signed when the keys
+change), each device's ``entitlements`` (re-issued when what the ledger grants it changes, and well
+before its ``exp``), each device's ``firmware`` job (when its rollout changes). In: every device's
+events (deduplicated, firmware statuses derived), replies and state. Every ``interval`` seconds it
+also runs auto-renewal and the expiration notices. The ledger may be changed by the CLI in another
+process meanwhile: each pass reads it afresh and publishes only what changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import structlog
+
+from agent.entitlements import jws
+from cloud_stub import ingest, issuing, rollouts, trustkeys
+from cloud_stub.ledger import Ledger
+from cloud_stub.rules import Refused
+
+log = structlog.get_logger("cloud_stub.service")
+
+
+class CloudService:
+    """Issuer and ingest for every device in the ledger."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        keys: Path,
+        *,
+        host: str,
+        port: int,
+        username: str | None = None,
+        password: str | None = None,
+        prefix: str = "smartplus/v1",
+        image_base: str = "http://127.0.0.1:8080/",
+        clock: Callable[[], float] = time.time,
+        interval: float = 1.0,
+        offline_days: float = issuing.OFFLINE_DAYS,
+    ) -> None:
+        self.ledger, self.keys, self.prefix = ledger, keys, prefix
+        self.host, self.port, self.username, self.password = host, port, username, password
+        self.image_base, self.clock, self.interval, self.offline_days = image_base, clock, interval, offline_days
+        self.published: list[tuple[str, str]] = []  # (topic, what) for the operator and the tests
+        self.passes = 0
+        self._poke = asyncio.Event()
+        trustkeys.ensure(ledger, keys, clock())
+
+    def poke(self) -> None:
+        """Publish what changed now rather than at the next pass."""
+        self._poke.set()
+
+    def _seq(self, key: str, digest: str, now: float, force: bool = False) -> int | None:
+        last = self.ledger._db.execute("SELECT seq, digest FROM issued WHERE device = ?", (key,)).fetchone()
+        if last is not None and last[1] == digest and not force:
+            return None
+        seq = (last[0] if last else 0) + 1
+        with self.ledger.transaction() as db:
+            db.execute(
+                "INSERT INTO issued (device, seq, digest, issued_at) VALUES (?, ?, ?, ?) ON CONFLICT (device)"
+                " DO UPDATE SET seq = excluded.seq, digest = excluded.digest, issued_at = excluded.issued_at",
+                (key, seq, digest, now),
+            )
+        return seq
+
+    def documents(self, now: float) -> list[tuple[str, str]]:
+        """(topic, token) of every document that must be (re)published now."""
+        out: list[tuple[str, str]] = []
+        listed = json.dumps(trustkeys.trust_claims(self.ledger), sort_keys=True)
+        seq = self._seq("trust:*", hashlib.sha256(listed.encode()).hexdigest(), now)
+        if seq is not None:
+            out.append((f"{self.prefix}/trust", trustkeys.trust_document(self.ledger, self.keys, now, seq)))
+            if seq > 1:  # a rotation: the devices take the new trust before anything signed by the new key
+                return out
+        signing = trustkeys.active(self.ledger, self.keys)
+        for mac, _, project in self.ledger.devices():
+            if project is None:
+                continue
+            token = issuing.document_for(self.ledger, mac, signing, now, offline_days=self.offline_days)
+            if token is not None:
+                out.append((f"{self.prefix}/devices/{mac}/entitlements", token))
+            job = rollouts.job_for(self.ledger, mac, self.image_base)
+            if job is not None:
+                digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
+                job_seq = self._seq(f"fw:{mac}", digest, now)
+                if job_seq is not None:
+                    claims = {"iat": int(now), "exp": int(now + 30 * 86_400), "seq": job_seq, **job}
+                    out.append((f"{self.prefix}/devices/{mac}/firmware", jws.sign(signing, "firmware-job", claims)))
+        return out
+
+    def rotate_keys(self) -> str:
+        """Bring in a new signing key (the next pass publishes trust, then documents signed by it)."""
+        kid = trustkeys.rotate(self.ledger, self.keys, self.clock())
+        self._resign_all()
+        return kid
+
+    def _resign_all(self) -> None:
+        with self.ledger.transaction() as db:
+            db.execute("UPDATE issued SET digest = '' WHERE device NOT LIKE 'trust:%'")
+
+    def housekeeping(self, now: float) -> None:
+        for project, service, subject, new in self.ledger.auto_renew(now):
+            log.info("auto_renewed", project=project, service=service, subject=subject, expires=new)
+        for notice in self.ledger.raise_notices(now):
+            log.info("expiry_notice", **notice)
+
+    async def run(self) -> None:
+        """Connect (again and again) and serve until cancelled."""
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self.host,
+                    self.port,
+                    username=self.username,
+                    password=self.password,
+                    identifier=f"smartplus-cloud-{self.port}",
+                    clean_session=False,
+                    keepalive=10,
+                ) as client:
+                    leaves = ("events", "replies", "state")
+                    await client.subscribe([(f"{self.prefix}/devices/+/{leaf}", 1) for leaf in leaves])
+                    log.info("cloud_connected", host=self.host, port=self.port)
+                    async with asyncio.TaskGroup() as tasks:
+                        tasks.create_task(self._ingest(client))
+                        tasks.create_task(self._publish(client))
+            except* aiomqtt.MqttError as group:
+                log.warning("cloud_disconnected", error=str(group.exceptions[0]))
+            await asyncio.sleep(0.5)
+
+    async def _publish(self, client: aiomqtt.Client) -> None:
+        while True:
+            now = self.clock()
+            self.housekeeping(now)
+            for topic, token in self.documents(now):
+                await client.publish(topic, token, qos=1, retain=True)
+                self.published.append((topic, token))
+                log.info("document_published", topic=topic)
+            self.passes += 1
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self._poke.wait()
+            self._poke.clear()
+
+    async def _ingest(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            parts = str(message.topic).split("/")
+            if len(parts) < 2:
+                continue
+            device, leaf = parts[-2], parts[-1]
+            payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+            try:
+                body: Any = json.loads(payload) if payload else None
+                if not isinstance(body, dict):
+                    continue
+                now = self.clock()
+                if leaf == "events":
+                    ingest.take_event(self.ledger, device, body, now)
+                elif leaf == "replies":
+                    ingest.take_reply(self.ledger, device, body, now)
+                elif leaf == "state":
+                    ingest.take_state(self.ledger, device, body, now)
+            except (ValueError, KeyError, TypeError, Refused) as exc:
+                log.warning("ingest_refused", device=device, leaf=leaf, error=str(exc)[:200])

@@ -1,0 +1,131 @@
+"""The cloud stub end to end: the ledger, ``CloudService`` (issuer and ingest) and a running agent over
+a real broker. A renewal in the ledger flips the agent's decision; keys rotate under a running agent;
+what the device sends is kept, deduplicated, per project."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent import control
+from cloud_stub import ingest
+from cloud_stub.ledger import Ledger
+from cloud_stub.rules import DAY
+from cloud_stub.service import CloudService
+from tests.brokers import Broker
+from tests.daemons import ProcessDaemon, device_config, raise_event
+from tests.support import DEVICE_ID
+from tests.sync_support import status_until
+
+
+@pytest.fixture
+def broker(process_broker: Broker) -> Broker:
+    return process_broker
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    (tmp_path / "cloud").mkdir()
+    book = Ledger(tmp_path / "cloud" / "ledger.db")
+    now = time.time()
+    book.add_account("d1", "distributor", "Distributor")
+    book.add_account("i1", "installer", "Installer", parent="d1", permission="credit")
+    book.add_project("office", "commercial", "i1", date(2025, 7, 1), doors=("door-1", "door-2"))
+    book.add_device(DEVICE_ID, "d1", "R29", project="office")
+    book.buy_credits("d1", 1000, "stripe", now)
+    book.allocate("d1", "i1", 500, now)
+    return book
+
+
+@contextlib.asynccontextmanager
+async def cloud_and_device(
+    broker: Broker, ledger: Ledger, tmp_path: Path
+) -> AsyncIterator[tuple[CloudService, ProcessDaemon]]:
+    service = CloudService(
+        ledger, tmp_path / "cloud" / "keys", host=broker.host, port=broker.port, username="cloud", password="cloud",
+        interval=0.2,
+    )  # fmt: skip
+    task = asyncio.create_task(service.run())
+    daemon = ProcessDaemon(device_config(tmp_path / "device", broker, tmp_path / "cloud" / "keys" / "root.pub.pem"))
+    await daemon.start()
+    try:
+        yield service, daemon
+    finally:
+        await daemon.stop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def check(daemon: ProcessDaemon, action: str, subject: str) -> dict[str, Any]:
+    answer = await control.request(daemon.data_dir, {"op": "check", "action": action, "subject": subject})
+    decision: dict[str, Any] = answer["decision"]
+    return decision
+
+
+async def test_a_renewal_in_the_ledger_reaches_a_running_agent_and_flips_its_check(
+    broker: Broker, ledger: Ledger, tmp_path: Path
+) -> None:
+    async with cloud_and_device(broker, ledger, tmp_path) as (service, daemon):
+        await status_until(daemon.data_dir, lambda s: s["mode"] == "limited")  # door-2 never paid
+        denied = await check(daemon, "issue_access", "door:door-1")
+        assert (denied["allowed"], denied["reason"]) == (False, "doors_limited")
+
+        now = time.time()
+        quote = ledger.quote("i1", [("office", "door", "door:door-2")], now, renew_to=now + 90 * DAY)
+        ledger.pay(ledger.order("i1", quote, "credit", now), now)
+        service.poke()
+        await status_until(daemon.data_dir, lambda s: s["mode"] == "normal")
+        allowed = await check(daemon, "issue_access", "door:door-1")
+        assert (allowed["allowed"], allowed["reason"]) == (True, "active")
+        assert ledger.credit_log("i1")[-1]["amount"] == -quote["amount"]
+
+
+async def test_keys_rotate_under_a_running_agent(broker: Broker, ledger: Ledger, tmp_path: Path) -> None:
+    async with cloud_and_device(broker, ledger, tmp_path) as (service, daemon):
+        first = await status_until(daemon.data_dir, lambda s: s["document"] is not None and s["trust"] is not None)
+        old_kid = first["trust"]["signing_keys"]
+        assert len(old_kid) == 1
+
+        new_kid = service.rotate_keys()
+        service.poke()
+        both = await status_until(
+            daemon.data_dir, lambda s: s["trust"]["seq"] == 2 and s["document"]["seq"] == first["document"]["seq"] + 1
+        )
+        assert sorted(both["trust"]["signing_keys"]) == sorted([*old_kid, new_kid])
+
+        from cloud_stub import trustkeys
+
+        assert trustkeys.retire(ledger) == old_kid
+        service.poke()
+        only_new = await status_until(daemon.data_dir, lambda s: s["trust"]["seq"] == 3)
+        assert only_new["trust"]["signing_keys"] == [new_kid]
+        assert only_new["mode"] == "limited"  # still enforcing from the document the new key signed
+
+
+async def test_what_the_device_sends_is_kept_once_per_project(broker: Broker, ledger: Ledger, tmp_path: Path) -> None:
+    async with cloud_and_device(broker, ledger, tmp_path) as (service, daemon):
+        now = time.time()
+        quote = ledger.quote("i1", [("office", "door", "door:door-2")], now, renew_to=now + 90 * DAY)
+        ledger.pay(ledger.order("i1", quote, "credit", now), now)
+        service.poke()
+        await status_until(daemon.data_dir, lambda s: s["mode"] == "normal")
+        raised = await raise_event(daemon.data_dir, "alarm", "tamper", data={"door": "door-1"})
+        assert raised["ok"]
+        deadline = time.monotonic() + 20
+        while not ingest.alarms(ledger, "office"):  # the ledger has no event to wait on
+            assert time.monotonic() < deadline, "the alarm never reached the ledger"
+            await asyncio.sleep(0.05)
+        [alarm] = ingest.alarms(ledger, "office")
+        assert (alarm["kind"], alarm["event_id"]) == ("tamper", raised["event_id"])
+        assert ingest.gaps(ledger, DEVICE_ID) == []
+        state = ingest.state(ledger, DEVICE_ID)
+        assert state is not None
+        assert state["online"] is True
