@@ -2,19 +2,60 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import sys
+import time
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import click
 
 from cloud_stub.keys import load_private_key, write_keypair
 
 
+class Context:
+    def __init__(self, ledger_path: Path, actor: str | None, as_json: bool) -> None:
+        self.path, self.actor, self.as_json = ledger_path, actor, as_json
+
+    @property
+    def home(self) -> Path:
+        return self.path.parent
+
+    def ledger(self) -> Any:
+        from cloud_stub.ledger import Ledger
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        return Ledger(self.path)
+
+    def who(self) -> str:
+        if not self.actor:
+            click.echo("smartplus-cloud: error: this command acts as an account: give --as ACCOUNT", err=True)
+            sys.exit(2)
+        return self.actor
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """The cloud side of the intercom platform (stub: payments simulated, rules real)."""
+@click.option(
+    "--ledger",
+    "ledger_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="SMARTPLUS_CLOUD_LEDGER",
+    default=Path("cloud-data/ledger.db"),
+    show_default=True,
+    help="The ledger's SQLite file.",
+)
+@click.option("--as", "actor", envvar="SMARTPLUS_CLOUD_AS", help="The account acting (distributor, installer or PM).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def main(ctx: click.Context, ledger_path: Path, actor: str | None, as_json: bool) -> None:
+    """The cloud side of the intercom platform (stub: payments simulated, rules real).
+
+    Ledger commands act as one account (--as) on one ledger (--ledger); keys and images live beside
+    it. A refusal names its rule and the seed it comes from and exits 1; bad arguments exit 2.
+    """
+    ctx.obj = Context(ledger_path, actor, as_json)
 
 
 @main.command()
@@ -44,3 +85,390 @@ def sign(typ: str, key_file: Path, claims_file: BinaryIO) -> None:
         click.echo("smartplus-cloud: error: claims must be a JSON object", err=True)
         sys.exit(2)
     click.echo(jws.sign(key, typ, claims))
+
+
+# -- the ledger's operations ------------------------------------------------------------------------
+# Every command below works on one ledger (--ledger, or SMARTPLUS_CLOUD_LEDGER; default
+# ./cloud-data/ledger.db) acting as one account (--as); keys and images live beside the ledger.
+# A refusal prints the rule and the seed it comes from and exits 1; bad arguments exit 2.
+
+
+def _run(ctx: click.Context, work: Any) -> None:
+    """Open the ledger, run ``work(ledger)``, print its result (JSON or lines); map refusals to exit 1."""
+    from cloud_stub.rules import Refused
+
+    state: Context = ctx.obj
+    ledger = state.ledger()
+    try:
+        result = work(ledger)
+    except Refused as refused:
+        if state.as_json:
+            click.echo(json.dumps({"ok": False, "rule": refused.rule, "seed": refused.seed, "message": str(refused)}))
+        else:
+            click.echo(f"smartplus-cloud: refused: {refused}", err=True)
+        sys.exit(1)
+    except (ValueError, sqlite3.IntegrityError) as exc:
+        click.echo(f"smartplus-cloud: error: {exc}", err=True)
+        sys.exit(2)
+    finally:
+        ledger.close()
+    if state.as_json:
+        click.echo(json.dumps({"ok": True, "result": result}, default=str))
+    elif isinstance(result, list):
+        for row in result:
+            click.echo(json.dumps(row, default=str) if not isinstance(row, str) else row)
+    elif result is not None:
+        click.echo(result if isinstance(result, str) else json.dumps(result, indent=2, default=str))
+
+
+def _when(text: str | None) -> float | None:
+    if text is None:
+        return None
+    from datetime import datetime
+
+    from agent.timefmt import epoch_of
+
+    moment = datetime.fromisoformat(text if "T" in text else f"{text}T23:59:59+00:00")
+    if moment.tzinfo is None:
+        raise click.BadParameter(f"{text!r} needs a time zone (Z or +08:00)")
+    return epoch_of(moment)
+
+
+def _items(values: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    items = []
+    for value in values:
+        parts = value.split("/", 2)
+        if len(parts) != 3:
+            raise click.BadParameter(f"{value!r} is not PROJECT/SERVICE/SUBJECT (subject: project, door:ID, ...)")
+        items.append((parts[0], parts[1], parts[2]))
+    return items
+
+
+@main.command("add-account")
+@click.argument("ident")
+@click.option(
+    "--role", required=True, type=click.Choice(["distributor", "sub_distributor", "installer", "sub_installer", "pm"])
+)
+@click.option("--name", required=True)
+@click.option("--parent")
+@click.option("--permission", default="none", type=click.Choice(["none", "regular", "credit"]))
+@click.pass_context
+def add_account(ctx: click.Context, ident: str, role: str, name: str, parent: str | None, permission: str) -> None:
+    """Add a distributor, sub-distributor, installer, sub-installer or property manager."""
+    _run(ctx, lambda book: book.add_account(ident, role, name, parent=parent, permission=permission) or ident)
+
+
+@main.command()
+@click.argument("account")
+@click.argument("permission", type=click.Choice(["none", "regular", "credit"]))
+@click.pass_context
+def grant(ctx: click.Context, account: str, permission: str) -> None:
+    """Grant ACCOUNT (under --as) the permission to pay ("Pay by Installer" / "Pay by PM")."""
+    who = ctx.obj.who()
+    _run(ctx, lambda book: book.grant(who, account, permission) or f"{account}: {permission}")
+
+
+@main.command("buy-credits")
+@click.argument("amount", type=int)
+@click.option("--source", default="stripe", type=click.Choice(["stripe", "paypal", "coupon"]))
+@click.pass_context
+def buy_credits(ctx: click.Context, amount: int, source: str) -> None:
+    """A distributor (--as) buys credits from the vendor."""
+    who = ctx.obj.who()
+    _run(ctx, lambda book: {"remaining": book.buy_credits(who, amount, source, time.time())})
+
+
+@main.command()
+@click.argument("account")
+@click.argument("amount", type=int)
+@click.pass_context
+def allocate(ctx: click.Context, account: str, amount: int) -> None:
+    """Give ACCOUNT (directly under --as) credits."""
+    who = ctx.obj.who()
+    _run(ctx, lambda book: {"remaining": book.allocate(who, account, amount, time.time())})
+
+
+@main.command("credit-log")
+@click.argument("account", required=False)
+@click.pass_context
+def credit_log(ctx: click.Context, account: str | None) -> None:
+    """Time, amount and remaining credit of each movement."""
+    target = account or ctx.obj.who()
+    _run(ctx, lambda book: book.credit_log(target))
+
+
+@main.command("add-project")
+@click.argument("ident")
+@click.option("--type", "project_type", required=True, type=click.Choice(["community", "single_family", "commercial"]))
+@click.option("--installer", required=True)
+@click.option("--created", required=True, help="YYYY-MM-DD")
+@click.option("--door", "doors", multiple=True, help="A door (commercial; the first is free). Repeat.")
+@click.option("--timezone", default="UTC")
+@click.option("--pm")
+@click.pass_context
+def add_project(
+    ctx: click.Context,
+    ident: str,
+    project_type: str,
+    installer: str,
+    created: str,
+    doors: tuple[str, ...],
+    timezone: str,
+    pm: str | None,
+) -> None:
+    """Add a site."""
+    from datetime import date
+
+    day = date.fromisoformat(created)
+    _run(
+        ctx,
+        lambda book: (
+            book.add_project(ident, project_type, installer, day, doors=doors, timezone=timezone, pm=pm) or ident
+        ),
+    )
+
+
+@main.command("add-device")
+@click.argument("mac")
+@click.option("--distributor", required=True, help="Whose MAC library it is in.")
+@click.option("--model", required=True)
+@click.option("--project")
+@click.pass_context
+def add_device(ctx: click.Context, mac: str, distributor: str, model: str, project: str | None) -> None:
+    """Register a device's MAC, optionally in a site."""
+    _run(ctx, lambda book: book.add_device(mac, distributor, model, project) or mac)
+
+
+@main.command()
+@click.argument("project")
+@click.pass_context
+def services(ctx: click.Context, project: str) -> None:
+    """A site's services and their expiry."""
+    _run(ctx, lambda book: book.services(project))
+
+
+@main.command()
+@click.argument("project")
+@click.argument("service")
+@click.option("--subject", default="project", help="project, or apartment:ID for apartment-level switches")
+@click.option("--off", is_flag=True)
+@click.pass_context
+def switch(ctx: click.Context, project: str, service: str, subject: str, off: bool) -> None:
+    """Service-based charging: switch a community's service on or off."""
+    _run(ctx, lambda book: book.switch(project, service, subject, on=not off) or f"{service} {'off' if off else 'on'}")
+
+
+def _length(months: int | None, renew_to: str | None) -> dict[str, Any]:
+    if (months is None) == (renew_to is None):
+        raise click.UsageError("give --months (regular payment) or --renew-to (credit payment)")
+    return {"months": months} if months is not None else {"renew_to": _when(renew_to)}
+
+
+item_option = click.option(
+    "--item",
+    "items",
+    multiple=True,
+    required=True,
+    help="PROJECT/SERVICE/SUBJECT, e.g. office/door/door:door-2. Repeat.",
+)
+length_options = [
+    click.option("--months", type=int, help="Manual renewal for this many months (regular payment)."),
+    click.option("--renew-to", help="Credit renewal: renew to this date (YYYY-MM-DD)."),
+]
+
+
+def _with_length(function: Any) -> Any:
+    for option in reversed(length_options):
+        function = option(function)
+    return function
+
+
+@main.command()
+@item_option
+@_with_length
+@click.pass_context
+def quote(ctx: click.Context, items: tuple[str, ...], months: int | None, renew_to: str | None) -> None:
+    """The price first: what activating or renewing ITEMS costs, and the new expiry of each."""
+    who, chosen, length = ctx.obj.who(), _items(items), _length(months, renew_to)
+    _run(ctx, lambda book: book.quote(who, chosen, time.time(), **length))
+
+
+@main.command()
+@item_option
+@_with_length
+@click.option("--source", required=True, type=click.Choice(["stripe", "paypal", "coupon", "credit"]))
+@click.option("--auto-renew", is_flag=True, help="Renew every 30 days from now on (not by coupon, not new commercial).")
+@click.pass_context
+def renew(
+    ctx: click.Context, items: tuple[str, ...], months: int | None, renew_to: str | None, source: str, auto_renew: bool
+) -> None:
+    """Activate or renew ITEMS: quote, order and pay (payment simulated)."""
+    who, chosen, length = ctx.obj.who(), _items(items), _length(months, renew_to)
+
+    def work(book: Any) -> Any:
+        now = time.time()
+        offer = book.quote(who, chosen, now, **length)
+        return {"quote": offer, **book.pay(book.order(who, offer, source, now), now, auto_renew=auto_renew)}
+
+    _run(ctx, work)
+
+
+@main.command()
+@click.pass_context
+def notices(ctx: click.Context) -> None:
+    """Raise the expiration notices due now (15, 5, 3, 1 days) and list them."""
+    _run(ctx, lambda book: book.raise_notices(time.time()))
+
+
+@main.command("add-firmware")
+@click.argument("model")
+@click.argument("version")
+@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--log", "log_text", default="", help="The release notes.")
+@click.pass_context
+def add_firmware(ctx: click.Context, model: str, version: str, image: Path, log_text: str) -> None:
+    """Add an image to the firmware list."""
+    from cloud_stub import rollouts
+
+    images = ctx.obj.home / "images"
+    _run(ctx, lambda book: rollouts.add_firmware(book, images, model, version, image, log_text, time.time()))
+
+
+@main.command("firmware-list")
+@click.pass_context
+def firmware_list(ctx: click.Context) -> None:
+    """Version, model, log and created time of each image."""
+    from cloud_stub import rollouts
+
+    _run(ctx, rollouts.firmware_list)
+
+
+@main.command()
+@click.argument("ident")
+@click.option("--project", required=True)
+@click.option("--model", required=True)
+@click.option("--version", required=True)
+@click.option("--device", "devices", multiple=True, help="A MAC (default: every device of MODEL in the site).")
+@click.option("--at", "at_text", help="When (ISO 8601 with a zone); default: right now.")
+@click.option("--reset", is_flag=True, help="Reset After Upgrade (cannot be undone).")
+@click.pass_context
+def upgrade(
+    ctx: click.Context,
+    ident: str,
+    project: str,
+    model: str,
+    version: str,
+    devices: tuple[str, ...],
+    at_text: str | None,
+    reset: bool,
+) -> None:
+    """Stage an upgrade of a site's devices of one model."""
+    from cloud_stub import rollouts
+
+    at = _when(at_text)
+    _run(ctx, lambda book: rollouts.add_upgrade(
+        book, ident, project, model, version, time.time(), devices=list(devices) or None, at=at, reset=reset
+    ))  # fmt: skip
+
+
+@main.command("upgrade-status")
+@click.argument("ident")
+@click.pass_context
+def upgrade_status(ctx: click.Context, ident: str) -> None:
+    """Each device's status: Pending, Processing, Executed, Failed."""
+    from cloud_stub import rollouts
+
+    _run(ctx, lambda book: rollouts.statuses(book, ident))
+
+
+@main.command("delete-upgrade")
+@click.argument("ident")
+@click.pass_context
+def delete_upgrade(ctx: click.Context, ident: str) -> None:
+    """Delete an upgrade no device has started (the devices get a cancel)."""
+    from cloud_stub import rollouts
+
+    def work(book: Any) -> str:
+        rollouts.delete_upgrade(book, ident)
+        return f"{ident} deleted"
+
+    _run(ctx, work)
+
+
+@main.command()
+@click.argument("project")
+@click.pass_context
+def alarms(ctx: click.Context, project: str) -> None:
+    """Alarms and call alerts the site's devices reported, newest first."""
+    from cloud_stub import ingest
+
+    _run(ctx, lambda book: ingest.alarms(book, project))
+
+
+@main.command("rotate-key")
+@click.pass_context
+def rotate_key(ctx: click.Context) -> None:
+    """Bring in a new signing key (listed beside the old one until retire-keys)."""
+    from cloud_stub import trustkeys
+
+    _run(ctx, lambda book: trustkeys.rotate(book, ctx.obj.home / "keys", time.time()))
+
+
+@main.command("retire-keys")
+@click.pass_context
+def retire_keys(ctx: click.Context) -> None:
+    """Drop the signing keys no longer in use from the trust document."""
+    from cloud_stub import trustkeys
+
+    _run(ctx, trustkeys.retire)
+
+
+@main.command()
+@click.option("--broker", "broker_url", help="mqtt://HOST:PORT of a broker (default: start the embedded amqtt).")
+@click.option("--user", default="cloud", show_default=True)
+@click.option("--password", envvar="SMARTPLUS_CLOUD_PASSWORD", default="cloud", show_default=True)
+@click.option("--port", default=1883, show_default=True, help="The embedded broker's port.")
+@click.option("--images-port", default=8080, show_default=True, help="The image server's port (0: any free one).")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between passes over the ledger.")
+@click.pass_context
+def serve(
+    ctx: click.Context, broker_url: str | None, user: str, password: str, port: int, images_port: int, interval: float
+) -> None:
+    """Issue documents, take what devices send, serve images: until interrupted."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    from agent import logs
+    from cloud_stub.images import ImageServer
+    from cloud_stub.service import CloudService
+
+    logs.configure("info")
+    home: Path = ctx.obj.home
+
+    async def run() -> None:
+        embedded = None
+        host, mqtt_port = "127.0.0.1", port
+        if broker_url is None:
+            from cloud_stub.broker import start
+
+            embedded = await start(host, port, None, None)
+        else:
+            parts = urlsplit(broker_url)
+            host, mqtt_port = parts.hostname or "127.0.0.1", parts.port or 1883
+        (home / "images").mkdir(parents=True, exist_ok=True)
+        images = ImageServer(home / "images", port=images_port)
+        await images.start()
+        service = CloudService(
+            ctx.obj.ledger(), home / "keys", host=host, port=mqtt_port, username=user, password=password,
+            image_base=images.url(""), interval=interval,
+        )  # fmt: skip
+        click.echo(f"serving: broker {host}:{mqtt_port}, images {images.url('')}, ledger {ctx.obj.path}", err=True)
+        try:
+            await service.run()
+        finally:
+            await images.stop()
+            if embedded is not None:
+                await embedded.shutdown()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())

@@ -388,6 +388,7 @@ class Ledger:
         for project, service, subject in items:
             p = self.project(project)
             offer = rules.offer(p["type"], service)
+            rules.check_subject(offer, subject, p["doors"])
             current = self._db.execute(
                 "SELECT expires FROM services WHERE project = ? AND service = ? AND subject = ?",
                 (project, service, subject),

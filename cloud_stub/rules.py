@@ -83,6 +83,23 @@ def offer(project_type: str, service: str) -> Offer:
     raise Refused("not_sold", f"{project_type} projects do not sell {service}", "DOMAIN.md project types")
 
 
+def check_subject(item: Offer, subject: str, doors: list[str]) -> None:
+    """A subject at one of the offer's levels; a door of the project, and not its free one."""
+    level, _, ident = subject.partition(":")
+    if subject == "project":
+        level = "project"
+    elif not ident:
+        level = ""
+    if level not in item.levels:
+        forms = " or ".join("project" if lv == "project" else f"{lv}:ID" for lv in item.levels)
+        raise Refused("bad_subject", f"{item.service} is sold for {forms}, not {subject!r}", "DOMAIN.md project types")
+    if level == "door":
+        if ident not in doors:
+            raise Refused("unknown_door", f"{ident} is not one of the project's doors", "DOMAIN.md project types")
+        if doors and ident == doors[0]:
+            raise Refused("free_door", f"{ident} is the project's free door", "seed 002 line 773; DOMAIN.md")
+
+
 def payment_method(project_type: str, created: date) -> str:
     """``regular``, ``credit`` or ``none`` (seed 000 lines 115-133; DOMAIN.md "Paying")."""
     if project_type != "commercial":

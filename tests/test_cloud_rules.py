@@ -125,6 +125,22 @@ RULES: list[tuple[str, Callable[[Ledger], Any], str | None]] = [
     ),
     # seed 003: PM App is forced on and locked while any PM App is active
     ("switch PM App off", lambda b: b.switch("towers", "pm_app", "project", on=False), "pm_app_locked"),
+    # seed 002 line 773; DOMAIN.md: one free door per project, every further door is paid
+    (
+        "pay for the free door",
+        lambda b: b.quote("i1", [("new-office", "door", "door:door-1")], NOW, renew_to=NOW + 60 * DAY),
+        "free_door",
+    ),
+    (
+        "a door the project does not have",
+        lambda b: b.quote("i1", [("new-office", "door", "door:door-9")], NOW, renew_to=NOW + 60 * DAY),
+        "unknown_door",
+    ),
+    (
+        "an app sold for a door",
+        lambda b: b.quote("i1", [("towers", "app", "door:door-1")], NOW, months=1),
+        "bad_subject",
+    ),
     # DOMAIN.md project types: each sells its own services
     (
         "a package room for an office",

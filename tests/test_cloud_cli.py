@@ -1,0 +1,143 @@
+"""``smartplus-cloud``: the ledger's operations from the command line (--as, --json, exit codes), and
+``serve`` as its own process with the embedded broker, driving a real agent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from cloud_stub.cli import main
+from tests.brokers import free_port
+from tests.daemons import ProcessDaemon, device_config
+from tests.support import DEVICE_ID
+from tests.sync_support import status_until
+
+CLOUD = str(Path(sys.executable).parent / "smartplus-cloud")
+DOOR2 = "office/door/door:door-2"
+
+
+def cloud(ledger: Path, *args: str, actor: str | None = None) -> tuple[int, Any]:
+    """Run one command in process; (exit code, the --json result or the error text)."""
+    options = ["--ledger", str(ledger), "--json", *(["--as", actor] if actor else [])]
+    result = CliRunner().invoke(main, [*options, *args])
+    try:
+        return result.exit_code, json.loads(result.stdout)
+    except ValueError:
+        return result.exit_code, result.output
+
+
+def setup_ledger(ledger: Path) -> None:
+    for args, actor in [
+        (("add-account", "d1", "--role", "distributor", "--name", "D"), None),
+        (("add-account", "i1", "--role", "installer", "--name", "I", "--parent", "d1"), None),
+        (("grant", "i1", "credit"), "d1"),
+        (("buy-credits", "100"), "d1"),
+        (("allocate", "i1", "60"), "d1"),
+        (("add-project", "office", "--type", "commercial", "--installer", "i1", "--created", "2025-07-01",
+          "--door", "door-1", "--door", "door-2"), None),
+        (("add-device", DEVICE_ID, "--distributor", "d1", "--model", "R29", "--project", "office"), None),
+    ]:  # fmt: skip
+        code, out = cloud(ledger, *args, actor=actor)
+        assert code == 0, (args, out)
+
+
+def test_a_renewal_from_the_command_line(tmp_path: Path) -> None:
+    ledger = tmp_path / "cloud" / "ledger.db"
+    setup_ledger(ledger)
+    code, out = cloud(ledger, "quote", "--item", "office/door/door:door-2", "--renew-to", "2027-01-31", actor="i1")
+    assert code == 0
+    assert out["result"]["method"] == "credit"
+    assert out["result"]["summary"]["doors"] == 1
+    code, out = cloud(ledger, "renew", "--item", "office/door/door:door-2", "--renew-to", "2027-01-31",
+                      "--source", "credit", actor="i1")  # fmt: skip
+    paid = out["result"]["paid"]
+    assert (code, paid) == (0, out["result"]["quote"]["amount"])
+    assert paid > 0
+    code, out = cloud(ledger, "credit-log", actor="i1")
+    assert [(e["amount"], e["remaining"]) for e in out["result"]] == [(60, 60), (-paid, 60 - paid)]
+    code, out = cloud(ledger, "services", "office")
+    assert [(s["service"], s["subject"]) for s in out["result"]] == [("door", "door:door-2")]
+
+
+@pytest.mark.parametrize(
+    ("args", "actor", "code", "rule"),
+    [
+        (("renew", "--item", DOOR2, "--months", "1", "--source", "stripe"), "i1", 1, "renew_to_needed"),
+        (("renew", "--item", "office/door/door:door-1", "--renew-to", "2027-01-31", "--source", "credit"), "i1", 1,
+         "free_door"),
+        (("auto-nothing",), None, 2, None),
+        (("renew", "--item", "office:door", "--months", "1", "--source", "stripe"), "i1", 2, None),
+        (("quote", "--item", "office/door/door:door-2", "--months", "1"), None, 2, None),  # --as missing
+        (("buy-credits", "5"), "i1", 1, "not_distributor"),
+        (("grant", "i1", "regular"), "i1", 1, "not_yours"),
+    ],
+)  # fmt: skip
+def test_refusals_name_their_rule_and_bad_arguments_exit_2(
+    tmp_path: Path, args: tuple[str, ...], actor: str | None, code: int, rule: str | None
+) -> None:
+    ledger = tmp_path / "cloud" / "ledger.db"
+    setup_ledger(ledger)
+    got, out = cloud(ledger, *args, actor=actor)
+    assert got == code, out
+    if rule is not None:
+        assert out["rule"] == rule
+        assert out["seed"]
+
+
+def test_firmware_list_and_an_upgrade_from_the_command_line(tmp_path: Path) -> None:
+    ledger = tmp_path / "cloud" / "ledger.db"
+    setup_ledger(ledger)
+    image = tmp_path / "r29.bin"
+    image.write_bytes(os.urandom(1000))
+    assert cloud(ledger, "add-firmware", "R29", "29.30.10.1", str(image), "--log", "fixes")[0] == 0
+    code, out = cloud(ledger, "firmware-list")
+    assert [(f["model"], f["version"], f["size"]) for f in out["result"]] == [("R29", "29.30.10.1", 1000)]
+    code, out = cloud(ledger, "upgrade", "u-1", "--project", "office", "--model", "R29", "--version", "29.30.10.1")
+    assert (code, out["result"]) == (0, [DEVICE_ID])
+    assert cloud(ledger, "upgrade-status", "u-1")[1]["result"] == {DEVICE_ID: "Pending"}
+    assert cloud(ledger, "upgrade", "u-2", "--project", "office", "--model", "X916", "--version", "1.0")[1]["rule"] == (
+        "unknown_firmware"
+    )
+    assert cloud(ledger, "delete-upgrade", "u-1")[0] == 0
+
+
+async def test_serve_runs_the_cloud_for_a_real_agent(tmp_path: Path) -> None:
+    """``smartplus-cloud serve`` (embedded broker, image server, issuer, ingest) as its own process: a
+    device that has not paid for door-2 is limited; a renewal from the command line makes it normal."""
+    ledger = tmp_path / "cloud" / "ledger.db"
+    setup_ledger(ledger)
+    port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    server = subprocess.Popen(  # noqa: ASYNC220 -- started once, stopped below
+        [CLOUD, "--ledger", str(ledger), "serve", "--port", str(port), "--images-port", "0", "--interval", "0.2"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        root = ledger.parent / "keys" / "root.pub.pem"
+        for _ in range(200):
+            if root.exists():
+                break
+            await asyncio.sleep(0.05)
+        daemon = ProcessDaemon(device_config(tmp_path / "device", f"mqtt://127.0.0.1:{port}", root))
+        await daemon.start()
+        try:
+            await status_until(daemon.data_dir, lambda s: s["mode"] == "limited", seconds=30)
+            code, out = cloud(ledger, "renew", "--item", "office/door/door:door-2", "--renew-to", "2027-01-31",
+                              "--source", "credit", actor="i1")  # fmt: skip
+            assert code == 0, out
+            await status_until(daemon.data_dir, lambda s: s["mode"] == "normal", seconds=30)
+        finally:
+            await daemon.stop()
+    finally:
+        server.send_signal(signal.SIGINT)
+        await asyncio.to_thread(server.wait, 15)
+        log.close()
