@@ -16,11 +16,12 @@ import pytest
 
 from agent import control
 from cloud_stub import ingest
+from cloud_stub.images import ImageServer
 from cloud_stub.ledger import Ledger
 from cloud_stub.rules import DAY
 from cloud_stub.service import CloudService
 from tests.brokers import Broker
-from tests.daemons import ProcessDaemon, device_config, raise_event
+from tests.daemons import SupervisedDaemon, device_config, raise_event
 from tests.support import DEVICE_ID
 from tests.sync_support import status_until
 
@@ -47,24 +48,27 @@ def ledger(tmp_path: Path) -> Ledger:
 @contextlib.asynccontextmanager
 async def cloud_and_device(
     broker: Broker, ledger: Ledger, tmp_path: Path
-) -> AsyncIterator[tuple[CloudService, ProcessDaemon]]:
-    service = CloudService(
-        ledger, tmp_path / "cloud" / "keys", host=broker.host, port=broker.port, username="cloud", password="cloud",
-        interval=0.2,
-    )  # fmt: skip
-    task = asyncio.create_task(service.run())
-    daemon = ProcessDaemon(device_config(tmp_path / "device", broker, tmp_path / "cloud" / "keys" / "root.pub.pem"))
-    await daemon.start()
-    try:
-        yield service, daemon
-    finally:
-        await daemon.stop()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+) -> AsyncIterator[tuple[CloudService, SupervisedDaemon]]:
+    (tmp_path / "cloud" / "images").mkdir(exist_ok=True)
+    async with ImageServer(tmp_path / "cloud" / "images") as images:
+        service = CloudService(
+            ledger, tmp_path / "cloud" / "keys", host=broker.host, port=broker.port, username="cloud",
+            password="cloud", interval=0.2, image_base=images.url(""),
+        )  # fmt: skip
+        task = asyncio.create_task(service.run())
+        root = tmp_path / "cloud" / "keys" / "root.pub.pem"
+        daemon = SupervisedDaemon(device_config(tmp_path / "device", broker, root))  # restarted after exit 75
+        await daemon.start()
+        try:
+            yield service, daemon
+        finally:
+            await daemon.stop()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
-async def check(daemon: ProcessDaemon, action: str, subject: str) -> dict[str, Any]:
+async def check(daemon: SupervisedDaemon, action: str, subject: str) -> dict[str, Any]:
     answer = await control.request(daemon.data_dir, {"op": "check", "action": action, "subject": subject})
     decision: dict[str, Any] = answer["decision"]
     return decision
@@ -129,3 +133,26 @@ async def test_what_the_device_sends_is_kept_once_per_project(broker: Broker, le
         state = ingest.state(ledger, DEVICE_ID)
         assert state is not None
         assert state["online"] is True
+
+
+async def test_a_firmware_rollout_reaches_the_device_and_its_status_comes_back(
+    broker: Broker, ledger: Ledger, tmp_path: Path
+) -> None:
+    """Seed 002 lines 420-460, 751: the firmware list, an upgrade of the site's R29s right now, and each
+    device's status from its own events: Pending, Processing, Executed. Never gated by billing."""
+    import os
+
+    from cloud_stub import rollouts
+
+    image = tmp_path / "r29.bin"
+    image.write_bytes(os.urandom(256 * 1024))
+    async with cloud_and_device(broker, ledger, tmp_path) as (service, daemon):
+        rollouts.add_firmware(ledger, tmp_path / "cloud" / "images", "R29", "29.30.10.1", image, "fixes", time.time())
+        assert rollouts.add_upgrade(ledger, "u-1", "office", "R29", "29.30.10.1", time.time()) == [DEVICE_ID]
+        service.poke()
+        await status_until(daemon.data_dir, lambda s: s["firmware"]["version"] == "29.30.10.1", seconds=60)
+        deadline = time.monotonic() + 20
+        while rollouts.statuses(ledger, "u-1") != {DEVICE_ID: "Executed"}:  # the ledger has no event to wait on
+            assert time.monotonic() < deadline, rollouts.statuses(ledger, "u-1")
+            await asyncio.sleep(0.05)
+        assert 75 in daemon.exits  # it rebooted into the new slot
