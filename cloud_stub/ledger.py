@@ -156,6 +156,23 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )""",
         "ALTER TABLE issued ADD COLUMN issued_at REAL NOT NULL DEFAULT 0",
     ),
+    # 3: apartments and the app accounts of residents, personnel and administrators.
+    (
+        """CREATE TABLE apartments (
+            project TEXT NOT NULL REFERENCES projects (id),
+            id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            PRIMARY KEY (project, id)
+        )""",
+        """CREATE TABLE app_accounts (
+            project TEXT NOT NULL REFERENCES projects (id),
+            id TEXT NOT NULL,
+            apartment TEXT,                -- residents: their apartment
+            role TEXT NOT NULL,            -- master, family, pm, personnel, admin
+            name TEXT NOT NULL,
+            PRIMARY KEY (project, id)
+        )""",
+    ),
 )
 
 
@@ -316,6 +333,41 @@ class Ledger:
         project["created"] = date.fromisoformat(project["created"])
         return project
 
+    def add_apartment(self, project: str, ident: str, name: str) -> None:
+        if self.project(project)["type"] != "community":
+            raise Refused("not_community", "apartments belong to community projects", "seed 003")
+        with self.transaction() as db:
+            db.execute("INSERT INTO apartments (project, id, name) VALUES (?, ?, ?)", (project, ident, name))
+
+    def add_app_account(self, project: str, ident: str, role: str, name: str, apartment: str | None = None) -> str:
+        """An app account; the service that pays for it (master: app; family beyond the project's free
+        number: additional_app; pm: pm_app; personnel: personnel_app; admin: admin_app)."""
+        p = self.project(project)
+        allowed = {
+            "community": ("master", "family", "pm"),
+            "single_family": ("master", "family"),
+            "commercial": ("personnel", "admin"),
+        }[p["type"]]
+        if role not in allowed:
+            raise Refused("bad_role", f"{p['type']} projects have {', '.join(allowed)} accounts", "DOMAIN.md")
+        if p["type"] == "community" and role in ("master", "family"):
+            if apartment is None:
+                raise Refused("apartment_needed", "a resident's account belongs to an apartment", "seed 003")
+            self._one(
+                "SELECT 1 FROM apartments WHERE project = ? AND id = ?", (project, apartment), f"apartment {apartment}"
+            )
+        with self.transaction() as db:
+            family = db.execute(
+                "SELECT COUNT(*) FROM app_accounts WHERE project = ? AND role = 'family'", (project,)
+            ).fetchone()[0]
+            db.execute(
+                "INSERT INTO app_accounts (project, id, apartment, role, name) VALUES (?, ?, ?, ?, ?)",
+                (project, ident, apartment, role, name),
+            )
+        if role == "family":  # DOMAIN.md: family members beyond the project's free number are Additional App
+            return "app" if family < p["free_apps"] else "additional_app"
+        return {"master": "app", "pm": "pm_app", "personnel": "personnel_app", "admin": "admin_app"}[role]
+
     def add_device(self, mac: str, distributor: str, model: str, project: str | None = None) -> None:
         with self.transaction() as db:
             db.execute(
@@ -336,7 +388,11 @@ class Ledger:
         p = self.project(project)
         rules.offer(p["type"], service)
         if service == "pm_app" and not on:
-            raise Refused("pm_app_locked", "PM App is forced on and locked while any PM App is active", "seed 003")
+            active = self._db.execute(
+                "SELECT 1 FROM services WHERE project = ? AND service = 'pm_app' AND expires IS NOT NULL", (project,)
+            ).fetchone()
+            if active is not None:
+                raise Refused("pm_app_locked", "PM App is forced on and locked while any PM App is active", "seed 003")
         with self.transaction() as db:
             if on:
                 db.execute(

@@ -38,6 +38,11 @@ def pay(book: Ledger, payer: str, items: list[tuple[str, str, str]], source: str
     return book.pay(book.order(payer, book.quote(payer, items, NOW, **quote), source, NOW), NOW)
 
 
+def switch_off_after_paying_pm_app(book: Ledger) -> None:
+    pay(book, "i1", [("towers", "pm_app", "account:pm-7")], "stripe", months=1)
+    book.switch("towers", "pm_app", "project", on=False)
+
+
 DOOR2 = [("new-office", "door", "door:door-2")]
 APP = [("towers", "app", "account:r-1")]
 
@@ -124,7 +129,20 @@ RULES: list[tuple[str, Callable[[Ledger], Any], str | None]] = [
         "not_enough_credits",
     ),
     # seed 003: PM App is forced on and locked while any PM App is active
-    ("switch PM App off", lambda b: b.switch("towers", "pm_app", "project", on=False), "pm_app_locked"),
+    (
+        "switch PM App off while one is active",
+        lambda b: switch_off_after_paying_pm_app(b),
+        "pm_app_locked",
+    ),
+    ("switch PM App off while none is active", lambda b: b.switch("towers", "pm_app", "project", on=False), None),
+    # seed 003: resident accounts belong to apartments; DOMAIN.md: family beyond the free number is paid
+    (
+        "a resident without an apartment",
+        lambda b: b.add_app_account("towers", "r-9", "master", "R"),
+        "apartment_needed",
+    ),
+    ("personnel in a community", lambda b: b.add_app_account("towers", "p-1", "personnel", "P"), "bad_role"),
+    ("apartments only in communities", lambda b: b.add_apartment("new-office", "101", "101"), "not_community"),
     # seed 002 line 773; DOMAIN.md: one free door per project, every further door is paid
     (
         "pay for the free door",
@@ -159,6 +177,16 @@ def test_rule(ledger: Ledger, operation: Callable[[Ledger], Any], rule: str | No
         operation(ledger)
     assert refused.value.rule == rule
     assert refused.value.seed  # every refusal names where its rule is written
+
+
+def test_family_members_beyond_the_free_number_are_additional_apps(ledger: Ledger) -> None:
+    """DOMAIN.md: Additional App (family members beyond the project's free number)."""
+    ledger._db.execute("UPDATE projects SET free_apps = 1 WHERE id = 'towers'")
+    ledger.add_apartment("towers", "101", "Flat 101")
+    assert ledger.add_app_account("towers", "r-1", "master", "Ann", apartment="101") == "app"
+    assert ledger.add_app_account("towers", "r-2", "family", "Bob", apartment="101") == "app"  # the free one
+    assert ledger.add_app_account("towers", "r-3", "family", "Cid", apartment="101") == "additional_app"
+    assert ledger.add_app_account("new-office", "a-1", "personnel", "Dee") == "personnel_app"
 
 
 def test_auto_renew_extends_the_upcoming_expiry_by_30_days(ledger: Ledger) -> None:
