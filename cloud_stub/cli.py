@@ -264,13 +264,44 @@ def _length(months: int | None, renew_to: str | None) -> dict[str, Any]:
     return {"months": months} if months is not None else {"renew_to": _when(renew_to)}
 
 
+@main.command("add-apartment")
+@click.argument("project")
+@click.argument("ident")
+@click.option("--name", default="")
+@click.pass_context
+def add_apartment(ctx: click.Context, project: str, ident: str, name: str) -> None:
+    """Add an apartment to a community."""
+    _run(ctx, lambda book: book.add_apartment(project, ident, name or ident) or ident)
+
+
+@main.command("add-app-account")
+@click.argument("project")
+@click.argument("ident")
+@click.option("--role", required=True, type=click.Choice(["master", "family", "pm", "personnel", "admin"]))
+@click.option("--name", default="")
+@click.option("--apartment")
+@click.pass_context
+def add_app_account(ctx: click.Context, project: str, ident: str, role: str, name: str, apartment: str | None) -> None:
+    """Add an app account; prints the service that pays for it."""
+    _run(ctx, lambda book: book.add_app_account(project, ident, role, name or ident, apartment))
+
+
 item_option = click.option(
-    "--item",
-    "items",
-    multiple=True,
-    required=True,
-    help="PROJECT/SERVICE/SUBJECT, e.g. office/door/door:door-2. Repeat.",
+    "--item", "items", multiple=True, help="PROJECT/SERVICE/SUBJECT, e.g. office/door/door:door-2. Repeat."
 )
+site_option = click.option("--site", "sites", multiple=True, help="Every service of this site (or --service). Repeat.")
+service_option = click.option("--service", "service_types", multiple=True, help="With --site: only this type. Repeat.")
+
+
+def _chosen(
+    book: Any, items: tuple[str, ...], sites: tuple[str, ...], types: tuple[str, ...]
+) -> list[tuple[str, str, str]]:
+    if bool(items) == bool(sites):
+        raise click.UsageError("give --item, or --site (with --service to narrow it)")
+    chosen: list[tuple[str, str, str]] = _items(items) if items else book.select(list(sites), list(types) or None)
+    return chosen
+
+
 length_options = [
     click.option("--months", type=int, help="Manual renewal for this many months (regular payment)."),
     click.option("--renew-to", help="Credit renewal: renew to this date (YYYY-MM-DD)."),
@@ -285,29 +316,47 @@ def _with_length(function: Any) -> Any:
 
 @main.command()
 @item_option
+@site_option
+@service_option
 @_with_length
 @click.pass_context
-def quote(ctx: click.Context, items: tuple[str, ...], months: int | None, renew_to: str | None) -> None:
-    """The price first: what activating or renewing ITEMS costs, and the new expiry of each."""
-    who, chosen, length = ctx.obj.who(), _items(items), _length(months, renew_to)
-    _run(ctx, lambda book: book.quote(who, chosen, time.time(), **length))
+def quote(
+    ctx: click.Context,
+    items: tuple[str, ...],
+    sites: tuple[str, ...],
+    service_types: tuple[str, ...],
+    months: int | None,
+    renew_to: str | None,
+) -> None:
+    """The price first: what activating or renewing the chosen services costs, and each new expiry."""
+    who, length = ctx.obj.who(), _length(months, renew_to)
+    _run(ctx, lambda book: book.quote(who, _chosen(book, items, sites, service_types), time.time(), **length))
 
 
 @main.command()
 @item_option
+@site_option
+@service_option
 @_with_length
 @click.option("--source", required=True, type=click.Choice(["stripe", "paypal", "coupon", "credit"]))
 @click.option("--auto-renew", is_flag=True, help="Renew every 30 days from now on (not by coupon, not new commercial).")
 @click.pass_context
 def renew(
-    ctx: click.Context, items: tuple[str, ...], months: int | None, renew_to: str | None, source: str, auto_renew: bool
+    ctx: click.Context,
+    items: tuple[str, ...],
+    sites: tuple[str, ...],
+    service_types: tuple[str, ...],
+    months: int | None,
+    renew_to: str | None,
+    source: str,
+    auto_renew: bool,
 ) -> None:
-    """Activate or renew ITEMS: quote, order and pay (payment simulated)."""
-    who, chosen, length = ctx.obj.who(), _items(items), _length(months, renew_to)
+    """Activate or renew the chosen services: quote, order and pay (payment simulated)."""
+    who, length = ctx.obj.who(), _length(months, renew_to)
 
     def work(book: Any) -> Any:
         now = time.time()
-        offer = book.quote(who, chosen, now, **length)
+        offer = book.quote(who, _chosen(book, items, sites, service_types), now, **length)
         return {"quote": offer, **book.pay(book.order(who, offer, source, now), now, auto_renew=auto_renew)}
 
     _run(ctx, work)

@@ -416,6 +416,20 @@ class Ledger:
             for s, subj, e, plan, auto in rows
         ]
 
+    def select(self, projects: list[str], services: list[str] | None = None) -> list[tuple[str, str, str]]:
+        """Seed 000 lines 147-149: the chosen sites (or all) and service types (or all): every service
+        they hold or have switched on, as quote items."""
+        chosen = []
+        for project in projects:
+            for entry in self.services(project):
+                if services is None or entry["service"] in services:
+                    chosen.append((project, entry["service"], entry["subject"]))
+        if not chosen:
+            raise Refused(
+                "nothing_selected", "the chosen sites hold none of the chosen services", "seed 000 lines 147-149"
+            )
+        return chosen
+
     # -- paying -------------------------------------------------------------------------------------
     def quote(
         self,
@@ -427,7 +441,7 @@ class Ledger:
         renew_to: float | None = None,
         plan: str | None = None,
     ) -> dict[str, Any]:
-        """The price first (seed 000 line 141): what paying for ``items`` (project, service, subject) costs,
+        """The price first (seed 000 lines 147-149): what paying for ``items`` (project, service, subject) costs,
         and the new expiry of each. Regular payment renews for ``months``; credit payment renews *to* a date."""
         role, permission = self._one("SELECT role, permission FROM accounts WHERE id = ?", (payer,), f"account {payer}")
         methods = {rules.payment_method(self.project(p)["type"], self.project(p)["created"]) for p, _, _ in items}

@@ -141,3 +141,16 @@ async def test_serve_runs_the_cloud_for_a_real_agent(tmp_path: Path) -> None:
         server.send_signal(signal.SIGINT)
         await asyncio.to_thread(server.wait, 15)
         log.close()
+
+
+def test_renew_chosen_sites_and_service_types(tmp_path: Path) -> None:
+    """Seed 000 lines 147-149: select the target sites (or all), the service type (or all)."""
+    ledger = tmp_path / "cloud" / "ledger.db"
+    setup_ledger(ledger)
+    assert cloud(ledger, "renew", "--item", DOOR2, "--renew-to", "2027-01-31", "--source", "credit", actor="i1")[0] == 0
+    code, out = cloud(ledger, "quote", "--site", "office", "--service", "door", "--renew-to", "2027-06-30", actor="i1")
+    assert code == 0, out
+    assert [item[:3] for item in out["result"]["items"]] == [["office", "door", "door:door-2"]]
+    assert cloud(ledger, "quote", "--site", "office", "--service", "admin_app", "--renew-to", "2027-06-30",
+                 actor="i1")[1]["rule"] == "nothing_selected"  # fmt: skip
+    assert cloud(ledger, "quote", "--site", "office", "--item", DOOR2, "--months", "1", actor="i1")[0] == 2
