@@ -9,6 +9,7 @@ from bench import (
     bench_access,
     bench_backlog,
     bench_check_cli,
+    bench_cloud,
     bench_decision,
     bench_firmware,
     bench_intake,
@@ -24,6 +25,7 @@ BENCHES = {
     "backlog": bench_backlog.run,
     "access": bench_access.run,
     "firmware": bench_firmware.run,
+    "cloud": bench_cloud.run,
 }
 
 

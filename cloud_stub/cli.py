@@ -478,7 +478,7 @@ def retire_keys(ctx: click.Context) -> None:
 @click.option("--password", envvar="SMARTPLUS_CLOUD_PASSWORD", default="cloud", show_default=True)
 @click.option("--port", default=1883, show_default=True, help="The embedded broker's port.")
 @click.option("--images-port", default=8080, show_default=True, help="The image server's port (0: any free one).")
-@click.option("--interval", default=2.0, show_default=True, help="Seconds between passes over the ledger.")
+@click.option("--interval", default=5.0, show_default=True, help="Seconds between passes (changes are seen at once).")
 @click.pass_context
 def serve(
     ctx: click.Context, broker_url: str | None, user: str, password: str, port: int, images_port: int, interval: float

@@ -194,6 +194,10 @@ class Ledger:
     def close(self) -> None:
         self._db.close()
 
+    def data_version(self) -> int:
+        """Changes when another connection commits (how ``serve`` notices the CLI's changes)."""
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         self._db.execute("BEGIN IMMEDIATE")
