@@ -241,3 +241,39 @@ def test_expiration_notices_go_to_the_right_recipients_once(ledger: Ledger) -> N
     expires = next(s for s in ledger.services("towers") if s["service"] == "app")["expires"]
     assert [(n["stage"], n["role"]) for n in ledger.raise_notices(expires - 5 * DAY)] == [(5, "installer")]
     assert ledger.raise_notices(expires - 3 * DAY) == []
+
+
+def test_a_pending_upgrade_can_be_edited_or_deleted_until_a_device_starts_it(ledger: Ledger, tmp_path: Path) -> None:
+    """Seed 002 lines 445-448: edit the update set for devices pending the upgrade, or delete it; the
+    devices then get a cancel. DOMAIN.md "Firmware": now or at a specific time, Reset After Upgrade."""
+    from cloud_stub import ingest, rollouts
+
+    image = tmp_path / "image.bin"
+    image.write_bytes(b"\x00" * 100)
+    ledger.add_device("0c110512ab34", "d1", "R29", project="new-office")
+    rollouts.add_firmware(ledger, tmp_path / "images", "R29", "29.30.10.1", image, "fixes", NOW)
+    rollouts.add_upgrade(ledger, "u-1", "new-office", "R29", "29.30.10.1", NOW, at=NOW + DAY, reset=True)
+    job = rollouts.job_for(ledger, "0c110512ab34", "http://images/")
+    assert job is not None
+    assert (job["at"], job["reset_after_upgrade"], job["url"]) == (
+        "2026-11-19T11:06:40Z",
+        True,
+        "http://images/R29-29.30.10.1.bin",
+    )
+    rollouts.edit_upgrade(ledger, "u-1", at=None)
+    assert rollouts.job_for(ledger, "0c110512ab34", "http://images/")["at"] is None  # type: ignore[index]
+    event = {"event_id": "e-1", "seq": 1, "type": "firmware", "kind": "downloading", "data": {"job_id": "u-1"}}
+    assert ingest.take_event(ledger, "0c110512ab34", event, NOW)
+    assert not ingest.take_event(ledger, "0c110512ab34", event, NOW)  # a duplicate is dropped
+    assert rollouts.statuses(ledger, "u-1") == {"0c110512ab34": "Processing"}
+    with pytest.raises(Refused) as refused:
+        rollouts.delete_upgrade(ledger, "u-1")
+    assert refused.value.rule == "already_started"
+    rollouts.add_upgrade(ledger, "u-2", "new-office", "R29", "29.30.10.1", NOW + 1, at=NOW + DAY)
+    rollouts.delete_upgrade(ledger, "u-2")
+    assert rollouts.job_for(ledger, "0c110512ab34", "http://images/") == {
+        "aud": "0c110512ab34",
+        "job_id": "u-2",
+        "cancel": True,
+    }
+    assert ingest.gaps(ledger, "0c110512ab34") == []
