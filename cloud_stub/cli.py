@@ -308,17 +308,15 @@ length_options = [
 ]
 
 
-def _with_length(function: Any) -> Any:
-    for option in reversed(length_options):
+def _selection(function: Any) -> Any:
+    """--item, or --site with --service; and --months or --renew-to."""
+    for option in reversed((item_option, site_option, service_option, *length_options)):
         function = option(function)
     return function
 
 
 @main.command()
-@item_option
-@site_option
-@service_option
-@_with_length
+@_selection
 @click.pass_context
 def quote(
     ctx: click.Context,
@@ -334,10 +332,7 @@ def quote(
 
 
 @main.command()
-@item_option
-@site_option
-@service_option
-@_with_length
+@_selection
 @click.option("--source", required=True, type=click.Choice(["stripe", "paypal", "coupon", "credit"]))
 @click.option("--auto-renew", is_flag=True, help="Renew every 30 days from now on (not by coupon, not new commercial).")
 @click.pass_context
