@@ -1,0 +1,139 @@
+"""The operations kit: deploy/pki/make-certs.sh and deploy/mosquitto/ (mutual TLS, per-device ACLs),
+end to end with a real Mosquitto: a device can neither read nor write another device's topics, and
+the real agent works under them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import ssl
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from tests.brokers import MOSQUITTO, free_port
+from tests.daemons import ProcessDaemon
+from tests.support import DEVICE_ID, write_config
+
+REPO = Path(__file__).parent.parent
+OTHER = "0c1105aaaaaa"
+PREFIX = "smartplus/v1"
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pki")
+    subprocess.run(
+        [REPO / "deploy" / "pki" / "make-certs.sh", str(out), "--server", "127.0.0.1", "--device", DEVICE_ID,
+         "--device", OTHER],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return out
+
+
+def test_make_certs_refuses_a_bad_mac(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [REPO / "deploy" / "pki" / "make-certs.sh", str(tmp_path), "--server", "x", "--device", "AA:BB"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "12 lowercase hex digits" in result.stderr
+
+
+@contextlib.asynccontextmanager
+async def broker(certs: Path, tmp_path: Path) -> AsyncIterator[int]:
+    port = free_port()
+    state = tmp_path / "state"
+    state.mkdir()
+    conf = (REPO / "deploy" / "mosquitto" / "edge.conf").read_text()
+    conf = conf.replace("@DIR@", str(certs)).replace("@PORT@", str(port)).replace("@STATE@", str(state))
+    conf = conf.replace("@ACL@", str(REPO / "deploy" / "mosquitto" / "acl"))
+    (tmp_path / "mosquitto.conf").write_text(conf + "user root\n")  # the tests run as root
+    with (tmp_path / "mosquitto.log").open("wb") as log:
+        process = subprocess.Popen([MOSQUITTO, "-c", str(tmp_path / "mosquitto.conf")], stdout=log, stderr=log)  # noqa: ASYNC220
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.close()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        await asyncio.to_thread(process.wait, 10)
+
+
+def client(certs: Path, name: str, port: int) -> aiomqtt.Client:
+    context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    context.load_cert_chain(certs / f"{name}.crt", certs / f"{name}.key")
+    return aiomqtt.Client("127.0.0.1", port, tls_context=context, identifier=f"test-{name}")
+
+
+async def next_message(c: aiomqtt.Client, seconds: float = 3) -> aiomqtt.Message | None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            async for message in c.messages:
+                return message
+    return None
+
+
+async def test_a_device_cannot_write_another_devices_topics(certs: Path, tmp_path: Path) -> None:
+    """Mosquitto 2.0 drops the forged publish and disconnects the client that sent it."""
+    async with broker(certs, tmp_path) as port, client(certs, "cloud", port) as cloud:
+        await cloud.subscribe(f"{PREFIX}/devices/+/events", qos=1)
+        with contextlib.suppress(aiomqtt.MqttError):
+            async with client(certs, DEVICE_ID, port) as device:
+                await device.publish(f"{PREFIX}/devices/{OTHER}/events", b"forged", qos=1)
+        async with client(certs, DEVICE_ID, port) as device:  # the control: its own topic is allowed
+            await device.publish(f"{PREFIX}/devices/{DEVICE_ID}/events", b"own", qos=1)
+        message = await next_message(cloud)
+        assert message is not None
+        assert (str(message.topic), message.payload) == (f"{PREFIX}/devices/{DEVICE_ID}/events", b"own")
+        assert await next_message(cloud, 0.5) is None
+
+
+async def test_a_device_cannot_read_another_devices_topics(certs: Path, tmp_path: Path) -> None:
+    async with (
+        broker(certs, tmp_path) as port,
+        client(certs, "cloud", port) as cloud,
+        client(certs, DEVICE_ID, port) as device,
+    ):
+        await cloud.publish(f"{PREFIX}/devices/{OTHER}/entitlements", b"theirs", qos=1, retain=True)
+        await cloud.publish(f"{PREFIX}/devices/{DEVICE_ID}/entitlements", b"ours", qos=1, retain=True)
+        await device.subscribe(f"{PREFIX}/devices/{OTHER}/entitlements", qos=1)
+        await device.subscribe(f"{PREFIX}/devices/+/entitlements", qos=1)  # a wildcard does not widen it
+        message = await next_message(device)
+        assert message is not None
+        assert (str(message.topic), message.payload) == (f"{PREFIX}/devices/{DEVICE_ID}/entitlements", b"ours")
+        assert await next_message(device, 0.5) is None
+
+
+async def test_the_agent_runs_under_the_acl_with_its_certificate(certs: Path, tmp_path: Path) -> None:
+    async with broker(certs, tmp_path) as port, client(certs, "cloud", port) as cloud:
+        await cloud.subscribe(f"{PREFIX}/devices/{DEVICE_ID}/state", qos=1)
+        root = tmp_path / "root.pub.pem"
+        shutil.copy(REPO.parent / "shared" / "vectors" / "root.pub.pem", root)
+        mqtt = {
+            "url": f"mqtts://127.0.0.1:{port}",
+            "ca_file": str(certs / "ca.crt"),
+            "cert_file": str(certs / f"{DEVICE_ID}.crt"),
+            "key_file": str(certs / f"{DEVICE_ID}.key"),
+            "reconnect_min": 0.05,
+            "reconnect_max": 0.5,
+        }
+        daemon = ProcessDaemon(write_config(tmp_path / "device", [root], mqtt=mqtt))
+        await daemon.start()
+        try:
+            message = await next_message(cloud, 15)
+            assert message is not None
+            assert isinstance(message.payload, bytes)
+            assert b'"online":true' in message.payload.replace(b" ", b"")
+        finally:
+            await daemon.stop()
