@@ -27,7 +27,7 @@ from typing import Any, Final, cast
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent import sidecar, stimuli
+from agent import sdnotify, sidecar, stimuli
 from agent.clock import ClockSource
 from agent.config import Config
 from agent.control import ControlError, ControlServer
@@ -157,6 +157,12 @@ class Daemon:
         daemon._raised = raised
         return daemon
 
+    async def _watchdog(self, period: float) -> None:
+        """Ping systemd's watchdog from the event loop: a loop that hangs stops the pings."""
+        while True:
+            sdnotify.notify("WATCHDOG=1")
+            await asyncio.sleep(period)
+
     def _firmware_changed(self) -> None:
         self.session.republish_state()
         self.local.changed()  # a reset after upgrade wiped credentials and settings
@@ -201,13 +207,18 @@ class Daemon:
                     tasks.create_task(self.local.run(), name="local"),
                     tasks.create_task(self.firmware.run(), name="firmware"),
                 ]
+                period = sdnotify.watchdog_period()
+                if period is not None:
+                    working.append(tasks.create_task(self._watchdog(period), name="watchdog"))
                 stopping = tasks.create_task(self.stop.wait(), name="stop")
+                sdnotify.notify(f"READY=1\nSTATUS=serving {self.config.device_id}")
                 done, _ = await asyncio.wait([stopping, writer, *working], return_when=asyncio.FIRST_COMPLETED)
                 for task in done - {stopping}:  # only stop may end first: anything else is a bug to see
                     failure = None if task.cancelled() else task.exception()
                     log.error("daemon_task_ended", task=task.get_name(), error=repr(failure))
                     self._outcome = Outcome.FAILED
                 stopping.cancel()
+                sdnotify.notify("STOPPING=1")
                 server.close()
                 for task in working:
                     task.cancel()

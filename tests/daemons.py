@@ -96,9 +96,10 @@ class InProcessDaemon:
 class ProcessDaemon:
     """``edge-agent run`` as a process of its own."""
 
-    def __init__(self, config_file: Path) -> None:
+    def __init__(self, config_file: Path, env: dict[str, str] | None = None) -> None:
         self.config_file = config_file
         self.data_dir = load_config(config_file, {}).data_dir
+        self.env = env
         self.log = config_file.parent / "daemon.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -106,7 +107,10 @@ class ProcessDaemon:
         """Start and wait until its control socket answers."""
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: ASYNC220 -- started once, waited on below
-                [EDGE_AGENT, "run", "--config", str(self.config_file)], stdout=log, stderr=subprocess.STDOUT
+                [EDGE_AGENT, "run", "--config", str(self.config_file)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=None if self.env is None else {**os.environ, **self.env},
             )
         await wait_for_control(self.data_dir, process=self.process)
 

@@ -137,3 +137,51 @@ async def test_the_agent_runs_under_the_acl_with_its_certificate(certs: Path, tm
             assert b'"online":true' in message.payload.replace(b" ", b"")
         finally:
             await daemon.stop()
+
+
+async def test_the_daemon_speaks_systemds_notify_protocol(tmp_path: Path) -> None:
+    """Type=notify: READY=1 once serving, WATCHDOG=1 at half WATCHDOG_USEC, STOPPING=1 on SIGTERM."""
+    import socket
+
+    from tests.daemons import device_config
+
+    sock_path = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(sock_path))
+    listener.setblocking(False)
+    root = tmp_path / "root.pub.pem"
+    shutil.copy(REPO.parent / "shared" / "vectors" / "root.pub.pem", root)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nobody = f"mqtt://127.0.0.1:{closed.getsockname()[1]}"
+    env = {"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "200000"}
+    daemon = ProcessDaemon(device_config(tmp_path / "device", nobody, root), env=env)
+    received: list[str] = []
+    loop = asyncio.get_running_loop()
+
+    async def until(word: str) -> None:
+        async with asyncio.timeout(10):
+            while not any(word in m for m in received):
+                received.append((await loop.sock_recv(listener, 4096)).decode())
+
+    try:
+        await daemon.start()
+        await until("READY=1")
+        pings = sum("WATCHDOG=1" in m for m in received)
+        await until("WATCHDOG=1")
+        while sum("WATCHDOG=1" in m for m in received) < pings + 3:  # pinged again and again
+            received.append((await asyncio.wait_for(loop.sock_recv(listener, 4096), 5)).decode())
+        code, _ = await daemon.stop()
+        assert code == 0
+        await until("STOPPING=1")
+    finally:
+        listener.close()
+
+
+def test_the_systemd_unit() -> None:
+    unit = (REPO / "deploy" / "systemd" / "edge-agent.service").read_text()
+    settings = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
+    assert settings["Type"] == "notify"
+    assert settings["WatchdogSec"] == "30"
+    assert settings["RestartForceExitStatus"] == "75"
+    assert settings["ExecStart"].split()[1:3] == ["run", "--config"]
