@@ -183,6 +183,12 @@ class FirmwareConfig(_Frozen):
         return _relative_to_config(value, info)
 
 
+class MetricsConfig(_Frozen):
+    """``[metrics]``: Prometheus metrics on 127.0.0.1 (docs/operations.md)."""
+
+    port: Annotated[int, Field(ge=0, le=65535)] | None = None  # None: off; 0: any free port (logged)
+
+
 # Top-level strings with a fixed format: the pattern, and what to tell the installer when it does not match.
 _FORMATS: Final = {
     "device_id": (r"[0-9a-f]{12}", "the MAC as 12 lowercase hex digits without separators"),
@@ -204,6 +210,7 @@ class Config(_Frozen):
     store: StoreConfig = StoreConfig()
     drivers: DriversConfig = DriversConfig()
     firmware: FirmwareConfig = FirmwareConfig()
+    metrics: MetricsConfig = MetricsConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator(*_FORMATS)

@@ -38,6 +38,7 @@ from agent.entitlements.notices import expiry_notices
 from agent.errors import BadRequest, StoreCorrupt, StoreFull
 from agent.events import GATED_ACTIONS, GATES, NewEvent, validate
 from agent.local import LocalSide
+from agent.metrics import Metrics
 from agent.outbox import Outbox, OutboxFull
 from agent.quarantine import Salvage, salvage_and_move
 from agent.store import Store
@@ -97,6 +98,7 @@ class Daemon:
         self._outcome = Outcome.STOPPED
         self._quarantined = quarantined
         self._poke = asyncio.Event()
+        self.metrics: Metrics | None = None
         self._raised: set[str] = set()
         self._watched: tuple[Any, ...] | None = None
         self._restarting: asyncio.Task[None] | None = None
@@ -157,6 +159,19 @@ class Daemon:
         daemon._raised = raised
         return daemon
 
+    async def _metrics_sample(self) -> dict[str, Any]:
+        job = (await self.firmware.status())["job"]
+        return {
+            "depth": self.outbox.depth,
+            "held": await self.outbox.held(),
+            "evicted": dict(self.outbox.evicted),
+            "connections": self.session.connections,
+            "failures": self.session.failures,
+            "connected": self.session.connected.is_set(),
+            "seq": {typ: doc.seq for typ, doc in self.device.documents.items()},
+            "firmware_state": job["state"] if job else None,
+        }
+
     async def _watchdog(self, period: float) -> None:
         """Ping systemd's watchdog from the event loop: a loop that hangs stops the pings."""
         while True:
@@ -207,6 +222,9 @@ class Daemon:
                     tasks.create_task(self.local.run(), name="local"),
                     tasks.create_task(self.firmware.run(), name="firmware"),
                 ]
+                if self.config.metrics.port is not None:
+                    self.metrics = Metrics(self._metrics_sample)
+                    working.append(tasks.create_task(self.metrics.serve(self.config.metrics.port), name="metrics"))
                 period = sdnotify.watchdog_period()
                 if period is not None:
                     working.append(tasks.create_task(self._watchdog(period), name="watchdog"))
@@ -374,14 +392,21 @@ class Daemon:
             )
         except BadRequest as exc:
             raise ControlError("bad_stimulus", str(exc)) from None
-        return await self.local.handle(stimulus)
+        result = await self.local.handle(stimulus)
+        if self.metrics is not None:
+            for decision in result["decisions"]:
+                self.metrics.decided(decision["action"], decision["reason"])
+        return result
 
     async def _op_check(self, request: dict[str, Any]) -> dict[str, Any]:
         action, subject = request.get("action"), request.get("subject")
         if not isinstance(action, str) or not (subject is None or isinstance(subject, str | int)):
             raise ControlError("bad_request", "check needs an action and, optionally, a subject")
         try:
-            return {"decision": self.device.decide(action, subject).as_json(action, subject)}
+            decision = self.device.decide(action, subject)
+            if self.metrics is not None:
+                self.metrics.decided(action, decision.reason)
+            return {"decision": decision.as_json(action, subject)}
         except BadRequest as exc:
             raise ControlError("bad_request", str(exc)) from None
 

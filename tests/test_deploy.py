@@ -15,9 +15,10 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from tests.brokers import MOSQUITTO, free_port
+from tests.brokers import MOSQUITTO, Broker, free_port
 from tests.daemons import ProcessDaemon
 from tests.support import DEVICE_ID, write_config
+from tests.sync_support import Docs
 
 REPO = Path(__file__).parent.parent
 OTHER = "0c1105aaaaaa"
@@ -185,3 +186,39 @@ def test_the_systemd_unit() -> None:
     assert settings["WatchdogSec"] == "30"
     assert settings["RestartForceExitStatus"] == "75"
     assert settings["ExecStart"].split()[1:3] == ["run", "--config"]
+
+
+async def test_prometheus_metrics_on_a_loopback_port(
+    process_broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs
+) -> None:
+    from agent import control
+    from tests.cloud import CloudPeer
+    from tests.daemons import device_config
+    from tests.sync_support import mode_is, provision
+
+    port = free_port()
+    daemon = ProcessDaemon(device_config(tmp_path / "device", process_broker, root_pem, metrics={"port": port}))
+    async with CloudPeer(process_broker) as cloud:
+        await provision(cloud, docs)
+        await daemon.start()
+        try:
+            await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
+            await control.request(daemon.data_dir, {"op": "check", "action": "issue_access", "subject": "door:door-1"})
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+            async with asyncio.timeout(5):
+                response = (await reader.read()).decode()
+            writer.close()
+        finally:
+            await daemon.stop()
+    assert response.startswith("HTTP/1.1 200")
+    for line in (
+        'edge_document_seq{typ="entitlements"} 1.0',
+        'edge_document_seq{typ="trust"} 1.0',
+        "edge_mqtt_connected 1.0",
+        "edge_outbox_held 0.0",
+        'edge_decisions_total{action="issue_access",reason="active"} 1.0',
+    ):
+        assert line in response, line
+    assert "edge_outbox_depth" in response
