@@ -325,3 +325,39 @@ def simulate(config_file: str | None, kind: str, source: str | None, data_text: 
         _print_simulated(kind, result)
     if failed:
         sys.exit(EXIT_ERROR)
+
+
+@main.command()
+@config_option
+@json_option
+def doctor(config_file: str | None, as_json: bool) -> None:
+    """Check the config, keys and certificates, clock, broker, disk and database, and the daemon.
+
+    Exit 0 when nothing failed (warnings included), 1 when a check failed, 2 when the config is unusable.
+    """
+    from agent import doctor as checks
+    from agent import sidecar
+    from agent.config import config_path, load_config
+
+    try:
+        config = load_config(config_path(config_file, os.environ), os.environ)
+    except ConfigError as exc:
+        _fail(f"config error: {exc}")
+    findings = [checks.Finding("config", "ok", f"device {config.device_id} ({config.model})")]
+    findings += checks.keys(config)
+    floor = sidecar.load(config.data_dir).anchor
+    findings.append(checks.clock(floor.trusted_at if floor else None))
+    findings += checks.disk(config)
+
+    async def online() -> list[Any]:
+        return [await checks.broker(config), await checks.daemon(config)]
+
+    findings += asyncio.run(online())
+    if as_json:
+        click.echo(json.dumps([f.as_json() for f in findings]))
+    else:
+        marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+        for f in findings:
+            click.echo(f"{marks[f.status]}  {f.check:<20} {f.detail}")
+    if any(f.status == "fail" for f in findings):
+        sys.exit(EXIT_REFUSED)

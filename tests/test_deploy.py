@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
+import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
@@ -142,8 +144,6 @@ async def test_the_agent_runs_under_the_acl_with_its_certificate(certs: Path, tm
 
 async def test_the_daemon_speaks_systemds_notify_protocol(tmp_path: Path) -> None:
     """Type=notify: READY=1 once serving, WATCHDOG=1 at half WATCHDOG_USEC, STOPPING=1 on SIGTERM."""
-    import socket
-
     from tests.daemons import device_config
 
     sock_path = tmp_path / "notify.sock"
@@ -222,3 +222,43 @@ async def test_prometheus_metrics_on_a_loopback_port(
     ):
         assert line in response, line
     assert "edge_outbox_depth" in response
+
+
+async def doctor(config_file: Path) -> tuple[int, list[dict[str, str]]]:
+    from tests.daemons import EDGE_AGENT
+
+    process = await asyncio.create_subprocess_exec(
+        EDGE_AGENT, "doctor", "--config", str(config_file), "--json", stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, json.loads(out)
+
+
+async def test_doctor_passes_a_healthy_device_and_names_what_is_wrong(
+    process_broker: Broker, tmp_path: Path, root_pem: Path
+) -> None:
+    from tests.daemons import device_config
+
+    healthy = device_config(tmp_path / "ok", process_broker, root_pem)
+    daemon = ProcessDaemon(healthy)
+    await daemon.start()
+    try:
+        code, findings = await doctor(healthy)
+    finally:
+        await daemon.stop()
+    assert code == 0, findings
+    by_check = {f["check"]: f for f in findings}
+    assert {f["check"] for f in findings} >= {"config", "trust roots", "clock", "disk", "database", "broker", "daemon"}
+    assert by_check["broker"]["status"] == "ok"
+    assert by_check["daemon"]["status"] == "ok"
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nobody = f"mqtt://127.0.0.1:{closed.getsockname()[1]}"
+    broken = device_config(tmp_path / "bad", nobody, root_pem)
+    code, findings = await doctor(broken)
+    by_check = {f["check"]: f for f in findings}
+    assert code == 1
+    assert by_check["broker"]["status"] == "fail"
+    assert by_check["daemon"]["status"] == "warn"
