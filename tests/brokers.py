@@ -194,6 +194,33 @@ class Mosquitto(_Process):
         return [MOSQUITTO, "-c", str(conf)]
 
 
+NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+
+class Nats(_Process):
+    """nats-server with its MQTT listener on JetStream (a NATS port of its own, unused by the tests)."""
+
+    kind = "nats"
+
+    def __init__(self, directory: Path, users: dict[str, str] | None = None, **tls: Any) -> None:
+        super().__init__(directory, users, **tls)
+        self.nats_port = free_port()
+
+    def _command(self) -> list[str]:
+        conf = self.directory / "nats.conf"
+        lines = [
+            f'listen: "{self.host}:{self.nats_port}"',
+            f'server_name: "test_{self.port}"',
+            f'jetstream {{ store_dir: "{self.directory}/js" }}',
+            f'mqtt {{ listen: "{self.host}:{self.port}" }}',
+        ]
+        if self.users is not None:
+            users = ", ".join(f'{{user: "{u}", password: "{p}"}}' for u, p in self.users.items())
+            lines.append(f"authorization {{ users: [{users}] }}")
+        conf.write_text("\n".join(lines) + "\n")
+        return [NATS_SERVER, "-c", str(conf)]
+
+
 def make_broker(
     kind: str,
     directory: Path,
@@ -203,8 +230,10 @@ def make_broker(
     pki: Pki | None = None,
     mutual: bool = False,
 ) -> Broker:
-    """A broker of ``kind`` (``amqtt`` or ``mosquitto``); amqtt in its own process when ``process``."""
+    """A broker of ``kind`` (``amqtt``, ``mosquitto`` or ``nats``); amqtt in its own process when ``process``."""
     directory.mkdir(parents=True, exist_ok=True)
+    if kind == "nats":
+        return Nats(directory, users, pki=pki, mutual=mutual)
     if kind == "mosquitto":
         return Mosquitto(directory, None if mutual else users, pki=pki, mutual=mutual)
     kind_class = AmqttProcess if process else AmqttInProcess

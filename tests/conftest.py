@@ -95,7 +95,7 @@ def docs(keys: Keys) -> Docs:
     return Docs(keys)
 
 
-@pytest.fixture(params=["amqtt", "mosquitto"])
+@pytest.fixture(params=["amqtt", "mosquitto", "nats"])
 async def process_broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Broker]:
     """A broker in its own process, requiring user names (to stop, freeze or restart)."""
     handle = make_broker(request.param, tmp_path / "process-broker", process=True, users=USERS)

@@ -170,6 +170,7 @@ async def test_a_remote_open_door_command_opens_and_is_logged(broker: Broker, co
             "method": "remote",
             "command": "open-1",
         }
+        await cloud.wait_until(lambda: "open-1" in cloud.replies)  # NATS orders per topic only
         assert cloud.replies["open-1"][0]["ok"] is True
 
 

@@ -20,7 +20,7 @@ from tests.support import DEVICE_ID, Keys, forge, svc
 from tests.sync_support import PAID, Docs, mode_is, provision
 
 
-@pytest.fixture(params=["amqtt", "mosquitto"])
+@pytest.fixture(params=["amqtt", "mosquitto", "nats"])
 async def broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Broker]:
     """A broker that requires user names and checks passwords."""
     handle = make_broker(request.param, tmp_path / "broker", users=USERS)
