@@ -156,3 +156,49 @@ async def test_a_firmware_rollout_reaches_the_device_and_its_status_comes_back(
             assert time.monotonic() < deadline, rollouts.statuses(ledger, "u-1")
             await asyncio.sleep(0.05)
         assert 75 in daemon.exits  # it rebooted into the new slot
+
+
+async def test_a_renewal_converges_on_a_simulated_fleet(broker: Broker, ledger: Ledger, tmp_path: Path) -> None:
+    """``smartplus-cloud fleet``'s devices verify what the cloud issues and report it; a renewal reaches
+    every one of them (bench/bench_fleet.py does this with 1,000 and 10,000)."""
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from cloud_stub.fleet import run_fleet
+
+    macs = [f"0c1105{i:06x}" for i in range(30)]
+    for mac in macs:
+        ledger.add_device(mac, "d1", "R29", project="office")
+    keys = tmp_path / "cloud" / "keys"
+    service = CloudService(ledger, keys, host=broker.host, port=broker.port, username="cloud", password="cloud",
+                           interval=0.2)  # fmt: skip
+    root = load_pem_public_key((keys / "root.pub.pem").read_bytes())
+    cloud_task = asyncio.create_task(service.run())
+    fleet_task = asyncio.create_task(
+        run_fleet(macs, broker.host, broker.port, root, username="cloud", password="cloud")  # type: ignore[arg-type]
+    )
+
+    def modes() -> set[tuple[str, int]]:
+        found = set()
+        for mac in macs:
+            state = ingest.state(ledger, mac)
+            found.add((state["entitlements"]["mode"], state["entitlements"]["seq"]) if state else ("none", 0))
+        return found
+
+    try:
+        deadline = time.monotonic() + 30
+        while modes() != {("limited", 1)}:  # the ledger has no event to wait on
+            assert time.monotonic() < deadline, modes()
+            await asyncio.sleep(0.1)
+        now = time.time()
+        quote = ledger.quote("i1", [("office", "door", "door:door-2")], now, renew_to=now + 90 * DAY)
+        ledger.pay(ledger.order("i1", quote, "credit", now), now)
+        service.poke()
+        deadline = time.monotonic() + 30
+        while modes() != {("normal", 2)}:
+            assert time.monotonic() < deadline, modes()
+            await asyncio.sleep(0.1)
+    finally:
+        for task in (fleet_task, cloud_task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, BaseExceptionGroup):
+                await task

@@ -1,0 +1,139 @@
+"""``smartplus-cloud fleet``: many lightweight simulated devices in one process, against a broker.
+
+Each simulated device is one MQTT session (aiomqtt) with the device's client id; it subscribes to
+the fleet's ``trust`` and its own ``entitlements``, verifies every document with the agent's own JWS
+code against the root key and the signing keys the trust document lists (EdDSA only, pinned keys,
+``seq`` never going back), and reports what it holds as a retained ``state`` (PROTOCOL.md) whenever
+that changes. No database, no drivers: about 18 KiB and one socket per device (bench/bench_fleet.py),
+so 10,000 fit in one process. What it checks is what convergence needs: the right document, verified,
+reached every device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from agent.entitlements import jws
+from agent.errors import DocumentRefused
+
+PREFIX = "smartplus/v1"
+
+
+@dataclass
+class SimulatedDevice:
+    """What one simulated device holds."""
+
+    device_id: str
+    trust_seq: int = 0
+    keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)
+    seq: int = 0
+    mode: str = "unprovisioned"
+    refused: int = 0
+
+    def _verified(self, token: bytes, typ: str, keys: dict[str, Ed25519PublicKey]) -> dict[str, Any] | None:
+        """The claims of ``token`` if it is a ``typ`` signed by one of ``keys``; refusals are counted."""
+        try:
+            parsed = jws.parse(token)
+            key = keys.get(parsed.kid)
+            if parsed.typ != typ or key is None:
+                raise DocumentRefused("unknown_kid", parsed.kid)
+            jws.verify_signature(parsed, key)
+            claims = json.loads(parsed.payload)
+        except (DocumentRefused, ValueError):
+            self.refused += 1
+            return None
+        return claims if isinstance(claims, dict) else None
+
+    def take_trust(self, token: bytes, root: Ed25519PublicKey) -> bool:
+        claims = self._verified(token, "trust", {jws.key_thumbprint(root): root})
+        if claims is None:
+            return False
+        if claims.get("seq", 0) <= self.trust_seq:
+            return False
+        self.trust_seq = int(claims["seq"])
+        self.keys = {}
+        for entry in claims.get("keys", []):
+            raw = jws.b64url_decode(entry["jwk"]["x"])
+            self.keys[entry["kid"]] = Ed25519PublicKey.from_public_bytes(raw)
+        return True
+
+    def take_entitlements(self, token: bytes) -> bool:
+        claims = self._verified(token, "entitlements", self.keys)
+        if claims is None:
+            return False
+        if claims.get("aud") != self.device_id or claims.get("seq", 0) <= self.seq:
+            self.refused += 1
+            return False
+        self.seq = int(claims["seq"])
+        paid = {s["subject"] for s in claims.get("services", []) if s.get("service") == "door"}
+        doors = claims.get("project", {}).get("doors", [])
+        self.mode = "normal" if all(f"door:{d}" in paid for d in doors[1:]) else "limited"
+        return True
+
+    def state(self) -> bytes:
+        report: dict[str, Any] = {
+            "device_id": self.device_id,
+            "online": True,
+            "model": "R29",
+            "entitlements": {"seq": self.seq or None, "mode": self.mode},
+        }
+        return json.dumps(report).encode()
+
+
+async def run_device(
+    device: SimulatedDevice, host: str, port: int, root: Ed25519PublicKey, *, username: str | None, password: str | None
+) -> None:
+    """One device's session, reconnecting for ever."""
+    trust, entitlements = f"{PREFIX}/trust", f"{PREFIX}/devices/{device.device_id}/entitlements"
+    state = f"{PREFIX}/devices/{device.device_id}/state"
+    while True:
+        try:
+            async with aiomqtt.Client(
+                host, port, identifier=device.device_id, username=username, password=password, clean_session=False,
+                keepalive=60,
+            ) as client:  # fmt: skip
+                await client.subscribe([(trust, 1), (entitlements, 1)])
+                async for message in client.messages:
+                    payload = message.payload if isinstance(message.payload, bytes) else b""
+                    changed = (
+                        device.take_trust(payload, root)
+                        if str(message.topic) == trust
+                        else device.take_entitlements(payload)
+                    )
+                    if changed:
+                        await client.publish(state, device.state(), qos=1, retain=True)
+        except aiomqtt.MqttError:
+            await asyncio.sleep(0.5)
+
+
+def raise_file_limit() -> int:
+    """As many sockets as the hard limit allows (one per device)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+async def run_fleet(
+    devices: list[str],
+    host: str,
+    port: int,
+    root: Ed25519PublicKey,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+) -> list[SimulatedDevice]:
+    """Run ``devices`` until cancelled (connecting them a hundred at a time)."""
+    fleet = [SimulatedDevice(d) for d in devices]
+    async with asyncio.TaskGroup() as tasks:
+        for i, device in enumerate(fleet):
+            tasks.create_task(run_device(device, host, port, root, username=username, password=password))
+            if i % 100 == 99:
+                await asyncio.sleep(0.05)
+    return fleet
