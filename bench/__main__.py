@@ -12,6 +12,7 @@ from bench import (
     bench_cloud,
     bench_decision,
     bench_firmware,
+    bench_fleet,
     bench_intake,
     bench_outbox,
 )
@@ -26,6 +27,7 @@ BENCHES = {
     "access": bench_access.run,
     "firmware": bench_firmware.run,
     "cloud": bench_cloud.run,
+    "fleet": bench_fleet.run,
 }
 
 

@@ -8,7 +8,7 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 import click
 
@@ -516,3 +516,67 @@ def serve(
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
+
+
+@main.command()
+@click.option("--devices", "count", default=100, show_default=True, help="How many simulated devices.")
+@click.option("--broker", "broker_url", default="mqtt://127.0.0.1:1883", show_default=True)
+@click.option("--user", default=None)
+@click.option("--password", envvar="SMARTPLUS_CLOUD_PASSWORD", default=None)
+@click.option("--root", "root_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The root public key (default: the ledger's keys/root.pub.pem).")  # fmt: skip
+@click.option("--register", is_flag=True, help="Register the devices in --project first (MACs 0c11 + 8 hex digits).")
+@click.option("--project", default=None)
+@click.option("--distributor", default=None)
+@click.pass_context
+def fleet(
+    ctx: click.Context,
+    count: int,
+    broker_url: str,
+    user: str | None,
+    password: str | None,
+    root_file: Path | None,
+    register: bool,
+    project: str | None,
+    distributor: str | None,
+) -> None:
+    """Run COUNT lightweight simulated devices (one MQTT session each) until interrupted."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from cloud_stub.fleet import raise_file_limit, run_fleet
+
+    macs = [f"0c11{i:08x}" for i in range(count)]
+    if register:
+        if project is None or distributor is None:
+            raise click.UsageError("--register needs --project and --distributor")
+
+        def work(book: Any) -> str:
+            for mac in macs:
+                book._db.execute(
+                    "INSERT OR IGNORE INTO devices (mac, distributor, project, model) VALUES (?, ?, ?, 'R29')",
+                    (mac, distributor, project),
+                )
+            return f"{count} devices in {project}"
+
+        _run(ctx, work)
+    limit = raise_file_limit()
+    if count + 64 > limit:
+        _fail_cloud(f"{count} devices need {count + 64} file descriptors; the limit is {limit}")
+    root = load_pem_public_key((root_file or ctx.obj.home / "keys" / "root.pub.pem").read_bytes())
+    if not isinstance(root, Ed25519PublicKey):
+        _fail_cloud("the root key is not Ed25519")
+    parts = urlsplit(broker_url)
+    click.echo(f"fleet: {count} devices against {broker_url}", err=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            run_fleet(macs, parts.hostname or "127.0.0.1", parts.port or 1883, root, username=user, password=password)
+        )
+
+
+def _fail_cloud(message: str) -> NoReturn:
+    click.echo(f"smartplus-cloud: error: {message}", err=True)
+    sys.exit(2)

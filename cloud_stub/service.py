@@ -28,6 +28,8 @@ from cloud_stub.ledger import Ledger
 from cloud_stub.rules import Refused
 
 log = structlog.get_logger("cloud_stub.service")
+IN_FLIGHT = 10
+INGEST_BATCH = 1000
 
 
 class CloudService:
@@ -83,6 +85,11 @@ class CloudService:
             if seq > 1:  # a rotation: the devices take the new trust before anything signed by the new key
                 return out
         signing = trustkeys.active(self.ledger, self.keys)
+        with self.ledger.transaction():  # every device's seq in one commit
+            self._device_documents(now, signing, out)
+        return out
+
+    def _device_documents(self, now: float, signing: Any, out: list[tuple[str, str]]) -> None:
         for mac, _, project in self.ledger.devices():
             if project is None:
                 continue
@@ -96,7 +103,6 @@ class CloudService:
                 if job_seq is not None:
                     claims = {"iat": int(now), "exp": int(now + 30 * 86_400), "seq": job_seq, **job}
                     out.append((f"{self.prefix}/devices/{mac}/firmware", jws.sign(signing, "firmware-job", claims)))
-        return out
 
     def rotate_keys(self) -> str:
         """Bring in a new signing key (the next pass publishes trust, then documents signed by it)."""
@@ -141,10 +147,13 @@ class CloudService:
         while True:
             now = self.clock()
             self.housekeeping(now)
-            for topic, token in self.documents(now):
-                await client.publish(topic, token, qos=1, retain=True)
-                self.published.append((topic, token))
-                log.info("document_published", topic=topic)
+            documents = self.documents(now)
+            for start in range(0, len(documents), IN_FLIGHT):  # aiomqtt slows down past 10 pending
+                batch = documents[start : start + IN_FLIGHT]
+                await asyncio.gather(*(client.publish(t, token, qos=1, retain=True) for t, token in batch))
+                self.published.extend(batch)
+            if documents:
+                log.info("documents_published", count=len(documents))
             self.passes += 1
             await self._until_changed()
 
@@ -164,22 +173,33 @@ class CloudService:
         self._poke.clear()
 
     async def _ingest(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            parts = str(message.topic).split("/")
-            if len(parts) < 2:
-                continue
-            device, leaf = parts[-2], parts[-1]
-            payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
-            try:
-                body: Any = json.loads(payload) if payload else None
-                if not isinstance(body, dict):
-                    continue
-                now = self.clock()
-                if leaf == "events":
-                    ingest.take_event(self.ledger, device, body, now)
-                elif leaf == "replies":
-                    ingest.take_reply(self.ledger, device, body, now)
-                elif leaf == "state":
-                    ingest.take_state(self.ledger, device, body, now)
-            except (ValueError, KeyError, TypeError, Refused) as exc:
-                log.warning("ingest_refused", device=device, leaf=leaf, error=str(exc)[:200])
+        """Take what arrives, a batch per transaction: what is already queued joins the one in hand
+        (a commit per message would let a fleet's state reports hold the publishing back)."""
+        messages = client.messages
+        async for message in messages:
+            batch = [message]
+            while len(messages) and len(batch) < INGEST_BATCH:
+                batch.append(await anext(messages))
+            with self.ledger.transaction():
+                for each in batch:
+                    self._take(each)
+
+    def _take(self, message: aiomqtt.Message) -> None:
+        parts = str(message.topic).split("/")
+        if len(parts) < 2:
+            return
+        device, leaf = parts[-2], parts[-1]
+        payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+        try:
+            body: Any = json.loads(payload) if payload else None
+            if not isinstance(body, dict):
+                return
+            now = self.clock()
+            if leaf == "events":
+                ingest.take_event(self.ledger, device, body, now)
+            elif leaf == "replies":
+                ingest.take_reply(self.ledger, device, body, now)
+            elif leaf == "state":
+                ingest.take_state(self.ledger, device, body, now)
+        except (ValueError, KeyError, TypeError, Refused) as exc:
+            log.warning("ingest_refused", device=device, leaf=leaf, error=str(exc)[:200])

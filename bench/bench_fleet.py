@@ -1,0 +1,162 @@
+"""Fleet scale: a renewal pushed to 1,000 and 10,000 devices through Mosquitto.
+
+Mosquitto and the cloud (``CloudService``, in this process) on loopback; ``smartplus-cloud fleet``
+runs the simulated devices in a process of its own (one MQTT session each, every document verified).
+Measured: from the ledger commit of a renewal (another connection, as the CLI) until every device
+has reported the new document in its retained state: issuing N signed documents, N retained
+publishes, N verifications, N state reports. The floor: N retained publishes of the same size to N
+topics (10 in flight) until one subscriber has received them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import aiomqtt
+
+from bench.common import Result
+from cloud_stub.fleet import raise_file_limit
+from cloud_stub.ledger import Ledger
+from cloud_stub.rules import DAY
+from cloud_stub.service import CloudService
+from tests.brokers import Mosquitto
+
+CLOUD = str(Path(sys.executable).parent / "smartplus-cloud")
+SIZES = tuple(int(n) for n in os.environ.get("FLEET_SIZES", "1000,10000").split(","))
+
+
+def _macs(count: int) -> list[str]:
+    return [f"0c11{i:08x}" for i in range(count)]
+
+
+def _prepare(path: Path, count: int) -> None:
+    book = Ledger(path)
+    book.add_account("d1", "distributor", "D")
+    book.add_account("i1", "installer", "I", parent="d1", permission="credit")
+    book.add_project("office", "commercial", "i1", date(2025, 7, 1), doors=("door-1", "door-2"))
+    with book.transaction() as db:
+        db.executemany(
+            "INSERT INTO devices (mac, distributor, project, model) VALUES (?, 'd1', 'office', 'R29')",
+            [(mac,) for mac in _macs(count)],
+        )
+    book.close()
+
+
+def _renew(path: Path) -> None:
+    book = Ledger(path)
+    with book.transaction() as db:
+        db.execute(
+            "INSERT INTO services (project, service, subject, expires) VALUES ('office', 'door', 'door:door-2', ?)",
+            (time.time() + 90 * DAY,),
+        )
+    book.close()
+
+
+async def _converged(client: aiomqtt.Client, count: int, seq: int, seconds: float) -> float:
+    """Wait until ``count`` devices report ``seq``; when the last did."""
+    at_seq: set[str] = set()
+    async with asyncio.timeout(seconds):
+        async for message in client.messages:
+            payload = message.payload if isinstance(message.payload, bytes) else b"{}"
+            body = json.loads(payload)
+            if body.get("entitlements", {}).get("seq") == seq:
+                at_seq.add(str(message.topic))
+                if len(at_seq) == count:
+                    return time.perf_counter()
+    raise RuntimeError("unreachable")
+
+
+async def _floor(host: str, port: int, count: int, size: int) -> float:
+    payload = b"x" * size
+    async with (
+        aiomqtt.Client(host, port, identifier="floor-sub") as subscriber,
+        aiomqtt.Client(host, port, identifier="floor-pub") as publisher,
+    ):
+        await subscriber.subscribe("floor/+/entitlements", qos=1)
+        started = time.perf_counter()
+
+        async def publish_all() -> None:
+            for start in range(0, count, 10):
+                await asyncio.gather(
+                    *(publisher.publish(f"floor/{i}/entitlements", payload, qos=1, retain=True)
+                      for i in range(start, min(start + 10, count)))
+                )  # fmt: skip
+
+        sender = asyncio.create_task(publish_all())
+        received = 0
+        async with asyncio.timeout(300):
+            async for _ in subscriber.messages:
+                received += 1
+                if received == count:
+                    break
+        await sender
+        return time.perf_counter() - started
+
+
+async def _measure(directory: Path, count: int) -> tuple[float, float, float]:
+    (directory / "broker").mkdir()
+    broker = Mosquitto(directory / "broker", None)
+    await broker.start()
+    (directory / "cloud").mkdir()
+    ledger_path = directory / "cloud" / "ledger.db"
+    _prepare(ledger_path, count)
+    service = CloudService(Ledger(ledger_path), directory / "cloud" / "keys", host=broker.host, port=broker.port,
+                           interval=1.0)  # fmt: skip
+    cloud = asyncio.create_task(service.run())
+    log = (directory / "fleet.log").open("wb")
+    fleet = subprocess.Popen(  # noqa: ASYNC220 -- started once, stopped below
+        [CLOUD, "--ledger", str(ledger_path), "fleet", "--devices", str(count), "--broker", broker.url()],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        async with aiomqtt.Client(broker.host, broker.port, identifier="bench-watch") as watcher:
+            await watcher.subscribe("smartplus/v1/devices/+/state", qos=1)
+            started = time.perf_counter()
+            first = await _converged(watcher, count, 1, 600) - started  # connect, provision
+            started = time.perf_counter()
+            _renew(ledger_path)
+            renewal = await _converged(watcher, count, 2, 600) - started
+        token_size = len(service.published[-1][1]) if service.published else 1500
+        floor = await _floor(broker.host, broker.port, count, token_size)
+    finally:
+        fleet.terminate()
+        await asyncio.to_thread(fleet.wait, 30)
+        log.close()
+        cloud.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await cloud
+        await broker.stop()
+    return first, renewal, floor
+
+
+def run() -> list[Result]:
+    raise_file_limit()  # Mosquitto, started from here, inherits it
+    results = []
+    for count in SIZES:
+        with tempfile.TemporaryDirectory(dir="/var/tmp") as directory:
+            first, renewal, floor = asyncio.run(_measure(Path(directory), count))
+        print(f"{count} devices: first provisioning {first:.1f} s", file=sys.stderr)
+        results.append(
+            Result(
+                f"renewal converged on {count:,} devices (Mosquitto)",
+                f"{count:,} retained publishes received",
+                floor,
+                renewal,
+                renewal / floor,
+                "info",
+            )
+        )
+        results.append(
+            Result(f"  cost per device ({count:,})", "per retained publish", floor / count, renewal / count,
+                   renewal / floor, "info")
+        )  # fmt: skip
+    return results
