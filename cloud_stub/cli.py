@@ -549,6 +549,9 @@ def fleet(
 
     from cloud_stub.fleet import raise_file_limit, run_fleet
 
+    limit = raise_file_limit()
+    if count + 64 > limit:
+        _fail_cloud(f"{count} devices need {count + 64} file descriptors; the limit is {limit}")
     macs = [f"0c11{i:08x}" for i in range(count)]
     if register:
         if project is None or distributor is None:
@@ -563,9 +566,6 @@ def fleet(
             return f"{count} devices in {project}"
 
         _run(ctx, work)
-    limit = raise_file_limit()
-    if count + 64 > limit:
-        _fail_cloud(f"{count} devices need {count + 64} file descriptors; the limit is {limit}")
     root = load_pem_public_key((root_file or ctx.obj.home / "keys" / "root.pub.pem").read_bytes())
     if not isinstance(root, Ed25519PublicKey):
         _fail_cloud("the root key is not Ed25519")

@@ -154,3 +154,14 @@ def test_renew_chosen_sites_and_service_types(tmp_path: Path) -> None:
     assert cloud(ledger, "quote", "--site", "office", "--service", "admin_app", "--renew-to", "2027-06-30",
                  actor="i1")[1]["rule"] == "nothing_selected"  # fmt: skip
     assert cloud(ledger, "quote", "--site", "office", "--item", DOOR2, "--months", "1", actor="i1")[0] == 2
+
+
+def test_fleet_refuses_what_it_cannot_run(tmp_path: Path) -> None:
+    ledger = tmp_path / "cloud" / "ledger.db"
+    setup_ledger(ledger)
+    code, out = cloud(ledger, "fleet", "--devices", "10000000")
+    assert code == 2
+    assert "file descriptors" in out
+    code, out = cloud(ledger, "fleet", "--devices", "5", "--register")
+    assert code == 2
+    assert "--register needs --project and --distributor" in out
