@@ -126,7 +126,7 @@ class _Process(Broker):
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONPATH": str(ROOT)},
             )
-        await wait_listening(self.port)
+        await wait_listening(self.port, seconds=30.0)  # JetStream (NATS) takes its time on a loaded machine
 
     async def stop(self, *, hard: bool = False) -> None:
         process, self._process = self._process, None
