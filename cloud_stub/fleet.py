@@ -36,6 +36,7 @@ class SimulatedDevice:
     seq: int = 0
     mode: str = "unprovisioned"
     refused: int = 0
+    awaiting_key: bytes | None = None  # an entitlements document that came before the trust listing its key
 
     def _verified(self, token: bytes, typ: str, keys: dict[str, Ed25519PublicKey]) -> dict[str, Any] | None:
         """The claims of ``token`` if it is a ``typ`` signed by one of ``keys``; refusals are counted."""
@@ -67,7 +68,9 @@ class SimulatedDevice:
     def take_entitlements(self, token: bytes) -> bool:
         claims = self._verified(token, "entitlements", self.keys)
         if claims is None:
+            self.awaiting_key = token  # judged again when a trust document comes (NATS orders per topic)
             return False
+        self.awaiting_key = None
         if claims.get("aud") != self.device_id or claims.get("seq", 0) <= self.seq:
             self.refused += 1
             return False
@@ -102,11 +105,12 @@ async def run_device(
                 await client.subscribe([(trust, 1), (entitlements, 1)])
                 async for message in client.messages:
                     payload = message.payload if isinstance(message.payload, bytes) else b""
-                    changed = (
-                        device.take_trust(payload, root)
-                        if str(message.topic) == trust
-                        else device.take_entitlements(payload)
-                    )
+                    if str(message.topic) == trust:
+                        changed = device.take_trust(payload, root)
+                        if changed and device.awaiting_key is not None:
+                            device.take_entitlements(device.awaiting_key)
+                    else:
+                        changed = device.take_entitlements(payload)
                     if changed:
                         await client.publish(state, device.state(), qos=1, retain=True)
         except aiomqtt.MqttError:

@@ -311,3 +311,25 @@ async def test_a_task_that_ends_on_its_own_stops_the_daemon_as_failed(
             outcome = await device._task
     assert outcome is Outcome.FAILED
     assert {"event": "daemon_task_ended", "task": "session", "error": "None", "log_level": "error"} in logged
+
+
+async def test_a_document_that_arrives_before_the_trust_bringing_its_key_is_taken_once_trust_comes(
+    cloud: CloudPeer, docs: Docs, config_file: Path
+) -> None:
+    """A broker that orders per topic only (NATS) may deliver a retained entitlements document before
+    the trust document that lists its signing key: it is refused (and reported), kept, and judged
+    again once that trust document is accepted, not lost until the cloud re-issues it."""
+    async with InProcessDaemon(config_file) as device:
+        await cloud.wait_until(lambda: mode_is_unprovisioned(cloud))
+        await cloud.publish("entitlements", docs.entitlements(PAID), retain=True)
+        await cloud.wait_until(
+            lambda: any(e["kind"] == "rejected" and e["data"]["reason"] == "unknown_kid" for e in cloud.events.values())
+        )
+        await cloud.publish("trust", docs.trust(), retain=True)
+        await cloud.wait_until(lambda: mode_is(cloud, "normal", 1), what="the document judged again")
+        assert device.daemon is not None
+
+
+def mode_is_unprovisioned(cloud: CloudPeer) -> bool:
+    state = cloud.state
+    return bool(state and state.get("online") and state["entitlements"]["mode"] == "unprovisioned")

@@ -20,7 +20,8 @@ import structlog
 
 from agent import commands
 from agent.device import Accepted, Device
-from agent.entitlements.documents import COMMAND, FIRMWARE_JOB, CommandClaims, FirmwareJobClaims
+from agent.entitlements import reasons
+from agent.entitlements.documents import COMMAND, ENTITLEMENTS, FIRMWARE_JOB, TRUST, CommandClaims, FirmwareJobClaims
 from agent.entitlements.intake import Verified
 from agent.errors import DocumentRefused, StoreError, StoreFull
 from agent.events import NewEvent
@@ -49,6 +50,10 @@ class Inbound:
         self._on_change = on_change
         self._on_resync = on_resync
         self._on_restart = on_restart
+        # Documents signed by a key no trust document in force lists yet, by typ (the latest only): on a
+        # broker that orders per topic only (NATS), a retained document can arrive before the trust
+        # document that brings its key. They are judged again when a trust document is accepted.
+        self._awaiting_key: dict[str, bytes] = {}
         # Firmware jobs are judged in the transaction that stores them (firmware/engine.py); set by the daemon.
         self.on_firmware: Callable[[Transaction, FirmwareJobClaims], Awaitable[None]] | None = None
 
@@ -65,6 +70,9 @@ class Inbound:
             else:
                 outcome = await self._device.accept(payload, typ)
         except DocumentRefused as refused:
+            if refused.reason == reasons.UNKNOWN_KID and typ in (ENTITLEMENTS, FIRMWARE_JOB):
+                self._awaiting_key[typ] = payload
+                log.info("document_awaits_trust", typ=typ)
             await self._report_refusal(typ, refused, payload)
             return True
         except (OutboxFull, StoreFull) as exc:
@@ -75,6 +83,11 @@ class Inbound:
             return False
         if isinstance(outcome, Accepted):
             self._on_change()
+            if typ == TRUST and self._awaiting_key:
+                waiting, self._awaiting_key = self._awaiting_key, {}
+                for waiting_typ, waiting_payload in waiting.items():
+                    log.info("document_judged_again", typ=waiting_typ)
+                    await self.handle(waiting_typ, waiting_payload)
         return True
 
     async def _firmware(
