@@ -1,13 +1,16 @@
-"""The local story (README's main command until the sync daemon exists).
+"""The README's main command: the product's story in three acts, with no system services.
 
-The cloud stub makes keys and signs documents; a device accepts them through the same path as MQTT
-would use, and prints the decisions they yield and why. Everything lands in ``demo-data/`` so the
-CLIs can be tried afterwards on the same device.
+Act one: the cloud stub makes keys and signs documents; a device accepts them through the path MQTT
+uses and prints what it decides and why. Act two: the same device as a daemon over the embedded
+amqtt broker. Act three: a second door phone run entirely from the cloud's ledger (credits, a
+quote, a renewal, an MR01 call alert, a failed and then a good staged upgrade). Everything lands in
+``demo-data/`` so the CLIs can be tried afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import socket
@@ -258,6 +261,7 @@ async def both_acts(workdir: Path) -> None:
     """The whole story."""
     cast = await story(workdir)
     await over_mqtt(workdir, cast)
+    await the_cloud(workdir)
     cli = ".venv/bin/edge-agent"
     say("\nThe device is left in demo-data/; try:")
     say(f"   {cli} status --config {workdir}/agent.toml")
@@ -270,3 +274,146 @@ def main() -> None:
     logs.configure("error")
     say("SmartPlus edge agent: signed entitlements, verified and enforced on the device\n")
     asyncio.run(both_acts(Path("demo-data")))
+
+
+async def the_cloud(workdir: Path) -> None:
+    """Act three: a second door phone run entirely from the cloud's ledger (smartplus-cloud's parts)."""
+    import os
+    from datetime import date
+
+    from agent.daemon import Outcome
+    from cloud_stub import ingest, rollouts
+    from cloud_stub.images import ImageServer
+    from cloud_stub.ledger import Ledger
+    from cloud_stub.service import CloudService
+
+    home = workdir / "cloud"
+    home.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(home / "ledger.db")
+    mac = "0c110512ab35"
+    now = time.time()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    broker = await embedded_broker.start("127.0.0.1", port)
+    images = ImageServer(home / "images")
+    (home / "images").mkdir(exist_ok=True)
+    await images.start()
+    say("\n15. The cloud's ledger: a distributor buys 1000 credits and gives 600 to an installer allowed to pay")
+    say("    with credits; the installer creates office p-200 (created 2025-07-01: credits only) with three doors.")
+    ledger.add_account("dist-1", "distributor", "Distributor")
+    ledger.add_account("inst-1", "installer", "Installer", parent="dist-1", permission="credit")
+    ledger.buy_credits("dist-1", 1000, "stripe", now)
+    ledger.allocate("dist-1", "inst-1", 600, now)
+    ledger.add_project("p-200", "commercial", "inst-1", date(2025, 7, 1), doors=("door-1", "door-2", "door-3"))
+    ledger.add_device(mac, "dist-1", "R29", project="p-200")
+    service_ = CloudService(ledger, home / "keys", host="127.0.0.1", port=port, image_base=images.url(""),
+                            username="cloud", interval=0.2)  # fmt: skip
+    cloud_task = asyncio.create_task(service_.run())
+
+    flag = home / "new-build-is-broken"
+    device_dir = workdir / "door-phone-2"
+    device_dir.mkdir(exist_ok=True)
+    root_pem = (home / "keys" / "root.pub.pem").resolve()
+    (device_dir / "agent.toml").write_text(
+        CONFIG.format(device_id=mac)
+        .replace('trust_roots = ["cloud-keys/root.pub.pem"]', f'trust_roots = ["{root_pem}"]')
+        .replace('url = "mqtt://127.0.0.1:1883"', f'url = "mqtt://127.0.0.1:{port}"\nusername = "{mac}"')
+        + f'\n[firmware]\nhealth_command = ["sh", "-c", "test ! -e {flag.resolve()}"]\nhealth_deadline_seconds = 10\n'
+    )  # fmt: skip
+    config = load_config(device_dir / "agent.toml", {})
+    current: list[Daemon] = []
+    stopping = asyncio.Event()
+
+    async def supervise() -> None:  # what systemd does: start it again when it exits to reboot (75)
+        while not stopping.is_set():
+            daemon = await Daemon.open(config, load_trust_roots(config), ClockSource.system())
+            current[:] = [daemon]
+            if await daemon.serve() is not Outcome.REBOOT:
+                return
+            say("    ... the device reboots (exit 75; its supervisor starts it again; the bootloader picks the slot)")
+
+    async def status() -> dict[str, Any]:
+        answer = await control.request(config.data_dir, {"op": "status"})
+        result: dict[str, Any] = answer["status"]
+        return result
+
+    async def until(condition: Any, seconds: float = 60) -> dict[str, Any]:
+        async with asyncio.timeout(seconds):
+            while True:
+                with contextlib.suppress(control.ControlError, KeyError):
+                    found = await status()
+                    if condition(found):
+                        return found
+                await asyncio.sleep(0.1)
+
+    supervisor = asyncio.create_task(supervise())
+    try:
+        found = await until(lambda s: s["mode"] == "limited")
+        say(f"    door phone {mac} takes what `smartplus-cloud serve` publishes: mode {found['mode']}"
+            " (no door is paid yet)")  # fmt: skip
+
+        say("\n16. The installer asks for a quote, renewing door-2, door-3 and sensor call alerts to a year")
+        say("    from now, and pays with credits.")
+        items = [
+            ("p-200", "door", "door:door-2"),
+            ("p-200", "door", "door:door-3"),
+            ("p-200", "sensor_call_alert", "project"),
+        ]
+        quote = ledger.quote("inst-1", items, now, renew_to=now + 365 * DAY)
+        say(f"    quote: {quote['amount']} credits; renewal summary {json.dumps(quote['summary'])}")
+        ledger.pay(ledger.order("inst-1", quote, "credit", now), now)
+        service_.poke()
+        found = await until(lambda s: s["mode"] == "normal")
+        say(f"    paid; {ledger.credit_log('inst-1')[-1]['remaining']} credits left. The device: mode {found['mode']},"
+            f" entitlements seq {found['document']['seq']}")  # fmt: skip
+
+        say("\n17. The MR01 at a bedside detects a fall.")
+        daemon = current[0]
+        done = await daemon.local.handle(Stimulus("fall", "mr01-bed-4", {}, daemon.device.clock.now()))
+        say(f"    the device: {'; '.join(done['notes'])}")
+        await _poll(lambda: bool(ingest.alarms(ledger, "p-200")))
+        alert = ingest.alarms(ledger, "p-200")[0]
+        say(f"    the cloud lists for p-200: {alert['type']} {alert['kind']} from {alert['source']}")
+
+        say("\n18. Firmware 29.30.10.1 goes to the firmware list and is staged for p-200's R29s, now.")
+        say("    (This build is broken: the device's local health check will say so.)")
+        flag.touch()
+        for version in ("29.30.10.1", "29.30.10.2"):
+            image = home / f"build-{version}.bin"
+            image.write_bytes(os.urandom(512 * 1024))
+            rollouts.add_firmware(ledger, home / "images", "R29", version, image, f"release {version}", time.time())
+        rollouts.add_upgrade(ledger, "up-1", "p-200", "R29", "29.30.10.1", time.time())
+        service_.poke()
+        found = await until(lambda s: (s["firmware"]["job"] or {}).get("state") == "rolled_back", 90)
+        say(f"    the device: job up-1 {found['firmware']['job']['state']} ({found['firmware']['job']['reason']});"
+            f" still running {found['firmware']['version']} on slot {found['firmware']['slot']}")  # fmt: skip
+        say(f"    the cloud's upgrade status: {rollouts.statuses(ledger, 'up-1')}")
+
+        say("\n19. A fixed build, 29.30.10.2, is staged.")
+        flag.unlink()
+        rollouts.add_upgrade(ledger, "up-2", "p-200", "R29", "29.30.10.2", time.time())
+        service_.poke()
+        found = await until(lambda s: s["firmware"]["version"] == "29.30.10.2", 90)
+        await _poll(lambda: rollouts.statuses(ledger, "up-2") == {mac: "Executed"})
+        say(f"    the device runs {found['firmware']['version']} on slot {found['firmware']['slot']};"
+            f" the cloud's upgrade status: {rollouts.statuses(ledger, 'up-2')}")  # fmt: skip
+    finally:
+        stopping.set()
+        if current:
+            current[0].stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(supervisor, 15)
+        cloud_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await cloud_task
+        await images.stop()
+        await broker.shutdown()
+        ledger.close()
+
+
+async def _poll(condition: Any, seconds: float = 20) -> None:
+    """Wait for something in the ledger (it has no event to wait on)."""
+    async with asyncio.timeout(seconds):
+        while not condition():  # noqa: ASYNC110 -- polled: the ledger is a file another task writes
+            await asyncio.sleep(0.1)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 
 def test_the_demo_runs_from_an_empty_directory(tmp_path: Path) -> None:
-    """python -m demo exits 0 and tells both acts: documents decided on, then the daemon over MQTT."""
+    """python -m demo exits 0 and tells all three acts: documents decided on, the daemon over MQTT, the
+    cloud's ledger driving a second door phone (credits, renewal, a call alert, two staged upgrades)."""
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run(
         [sys.executable, "-m", "demo"],
@@ -30,6 +31,12 @@ def test_the_demo_runs_from_an_empty_directory(tmp_path: Path) -> None:
         "held: True",
         "the cloud got: alarm tamper",
         '"ok": true, "issued": 1',
+        "card card-7 opens door-2",
+        "the device: mode normal, entitlements seq 2",
+        "the cloud lists for p-200: call_alert fall_detected",
+        "job up-1 rolled_back (health_check_failed); still running 29.30.2.805 on slot a",
+        "the cloud's upgrade status: {'0c110512ab35': 'Failed'}",
+        "the device runs 29.30.10.2 on slot b; the cloud's upgrade status: {'0c110512ab35': 'Executed'}",
     ):
         assert expected in result.stdout
     assert (tmp_path / "demo-data" / "agent.toml").exists()
