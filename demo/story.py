@@ -263,10 +263,13 @@ async def both_acts(workdir: Path) -> None:
     await over_mqtt(workdir, cast)
     await the_cloud(workdir)
     cli = ".venv/bin/edge-agent"
-    say("\nThe device is left in demo-data/; try:")
+    say("\nThe devices and the ledger are left in demo-data/; try:")
     say(f"   {cli} status --config {workdir}/agent.toml")
     say(f"   {cli} check issue_access door:door-3 --config {workdir}/agent.toml --json")
     say(f"   {cli} events --config {workdir}/agent.toml")
+    say(f"   {cli} status --config {workdir}/door-phone-2/agent.toml")
+    say(f"   .venv/bin/smartplus-cloud --ledger {workdir}/cloud/ledger.db --as inst-1 credit-log")
+    say(f"   .venv/bin/smartplus-cloud --ledger {workdir}/cloud/ledger.db upgrade-status up-1")
 
 
 def main() -> None:
