@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 setup: $(VENV)/.installed
 
 demo: setup
-	$(PY) -m demo
+	$(PY) -m demo $(ARGS)
 
 # ruff and mypy run inside the test suite (tests/test_static.py), so this is the one test command.
 check: setup

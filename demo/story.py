@@ -15,6 +15,7 @@ import json
 import shutil
 import socket
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -257,11 +258,11 @@ def _mode(cloud: DeviceLink) -> str | None:
     return state.get("entitlements", {}).get("mode") if state.get("online") else None
 
 
-async def both_acts(workdir: Path) -> None:
+async def both_acts(workdir: Path, interactive: bool = False) -> None:
     """The whole story."""
     cast = await story(workdir)
     await over_mqtt(workdir, cast)
-    await the_cloud(workdir)
+    await the_cloud(workdir, interactive)
     cli = ".venv/bin/edge-agent"
     say("\nThe devices and the ledger are left in demo-data/; try:")
     say(f"   {cli} status --config {workdir}/agent.toml")
@@ -273,13 +274,16 @@ async def both_acts(workdir: Path) -> None:
 
 
 def main() -> None:
-    """Run the story in ./demo-data."""
+    """Run the story in ./demo-data; ``--interactive`` leaves act three's cloud and device running."""
+    import sys
+
     logs.configure("error")
     say("SmartPlus edge agent: signed entitlements, verified and enforced on the device\n")
-    asyncio.run(both_acts(Path("demo-data")))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(both_acts(Path("demo-data"), interactive="--interactive" in sys.argv[1:]))
 
 
-async def the_cloud(workdir: Path) -> None:
+async def the_cloud(workdir: Path, interactive: bool = False) -> None:
     """Act three: a second door phone run entirely from the cloud's ledger (smartplus-cloud's parts)."""
     import os
     from datetime import date
@@ -342,7 +346,7 @@ async def the_cloud(workdir: Path) -> None:
         return result
 
     async def until(condition: Any, seconds: float = 60) -> dict[str, Any]:
-        async with asyncio.timeout(seconds):
+        async with asyncio.timeout(seconds), _progress():
             while True:
                 with contextlib.suppress(control.ControlError, KeyError):
                     found = await status()
@@ -401,6 +405,16 @@ async def the_cloud(workdir: Path) -> None:
         await _poll(lambda: rollouts.statuses(ledger, "up-2") == {mac: "Executed"})
         say(f"    the device runs {found['firmware']['version']} on slot {found['firmware']['slot']};"
             f" the cloud's upgrade status: {rollouts.statuses(ledger, 'up-2')}")  # fmt: skip
+        if interactive:
+            conf, book = device_dir / "agent.toml", home / "ledger.db"
+            say("\nEverything stays up (Ctrl-C ends it). In another terminal, try:")
+            say(f"   .venv/bin/edge-agent simulate fall --source mr01-bed-4 --config {conf}")
+            say(f'   .venv/bin/edge-agent simulate tamper --data \'{{"door": "door-1"}}\' --config {conf}')
+            say(f"   .venv/bin/edge-agent status --config {conf}")
+            say(f"   .venv/bin/smartplus-cloud --ledger {book} alarms p-200")
+            say(f"   .venv/bin/smartplus-cloud --ledger {book} --as inst-1 quote --site p-200 --renew-to 2028-12-31")
+            say(f"   mosquitto_sub -p {port} -u cloud -t 'smartplus/v1/devices/+/events' -v   (if installed)")
+            await asyncio.Event().wait()
     finally:
         stopping.set()
         if current:
@@ -417,6 +431,35 @@ async def the_cloud(workdir: Path) -> None:
 
 async def _poll(condition: Any, seconds: float = 20) -> None:
     """Wait for something in the ledger (it has no event to wait on)."""
-    async with asyncio.timeout(seconds):
+    async with asyncio.timeout(seconds), _progress():
         while not condition():  # noqa: ASYNC110 -- polled: the ledger is a file another task writes
             await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def _progress() -> AsyncIterator[None]:
+    """Anything that takes more than a second shows it is under way (a dot a second, on stderr)."""
+    import sys
+
+    started = False
+
+    async def dots() -> None:
+        nonlocal started
+        await asyncio.sleep(1)
+        started = True
+        sys.stderr.write("    waiting")
+        while True:
+            sys.stderr.write(".")
+            sys.stderr.flush()
+            await asyncio.sleep(1)
+
+    ticker = asyncio.create_task(dots())
+    try:
+        yield
+    finally:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+        if started:
+            sys.stderr.write("\r\033[K" if sys.stderr.isatty() else "\n")
+            sys.stderr.flush()

@@ -40,3 +40,36 @@ def test_the_demo_runs_from_an_empty_directory(tmp_path: Path) -> None:
     ):
         assert expected in result.stdout
     assert (tmp_path / "demo-data" / "agent.toml").exists()
+
+
+def test_the_interactive_demo_stays_up_for_the_clis_until_interrupted(tmp_path: Path) -> None:
+    """``--interactive``: after the story the cloud and the second door phone keep running; the CLIs it
+    suggests work against them; Ctrl-C ends it cleanly."""
+    import signal
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}
+    with subprocess.Popen(
+        [sys.executable, "-m", "demo", "--interactive"], cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True, env=env,
+    ) as demo:  # fmt: skip
+        try:
+            assert demo.stdout is not None
+            deadline = time.monotonic() + 120
+            for line in demo.stdout:
+                if "Everything stays up" in line:
+                    break
+                assert time.monotonic() < deadline
+            conf = tmp_path / "demo-data" / "door-phone-2" / "agent.toml"
+            edge_agent = str(Path(sys.executable).parent / "edge-agent")
+            result = subprocess.run(
+                [edge_agent, "simulate", "fall", "--source", "mr01-bed-4", "--config", str(conf), "--json"],
+                capture_output=True, text=True, check=False, timeout=60,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr
+            assert '"call_alert"' in result.stdout
+        finally:
+            demo.send_signal(signal.SIGINT)
+            code = demo.wait(30)
+    assert code == 0
