@@ -559,7 +559,7 @@ def fleet(
 
         def work(book: Any) -> str:
             for mac in macs:
-                book._db.execute(
+                book.db.execute(
                     "INSERT OR IGNORE INTO devices (mac, distributor, project, model) VALUES (?, ?, ?, 'R29')",
                     (mac, distributor, project),
                 )

@@ -26,7 +26,7 @@ FIRMWARE_STATUS: Final = {
 
 def take_event(ledger: Ledger, device: str, body: dict[str, Any], now: float) -> bool:
     """Keep one event; False for a duplicate (same ``event_id``)."""
-    row = ledger._db.execute("SELECT project FROM devices WHERE mac = ?", (device,)).fetchone()
+    row = ledger.db.execute("SELECT project FROM devices WHERE mac = ?", (device,)).fetchone()
     project = row[0] if row else None
     with ledger.transaction() as db:
         cursor = db.execute(
@@ -60,7 +60,7 @@ def take_event(ledger: Ledger, device: str, body: dict[str, Any], now: float) ->
 
 def gaps(ledger: Ledger, device: str) -> list[tuple[int, int]]:
     """Ranges of ``seq`` never received from ``device`` (first, last), below the highest seen."""
-    seqs = [s for (s,) in ledger._db.execute("SELECT seq FROM events WHERE device = ? ORDER BY seq", (device,))]
+    seqs = [s for (s,) in ledger.db.execute("SELECT seq FROM events WHERE device = ? ORDER BY seq", (device,))]
     found, expected = [], 1
     for seq in seqs:
         if seq > expected:
@@ -71,7 +71,7 @@ def gaps(ledger: Ledger, device: str) -> list[tuple[int, int]]:
 
 def alarms(ledger: Ledger, project: str) -> list[dict[str, Any]]:
     """Alarms and call alerts of a project, newest first."""
-    rows = ledger._db.execute(
+    rows = ledger.db.execute(
         "SELECT body FROM events WHERE project = ? AND type IN ('alarm', 'call_alert') ORDER BY received_at DESC",
         (project,),
     )
@@ -96,5 +96,5 @@ def take_state(ledger: Ledger, device: str, body: dict[str, Any], now: float) ->
 
 
 def state(ledger: Ledger, device: str) -> dict[str, Any] | None:
-    row = ledger._db.execute("SELECT body FROM device_state WHERE device = ?", (device,)).fetchone()
+    row = ledger.db.execute("SELECT body FROM device_state WHERE device = ?", (device,)).fetchone()
     return json.loads(row[0]) if row else None

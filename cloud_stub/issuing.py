@@ -23,7 +23,7 @@ OFFLINE_DAYS: Final = 30.0
 
 def claims_for(ledger: Ledger, device: str) -> dict[str, Any]:
     """What the ledger grants ``device``'s project, without the time-dependent claims."""
-    row = ledger._db.execute("SELECT project FROM devices WHERE mac = ?", (device,)).fetchone()
+    row = ledger.db.execute("SELECT project FROM devices WHERE mac = ?", (device,)).fetchone()
     if row is None or row[0] is None:
         raise Refused("no_project", f"device {device} is in no project", "ledger")
     p = ledger.project(row[0])
@@ -53,7 +53,7 @@ def document_for(
     """A newly signed document for ``device`` if what it is granted changed (or ``force``), else None."""
     body = claims_for(ledger, device)
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-    last = ledger._db.execute("SELECT seq, digest, issued_at FROM issued WHERE device = ?", (device,)).fetchone()
+    last = ledger.db.execute("SELECT seq, digest, issued_at FROM issued WHERE device = ?", (device,)).fetchone()
     stale = last is not None and now - last[2] > offline_days * DAY / 2  # re-issued well before exp
     if last is not None and last[1] == digest and not force and not stale:
         return None

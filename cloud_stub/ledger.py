@@ -181,23 +181,25 @@ class Ledger:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None)
+        # The connection, for the ledger's own modules (issuing, ingest, rollouts, trustkeys): writes go
+        # through :meth:`transaction`.
+        self.db = sqlite3.connect(path, isolation_level=None)
         self._depth = 0
-        self._db.execute("PRAGMA foreign_keys = ON")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        self.db.execute("PRAGMA foreign_keys = ON")
+        self.db.execute("PRAGMA journal_mode = WAL")
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
         for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
             with self.transaction():
                 for statement in statements:
-                    self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {number}")
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {number}")
 
     def close(self) -> None:
-        self._db.close()
+        self.db.close()
 
     def data_version(self) -> int:
         """Changes when another connection commits (how ``serve`` notices the CLI's changes)."""
-        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -205,23 +207,23 @@ class Ledger:
         if self._depth:
             self._depth += 1
             try:
-                yield self._db
+                yield self.db
             finally:
                 self._depth -= 1
             return
-        self._db.execute("BEGIN IMMEDIATE")
+        self.db.execute("BEGIN IMMEDIATE")
         self._depth = 1
         try:
-            yield self._db
+            yield self.db
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self.db.execute("ROLLBACK")
             raise
         finally:
             self._depth = 0
-        self._db.execute("COMMIT")
+        self.db.execute("COMMIT")
 
     def _one(self, sql: str, params: tuple[Any, ...], what: str) -> Any:
-        row = self._db.execute(sql, params).fetchone()
+        row = self.db.execute(sql, params).fetchone()
         if row is None:
             raise Refused("not_found", f"no {what}", "ledger")
         return row
@@ -302,7 +304,7 @@ class Ledger:
             return self._credit(db, receiver, amount, now, f"allocated by {giver}")
 
     def credit_log(self, account: str) -> list[dict[str, Any]]:
-        rows = self._db.execute(
+        rows = self.db.execute(
             "SELECT at, amount, remaining, note FROM credit_log WHERE account = ? ORDER BY id", (account,)
         )
         return [
@@ -393,9 +395,9 @@ class Ledger:
 
     def devices(self, project: str | None = None) -> list[tuple[str, str, str | None]]:
         if project is None:
-            return list(self._db.execute("SELECT mac, model, project FROM devices ORDER BY mac"))
+            return list(self.db.execute("SELECT mac, model, project FROM devices ORDER BY mac"))
         return list(
-            self._db.execute("SELECT mac, model, project FROM devices WHERE project = ? ORDER BY mac", (project,))
+            self.db.execute("SELECT mac, model, project FROM devices WHERE project = ? ORDER BY mac", (project,))
         )
 
     def switch(self, project: str, service: str, subject: str = "project", on: bool = True) -> None:
@@ -404,7 +406,7 @@ class Ledger:
         p = self.project(project)
         rules.offer(p["type"], service)
         if service == "pm_app" and not on:
-            active = self._db.execute(
+            active = self.db.execute(
                 "SELECT 1 FROM services WHERE project = ? AND service = 'pm_app' AND expires IS NOT NULL", (project,)
             ).fetchone()
             if active is not None:
@@ -422,7 +424,7 @@ class Ledger:
                 )
 
     def services(self, project: str) -> list[dict[str, Any]]:
-        rows = self._db.execute(
+        rows = self.db.execute(
             "SELECT service, subject, expires, plan, auto_renew FROM services WHERE project = ?"
             " ORDER BY service, subject",
             (project,),
@@ -475,7 +477,7 @@ class Ledger:
             p = self.project(project)
             offer = rules.offer(p["type"], service)
             rules.check_subject(offer, subject, p["doors"])
-            current = self._db.execute(
+            current = self.db.execute(
                 "SELECT expires FROM services WHERE project = ? AND service = ? AND subject = ?",
                 (project, service, subject),
             ).fetchone()
@@ -554,7 +556,7 @@ class Ledger:
     def auto_renew(self, now: float) -> list[tuple[str, str, str, float]]:
         """Every 30 days: each auto-renewing service's upcoming expiry moves on by 30 days (seed 000 line
         159), charged to the project's installer (simulated). What was renewed."""
-        due = self._db.execute(
+        due = self.db.execute(
             "SELECT project, service, subject, expires FROM services WHERE auto_renew = 1 AND expires <= ?",
             (now + rules.AUTO_RENEW_PERIOD,),
         ).fetchall()
@@ -573,7 +575,7 @@ class Ledger:
     def raise_notices(self, now: float) -> list[dict[str, Any]]:
         """Expiration notices at 15, 5, 3 and 1 days to the right recipients, each once (DOMAIN.md)."""
         raised = []
-        rows = self._db.execute(
+        rows = self.db.execute(
             "SELECT s.project, s.service, s.subject, s.expires, p.installer, p.pm, p.pm_notices"
             " FROM services s JOIN projects p ON p.id = s.project WHERE s.expires > ?",
             (now,),

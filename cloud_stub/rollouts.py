@@ -43,7 +43,7 @@ def add_firmware(
 
 
 def firmware_list(ledger: Ledger) -> list[dict[str, Any]]:
-    rows = ledger._db.execute("SELECT model, version, size, sha256, log, created FROM firmware ORDER BY created")
+    rows = ledger.db.execute("SELECT model, version, size, sha256, log, created FROM firmware ORDER BY created")
     keys = ("model", "version", "size", "sha256", "log", "created")
     return [dict(zip(keys, row, strict=True)) for row in rows]
 
@@ -61,10 +61,7 @@ def add_upgrade(
     reset: bool = False,
 ) -> list[str]:
     """Stage an upgrade; the devices it names (all of ``model`` in the site when none are given)."""
-    if (
-        ledger._db.execute("SELECT 1 FROM firmware WHERE model = ? AND version = ?", (model, version)).fetchone()
-        is None
-    ):
+    if ledger.db.execute("SELECT 1 FROM firmware WHERE model = ? AND version = ?", (model, version)).fetchone() is None:
         raise Refused("unknown_firmware", f"no firmware {model} {version} in the list", "seed 002 firmware list")
     in_site = [mac for mac, m, _ in ledger.devices(project) if m == model]
     chosen = in_site if devices is None else devices
@@ -83,7 +80,7 @@ def add_upgrade(
 
 
 def _started(ledger: Ledger, ident: str) -> bool:
-    row = ledger._db.execute(
+    row = ledger.db.execute(
         "SELECT 1 FROM device_upgrades WHERE upgrade = ? AND status != 'Pending'", (ident,)
     ).fetchone()
     return row is not None
@@ -109,14 +106,14 @@ def delete_upgrade(ledger: Ledger, ident: str) -> None:
 
 def job_for(ledger: Ledger, device: str, image_base: str) -> dict[str, Any] | None:
     """The firmware-job claims (without iat/exp/seq) for ``device``: its latest upgrade, or a cancel."""
-    for ident, model, version, devices, at, reset, deleted in ledger._db.execute(
+    for ident, model, version, devices, at, reset, deleted in ledger.db.execute(
         "SELECT id, model, version, devices, at, reset, deleted FROM upgrades ORDER BY created DESC, rowid DESC"
     ):
         if device not in json.loads(devices):
             continue
         if deleted:
             return {"aud": device, "job_id": ident, "cancel": True}
-        size, digest, file = ledger._db.execute(
+        size, digest, file = ledger.db.execute(
             "SELECT size, sha256, file FROM firmware WHERE model = ? AND version = ?", (model, version)
         ).fetchone()
         return {
@@ -137,10 +134,10 @@ def job_for(ledger: Ledger, device: str, image_base: str) -> dict[str, Any] | No
 
 def statuses(ledger: Ledger, ident: str) -> dict[str, str]:
     """Each device's status for an upgrade (Pending until it reports)."""
-    row = ledger._db.execute("SELECT devices FROM upgrades WHERE id = ?", (ident,)).fetchone()
+    row = ledger.db.execute("SELECT devices FROM upgrades WHERE id = ?", (ident,)).fetchone()
     if row is None:
         raise Refused("not_found", f"no upgrade {ident}", "ledger")
     shown = dict.fromkeys(json.loads(row[0]), "Pending")
-    for mac, status in ledger._db.execute("SELECT device, status FROM device_upgrades WHERE upgrade = ?", (ident,)):
+    for mac, status in ledger.db.execute("SELECT device, status FROM device_upgrades WHERE upgrade = ?", (ident,)):
         shown[mac] = status
     return shown

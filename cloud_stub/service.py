@@ -63,7 +63,7 @@ class CloudService:
         self._poke.set()
 
     def _seq(self, key: str, digest: str, now: float, force: bool = False) -> int | None:
-        last = self.ledger._db.execute("SELECT seq, digest FROM issued WHERE device = ?", (key,)).fetchone()
+        last = self.ledger.db.execute("SELECT seq, digest FROM issued WHERE device = ?", (key,)).fetchone()
         if last is not None and last[1] == digest and not force:
             return None
         seq = (last[0] if last else 0) + 1

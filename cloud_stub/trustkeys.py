@@ -24,7 +24,7 @@ KEY_YEARS = 2.0
 
 
 def _add(ledger: Ledger, directory: Path, now: float) -> str:
-    (count,) = ledger._db.execute("SELECT COUNT(*) FROM signing_keys").fetchone()
+    (count,) = ledger.db.execute("SELECT COUNT(*) FROM signing_keys").fetchone()
     name = f"signing-{int(now)}-{count + 1}"
     write_keypair(directory, name)
     key = load_private_key(directory / f"{name}.key.pem")
@@ -42,7 +42,7 @@ def ensure(ledger: Ledger, directory: Path, now: float) -> None:
     """A root key and an active signing key exist."""
     if not (directory / "root.key.pem").exists():
         write_keypair(directory, "root")
-    if ledger._db.execute("SELECT 1 FROM signing_keys WHERE state = 'active'").fetchone() is None:
+    if ledger.db.execute("SELECT 1 FROM signing_keys WHERE state = 'active'").fetchone() is None:
         _add(ledger, directory, now)
 
 
@@ -53,7 +53,7 @@ def rotate(ledger: Ledger, directory: Path, now: float) -> str:
 
 def retire(ledger: Ledger) -> list[str]:
     """Drop every listed (no longer signing) key from the trust document. The kids retired."""
-    kids = [k for (k,) in ledger._db.execute("SELECT kid FROM signing_keys WHERE state = 'listed'")]
+    kids = [k for (k,) in ledger.db.execute("SELECT kid FROM signing_keys WHERE state = 'listed'")]
     if not kids:
         raise Refused("nothing_to_retire", "no key waits to be retired: rotate first", "PROTOCOL.md trust")
     with ledger.transaction() as db:
@@ -62,7 +62,7 @@ def retire(ledger: Ledger) -> list[str]:
 
 
 def active(ledger: Ledger, directory: Path) -> Ed25519PrivateKey:
-    row = ledger._db.execute("SELECT file FROM signing_keys WHERE state = 'active'").fetchone()
+    row = ledger.db.execute("SELECT file FROM signing_keys WHERE state = 'active'").fetchone()
     if row is None:
         raise Refused("no_key", "no active signing key", "PROTOCOL.md trust")
     return load_private_key(directory / row[0])
@@ -71,7 +71,7 @@ def active(ledger: Ledger, directory: Path) -> Ed25519PrivateKey:
 def trust_claims(ledger: Ledger) -> list[dict[str, Any]]:
     """The ``keys`` of the trust document: every key not retired."""
     entries = []
-    for file, not_after in ledger._db.execute(
+    for file, not_after in ledger.db.execute(
         "SELECT file, not_after FROM signing_keys WHERE state != 'retired' ORDER BY created"
     ):
         entries.append((file, not_after))

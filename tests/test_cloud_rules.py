@@ -181,7 +181,7 @@ def test_rule(ledger: Ledger, operation: Callable[[Ledger], Any], rule: str | No
 
 def test_family_members_beyond_the_free_number_are_additional_apps(ledger: Ledger) -> None:
     """DOMAIN.md: Additional App (family members beyond the project's free number)."""
-    ledger._db.execute("UPDATE projects SET free_apps = 1 WHERE id = 'towers'")
+    ledger.db.execute("UPDATE projects SET free_apps = 1 WHERE id = 'towers'")
     ledger.add_apartment("towers", "101", "Flat 101")
     assert ledger.add_app_account("towers", "r-1", "master", "Ann", apartment="101") == "app"
     assert ledger.add_app_account("towers", "r-2", "family", "Bob", apartment="101") == "app"  # the free one
