@@ -47,24 +47,36 @@ def claims_for(ledger: Ledger, device: str) -> dict[str, Any]:
     }
 
 
+def next_seq(
+    ledger: Ledger, key: str, digest: str, now: float, *, stale_after: float | None = None, force: bool = False
+) -> int | None:
+    """The next ``seq`` of what is issued under ``key`` (a device, ``trust:*``, ``fw:<device>``) and
+    record it, if ``digest`` differs from what was last issued, ``force``, or the last issue is older
+    than ``stale_after`` seconds; else None (nothing to issue)."""
+    last = ledger.db.execute("SELECT seq, digest, issued_at FROM issued WHERE device = ?", (key,)).fetchone()
+    stale = last is not None and stale_after is not None and now - last[2] > stale_after
+    if last is not None and last[1] == digest and not force and not stale:
+        return None
+    seq = int(last[0] if last else 0) + 1
+    with ledger.transaction() as db:
+        db.execute(
+            "INSERT INTO issued (device, seq, digest, issued_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (device) DO UPDATE SET seq = excluded.seq, digest = excluded.digest,"
+            " issued_at = excluded.issued_at",
+            (key, seq, digest, now),
+        )
+    return seq
+
+
 def document_for(
     ledger: Ledger, device: str, signing: Any, now: float, *, offline_days: float = OFFLINE_DAYS, force: bool = False
 ) -> str | None:
     """A newly signed document for ``device`` if what it is granted changed (or ``force``), else None."""
     body = claims_for(ledger, device)
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-    last = ledger.db.execute("SELECT seq, digest, issued_at FROM issued WHERE device = ?", (device,)).fetchone()
-    stale = last is not None and now - last[2] > offline_days * DAY / 2  # re-issued well before exp
-    if last is not None and last[1] == digest and not force and not stale:
+    # re-issued well before exp: at half the offline bound
+    seq = next_seq(ledger, device, digest, now, stale_after=offline_days * DAY / 2, force=force)
+    if seq is None:
         return None
-    seq = (last[0] if last else 0) + 1
     claims = {"iss": ISSUER, "aud": device, "iat": int(now), "exp": int(now + offline_days * DAY), "seq": seq, **body}
-    token = jws.sign(signing, "entitlements", claims)
-    with ledger.transaction() as db:
-        db.execute(
-            "INSERT INTO issued (device, seq, digest, issued_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (device) DO UPDATE SET seq = excluded.seq, digest = excluded.digest,"
-            " issued_at = excluded.issued_at",
-            (device, seq, digest, now),
-        )
-    return token
+    return jws.sign(signing, "entitlements", claims)

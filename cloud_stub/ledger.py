@@ -462,7 +462,8 @@ class Ledger:
         """The price first (seed 000 lines 147-149): what paying for ``items`` (project, service, subject) costs,
         and the new expiry of each. Regular payment renews for ``months``; credit payment renews *to* a date."""
         role, permission = self._one("SELECT role, permission FROM accounts WHERE id = ?", (payer,), f"account {payer}")
-        methods = {rules.payment_method(self.project(p)["type"], self.project(p)["created"]) for p, _, _ in items}
+        projects = {p: self.project(p) for p, _, _ in items}
+        methods = {rules.payment_method(p["type"], p["created"]) for p in projects.values()}
         if len(methods) != 1:
             raise Refused("mixed_methods", "one order pays with one method", "seed 000 lines 115-133")
         method = methods.pop()
@@ -474,7 +475,7 @@ class Ledger:
         priced, amount = [], 0
         summary = {"doors": 0, "personnel_apps": 0, "admin_apps": 0, "premium_features": 0, "apps": 0}
         for project, service, subject in items:
-            p = self.project(project)
+            p = projects[project]
             offer = rules.offer(p["type"], service)
             rules.check_subject(offer, subject, p["doors"])
             current = self.db.execute(

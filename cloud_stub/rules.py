@@ -137,8 +137,6 @@ def check_permission(role: str, permission: str, method: str) -> None:
         raise Refused("no_permission", f"this {role} has no permission to pay", "seed 001 lines 54-55")
     if method == "credit" and permission != "credit":
         raise Refused("no_credit_permission", f"this {role} may not pay with credits", "seed 002 line 247")
-    if method == "regular" and permission not in ("regular", "credit") and role == "installer":
-        raise Refused("no_permission", f"this {role} may not pay by Stripe, PayPal or coupon", "seed 002 line 247")
 
 
 def renewed_expiry(current: float | None, now: float, seconds: float) -> float:

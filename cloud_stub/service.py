@@ -62,24 +62,11 @@ class CloudService:
         """Publish what changed now rather than at the next pass."""
         self._poke.set()
 
-    def _seq(self, key: str, digest: str, now: float, force: bool = False) -> int | None:
-        last = self.ledger.db.execute("SELECT seq, digest FROM issued WHERE device = ?", (key,)).fetchone()
-        if last is not None and last[1] == digest and not force:
-            return None
-        seq = (last[0] if last else 0) + 1
-        with self.ledger.transaction() as db:
-            db.execute(
-                "INSERT INTO issued (device, seq, digest, issued_at) VALUES (?, ?, ?, ?) ON CONFLICT (device)"
-                " DO UPDATE SET seq = excluded.seq, digest = excluded.digest, issued_at = excluded.issued_at",
-                (key, seq, digest, now),
-            )
-        return seq
-
     def documents(self, now: float) -> list[tuple[str, str]]:
         """(topic, token) of every document that must be (re)published now."""
         out: list[tuple[str, str]] = []
         listed = json.dumps(trustkeys.trust_claims(self.ledger), sort_keys=True)
-        seq = self._seq("trust:*", hashlib.sha256(listed.encode()).hexdigest(), now)
+        seq = issuing.next_seq(self.ledger, "trust:*", hashlib.sha256(listed.encode()).hexdigest(), now)
         if seq is not None:
             out.append((f"{self.prefix}/trust", trustkeys.trust_document(self.ledger, self.keys, now, seq)))
             if seq > 1:  # a rotation: the devices take the new trust before anything signed by the new key
@@ -99,7 +86,7 @@ class CloudService:
             job = rollouts.job_for(self.ledger, mac, self.image_base)
             if job is not None:
                 digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
-                job_seq = self._seq(f"fw:{mac}", digest, now)
+                job_seq = issuing.next_seq(self.ledger, f"fw:{mac}", digest, now)
                 if job_seq is not None:
                     claims = {"iat": int(now), "exp": int(now + 30 * 86_400), "seq": job_seq, **job}
                     out.append((f"{self.prefix}/devices/{mac}/firmware", jws.sign(signing, "firmware-job", claims)))

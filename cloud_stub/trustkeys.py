@@ -70,12 +70,8 @@ def active(ledger: Ledger, directory: Path) -> Ed25519PrivateKey:
 
 def trust_claims(ledger: Ledger) -> list[dict[str, Any]]:
     """The ``keys`` of the trust document: every key not retired."""
-    entries = []
-    for file, not_after in ledger.db.execute(
-        "SELECT file, not_after FROM signing_keys WHERE state != 'retired' ORDER BY created"
-    ):
-        entries.append((file, not_after))
-    return [{"file": f, "not_after": n} for f, n in entries]
+    rows = ledger.db.execute("SELECT file, not_after FROM signing_keys WHERE state != 'retired' ORDER BY created")
+    return [{"file": file, "not_after": not_after} for file, not_after in rows]
 
 
 def trust_document(ledger: Ledger, directory: Path, now: float, seq: int) -> str:

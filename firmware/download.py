@@ -218,7 +218,5 @@ async def fetch(
         stop.set()
         raise DownloadError("deadline", f"the download took longer than {deadline:g} s", transient=False) from None
     except asyncio.CancelledError:
-        stop.set()  # the worker ends at its next chunk (within stall seconds)
+        stop.set()  # the worker ends at its next chunk (within stall seconds); its _Stopped is dropped
         raise
-    except _Stopped:
-        raise asyncio.CancelledError from None
