@@ -15,6 +15,29 @@ import click
 from cloud_stub.keys import load_private_key, write_keypair
 
 
+class BrokerAddress(click.ParamType[tuple[str, int]]):
+    """``mqtt://HOST[:PORT]`` (1883 by default) as ``(host, port)``; anything else is refused."""
+
+    name = "mqtt://HOST:PORT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, int]:
+        if isinstance(value, tuple):
+            return value
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(str(value))
+            port = parts.port or 1883
+        except ValueError as exc:
+            self.fail(f"{value!r}: {exc}", param, ctx)
+        if parts.scheme != "mqtt" or not parts.hostname or parts.path not in ("", "/"):
+            self.fail(f"{value!r} is not mqtt://HOST[:PORT]", param, ctx)
+        return parts.hostname, port
+
+
+BROKER = BrokerAddress()
+
+
 class Context:
     def __init__(self, ledger_path: Path, actor: str | None, as_json: bool) -> None:
         self.path, self.actor, self.as_json = ledger_path, actor, as_json
@@ -468,7 +491,9 @@ def retire_keys(ctx: click.Context) -> None:
 
 
 @main.command()
-@click.option("--broker", "broker_url", help="mqtt://HOST:PORT of a broker (default: start the embedded amqtt).")
+@click.option("--broker", "brokers", type=BROKER, multiple=True,
+              help="mqtt://HOST:PORT of a broker (default: start the embedded amqtt); repeated: the nodes of a"
+                   " cluster, the next one tried when a connection is lost.")  # fmt: skip
 @click.option("--user", default="cloud", show_default=True)
 @click.option("--password", envvar="SMARTPLUS_CLOUD_PASSWORD", default="cloud", show_default=True)
 @click.option("--port", default=1883, show_default=True, help="The embedded broker's port.")
@@ -476,11 +501,16 @@ def retire_keys(ctx: click.Context) -> None:
 @click.option("--interval", default=5.0, show_default=True, help="Seconds between passes (changes are seen at once).")
 @click.pass_context
 def serve(
-    ctx: click.Context, broker_url: str | None, user: str, password: str, port: int, images_port: int, interval: float
+    ctx: click.Context,
+    brokers: tuple[tuple[str, int], ...],
+    user: str,
+    password: str,
+    port: int,
+    images_port: int,
+    interval: float,
 ) -> None:
     """Issue documents, take what devices send, serve images: until interrupted."""
     import asyncio
-    from urllib.parse import urlsplit
 
     from agent import logs
     from cloud_stub.images import ImageServer
@@ -491,20 +521,17 @@ def serve(
 
     async def run() -> None:
         embedded = None
-        host, mqtt_port = "127.0.0.1", port
-        if broker_url is None:
+        (host, mqtt_port), *fallbacks = brokers or [("127.0.0.1", port)]
+        if not brokers:
             from cloud_stub.broker import start
 
             embedded = await start(host, port, None, None)
-        else:
-            parts = urlsplit(broker_url)
-            host, mqtt_port = parts.hostname or "127.0.0.1", parts.port or 1883
         (home / "images").mkdir(parents=True, exist_ok=True)
         images = ImageServer(home / "images", port=images_port)
         await images.start()
         service = CloudService(
             ctx.obj.ledger(), home / "keys", host=host, port=mqtt_port, username=user, password=password,
-            image_base=images.url(""), interval=interval,
+            image_base=images.url(""), interval=interval, fallbacks=fallbacks,
         )  # fmt: skip
         click.echo(f"serving: broker {host}:{mqtt_port}, images {images.url('')}, ledger {ctx.obj.path}", err=True)
         try:
@@ -520,7 +547,9 @@ def serve(
 
 @main.command()
 @click.option("--devices", "count", default=100, show_default=True, help="How many simulated devices.")
-@click.option("--broker", "broker_url", default="mqtt://127.0.0.1:1883", show_default=True)
+@click.option("--broker", "brokers", type=BROKER, multiple=True, default=["mqtt://127.0.0.1:1883"], show_default=True,
+              help="Repeated: the nodes of a cluster; the devices are spread over them and move to the next"
+                   " one when theirs goes away.")  # fmt: skip
 @click.option("--user", default=None)
 @click.option("--password", envvar="SMARTPLUS_CLOUD_PASSWORD", default=None)
 @click.option("--root", "root_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -532,7 +561,7 @@ def serve(
 def fleet(
     ctx: click.Context,
     count: int,
-    broker_url: str,
+    brokers: tuple[tuple[str, int], ...],
     user: str | None,
     password: str | None,
     root_file: Path | None,
@@ -542,12 +571,12 @@ def fleet(
 ) -> None:
     """Run COUNT lightweight simulated devices (one MQTT session each) until interrupted."""
     import asyncio
-    from urllib.parse import urlsplit
+    import signal
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-    from cloud_stub.fleet import raise_file_limit, run_fleet
+    from cloud_stub.fleet import SimulatedDevice, raise_file_limit, run_fleet, summary
 
     limit = raise_file_limit()
     if count + 64 > limit:
@@ -569,12 +598,20 @@ def fleet(
     root = load_pem_public_key((root_file or ctx.obj.home / "keys" / "root.pub.pem").read_bytes())
     if not isinstance(root, Ed25519PublicKey):
         _fail_cloud("the root key is not Ed25519")
-    parts = urlsplit(broker_url)
-    click.echo(f"fleet: {count} devices against {broker_url}", err=True)
+    where = ", ".join(f"{host}:{port}" for host, port in brokers)
+    click.echo(f"fleet: {count} devices against {where}", err=True)
+    devices = [SimulatedDevice(mac) for mac in macs]
+
+    async def run() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)  # stop as on Ctrl-C
+        with contextlib.suppress(asyncio.CancelledError):
+            await run_fleet(devices, brokers, root, username=user, password=password)
+
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
-            run_fleet(macs, parts.hostname or "127.0.0.1", parts.port or 1883, root, username=user, password=password)
-        )
+        asyncio.run(run())
+    click.echo(summary(devices), err=True)
 
 
 def _fail_cloud(message: str) -> NoReturn:

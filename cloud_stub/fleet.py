@@ -6,14 +6,19 @@ code against the root key and the signing keys the trust document lists (EdDSA o
 ``seq`` never going back), and reports what it holds as a retained ``state`` (PROTOCOL.md) whenever
 that changes. No database, no drivers: about 18 KiB and one socket per device (bench/bench_fleet.py),
 so 10,000 fit in one process. What it checks is what convergence needs: the right document, verified,
-reached every device.
+reached every device. Given the nodes of a clustered broker, the devices are spread over them and a
+device whose node goes away reconnects to the next one (and counts it: ``reconnects``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import itertools
 import json
+import random
 import resource
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +41,7 @@ class SimulatedDevice:
     seq: int = 0
     mode: str = "unprovisioned"
     refused: int = 0
+    reconnects: int = 0
     awaiting_key: bytes | None = None  # an entitlements document that came before the trust listing its key
 
     def _verified(self, token: bytes, typ: str, keys: dict[str, Ed25519PublicKey]) -> dict[str, Any] | None:
@@ -90,13 +96,26 @@ class SimulatedDevice:
         return json.dumps(report).encode()
 
 
+Broker = tuple[str, int]
+
+
 async def run_device(
-    device: SimulatedDevice, host: str, port: int, root: Ed25519PublicKey, *, username: str | None, password: str | None
+    device: SimulatedDevice,
+    brokers: Sequence[Broker],
+    root: Ed25519PublicKey,
+    *,
+    username: str | None,
+    password: str | None,
+    first: int = 0,
 ) -> None:
-    """One device's session, reconnecting for ever."""
+    """One device's session, reconnecting for ever: to ``brokers[first]``, and to the next one each
+    time a connection fails or is lost."""
     trust, entitlements = f"{PREFIX}/trust", f"{PREFIX}/devices/{device.device_id}/entitlements"
     state = f"{PREFIX}/devices/{device.device_id}/state"
-    while True:
+    for attempt in itertools.count(first):
+        host, port = brokers[attempt % len(brokers)]
+        if attempt > first:
+            device.reconnects += 1
         try:
             async with aiomqtt.Client(
                 host, port, identifier=device.device_id, username=username, password=password, clean_session=False,
@@ -114,7 +133,8 @@ async def run_device(
                     if changed:
                         await client.publish(state, device.state(), qos=1, retain=True)
         except aiomqtt.MqttError:
-            await asyncio.sleep(0.5)
+            # jitter: a node's devices do not all come back at once
+            await asyncio.sleep(random.uniform(0.2, 1.0))  # noqa: S311 -- not a secret
 
 
 def raise_file_limit() -> int:
@@ -124,20 +144,27 @@ def raise_file_limit() -> int:
     return hard
 
 
+def summary(fleet: Sequence[SimulatedDevice]) -> str:
+    """One line for the operator: how many devices hold which ``seq``, reconnects, refusals."""
+    held = collections.Counter(device.seq for device in fleet)
+    holding = ", ".join(f"{count} at seq {seq}" for seq, count in sorted(held.items()))
+    reconnects = sum(device.reconnects for device in fleet)
+    refused = sum(device.refused for device in fleet)
+    return f"fleet: {len(fleet)} devices ({holding}); {reconnects} reconnects; {refused} documents refused"
+
+
 async def run_fleet(
-    devices: list[str],
-    host: str,
-    port: int,
+    fleet: Sequence[SimulatedDevice],
+    brokers: Sequence[Broker],
     root: Ed25519PublicKey,
     *,
     username: str | None = None,
     password: str | None = None,
-) -> list[SimulatedDevice]:
-    """Run ``devices`` until cancelled (connecting them a hundred at a time)."""
-    fleet = [SimulatedDevice(d) for d in devices]
+) -> None:
+    """Run ``fleet`` until cancelled (connecting them a hundred at a time, spread over ``brokers``)."""
     async with asyncio.TaskGroup() as tasks:
         for i, device in enumerate(fleet):
-            tasks.create_task(run_device(device, host, port, root, username=username, password=password))
+            session = run_device(device, brokers, root, username=username, password=password, first=i % len(brokers))
+            tasks.create_task(session)
             if i % 100 == 99:
                 await asyncio.sleep(0.05)
-    return fleet

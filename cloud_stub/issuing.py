@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any, Final
 
 from agent.entitlements import jws
@@ -66,6 +67,41 @@ def next_seq(
             (key, seq, digest, now),
         )
     return seq
+
+
+@dataclass(frozen=True)
+class Unsent:
+    """A signed document issued and not yet acknowledged by the broker."""
+
+    key: str
+    seq: int
+    topic: str
+    token: str
+
+
+def hold(ledger: Ledger, key: str, topic: str, token: str) -> None:
+    """Keep ``token``, just issued under ``key``, until :func:`sent` says the broker has it: a broker
+    lost mid-pass (or the cloud stopped) must not leave a device without its document until the next
+    change (persist, then act)."""
+    with ledger.transaction() as db:
+        db.execute("UPDATE issued SET topic = ?, token = ? WHERE device = ?", (topic, token, key))
+
+
+def unsent(ledger: Ledger) -> list[Unsent]:
+    """Every document issued and not yet acknowledged, trust documents first."""
+    rows = ledger.db.execute(
+        "SELECT device, seq, topic, token FROM issued WHERE token IS NOT NULL ORDER BY device NOT LIKE 'trust:%', rowid"
+    ).fetchall()
+    return [Unsent(*row) for row in rows]
+
+
+def sent(ledger: Ledger, documents: list[Unsent]) -> None:
+    """The broker acknowledged ``documents`` (unless something newer was issued under the key since)."""
+    with ledger.transaction() as db:
+        db.executemany(
+            "UPDATE issued SET topic = NULL, token = NULL WHERE device = ? AND seq = ?",
+            [(d.key, d.seq) for d in documents],
+        )
 
 
 def document_for(

@@ -173,6 +173,11 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             PRIMARY KEY (project, id)
         )""",
     ),
+    # 4: what is issued waits here until the broker acknowledged it (lost with a broker, sent again).
+    (
+        "ALTER TABLE issued ADD COLUMN topic TEXT",
+        "ALTER TABLE issued ADD COLUMN token TEXT",  # NULL once the broker acknowledged it
+    ),
 )
 
 

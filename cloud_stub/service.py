@@ -5,7 +5,9 @@ change), each device's ``entitlements`` (re-issued when what the ledger grants i
 before its ``exp``), each device's ``firmware`` job (when its rollout changes). In: every device's
 events (deduplicated, firmware statuses derived), replies and state. Every ``interval`` seconds it
 also runs auto-renewal and the expiration notices. The ledger may be changed by the CLI in another
-process meanwhile: each pass reads it afresh and publishes only what changed.
+process meanwhile: each pass reads it afresh and publishes only what changed. What is issued waits
+in the ledger until the broker acknowledged it, so a broker (or a cluster node) lost half way through
+a pass costs no device its document: it goes again on the next connection, to the next broker given.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +52,12 @@ class CloudService:
         clock: Callable[[], float] = time.time,
         interval: float = 1.0,
         offline_days: float = issuing.OFFLINE_DAYS,
+        fallbacks: Sequence[tuple[str, int]] = (),
     ) -> None:
         self.ledger, self.keys, self.prefix = ledger, keys, prefix
         self.host, self.port, self.username, self.password = host, port, username, password
+        # The nodes of a clustered broker: on a lost connection the next one is tried.
+        self.brokers = [(host, port), *fallbacks]
         self.image_base, self.clock, self.interval, self.offline_days = image_base, clock, interval, offline_days
         self.published: list[tuple[str, str]] = []  # (topic, what) for the operator and the tests
         self.passes = 0
@@ -62,34 +68,40 @@ class CloudService:
         """Publish what changed now rather than at the next pass."""
         self._poke.set()
 
-    def documents(self, now: float) -> list[tuple[str, str]]:
-        """(topic, token) of every document that must be (re)published now."""
-        out: list[tuple[str, str]] = []
+    def documents(self, now: float) -> int:
+        """Issue every document that must be (re)published now; each waits in the ledger
+        (:func:`issuing.unsent`) until the broker has acknowledged it. How many were issued."""
         listed = json.dumps(trustkeys.trust_claims(self.ledger), sort_keys=True)
-        seq = issuing.next_seq(self.ledger, "trust:*", hashlib.sha256(listed.encode()).hexdigest(), now)
-        if seq is not None:
-            out.append((f"{self.prefix}/trust", trustkeys.trust_document(self.ledger, self.keys, now, seq)))
-            if seq > 1:  # a rotation: the devices take the new trust before anything signed by the new key
-                return out
+        with self.ledger.transaction():  # a seq and its document in one commit
+            seq = issuing.next_seq(self.ledger, "trust:*", hashlib.sha256(listed.encode()).hexdigest(), now)
+            if seq is not None:
+                token = trustkeys.trust_document(self.ledger, self.keys, now, seq)
+                issuing.hold(self.ledger, "trust:*", f"{self.prefix}/trust", token)
+                if seq > 1:  # a rotation: the devices take the new trust before anything signed by the new key
+                    return 1
         signing = trustkeys.active(self.ledger, self.keys)
-        with self.ledger.transaction():  # every device's seq in one commit
-            self._device_documents(now, signing, out)
-        return out
+        with self.ledger.transaction():  # every device's seq and document in one commit
+            return (seq is not None) + self._device_documents(now, signing)
 
-    def _device_documents(self, now: float, signing: Any, out: list[tuple[str, str]]) -> None:
+    def _device_documents(self, now: float, signing: Any) -> int:
+        issued = 0
         for mac, _, project in self.ledger.devices():
             if project is None:
                 continue
             token = issuing.document_for(self.ledger, mac, signing, now, offline_days=self.offline_days)
             if token is not None:
-                out.append((f"{self.prefix}/devices/{mac}/entitlements", token))
+                issuing.hold(self.ledger, mac, f"{self.prefix}/devices/{mac}/entitlements", token)
+                issued += 1
             job = rollouts.job_for(self.ledger, mac, self.image_base)
             if job is not None:
                 digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
                 job_seq = issuing.next_seq(self.ledger, f"fw:{mac}", digest, now)
                 if job_seq is not None:
                     claims = {"iat": int(now), "exp": int(now + 30 * 86_400), "seq": job_seq, **job}
-                    out.append((f"{self.prefix}/devices/{mac}/firmware", jws.sign(signing, "firmware-job", claims)))
+                    token = jws.sign(signing, "firmware-job", claims)
+                    issuing.hold(self.ledger, f"fw:{mac}", f"{self.prefix}/devices/{mac}/firmware", token)
+                    issued += 1
+        return issued
 
     def rotate_keys(self) -> str:
         """Bring in a new signing key (the next pass publishes trust, then documents signed by it)."""
@@ -108,41 +120,54 @@ class CloudService:
             log.info("expiry_notice", **notice)
 
     async def run(self) -> None:
-        """Connect (again and again) and serve until cancelled."""
-        while True:
+        """Connect (again and again, to the next broker of :attr:`brokers` each time a connection is
+        lost) and serve until cancelled."""
+        for attempt in itertools.count():
+            host, port = self.brokers[attempt % len(self.brokers)]
             try:
                 async with aiomqtt.Client(
-                    self.host,
-                    self.port,
+                    host,
+                    port,
                     username=self.username,
                     password=self.password,
-                    identifier=f"smartplus-cloud-{self.port}",
+                    identifier=f"smartplus-cloud-{self.port}",  # one session, whichever node holds it
                     clean_session=False,
                     keepalive=10,
                 ) as client:
                     leaves = ("events", "replies", "state")
                     await client.subscribe([(f"{self.prefix}/devices/+/{leaf}", 1) for leaf in leaves])
-                    log.info("cloud_connected", host=self.host, port=self.port)
+                    log.info("cloud_connected", host=host, port=port)
                     async with asyncio.TaskGroup() as tasks:
                         tasks.create_task(self._ingest(client))
                         tasks.create_task(self._publish(client))
             except* aiomqtt.MqttError as group:
-                log.warning("cloud_disconnected", error=str(group.exceptions[0]))
+                log.warning("cloud_disconnected", host=host, port=port, error=str(group.exceptions[0]))
             await asyncio.sleep(0.5)
 
     async def _publish(self, client: aiomqtt.Client) -> None:
         while True:
             now = self.clock()
             self.housekeeping(now)
-            documents = self.documents(now)
-            for start in range(0, len(documents), IN_FLIGHT):  # aiomqtt slows down past 10 pending
-                batch = documents[start : start + IN_FLIGHT]
-                await asyncio.gather(*(client.publish(t, token, qos=1, retain=True) for t, token in batch))
-                self.published.extend(batch)
-            if documents:
-                log.info("documents_published", count=len(documents))
+            self.documents(now)
+            await self._send(client)
             self.passes += 1
             await self._until_changed()
+
+    async def _send(self, client: aiomqtt.Client) -> None:
+        """Publish what waits in the ledger (retained, QoS 1); what the broker acknowledged is marked
+        sent even when the connection is lost half way, the rest goes again on the next connection."""
+        pending = issuing.unsent(self.ledger)
+        done: list[issuing.Unsent] = []
+        try:
+            for start in range(0, len(pending), IN_FLIGHT):  # aiomqtt slows down past 10 pending
+                batch = pending[start : start + IN_FLIGHT]
+                await asyncio.gather(*(client.publish(d.topic, d.token, qos=1, retain=True) for d in batch))
+                done.extend(batch)
+                self.published.extend((d.topic, d.token) for d in batch)
+        finally:
+            issuing.sent(self.ledger, done)  # one commit per pass: a crash before it only sends again
+            if done:
+                log.info("documents_published", count=len(done), left=len(pending) - len(done))
 
     async def _until_changed(self) -> None:
         """Until the next pass is due: ``interval`` passed, :meth:`poke`, or another process (the CLI)

@@ -198,27 +198,91 @@ NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
 
 class Nats(_Process):
-    """nats-server with its MQTT listener on JetStream (a NATS port of its own, unused by the tests)."""
+    """nats-server with its MQTT listener on JetStream (a NATS port of its own, unused by the tests);
+    with ``routes``, one node of a cluster (:class:`NatsCluster`)."""
 
     kind = "nats"
 
-    def __init__(self, directory: Path, users: dict[str, str] | None = None, **tls: Any) -> None:
+    def __init__(
+        self, directory: Path, users: dict[str, str] | None = None, *, routes: list[int] | None = None, **tls: Any
+    ) -> None:
         super().__init__(directory, users, **tls)
         self.nats_port = free_port()
+        self.cluster_port = free_port()
+        self.routes = routes  # the other nodes' cluster ports
 
     def _command(self) -> list[str]:
         conf = self.directory / "nats.conf"
+        mqtt = f'listen: "{self.host}:{self.port}"'
         lines = [
             f'listen: "{self.host}:{self.nats_port}"',
             f'server_name: "test_{self.port}"',
             f'jetstream {{ store_dir: "{self.directory}/js" }}',
-            f'mqtt {{ listen: "{self.host}:{self.port}" }}',
         ]
+        if self.routes is not None:
+            routes = ", ".join(f'"nats://{self.host}:{port}"' for port in self.routes)
+            lines.append(f'cluster {{ name: "edge", listen: "{self.host}:{self.cluster_port}", routes: [{routes}] }}')
+            # Explicitly: by default the MQTT streams take as many replicas as the cluster has nodes *when
+            # they are created*, and a stream created with fewer stalls when one of its nodes dies.
+            mqtt += f", stream_replicas: {len(self.routes) + 1}"
+        lines.append(f"mqtt {{ {mqtt} }}")
         if self.users is not None:
             users = ", ".join(f'{{user: "{u}", password: "{p}"}}' for u, p in self.users.items())
             lines.append(f"authorization {{ users: [{users}] }}")
         conf.write_text("\n".join(lines) + "\n")
         return [NATS_SERVER, "-c", str(conf)]
+
+
+class NatsCluster:
+    """Three NATS nodes in one cluster, MQTT on each, every MQTT stream replicated on all three.
+
+    Three, not two: MQTT on NATS lives in JetStream, whose metadata and streams are Raft groups; two
+    nodes lose their quorum when either dies (measured: the survivor logs "no metadata leader" and
+    refuses every MQTT login), three survive the loss of any one.
+    """
+
+    kind = "nats"
+
+    def __init__(self, directory: Path, users: dict[str, str] | None = None, size: int = 3) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.users = users
+        self.nodes = [Nats(directory / f"node{i}", users, routes=[]) for i in range(size)]
+        for node in self.nodes:
+            node.directory.mkdir(exist_ok=True)
+            node.routes = [other.cluster_port for other in self.nodes if other is not node]
+
+    def addresses(self) -> list[tuple[str, int]]:
+        """(host, MQTT port) of every node."""
+        return [(node.host, node.port) for node in self.nodes]
+
+    async def start(self) -> None:
+        """Start every node; return once each of them takes an MQTT session (JetStream elected)."""
+        for node in self.nodes:
+            await node.start()
+        user, password = next(iter(self.users.items())) if self.users else (None, None)
+        for node in self.nodes:
+            await ready(node.host, node.port, user, password, seconds=60.0)
+
+    async def stop(self, *, hard: bool = False) -> None:
+        for node in self.nodes:
+            await node.stop(hard=hard)
+
+
+async def ready(host: str, port: int, user: str | None, password: str | None, *, seconds: float) -> None:
+    """Wait until the broker on ``port`` takes an MQTT session and subscription (NATS answers TCP long
+    before JetStream can hold a session); fail after ``seconds``."""
+    import aiomqtt
+
+    async with asyncio.timeout(seconds):
+        while True:
+            try:
+                async with asyncio.timeout(5), aiomqtt.Client(
+                    host, port, identifier=f"ready-{port}", username=user, password=password, clean_session=True
+                ) as client:  # fmt: skip
+                    await client.subscribe("ready/probe", qos=1)
+                    return
+            except (aiomqtt.MqttError, TimeoutError):
+                await asyncio.sleep(0.2)
 
 
 def make_broker(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from datetime import date
@@ -20,8 +21,8 @@ from cloud_stub.images import ImageServer
 from cloud_stub.ledger import Ledger
 from cloud_stub.rules import DAY
 from cloud_stub.service import CloudService
-from tests.brokers import Broker
-from tests.daemons import SupervisedDaemon, device_config, raise_event
+from tests.brokers import Broker, NatsCluster
+from tests.daemons import USERS, SupervisedDaemon, device_config, raise_event
 from tests.support import DEVICE_ID
 from tests.sync_support import status_until
 
@@ -158,24 +159,14 @@ async def test_a_firmware_rollout_reaches_the_device_and_its_status_comes_back(
         assert 75 in daemon.exits  # it rebooted into the new slot
 
 
-async def test_a_renewal_converges_on_a_simulated_fleet(broker: Broker, ledger: Ledger, tmp_path: Path) -> None:
-    """``smartplus-cloud fleet``'s devices verify what the cloud issues and report it; a renewal reaches
-    every one of them (bench/bench_fleet.py does this with 1,000 and 10,000)."""
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+def renew_door_2(ledger: Ledger) -> None:
+    now = time.time()
+    quote = ledger.quote("i1", [("office", "door", "door:door-2")], now, renew_to=now + 90 * DAY)
+    ledger.pay(ledger.order("i1", quote, "credit", now), now)
 
-    from cloud_stub.fleet import run_fleet
 
-    macs = [f"0c1105{i:06x}" for i in range(30)]
-    for mac in macs:
-        ledger.add_device(mac, "d1", "R29", project="office")
-    keys = tmp_path / "cloud" / "keys"
-    service = CloudService(ledger, keys, host=broker.host, port=broker.port, username="cloud", password="cloud",
-                           interval=0.2)  # fmt: skip
-    root = load_pem_public_key((keys / "root.pub.pem").read_bytes())
-    cloud_task = asyncio.create_task(service.run())
-    fleet_task = asyncio.create_task(
-        run_fleet(macs, broker.host, broker.port, root, username="cloud", password="cloud")  # type: ignore[arg-type]
-    )
+async def fleet_reports(ledger: Ledger, macs: list[str], mode_and_seq: tuple[str, int], *, seconds: float) -> None:
+    """Wait until the cloud has taken, from every one of ``macs``, a state holding ``mode_and_seq``."""
 
     def modes() -> set[tuple[str, int]]:
         found = set()
@@ -184,21 +175,124 @@ async def test_a_renewal_converges_on_a_simulated_fleet(broker: Broker, ledger: 
             found.add((state["entitlements"]["mode"], state["entitlements"]["seq"]) if state else ("none", 0))
         return found
 
+    deadline = time.monotonic() + seconds
+    while modes() != {mode_and_seq}:  # the ledger has no event to wait on
+        assert time.monotonic() < deadline, modes()
+        await asyncio.sleep(0.1)
+
+
+async def test_a_document_issued_just_before_the_cloud_stopped_still_goes_out(
+    broker: Broker, ledger: Ledger, tmp_path: Path
+) -> None:
+    """Persist, then act: a document the ledger has issued waits there until the broker acknowledged
+    it. Here the cloud stopped (or lost its broker) between issuing and publishing; the next one
+    publishes it, rather than waiting for the next change or the half-bound re-issue (15 days)."""
+    import aiomqtt
+
+    from agent.entitlements import jws
+    from cloud_stub import issuing
+
+    keys = tmp_path / "cloud" / "keys"
+    stopped = CloudService(ledger, keys, host=broker.host, port=broker.port)
+    assert stopped.documents(time.time()) == 2  # issued, never published
+    assert [(d.key, d.seq) for d in issuing.unsent(ledger)] == [("trust:*", 1), (DEVICE_ID, 1)]
+    service = CloudService(ledger, keys, host=broker.host, port=broker.port, username="cloud", password="cloud")
+    cloud_task = asyncio.create_task(service.run())
     try:
-        deadline = time.monotonic() + 30
-        while modes() != {("limited", 1)}:  # the ledger has no event to wait on
-            assert time.monotonic() < deadline, modes()
-            await asyncio.sleep(0.1)
-        now = time.time()
-        quote = ledger.quote("i1", [("office", "door", "door:door-2")], now, renew_to=now + 90 * DAY)
-        ledger.pay(ledger.order("i1", quote, "credit", now), now)
+        async with aiomqtt.Client(
+            broker.host, broker.port, identifier="watch", username="cloud", password="cloud"
+        ) as c:
+            await c.subscribe(f"smartplus/v1/devices/{DEVICE_ID}/entitlements", qos=1)
+            async with asyncio.timeout(30):
+                message = await anext(c.messages)
+        assert isinstance(message.payload, bytes)
+        assert json.loads(jws.parse(message.payload).payload)["seq"] == 1
+        deadline = time.monotonic() + 10
+        while issuing.unsent(ledger):  # marked sent once the pass ends
+            assert time.monotonic() < deadline, issuing.unsent(ledger)
+            await asyncio.sleep(0.05)
+    finally:
+        cloud_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, BaseExceptionGroup):
+            await cloud_task
+
+
+async def test_a_renewal_converges_on_a_simulated_fleet(broker: Broker, ledger: Ledger, tmp_path: Path) -> None:
+    """``smartplus-cloud fleet``'s devices verify what the cloud issues and report it; a renewal reaches
+    every one of them (bench/bench_fleet.py does this with 1,000 and 10,000)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from cloud_stub.fleet import SimulatedDevice, run_fleet
+
+    macs = [f"0c1105{i:06x}" for i in range(30)]
+    for mac in macs:
+        ledger.add_device(mac, "d1", "R29", project="office")
+    keys = tmp_path / "cloud" / "keys"
+    service = CloudService(ledger, keys, host=broker.host, port=broker.port, username="cloud", password="cloud",
+                           interval=0.2)  # fmt: skip
+    root = load_pem_public_key((keys / "root.pub.pem").read_bytes())
+    assert isinstance(root, Ed25519PublicKey)
+    cloud_task = asyncio.create_task(service.run())
+    fleet = [SimulatedDevice(m) for m in macs]
+    fleet_task = asyncio.create_task(
+        run_fleet(fleet, [(broker.host, broker.port)], root, username="cloud", password="cloud")
+    )
+    try:
+        await fleet_reports(ledger, macs, ("limited", 1), seconds=30)
+        renew_door_2(ledger)
         service.poke()
-        deadline = time.monotonic() + 30
-        while modes() != {("normal", 2)}:
-            assert time.monotonic() < deadline, modes()
-            await asyncio.sleep(0.1)
+        await fleet_reports(ledger, macs, ("normal", 2), seconds=30)
     finally:
         for task in (fleet_task, cloud_task):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, BaseExceptionGroup):
                 await task
+
+
+async def test_a_renewal_reaches_the_fleet_while_a_cluster_node_dies(ledger: Ledger, tmp_path: Path) -> None:
+    """A three-node NATS cluster (two cannot lose one: docs/cloud.md). The fleet is spread over the
+    nodes; right after a renewal the node holding the cloud's session and a third of the devices is
+    killed. The cloud and those devices reconnect to the others, and every device reports the renewal:
+    the documents the cloud had issued and not yet published went out from the ledger."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from cloud_stub import issuing
+    from cloud_stub.fleet import SimulatedDevice, run_fleet
+
+    cluster = NatsCluster(tmp_path / "cluster", USERS)
+    await cluster.start()
+    macs = [f"0c1106{i:06x}" for i in range(30)]
+    for mac in macs:
+        ledger.add_device(mac, "d1", "R29", project="office")
+    keys = tmp_path / "cloud" / "keys"
+    (first, *others) = cluster.addresses()
+    service = CloudService(ledger, keys, host=first[0], port=first[1], fallbacks=others, username="cloud",
+                           password="cloud", interval=0.2)  # fmt: skip
+    root = load_pem_public_key((keys / "root.pub.pem").read_bytes())
+    assert isinstance(root, Ed25519PublicKey)
+    fleet = [SimulatedDevice(m) for m in macs]
+    tasks = [
+        asyncio.create_task(service.run()),
+        asyncio.create_task(run_fleet(fleet, cluster.addresses(), root, username="cloud", password="cloud")),
+    ]
+    try:
+        await fleet_reports(ledger, macs, ("limited", 1), seconds=60)
+        renew_door_2(ledger)
+        service.poke()
+        await cluster.nodes[0].stop(hard=True)
+        await fleet_reports(ledger, macs, ("normal", 2), seconds=120)
+        moved = fleet[0::3]  # the devices whose first node was the one killed
+        assert all(device.reconnects >= 1 for device in moved), [d.reconnects for d in moved]
+        assert {device.seq for device in fleet} == {2}
+        deadline = time.monotonic() + 10
+        while issuing.unsent(ledger):
+            assert time.monotonic() < deadline, issuing.unsent(ledger)
+            await asyncio.sleep(0.05)
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, BaseExceptionGroup):
+                await task
+        await cluster.stop()
