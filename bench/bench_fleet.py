@@ -1,4 +1,5 @@
-"""Fleet scale: a renewal pushed to 1,000 and 10,000 devices through Mosquitto.
+"""Fleet scale: a renewal pushed to 1,000 and 10,000 devices through Mosquitto, then to a NATS
+cluster losing a node on the way.
 
 Mosquitto and the cloud (``CloudService``, in this process) on loopback; ``smartplus-cloud fleet``
 runs the simulated devices in a process of its own (one MQTT session each, every document verified).
@@ -6,12 +7,20 @@ Measured: from the ledger commit of a renewal (another connection, as the CLI) u
 has reported the new document in its retained state: issuing N signed documents, N retained
 publishes, N verifications, N state reports. The floor: N retained publishes of the same size to N
 topics (10 in flight) until one subscriber has received them all.
+
+The cluster: three NATS nodes (MQTT on JetStream, every stream on all three: two nodes cannot lose
+one, docs/cloud.md), the devices spread over them, the cloud on the first. Once a quarter of the
+devices have reported the renewal, the first node is SIGKILLed: the cloud and a third of the devices
+reconnect to the others, and the run ends when every device has reported the renewal (nothing lost:
+none missing, nothing left unpublished in the ledger). The floor: the same retained publishes through
+the healthy cluster. ``FLEET_CLUSTER_SIZES`` (default 1000) says how many devices.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import subprocess
@@ -24,14 +33,16 @@ from pathlib import Path
 import aiomqtt
 
 from bench.common import Result
+from cloud_stub import issuing
 from cloud_stub.fleet import raise_file_limit
 from cloud_stub.ledger import Ledger
 from cloud_stub.rules import DAY
 from cloud_stub.service import CloudService
-from tests.brokers import Mosquitto
+from tests.brokers import Mosquitto, NatsCluster
 
 CLOUD = str(Path(sys.executable).parent / "smartplus-cloud")
-SIZES = tuple(int(n) for n in os.environ.get("FLEET_SIZES", "1000,10000").split(","))
+SIZES = tuple(int(n) for n in os.environ.get("FLEET_SIZES", "1000,10000").split(",") if n)
+CLUSTER_SIZES = tuple(int(n) for n in os.environ.get("FLEET_CLUSTER_SIZES", "1000").split(",") if n)
 
 
 def _macs(count: int) -> list[str]:
@@ -75,11 +86,11 @@ async def _converged(client: aiomqtt.Client, count: int, seq: int, seconds: floa
     raise RuntimeError("unreachable")
 
 
-async def _floor(host: str, port: int, count: int, size: int) -> float:
+async def _floor(host: str, port: int, count: int, size: int, publish_to: tuple[str, int] | None = None) -> float:
     payload = b"x" * size
     async with (
         aiomqtt.Client(host, port, identifier="floor-sub") as subscriber,
-        aiomqtt.Client(host, port, identifier="floor-pub") as publisher,
+        aiomqtt.Client(*(publish_to or (host, port)), identifier="floor-pub") as publisher,
     ):
         await subscriber.subscribe("floor/+/entitlements", qos=1)
         started = time.perf_counter()
@@ -138,6 +149,83 @@ async def _measure(directory: Path, count: int) -> tuple[float, float, float]:
     return first, renewal, floor
 
 
+async def _watch(
+    brokers: list[tuple[str, int]], count: int, seq: int, seconds: float, at_quarter: asyncio.Event | None = None
+) -> float:
+    """When every device has reported ``seq``: watching the retained states, from the last node first
+    and moving on when a node goes away (a new subscription gets every retained state again)."""
+    at_seq: set[str] = set()
+    async with asyncio.timeout(seconds):
+        for attempt in itertools.count():
+            host, port = brokers[-1 - attempt % len(brokers)]
+            try:
+                async with aiomqtt.Client(host, port, identifier=f"bench-watch-{seq}", timeout=30) as watcher:
+                    await watcher.subscribe("smartplus/v1/devices/+/state", qos=1)
+                    async for message in watcher.messages:
+                        payload = message.payload if isinstance(message.payload, bytes) else b"{}"
+                        if json.loads(payload).get("entitlements", {}).get("seq") == seq:
+                            at_seq.add(str(message.topic))
+                            if at_quarter is not None and len(at_seq) >= count // 4:
+                                at_quarter.set()
+                            if len(at_seq) == count:
+                                return time.perf_counter()
+            except aiomqtt.MqttError:
+                await asyncio.sleep(0.5)
+    raise RuntimeError("unreachable")
+
+
+async def _measure_cluster(directory: Path, count: int) -> dict[str, float]:
+    cluster = NatsCluster(directory / "cluster")
+    await cluster.start()
+    brokers = cluster.addresses()
+    (directory / "cloud").mkdir()
+    ledger_path = directory / "cloud" / "ledger.db"
+    _prepare(ledger_path, count)
+    ledger = Ledger(ledger_path)
+    service = CloudService(ledger, directory / "cloud" / "keys", host=brokers[0][0], port=brokers[0][1],
+                           fallbacks=brokers[1:], interval=1.0)  # fmt: skip
+    token_size = 1500
+    floor = await _floor(*brokers[2], count, token_size, publish_to=brokers[1])
+    cloud = asyncio.create_task(service.run())
+    log_path = directory / "fleet.log"
+    log = log_path.open("wb")
+    where = [arg for host, port in brokers for arg in ("--broker", f"mqtt://{host}:{port}")]
+    fleet = subprocess.Popen(  # noqa: ASYNC220 -- started once, stopped below
+        [CLOUD, "--ledger", str(ledger_path), "fleet", "--devices", str(count), *where],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        started = time.perf_counter()
+        first = await _watch(brokers, count, 1, 900) - started
+        quarter = asyncio.Event()
+        started = time.perf_counter()
+        _renew(ledger_path)
+        converged = asyncio.create_task(_watch(brokers[1:], count, 2, 900, quarter))
+        await quarter.wait()
+        killed = time.perf_counter()
+        await cluster.nodes[0].stop(hard=True)
+        done = await converged
+        deadline = time.monotonic() + 60
+        while issuing.unsent(ledger):  # every issued document acknowledged by a broker
+            assert time.monotonic() < deadline, f"{len(issuing.unsent(ledger))} documents never published"
+            await asyncio.sleep(0.1)
+    finally:
+        fleet.terminate()
+        await asyncio.to_thread(fleet.wait, 60)
+        log.close()
+        cloud.cancel()
+        with contextlib.suppress(asyncio.CancelledError, BaseExceptionGroup):
+            await cloud
+        await cluster.stop()
+    summary = next(line for line in reversed(log_path.read_text().splitlines()) if "moved to another" in line)
+    print(summary, file=sys.stderr)
+    moved = int(summary.split("; ")[1].split()[0])
+    return {
+        "first": first, "renewal": done - started, "after_kill": done - killed, "floor": floor,
+        "moved": moved,
+    }  # fmt: skip
+
+
 def run() -> list[Result]:
     raise_file_limit()  # Mosquitto, started from here, inherits it
     results = []
@@ -158,5 +246,22 @@ def run() -> list[Result]:
         results.append(
             Result(f"  cost per device ({count:,})", "per retained publish", floor / count, renewal / count,
                    renewal / floor, "info")
+        )  # fmt: skip
+    for count in CLUSTER_SIZES:
+        with tempfile.TemporaryDirectory(dir="/var/tmp") as directory:
+            got = asyncio.run(_measure_cluster(Path(directory), count))
+        print(
+            f"{count} devices on the NATS cluster: first provisioning {got['first']:.1f} s; renewal converged"
+            f" {got['after_kill']:.1f} s after the kill; {got['moved']:.0f} devices moved to another node",
+            file=sys.stderr,
+        )
+        results.append(
+            Result(f"renewal converged on {count:,} devices (3 NATS nodes, one killed)",
+                   f"{count:,} retained publishes received (healthy cluster)", got["floor"], got["renewal"],
+                   got["renewal"] / got["floor"], "info")
+        )  # fmt: skip
+        results.append(
+            Result(f"  devices that moved to another node ({count:,})", "devices on the killed node", count / 3,
+                   got["moved"], got["moved"] / (count / 3), "info", unit="n")
         )  # fmt: skip
     return results

@@ -595,7 +595,11 @@ def fleet(
             return f"{count} devices in {project}"
 
         _run(ctx, work)
-    root = load_pem_public_key((root_file or ctx.obj.home / "keys" / "root.pub.pem").read_bytes())
+    root_path = root_file or ctx.obj.home / "keys" / "root.pub.pem"
+    try:
+        root = load_pem_public_key(root_path.read_bytes())
+    except (OSError, ValueError) as exc:
+        _fail_cloud(f"no root public key at {root_path} (serve makes the ledger's keys; or give --root): {exc}")
     if not isinstance(root, Ed25519PublicKey):
         _fail_cloud("the root key is not Ed25519")
     where = ", ".join(f"{host}:{port}" for host, port in brokers)
@@ -617,3 +621,7 @@ def fleet(
 def _fail_cloud(message: str) -> NoReturn:
     click.echo(f"smartplus-cloud: error: {message}", err=True)
     sys.exit(2)
+
+
+if __name__ == "__main__":  # python -m cloud_stub.cli (the demo starts `serve` this way)
+    main()

@@ -7,7 +7,7 @@ code against the root key and the signing keys the trust document lists (EdDSA o
 that changes. No database, no drivers: about 18 KiB and one socket per device (bench/bench_fleet.py),
 so 10,000 fit in one process. What it checks is what convergence needs: the right document, verified,
 reached every device. Given the nodes of a clustered broker, the devices are spread over them and a
-device whose node goes away reconnects to the next one (and counts it: ``reconnects``).
+device whose node goes away reconnects to the next one (and counts it: ``moves``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.entitlements import jws
 from agent.errors import DocumentRefused
@@ -41,7 +42,8 @@ class SimulatedDevice:
     seq: int = 0
     mode: str = "unprovisioned"
     refused: int = 0
-    reconnects: int = 0
+    node: int | None = None  # which of the brokers holds (or last held) its session
+    moves: int = 0  # sessions taken up again on another broker after one was lost
     awaiting_key: bytes | None = None  # an entitlements document that came before the trust listing its key
 
     def _verified(self, token: bytes, typ: str, keys: dict[str, Ed25519PublicKey]) -> dict[str, Any] | None:
@@ -77,7 +79,9 @@ class SimulatedDevice:
             self.awaiting_key = token  # judged again when a trust document comes (NATS orders per topic)
             return False
         self.awaiting_key = None
-        if claims.get("aud") != self.device_id or claims.get("seq", 0) <= self.seq:
+        if claims.get("seq", 0) == self.seq:
+            return False  # the one it holds, delivered again (a new session gets the retained copy)
+        if claims.get("aud") != self.device_id or claims.get("seq", 0) < self.seq:
             self.refused += 1
             return False
         self.seq = int(claims["seq"])
@@ -112,16 +116,24 @@ async def run_device(
     time a connection fails or is lost."""
     trust, entitlements = f"{PREFIX}/trust", f"{PREFIX}/devices/{device.device_id}/entitlements"
     state = f"{PREFIX}/devices/{device.device_id}/state"
+    failures = 0
     for attempt in itertools.count(first):
-        host, port = brokers[attempt % len(brokers)]
-        if attempt > first:
-            device.reconnects += 1
+        node = attempt % len(brokers)
+        host, port = brokers[node]
         try:
             async with aiomqtt.Client(
                 host, port, identifier=device.device_id, username=username, password=password, clean_session=False,
                 keepalive=60,
             ) as client:  # fmt: skip
-                await client.subscribe([(trust, 1), (entitlements, 1)])
+                granted = await client.subscribe([(trust, 1), (entitlements, 1)])
+                codes = [code.value if isinstance(code, ReasonCode) else int(code) for code in granted]
+                if len(codes) != 2 or max(codes) >= 0x80:  # NATS refuses when JetStream is slow to add a consumer
+                    raise aiomqtt.MqttError(f"subscriptions refused: {codes}")
+                if device.node is not None and device.node != node:
+                    device.moves += 1
+                device.node, failures = node, 0
+                if device.seq:  # as the agent: state on every connection (one lost with a node is repeated)
+                    await client.publish(state, device.state(), qos=1, retain=True)
                 async for message in client.messages:
                     payload = message.payload if isinstance(message.payload, bytes) else b""
                     if str(message.topic) == trust:
@@ -133,8 +145,10 @@ async def run_device(
                     if changed:
                         await client.publish(state, device.state(), qos=1, retain=True)
         except aiomqtt.MqttError:
-            # jitter: a node's devices do not all come back at once
-            await asyncio.sleep(random.uniform(0.2, 1.0))  # noqa: S311 -- not a secret
+            # As the agent: capped exponential backoff with jitter, so a node's devices do not all come
+            # back at once and a broker struggling to take sessions is not buried under retries.
+            failures += 1
+            await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0))  # noqa: S311
 
 
 def raise_file_limit() -> int:
@@ -145,12 +159,12 @@ def raise_file_limit() -> int:
 
 
 def summary(fleet: Sequence[SimulatedDevice]) -> str:
-    """One line for the operator: how many devices hold which ``seq``, reconnects, refusals."""
+    """One line for the operator: how many devices hold which ``seq``, moved to another broker, refusals."""
     held = collections.Counter(device.seq for device in fleet)
     holding = ", ".join(f"{count} at seq {seq}" for seq, count in sorted(held.items()))
-    reconnects = sum(device.reconnects for device in fleet)
+    moved = sum(1 for device in fleet if device.moves)
     refused = sum(device.refused for device in fleet)
-    return f"fleet: {len(fleet)} devices ({holding}); {reconnects} reconnects; {refused} documents refused"
+    return f"fleet: {len(fleet)} devices ({holding}); {moved} moved to another broker; {refused} documents refused"
 
 
 async def run_fleet(

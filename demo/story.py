@@ -284,28 +284,25 @@ def main() -> None:
 
 
 async def the_cloud(workdir: Path, interactive: bool = False) -> None:
-    """Act three: a second door phone run entirely from the cloud's ledger (smartplus-cloud's parts)."""
+    """Act three: a second door phone run entirely from the cloud's ledger, by `smartplus-cloud serve`
+    (its own process, with its embedded amqtt broker and image server) while the story writes the
+    ledger as the CLI would."""
     import os
+    import signal
+    import subprocess
+    import sys
     from datetime import date
 
     from agent.daemon import Outcome
     from cloud_stub import ingest, rollouts
-    from cloud_stub.images import ImageServer
     from cloud_stub.ledger import Ledger
-    from cloud_stub.service import CloudService
 
     home = workdir / "cloud"
     home.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(home / "ledger.db")
     mac = "0c110512ab35"
     now = time.time()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    broker = await embedded_broker.start("127.0.0.1", port)
-    images = ImageServer(home / "images")
-    (home / "images").mkdir(exist_ok=True)
-    await images.start()
+    port, images_port = _free_port(), _free_port()
     say("\n15. The cloud's ledger: a distributor buys 1000 credits and gives 600 to an installer allowed to pay")
     say("    with credits; the installer creates office p-200 (created 2025-07-01: credits only) with three doors.")
     ledger.add_account("dist-1", "distributor", "Distributor")
@@ -314,9 +311,14 @@ async def the_cloud(workdir: Path, interactive: bool = False) -> None:
     ledger.allocate("dist-1", "inst-1", 600, now)
     ledger.add_project("p-200", "commercial", "inst-1", date(2025, 7, 1), doors=("door-1", "door-2", "door-3"))
     ledger.add_device(mac, "dist-1", "R29", project="p-200")
-    service_ = CloudService(ledger, home / "keys", host="127.0.0.1", port=port, image_base=images.url(""),
-                            username="cloud", interval=0.2)  # fmt: skip
-    cloud_task = asyncio.create_task(service_.run())
+    serve_log = (home / "serve.log").open("ab")
+    serve = subprocess.Popen(  # noqa: ASYNC220, S603 -- our own command, started once, stopped in finally
+        [sys.executable, "-m", "cloud_stub.cli", "--ledger", str(home / "ledger.db"), "serve", "--port", str(port),
+         "--images-port", str(images_port), "--interval", "1"],
+        stdout=serve_log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    say(f"    `smartplus-cloud serve` runs (pid {serve.pid}, log {home / 'serve.log'}): embedded broker on port"
+        f" {port}, images on port {images_port}; it notices every ledger commit within 50 ms.")  # fmt: skip
 
     flag = home / "new-build-is-broken"
     device_dir = workdir / "door-phone-2"
@@ -354,8 +356,12 @@ async def the_cloud(workdir: Path, interactive: bool = False) -> None:
                         return found
                 await asyncio.sleep(0.1)
 
-    supervisor = asyncio.create_task(supervise())
+    supervisor: asyncio.Task[None] | None = None
     try:
+        await _poll(lambda: root_pem.exists() or serve.poll() is not None)  # serve makes the cloud's keys
+        if serve.poll() is not None:
+            raise SystemExit(f"smartplus-cloud serve exited ({serve.returncode}): see {home / 'serve.log'}")
+        supervisor = asyncio.create_task(supervise())
         found = await until(lambda s: s["mode"] == "limited")
         say(f"    door phone {mac} takes what `smartplus-cloud serve` publishes: mode {found['mode']}"
             " (no door is paid yet)")  # fmt: skip
@@ -370,7 +376,6 @@ async def the_cloud(workdir: Path, interactive: bool = False) -> None:
         quote = ledger.quote("inst-1", items, now, renew_to=now + 365 * DAY)
         say(f"    quote: {quote['amount']} credits; renewal summary {json.dumps(quote['summary'])}")
         ledger.pay(ledger.order("inst-1", quote, "credit", now), now)
-        service_.poke()
         found = await until(lambda s: s["mode"] == "normal")
         say(f"    paid; {ledger.credit_log('inst-1')[-1]['remaining']} credits left. The device: mode {found['mode']},"
             f" entitlements seq {found['document']['seq']}")  # fmt: skip
@@ -391,8 +396,8 @@ async def the_cloud(workdir: Path, interactive: bool = False) -> None:
             image.write_bytes(os.urandom(512 * 1024))
             rollouts.add_firmware(ledger, home / "images", "R29", version, image, f"release {version}", time.time())
         rollouts.add_upgrade(ledger, "up-1", "p-200", "R29", "29.30.10.1", time.time())
-        service_.poke()
         found = await until(lambda s: (s["firmware"]["job"] or {}).get("state") == "rolled_back", 90)
+        await _poll(lambda: rollouts.statuses(ledger, "up-1") == {mac: "Failed"})  # serve takes the event
         say(f"    the device: job up-1 {found['firmware']['job']['state']} ({found['firmware']['job']['reason']});"
             f" still running {found['firmware']['version']} on slot {found['firmware']['slot']}")  # fmt: skip
         say(f"    the cloud's upgrade status: {rollouts.statuses(ledger, 'up-1')}")
@@ -400,7 +405,6 @@ async def the_cloud(workdir: Path, interactive: bool = False) -> None:
         say("\n19. A fixed build, 29.30.10.2, is staged.")
         flag.unlink()
         rollouts.add_upgrade(ledger, "up-2", "p-200", "R29", "29.30.10.2", time.time())
-        service_.poke()
         found = await until(lambda s: s["firmware"]["version"] == "29.30.10.2", 90)
         await _poll(lambda: rollouts.statuses(ledger, "up-2") == {mac: "Executed"})
         say(f"    the device runs {found['firmware']['version']} on slot {found['firmware']['slot']};"
@@ -419,14 +423,23 @@ async def the_cloud(workdir: Path, interactive: bool = False) -> None:
         stopping.set()
         if current:
             current[0].stop.set()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(supervisor, 15)
-        cloud_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await cloud_task
-        await images.stop()
-        await broker.shutdown()
+        if supervisor is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(supervisor, 15)
+        serve.send_signal(signal.SIGINT)  # as Ctrl-C: it stops its image server and broker
+        try:
+            await asyncio.to_thread(serve.wait, 15)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            await asyncio.to_thread(serve.wait, 15)
+        serve_log.close()
         ledger.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 async def _poll(condition: Any, seconds: float = 20) -> None:

@@ -224,7 +224,10 @@ class Nats(_Process):
             lines.append(f'cluster {{ name: "edge", listen: "{self.host}:{self.cluster_port}", routes: [{routes}] }}')
             # Explicitly: by default the MQTT streams take as many replicas as the cluster has nodes *when
             # they are created*, and a stream created with fewer stalls when one of its nodes dies.
-            mqtt += f", stream_replicas: {len(self.routes) + 1}"
+            # Consumers (one per QoS 1 subscription of every session) in memory, still on every node: a
+            # file-backed replicated consumer costs file descriptors and fsyncs on each node, and a
+            # thousand devices ran the nodes out of both.
+            mqtt += f", stream_replicas: {len(self.routes) + 1}, consumer_memory_storage: true"
         lines.append(f"mqtt {{ {mqtt} }}")
         if self.users is not None:
             users = ", ".join(f'{{user: "{u}", password: "{p}"}}' for u, p in self.users.items())

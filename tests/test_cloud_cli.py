@@ -165,3 +165,11 @@ def test_fleet_refuses_what_it_cannot_run(tmp_path: Path) -> None:
     code, out = cloud(ledger, "fleet", "--devices", "5", "--register")
     assert code == 2
     assert "--register needs --project and --distributor" in out
+    for broker in ("tcp://127.0.0.1:1883", "mqtt://", "mqtt://host:99999", "mqtt://host/path"):
+        code, out = cloud(ledger, "fleet", "--devices", "5", "--broker", broker)
+        assert code == 2, broker
+        assert "mqtt://HOST[:PORT]" in out or "out of range" in out, out
+    code, out = cloud(ledger, "fleet", "--devices", "5")  # nothing has made the ledger's keys yet
+    assert code == 2
+    assert "no root public key at" in out, out
+    assert "Traceback" not in out

@@ -38,7 +38,7 @@ def test_the_demo_runs_from_an_empty_directory(tmp_path: Path) -> None:
         "the cloud's upgrade status: {'0c110512ab35': 'Failed'}",
         "the device runs 29.30.10.2 on slot b; the cloud's upgrade status: {'0c110512ab35': 'Executed'}",
     ):
-        assert expected in result.stdout
+        assert expected in result.stdout, result.stdout[-3000:]
     assert (tmp_path / "demo-data" / "agent.toml").exists()
 
 
