@@ -213,22 +213,22 @@ class Nats(_Process):
 
     def _command(self) -> list[str]:
         conf = self.directory / "nats.conf"
-        mqtt = f'listen: "{self.host}:{self.port}"'
-        lines = [
-            f'listen: "{self.host}:{self.nats_port}"',
-            f'server_name: "test_{self.port}"',
-            f'jetstream {{ store_dir: "{self.directory}/js" }}',
-        ]
-        if self.routes is not None:
-            routes = ", ".join(f'"nats://{self.host}:{port}"' for port in self.routes)
-            lines.append(f'cluster {{ name: "edge", listen: "{self.host}:{self.cluster_port}", routes: [{routes}] }}')
-            # Explicitly: by default the MQTT streams take as many replicas as the cluster has nodes *when
-            # they are created*, and a stream created with fewer stalls when one of its nodes dies.
-            # Consumers (one per QoS 1 subscription of every session) in memory, still on every node: a
-            # file-backed replicated consumer costs file descriptors and fsyncs on each node, and a
-            # thousand devices ran the nodes out of both.
-            mqtt += f", stream_replicas: {len(self.routes) + 1}, consumer_memory_storage: true"
-        lines.append(f"mqtt {{ {mqtt} }}")
+        if self.routes is not None:  # a cluster node: the configuration deploy/ ships
+            text = (ROOT / "deploy" / "nats" / "node.conf").read_text()
+            for name, value in {
+                "NAME": f"node_{self.port}", "HOST": self.host, "CLIENT_PORT": self.nats_port,
+                "CLUSTER_PORT": self.cluster_port, "MQTT_PORT": self.port, "STATE": self.directory,
+                "ROUTES": ", ".join(f'"nats://{self.host}:{port}"' for port in self.routes),
+            }.items():  # fmt: skip
+                text = text.replace(f"@{name}@", str(value))
+            lines = [text]
+        else:
+            lines = [
+                f'listen: "{self.host}:{self.nats_port}"',
+                f'server_name: "test_{self.port}"',
+                f'jetstream {{ store_dir: "{self.directory}/js" }}',
+                f'mqtt {{ listen: "{self.host}:{self.port}" }}',
+            ]
         if self.users is not None:
             users = ", ".join(f'{{user: "{u}", password: "{p}"}}' for u, p in self.users.items())
             lines.append(f"authorization {{ users: [{users}] }}")
@@ -237,7 +237,8 @@ class Nats(_Process):
 
 
 class NatsCluster:
-    """Three NATS nodes in one cluster, MQTT on each, every MQTT stream replicated on all three.
+    """Three NATS nodes in one cluster (deploy/nats/node.conf), MQTT on each, every MQTT stream and
+    consumer replicated on all three.
 
     Three, not two: MQTT on NATS lives in JetStream, whose metadata and streams are Raft groups; two
     nodes lose their quorum when either dies (measured: the survivor logs "no metadata leader" and
@@ -246,10 +247,10 @@ class NatsCluster:
 
     kind = "nats"
 
-    def __init__(self, directory: Path, users: dict[str, str] | None = None, size: int = 3) -> None:
+    def __init__(self, directory: Path, users: dict[str, str] | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.users = users
-        self.nodes = [Nats(directory / f"node{i}", users, routes=[]) for i in range(size)]
+        self.nodes = [Nats(directory / f"node{i}", users, routes=[]) for i in range(3)]  # node.conf says 3
         for node in self.nodes:
             node.directory.mkdir(exist_ok=True)
             node.routes = [other.cluster_port for other in self.nodes if other is not node]
