@@ -72,18 +72,26 @@ def _renew(path: Path) -> None:
     book.close()
 
 
+async def _reports(
+    client: aiomqtt.Client, at_seq: set[str], count: int, seq: int, at_quarter: asyncio.Event | None = None
+) -> float:
+    """Add to ``at_seq`` every device whose state reports ``seq`` until there are ``count``; when the
+    last did (``at_quarter`` is set once a quarter have)."""
+    async for message in client.messages:
+        payload = message.payload if isinstance(message.payload, bytes) else b"{}"
+        if json.loads(payload).get("entitlements", {}).get("seq") == seq:
+            at_seq.add(str(message.topic))
+            if at_quarter is not None and len(at_seq) >= count // 4:
+                at_quarter.set()
+            if len(at_seq) == count:
+                return time.perf_counter()
+    raise RuntimeError("the subscription ended")
+
+
 async def _converged(client: aiomqtt.Client, count: int, seq: int, seconds: float) -> float:
     """Wait until ``count`` devices report ``seq``; when the last did."""
-    at_seq: set[str] = set()
     async with asyncio.timeout(seconds):
-        async for message in client.messages:
-            payload = message.payload if isinstance(message.payload, bytes) else b"{}"
-            body = json.loads(payload)
-            if body.get("entitlements", {}).get("seq") == seq:
-                at_seq.add(str(message.topic))
-                if len(at_seq) == count:
-                    return time.perf_counter()
-    raise RuntimeError("unreachable")
+        return await _reports(client, set(), count, seq)
 
 
 async def _floor(host: str, port: int, count: int, size: int, publish_to: tuple[str, int] | None = None) -> float:
@@ -161,14 +169,7 @@ async def _watch(
             try:
                 async with aiomqtt.Client(host, port, identifier=f"bench-watch-{seq}", timeout=30) as watcher:
                     await watcher.subscribe("smartplus/v1/devices/+/state", qos=1)
-                    async for message in watcher.messages:
-                        payload = message.payload if isinstance(message.payload, bytes) else b"{}"
-                        if json.loads(payload).get("entitlements", {}).get("seq") == seq:
-                            at_seq.add(str(message.topic))
-                            if at_quarter is not None and len(at_seq) >= count // 4:
-                                at_quarter.set()
-                            if len(at_seq) == count:
-                                return time.perf_counter()
+                    return await _reports(watcher, at_seq, count, seq, at_quarter)
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.5)
     raise RuntimeError("unreachable")
