@@ -97,6 +97,9 @@ def accept(source: str, config_file: str | None, as_json: bool) -> None:
     try:
         outcome = _with_device(config_file, lambda device: device.accept(token))
     except DocumentRefused as refused:
+        import structlog
+
+        structlog.get_logger("agent.cli").warning("document_refused", reason=refused.reason, detail=refused.detail)
         if as_json:
             click.echo(json.dumps({"result": "refused", "reason": refused.reason, "detail": refused.detail}))
         else:

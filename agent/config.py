@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from agent import boundedjson
 from agent.errors import ConfigError
 
 ENV_PREFIX: Final = "EDGE_AGENT_"
@@ -141,6 +142,9 @@ class StoreConfig(_Frozen):
     """``[store]``: the database."""
 
     max_bytes: Annotated[int, Field(ge=0)] = 0  # 0: no cap; else writes beyond it fail as a full disk
+    # Space kept back for what must be written on a full disk: alarms, sensor events, call alerts, door
+    # logs and the documents that renew service (agent/reserve.py). Under max_bytes, at most a quarter of it.
+    reserve_bytes: Annotated[int, Field(ge=0, le=1 << 30)] = 1 << 20
 
 
 class DriversConfig(_Frozen):
@@ -245,9 +249,11 @@ def _env_overlay(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]
         value: Any = raw
         if raw[:1] in ("[", "{"):
             try:
-                value = json.loads(raw)
+                value = boundedjson.loads(raw)
             except json.JSONDecodeError as exc:
                 raise ConfigError(name, f"starts like JSON but is not ({exc.msg})") from None
+            except ValueError as exc:
+                raise ConfigError(name, f"starts like JSON but is not ({exc})") from None
         elif path[-1] in _LIST_KEYS:
             value = [item.strip() for item in raw.split(",") if item.strip()]
         table = overlay
@@ -309,6 +315,8 @@ def load_config(path: Path, env: Mapping[str, str]) -> Config:
         raise ConfigError("--config", f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("--config", f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of nesting: refuse, never crash
+        raise ConfigError("--config", f"{path}: invalid TOML: nested too deeply") from None
     overlay, origin = _env_overlay(env)
     try:
         return Config.model_validate(_merge(data, overlay), context={"base_dir": path.resolve().parent})

@@ -20,6 +20,7 @@ from typing import Any, Final
 
 import structlog
 
+from agent import boundedjson
 from agent.errors import EdgeAgentError
 
 log = structlog.get_logger("agent.control")
@@ -112,11 +113,12 @@ class ControlServer:
 
     async def _respond(self, line: bytes) -> dict[str, Any]:
         request_id: Any = None
+        request: dict[str, Any] | None = None
         try:
             try:
-                request = json.loads(line)
-            except ValueError:
-                raise ControlError("bad_request", "not a JSON line") from None
+                request = boundedjson.loads(line)
+            except ValueError as exc:
+                raise ControlError("bad_request", f"not a JSON line ({exc})") from None
             if not isinstance(request, dict):
                 raise ControlError("bad_request", "a request is a JSON object")
             request_id = request.get("id")
@@ -129,6 +131,11 @@ class ControlServer:
             return {"id": request_id, "ok": True, **await handler(request)}
         except ControlError as exc:
             return {"id": request_id, "ok": False, "error": {"code": exc.code, "message": str(exc)}}
+        except Exception as exc:  # a defect: this request fails, the daemon and the connection go on
+            op = request.get("op") if isinstance(request, dict) else None
+            log.exception("control_request_failed", op=str(op)[:40])
+            message = f"the daemon failed serving the request ({type(exc).__name__})"
+            return {"id": request_id, "ok": False, "error": {"code": "internal_error", "message": message}}
 
 
 async def request(data_dir: Path, payload: dict[str, Any]) -> dict[str, Any]:
@@ -152,5 +159,10 @@ async def request(data_dir: Path, payload: dict[str, Any]) -> dict[str, Any]:
             await writer.wait_closed()
     if not line:
         raise ControlError("no_daemon", f"the daemon on {data_dir} closed the connection")
-    response: dict[str, Any] = json.loads(line)
+    try:
+        response: dict[str, Any] = boundedjson.loads(line)
+    except ValueError as exc:
+        raise ControlError(
+            "bad_response", f"the daemon on {data_dir} answered something else than JSON: {exc}"
+        ) from None
     return response

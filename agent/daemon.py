@@ -28,7 +28,7 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent import sdnotify, sidecar, stimuli
-from agent.clock import ClockSource
+from agent.clock import ClockSource, newest_anchor
 from agent.config import Config
 from agent.control import ControlError, ControlServer
 from agent.device import Device
@@ -40,6 +40,7 @@ from agent.events import GATED_ACTIONS, GATES, NewEvent, validate
 from agent.local import LocalSide
 from agent.metrics import Metrics
 from agent.outbox import Outbox, OutboxFull
+from agent.poison import PoisonList
 from agent.quarantine import Salvage, salvage_and_move
 from agent.store import Store
 from agent.sync.inbound import Inbound
@@ -70,7 +71,7 @@ async def _restore(config: Config, salvage: Salvage) -> None:
     """Put what was salvaged into the fresh database; the counter continues past everything used."""
     floor = sidecar.load(config.data_dir)
     next_seq = max(salvage.next_seq, floor.next_seq)
-    anchor = max((a for a in (salvage.anchor, floor.anchor) if a is not None), default=None, key=lambda a: a.trusted_at)
+    anchor = newest_anchor(salvage.anchor, floor.anchor)
     store = await Store.open(config.data_dir, max_bytes=config.store.max_bytes)
     try:
         async with store.transaction() as tx:
@@ -89,7 +90,9 @@ async def _restore(config: Config, salvage: Salvage) -> None:
 class Daemon:
     """The device's daemon: holdings, outbox, session, control socket, housekeeping."""
 
-    def __init__(self, config: Config, device: Device, outbox: Outbox, quarantined: Salvage | None) -> None:
+    def __init__(
+        self, config: Config, device: Device, outbox: Outbox, poison: PoisonList, quarantined: Salvage | None
+    ) -> None:
         self.config = config
         self.device = device
         self.outbox = outbox
@@ -106,6 +109,7 @@ class Daemon:
         self.inbound = Inbound(
             device,
             outbox,
+            poison,
             on_change=self._changed,
             on_resync=lambda: self.session.republish_state(force=True),
             on_restart=self._restart,
@@ -129,9 +133,8 @@ class Daemon:
     async def open(cls, config: Config, roots: tuple[Ed25519PublicKey, ...], source: ClockSource) -> Daemon:
         """Open everything the daemon holds; quarantine a corrupt database and start afresh."""
         quarantined = None
-        floor = sidecar.load(config.data_dir).anchor if config.data_dir.exists() else None
         try:
-            device = await Device.open(config, roots, source, floor=floor)
+            device = await Device.open(config, roots, source, daemon=True)
         except StoreCorrupt as exc:
             quarantined = await asyncio.to_thread(salvage_and_move, config.data_dir)
             log.error(
@@ -141,7 +144,7 @@ class Daemon:
                 salvaged_events=len(quarantined.outbox),
             )
             await _restore(config, quarantined)
-            device = await Device.open(config, roots, source, floor=floor)
+            device = await Device.open(config, roots, source, daemon=True)
         try:
             outbox = await Outbox.open(
                 device.store,
@@ -152,10 +155,11 @@ class Daemon:
             )
             async with device.store.transaction("DEFERRED") as tx:
                 raised = {row[0] for row in await tx.fetchall("SELECT key FROM notices")}
+            poison = await PoisonList.load(device.store)
         except BaseException:
             await device.close()
             raise
-        daemon = cls(config, device, outbox, quarantined)
+        daemon = cls(config, device, outbox, poison, quarantined)
         daemon._raised = raised
         return daemon
 
@@ -221,6 +225,7 @@ class Daemon:
                     tasks.create_task(self._housekeeping(), name="housekeeping"),
                     tasks.create_task(self.local.run(), name="local"),
                     tasks.create_task(self.firmware.run(), name="firmware"),
+                    tasks.create_task(self.inbound.run(), name="refusals"),
                 ]
                 if self.config.metrics.port is not None:
                     self.metrics = Metrics(self._metrics_sample)

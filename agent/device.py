@@ -4,11 +4,19 @@ This is the I/O edge around the pure core (``agent.entitlements``): it loads wha
 before anything else (so the device enforces from the store before any network), runs a document
 through :func:`~agent.entitlements.intake.verify`, writes it with everything derived from it in one
 transaction, and only then puts it in force in memory (persist, then act).
+
+What must survive losing the database is kept in the sidecar too (``agent/sidecar.py``): the
+high-water mark of each type is written there *before* the document commits (so a superseded
+document stays refused after a quarantine), the clock's anchor with it, and the root keys a trust
+document rotated to once they are in force. Trust and entitlements documents may spend the data
+directory's reserve (``agent/reserve.py``): on a full disk, the renewal that lets held alarms out must
+still get in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 from collections.abc import Awaitable, Callable
 from datetime import date
@@ -17,7 +25,8 @@ from typing import Any, NamedTuple
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.clock import Anchor, ClockSource, TrustedClock
+from agent import sidecar
+from agent.clock import Anchor, ClockSource, TrustedClock, newest_anchor
 from agent.config import Config
 from agent.entitlements import policy, reasons
 from agent.entitlements.documents import ENTITLEMENTS, TRUST, EntitlementsClaims, TrustClaims
@@ -25,8 +34,18 @@ from agent.entitlements.index import Entitlements, Project, Service
 from agent.entitlements.intake import Duplicate, HighWater, Verified, verify
 from agent.entitlements.policy import Decision
 from agent.entitlements.trust import KeyRing, SigningKey
-from agent.errors import DocumentRefused, StoreCorrupt
-from agent.store import ProjectRow, ServiceRow, SigningKeyRow, Snapshot, Store, StoredDocument, Transaction
+from agent.errors import DocumentRefused, StoreCorrupt, StoreError, StoreFull
+from agent.reserve import Reserve
+from agent.store import (
+    ProjectRow,
+    RootRow,
+    ServiceRow,
+    SigningKeyRow,
+    Snapshot,
+    Store,
+    StoredDocument,
+    Transaction,
+)
 from agent.timefmt import to_rfc3339, to_rfc3339_or_none
 
 log = structlog.get_logger("agent.device")
@@ -67,23 +86,42 @@ class Holdings(NamedTuple):
     entitlements: Entitlements | None
 
     @classmethod
-    def from_snapshot(cls, roots: tuple[Ed25519PublicKey, ...], snapshot: Snapshot) -> Holdings:
+    def from_snapshot(
+        cls, roots: tuple[Ed25519PublicKey, ...], snapshot: Snapshot, kept: sidecar.Roots | None = None
+    ) -> Holdings:
         """Rebuild from the rows derived at intake, checking they belong to the documents in force.
 
         Tokens are not parsed again: they were verified and validated when accepted, and the rows
-        were written in the same transaction.
+        were written in the same transaction. ``roots`` are the provisioned root keys, in force
+        until a trust document rotates them; the rotated set is read from the store, or from the
+        sidecar (``kept``) when it is newer (the database that held it was lost).
         """
         keyring = KeyRing.from_roots(roots)
         trust = snapshot.documents.get(TRUST)
+        stored_roots = max((r.trust_seq for r in snapshot.roots), default=-1)
+        try:
+            if kept is not None and kept.trust_seq > stored_roots:
+                keyring = keyring.with_roots(x for _, x in kept.keys)
+            elif snapshot.roots:
+                if trust is None or stored_roots > trust.seq:
+                    raise StoreCorrupt("root keys are stored without the trust document that set them")
+                keyring = keyring.with_roots(r.x for r in snapshot.roots)
+        except ValueError as exc:
+            raise StoreCorrupt(f"a stored root key is unusable: {exc}") from None
         if trust is not None:
             if any(row.trust_seq != trust.seq for row in snapshot.signing_keys):
                 raise StoreCorrupt(f"signing keys do not derive from trust document {trust.seq}")
             try:
                 keys = [
-                    SigningKey(r.kid, Ed25519PublicKey.from_public_bytes(r.x), r.not_after)
+                    SigningKey(
+                        r.kid,
+                        Ed25519PublicKey.from_public_bytes(r.x),
+                        r.not_after,
+                        None if r.typs is None else frozenset(json.loads(r.typs)),
+                    )
                     for r in snapshot.signing_keys
                 ]
-            except ValueError as exc:
+            except (ValueError, TypeError) as exc:
                 raise StoreCorrupt(f"a stored signing key is unusable: {exc}") from None
             keyring = keyring.with_signing_keys(keys, trust_exp=float(trust.exp))
         elif snapshot.signing_keys:
@@ -109,6 +147,22 @@ class Holdings(NamedTuple):
         return {typ: HighWater(d.seq, d.digest) for typ, d in self.documents.items()}
 
 
+def _merged_marks(stored: dict[str, HighWater], kept: dict[str, HighWater]) -> dict[str, HighWater]:
+    """Per type, the higher of the store's mark and the sidecar's (which outlives a lost database)."""
+    marks = dict(stored)
+    for typ, mark in kept.items():
+        held = marks.get(typ)
+        if held is None or mark.seq > held.seq:
+            marks[typ] = mark._replace(stored=False)
+    return marks
+
+
+def _space_error(exc: OSError, what: str) -> StoreError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreFull(f"{what}: {exc.strerror or exc}")
+    return StoreError(f"{what}: {exc.strerror or exc}")
+
+
 def _rows_of(entitlements: Entitlements) -> tuple[ProjectRow, list[ServiceRow]]:
     project, seq = entitlements.project, entitlements.seq
     row = ProjectRow(
@@ -123,43 +177,61 @@ def _rows_of(entitlements: Entitlements) -> tuple[ProjectRow, list[ServiceRow]]:
     return row, [ServiceRow(seq, s.service, s.subject, s.expires, s.plan) for s in entitlements.services]
 
 
+def _trust_rows(claims: TrustClaims) -> tuple[list[SigningKeyRow], list[RootRow] | None]:
+    keys = [
+        SigningKeyRow(
+            claims.seq,
+            k.kid,
+            k.jwk.raw(),
+            k.not_after.timestamp(),
+            None if k.typs is None else json.dumps(sorted(k.typs)),
+        )
+        for k in claims.keys
+    ]
+    roots = None if claims.roots is None else [RootRow(r.kid, r.jwk.raw(), claims.seq) for r in claims.roots]
+    return keys, roots
+
+
 class Device:
     """One device's holdings and decisions. Create with :meth:`open`; :meth:`close` when done."""
 
     def __init__(
-        self, config: Config, roots: tuple[Ed25519PublicKey, ...], store: Store, clock: TrustedClock, holdings: Holdings
+        self,
+        config: Config,
+        roots: tuple[Ed25519PublicKey, ...],
+        store: Store,
+        clock: TrustedClock,
+        holdings: Holdings,
+        kept: sidecar.Sidecar,
     ) -> None:
         self.config = config
         self.clock = clock
         self._roots = roots
         self._store = store
         self._holdings = holdings
+        self._kept = kept  # what the sidecar held when last read or written
         self._intake = asyncio.Lock()
 
     @classmethod
     async def open(
-        cls,
-        config: Config,
-        roots: tuple[Ed25519PublicKey, ...],
-        source: ClockSource,
-        *,
-        floor: Anchor | None = None,
+        cls, config: Config, roots: tuple[Ed25519PublicKey, ...], source: ClockSource, *, daemon: bool = False
     ) -> Device:
-        """Open the store and load what it holds; nothing here touches the network.
+        """Open the store and load what it holds, with the sidecar's floors; nothing here touches the network.
 
-        ``floor`` is a clock anchor kept elsewhere (the sidecar): the later of it and the stored one counts.
+        ``daemon``: this process writes (it keeps the reserve in place and may spend it); the CLI only
+        reads and writes what it is asked to.
         """
-        store = await Store.open(config.data_dir, max_bytes=config.store.max_bytes)
+        reserve = Reserve(config.data_dir, config.store.reserve_bytes) if daemon else None
+        store = await Store.open(config.data_dir, max_bytes=config.store.max_bytes, reserve=reserve)
         try:
+            kept = await asyncio.to_thread(sidecar.load, config.data_dir)
             snapshot = await store.snapshot()
-            holdings = Holdings.from_snapshot(roots, snapshot)
+            holdings = Holdings.from_snapshot(roots, snapshot, kept.roots)
         except BaseException:
             await store.close()
             raise
-        anchor = snapshot.anchor
-        if floor is not None and (anchor is None or floor.trusted_at > anchor.trusted_at):
-            anchor = floor
-        return cls(config, roots, store, TrustedClock(source, anchor), holdings)
+        anchor = newest_anchor(snapshot.anchor, kept.anchor)
+        return cls(config, roots, store, TrustedClock(source, anchor), holdings, kept)
 
     @property
     def store(self) -> Store:
@@ -171,9 +243,11 @@ class Device:
         await self._store.save_anchor(self.clock.anchor())
 
     async def close(self) -> None:
-        """Persist the clock's floor and close the store."""
+        """Persist the clock's floor and close the store; on a full disk the floor stays as it was."""
         try:
             await self._store.save_anchor(self.clock.anchor())
+        except StoreFull as exc:  # a command that only read must still answer on a full disk
+            log.warning("clock_not_saved", error=str(exc))
         finally:
             await self._store.close()
 
@@ -186,6 +260,11 @@ class Device:
     def documents(self) -> dict[str, StoredDocument]:
         """The document in force per type."""
         return dict(self._holdings.documents)
+
+    @property
+    def keyring(self) -> KeyRing:
+        """The keys in force."""
+        return self._holdings.keyring
 
     async def accept(
         self, token: str | bytes, expected_typ: str | None = None, *, also: AlsoWrite | None = None
@@ -203,29 +282,32 @@ class Device:
                     log.debug("document_duplicate", typ=outcome.typ, seq=outcome.seq)
                     return outcome
                 if await self._commit(outcome, also):
-                    log.info("document_accepted", typ=outcome.typ, seq=outcome.claims.seq, kid=outcome.kid)
+                    log.info(
+                        "document_accepted",
+                        typ=outcome.typ,
+                        seq=outcome.claims.seq,
+                        kid=outcome.kid,
+                        **({"clock_corrected_to": to_rfc3339(outcome.clock_to)} if outcome.clock_to else {}),
+                    )
                     return Accepted(outcome.typ, outcome.claims.seq)
                 # Another process stored a newer document meanwhile: reload, then judge again.
-                self._holdings = Holdings.from_snapshot(self._roots, await self._store.snapshot())
+                self._holdings = Holdings.from_snapshot(self._roots, await self._store.snapshot(), self._kept.roots)
             raise DocumentRefused(reasons.ROLLBACK, "newer documents kept arriving from another process")
 
     def _verify(self, token: str | bytes, expected_typ: str | None) -> Verified | Duplicate:
-        try:
-            return verify(
-                token,
-                expected_typ=expected_typ,
-                device_id=self.config.device_id,
-                keyring=self._holdings.keyring,
-                high_water=self._holdings.high_water,
-                now=self.clock.now(),
-            )
-        except DocumentRefused as refused:
-            log.warning("document_refused", reason=refused.reason, detail=refused.detail, expected_typ=expected_typ)
-            raise
+        return verify(
+            token,
+            expected_typ=expected_typ,
+            device_id=self.config.device_id,
+            keyring=self._holdings.keyring,
+            high_water=_merged_marks(self._holdings.high_water, dict(self._kept.high_water)),
+            now=self.clock.now(),
+            correctable=self.clock.correctable(),
+        )
 
     async def _commit(self, verified: Verified, also: AlsoWrite | None) -> bool:
         claims = verified.claims
-        now = self.clock.now()
+        now = self.clock.now() if verified.clock_to is None else verified.clock_to
         document = StoredDocument(
             typ=verified.typ,
             seq=claims.seq,
@@ -237,10 +319,11 @@ class Device:
             accepted_at=now,
         )
         keyring, entitlements = self._holdings.keyring, self._holdings.entitlements
-        derived: tuple[ProjectRow, list[ServiceRow]] | list[SigningKeyRow] | None = None
+        derived: tuple[ProjectRow, list[ServiceRow]] | None = None
+        trust_rows: tuple[list[SigningKeyRow], list[RootRow] | None] | None = None
         if isinstance(claims, TrustClaims):
             keyring = keyring.with_trust(claims)
-            derived = [SigningKeyRow(claims.seq, k.kid, k.jwk.raw(), k.not_after.timestamp()) for k in claims.keys]
+            trust_rows = _trust_rows(claims)
         elif isinstance(claims, EntitlementsClaims):
             entitlements = Entitlements.from_claims(claims)
             derived = _rows_of(entitlements)
@@ -249,26 +332,84 @@ class Device:
         documents = dict(self._holdings.documents)
         documents[verified.typ] = document
         in_force = Holdings(keyring=keyring, documents=documents, entitlements=entitlements)
+        iat = float(claims.iat)
+        # The accepted iat raises the clock's floor (and its signed part), or the document corrects it.
+        anchor = (
+            self.clock.anchor(at_least=iat, signed_at_least=iat)
+            if verified.clock_to is None
+            else self.clock.corrected(verified.clock_to, iat)
+        )
+        mark = {verified.typ: HighWater(claims.seq, verified.digest)}
+        spend_reserve = verified.typ in (TRUST, ENTITLEMENTS)  # what lets held alarms out must get in
+        await self._keep(spend_reserve, high_water=mark, anchor=anchor)  # before the commit: see the docstring
 
         def put_in_force() -> None:
             self._holdings = in_force
-            self.clock.advance_to(float(claims.iat))
+            if verified.clock_to is None:
+                self.clock.advance_to(iat)
+            else:
+                self.clock.correct(verified.clock_to, iat)
+                log.warning("clock_corrected", to=to_rfc3339(verified.clock_to), typ=verified.typ, seq=claims.seq)
 
-        async with self._store.transaction() as tx:
+        async def write(tx: Transaction) -> bool:
             stored = await tx.document_seq(verified.typ)
             if stored is not None and stored >= claims.seq:
                 return False  # another process stored a newer document meanwhile
             await tx.put_document(document)
-            if isinstance(derived, tuple):
+            if derived is not None:
                 await tx.replace_entitlements(*derived)
-            elif derived is not None:
-                await tx.replace_signing_keys(derived)
-            # The accepted iat raises the clock's floor, in the same transaction as the document.
-            await tx.write_anchor(self.clock.anchor(at_least=float(claims.iat)))
+            if trust_rows is not None:
+                await tx.replace_signing_keys(trust_rows[0])
+                if trust_rows[1] is not None:
+                    await tx.replace_roots(trust_rows[1])
+            await tx.write_anchor(anchor)
             if also is not None:
                 await also(verified, tx)
             tx.after_commit(put_in_force)
-        return True
+            return True
+
+        if spend_reserve:
+            committed = await self._store.reserved(write)
+        else:
+            async with self._store.transaction() as tx:
+                committed = await write(tx)
+        if committed and trust_rows is not None and trust_rows[1] is not None:
+            rotated = sidecar.Roots(claims.seq, tuple((r.kid, r.x) for r in trust_rows[1]))
+            try:  # after the commit: a set the store does not hold yet must not replace the sidecar's
+                await self._keep(True, roots=rotated)
+            except StoreError as exc:
+                log.error("roots_not_kept_in_sidecar", error=str(exc))  # the store holds them
+            log.warning("roots_rotated", trust_seq=claims.seq, roots=[r.kid for r in trust_rows[1]])
+        return committed
+
+    async def _keep(
+        self,
+        spend_reserve: bool,
+        *,
+        high_water: dict[str, HighWater] | None = None,
+        anchor: Anchor | None = None,
+        roots: sidecar.Roots | None = None,
+    ) -> None:
+        """Merge floors into the sidecar; on a full disk, spend the reserve if entitled to it."""
+        data_dir = self.config.data_dir
+        try:
+            self._kept = await asyncio.to_thread(
+                sidecar.update, data_dir, high_water=high_water, anchor=anchor, roots=roots
+            )
+            return
+        except OSError as exc:
+            failure = _space_error(exc, "cannot write the sidecar")
+        reserve = self._store.reserve
+        if not (isinstance(failure, StoreFull) and spend_reserve and reserve is not None):
+            raise failure
+        if not await asyncio.to_thread(reserve.release):
+            raise failure
+        try:
+            self._kept = await asyncio.to_thread(
+                sidecar.update, data_dir, high_water=high_water, anchor=anchor, roots=roots
+            )
+        except OSError as exc:
+            raise _space_error(exc, "cannot write the sidecar") from None
 
     def decide(self, action: str, subject: str | int | None = None) -> Decision:
         """The policy's decision for a request at trusted time now."""
@@ -304,7 +445,11 @@ class Device:
             "services": services,
             "trust": None
             if trust is None
-            else {"seq": trust.seq, "signing_keys": sorted(self._holdings.keyring.signing)},
+            else {
+                "seq": trust.seq,
+                "signing_keys": sorted(self._holdings.keyring.signing),
+                "roots": sorted(self._holdings.keyring.roots),
+            },
             "trusted_time": to_rfc3339(now),
             "next_expiry": to_rfc3339_or_none(policy.next_expiry(ents, now)),
         }

@@ -36,6 +36,8 @@ from agent.stimuli import Stimulus
 
 log = structlog.get_logger("agent.local")
 
+MAX_QUEUED = 20_000  # driver stimuli waiting to be handled (an MR01 burst of 10,000 fits twice)
+
 
 class LocalSide:
     """Stimuli to actions and events, for one daemon."""
@@ -51,6 +53,8 @@ class LocalSide:
         self.changed()  # load at the first chance, and carry out door openings persisted before a restart
         self._pending: set[asyncio.Future[Queued]] = set()
         self.handled = 0
+        self.dropped = 0  # driver stimuli dropped in a flood (beyond MAX_QUEUED waiting)
+        self.failed = 0  # stimuli whose handling failed unexpectedly (a defect, logged)
         self.mr01: mr01.Mr01Udp | None = None
 
     # -- what reactions read -------------------------------------------------------------------------
@@ -109,7 +113,7 @@ class LocalSide:
             perform(self.outputs, action)
         loop = asyncio.get_running_loop()
         for timer in reaction.timers:
-            loop.call_later(timer.delay, self.feed, timer.stimulus)
+            loop.call_later(timer.delay, self._timer, timer.stimulus)
         self.handled += 1
         return reaction, [self._outbox.add(event) for event in reaction.events]
 
@@ -137,7 +141,17 @@ class LocalSide:
         }
 
     def feed(self, stimulus: Stimulus) -> None:
-        """A stimulus from a driver or a timer, handled by :meth:`run` (never blocks)."""
+        """A stimulus from a driver, handled by :meth:`run` (never blocks). Beyond :data:`MAX_QUEUED`
+        waiting, a flood's stimuli are dropped and counted: memory stays bounded whatever arrives."""
+        if self._queue.qsize() >= MAX_QUEUED:
+            if not self.dropped:
+                log.error("stimuli_dropped", queued=MAX_QUEUED, kind=stimulus.kind, source=stimulus.source)
+            self.dropped += 1
+            return
+        self._queue.put_nowait(stimulus)
+
+    def _timer(self, stimulus: Stimulus) -> None:
+        """A stimulus from the daemon's own timers: never dropped (there are few, one per open door)."""
         self._queue.put_nowait(stimulus)
 
     def _settled(self, future: asyncio.Future[Queued]) -> None:
@@ -164,7 +178,12 @@ class LocalSide:
                 for item in batch:
                     if item is _WAKE:
                         continue
-                    _, futures = self._react(item._replace(at=now) if item.kind in _TIMED else item)
+                    try:
+                        _, futures = self._react(item._replace(at=now) if item.kind in _TIMED else item)
+                    except Exception as exc:  # a defect: this stimulus is lost (and said so), the door goes on
+                        self.failed += 1
+                        log.exception("stimulus_failed", kind=item.kind, source=item.source, error=repr(exc)[:200])
+                        continue
                     for future in futures:
                         self._pending.add(future)
                         future.add_done_callback(self._settled)
@@ -179,6 +198,8 @@ class LocalSide:
             "kind": self._config.drivers.kind,
             "credentials": len(self.credentials),
             "stimuli_handled": self.handled,
+            "stimuli_dropped": self.dropped,
+            "stimuli_failed": self.failed,
             "debounced": self.state.debounced,
             "mr01": None if self.mr01 is None else {"port": self.mr01.port, **self.mr01.stats()},
         }

@@ -123,6 +123,27 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             updated REAL
         )""",
     ),
+    # 4: hostile input and key scopes (issue 12): payloads whose handling failed (not handled again),
+    #    the document types each signing key may sign, the root keys a trust document rotated to, and
+    #    the part of the clock's floor that signed documents vouch for.
+    (
+        """CREATE TABLE poison_messages (  -- payloads that made the device fail: reported once, then skipped
+            digest BLOB PRIMARY KEY,       -- SHA-256 of the payload
+            typ TEXT NOT NULL,             -- the topic's document type
+            error TEXT NOT NULL,           -- the exception, for the operator
+            failed_at REAL NOT NULL
+        )""",
+        "ALTER TABLE signing_keys ADD COLUMN typs TEXT",  # JSON array, or NULL: every type (PROTOCOL.md "Key scopes")
+        """CREATE TABLE roots (            -- root keys set by a trust document ("Root rotation"); none: the config's
+            kid TEXT PRIMARY KEY,
+            x BLOB NOT NULL,
+            trust_seq INTEGER NOT NULL     -- the trust document that set them
+        )""",
+        # The floor's signed part: the latest accepted iat, carried on the same monotonic reading as
+        # trusted_at. generation counts corrections of a floor a wall clock had raised (agent/clock.py).
+        "ALTER TABLE clock ADD COLUMN signed_at REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE clock ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

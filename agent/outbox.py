@@ -281,7 +281,7 @@ class Outbox:
         self._wake.set()
         self._urgent.set()
         await self._idle.wait()
-        await asyncio.to_thread(sidecar.save, self._data_dir, sidecar.Sidecar(self._next_seq, self._clock.anchor()))
+        await asyncio.to_thread(sidecar.update, self._data_dir, next_seq=self._next_seq, anchor=self._clock.anchor())
 
     async def _write(self, batch: list[_Pending], acks: set[int]) -> None:
         self.batches += 1
@@ -499,7 +499,7 @@ class Outbox:
         if up_to < self._reserved:
             return
         reserved = up_to + sidecar.RESERVATION
-        await asyncio.to_thread(sidecar.save, self._data_dir, sidecar.Sidecar(reserved, self._clock.anchor()))
+        await asyncio.to_thread(sidecar.update, self._data_dir, next_seq=reserved, anchor=self._clock.anchor())
         self._reserved = reserved
 
     async def replay_in(self, tx: Transaction, from_seq: int, to_seq: int | None) -> dict[str, Any]:

@@ -31,6 +31,25 @@ class Salvage(NamedTuple):
     anchor: Anchor | None
 
 
+_CLOCK_COLUMNS = (
+    "trusted_at, boot_id, at_monotonic, signed_at, generation",  # schema 4 and later
+    "trusted_at, boot_id, at_monotonic",
+)
+
+
+def _anchor(db: sqlite3.Connection) -> Anchor | None:
+    for columns in _CLOCK_COLUMNS:
+        try:
+            found = db.execute(f"SELECT {columns} FROM clock").fetchone()  # noqa: S608 -- constants
+        except sqlite3.Error:
+            continue
+        try:
+            return None if found is None else Anchor(float(found[0]), found[1], float(found[2]), *found[3:])
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
 def _read(path: Path) -> tuple[list[tuple[Any, ...]], int, Anchor | None]:
     rows: list[tuple[Any, ...]] = []
     next_seq, anchor = 1, None
@@ -46,10 +65,7 @@ def _read(path: Path) -> tuple[list[tuple[Any, ...]], int, Anchor | None]:
             found = db.execute("SELECT value FROM counters WHERE name = 'next_seq'").fetchone()
             if found is not None:
                 next_seq = int(found[0])
-        with contextlib.suppress(sqlite3.Error, TypeError, ValueError):
-            found = db.execute("SELECT trusted_at, boot_id, at_monotonic FROM clock").fetchone()
-            if found is not None:
-                anchor = Anchor(float(found[0]), found[1], float(found[2]))
+        anchor = _anchor(db)
     finally:
         db.close()
     seqs = [r[2] for r in rows if isinstance(r[2], int)]

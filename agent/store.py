@@ -29,6 +29,7 @@ import aiosqlite
 from agent.clock import Anchor
 from agent.errors import StoreCorrupt, StoreError, StoreFull, StoreTooNew
 from agent.migrations import MIGRATIONS, SCHEMA_VERSION
+from agent.reserve import Reserve
 
 DB_NAME = "agent.db"
 
@@ -69,12 +70,21 @@ class ServiceRow(NamedTuple):
 
 
 class SigningKeyRow(NamedTuple):
-    """A signing key derived from the trust document ``trust_seq``."""
+    """A signing key derived from the trust document ``trust_seq``; ``typs`` a JSON array, or None: any type."""
 
     trust_seq: int
     kid: str
     x: bytes
     not_after: float
+    typs: str | None
+
+
+class RootRow(NamedTuple):
+    """A root key set by the trust document ``trust_seq`` (PROTOCOL.md "Root rotation")."""
+
+    kid: str
+    x: bytes
+    trust_seq: int
 
 
 class Snapshot(NamedTuple):
@@ -85,6 +95,7 @@ class Snapshot(NamedTuple):
     services: list[ServiceRow]
     signing_keys: list[SigningKeyRow]
     anchor: Anchor | None
+    roots: list[RootRow]
 
 
 def _create_owner_only(data_dir: Path) -> Path:
@@ -123,6 +134,7 @@ def store_error(path: Path, exc: sqlite3.Error) -> StoreError:
 
 
 _Row = TypeVar("_Row", bound=tuple[Any, ...])
+_T = TypeVar("_T")
 
 
 async def _select(tx: Transaction, record: type[_Row], table: str) -> list[_Row]:
@@ -150,9 +162,10 @@ class Transaction:
         cursor = await self._db.execute(sql, params)
         return cursor.rowcount
 
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        """Run one statement for each of ``rows``."""
-        await self._db.executemany(sql, rows)
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        """Run one statement for each of ``rows``; the number of rows they changed in all."""
+        cursor = await self._db.executemany(sql, rows)
+        return cursor.rowcount
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """The rows of a query."""
@@ -195,16 +208,26 @@ class Transaction:
     async def replace_signing_keys(self, keys: Sequence[SigningKeyRow]) -> None:
         """Replace the signing keys derived from the trust document whole."""
         await self.execute("DELETE FROM signing_keys")
-        await self.executemany("INSERT INTO signing_keys (trust_seq, kid, x, not_after) VALUES (?, ?, ?, ?)", keys)
+        await self.executemany(
+            "INSERT INTO signing_keys (trust_seq, kid, x, not_after, typs) VALUES (?, ?, ?, ?, ?)", keys
+        )
+
+    async def replace_roots(self, roots: Sequence[RootRow]) -> None:
+        """Replace the root keys a trust document rotated to, whole."""
+        await self.execute("DELETE FROM roots")
+        await self.executemany("INSERT INTO roots (kid, x, trust_seq) VALUES (?, ?, ?)", roots)
 
     async def write_anchor(self, anchor: Anchor) -> None:
-        """Persist the clock's floor if it is later than the one stored."""
+        """Persist the clock's floor if it is later than the one stored, or corrected since (a later generation)."""
         await self.execute(
-            """INSERT INTO clock (id, trusted_at, boot_id, at_monotonic) VALUES (1, ?, ?, ?)
+            """INSERT INTO clock (id, trusted_at, boot_id, at_monotonic, signed_at, generation)
+               VALUES (1, ?, ?, ?, ?, ?)
                ON CONFLICT (id) DO UPDATE SET trusted_at = excluded.trusted_at, boot_id = excluded.boot_id,
-                 at_monotonic = excluded.at_monotonic
-               WHERE excluded.trusted_at > clock.trusted_at""",
-            (anchor.trusted_at, anchor.boot_id, anchor.at_monotonic),
+                 at_monotonic = excluded.at_monotonic, signed_at = excluded.signed_at,
+                 generation = excluded.generation
+               WHERE excluded.generation > clock.generation
+                  OR (excluded.generation = clock.generation AND excluded.trusted_at >= clock.trusted_at)""",
+            anchor,
         )
 
 
@@ -235,23 +258,28 @@ async def _complete(statement: Awaitable[Any]) -> bool:
 class Store:
     """One connection to the agent's database. Use :meth:`open`; close it (or ``async with``)."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: Path, reserve: Reserve | None = None) -> None:
         self._db = db
         self._lock = asyncio.Lock()
         self.path = path
+        self.reserve = reserve
+        self._cap_pages = 0  # ordinary writes: max_bytes (0: no cap)
+        self._reserved_pages = 0  # writes entitled to the reserve: max_bytes plus the reserve
 
     @classmethod
-    async def open(cls, data_dir: Path, *, max_bytes: int = 0) -> Store:
+    async def open(cls, data_dir: Path, *, max_bytes: int = 0, reserve: Reserve | None = None) -> Store:
         """Open (creating if need be, owner-only) and migrate the database in ``data_dir``.
 
         ``max_bytes`` caps the database file (0: no cap); writes beyond it fail as :class:`StoreFull`.
+        ``reserve`` is the data directory's ballast (``agent/reserve.py``): the daemon's, which
+        :meth:`reserved` may spend; commands that only read pass none.
         """
         path = await asyncio.to_thread(_create_owner_only, data_dir)
         try:
             db = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
             raise store_error(path, exc) from None
-        store = cls(db, path)
+        store = cls(db, path, reserve)
         try:
             await store._configure(max_bytes)
             await store._migrate()
@@ -286,7 +314,10 @@ class Store:
             await self._db.execute(pragma)
         if max_bytes:
             page_size = int((await self._db.execute_fetchall("PRAGMA page_size"))[0][0])  # type: ignore[index]
-            await self._db.execute(f"PRAGMA max_page_count = {max(1, max_bytes // page_size)}")
+            reserve = min(self.reserve.size, max_bytes // 4) if self.reserve is not None else 0
+            self._cap_pages = max(1, max_bytes // page_size)
+            self._reserved_pages = self._cap_pages + reserve // page_size
+            await self._db.execute(f"PRAGMA max_page_count = {self._cap_pages}")
 
     async def _migrate(self) -> None:
         version = await self._user_version()
@@ -306,12 +337,31 @@ class Store:
         rows = await self._db.execute_fetchall("PRAGMA user_version")
         return int(next(iter(rows))[0])
 
+    async def reserved(self, work: Callable[[Transaction], Awaitable[_T]]) -> _T:
+        """Run ``work`` in a transaction entitled to the reserve (``agent/reserve.py``).
+
+        Under a capped database it may grow past ``max_bytes`` by the reserve; on a full file system
+        the ballast is released and the transaction tried once more. :class:`StoreFull` only when
+        even the reserve is spent.
+        """
+        try:
+            async with self.transaction(reserved=True) as tx:
+                return await work(tx)
+        except StoreFull:
+            if self.reserve is None or not await asyncio.to_thread(self.reserve.release):
+                raise
+        async with self.transaction(reserved=True) as tx:
+            return await work(tx)
+
     @asynccontextmanager
-    async def transaction(self, mode: str = "IMMEDIATE", *, durable: bool = True) -> AsyncIterator[Transaction]:
+    async def transaction(
+        self, mode: str = "IMMEDIATE", *, durable: bool = True, reserved: bool = False
+    ) -> AsyncIterator[Transaction]:
         """One transaction under the store's lock: committed on success, rolled back on any error.
 
         ``durable=False`` commits without an fsync (``synchronous=NORMAL`` for that one transaction):
         a process crash keeps it, a power cut may lose it. Only for writes that are safe to lose.
+        ``reserved=True`` lets a capped database grow into the reserve (use :meth:`reserved`).
 
         Cancellation-safe: a statement awaited when the task is cancelled still runs in aiosqlite's
         thread, so ``BEGIN``, ``COMMIT`` and ``ROLLBACK`` are always awaited to completion, the
@@ -322,8 +372,11 @@ class Store:
         async with self._lock:
             tx = Transaction(self._db)
             cancelled = False
+            raised = reserved and self._reserved_pages > self._cap_pages
+            if raised:
+                cancelled = await _complete(self._db.execute(f"PRAGMA max_page_count = {self._reserved_pages}"))
             if not durable:
-                cancelled = await _complete(self._db.execute("PRAGMA synchronous = NORMAL"))
+                cancelled = await _complete(self._db.execute("PRAGMA synchronous = NORMAL")) or cancelled
             try:
                 cancelled = await _complete(self._db.execute(f"BEGIN {mode}")) or cancelled
                 if cancelled:
@@ -339,6 +392,10 @@ class Store:
             finally:
                 if not durable:
                     cancelled = await _complete(self._db.execute("PRAGMA synchronous = FULL")) or cancelled
+                if raised:  # SQLite keeps it at the file's size if the file grew past the cap meanwhile
+                    cancelled = (
+                        await _complete(self._db.execute(f"PRAGMA max_page_count = {self._cap_pages}")) or cancelled
+                    )
             for callback in tx._after:
                 callback()
             if cancelled:
@@ -352,10 +409,11 @@ class Store:
             services = await _select(tx, ServiceRow, "services ORDER BY rowid")
             signing = await _select(tx, SigningKeyRow, "signing_keys ORDER BY kid")
             clock = await _select(tx, Anchor, "clock")
+            roots = await _select(tx, RootRow, "roots ORDER BY kid")
         if len(projects) > 1:
             raise StoreCorrupt(f"{self.path}: {len(projects)} project rows, expected at most one")
         anchor = clock[0] if clock else None
-        return Snapshot(documents, projects[0] if projects else None, services, signing, anchor)
+        return Snapshot(documents, projects[0] if projects else None, services, signing, anchor, roots)
 
     async def save_anchor(self, anchor: Anchor) -> None:
         """Persist the clock's floor if it is later than the one stored."""

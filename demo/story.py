@@ -396,7 +396,10 @@ async def the_cloud(workdir: Path, interactive: bool = False) -> None:
             image.write_bytes(os.urandom(512 * 1024))
             rollouts.add_firmware(ledger, home / "images", "R29", version, image, f"release {version}", time.time())
         rollouts.add_upgrade(ledger, "up-1", "p-200", "R29", "29.30.10.1", time.time())
-        found = await until(lambda s: (s["firmware"]["job"] or {}).get("state") == "rolled_back", 90)
+        # rolled_back is recorded before the reboot into the old slot: wait until that slot runs again
+        found = await until(
+            lambda s: (s["firmware"]["job"] or {}).get("state") == "rolled_back" and s["firmware"]["slot"] == "a", 90
+        )
         await _poll(lambda: rollouts.statuses(ledger, "up-1") == {mac: "Failed"})  # serve takes the event
         say(f"    the device: job up-1 {found['firmware']['job']['state']} ({found['firmware']['job']['reason']});"
             f" still running {found['firmware']['version']} on slot {found['firmware']['slot']}")  # fmt: skip

@@ -318,10 +318,10 @@ async def test_events_are_refused_when_their_seqs_cannot_be_reserved(
     assert outbox is not None
     outbox._max_events = 100_000
 
-    def failing(*args: object) -> None:
+    def failing(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(sidecar, "save", failing)
+    monkeypatch.setattr(sidecar, "update", failing)
     results = await asyncio.gather(
         *(outbox.add(event(i=i)) for i in range(sidecar.RESERVATION + 500)), return_exceptions=True
     )

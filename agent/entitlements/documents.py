@@ -20,6 +20,7 @@ ENTITLEMENTS: Final = "entitlements"
 FIRMWARE_JOB: Final = "firmware-job"
 COMMAND: Final = "command"
 TYPES: Final = (TRUST, ENTITLEMENTS, FIRMWARE_JOB, COMMAND)
+ROOT_PROOF: Final = "root-proof"  # the typ of a proof of possession inside a trust document, never a topic's
 
 MAX_EPOCH: Final = 253_402_300_799  # 9999-12-31T23:59:59Z: beyond it datetimes cannot represent
 MAX_SEQ: Final = 2**63 - 1  # SQLite INTEGER
@@ -73,24 +74,45 @@ class Jwk(_Model):
         return self
 
 
-class SigningKeyEntry(_Model):
-    """One signing key listed by a trust document."""
+class RootEntry(_Model):
+    """A root key named by a trust document's ``roots`` (PROTOCOL.md "Root rotation")."""
 
     kid: str
     jwk: Jwk
-    not_after: AwareDatetime
 
     @model_validator(mode="after")
-    def _kid_is_thumbprint(self) -> SigningKeyEntry:
+    def _kid_is_thumbprint(self) -> RootEntry:
         if thumbprint(self.jwk.raw()) != self.kid:
             raise ValueError("kid is not the RFC 7638 thumbprint of jwk")
         return self
 
 
+# A document type a signing key may sign (PROTOCOL.md "Key scopes"). Names this agent does not know are
+# kept (a later contract may add a type) and simply never match a document it takes.
+ScopedTyp = Annotated[str, Field(pattern=r"^[a-z-]{1,32}$")]
+
+
+class SigningKeyEntry(RootEntry):
+    """One signing key listed by a trust document; ``typs`` (absent: all three) are what it may sign."""
+
+    not_after: AwareDatetime
+    typs: Annotated[tuple[ScopedTyp, ...], Field(max_length=16)] | None = None
+
+
 class TrustClaims(Claims):
-    """``trust``: the signing keys that may sign the other types; replaces the previous list whole."""
+    """``trust``: the signing keys that may sign the other types, replacing the previous list whole; and,
+    with ``roots``, the complete new set of root keys, each new one proven by a ``root_proofs`` entry."""
 
     keys: tuple[SigningKeyEntry, ...]
+    roots: Annotated[tuple[RootEntry, ...], Field(min_length=1, max_length=16)] | None = None
+    root_proofs: Annotated[tuple[Annotated[str, Field(max_length=4096)], ...], Field(max_length=16)] = ()
+
+
+class RootProofClaims(_Model):
+    """A ``root-proof``: the new root signs the very list and seq of the trust document that brings it."""
+
+    roots: tuple[RootEntry, ...]
+    seq: Annotated[int, Field(ge=0, le=MAX_SEQ)]
 
 
 class Project(_Model):

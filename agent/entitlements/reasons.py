@@ -23,6 +23,11 @@ EXPIRED: Final = "expired"  # exp not in the future of trusted time
 NOT_YET_VALID: Final = "not_yet_valid"  # nbf in the future of trusted time
 ROLLBACK: Final = "rollback"  # seq lower than the last accepted of that typ
 SEQ_REUSED: Final = "seq_reused"  # seq equal to the last accepted, but other content
+KEY_NOT_ALLOWED: Final = "key_not_allowed"  # the signing key's typs (trust document) do not include this typ
+BAD_ROOT_PROOF: Final = "bad_root_proof"  # a root rotation without a valid proof of possession for each new root
+# Not about the document: the device failed while handling the message (a defect). The message is
+# reported and dropped, and the very same payload is not handled again (agent/poison.py).
+INTERNAL_ERROR: Final = "internal_error"
 
 REFUSAL_REASONS: Final = frozenset(
     {
@@ -40,5 +45,8 @@ REFUSAL_REASONS: Final = frozenset(
         NOT_YET_VALID,
         ROLLBACK,
         SEQ_REUSED,
+        KEY_NOT_ALLOWED,
+        BAD_ROOT_PROOF,
+        INTERNAL_ERROR,
     }
 )

@@ -1,9 +1,11 @@
-"""Which keys may sign what (PROTOCOL.md "Trust").
+"""Which keys may sign what (PROTOCOL.md "Trust", "Key scopes", "Root rotation").
 
-Root keys come from the configuration and may sign any document. Signing keys come from the newest
-accepted ``trust`` document, which only a root key may sign; a newer one replaces the list whole,
-which is how keys rotate and are revoked. A signing key stops counting at its ``not_after`` and when
-the trust document that listed it stops being in force (its ``exp``).
+Root keys come from the configuration, until a trust document carrying ``roots`` replaces them
+(whole, across restarts), and may sign any document. Signing keys come from the newest accepted
+``trust`` document, which only a root key may sign; a newer one replaces the list whole, which is how
+keys rotate and are revoked. A signing key signs only the types its ``typs`` names (all three when
+absent): a billing signer that leaks cannot push firmware or open a door. It stops counting at its
+``not_after`` and when the trust document that listed it stops being in force (its ``exp``).
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ from agent.timefmt import to_rfc3339
 
 
 class SigningKey(NamedTuple):
-    """A key a trust document allows to sign entitlements, firmware jobs and commands."""
+    """A key a trust document allows to sign ``typs`` (None: entitlements, firmware jobs and commands)."""
 
     kid: str
     key: Ed25519PublicKey
     not_after: float
+    typs: frozenset[str] | None = None
 
 
 def load_root_key(path: Path) -> Ed25519PublicKey:
@@ -60,12 +63,24 @@ class KeyRing(NamedTuple):
         return cls(roots=MappingProxyType({key_thumbprint(k): k for k in roots}))
 
     def with_trust(self, claims: TrustClaims) -> KeyRing:
-        """The ring once ``claims`` is in force: its keys replace the previous signing keys whole."""
+        """The ring once ``claims`` is in force: its keys replace the previous signing keys whole, and its
+        ``roots``, if any, the root keys (their proofs were checked by ``intake.verify``)."""
         keys = [
-            SigningKey(entry.kid, Ed25519PublicKey.from_public_bytes(entry.jwk.raw()), entry.not_after.timestamp())
+            SigningKey(
+                entry.kid,
+                Ed25519PublicKey.from_public_bytes(entry.jwk.raw()),
+                entry.not_after.timestamp(),
+                None if entry.typs is None else frozenset(entry.typs),
+            )
             for entry in claims.keys
         ]
-        return self.with_signing_keys(keys, trust_exp=float(claims.exp))
+        ring = self if claims.roots is None else self.with_roots(entry.jwk.raw() for entry in claims.roots)
+        return ring.with_signing_keys(keys, trust_exp=float(claims.exp))
+
+    def with_roots(self, raw_keys: Iterable[bytes]) -> KeyRing:
+        """The ring with these root keys (raw 32 bytes each) in place of the current ones."""
+        roots = [Ed25519PublicKey.from_public_bytes(x) for x in raw_keys]
+        return self._replace(roots=MappingProxyType({key_thumbprint(k): k for k in roots}))
 
     def with_signing_keys(self, keys: Iterable[SigningKey], *, trust_exp: float) -> KeyRing:
         """The ring with ``keys`` (from a trust document in force until ``trust_exp``) as its signing keys."""
@@ -81,6 +96,9 @@ class KeyRing(NamedTuple):
             raise DocumentRefused(reasons.UNKNOWN_KID, f"no trusted key has kid {kid}")
         if typ == TRUST:
             raise DocumentRefused(reasons.ROOT_REQUIRED, f"a trust document must be signed by a root key, not {kid}")
+        if signing.typs is not None and typ not in signing.typs:
+            allowed = ", ".join(sorted(signing.typs)) or "nothing"
+            raise DocumentRefused(reasons.KEY_NOT_ALLOWED, f"key {kid} may sign {allowed}, not {typ}")
         if now >= self.trust_exp:
             raise DocumentRefused(
                 reasons.KEY_EXPIRED, f"the trust document listing {kid} expired at {to_rfc3339(self.trust_exp)}"

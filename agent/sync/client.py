@@ -34,6 +34,8 @@ _REFUSED_V3: Final = {
     5: "not authorized",
 }
 _REFUSED_V5: Final = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
+MAX_QUEUED_INCOMING: Final = 64
+MAX_PACKET_BYTES: Final = 320 * 1024  # a document is at most 256 KiB (PROTOCOL.md), plus topic and headers
 
 
 def tls_context(config: Config) -> ssl.SSLContext | None:
@@ -82,11 +84,15 @@ def make_client(config: Config, topics: Topics, *, tls: ssl.SSLContext | None) -
         "tls_context": tls,
         # paho's own window; our pump keeps at most mqtt.in_flight publishes pending
         "max_inflight_messages": max(20, mqtt.in_flight),
+        # Messages waiting for the receive loop. QoS 1 ones are bounded by the broker's window anyway;
+        # a flood at QoS 0 beyond this is dropped by aiomqtt (logged) rather than held in memory.
+        "max_queued_incoming_messages": MAX_QUEUED_INCOMING,
         "logger": paho_log,
     }
     if mqtt.protocol == "5":
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = mqtt.session_expiry
+        properties.MaximumPacketSize = MAX_PACKET_BYTES  # the broker drops larger messages for us
         client = aiomqtt.Client(
             mqtt.host,
             mqtt.port,

@@ -3,15 +3,24 @@
 Every payload goes through the core's verification for the type of its topic (a document on the
 wrong topic is refused). A refusal changes nothing held and becomes an event with its reason code:
 type ``entitlement`` for trust and entitlements documents, ``firmware`` for firmware jobs,
-``command`` for commands, kind ``rejected`` (PROTOCOL.md "Signed documents"). A command's effect and
-reply commit in the transaction that stores it (``agent/commands.py``).
+``command`` for commands, kind ``rejected`` (PROTOCOL.md "Signed documents"); a flood of them is
+coalesced into a count per reason and topic (``agent/refusals.py``). A command's effect and reply
+commit in the transaction that stores it (``agent/commands.py``).
 
-:meth:`Inbound.handle` returns whether the message may be acknowledged to the broker: not when its
-outcome could not be made durable (a full disk), so that the broker delivers it again.
+No message can end the daemon (issue 12). An unexpected exception while handling one is a defect:
+it is logged with its traceback (``message_failed``), reported as a refusal with reason
+``internal_error``, and the message is dropped; its payload is remembered (``agent/poison.py``) so
+that a retained message is not handled again at every connection or start.
+
+:meth:`Inbound.handle` says whether the message may be acknowledged to the broker: :attr:`Taken.LATER`
+when its outcome could not be made durable (a full disk, a locked or failing database), so that the
+session keeps it and hands it over again shortly (``agent/sync/session.py``), without waiting for a
+reconnect.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -23,10 +32,14 @@ from agent.device import Accepted, Device
 from agent.entitlements import reasons
 from agent.entitlements.documents import COMMAND, ENTITLEMENTS, FIRMWARE_JOB, TRUST, CommandClaims, FirmwareJobClaims
 from agent.entitlements.intake import Verified
-from agent.errors import DocumentRefused, StoreError, StoreFull
+from agent.errors import DocumentRefused, StoreError
 from agent.events import NewEvent
-from agent.outbox import Outbox, OutboxFull
+from agent.outbox import Outbox, OutboxFull, Queued
+from agent.poison import PoisonList
+from agent.refusals import Coalescer, Summary
 from agent.store import Transaction
+from agent.sync.session import Taken
+from agent.timefmt import to_rfc3339
 
 log = structlog.get_logger("agent.inbound")
 
@@ -40,6 +53,7 @@ class Inbound:
         self,
         device: Device,
         outbox: Outbox,
+        poison: PoisonList,
         *,
         on_change: Callable[[], None],
         on_resync: Callable[[], None],
@@ -47,6 +61,7 @@ class Inbound:
     ) -> None:
         self._device = device
         self._outbox = outbox
+        self._poison = poison
         self._on_change = on_change
         self._on_resync = on_resync
         self._on_restart = on_restart
@@ -56,12 +71,36 @@ class Inbound:
         self._awaiting_key: dict[str, bytes] = {}
         # Firmware jobs are judged in the transaction that stores them (firmware/engine.py); set by the daemon.
         self.on_firmware: Callable[[Transaction, FirmwareJobClaims], Awaitable[None]] | None = None
+        self._refusals = Coalescer()
+        self._window_opened = asyncio.Event()
+        self.failed = 0  # messages whose handling failed unexpectedly (for the status and the tests)
 
-    async def handle(self, typ: str, payload: bytes) -> bool:
+    async def handle(self, typ: str, payload: bytes) -> Taken:
         """Take one message of document type ``typ``; whether it may be acknowledged."""
         if not payload:
             log.info("retained_cleared", typ=typ)  # the cloud deleted a retained document: keep ours
-            return True
+            return Taken.YES
+        digest = hashlib.sha256(payload).digest()
+        if digest in self._poison:
+            log.info("message_skipped", typ=typ, reason="failed_before", payload_sha256=digest.hex())
+            return Taken.YES
+        try:
+            return await self._take(typ, payload)
+        except Exception as exc:  # a defect: report it, drop the message, never die of it (issue 12)
+            self.failed += 1
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            log.exception("message_failed", typ=typ, error=error, payload_sha256=digest.hex())
+            await self._report_refusal(
+                typ, DocumentRefused(reasons.INTERNAL_ERROR, f"the device failed handling it ({type(exc).__name__})"),
+                payload,
+            )  # fmt: skip
+            try:
+                await self._poison.remember(self._device.store, digest, typ, error, self._device.clock.now())
+            except StoreError as failure:
+                log.error("poison_not_recorded", typ=typ, error=str(failure))  # remembered in memory still
+            return Taken.YES
+
+    async def _take(self, typ: str, payload: bytes) -> Taken:
         try:
             if typ == COMMAND:
                 outcome = await self._command(payload)
@@ -74,21 +113,19 @@ class Inbound:
                 self._awaiting_key[typ] = payload
                 log.info("document_awaits_trust", typ=typ)
             await self._report_refusal(typ, refused, payload)
-            return True
-        except (OutboxFull, StoreFull) as exc:
+            return Taken.YES
+        except (OutboxFull, StoreError) as exc:  # a full disk, a locked or failing database: not now
             log.error("message_not_taken", typ=typ, error=str(exc))
-            return False
-        except StoreError as exc:  # a defect or a failing disk: one message must not stop the daemon
-            log.error("message_failed", typ=typ, error=str(exc))
-            return False
+            return Taken.LATER
         if isinstance(outcome, Accepted):
             self._on_change()
             if typ == TRUST and self._awaiting_key:
                 waiting, self._awaiting_key = self._awaiting_key, {}
                 for waiting_typ, waiting_payload in waiting.items():
                     log.info("document_judged_again", typ=waiting_typ)
-                    await self.handle(waiting_typ, waiting_payload)
-        return True
+                    if await self.handle(waiting_typ, waiting_payload) is Taken.LATER:
+                        self._awaiting_key.setdefault(waiting_typ, waiting_payload)
+        return Taken.YES
 
     async def _firmware(
         self, payload: bytes, admit: Callable[[Transaction, FirmwareJobClaims], Awaitable[None]]
@@ -130,15 +167,67 @@ class Inbound:
         return outcome
 
     async def _report_refusal(self, typ: str, refused: DocumentRefused, payload: bytes) -> None:
+        """Report a refusal (the first of its kind in a window at once, durably; the rest as a count)."""
         # The digest lets the cloud tell which of its documents this was; the token itself is not echoed.
-        data = {
-            "typ": typ,
-            "reason": refused.reason,
-            "detail": refused.detail[:500],
-            "token_sha256": hashlib.sha256(payload.strip()).hexdigest(),
-        }
-        event = NewEvent(_REFUSAL_TYPE.get(typ, "entitlement"), "rejected", typ, data, self._device.clock.now())
+        token_sha256 = hashlib.sha256(payload.strip()).hexdigest()
+        detail = refused.detail[:500]
+        now = self._device.clock.now()
+        mono = asyncio.get_running_loop().time()
+        if not self._refusals.offer(typ, refused.reason, detail, token_sha256, mono=mono, at=now):
+            return  # counted: reported with the others of its kind when the window ends
+        self._window_opened.set()
+        log.warning("document_refused", typ=typ, reason=refused.reason, detail=detail, token_sha256=token_sha256)
+        data = {"typ": typ, "reason": refused.reason, "detail": detail, "token_sha256": token_sha256, "count": 1}
         try:
-            await self._outbox.add(event)
-        except (OutboxFull, StoreFull) as exc:
+            await self._outbox.add(NewEvent(_REFUSAL_TYPE.get(typ, "entitlement"), "rejected", typ, data, now))
+        except (OutboxFull, StoreError) as exc:
             log.error("refusal_not_reported", typ=typ, reason=refused.reason, error=str(exc))
+
+    def _report_summary(self, summary: Summary) -> None:
+        log.warning(
+            "document_refused_coalesced", typ=summary.typ, reason=summary.reason, count=summary.refused,
+            first_at=to_rfc3339(summary.first_at), last_at=to_rfc3339(summary.last_at),
+        )  # fmt: skip
+        data = {
+            "typ": summary.typ,
+            "reason": summary.reason,
+            "detail": summary.detail,
+            "token_sha256": summary.token_sha256,
+            "count": summary.refused,
+            "coalesced": True,
+            "first_at": to_rfc3339(summary.first_at),
+            "last_at": to_rfc3339(summary.last_at),
+        }
+        event = NewEvent(_REFUSAL_TYPE.get(summary.typ, "entitlement"), "rejected", summary.typ, data, summary.last_at)
+        self._outbox.add(event).add_done_callback(_reported(summary))
+
+    async def run(self) -> None:
+        """Report the counts of coalesced refusals as their windows end; at a stop, report what is left."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                due = self._refusals.next_due()
+                self._window_opened.clear()
+                if due is None:
+                    await self._window_opened.wait()
+                    continue
+                try:
+                    async with asyncio.timeout(max(0.0, due - loop.time())):
+                        await asyncio.Event().wait()
+                except TimeoutError:
+                    pass
+                for summary in self._refusals.due(loop.time()):
+                    self._report_summary(summary)
+        finally:
+            for summary in self._refusals.drain():  # queued now: the outbox commits them as it closes
+                self._report_summary(summary)
+
+
+def _reported(summary: Summary) -> Callable[[asyncio.Future[Queued]], None]:
+    def done(future: asyncio.Future[Queued]) -> None:
+        if not future.cancelled() and (exc := future.exception()) is not None:
+            log.error(
+                "refusal_not_reported", typ=summary.typ, reason=summary.reason, count=summary.refused, error=str(exc)
+            )
+
+    return done

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Awaitable, Callable
+from enum import Enum
 from typing import Final
 
 import aiomqtt
@@ -35,6 +36,15 @@ from agent.sync.topics import Topics
 log = structlog.get_logger("agent.session")
 
 _GOODBYE_SECONDS: Final = 1.5
+_RETRY_MIN: Final = 0.1  # a message not taken (a full disk) is handed over again after this, doubling
+_RETRY_MAX: Final = 2.0  # ... up to this: space that returns is seen within about two seconds
+
+
+class Taken(Enum):
+    """What the handler made of one message (the session acknowledges it, or hands it over again)."""
+
+    YES = "yes"  # handled (accepted, refused, or failed and reported): acknowledge it
+    LATER = "later"  # its outcome could not be made durable now: keep it unacknowledged, hand it over again
 
 
 class SubscriptionRefused(aiomqtt.MqttError):
@@ -67,7 +77,7 @@ class Session:
         config: Config,
         topics: Topics,
         *,
-        handle: Callable[[str, bytes], Awaitable[bool]],
+        handle: Callable[[str, bytes], Awaitable[Taken]],
         outbox: Outbox,
         state: Callable[[], Awaitable[StateReport]],
         clock: TrustedClock,
@@ -83,6 +93,7 @@ class Session:
         self._tls = mqtt.tls_context(config)
         self._backoff = Backoff(config.mqtt.reconnect_min, config.mqtt.reconnect_max)
         self._refused_backoff = Backoff(config.mqtt.refused_min, config.mqtt.refused_max)
+        self._retry = Backoff(_RETRY_MIN, _RETRY_MAX)
         self.state_changed = asyncio.Event()
         self.force_state = False
         self.connected = asyncio.Event()
@@ -171,9 +182,17 @@ class Session:
                 mqtt.acknowledge(client, message)
                 log.warning("mqtt_stray_message", topic=str(message.topic))
                 continue
-            payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
-            if await self._handle(typ, bytes(payload)):
-                mqtt.acknowledge(client, message)
+            payload = bytes(message.payload) if isinstance(message.payload, bytes | bytearray) else b""
+            attempt = 0
+            while await self._handle(typ, payload) is Taken.LATER:
+                # Not durable now (a full disk): keep it, unacknowledged, and hand it over again soon, so
+                # that it is taken as soon as space returns rather than at the next reconnect. Later
+                # messages wait behind it: taking them out of order could put an older document last.
+                delay = self._retry.delay(attempt, self._rng)
+                attempt += 1
+                log.info("message_retry_wait", typ=typ, seconds=round(delay, 2), attempt=attempt)
+                await asyncio.sleep(delay)
+            mqtt.acknowledge(client, message)
 
     async def _pump(self, client: aiomqtt.Client) -> None:
         outbox, topics = self._outbox, self._topics
