@@ -294,11 +294,11 @@ def simulate(config_file: str | None, kind: str, source: str | None, data_text: 
     Prints what the daemon did and why; exits 0 once the resulting events are durable, 2 on a bad
     kind, bad JSON or no running daemon (docs/drivers.md lists the kinds and their data).
     """
-    from agent import control
+    from agent import boundedjson, control
     from agent.config import config_path, load_config
 
     try:
-        data = json.loads(data_text)
+        data = boundedjson.loads(data_text)
     except ValueError as exc:
         _fail(f"--data is not JSON: {exc}")
     try:

@@ -22,6 +22,7 @@ import structlog
 
 from agent import boundedjson
 from agent.errors import EdgeAgentError
+from agent.faults import fault_point
 
 log = structlog.get_logger("agent.control")
 
@@ -127,7 +128,10 @@ class ControlServer:
                 raise ControlError("bad_request", f"a request line may be at most {MAX_LINE} bytes")
             handler = self._handlers.get(op) if isinstance(op, str) else None
             if handler is None:
-                raise ControlError("unknown_op", f"op {op!r} is not one of {', '.join(sorted(self._handlers))}")
+                raise ControlError(
+                    "unknown_op", f"op {str(op)[:40]!r} is not one of {', '.join(sorted(self._handlers))}"
+                )
+            fault_point(f"control:{op}")
             return {"id": request_id, "ok": True, **await handler(request)}
         except ControlError as exc:
             return {"id": request_id, "ok": False, "error": {"code": exc.code, "message": str(exc)}}

@@ -56,6 +56,7 @@ RAISABLE: Final = frozenset({"alarm", "sensor", "call_alert", "door_log", "healt
 _STOP_SECONDS: Final = 3.0
 _CLOCK_EVERY: Final = 60.0
 _REPLY_WAIT: Final = 2.0
+_RESERVE_EVERY: Final = 2.0  # how often a spent reserve is tried again
 
 
 class Outcome(Enum):
@@ -279,11 +280,14 @@ class Daemon:
 
     async def _housekeeping(self) -> None:
         since_clock = 0.0
+        reserve = self.device.store.reserve
         while True:
             await self._refresh_when_possible()
             now = self.device.clock.now()
             upcoming = policy.next_expiry(self.device.entitlements, now)
             wait = _CLOCK_EVERY if upcoming is None else min(_CLOCK_EVERY, max(0.01, upcoming - now))
+            if reserve is not None and reserve.size and not await asyncio.to_thread(reserve.restore):
+                wait = min(wait, _RESERVE_EVERY)  # spent on a full disk: put back as soon as there is room
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), wait)
             self._poke.clear()
@@ -384,7 +388,15 @@ class Daemon:
             "held": await self.outbox.held(),
             "evicted": dict(self.outbox.evicted),
         }
+        reserve = self.device.store.reserve
+        status["reserve"] = None if reserve is None else {
+            "bytes": reserve.size, "held": reserve.held, "released": reserve.released,
+        }  # fmt: skip
         status["connected"] = self.session.connected.is_set()
+        status["inbound"] = {
+            "dropped": self.session.dropped,  # in floods, beyond the receive queue
+            "failed": self.inbound.failed,  # handling tripped a defect: reported and dropped
+        }
         status["drivers"] = self.local.status()
         status["firmware"] = await self.firmware.status()
         status["firmware_version"] = status["firmware"]["version"]

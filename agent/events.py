@@ -33,6 +33,9 @@ PRIORITY: Final[Mapping[str, int]] = {
 }
 REPLY_PRIORITY: Final = 3
 HIGHEST_PRIORITY: Final = 3
+# What may spend the data directory's reserve on a full disk (agent/reserve.py): what the hardware
+# reported, which nothing else records.
+RESERVED_TYPES: Final = frozenset({"alarm", "sensor", "call_alert", "door_log"})
 
 # The decision that must allow an event out; while it is denied the event is held, never dropped
 # (DOMAIN.md: a device with limited doors cannot report alarms; no call alerts without the service).

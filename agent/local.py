@@ -30,6 +30,7 @@ from agent.drivers import mr01
 from agent.drivers.interfaces import Outputs, perform
 from agent.errors import StoreFull
 from agent.events import GATES, NewEvent
+from agent.faults import fault_point
 from agent.outbox import Outbox, OutboxFull, Queued
 from agent.reactions import Context, LocalState, Reaction, react
 from agent.stimuli import Stimulus
@@ -108,6 +109,7 @@ class LocalSide:
 
     # -- handling ------------------------------------------------------------------------------------
     def _react(self, stimulus: Stimulus) -> tuple[Reaction, list[asyncio.Future[Queued]]]:
+        fault_point(f"stimulus:{stimulus.kind}")
         reaction = react(stimulus, self.context(), self.state)
         for action in reaction.actions:
             perform(self.outputs, action)

@@ -21,8 +21,12 @@ Theory of operation.
 * **Bounded.** At ``max_events`` a new event evicts the oldest row of the lowest priority class, if
   that class is not above its own (health first, then door logs, then the device's own reports;
   alarms, call alerts, sensor events and replies last); otherwise the new event is refused with
-  :class:`OutboxFull`. On a full disk, low-priority events are refused and high-priority ones make
-  room by evicting low-priority rows. Each eviction is counted per type and reported.
+  :class:`OutboxFull`. The depth is counted from the rows each commit changes, so it is what is
+  stored, whatever the interleaving (a row evicted while its publish was in flight included).
+  On a full disk, rows kept for replay go first; alarms, sensor events, call alerts and door logs
+  then spend the data directory's reserve (``agent/reserve.py``), and once it is spent the most
+  urgent make room by evicting as at the cap; everything else is refused until space returns.
+  Each eviction is counted per type and reported.
 
 Events raised together with other writes (a command's reply, an expiry notice) are queued inside
 the caller's transaction with :meth:`add_in` / :meth:`reply_in`: they commit, or not, with it.
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,6 +52,7 @@ from agent.events import (
     HIGHEST_PRIORITY,
     PRIORITY,
     REPLY_PRIORITY,
+    RESERVED_TYPES,
     NewEvent,
     event_body,
     uuid7,
@@ -275,6 +281,13 @@ class Outbox:
                 if item.future is not None and not item.future.done():
                     item.future.set_exception(OutboxFull("the outbox writer has stopped"))
 
+    async def flush(self) -> None:
+        """Return once everything queued so far, acknowledgements included, is committed (writer running)."""
+        while self._pending or self._acks or not self._idle.is_set():
+            self._wake.set()
+            self._urgent.set()
+            await asyncio.sleep(0.001)
+
     async def close(self) -> None:
         """Finish what is queued (the writer must be running), then write the sidecar exact."""
         self._closing = True
@@ -286,7 +299,7 @@ class Outbox:
     async def _write(self, batch: list[_Pending], acks: set[int]) -> None:
         self.batches += 1
         try:
-            await self._reserve(self._next_seq + len(batch))  # before any of these seqs can be committed
+            await self._reserve_seqs(len(batch), spend_reserve=any(p.event.type in RESERVED_TYPES for p in batch))
         except OSError as exc:  # no seq may be given out that the sidecar does not cover
             refusal = OutboxFull(f"cannot reserve event seqs in the sidecar file: {exc.strerror or exc}")
             for item in batch:
@@ -315,8 +328,10 @@ class Outbox:
                     item.future.set_exception(outcome)
 
     async def _write_when_full(self, batch: list[_Pending], acks: set[int]) -> list[Queued | OutboxFull]:
-        """The disk is full: acknowledgements first, then room for high-priority events only, made by
-        dropping the rows kept for replay, then by evicting as at the cap (lowest class, oldest, first)."""
+        """The disk is full: acknowledgements first; then the rows kept for replay give way; then the
+        events entitled to the reserve (alarms, sensor events, call alerts, door logs) spend it
+        (``agent/reserve.py``); once it is spent, the most urgent evict as at the cap (lowest class,
+        oldest, first). Everything else is refused until space returns."""
         if acks:
             try:
                 async with self._store.transaction() as tx:
@@ -330,11 +345,29 @@ class Outbox:
             with contextlib.suppress(StoreFull):
                 async with self._store.transaction() as tx:
                     return await self._insert(tx, batch)
-        urgent = [i for i, p in enumerate(batch) if PRIORITY[p.event.type] >= HIGHEST_PRIORITY]
         outcomes: list[Queued | OutboxFull] = [
-            OutboxFull(f"the disk is full: a {p.event.type} event was refused (alarms and sensor events still get in)")
+            OutboxFull(
+                f"the disk is full: a {p.event.type} event was refused (alarms, sensor events, call alerts and "
+                "door logs still get in)"
+            )
             for p in batch
         ]
+        entitled = [i for i, p in enumerate(batch) if p.event.type in RESERVED_TYPES]
+        if entitled:
+            try:
+                inserted = await self._store.reserved(lambda tx: self._insert(tx, [batch[i] for i in entitled]))
+            except StoreFull:
+                await self._evict_for_urgent(batch, outcomes)
+            else:
+                for i, outcome in zip(entitled, inserted, strict=True):
+                    outcomes[i] = outcome
+        admitted = sum(isinstance(o, Queued) for o in outcomes)
+        log.warning("outbox_disk_full", refused=len(batch) - admitted, admitted=admitted)
+        return outcomes
+
+    async def _evict_for_urgent(self, batch: list[_Pending], outcomes: list[Queued | OutboxFull]) -> None:
+        """The reserve is spent: alarms, sensor events and call alerts make room by evicting as at the cap."""
+        urgent = [i for i, p in enumerate(batch) if PRIORITY[p.event.type] >= HIGHEST_PRIORITY]
         # Evict more each round: a new row needs whole free pages, and only rows evicted oldest-first
         # (contiguous in the table) empty whole pages.
         count, evicted = 16 * len(urgent), 0
@@ -346,30 +379,30 @@ class Outbox:
             except StoreFull:
                 if evicted < count:  # nothing more may go: what was evicted stays (rolled back), alarms refused
                     for i in urgent:
-                        outcomes[i] = OutboxFull("the disk is full and nothing more may be evicted")
-                    break
+                        outcomes[i] = OutboxFull("the disk is full, the reserve is spent and nothing may be evicted")
+                    return
                 count *= 4
                 continue
             for i, outcome in zip(urgent, inserted, strict=True):
                 outcomes[i] = outcome
-            break
-        log.warning("outbox_disk_full", refused=sum(isinstance(o, OutboxFull) for o in outcomes), admitted=len(urgent))
-        return outcomes
+            return
 
     async def _mark_sent(self, tx: Transaction, acks: set[int]) -> None:
         if not acks:
             return
         ordered = sorted(acks)
         now = self._clock.now()
-        await tx.executemany(  # PUBACKs come nearly in order: one statement per contiguous run of ids
+        # PUBACKs come nearly in order: one statement per contiguous run of ids. A row may be gone by
+        # now (evicted while its publish was in flight): only the rows this changes leave the queue.
+        marked = await tx.executemany(
             "UPDATE outbox SET sent_at = ? WHERE id BETWEEN ? AND ? AND sent_at IS NULL",
             [(now, first, last) for first, last in _runs(ordered)],
         )
-        await self._prune(tx, keep=self._keep_sent, adding=len(ordered))
+        await self._prune(tx, keep=self._keep_sent, adding=marked)
 
         def sent() -> None:
-            self.depth -= len(ordered)
-            self.sent += len(ordered)
+            self.depth -= marked
+            self.sent += marked
             self.acknowledged.difference_update(ordered)
             self.drained.set()
             if self._on_acknowledged is not None:
@@ -494,6 +527,18 @@ class Outbox:
 
         tx.after_commit(evicted)
 
+    async def _reserve_seqs(self, count: int, *, spend_reserve: bool) -> None:
+        """Reserve ``count`` more seqs in the sidecar; on a full disk, an alarm may spend the ballast for it."""
+        try:
+            await self._reserve(self._next_seq + count)  # before any of these seqs can be committed
+        except OSError as exc:
+            reserve = self._store.reserve
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not spend_reserve or reserve is None:
+                raise
+            if not await asyncio.to_thread(reserve.release):
+                raise
+            await self._reserve(self._next_seq + count)
+
     async def _reserve(self, up_to: int) -> None:
         """Make sure the sidecar reserves every seq below ``up_to`` before any of them is committed."""
         if up_to < self._reserved:
@@ -509,8 +554,16 @@ class Outbox:
         from which seq the outbox still keeps sent events (anything older is gone).
         """
         upper = to_seq if to_seq is not None else self._next_seq
+        # The queue's bound holds for replays too: at most as many as there is room for, oldest first;
+        # the cloud asks again from its next gap once they are in.
+        room = max(0, self._max_events - self.depth)
         replayed = await tx.execute(
-            "UPDATE outbox SET sent_at = NULL WHERE seq BETWEEN ? AND ? AND sent_at IS NOT NULL", (from_seq, upper)
+            "UPDATE outbox SET sent_at = NULL WHERE id IN (SELECT id FROM outbox WHERE seq BETWEEN ? AND ? "
+            "AND sent_at IS NOT NULL ORDER BY id LIMIT ?)",
+            (from_seq, upper, room),
+        )
+        left = await tx.fetchone(
+            "SELECT COUNT(*) FROM outbox WHERE seq BETWEEN ? AND ? AND sent_at IS NOT NULL", (from_seq, upper)
         )
         row = await tx.fetchone("SELECT MIN(seq) FROM outbox WHERE seq IS NOT NULL")
         kept_from = row[0] if row is not None and row[0] is not None else self._next_seq
@@ -523,7 +576,10 @@ class Outbox:
 
         tx.after_commit(requeued)
         log.info("outbox_replay", from_seq=from_seq, to_seq=upper, replayed=replayed, kept_from=kept_from)
-        return {"replayed": replayed, "kept_from_seq": kept_from, "next_seq": self._next_seq}
+        reply = {"replayed": replayed, "kept_from_seq": kept_from, "next_seq": self._next_seq}
+        if left and left[0]:
+            reply["not_replayed"] = int(left[0])  # no room in the queue now: ask again later
+        return reply
 
     # -- the pump's side -----------------------------------------------------------------------------
     def acknowledge(self, row_id: int) -> None:

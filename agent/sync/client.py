@@ -34,7 +34,12 @@ _REFUSED_V3: Final = {
     5: "not authorized",
 }
 _REFUSED_V5: Final = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
-MAX_QUEUED_INCOMING: Final = 64
+# Messages waiting for the receive loop. A broker bounds the QoS 1 messages it has in flight to a
+# client (Mosquitto: 20 per client; NATS: max_ack_pending per subscription, 64 in deploy/nats, four
+# subscriptions) below this, so floods wait in the broker; one that does not (amqtt) gets the excess
+# dropped here, counted, and (unacknowledged) delivered again on the next connection by brokers that
+# keep sessions. With documents of at most 256 KiB (MAX_PACKET_BYTES) this bounds the memory.
+MAX_QUEUED_INCOMING: Final = 256
 MAX_PACKET_BYTES: Final = 320 * 1024  # a document is at most 256 KiB (PROTOCOL.md), plus topic and headers
 
 
@@ -51,7 +56,8 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
 
 
 class PahoErrors(logging.Handler):
-    """The last warning or error paho logged for one client: the real cause behind aiomqtt's "timed out".
+    """The last warning or error paho logged for one client: the real cause behind aiomqtt's "timed out";
+    and how many inbound messages aiomqtt dropped because the receive loop was behind (a flood).
 
     With TLS 1.3 a server that refuses the client's certificate says so *after* the handshake; paho
     logs the alert and drops the connection, and aiomqtt, still waiting for CONNACK, only times out.
@@ -60,10 +66,15 @@ class PahoErrors(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.last: str | None = None
+        self.dropped = 0  # inbound messages aiomqtt discarded: its queue (MAX_QUEUED_INCOMING) was full
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Keep the message."""
-        self.last = record.getMessage()
+        """Keep the message; count the inbound messages dropped in a flood."""
+        message = record.getMessage()
+        if message.startswith("Message queue is full"):
+            self.dropped += 1
+            return
+        self.last = message
 
 
 def make_client(config: Config, topics: Topics, *, tls: ssl.SSLContext | None) -> tuple[aiomqtt.Client, PahoErrors]:
@@ -84,8 +95,6 @@ def make_client(config: Config, topics: Topics, *, tls: ssl.SSLContext | None) -
         "tls_context": tls,
         # paho's own window; our pump keeps at most mqtt.in_flight publishes pending
         "max_inflight_messages": max(20, mqtt.in_flight),
-        # Messages waiting for the receive loop. QoS 1 ones are bounded by the broker's window anyway;
-        # a flood at QoS 0 beyond this is dropped by aiomqtt (logged) rather than held in memory.
         "max_queued_incoming_messages": MAX_QUEUED_INCOMING,
         "logger": paho_log,
     }

@@ -34,6 +34,7 @@ from agent.entitlements.documents import COMMAND, ENTITLEMENTS, FIRMWARE_JOB, TR
 from agent.entitlements.intake import Verified
 from agent.errors import DocumentRefused, StoreError
 from agent.events import NewEvent
+from agent.faults import fault_point
 from agent.outbox import Outbox, OutboxFull, Queued
 from agent.poison import PoisonList
 from agent.refusals import Coalescer, Summary
@@ -101,6 +102,7 @@ class Inbound:
             return Taken.YES
 
     async def _take(self, typ: str, payload: bytes) -> Taken:
+        fault_point(f"inbound:{typ}")
         try:
             if typ == COMMAND:
                 outcome = await self._command(payload)

@@ -100,6 +100,14 @@ class Session:
         self.connections = 0  # successful connections so far (for metrics and tests)
         self.failures = 0  # connections lost or refused so far
         self.failed = asyncio.Event()  # set after each one
+        self._dropped_before = 0  # inbound messages dropped in floods, by connections that ended
+        self._paho: mqtt.PahoErrors | None = None
+
+    @property
+    def dropped(self) -> int:
+        """Inbound messages dropped in floods so far: beyond ``MAX_QUEUED_INCOMING`` waiting, a broker that
+        does not bound what it has in flight (amqtt) gets them dropped rather than held in memory."""
+        return self._dropped_before + (self._paho.dropped if self._paho is not None else 0)
 
     def republish_state(self, *, force: bool = False) -> None:
         """Publish the state report again (when it changed; always when ``force``)."""
@@ -111,6 +119,7 @@ class Session:
         attempt = 0
         while True:
             client, paho_errors = mqtt.make_client(self._config, self._topics, tls=self._tls)
+            self._paho = paho_errors
             refused = False
             try:
                 async with client:
@@ -130,6 +139,10 @@ class Session:
                 self.failed.set()
             finally:
                 self.connected.clear()
+                if paho_errors.dropped:
+                    log.error("mqtt_inbound_dropped", count=paho_errors.dropped, queue=mqtt.MAX_QUEUED_INCOMING)
+                self._dropped_before += paho_errors.dropped
+                self._paho = None
             backoff = self._refused_backoff if refused else self._backoff
             delay = backoff.delay(attempt, self._rng)
             attempt += 1
