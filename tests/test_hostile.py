@@ -72,7 +72,7 @@ def test_a_nesting_bomb_in_the_header_is_refused_as_malformed(header: str, detai
 
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(alphabet="[]{}\"\\ab", max_size=5),
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab', max_size=5),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=3),
     max_leaves=30,
 )
@@ -296,6 +296,7 @@ async def test_a_flood_of_refused_documents_keeps_the_bound_and_the_alarms(
             await asyncio.gather(*(cloud.publish("entitlements", f) for f in forgeries[start : start + 10]))
             if start % 500 == 0:
                 depths.append(_queued(daemon.data_dir))
+
         # Every one is counted, or dropped in the flood (and counted as dropped): amqtt does not bound what
         # it has in flight to a client, so the device's receive queue fills; Mosquitto and NATS never do.
         def accounted(status: dict[str, Any]) -> bool:

@@ -13,9 +13,10 @@ import pytest
 from agent import control
 from agent.store import DB_NAME
 from tests.brokers import Broker
-from tests.daemons import device_config, raise_burst, raise_event
+from tests.cloud import CloudPeer
+from tests.daemons import ProcessDaemon, device_config, raise_burst, raise_event
 from tests.partition import Partition
-from tests.sync_support import Docs, acknowledged, delivered, provisioned, status_until
+from tests.sync_support import PAID, Docs, acknowledged, delivered, mode_is, provisioned, status_until
 
 
 @pytest.fixture
@@ -140,3 +141,48 @@ async def test_a_corrupt_database_is_quarantined_and_the_device_recovers(
     assert list(daemon.data_dir.glob(f"{DB_NAME}.corrupt-*")), "the corrupt file was not kept aside"
     assert "store_quarantined" in [e.get("event") for e in daemon.log_events()]
     cloud.assert_exactly_once(acked)
+
+
+async def test_after_a_quarantine_a_superseded_document_is_still_a_rollback(
+    broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs
+) -> None:
+    """The database that knew seq 2 is lost; the retained slot now holds seq 1 (replayed by whoever can
+    publish there): the fresh database refuses it as a rollback (the sidecar keeps the high-water marks),
+    takes seq 2 again when it comes, and a renewal after it."""
+    config_file = device_config(tmp_path / "device", broker, root_pem)
+    daemon = ProcessDaemon(config_file)
+    async with CloudPeer(broker) as cloud:
+        superseded = docs.entitlements(PAID)
+        await cloud.publish("trust", docs.trust(), retain=True)
+        await cloud.publish("entitlements", superseded, retain=True)
+        await daemon.start()
+        try:
+            await _superseded_after_quarantine(daemon, cloud, docs, superseded)
+        finally:
+            await daemon.stop()
+
+
+async def _superseded_after_quarantine(daemon: ProcessDaemon, cloud: CloudPeer, docs: Docs, superseded: str) -> None:
+    """Seq 2 taken, the database corrupted, seq 1 retained in its place; then seq 2 and 3 again."""
+    await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
+    current = docs.entitlements(PAID)
+    await cloud.publish("entitlements", current, retain=True)
+    await cloud.wait_until(lambda: mode_is(cloud, "normal", 2))
+    code, _ = await daemon.stop()
+    assert code == 0
+    database = daemon.data_dir / DB_NAME
+    for leftover in (database.with_name(DB_NAME + "-wal"), database.with_name(DB_NAME + "-shm")):
+        leftover.unlink(missing_ok=True)
+    database.write_bytes(b"\x00corrupted by the test\x00" * 2000)
+    await cloud.publish("entitlements", superseded, retain=True)  # seq 1 again in the retained slot
+    await daemon.start()
+    await cloud.wait_until(
+        lambda: any(e["kind"] == "rejected" and e["data"]["reason"] == "rollback" for e in cloud.events.values()),
+        what="the rollback refused",
+    )
+    status = await status_until(daemon.data_dir, lambda s: s["trust"] is not None)
+    assert status["document"] is None, "the superseded document was accepted after the quarantine"
+    await cloud.publish("entitlements", current, retain=True)
+    await status_until(daemon.data_dir, lambda s: (s["document"] or {}).get("seq") == 2)
+    await cloud.publish("entitlements", docs.entitlements(PAID), retain=True)
+    await cloud.wait_until(lambda: mode_is(cloud, "normal", 3))

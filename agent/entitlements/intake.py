@@ -102,7 +102,10 @@ def verify(
     if held is not None and held.stored and held.digest == digest:
         return Duplicate(parsed.typ, held.seq)
 
-    jws.verify_signature(parsed, keyring.key_for(parsed.kid, parsed.typ, now))
+    # A document that may vouch for a correction is judged at the corrected time throughout, key
+    # validity included; if it turns out not to vouch (below), the key is judged again at ``now``.
+    key_time = now if correctable is None else min(now, correctable.to)
+    jws.verify_signature(parsed, keyring.key_for(parsed.kid, parsed.typ, key_time))
 
     try:
         claims = model.model_validate_json(parsed.payload)
@@ -116,6 +119,8 @@ def verify(
     if correctable is not None and fresh and claims.iat <= correctable.wall + SKEW:
         clock_to = max(correctable.to, float(claims.iat))  # the document vouches for the wall clock
         now = clock_to
+    elif key_time != now:
+        keyring.key_for(parsed.kid, parsed.typ, now)
     if claims.exp <= now:
         raise DocumentRefused(reasons.EXPIRED, f"exp {to_rfc3339(claims.exp)} is not after {to_rfc3339(now)}")
     if claims.nbf is not None and claims.nbf > now:
