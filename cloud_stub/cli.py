@@ -16,7 +16,8 @@ from cloud_stub.keys import load_private_key, write_keypair
 
 
 class BrokerAddress(click.ParamType[tuple[str, int]]):
-    """``mqtt://HOST[:PORT]`` (1883 by default) as ``(host, port)``; anything else is refused."""
+    """``mqtt://HOST[:PORT]`` (1883 by default) or ``mqtts://HOST[:PORT]`` (8883) as ``(host, port)``; anything
+    else is refused. TLS itself is asked for by ``serve --ca-file``."""
 
     name = "mqtt://HOST:PORT"
 
@@ -27,11 +28,11 @@ class BrokerAddress(click.ParamType[tuple[str, int]]):
 
         try:
             parts = urlsplit(str(value))
-            port = parts.port or 1883
+            port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
         except ValueError as exc:
             self.fail(f"{value!r}: {exc}", param, ctx)
-        if parts.scheme != "mqtt" or not parts.hostname or parts.path not in ("", "/"):
-            self.fail(f"{value!r} is not mqtt://HOST[:PORT]", param, ctx)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or parts.path not in ("", "/"):
+            self.fail(f"{value!r} is not mqtt://HOST[:PORT] (or mqtts://)", param, ctx)
         return parts.hostname, port
 
 
@@ -472,22 +473,46 @@ def alarms(ctx: click.Context, project: str) -> None:
     _run(ctx, lambda book: ingest.alarms(book, project))
 
 
+PURPOSE = click.Choice(["billing", "releases", "commands"])
+
+
 @main.command("rotate-key")
+@click.option("--purpose", type=PURPOSE, help="The signer to rotate: billing (entitlements), releases (firmware"
+              " jobs) or commands. Default: all three.")  # fmt: skip
 @click.pass_context
-def rotate_key(ctx: click.Context) -> None:
-    """Bring in a new signing key (listed beside the old one until retire-keys)."""
+def rotate_key(ctx: click.Context, purpose: str | None) -> None:
+    """Bring in a new signer (listed beside the old one until retire-keys); prints the new kids."""
     from cloud_stub import trustkeys
 
-    _run(ctx, lambda book: trustkeys.rotate(book, ctx.obj.home / "keys", time.time()))
+    _run(ctx, lambda book: trustkeys.rotate(book, ctx.obj.home / "keys", time.time(), purpose))
 
 
 @main.command("retire-keys")
+@click.option("--purpose", type=PURPOSE, help="Only this signer's old keys (default: every one no longer signing).")
 @click.pass_context
-def retire_keys(ctx: click.Context) -> None:
+def retire_keys(ctx: click.Context, purpose: str | None) -> None:
     """Drop the signing keys no longer in use from the trust document."""
     from cloud_stub import trustkeys
 
-    _run(ctx, trustkeys.retire)
+    _run(ctx, lambda book: trustkeys.retire(book, purpose))
+
+
+@main.command("rotate-root")
+@click.pass_context
+def rotate_root(ctx: click.Context) -> None:
+    """Make a new root key: trust documents carry old and new (with the new one's proof), signed by the old."""
+    from cloud_stub import trustkeys
+
+    _run(ctx, lambda book: trustkeys.rotate_root(book, ctx.obj.home / "keys", time.time()))
+
+
+@main.command("retire-root")
+@click.pass_context
+def retire_root(ctx: click.Context) -> None:
+    """Drop the old root once every device has taken the rotation: the new root signs trust from now on."""
+    from cloud_stub import trustkeys
+
+    _run(ctx, trustkeys.retire_root)
 
 
 @main.command()
@@ -499,6 +524,16 @@ def retire_keys(ctx: click.Context) -> None:
 @click.option("--port", default=1883, show_default=True, help="The embedded broker's port.")
 @click.option("--images-port", default=8080, show_default=True, help="The image server's port (0: any free one).")
 @click.option("--interval", default=5.0, show_default=True, help="Seconds between passes (changes are seen at once).")
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Connect with TLS, verifying the broker against this CA (mqtts://).")  # fmt: skip
+@click.option(
+    "--cert-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The cloud's client certificate, for a broker that requires one (mutual TLS; with --key-file).",
+)
+@click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--image-base", help="Where devices fetch images: the URL firmware jobs name, up to the model's"
+              " directory (default: the image server started here).")  # fmt: skip
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -508,14 +543,34 @@ def serve(
     port: int,
     images_port: int,
     interval: float,
+    ca_file: Path | None,
+    cert_file: Path | None,
+    key_file: Path | None,
+    image_base: str | None,
 ) -> None:
     """Issue documents, take what devices send, serve images: until interrupted."""
     import asyncio
+    import ssl
+    from urllib.parse import urlsplit
 
     from agent import logs
     from cloud_stub.images import ImageServer
     from cloud_stub.service import CloudService
 
+    if (cert_file is None) != (key_file is None):
+        raise click.UsageError("--cert-file and --key-file go together (mutual TLS needs both)")
+    if (cert_file is not None and ca_file is None) or (ca_file is not None and not brokers):
+        raise click.UsageError("TLS needs --ca-file and a --broker (the embedded broker speaks plain MQTT)")
+    if image_base is not None and (
+        urlsplit(image_base).scheme not in ("http", "https") or not image_base.endswith("/")
+    ):
+        raise click.UsageError(f"--image-base must be an http(s) URL ending in '/', not {image_base!r}")
+    tls = None
+    if ca_file is not None:
+        tls = ssl.create_default_context(cafile=str(ca_file))
+        tls.minimum_version = ssl.TLSVersion.TLSv1_2
+        if cert_file is not None and key_file is not None:
+            tls.load_cert_chain(str(cert_file), str(key_file))
     logs.configure("info")
     home: Path = ctx.obj.home
 
@@ -529,11 +584,13 @@ def serve(
         (home / "images").mkdir(parents=True, exist_ok=True)
         images = ImageServer(home / "images", port=images_port)
         await images.start()
+        base = image_base or images.url("")
         service = CloudService(
             ctx.obj.ledger(), home / "keys", host=host, port=mqtt_port, username=user, password=password,
-            image_base=images.url(""), interval=interval, fallbacks=fallbacks,
+            image_base=base, interval=interval, fallbacks=fallbacks, tls=tls,
         )  # fmt: skip
-        click.echo(f"serving: broker {host}:{mqtt_port}, images {images.url('')}, ledger {ctx.obj.path}", err=True)
+        scheme = "mqtts" if tls else "mqtt"
+        click.echo(f"serving: broker {scheme}://{host}:{mqtt_port}, images {base}, ledger {ctx.obj.path}", err=True)
         try:
             await service.run()
         finally:

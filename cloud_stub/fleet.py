@@ -38,7 +38,8 @@ class SimulatedDevice:
 
     device_id: str
     trust_seq: int = 0
-    keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)
+    keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)  # signing keys that may sign entitlements
+    roots: dict[str, Ed25519PublicKey] | None = None  # set by a trust document's roots (else the one given)
     seq: int = 0
     mode: str = "unprovisioned"
     refused: int = 0
@@ -61,7 +62,7 @@ class SimulatedDevice:
         return claims if isinstance(claims, dict) else None
 
     def take_trust(self, token: bytes, root: Ed25519PublicKey) -> bool:
-        claims = self._verified(token, "trust", {jws.key_thumbprint(root): root})
+        claims = self._verified(token, "trust", self.roots or {jws.key_thumbprint(root): root})
         if claims is None:
             return False
         if claims.get("seq", 0) <= self.trust_seq:
@@ -69,8 +70,12 @@ class SimulatedDevice:
         self.trust_seq = int(claims["seq"])
         self.keys = {}
         for entry in claims.get("keys", []):
-            raw = jws.b64url_decode(entry["jwk"]["x"])
-            self.keys[entry["kid"]] = Ed25519PublicKey.from_public_bytes(raw)
+            if "entitlements" in entry.get("typs", ["entitlements"]):  # key scopes: only billing signers
+                self.keys[entry["kid"]] = Ed25519PublicKey.from_public_bytes(jws.b64url_decode(entry["jwk"]["x"]))
+        if claims.get("roots"):  # a root rotation (its proofs are the real agent's to check, not the simulator's)
+            self.roots = {
+                e["kid"]: Ed25519PublicKey.from_public_bytes(jws.b64url_decode(e["jwk"]["x"])) for e in claims["roots"]
+            }
         return True
 
     def take_entitlements(self, token: bytes) -> bool:

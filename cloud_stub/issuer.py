@@ -14,14 +14,17 @@ from agent.timefmt import to_rfc3339
 ISSUER = "smartplus-cloud"
 
 
-def signing_key_entry(key: Ed25519PrivateKey, not_after: float) -> dict[str, Any]:
-    """The ``keys`` entry of a trust document for ``key``."""
+def signing_key_entry(key: Ed25519PrivateKey, not_after: float, typs: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The ``keys`` entry of a trust document for ``key``; ``typs``: the types it may sign (None: all)."""
     x = jws.raw_public_key(key.public_key())
-    return {
+    entry: dict[str, Any] = {
         "kid": jws.thumbprint(x),
         "jwk": {"kty": "OKP", "crv": "Ed25519", "x": jws.b64url_encode(x)},
         "not_after": to_rfc3339(not_after),
     }
+    if typs is not None:
+        entry["typs"] = list(typs)
+    return entry
 
 
 def service(name: str, subject: str, expires: float, plan: str | None = None) -> dict[str, Any]:

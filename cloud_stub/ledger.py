@@ -178,6 +178,17 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "ALTER TABLE issued ADD COLUMN topic TEXT",
         "ALTER TABLE issued ADD COLUMN token TEXT",  # NULL once the broker acknowledged it
     ),
+    # 5: key scopes and root rotation (PROTOCOL.md; cloud_stub/trustkeys.py).
+    (
+        # billing, releases, commands; "any": a signer from before purposes (no typs)
+        "ALTER TABLE signing_keys ADD COLUMN purpose TEXT NOT NULL DEFAULT 'any'",
+        """CREATE TABLE roots (
+            kid TEXT PRIMARY KEY,
+            file TEXT NOT NULL,            -- the private key's PEM file
+            created REAL NOT NULL,
+            state TEXT NOT NULL            -- active (trusted; the oldest signs trust), retired
+        )""",
+    ),
 )
 
 

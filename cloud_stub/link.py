@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import ssl
 import time
 import uuid
@@ -19,6 +18,8 @@ from collections.abc import Callable
 from typing import Any, Self
 
 import aiomqtt
+
+from agent import boundedjson
 
 PREFIX = "smartplus/v1"
 
@@ -47,6 +48,7 @@ class DeviceLink:
         self.conflicts: list[tuple[int, str, str]] = []  # one seq, two event ids
         self.replies: dict[str, list[dict[str, Any]]] = {}
         self.states: list[dict[str, Any]] = []
+        self.unreadable = 0  # messages that were not JSON objects (counted, dropped)
         self.stray: list[str] = []  # messages on topics never subscribed to (amqtt after a freeze: docs/sync.md)
         self.arrived = asyncio.Event()
         self._client: aiomqtt.Client | None = None
@@ -101,7 +103,13 @@ class DeviceLink:
             await asyncio.sleep(0.1)
 
     def _take(self, leaf: str, payload: Any) -> None:
-        body = json.loads(payload)
+        try:
+            body = boundedjson.loads(payload)
+            if not isinstance(body, dict):
+                raise ValueError("not a JSON object")
+        except ValueError:
+            self.unreadable += 1
+            return
         if leaf == "events":
             self.deliveries += 1
             event_id, seq = body["event_id"], body["seq"]

@@ -17,7 +17,9 @@ import contextlib
 import hashlib
 import itertools
 import json
+import ssl
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from typing import Any
 import aiomqtt
 import structlog
 
+from agent import boundedjson
 from agent.entitlements import jws
 from cloud_stub import ingest, issuing, rollouts, trustkeys
 from cloud_stub.ledger import Ledger
@@ -53,16 +56,20 @@ class CloudService:
         interval: float = 1.0,
         offline_days: float = issuing.OFFLINE_DAYS,
         fallbacks: Sequence[tuple[str, int]] = (),
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.ledger, self.keys, self.prefix = ledger, keys, prefix
         self.host, self.port, self.username, self.password = host, port, username, password
         # The nodes of a clustered broker: on a lost connection the next one is tried.
         self.brokers = [(host, port), *fallbacks]
         self.image_base, self.clock, self.interval, self.offline_days = image_base, clock, interval, offline_days
+        self.tls = tls  # server verification, and the cloud's certificate where the broker requires one
         self.published: list[tuple[str, str]] = []  # (topic, what) for the operator and the tests
         self.passes = 0
         self._poke = asyncio.Event()
-        trustkeys.ensure(ledger, keys, clock())
+        self._client: aiomqtt.Client | None = None
+        if trustkeys.ensure(ledger, keys, clock()):
+            self._resign_all()  # new signers (a ledger from before key scopes): every document again
 
     def poke(self) -> None:
         """Publish what changed now rather than at the next pass."""
@@ -79,16 +86,17 @@ class CloudService:
                 issuing.hold(self.ledger, "trust:*", f"{self.prefix}/trust", token)
                 if seq > 1:  # a rotation: the devices take the new trust before anything signed by the new key
                     return 1
-        signing = trustkeys.active(self.ledger, self.keys)
+        billing = trustkeys.active(self.ledger, self.keys, "billing")
+        releases = trustkeys.active(self.ledger, self.keys, "releases")
         with self.ledger.transaction():  # every device's seq and document in one commit
-            return (seq is not None) + self._device_documents(now, signing)
+            return (seq is not None) + self._device_documents(now, billing, releases)
 
-    def _device_documents(self, now: float, signing: Any) -> int:
+    def _device_documents(self, now: float, billing: Any, releases: Any) -> int:
         issued = 0
         for mac, _, project in self.ledger.devices():
             if project is None:
                 continue
-            token = issuing.document_for(self.ledger, mac, signing, now, offline_days=self.offline_days)
+            token = issuing.document_for(self.ledger, mac, billing, now, offline_days=self.offline_days)
             if token is not None:
                 issuing.hold(self.ledger, mac, f"{self.prefix}/devices/{mac}/entitlements", token)
                 issued += 1
@@ -98,20 +106,42 @@ class CloudService:
                 job_seq = issuing.next_seq(self.ledger, f"fw:{mac}", digest, now)
                 if job_seq is not None:
                     claims = {"iat": int(now), "exp": int(now + 30 * 86_400), "seq": job_seq, **job}
-                    token = jws.sign(signing, "firmware-job", claims)
+                    token = jws.sign(releases, "firmware-job", claims)
                     issuing.hold(self.ledger, f"fw:{mac}", f"{self.prefix}/devices/{mac}/firmware", token)
                     issued += 1
         return issued
 
-    def rotate_keys(self) -> str:
-        """Bring in a new signing key (the next pass publishes trust, then documents signed by it)."""
-        kid = trustkeys.rotate(self.ledger, self.keys, self.clock())
+    def rotate_keys(self, purpose: str = "billing") -> str:
+        """Bring in a new signer for ``purpose`` (the next pass publishes trust, then documents signed by it)."""
+        [kid] = trustkeys.rotate(self.ledger, self.keys, self.clock(), purpose)
         self._resign_all()
         return kid
 
+    def rotate_root(self) -> str:
+        """Make a new root: the next trust documents carry old and new, with the new one's proof."""
+        return trustkeys.rotate_root(self.ledger, self.keys, self.clock())
+
     def _resign_all(self) -> None:
         with self.ledger.transaction() as db:
-            db.execute("UPDATE issued SET digest = '' WHERE device NOT LIKE 'trust:%'")
+            db.execute("UPDATE issued SET digest = '' WHERE device NOT LIKE 'trust:%' AND device NOT LIKE 'cmd:%'")
+
+    async def command(self, mac: str, op: str, args: dict[str, Any] | None = None) -> str:
+        """Sign a command for ``mac`` with the commands signer and publish it (QoS 1, not retained); its id.
+
+        Commands are not retained: a device that is offline gets it from its persistent session.
+        """
+        client = self._client
+        if client is None:
+            raise Refused("not_connected", "the cloud is not connected to the broker", "PROTOCOL.md command")
+        now = self.clock()
+        command_id = f"cmd-{uuid.uuid4().hex[:12]}"
+        seq = issuing.next_seq(self.ledger, f"cmd:{mac}", command_id, now, force=True)
+        assert seq is not None
+        claims = {"iss": "smartplus-cloud", "aud": mac, "iat": int(now), "exp": int(now + 600), "seq": seq,
+                  "id": command_id, "op": op, "args": args or {}}  # fmt: skip
+        token = jws.sign(trustkeys.active(self.ledger, self.keys, "commands"), "command", claims)
+        await client.publish(f"{self.prefix}/devices/{mac}/commands", token, qos=1)
+        return command_id
 
     def housekeeping(self, now: float) -> None:
         for project, service, subject, new in self.ledger.auto_renew(now):
@@ -133,13 +163,18 @@ class CloudService:
                     identifier=f"smartplus-cloud-{self.port}",  # one session, whichever node holds it
                     clean_session=False,
                     keepalive=10,
+                    tls_context=self.tls,
                 ) as client:
                     leaves = ("events", "replies", "state")
                     await client.subscribe([(f"{self.prefix}/devices/+/{leaf}", 1) for leaf in leaves])
                     log.info("cloud_connected", host=host, port=port)
-                    async with asyncio.TaskGroup() as tasks:
-                        tasks.create_task(self._ingest(client))
-                        tasks.create_task(self._publish(client))
+                    self._client = client
+                    try:
+                        async with asyncio.TaskGroup() as tasks:
+                            tasks.create_task(self._ingest(client))
+                            tasks.create_task(self._publish(client))
+                    finally:
+                        self._client = None
             except* aiomqtt.MqttError as group:
                 log.warning("cloud_disconnected", host=host, port=port, error=str(group.exceptions[0]))
             await asyncio.sleep(0.5)
@@ -203,7 +238,7 @@ class CloudService:
         device, leaf = parts[-2], parts[-1]
         payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
         try:
-            body: Any = json.loads(payload) if payload else None
+            body: Any = boundedjson.loads(payload) if payload else None
             if not isinstance(body, dict):
                 return
             now = self.clock()
@@ -214,4 +249,6 @@ class CloudService:
             elif leaf == "state":
                 ingest.take_state(self.ledger, device, body, now)
         except (ValueError, KeyError, TypeError, Refused) as exc:
-            log.warning("ingest_refused", device=device, leaf=leaf, error=str(exc)[:200])
+            log.warning("ingest_refused", device=device[:64], leaf=leaf, error=str(exc)[:200])
+        except Exception:  # a defect on one device's message must not stop the fleet's ingest
+            log.exception("ingest_failed", device=device[:64], leaf=leaf)

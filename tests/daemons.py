@@ -126,6 +126,15 @@ class ProcessDaemon:
         """SIGKILL: no chance to finish anything."""
         await self.stop(signal.SIGKILL)
 
+    async def logged(self, event: str, count: int = 1, seconds: float = 20) -> list[dict[str, Any]]:
+        """Wait until it has logged ``event`` ``count`` times (or more); those log entries."""
+        async with asyncio.timeout(seconds):
+            while True:
+                found = [e for e in self.log_events() if e.get("event") == event]
+                if len(found) >= count:
+                    return found
+                await asyncio.sleep(0.05)
+
     def log_events(self) -> list[dict[str, Any]]:
         """The structured log events it wrote (JSON lines)."""
         events = []

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agent.device import Device
-from agent.entitlements import reasons
+from agent.entitlements import jws, reasons
 from agent.entitlements.intake import Duplicate
 from agent.errors import DocumentRefused
 from tests.conftest import DeviceFactory
@@ -69,6 +69,25 @@ def _thumbprint_mismatch(s: Scene) -> str:
 
 def _service(**fields: Any) -> list[dict[str, Any]]:
     return [{"service": "door", "subject": "door:door-2", "expires": "2099-01-01T00:00:00Z", **fields}]
+
+
+def _root(key: Any) -> dict[str, Any]:
+    return {"kid": kid_of(key), "jwk": {"kty": "OKP", "crv": "Ed25519", "x": b64(jws.raw_public_key(key.public_key()))}}
+
+
+def _proof(key: Any, roots: list[dict[str, Any]], seq: int = 9, **header: Any) -> str:
+    return forge(key, {"roots": roots, "seq": seq}, typ=header.pop("typ", "root-proof"), **header)
+
+
+def _rotation(s: Scene, roots: list[Any], proofs: list[str], signer: Any = None) -> str:
+    """A trust document (seq 9) rotating the roots to ``roots`` with ``proofs``."""
+    claims = s.claims.trust([s.keys.signing], seq=9, roots=[_root(k) for k in roots], root_proofs=proofs)
+    return forge(signer or s.keys.root, claims, typ="trust")
+
+
+def _two_new_roots_one_proof(s: Scene) -> str:
+    roots = [_root(s.keys.other), _root(s.keys.signing)]
+    return _rotation(s, [s.keys.other, s.keys.signing], [_proof(s.keys.other, roots)])
 
 
 E, T = "entitlements", "trust"
@@ -169,6 +188,53 @@ ATTACKS: list[tuple[str, str, Attack, str]] = [
         reasons.WRONG_AUD,
     ),
     ("trust whose kid is not the key's thumbprint", T, _thumbprint_mismatch, reasons.INVALID_CLAIMS),
+    # -- root rotation (PROTOCOL.md "Root rotation") ---------------------------------------------
+    ("rotation without a proof", T, lambda s: _rotation(s, [s.keys.other], []), reasons.BAD_ROOT_PROOF),
+    (
+        "rotation proven for another seq",
+        T,
+        lambda s: _rotation(s, [s.keys.other], [_proof(s.keys.other, [_root(s.keys.other)], seq=8)]),
+        reasons.BAD_ROOT_PROOF,
+    ),
+    (
+        "rotation proven for another list",
+        T,
+        lambda s: _rotation(s, [s.keys.other], [_proof(s.keys.other, [_root(s.keys.other), _root(s.keys.root)])]),
+        reasons.BAD_ROOT_PROOF,
+    ),
+    (
+        "rotation proven by another key under the new root's kid",
+        T,
+        lambda s: _rotation(
+            s, [s.keys.other], [_proof(s.keys.signing, [_root(s.keys.other)], kid=kid_of(s.keys.other))]
+        ),
+        reasons.BAD_ROOT_PROOF,
+    ),
+    (
+        "rotation proven with the wrong typ",
+        T,
+        lambda s: _rotation(s, [s.keys.other], [_proof(s.keys.other, [_root(s.keys.other)], typ="trust")]),
+        reasons.BAD_ROOT_PROOF,
+    ),
+    (
+        "rotation whose proof is a nesting bomb",
+        T,
+        lambda s: _rotation(s, [s.keys.other], [b64(b"[" * 1500 + b"]" * 1500) + ".e30." + b64(bytes(64))]),
+        reasons.BAD_ROOT_PROOF,  # the proof is malformed: the detail says so
+    ),
+    ("rotation with one of two new roots proven", T, _two_new_roots_one_proof, reasons.BAD_ROOT_PROOF),
+    (
+        "rotation signed by a signing key",
+        T,
+        lambda s: _rotation(s, [s.keys.other], [_proof(s.keys.other, [_root(s.keys.other)])], signer=s.keys.signing),
+        reasons.ROOT_REQUIRED,
+    ),
+    (
+        "rotation to no root at all",
+        T,
+        lambda s: forge(s.keys.root, s.claims.trust([s.keys.signing], seq=9, roots=[]), typ="trust"),
+        reasons.INVALID_CLAIMS,
+    ),
 ]
 
 
@@ -245,3 +311,37 @@ async def test_root_keys_may_sign_any_type(device: Device, keys: Keys, claims: C
     """A root key signs entitlements directly, without any trust document."""
     accepted = await device.accept(forge(keys.root, claims.entitlements()), "entitlements")
     assert accepted.seq == 1
+
+
+async def test_a_key_signs_only_the_types_its_trust_entry_names(
+    scene: Scene, device: Device, devices: DeviceFactory
+) -> None:
+    """A release signer (typs ["firmware-job"]) cannot sign entitlements or commands, before and after a
+    restart; a key without typs still signs all three."""
+    claims = scene.claims.trust([scene.keys.signing, scene.keys.other], seq=9)
+    claims["keys"][0]["typs"] = ["firmware-job"]
+    await device.accept(forge(scene.keys.root, claims, typ="trust"), "trust")
+    for current in (device, await devices.restart(device)):
+        with pytest.raises(DocumentRefused) as refused:
+            await current.accept(scene.signed(), "entitlements")
+        assert refused.value.reason == reasons.KEY_NOT_ALLOWED
+        command = {"aud": "0c110512ab34", "iat": int(T0), "exp": int(T0 + DAY), "seq": 1, "id": "c", "op": "reboot"}
+        with pytest.raises(DocumentRefused) as refused:
+            await current.accept(forge(scene.keys.signing, command, typ="command"), "command")
+        assert refused.value.reason == reasons.KEY_NOT_ALLOWED
+        device = current
+    assert (await device.accept(forge(scene.keys.other, scene.ents(seq=7)), "entitlements")).seq == 7
+
+
+async def test_a_proven_rotation_replaces_the_roots(scene: Scene, device: Device, devices: DeviceFactory) -> None:
+    """Rotated to a new root with its proof: the old root signs nothing from then on, the new one does,
+    the signing keys of the rotating document stay, and all of it after a restart too."""
+    roots = [_root(scene.keys.other)]
+    await device.accept(_rotation(scene, [scene.keys.other], [_proof(scene.keys.other, roots)]), "trust")
+    device = await devices.restart(device)
+    assert sorted(device.keyring.roots) == [kid_of(scene.keys.other)]
+    with pytest.raises(DocumentRefused) as refused:
+        await device.accept(forge(scene.keys.root, scene.ents(seq=7)), "entitlements")
+    assert refused.value.reason == reasons.UNKNOWN_KID
+    assert (await device.accept(forge(scene.keys.signing, scene.ents(seq=7)), "entitlements")).seq == 7
+    assert (await device.accept(forge(scene.keys.other, scene.ents(seq=8)), "entitlements")).seq == 8

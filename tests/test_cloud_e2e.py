@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from agent import control
+from agent.entitlements import jws
 from cloud_stub import ingest
 from cloud_stub.images import ImageServer
 from cloud_stub.ledger import Ledger
@@ -94,25 +95,77 @@ async def test_a_renewal_in_the_ledger_reaches_a_running_agent_and_flips_its_che
 
 
 async def test_keys_rotate_under_a_running_agent(broker: Broker, ledger: Ledger, tmp_path: Path) -> None:
+    """Each signer has its purpose; billing rotates on its own (trust lists old and new, documents are
+    signed again by the new one), then its old key is retired; the other signers never change."""
     async with cloud_and_device(broker, ledger, tmp_path) as (service, daemon):
         first = await status_until(daemon.data_dir, lambda s: s["document"] is not None and s["trust"] is not None)
-        old_kid = first["trust"]["signing_keys"]
-        assert len(old_kid) == 1
+        signers = first["trust"]["signing_keys"]
+        assert len(signers) == 3  # billing, releases, commands
 
-        new_kid = service.rotate_keys()
+        new_kid = service.rotate_keys("billing")
         service.poke()
         both = await status_until(
             daemon.data_dir, lambda s: s["trust"]["seq"] == 2 and s["document"]["seq"] == first["document"]["seq"] + 1
         )
-        assert sorted(both["trust"]["signing_keys"]) == sorted([*old_kid, new_kid])
+        assert sorted(both["trust"]["signing_keys"]) == sorted([*signers, new_kid])
 
         from cloud_stub import trustkeys
 
-        assert trustkeys.retire(ledger) == old_kid
+        [old_billing] = trustkeys.retire(ledger, "billing")
         service.poke()
         only_new = await status_until(daemon.data_dir, lambda s: s["trust"]["seq"] == 3)
-        assert only_new["trust"]["signing_keys"] == [new_kid]
+        assert sorted(only_new["trust"]["signing_keys"]) == sorted([k for k in signers if k != old_billing] + [new_kid])
         assert only_new["mode"] == "limited"  # still enforcing from the document the new key signed
+
+
+async def test_a_signer_outside_its_scope_is_refused_and_the_commands_signer_is_obeyed(
+    broker: Broker, ledger: Ledger, tmp_path: Path
+) -> None:
+    """A firmware job signed with the billing key (as a leaked billing key would sign one) is refused as
+    key_not_allowed; a command from the commands signer is carried out and answered."""
+    from cloud_stub import trustkeys
+    from cloud_stub.link import DeviceLink
+
+    async with cloud_and_device(broker, ledger, tmp_path) as (service, daemon):
+        await status_until(daemon.data_dir, lambda s: s["document"] is not None and s["connected"])
+        billing = trustkeys.active(ledger, tmp_path / "cloud" / "keys", "billing")
+        now = int(time.time())
+        job = {"aud": DEVICE_ID, "iat": now, "exp": now + 600, "seq": 50, "job_id": "j-leak", "model": "R29",
+               "version": "99.0", "url": "http://127.0.0.1:9/x", "size": 1, "sha256": "0" * 64}  # fmt: skip
+        async with DeviceLink(broker.host, broker.port, DEVICE_ID, user="cloud", password="cloud") as link:
+            await link.publish("firmware", jws.sign(billing, "firmware-job", job))
+            await link.wait_until(
+                lambda: any(e["data"].get("reason") == "key_not_allowed" for e in link.events.values()),
+                what="key_not_allowed reported",
+            )
+            command_id = await service.command(DEVICE_ID, "resync")
+            await link.wait_until(lambda: command_id in link.replies, what="the command answered")
+            assert link.replies[command_id][0]["ok"] is True
+        status = await status_until(daemon.data_dir, lambda s: True)
+        assert status["firmware"]["job"] is None
+
+
+async def test_the_root_rotates_under_a_running_agent(broker: Broker, ledger: Ledger, tmp_path: Path) -> None:
+    """rotate-root: trust carries old and new with the new one's proof, signed by the old; retire-root: the
+    new root signs trust alone. The agent follows both steps, and after a restart the old root is gone."""
+    from cloud_stub import trustkeys
+
+    async with cloud_and_device(broker, ledger, tmp_path) as (service, daemon):
+        first = await status_until(daemon.data_dir, lambda s: s["trust"] is not None)
+        [old_root] = first["trust"]["roots"]
+        new_root = service.rotate_root()
+        service.poke()
+        both = await status_until(daemon.data_dir, lambda s: s["trust"]["seq"] == first["trust"]["seq"] + 1)
+        assert sorted(both["trust"]["roots"]) == sorted([old_root, new_root])
+        assert trustkeys.retire_root(ledger) == old_root
+        service.poke()
+        only_new = await status_until(daemon.data_dir, lambda s: s["trust"]["seq"] == both["trust"]["seq"] + 1)
+        assert only_new["trust"]["roots"] == [new_root]
+        await daemon.stop()
+        await daemon.start()
+        again = await status_until(daemon.data_dir, lambda s: s["connected"])
+        assert again["trust"]["roots"] == [new_root]
+        assert again["mode"] == "limited"
 
 
 async def test_what_the_device_sends_is_kept_once_per_project(broker: Broker, ledger: Ledger, tmp_path: Path) -> None:

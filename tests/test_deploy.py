@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from agent.entitlements import jws
 from tests.brokers import MOSQUITTO, Broker, free_port
 from tests.daemons import ProcessDaemon
 from tests.support import DEVICE_ID, write_config
@@ -262,3 +264,35 @@ async def test_doctor_passes_a_healthy_device_and_names_what_is_wrong(
     assert code == 1
     assert by_check["broker"]["status"] == "fail"
     assert by_check["daemon"]["status"] == "warn"
+
+
+async def test_serve_connects_with_mutual_tls_and_names_images_from_its_base_url(certs: Path, tmp_path: Path) -> None:
+    """``smartplus-cloud serve`` against the deploy kit's Mosquitto (client certificates required): it
+    connects with the cloud's certificate, and the firmware job a device receives names its image under
+    ``--image-base``."""
+    from tests.test_cloud_cli import CLOUD, cloud, setup_ledger
+
+    ledger = tmp_path / "cloud" / "ledger.db"
+    setup_ledger(ledger)
+    image = tmp_path / "build.bin"
+    image.write_bytes(bytes(4096))
+    assert cloud(ledger, "add-firmware", "R29", "29.30.9.1", str(image))[0] == 0
+    assert cloud(ledger, "upgrade", "up-1", "--project", "office", "--model", "R29", "--version", "29.30.9.1")[0] == 0
+    async with broker(certs, tmp_path) as port:
+        args = [CLOUD, "--ledger", str(ledger), "serve", "--broker", f"mqtts://127.0.0.1:{port}", "--images-port",
+                "0", "--interval", "0.2", "--ca-file", str(certs / "ca.crt"), "--image-base", "https://cdn.example/fw/"]  # fmt: skip
+        with (tmp_path / "serve.log").open("wb") as log:
+            server = subprocess.Popen(  # noqa: ASYNC220 -- stopped below
+                [*args, "--cert-file", str(certs / "cloud.crt"), "--key-file", str(certs / "cloud.key")],
+                stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            async with client(certs, DEVICE_ID, port) as device:
+                await device.subscribe(f"{PREFIX}/devices/{DEVICE_ID}/firmware", qos=1)
+                message = await next_message(device, 30)
+            assert message is not None, (tmp_path / "serve.log").read_text()
+            claims = json.loads(jws.parse(bytes(message.payload)).payload)
+            assert claims["url"] == "https://cdn.example/fw/R29-29.30.9.1.bin"
+        finally:
+            server.send_signal(signal.SIGINT)
+            await asyncio.to_thread(server.wait, 15)

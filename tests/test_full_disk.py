@@ -4,7 +4,6 @@ renewal that arrives while the disk is full is taken as soon as space returns, w
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 from collections.abc import AsyncIterator
@@ -39,12 +38,6 @@ def _cli(config_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def _logged(daemon: ProcessDaemon, event: str) -> list[dict[str, Any]]:
     return [e for e in daemon.log_events() if e.get("event") == event]
-
-
-async def _until_logged(daemon: ProcessDaemon, event: str, seconds: float = 20) -> None:
-    async with asyncio.timeout(seconds):
-        while not _logged(daemon, event):
-            await asyncio.sleep(0.05)
 
 
 async def test_a_full_disk_keeps_alarms_answers_reads_and_takes_a_renewal_as_space_returns(
@@ -88,7 +81,7 @@ async def test_a_full_disk_keeps_alarms_answers_reads_and_takes_a_renewal_as_spa
             fill(data_dir / "filler-2")  # the space the reserve gave back is gone too
             connected = len(_logged(daemon, "mqtt_connected"))
             await cloud.publish("entitlements", docs.entitlements(PAID), retain=True)
-            await _until_logged(daemon, "message_not_taken")
+            await daemon.logged("message_not_taken")
             assert (await status_until(data_dir, lambda s: True))["mode"] == "limited"
 
             (data_dir / "filler").unlink()

@@ -151,11 +151,11 @@ async def test_a_message_that_trips_a_defect_is_reported_once_and_not_handled_ag
             await daemon.stop()
             await daemon.start()  # the fault is still planted: the retained job must not reach it again
             await status_until(daemon.data_dir, lambda s: s["connected"])
-            await _until_logged(daemon, "message_skipped")
+            await daemon.logged("message_skipped")
             daemon.env = None  # the defect is fixed: the same payload is still skipped, a new one is judged
             await daemon.stop()
             await daemon.start()
-            await _until_logged(daemon, "message_skipped", count=2)
+            await daemon.logged("message_skipped", count=2)
             later = docs.firmware_job("j-2", version="29.30.9.2", url="http://127.0.0.1:9/x", size=1, sha256="0" * 64,
                                       at="2099-01-01T00:00:00Z")  # fmt: skip
             await cloud.publish("firmware", later, retain=True)
@@ -168,12 +168,6 @@ async def test_a_message_that_trips_a_defect_is_reported_once_and_not_handled_ag
     failed = [e for e in daemon.log_events() if e.get("event") == "message_failed"]
     assert len(failed) == 1
     assert "InjectedFault" in failed[0]["error"]
-
-
-async def _until_logged(daemon: ProcessDaemon, event: str, count: int = 1, seconds: float = 20) -> None:
-    async with asyncio.timeout(seconds):
-        while sum(e.get("event") == event for e in daemon.log_events()) < count:
-            await asyncio.sleep(0.05)
 
 
 async def _exchange(data_dir: Path, lines: list[bytes]) -> list[dict[str, Any]]:
@@ -271,7 +265,7 @@ def test_nested_json_on_the_command_line_and_in_the_config_is_refused_in_one_lin
 def _forgeries(docs: Docs, count: int) -> list[str]:
     """``count`` refused documents of four kinds: a bad signature, an unknown key, expired, garbage."""
     good = docs.entitlements(PAID)
-    header, payload, signature = good.split(".")
+    header, payload, _ = good.split(".")
     flipped = f"{header}.{payload}.{b64(bytes(64))}"
     unknown = forge(docs.keys.other, docs.claims.entitlements(seq=90))
     expired = forge(docs.keys.signing, docs.claims.entitlements(seq=91, exp=int(docs.claims.iat - 60)))
@@ -300,7 +294,7 @@ async def test_a_flood_of_refused_documents_keeps_the_bound_and_the_alarms(
         # Every one is counted, or dropped in the flood (and counted as dropped): amqtt does not bound what
         # it has in flight to a client, so the device's receive queue fills; Mosquitto and NATS never do.
         def accounted(status: dict[str, Any]) -> bool:
-            return sum(d["count"] for d in _refused_to(cloud)) + status["inbound"]["dropped"] >= 5000
+            return sum(int(d["count"]) for d in _refused_to(cloud)) + int(status["inbound"]["dropped"]) >= 5000
 
         await status_until(daemon.data_dir, accounted, seconds=60)
         status = await status_until(daemon.data_dir, lambda s: s["outbox"]["depth"] == _queued(daemon.data_dir))

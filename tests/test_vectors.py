@@ -77,3 +77,67 @@ async def test_invalid_documents_are_refused_after_trust(
         assert set(device.documents) == {"trust"}
     finally:
         await device.close()
+
+
+@pytest.fixture(scope="module")
+def scopes() -> dict[str, Any]:
+    """scopes.json: key scopes and root rotation (PROTOCOL.md), a sequence of steps."""
+    return json.loads((VECTORS / "scopes.json").read_text())  # type: ignore[no-any-return]
+
+
+async def _take(device: Any, token: str) -> str:
+    try:
+        await device.accept(token)
+    except DocumentRefused as refused:
+        return refused.reason
+    return "accepted"
+
+
+async def test_key_scopes_and_root_rotation_follow_the_steps(
+    scopes: dict[str, Any], vector_devices: DeviceFactory
+) -> None:
+    """Each step of scopes.json, in order, is accepted or refused with the reason it names."""
+    device = await vector_devices.open()
+    try:
+        outcomes = [(step["what"], await _take(device, step["token"])) for step in scopes["steps"]]
+    finally:
+        await device.close()
+    assert outcomes == [(step["what"], step["expect"]) for step in scopes["steps"]]
+
+
+async def test_scopes_and_rotated_roots_survive_restarts(scopes: dict[str, Any], vector_devices: DeviceFactory) -> None:
+    """Restarted after each step: a scoped key still signs only its types, and after the rotation the
+    retired root is refused and root-2 accepted (the provisioned root file is only where it started)."""
+    steps = {step["what"]: step for step in scopes["steps"]}
+    device = await vector_devices.open()
+    try:
+        assert await _take(device, steps["trust with scoped keys, by root"]["token"]) == "accepted"
+        device = await vector_devices.restart(device)
+        assert await _take(device, steps["firmware-job by the billing key"]["token"]) == "key_not_allowed"
+        assert await _take(device, steps["entitlements by the release key"]["token"]) == "key_not_allowed"
+        assert await _take(device, steps["root rotation with root-2's proof"]["token"]) == "accepted"
+        device = await vector_devices.restart(device)
+        assert sorted(device.keyring.roots) == [scopes["keys"]["root-2"]["kid"]]
+        assert await _take(device, steps["entitlements by the retired root"]["token"]) == "unknown_kid"
+        assert await _take(device, steps["entitlements by root-2"]["token"]) == "accepted"
+    finally:
+        await device.close()
+
+
+async def test_rotated_roots_survive_a_lost_database(scopes: dict[str, Any], vector_devices: DeviceFactory) -> None:
+    """The database that held the rotation is gone: the sidecar still holds root-2, so the retired root
+    signs nothing and root-2's documents are taken."""
+    steps = {step["what"]: step for step in scopes["steps"]}
+    device = await vector_devices.open()
+    assert await _take(device, steps["trust with scoped keys, by root"]["token"]) == "accepted"
+    assert await _take(device, steps["root rotation with root-2's proof"]["token"]) == "accepted"
+    await device.close()
+    vector_devices.opened.remove(device)
+    for leftover in vector_devices.config.data_dir.glob("agent.db*"):
+        leftover.unlink()
+    device = await vector_devices.open()
+    try:
+        assert await _take(device, steps["entitlements by the retired root"]["token"]) == "unknown_kid"
+        assert await _take(device, steps["entitlements by root-2"]["token"]) == "accepted"
+    finally:
+        await device.close()
