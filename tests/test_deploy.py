@@ -279,8 +279,10 @@ async def test_serve_connects_with_mutual_tls_and_names_images_from_its_base_url
     assert cloud(ledger, "add-firmware", "R29", "29.30.9.1", str(image))[0] == 0
     assert cloud(ledger, "upgrade", "up-1", "--project", "office", "--model", "R29", "--version", "29.30.9.1")[0] == 0
     async with broker(certs, tmp_path) as port:
-        args = [CLOUD, "--ledger", str(ledger), "serve", "--broker", f"mqtts://127.0.0.1:{port}", "--images-port",
-                "0", "--interval", "0.2", "--ca-file", str(certs / "ca.crt"), "--image-base", "https://cdn.example/fw/"]  # fmt: skip
+        args = [
+            *(CLOUD, "--ledger", str(ledger), "serve", "--broker", f"mqtts://127.0.0.1:{port}", "--images-port", "0"),
+            *("--interval", "0.2", "--ca-file", str(certs / "ca.crt"), "--image-base", "https://cdn.example/fw/"),
+        ]
         with (tmp_path / "serve.log").open("wb") as log:
             server = subprocess.Popen(  # noqa: ASYNC220 -- stopped below
                 [*args, "--cert-file", str(certs / "cloud.crt"), "--key-file", str(certs / "cloud.key")],
