@@ -214,6 +214,8 @@ def run(config_file: str | None) -> None:
     logs.configure(config.log_level)
     try:
         outcome = asyncio.run(daemon.run(config, roots, ClockSource.system()))
+    except ConfigError as exc:
+        _fail(f"config error: {exc}")
     except EdgeAgentError as exc:
         _fail(f"error: {exc}")
     if outcome is daemon.Outcome.RESTART:
@@ -309,7 +311,7 @@ def simulate(config_file: str | None, kind: str, source: str | None, data_text: 
 
     async def ask() -> dict[str, Any]:
         async with asyncio.timeout(30):
-            return await control.request(config.data_dir, request)
+            return await control.request(config.control_socket, request)
 
     try:
         response = asyncio.run(ask())

@@ -156,8 +156,10 @@ class DriversConfig(_Frozen):
     debounce_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0  # the same MR01 alarm again within this: one
     sensor_silence_seconds: Annotated[int, Field(ge=10, le=86_400)] = 300  # an MR01 quiet this long: sensor_offline
     battery_low_percent: Annotated[int, Field(ge=1, le=99)] = 20
-    # MR01 frames over UDP (agent/drivers/mr01.py): "host:port" to listen on; port 0 picks a free one.
+    # MR01 frames over UDP (agent/drivers/mr01.py): "port" (loopback) or "host:port" to listen on; port 0
+    # picks a free one. Frames from another host count only when authenticated with a key of mr01_keys.
     mr01_udp: str | None = None
+    mr01_keys: Path | None = None  # lines "<sensor mac> <key hex>", readable by the agent only
 
     @field_validator("mr01_udp")
     @classmethod
@@ -165,9 +167,14 @@ class DriversConfig(_Frozen):
         if value is None:
             return value
         host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or int(port) > 65535:
-            raise ValueError(f"must be host:port, like 127.0.0.1:7700, not {value!r}")
-        return value
+        if (sep and not host) or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"must be port or host:port, like 7700 or 0.0.0.0:7700, not {value!r}")
+        return value if sep else f"127.0.0.1:{port}"
+
+    @field_validator("mr01_keys")
+    @classmethod
+    def _keys_path(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _relative_to_config(value, info)
 
 
 class FirmwareConfig(_Frozen):
@@ -184,6 +191,18 @@ class FirmwareConfig(_Frozen):
     @field_validator("ca_file")
     @classmethod
     def _paths(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _relative_to_config(value, info)
+
+
+class ControlConfig(_Frozen):
+    """``[control]``: the local control socket (docs/control.md)."""
+
+    socket: Path | None = None  # default: data_dir/control.sock (owner-only, like data_dir)
+    group: str | None = None  # members may ask hello, check and status; needs a socket outside data_dir
+
+    @field_validator("socket")
+    @classmethod
+    def _socket(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         return _relative_to_config(value, info)
 
 
@@ -215,7 +234,20 @@ class Config(_Frozen):
     drivers: DriversConfig = DriversConfig()
     firmware: FirmwareConfig = FirmwareConfig()
     metrics: MetricsConfig = MetricsConfig()
+    control: ControlConfig = ControlConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @property
+    def control_socket(self) -> Path:
+        """Where the control socket is."""
+        return self.control.socket or self.data_dir / "control.sock"
+
+    @model_validator(mode="after")
+    def _control_reachable(self) -> Config:
+        # data_dir is owner-only: a socket inside it could never be reached by the group.
+        if self.control.group is not None and self.control_socket.parent == self.data_dir:
+            raise ValueError("control.group needs control.socket in a directory of its own (data_dir is owner-only)")
+        return self
 
     @field_validator(*_FORMATS)
     @classmethod

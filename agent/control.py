@@ -1,11 +1,18 @@
-"""The local control socket: a Unix socket in ``data_dir``, owner-only, JSON lines.
+"""The local control socket: a Unix socket, JSON lines, protocol version 1 (docs/control.md).
 
-Each request is one JSON object on a line, ``{"op": ..., "id": ...}``; each response one line
-``{"id": ..., "ok": true, ...}`` or ``{"id": ..., "ok": false, "error": {"code", "message"}}``.
-Requests on one connection are served concurrently (responses carry the request's ``id``), so a
-burst of events shares group commits. Ops are registered by the daemon (``raise``, ``status``,
-``check``). A daemon that finds a live socket refuses to start: two daemons on one data directory
-would fight over one MQTT session.
+Each request is one JSON object on a line, ``{"op": ..., "id": ..., "v": 1}``; each response one line
+``{"v": 1, "id": ..., "ok": true, ...}`` or ``{"v": 1, "id": ..., "ok": false, "error": {"code",
+"message"}}``. Requests on one connection are served concurrently (responses carry the request's
+``id``), so a burst of events shares group commits. Ops are registered by the daemon (``raise``,
+``status``, ``check``, ``simulate``); ``hello`` is the socket's own: the protocol version and the ops
+this peer may use. A daemon that finds a live socket refuses to start: two daemons on one data
+directory would fight over one MQTT session.
+
+Who may ask what. The socket is owner-only (``data_dir/control.sock``, 0600) unless ``[control]
+group`` opens it to a group (the door phone's own UI or SIP application asking for decisions): then
+it is 0660 in that group, in a directory of its own (``[control] socket``), and a peer that is
+neither the agent's user nor root (told by ``SO_PEERCRED``) may use :data:`GROUP_OPS` only: asking,
+never raising events or driving the hardware (``forbidden``).
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
+import struct
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -27,6 +36,8 @@ from agent.faults import fault_point
 log = structlog.get_logger("agent.control")
 
 SOCKET_NAME: Final = "control.sock"
+PROTOCOL: Final = 1
+GROUP_OPS: Final = frozenset({"hello", "check", "status"})  # what the configured group may ask
 MAX_LINE: Final = 256 * 1024
 MAX_CONCURRENT: Final = 512  # requests served at once per connection
 CONNECT_SECONDS: Final = 2.0
@@ -46,9 +57,20 @@ class AlreadyRunning(EdgeAgentError):
     """Another daemon answers on this data directory's control socket."""
 
 
-def socket_path(data_dir: Path) -> Path:
-    """Where the control socket of ``data_dir`` lives."""
-    return data_dir / SOCKET_NAME
+def socket_path(where: Path) -> Path:
+    """The control socket: ``where`` itself, or ``control.sock`` in it when it is a directory (a data_dir)."""
+    return where / SOCKET_NAME if where.is_dir() else where
+
+
+def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return None
+    try:
+        _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    except OSError:
+        return None
+    return int(uid)
 
 
 async def _alive(path: Path) -> bool:
@@ -65,12 +87,13 @@ async def _alive(path: Path) -> bool:
 class ControlServer:
     """Serves registered ops on the control socket until cancelled."""
 
-    def __init__(self, data_dir: Path, handlers: Mapping[str, Handler]) -> None:
-        self.path = socket_path(data_dir)
-        self._handlers = handlers
+    def __init__(self, path: Path, handlers: Mapping[str, Handler], *, group: int | None = None) -> None:
+        self.path = path
+        self._handlers = {"hello": self._hello, **handlers}
+        self._group = group  # a gid whose members may use GROUP_OPS; None: owner-only
 
     async def start(self) -> asyncio.Server:
-        """Bind the socket (owner-only); :class:`AlreadyRunning` if another daemon holds it."""
+        """Bind the socket (owner-only, or open to the group); :class:`AlreadyRunning` if a daemon holds it."""
         if self.path.exists():
             if await _alive(self.path):
                 raise AlreadyRunning(f"another edge-agent is running on {self.path.parent}")
@@ -80,14 +103,28 @@ class ControlServer:
             server = await asyncio.start_unix_server(self._connection, str(self.path), limit=MAX_LINE)
         finally:
             os.umask(previous)
+        if self._group is not None:
+            os.chown(self.path, -1, self._group)
+            os.chmod(self.path, 0o660)
+            try:  # the group must be able to reach it; the directory is the socket's own (config checks it)
+                os.chown(self.path.parent, -1, self._group)
+                os.chmod(self.path.parent, 0o750)  # noqa: S103 -- the group must reach the socket (docs/control.md)
+            except PermissionError as exc:
+                log.warning("control_directory_not_opened", directory=str(self.path.parent), error=str(exc))
         return server
+
+    async def _hello(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"protocol": PROTOCOL, "ops": sorted(request["_allowed"])}
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         slots = asyncio.Semaphore(MAX_CONCURRENT)
         write_lock = asyncio.Lock()
+        uid = _peer_uid(writer)
+        trusted = uid is not None and uid in (0, os.getuid())
+        allowed = frozenset(self._handlers) if trusted else GROUP_OPS & frozenset(self._handlers)
 
         async def serve(line: bytes) -> None:
-            response = await self._respond(line)
+            response = await self._respond(line, allowed)
             async with write_lock:
                 writer.write(json.dumps(response, separators=(",", ":")).encode() + b"\n")
                 await writer.drain()
@@ -112,7 +149,7 @@ class ControlServer:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    async def _respond(self, line: bytes) -> dict[str, Any]:
+    async def _respond(self, line: bytes, allowed: frozenset[str]) -> dict[str, Any]:
         request_id: Any = None
         request: dict[str, Any] | None = None
         try:
@@ -126,25 +163,32 @@ class ControlServer:
             op = request.get("op")
             if op == "too_long":
                 raise ControlError("bad_request", f"a request line may be at most {MAX_LINE} bytes")
+            if request.get("v", PROTOCOL) != PROTOCOL:
+                raise ControlError("unsupported_version", f"this daemon speaks version {PROTOCOL} of the protocol")
             handler = self._handlers.get(op) if isinstance(op, str) else None
             if handler is None:
-                raise ControlError(
-                    "unknown_op", f"op {str(op)[:40]!r} is not one of {', '.join(sorted(self._handlers))}"
-                )
+                known = ", ".join(sorted(self._handlers))
+                raise ControlError("unknown_op", f"op {str(op)[:40]!r} is not one of {known}")
+            if op not in allowed:
+                raise ControlError("forbidden", f"op {op!r} is not open to this user: {', '.join(sorted(allowed))}")
             fault_point(f"control:{op}")
-            return {"id": request_id, "ok": True, **await handler(request)}
+            answer = await handler({**request, "_allowed": allowed} if op == "hello" else request)
+            return {"v": PROTOCOL, "id": request_id, "ok": True, **answer}
         except ControlError as exc:
-            return {"id": request_id, "ok": False, "error": {"code": exc.code, "message": str(exc)}}
+            return {"v": PROTOCOL, "id": request_id, "ok": False, "error": {"code": exc.code, "message": str(exc)}}
         except Exception as exc:  # a defect: this request fails, the daemon and the connection go on
             op = request.get("op") if isinstance(request, dict) else None
             log.exception("control_request_failed", op=str(op)[:40])
             message = f"the daemon failed serving the request ({type(exc).__name__})"
-            return {"id": request_id, "ok": False, "error": {"code": "internal_error", "message": message}}
+            error = {"code": "internal_error", "message": message}
+            return {"v": PROTOCOL, "id": request_id, "ok": False, "error": error}
 
 
-async def request(data_dir: Path, payload: dict[str, Any]) -> dict[str, Any]:
-    """Send one request to the daemon of ``data_dir`` and return its response (bound it with ``asyncio.timeout``)."""
-    path = socket_path(data_dir)
+async def request(where: Path, payload: dict[str, Any]) -> dict[str, Any]:
+    """Send one request to the daemon of ``where`` (its data_dir, or its socket) and return its response
+    (bound it with ``asyncio.timeout``)."""
+    path = socket_path(where)
+    data_dir = where
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_unix_connection(str(path), limit=MAX_LINE), CONNECT_SECONDS

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import os
 import signal
 import sys
@@ -32,10 +33,11 @@ from agent.clock import ClockSource, newest_anchor
 from agent.config import Config
 from agent.control import ControlError, ControlServer
 from agent.device import Device
+from agent.drivers.mr01 import load_keys as load_mr01_keys
 from agent.drivers.simulated import SimulatedOutputs
 from agent.entitlements import policy
 from agent.entitlements.notices import expiry_notices
-from agent.errors import BadRequest, StoreCorrupt, StoreFull
+from agent.errors import BadRequest, ConfigError, StoreCorrupt, StoreFull
 from agent.events import GATED_ACTIONS, GATES, NewEvent, validate
 from agent.local import LocalSide
 from agent.metrics import Metrics
@@ -106,6 +108,7 @@ class Daemon:
         self._raised: set[str] = set()
         self._watched: tuple[Any, ...] | None = None
         self._restarting: asyncio.Task[None] | None = None
+        self._control_gid: int | None = None
         self.local = LocalSide(config, device, outbox, SimulatedOutputs())
         self.inbound = Inbound(
             device,
@@ -162,6 +165,18 @@ class Daemon:
             raise
         daemon = cls(config, device, outbox, poison, quarantined)
         daemon._raised = raised
+        if config.control.group is not None:
+            try:
+                daemon._control_gid = grp.getgrnam(config.control.group).gr_gid
+            except KeyError:
+                await device.close()
+                raise ConfigError("control.group", f"no group named {config.control.group!r}") from None
+        if config.drivers.mr01_keys is not None:
+            try:
+                daemon.local.mr01_keys = await asyncio.to_thread(load_mr01_keys, config.drivers.mr01_keys)
+            except ValueError as exc:
+                await device.close()
+                raise ConfigError("drivers.mr01_keys", str(exc)) from None
         return daemon
 
     async def _metrics_sample(self) -> dict[str, Any]:
@@ -199,13 +214,14 @@ class Daemon:
     async def serve(self) -> Outcome:
         """Run until :attr:`stop` is set; then stop cleanly and say how it ended."""
         control = ControlServer(
-            self.config.data_dir,
+            self.config.control_socket,
             {
                 "raise": self._op_raise,
                 "status": self._op_status,
                 "check": self._op_check,
                 "simulate": self._op_simulate,
             },
+            group=self._control_gid,
         )
         server = await control.start()
         self.firmware.boot()  # what the bootloader chose is what runs: a pending try is spent now

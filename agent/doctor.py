@@ -133,7 +133,7 @@ async def daemon(config: Config) -> Finding:
 
     try:
         async with asyncio.timeout(3):
-            answer = await control.request(config.data_dir, {"op": "status"})
+            answer = await control.request(config.control_socket, {"op": "status"})
     except (control.ControlError, TimeoutError):
         return Finding("daemon", "warn", "no edge-agent is running on this data directory")
     status = answer.get("status", {})

@@ -57,6 +57,7 @@ class LocalSide:
         self.dropped = 0  # driver stimuli dropped in a flood (beyond MAX_QUEUED waiting)
         self.failed = 0  # stimuli whose handling failed unexpectedly (a defect, logged)
         self.mr01: mr01.Mr01Udp | None = None
+        self.mr01_keys: dict[bytes, bytes] = {}  # loaded by the daemon at start (a bad file stops it)
 
     # -- what reactions read -------------------------------------------------------------------------
     def changed(self) -> None:
@@ -164,7 +165,9 @@ class LocalSide:
     async def run(self) -> None:
         """Listen on the configured transports and handle driver stimuli until cancelled."""
         if self._config.drivers.mr01_udp is not None:
-            self.mr01 = await mr01.listen(self._config.drivers.mr01_udp, self.feed, self._device.clock.now)
+            self.mr01 = await mr01.listen(
+                self._config.drivers.mr01_udp, self.feed, self._device.clock.now, self.mr01_keys
+            )
             log.info("mr01_listening", address=self._config.drivers.mr01_udp, port=self.mr01.port)
         silence = max(1.0, self._config.drivers.sensor_silence_seconds / 4)
         try:

@@ -98,7 +98,9 @@ class ProcessDaemon:
 
     def __init__(self, config_file: Path, env: dict[str, str] | None = None) -> None:
         self.config_file = config_file
-        self.data_dir = load_config(config_file, {}).data_dir
+        config = load_config(config_file, {})
+        self.data_dir = config.data_dir
+        self.control = config.control_socket  # where its control socket is (data_dir/control.sock by default)
         self.env = env
         self.log = config_file.parent / "daemon.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -112,7 +114,7 @@ class ProcessDaemon:
                 stderr=subprocess.STDOUT,
                 env=None if self.env is None else {**os.environ, **self.env},
             )
-        await wait_for_control(self.data_dir, process=self.process)
+        await wait_for_control(self.control, process=self.process)
 
     async def stop(self, signum: int = signal.SIGTERM) -> tuple[int, float]:
         """Send ``signum``; the exit code and how long it took to exit."""
@@ -167,7 +169,7 @@ class SupervisedDaemon(ProcessDaemon):
 
     async def start(self) -> None:
         self._spawn()
-        await wait_for_control(self.data_dir, process=self.process)
+        await wait_for_control(self.control, process=self.process)
         self._watch = asyncio.create_task(self._supervise())
 
     async def _supervise(self) -> None:
@@ -194,16 +196,14 @@ class SupervisedDaemon(ProcessDaemon):
         await self.start()
 
 
-async def wait_for_control(
-    data_dir: Path, *, process: subprocess.Popen[bytes] | None = None, seconds: float = 20
-) -> None:
-    """Return once the daemon of ``data_dir`` answers on its control socket."""
+async def wait_for_control(where: Path, *, process: subprocess.Popen[bytes] | None = None, seconds: float = 20) -> None:
+    """Return once the daemon answers on its control socket (``where``: its data_dir, or the socket)."""
     async with asyncio.timeout(seconds):
         while True:
             if process is not None and process.poll() is not None:
                 raise AssertionError(f"the daemon exited with {process.returncode} before it was ready")
             try:
-                response = await control.request(data_dir, {"op": "status"})
+                response = await control.request(where, {"op": "status"})
             except control.ControlError:
                 await asyncio.sleep(0.05)
                 continue

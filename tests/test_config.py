@@ -173,3 +173,21 @@ def test_a_broken_file_stops_the_program_with_one_line(tmp_path: Path, content: 
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stderr.startswith("edge-agent: config error: ")
     assert "Traceback" not in result.stderr
+
+
+def test_the_mr01_listener_binds_loopback_unless_told_otherwise(config_file: Path) -> None:
+    """A port alone listens on 127.0.0.1; another host must be named; a bad address is named."""
+    assert load_config(config_file, {"EDGE_AGENT_DRIVERS__MR01_UDP": "7700"}).drivers.mr01_udp == "127.0.0.1:7700"
+    named = load_config(config_file, {"EDGE_AGENT_DRIVERS__MR01_UDP": "0.0.0.0:7700"})
+    assert named.drivers.mr01_udp == "0.0.0.0:7700"
+    with pytest.raises(ConfigError) as error:
+        load_config(config_file, {"EDGE_AGENT_DRIVERS__MR01_UDP": ":7700"})
+    assert error.value.key.startswith("drivers.mr01_udp")
+
+
+def test_json_nested_too_deeply_in_a_variable_is_named(config_file: Path) -> None:
+    """A variable that starts like JSON and nests thousands deep is refused naming the variable."""
+    with pytest.raises(ConfigError) as error:
+        load_config(config_file, {"EDGE_AGENT_TRUST_ROOTS": "[" * 5000 + "]" * 5000})
+    assert error.value.key == "EDGE_AGENT_TRUST_ROOTS"
+    assert "nested deeper" in error.value.problem

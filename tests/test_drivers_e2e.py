@@ -190,3 +190,57 @@ async def test_simulate_refuses_what_it_cannot_do(
         assert (process.returncode, "--data is not JSON" in err_bytes.decode()) == (2, True)
     code, err = await simulate(config_file, "exit_button", {"door": "door-1"})
     assert (code, "no edge-agent is running" in err) == (2, True), err
+
+
+def _own_address() -> str:
+    """This machine's address on its default route (no packet is sent: a UDP connect only routes)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.250", 9))  # TEST-NET-1: routed, never reached
+        return str(probe.getsockname()[0])
+
+
+async def test_mr01_frames_from_another_host_need_the_sensors_key(
+    broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs
+) -> None:
+    """Listening on every address with a key file: a plain fall from another host is refused as
+    unauthenticated; the same fall tagged under the sensor's key reaches the cloud."""
+    from agent.drivers.mr01 import encode_authenticated
+
+    key, mac = bytes(range(32)), bytes.fromhex("0c1105a1b2c3")
+    keys = tmp_path / "mr01.keys"
+    keys.write_text(f"{mac.hex()} {key.hex()}\n")
+    keys.chmod(0o600)
+    config_file = device_config(
+        tmp_path / "device", broker, root_pem, drivers={"mr01_udp": "0.0.0.0:0", "mr01_keys": str(keys)}
+    )
+    async with provisioned(broker, config_file, docs, PAID) as (daemon, cloud):
+        status = await status_until(daemon.data_dir, lambda s: s["drivers"]["mr01"] is not None)
+        assert status["drivers"]["mr01"]["keys"] == 1
+        here = _own_address()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.bind((here, 0))
+            target = (here, status["drivers"]["mr01"]["port"])
+            sender.sendto(encode("fall", mac, 1, 95), target)
+            sender.sendto(encode_authenticated("fall", mac, 2, key, 95), target)
+        await cloud.wait_until(lambda: bool(at_cloud(cloud, "call_alert")))
+        status = await status_until(daemon.data_dir, lambda s: s["drivers"]["mr01"]["received"] == 2)
+        assert status["drivers"]["mr01"]["malformed"] == {"unauthenticated": 1}
+        assert len(at_cloud(cloud, "sensor")) == 1
+
+
+async def test_a_sensor_key_file_others_may_read_stops_the_daemon(
+    broker: Broker, tmp_path: Path, root_pem: Path
+) -> None:
+    """The keys are secrets: a world-readable file is a configuration error (exit 2, one line naming it)."""
+    keys = tmp_path / "mr01.keys"
+    keys.write_text(f"0c1105a1b2c3 {bytes(32).hex()}\n")
+    keys.chmod(0o644)
+    config_file = device_config(tmp_path / "device", broker, root_pem, drivers={"mr01_keys": str(keys)})
+    process = await asyncio.create_subprocess_exec(
+        EDGE_AGENT, "run", "--config", str(config_file), stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(30):
+        _, err = await process.communicate()
+    assert process.returncode == 2
+    assert "drivers.mr01_keys" in err.decode()
+    assert "chmod 600" in err.decode()

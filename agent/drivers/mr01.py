@@ -12,19 +12,33 @@ The MR01 (mmWave fall and bed-exit sensor) sends one frame per datagram::
     15     N     payload: presence 1 byte (0 absent, 1 present); fall 1 byte (confidence 0-100);
                  battery 1 byte (percent 0-100); heartbeat and bed exit none
     15+N   2     CRC-16/CCITT-FALSE of bytes 0 to 14+N, big-endian
+    17+N   16    (authenticated frames) HMAC-SHA-256 of bytes 0 to 16+N under the sensor's key, truncated
 
 :func:`parse` turns bytes into a :class:`Frame` or raises :class:`FrameError` naming what is wrong;
 it never raises anything else, whatever the bytes (tests/test_mr01.py fuzzes it). The transport
 drops retransmissions by counter and hands each new frame to the daemon as a stimulus.
+
+Who may send (issue 12). The listener binds loopback unless configured otherwise. A frame from
+another host counts only if it is *authenticated*: the frame followed by a 16-byte tag, the
+HMAC-SHA-256 of the frame under that sensor's key (``[drivers] mr01_keys``, a file readable by the
+agent only), and its counter above the last one taken from that sensor (a replay is refused; the
+sensor keeps its counter across its own restarts). Frames from loopback (a bridge on the device
+itself) may be plain or authenticated. Refusals: ``unauthenticated`` (no tag, or no key for the
+sensor), ``bad_tag``, ``replayed``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import binascii
+import hashlib
+import hmac
+import ipaddress
+import re
 import struct
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Final, NamedTuple, cast
 
 import structlog
@@ -70,6 +84,60 @@ def encode(kind: str, mac: bytes, counter: int, value: int | None = None) -> byt
     return body + crc16(body).to_bytes(2, "big")
 
 
+TAG_BYTES: Final = 16
+
+
+def tag(frame: bytes, key: bytes) -> bytes:
+    """The authentication tag of ``frame`` under a sensor's ``key``."""
+    return hmac.new(key, frame, hashlib.sha256).digest()[:TAG_BYTES]
+
+
+def encode_authenticated(kind: str, mac: bytes, counter: int, key: bytes, value: int | None = None) -> bytes:
+    """A frame with its tag, as a sensor on the network sends it."""
+    frame = encode(kind, mac, counter, value)
+    return frame + tag(frame, key)
+
+
+def authenticate(datagram: bytes, keys: Mapping[bytes, bytes]) -> bytes:
+    """The frame inside an authenticated ``datagram`` once its tag verifies; :class:`FrameError` otherwise."""
+    if len(datagram) < HEADER.size + 2 + TAG_BYTES or datagram[:2] != MAGIC:
+        raise FrameError("unauthenticated", "a frame from another host must carry its tag")
+    frame, received = datagram[:-TAG_BYTES], datagram[-TAG_BYTES:]
+    key = keys.get(frame[4:10])
+    if key is None:
+        raise FrameError("unauthenticated", f"no key for sensor {frame[4:10].hex()}")
+    if not hmac.compare_digest(tag(frame, key), received):
+        raise FrameError("bad_tag", f"the tag of sensor {frame[4:10].hex()}'s frame does not verify")
+    return frame
+
+
+def load_keys(path: Path) -> dict[bytes, bytes]:
+    """Sensor keys from ``path``: lines of ``<mac, 12 hex digits> <key, 32-64 hex digits>``, ``#`` comments.
+
+    ``ValueError`` names the line that is wrong, or the file if others may read it (keys are secrets).
+    """
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if mode & 0o077:
+        raise ValueError(f"{path} may be read by others (mode {mode & 0o777:o}): chmod 600 it")
+    keys: dict[bytes, bytes] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if (
+            len(fields) != 2
+            or not re.fullmatch(r"[0-9a-f]{12}", fields[0])
+            or not re.fullmatch(r"(?:[0-9a-fA-F]{2}){16,32}", fields[1])
+        ):
+            raise ValueError(f"{path} line {number}: expected '<mac, 12 lowercase hex> <key, 32-64 hex digits>'")
+        keys[bytes.fromhex(fields[0])] = bytes.fromhex(fields[1])
+    return keys
+
+
 def parse(datagram: bytes) -> Frame:
     """The frame in ``datagram``; :class:`FrameError` if it is not one."""
     if len(datagram) < HEADER.size + 2:
@@ -113,8 +181,11 @@ class Mr01Udp(asyncio.DatagramProtocol):
 
     RECEIVE_BUFFER: Final = 4 * 1024 * 1024  # a burst of 10,000 frames must not overflow the socket
 
-    def __init__(self, sink: Callable[[Stimulus], None], now: Callable[[], float]) -> None:
+    def __init__(
+        self, sink: Callable[[Stimulus], None], now: Callable[[], float], keys: Mapping[bytes, bytes] | None = None
+    ) -> None:
         self._sink, self._now = sink, now
+        self._keys: Mapping[bytes, bytes] = keys or {}
         self._last: dict[str, int] = {}
         self.received = 0
         self.duplicates = 0
@@ -132,10 +203,13 @@ class Mr01Udp(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.received += 1
         try:
-            frame = parse(data)
+            authenticated = not _is_loopback(addr) or _tagged(data)  # loopback: plain or authenticated
+            frame = parse(authenticate(data, self._keys) if authenticated else data)
+            if authenticated and frame.counter < self._last.get(frame.sensor, -1):
+                raise FrameError("replayed", f"counter {frame.counter} of {frame.sensor} is below the last taken")
         except FrameError as exc:
             if not self.malformed[exc.reason]:
-                log.warning("mr01_frame_refused", reason=exc.reason, error=str(exc), peer=str(addr[0]))
+                log.warning("mr01_frame_refused", reason=exc.reason, error=str(exc), peer=str(addr[0])[:64])
             self.malformed[exc.reason] += 1
             return
         if self._last.get(frame.sensor) == frame.counter:
@@ -149,13 +223,44 @@ class Mr01Udp(asyncio.DatagramProtocol):
         assert self.transport is not None
         return int(self.transport.get_extra_info("sockname")[1])
 
+    @property
+    def address(self) -> str:
+        assert self.transport is not None
+        return str(self.transport.get_extra_info("sockname")[0])
+
     def stats(self) -> dict[str, Any]:
-        return {"received": self.received, "duplicates": self.duplicates, "malformed": dict(self.malformed)}
+        return {
+            "address": self.address,
+            "received": self.received,
+            "duplicates": self.duplicates,
+            "malformed": dict(self.malformed),
+            "keys": len(self._keys),
+        }
 
 
-async def listen(address: str, sink: Callable[[Stimulus], None], now: Callable[[], float]) -> Mr01Udp:
-    """Bind ``host:port`` and deliver frames to ``sink``."""
+def _tagged(data: bytes) -> bool:
+    """Whether a datagram carries a tag after its frame (the frame's length byte says where it ends)."""
+    return len(data) >= HEADER.size + 2 + TAG_BYTES and len(data) == HEADER.size + data[14] + 2 + TAG_BYTES
+
+
+def _is_loopback(addr: Any) -> bool:
+    try:
+        return ipaddress.ip_address(str(addr[0]).split("%", 1)[0]).is_loopback
+    except (ValueError, IndexError, TypeError):
+        return False
+
+
+async def listen(
+    address: str,
+    sink: Callable[[Stimulus], None],
+    now: Callable[[], float],
+    keys: Mapping[bytes, bytes] | None = None,
+) -> Mr01Udp:
+    """Bind ``host:port`` (``port`` alone: loopback) and deliver frames to ``sink``; frames from another
+    host count only when authenticated under ``keys``."""
     host, _, port = address.rpartition(":")
     loop = asyncio.get_running_loop()
-    _, protocol = await loop.create_datagram_endpoint(lambda: Mr01Udp(sink, now), local_addr=(host, int(port)))
+    _, protocol = await loop.create_datagram_endpoint(
+        lambda: Mr01Udp(sink, now, keys), local_addr=(host or "127.0.0.1", int(port))
+    )
     return protocol
