@@ -37,7 +37,7 @@ from agent.drivers.mr01 import load_keys as load_mr01_keys
 from agent.drivers.simulated import SimulatedOutputs
 from agent.entitlements import policy
 from agent.entitlements.notices import expiry_notices
-from agent.errors import BadRequest, ConfigError, StoreCorrupt, StoreFull
+from agent.errors import BadRequest, ConfigError, StoreCorrupt, StoreError
 from agent.events import GATED_ACTIONS, GATES, NewEvent, validate
 from agent.local import LocalSide
 from agent.metrics import Metrics
@@ -312,14 +312,14 @@ class Daemon:
                 since_clock = 0.0
                 try:
                     await self.device.save_clock()
-                except StoreFull as exc:
+                except StoreError as exc:
                     log.error("clock_not_saved", error=str(exc))  # the sidecar keeps a floor too
 
     async def _refresh_when_possible(self) -> None:
         """:meth:`refresh`, carrying on through a full disk (enforcement needs no writes)."""
         try:
             await self.refresh()
-        except (StoreFull, OutboxFull) as exc:
+        except (StoreError, OutboxFull) as exc:  # a full, locked or failing disk: enforcement needs no writes
             log.error("refresh_incomplete", error=str(exc))
 
     async def refresh(self) -> None:

@@ -28,7 +28,7 @@ from agent.credentials import CredentialIndex
 from agent.device import Device
 from agent.drivers import mr01
 from agent.drivers.interfaces import Outputs, perform
-from agent.errors import StoreFull
+from agent.errors import StoreError
 from agent.events import GATES, NewEvent
 from agent.faults import fault_point
 from agent.outbox import Outbox, OutboxFull, Queued
@@ -93,7 +93,7 @@ class LocalSide:
             self._stale.clear()
             try:
                 await self.refresh()
-            except (StoreFull, OutboxFull) as exc:  # a full disk: act on what is loaded, retry on the next change
+            except (StoreError, OutboxFull) as exc:  # a full or failing disk: act on what is loaded, retry later
                 self._stale.set()
                 log.error("local_refresh_incomplete", error=str(exc))
 

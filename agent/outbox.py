@@ -46,7 +46,7 @@ import structlog
 
 from agent import sidecar
 from agent.clock import TrustedClock
-from agent.errors import EdgeAgentError, StoreFull
+from agent.errors import EdgeAgentError, StoreError, StoreFull
 from agent.events import (
     GATES,
     HIGHEST_PRIORITY,
@@ -66,6 +66,7 @@ MAX_BATCH: Final = 2_000  # events per group commit
 ACK_BATCH: Final = 1_000  # acknowledgements that are committed without waiting for more
 ACK_GATHER: Final = 0.05  # seconds acknowledgements alone wait for more
 FETCH: Final = 256  # rows per read of the pump
+WRITE_RETRY: Final = 0.5  # seconds before the writer tries again after the database failed it
 
 
 class OutboxFull(EdgeAgentError):
@@ -271,7 +272,13 @@ class Outbox:
                     self._idle.clear()
                     batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                     acks, self._acks = self._acks, set()
-                    await self._write(batch, acks)
+                    try:
+                        await self._write(batch, acks)
+                    except StoreError as exc:  # locked or failing: this batch's raisers hear it; go on
+                        log.error("outbox_write_failed", error=str(exc), refused=len(batch), acks=len(acks))
+                        if self._closing:
+                            break
+                        await asyncio.sleep(WRITE_RETRY)  # the acknowledgements are tried again then
                 self._idle.set()
                 if self._closing:
                     return

@@ -1,7 +1,10 @@
-"""``python -m bench [NAME...]``: run the benchmarks (all by default) and print the table."""
+"""``python -m bench [--json] [NAME...]``: run the benchmarks (all by default) and print the table, or
+with ``--json`` one JSON object per row (name, floor, floor_seconds, ours_seconds, ratio, goal, met, unit)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 
 from agent import logs
@@ -13,6 +16,7 @@ from bench import (
     bench_decision,
     bench_firmware,
     bench_fleet,
+    bench_hostile,
     bench_intake,
     bench_outbox,
 )
@@ -21,6 +25,7 @@ from bench.common import Result, report
 BENCHES = {
     "decision": bench_decision.run,
     "intake": bench_intake.run,
+    "hostile": bench_hostile.run,
     "check": bench_check_cli.run,
     "outbox": bench_outbox.run,
     "backlog": bench_backlog.run,
@@ -31,14 +36,23 @@ BENCHES = {
 }
 
 
-def main(names: list[str]) -> None:
-    """Run the named benchmarks and print a markdown table."""
+def main(arguments: list[str]) -> None:
+    """Run the named benchmarks and print a markdown table (or JSON lines with ``--json``)."""
+    as_json = "--json" in arguments
+    names = [a for a in arguments if a != "--json"]
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        sys.exit(f"unknown benchmark {unknown[0]!r}; known: {', '.join(BENCHES)}")
     logs.configure("error")
     results: list[Result] = []
     for name in names or list(BENCHES):
         print(f"running {name}...", file=sys.stderr, flush=True)
         results += BENCHES[name]()
-    print(report(results))
+    if as_json:
+        for r in results:
+            print(json.dumps({**dataclasses.asdict(r), "met": r.met}))
+    else:
+        print(report(results))
 
 
 main(sys.argv[1:])

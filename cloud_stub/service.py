@@ -36,6 +36,7 @@ from cloud_stub.rules import Refused
 log = structlog.get_logger("cloud_stub.service")
 IN_FLIGHT = 10
 INGEST_BATCH = 1000
+MAX_INGEST_BYTES = 64 * 1024  # what a device may send in one message (events, replies, state)
 
 
 class CloudService:
@@ -237,8 +238,11 @@ class CloudService:
             return
         device, leaf = parts[-2], parts[-1]
         payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+        if len(payload) > MAX_INGEST_BYTES:  # an event's data is at most 16 KiB (agent/events.py)
+            log.warning("ingest_refused", device=device[:64], leaf=leaf, error=f"{len(payload)} bytes")
+            return
         try:
-            body: Any = boundedjson.loads(payload) if payload else None
+            body: Any = boundedjson.loads(payload, max_depth=16) if payload else None
             if not isinstance(body, dict):
                 return
             now = self.clock()

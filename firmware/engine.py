@@ -25,7 +25,7 @@ import structlog
 
 from agent.entitlements.documents import FirmwareJobClaims
 from agent.events import NewEvent
-from agent.faults import crash_point
+from agent.faults import crash_point, fault_point
 from agent.outbox import Outbox
 from agent.store import Store, Transaction
 from firmware import machine
@@ -37,6 +37,7 @@ from firmware.version import newer
 log = structlog.get_logger("firmware.engine")
 
 EXIT_REBOOT: Final = 75  # the daemon exits with this to boot the other slot; its supervisor restarts it
+_FAULT_WAIT: Final = 5.0  # after a step failed and could not even be recorded
 
 
 class Settings(NamedTuple):
@@ -261,36 +262,65 @@ class Engine:
 
     # -- running -----------------------------------------------------------------------------------
     async def run(self) -> None:
-        """Drive the active job until cancelled; after asking for a reboot, wait to be stopped."""
+        """Drive the active job until cancelled; after asking for a reboot, wait to be stopped.
+
+        A step that raises unexpectedly (a defect, whatever the job said) fails that job, logged with its
+        traceback (``firmware_step_failed``), rather than ending the daemon.
+        """
         while True:
             self._wake.clear()
             job = await self._active()
             if job is None:
                 await self._wake.wait()
                 continue
-            if job.state is State.PENDING:
-                crash_point("firmware:pending")
-                at = job.claims.get("at")
-                due = _epoch(at) if at else None
-                if due is not None and self._now() < due:
-                    await self._sleep(min(due - self._now(), 60.0))
-                    continue
-                await self._move(job, "due")
-            elif job.state is State.DOWNLOADING:
-                await self._supervised(job, self._download(job))
-            elif job.state is State.VERIFYING:
-                await self._supervised(job, self._verify(job))
-            elif job.state is State.INSTALLING:
-                if await self._install(job):
+            try:
+                await self._step(job)
+            except Exception as exc:
+                await self._fault(job, exc)
+
+    async def _fault(self, job: Job, exc: Exception) -> None:
+        log.exception("firmware_step_failed", job_id=job.job_id, state=job.state.value, error=repr(exc)[:200])
+        data = {"reason": "internal_error", "detail": f"{type(exc).__name__}: {exc}"[:300]}
+        try:
+            if job.state in (State.INSTALLING, State.COMMITTING) and job.target is not None:
+                self.bootloader.mark_bad(job.target)  # never boot a slot whose install or check failed
+            if (job.state, "fault") in machine.TRANSITIONS:
+                self._discard(job)
+                moved = await self._move(job, "fault", data)
+                if moved.state is State.ROLLED_BACK:
                     self._on_reboot()
                     await asyncio.Event().wait()  # the daemon stops us
-            elif job.state is State.COMMITTING:
-                if not await self._commit(job):
-                    self._on_reboot()
-                    await asyncio.Event().wait()
-            else:  # REBOOTING found by run(): the reboot has not happened yet
+                return
+        except Exception:
+            log.exception("firmware_fault_not_recorded", job_id=job.job_id)
+        await asyncio.sleep(_FAULT_WAIT)  # not a hot loop on a job that keeps failing
+
+    async def _step(self, job: Job) -> None:
+        """Do what the active job's state calls for (one step)."""
+        fault_point(f"firmware:{job.state.value}")
+        if job.state is State.PENDING:
+            crash_point("firmware:pending")
+            at = job.claims.get("at")
+            due = _epoch(at) if at else None
+            if due is not None and self._now() < due:
+                await self._sleep(min(due - self._now(), 60.0))
+                return
+            await self._move(job, "due")
+        elif job.state is State.DOWNLOADING:
+            await self._supervised(job, self._download(job))
+        elif job.state is State.VERIFYING:
+            await self._supervised(job, self._verify(job))
+        elif job.state is State.INSTALLING:
+            if await self._install(job):
+                self._on_reboot()
+                await asyncio.Event().wait()  # the daemon stops us
+        elif job.state is State.COMMITTING:
+            if not await self._commit(job):
                 self._on_reboot()
                 await asyncio.Event().wait()
+        else:  # REBOOTING found by run(): the reboot has not happened yet
+            self._on_reboot()
+            await asyncio.Event().wait()
 
     async def _sleep(self, seconds: float) -> None:
         try:

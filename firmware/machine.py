@@ -54,6 +54,13 @@ TRANSITIONS: Final[dict[tuple[State, str], State]] = {
     (State.COMMITTING, "healthy"): State.EXECUTED,
     (State.COMMITTING, "unhealthy"): State.ROLLED_BACK,
     (State.COMMITTING, "booted_old"): State.ROLLED_BACK,
+    # A step that raised unexpectedly (a defect): the job fails rather than the daemon (issue 12);
+    # while committing, the new slot is rolled back as an unhealthy one would be.
+    (State.PENDING, "fault"): State.FAILED,
+    (State.DOWNLOADING, "fault"): State.FAILED,
+    (State.VERIFYING, "fault"): State.FAILED,
+    (State.INSTALLING, "fault"): State.FAILED,
+    (State.COMMITTING, "fault"): State.ROLLED_BACK,
 }
 
 # What a state found persisted on start means (the daemon may have died at any instant in it).

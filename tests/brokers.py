@@ -227,7 +227,7 @@ class Nats(_Process):
                 f'listen: "{self.host}:{self.nats_port}"',
                 f'server_name: "test_{self.port}"',
                 f'jetstream {{ store_dir: "{self.directory}/js" }}',
-                f'mqtt {{ listen: "{self.host}:{self.port}", max_ack_pending: 64 }}',  # as deploy/nats/node.conf
+                f'mqtt {{ listen: "{self.host}:{self.port}", max_ack_pending: 256 }}',  # as deploy/nats/node.conf
             ]
         if self.users is not None:
             users = ", ".join(f'{{user: "{u}", password: "{p}"}}' for u, p in self.users.items())

@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,7 +49,7 @@ asyncio.run(main())
 """
 
 
-def _as_nobody(socket: Path, requests: list[dict[str, object]]) -> list[dict[str, object]]:
+def _as_nobody(socket: Path, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Send ``requests`` on one connection as user nobody in group nogroup; the answers."""
     python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")  # the venv's is under /root
     assert python is not None, "a system python3 runs the other user's client"

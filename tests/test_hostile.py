@@ -86,10 +86,12 @@ def _reference_depth(value: Any) -> int:
     return 0
 
 
-@given(_json)
-def test_the_nesting_measure_agrees_with_the_structure(value: Any) -> None:
-    """The measure that never recurses gives the depth a recursive walk gives, brackets in strings ignored."""
-    assert boundedjson.depth(json.dumps(value).encode()) == _reference_depth(value)
+@given(_json, st.integers(0, 6))
+def test_the_nesting_measures_agree_with_the_structure(value: Any, limit: int) -> None:
+    """The checks that never recurse agree with a recursive walk, brackets inside strings ignored."""
+    raw = json.dumps(value).encode()
+    assert boundedjson.depth(raw) == _reference_depth(value)
+    assert boundedjson.exceeds(raw, limit) == (_reference_depth(value) > limit)
 
 
 async def test_a_nesting_bomb_on_every_topic_is_refused_and_the_daemon_lives_on(
@@ -322,3 +324,35 @@ def _queued(data_dir: Path) -> int:
 
 def _refused_to(cloud: CloudPeer) -> list[dict[str, Any]]:
     return [e["data"] for e in cloud.events.values() if e["kind"] == "rejected" and e["data"]["typ"] == "entitlements"]
+
+
+async def test_a_firmware_step_that_trips_a_defect_fails_the_job_not_the_daemon(
+    broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs
+) -> None:
+    """A defect while downloading: the job is failed with reason internal_error (reported to the cloud),
+    and the daemon goes on serving."""
+    config_file = device_config(tmp_path / "device", broker, root_pem)
+    daemon = ProcessDaemon(config_file, env={FAIL_ENV: "firmware:downloading"})
+    async with CloudPeer(broker) as cloud:
+        await provision(cloud, docs)
+        await daemon.start()
+        try:
+            job = docs.firmware_job("j-1", version="29.30.9.1", url="http://127.0.0.1:9/x", size=1, sha256="0" * 64)
+            await cloud.publish("firmware", job, retain=True)
+            status = await status_until(
+                daemon.data_dir, lambda s: (s["firmware"]["job"] or {}).get("state") == "failed"
+            )
+            assert status["firmware"]["job"]["reason"] == "internal_error"
+            await cloud.wait_until(
+                lambda: any(e["type"] == "firmware" and e["kind"] == "failed" for e in cloud.events.values())
+            )
+            assert daemon.process is not None
+            assert daemon.process.poll() is None
+        finally:
+            await daemon.stop()
+    assert "firmware_step_failed" in [e.get("event") for e in daemon.log_events()]
+
+
+def _job_state(status: dict[str, Any]) -> str | None:
+    job = status["firmware"]["job"]
+    return None if job is None else str(job["state"])

@@ -121,7 +121,13 @@ async def test_the_transport_delivers_new_frames_and_drops_repeats_and_garbage()
         ("presence", "mr01-0c1105a1b2c3", {"present": True}),
         ("battery", "mr01-0c1105a1b2c3", {"percent": 55}),
     ]
-    assert listener.stats() == {"received": 5, "duplicates": 1, "malformed": {"short": 1}}
+    assert listener.stats() == {
+        "address": "127.0.0.1",
+        "received": 5,
+        "duplicates": 1,
+        "malformed": {"short": 1},
+        "keys": 0,
+    }
 
 
 # -- who may send (issue 12) --------------------------------------------------------------------------

@@ -331,7 +331,7 @@ async def test_events_are_refused_when_their_seqs_cannot_be_reserved(
     refused = [r for r in results if isinstance(r, OutboxFull)]
     assert refused
     assert "sidecar" in str(refused[0])
-    reserved = json.loads((tmp_path / sidecar.FILE_NAME).read_text())["next_seq"]
+    reserved = sidecar.load(tmp_path).next_seq
     assert all(seq is None or seq < reserved for _, seq, _ in rows(tmp_path))
 
 

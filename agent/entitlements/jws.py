@@ -7,7 +7,7 @@ bitten other implementations:
 
 * base64url must be canonical (no padding, no stray characters, zero trailing bits), so one document
   has exactly one encoding and "the very same document" is well defined;
-* the protected header must be a JSON object of at most 4 KiB, nested at most 4 deep, without
+* the protected header must be a JSON object of at most 4 KiB, nested at most 2 deep, without
   duplicate members and without ``crit`` (a 5 KB header of 2,000 nested arrays once ended the daemon
   from inside ``json``'s recursion: ``agent/boundedjson.py``);
 * ``alg`` must be the string ``EdDSA``; nothing is inferred from the key.
@@ -32,7 +32,7 @@ from agent.errors import DocumentRefused
 MAX_DOCUMENT_BYTES: Final = 256 * 1024  # PROTOCOL.md: "the payload is at most 256 KiB"
 # A protected header is alg, kid and typ (~90 bytes): far more than that is not one of ours.
 MAX_HEADER_BYTES: Final = 4096
-MAX_HEADER_DEPTH: Final = 4
+MAX_HEADER_DEPTH: Final = 2  # the object, and at most one level inside it (ours have none)
 ALG: Final = "EdDSA"
 
 _ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"

@@ -35,10 +35,10 @@ _REFUSED_V3: Final = {
 }
 _REFUSED_V5: Final = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
 # Messages waiting for the receive loop. A broker bounds the QoS 1 messages it has in flight to a
-# client (Mosquitto: 20 per client; NATS: max_ack_pending per subscription, 64 in deploy/nats, four
-# subscriptions) below this, so floods wait in the broker; one that does not (amqtt) gets the excess
-# dropped here, counted, and (unacknowledged) delivered again on the next connection by brokers that
-# keep sessions. With documents of at most 256 KiB (MAX_PACKET_BYTES) this bounds the memory.
+# client (Mosquitto: 20 per client; NATS: max_ack_pending per subscription, 256 in deploy/nats), so a
+# flood waits in the broker; beyond this (amqtt bounds nothing; a NATS flood over several topics)
+# the excess is dropped here, counted, and, never acknowledged, delivered again by brokers that keep
+# sessions (NATS after its ack_wait). With documents of at most 256 KiB this bounds the memory.
 MAX_QUEUED_INCOMING: Final = 256
 MAX_PACKET_BYTES: Final = 320 * 1024  # a document is at most 256 KiB (PROTOCOL.md), plus topic and headers
 
