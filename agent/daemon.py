@@ -412,6 +412,7 @@ class Daemon:
         status["inbound"] = {
             "dropped": self.session.dropped,  # in floods, beyond the receive queue
             "failed": self.inbound.failed,  # handling tripped a defect: reported and dropped
+            "refused": self.inbound.refused,  # documents refused (reported one by one or as counts)
         }
         status["drivers"] = self.local.status()
         status["firmware"] = await self.firmware.status()

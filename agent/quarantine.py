@@ -5,7 +5,9 @@ and leave the file alone. What is salvaged, best effort: the outbox rows (with t
 event_id, so nothing already queued is lost or renumbered), the event counter and the clock anchor.
 The signed documents are not salvaged: the retained ones come again from the broker, and a document
 that fails to parse back is exactly what a corrupt file cannot be trusted with. The sidecar file
-(``agent/sidecar.py``) keeps seq and trusted time from going back when nothing can be read.
+(``agent/sidecar.py``) keeps seq and trusted time from going back when nothing can be read, and keeps
+the high-water mark of every document type and the rotated roots, so that the fresh database refuses
+a superseded document as a rollback and trusts only the roots the fleet rotated to.
 """
 
 from __future__ import annotations

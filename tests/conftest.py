@@ -102,3 +102,12 @@ async def process_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Asyn
     await handle.start()
     yield handle
     await handle.stop()
+
+
+@pytest.fixture
+async def mosquitto(tmp_path: Path) -> AsyncIterator[Broker]:
+    """Mosquitto in its own process, requiring user names: for tests about the device, not the broker."""
+    handle = make_broker("mosquitto", tmp_path / "mosquitto", process=True, users=USERS)
+    await handle.start()
+    yield handle
+    await handle.stop()

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.brokers import Broker, make_broker
-from tests.daemons import EDGE_AGENT, USERS, ProcessDaemon, device_config, raise_event
+from tests.brokers import Broker
+from tests.daemons import EDGE_AGENT, ProcessDaemon, device_config, raise_event
 from tests.support import svc
 from tests.sync_support import PAID, Docs, mode_is, provisioned, status_until
 from tests.tmpfs import fill, free_bytes, mounted
@@ -22,12 +21,9 @@ LAPSED = [svc("door", "door:door-2", days=-1)]  # doors limited: alarms are held
 
 
 @pytest.fixture
-async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
-    """Mosquitto in its own process (the resource under test is the device's disk, not the broker)."""
-    handle = make_broker("mosquitto", tmp_path / "broker", process=True, users=USERS)
-    await handle.start()
-    yield handle
-    await handle.stop()
+def broker(mosquitto: Broker) -> Broker:
+    """Mosquitto (the resource under test is the device, not the broker)."""
+    return mosquitto
 
 
 def _cli(config_file: Path, *args: str) -> subprocess.CompletedProcess[str]:

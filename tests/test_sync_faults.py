@@ -129,10 +129,7 @@ async def test_a_corrupt_database_is_quarantined_and_the_device_recovers(
         await cloud.wait_until(lambda: acknowledged(answers) <= set(cloud.events))
         code, _ = await daemon.stop()
         assert code == 0
-        database = daemon.data_dir / DB_NAME
-        for leftover in (database.with_name(DB_NAME + "-wal"), database.with_name(DB_NAME + "-shm")):
-            leftover.unlink(missing_ok=True)
-        database.write_bytes(b"\x00corrupted by the test\x00" * 2000)
+        corrupt_database(daemon.data_dir)
         await daemon.start()
         await status_until(daemon.data_dir, lambda s: s["mode"] == "normal" and s["document"] is not None)
         answers += await raise_burst(daemon.data_dir, 100)
@@ -170,10 +167,7 @@ async def _superseded_after_quarantine(daemon: ProcessDaemon, cloud: CloudPeer, 
     await cloud.wait_until(lambda: mode_is(cloud, "normal", 2))
     code, _ = await daemon.stop()
     assert code == 0
-    database = daemon.data_dir / DB_NAME
-    for leftover in (database.with_name(DB_NAME + "-wal"), database.with_name(DB_NAME + "-shm")):
-        leftover.unlink(missing_ok=True)
-    database.write_bytes(b"\x00corrupted by the test\x00" * 2000)
+    corrupt_database(daemon.data_dir)
     await cloud.publish("entitlements", superseded, retain=True)  # seq 1 again in the retained slot
     await daemon.start()
     await cloud.wait_until(
@@ -186,3 +180,11 @@ async def _superseded_after_quarantine(daemon: ProcessDaemon, cloud: CloudPeer, 
     await status_until(daemon.data_dir, lambda s: (s["document"] or {}).get("seq") == 2)
     await cloud.publish("entitlements", docs.entitlements(PAID), retain=True)
     await cloud.wait_until(lambda: mode_is(cloud, "normal", 3))
+
+
+def corrupt_database(data_dir: Path) -> None:
+    """Overwrite the (stopped) daemon's database with bytes that are not one, its WAL and index gone."""
+    database = data_dir / DB_NAME
+    for leftover in (database.with_name(DB_NAME + "-wal"), database.with_name(DB_NAME + "-shm")):
+        leftover.unlink(missing_ok=True)
+    database.write_bytes(b"\x00corrupted by the test\x00" * 2000)

@@ -5,14 +5,13 @@ and set back to revive a lapsed door (trusted time does not follow, and a renewa
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.brokers import Broker, make_broker
+from tests.brokers import Broker
 from tests.cloud import CloudPeer
-from tests.daemons import USERS, ProcessDaemon, device_config
+from tests.daemons import ProcessDaemon, device_config
 from tests.support import DAY, svc
 from tests.sync_support import PAID, Docs, mode_is, provision, status_until
 
@@ -20,12 +19,9 @@ LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")  # .ci
 
 
 @pytest.fixture
-async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
-    """Mosquitto in its own process, on the real clock."""
-    handle = make_broker("mosquitto", tmp_path / "broker", process=True, users=USERS)
-    await handle.start()
-    yield handle
-    await handle.stop()
+def broker(mosquitto: Broker) -> Broker:
+    """Mosquitto (the resource under test is the device, not the broker)."""
+    return mosquitto
 
 
 class FakeTime:

@@ -75,6 +75,7 @@ class Inbound:
         self._refusals = Coalescer()
         self._window_opened = asyncio.Event()
         self.failed = 0  # messages whose handling failed unexpectedly (for the status and the tests)
+        self.refused = 0  # documents refused, coalesced or not
 
     async def handle(self, typ: str, payload: bytes) -> Taken:
         """Take one message of document type ``typ``; whether it may be acknowledged."""
@@ -170,6 +171,7 @@ class Inbound:
 
     async def _report_refusal(self, typ: str, refused: DocumentRefused, payload: bytes) -> None:
         """Report a refusal (the first of its kind in a window at once, durably; the rest as a count)."""
+        self.refused += 1
         # The digest lets the cloud tell which of its documents this was; the token itself is not echoed.
         token_sha256 = hashlib.sha256(payload.strip()).hexdigest()
         detail = refused.detail[:500]
