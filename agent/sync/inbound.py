@@ -76,6 +76,7 @@ class Inbound:
         self._window_opened = asyncio.Event()
         self.failed = 0  # messages whose handling failed unexpectedly (for the status and the tests)
         self.refused = 0  # documents refused, coalesced or not
+        self._not_taken: bytes | None = None  # the last message not taken for want of space (logged once)
 
     async def handle(self, typ: str, payload: bytes) -> Taken:
         """Take one message of document type ``typ``; whether it may be acknowledged."""
@@ -118,7 +119,10 @@ class Inbound:
             await self._report_refusal(typ, refused, payload)
             return Taken.YES
         except (OutboxFull, StoreError) as exc:  # a full disk, a locked or failing database: not now
-            log.error("message_not_taken", typ=typ, error=str(exc))
+            digest = hashlib.sha256(payload).digest()
+            if digest != self._not_taken:  # once per message: it is handed over again every few seconds
+                self._not_taken = digest
+                log.error("message_not_taken", typ=typ, error=str(exc))
             return Taken.LATER
         if isinstance(outcome, Accepted):
             self._on_change()

@@ -203,7 +203,8 @@ class Session:
                 # messages wait behind it: taking them out of order could put an older document last.
                 delay = self._retry.delay(attempt, self._rng)
                 attempt += 1
-                log.info("message_retry_wait", typ=typ, seconds=round(delay, 2), attempt=attempt)
+                if attempt == 1 or attempt % 100 == 0:  # a full disk may last: say so now and then
+                    log.info("message_retry_wait", typ=typ, seconds=round(delay, 2), attempt=attempt)
                 await asyncio.sleep(delay)
             mqtt.acknowledge(client, message)
 
