@@ -16,7 +16,7 @@ from typing import IO, Any, NoReturn, TypeVar
 
 import click
 
-from agent.errors import BadRequest, ConfigError, DocumentRefused, EdgeAgentError
+from agent.errors import BadRequest, ConfigError, ControlError, DocumentRefused, EdgeAgentError
 
 T = TypeVar("T")
 
@@ -315,7 +315,7 @@ def simulate(config_file: str | None, kind: str, source: str | None, data_text: 
 
     try:
         response = asyncio.run(ask())
-    except control.ControlError as exc:
+    except ControlError as exc:
         _fail(str(exc))
     except TimeoutError:
         _fail("the daemon did not answer within 30 s")

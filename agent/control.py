@@ -30,7 +30,7 @@ from typing import Any, Final
 import structlog
 
 from agent import boundedjson
-from agent.errors import EdgeAgentError
+from agent.errors import AlreadyRunning, ControlError
 from agent.faults import fault_point
 
 log = structlog.get_logger("agent.control")
@@ -43,18 +43,6 @@ MAX_CONCURRENT: Final = 512  # requests served at once per connection
 CONNECT_SECONDS: Final = 2.0
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-
-
-class ControlError(EdgeAgentError):
-    """A request the daemon could not serve; ``code`` is the wire code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class AlreadyRunning(EdgeAgentError):
-    """Another daemon answers on this data directory's control socket."""
 
 
 def socket_path(where: Path) -> Path:

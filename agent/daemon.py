@@ -31,17 +31,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent import sdnotify, sidecar, stimuli
 from agent.clock import ClockSource, newest_anchor
 from agent.config import Config
-from agent.control import ControlError, ControlServer
+from agent.control import ControlServer
 from agent.device import Device
 from agent.drivers.mr01 import load_keys as load_mr01_keys
 from agent.drivers.simulated import SimulatedOutputs
 from agent.entitlements import policy
 from agent.entitlements.notices import expiry_notices
-from agent.errors import BadRequest, ConfigError, StoreCorrupt, StoreError
+from agent.errors import BadRequest, ConfigError, ControlError, OutboxFull, StoreCorrupt, StoreError
 from agent.events import GATED_ACTIONS, GATES, NewEvent, validate
 from agent.local import LocalSide
 from agent.metrics import Metrics
-from agent.outbox import Outbox, OutboxFull
+from agent.outbox import Outbox
 from agent.poison import PoisonList
 from agent.quarantine import Salvage, salvage_and_move
 from agent.store import Store

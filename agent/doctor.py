@@ -130,11 +130,12 @@ async def broker(config: Config, seconds: float = 5.0) -> Finding:
 
 async def daemon(config: Config) -> Finding:
     from agent import control
+    from agent.errors import ControlError
 
     try:
         async with asyncio.timeout(3):
             answer = await control.request(config.control_socket, {"op": "status"})
-    except (control.ControlError, TimeoutError):
+    except (ControlError, TimeoutError):
         return Finding("daemon", "warn", "no edge-agent is running on this data directory")
     status = answer.get("status", {})
     connected = "connected" if status.get("connected") else "not connected"

@@ -14,12 +14,10 @@ import os
 import signal
 from typing import Final
 
+from agent.errors import InjectedFault
+
 CRASH_ENV: Final = "SMARTPLUS_CRASH_AT"  # not EDGE_AGENT_*: those are settings
 FAIL_ENV: Final = "SMARTPLUS_FAIL_AT"
-
-
-class InjectedFault(RuntimeError):
-    """A defect planted by a test (``SMARTPLUS_FAIL_AT``)."""
 
 
 def crash_point(name: str) -> None:

@@ -28,10 +28,10 @@ from agent.credentials import CredentialIndex
 from agent.device import Device
 from agent.drivers import mr01
 from agent.drivers.interfaces import Outputs, perform
-from agent.errors import StoreError
+from agent.errors import OutboxFull, StoreError
 from agent.events import GATES, NewEvent
 from agent.faults import fault_point
-from agent.outbox import Outbox, OutboxFull, Queued
+from agent.outbox import Outbox, Queued
 from agent.reactions import Context, LocalState, Reaction, react
 from agent.stimuli import Stimulus
 

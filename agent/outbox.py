@@ -46,7 +46,7 @@ import structlog
 
 from agent import sidecar
 from agent.clock import TrustedClock
-from agent.errors import EdgeAgentError, StoreError, StoreFull
+from agent.errors import OutboxFull, StoreError, StoreFull
 from agent.events import (
     GATES,
     HIGHEST_PRIORITY,
@@ -67,10 +67,6 @@ ACK_BATCH: Final = 1_000  # acknowledgements that are committed without waiting 
 ACK_GATHER: Final = 0.05  # seconds acknowledgements alone wait for more
 FETCH: Final = 256  # rows per read of the pump
 WRITE_RETRY: Final = 0.5  # seconds before the writer tries again after the database failed it
-
-
-class OutboxFull(EdgeAgentError):
-    """A new event could not be queued: the outbox is at its cap with nothing it may evict, or the disk is full."""
 
 
 class Queued(NamedTuple):

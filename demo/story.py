@@ -27,7 +27,7 @@ from agent.device import Device
 from agent.entitlements import jws, policy
 from agent.entitlements.jws import key_thumbprint
 from agent.entitlements.notices import expiry_notices
-from agent.errors import DocumentRefused
+from agent.errors import ControlError, DocumentRefused
 from agent.stimuli import Stimulus
 from agent.timefmt import to_rfc3339
 from cloud_stub import broker as embedded_broker
@@ -350,7 +350,7 @@ async def the_cloud(workdir: Path, interactive: bool = False) -> None:
     async def until(condition: Any, seconds: float = 60) -> dict[str, Any]:
         async with asyncio.timeout(seconds), _progress():
             while True:
-                with contextlib.suppress(control.ControlError, KeyError):
+                with contextlib.suppress(ControlError, KeyError):
                     found = await status()
                     if condition(found):
                         return found

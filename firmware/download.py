@@ -32,23 +32,14 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-from agent.errors import EdgeAgentError
+from agent.errors import DownloadError, DownloadInterrupted, EdgeAgentError
 
 CHUNK: Final = 256 * 1024
 MAX_REDIRECTS: Final = 3
 
 
-class DownloadError(EdgeAgentError):
-    """An attempt failed; ``transient`` ones are worth another attempt from where they stopped."""
-
-    def __init__(self, reason: str, message: str, *, transient: bool) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.transient = transient
-
-
-class _Stopped(Exception):
-    """The caller went away (the job was cancelled): stop at the next chunk."""
+class _Stopped(EdgeAgentError):
+    """The caller went away (the job was cancelled): stop at the next chunk (never leaves this module)."""
 
 
 class _Hasher:
@@ -95,7 +86,7 @@ def _prefix_digest(path: Path, length: int) -> hashlib._Hash:
 def _connect(url: str, timeout: float, context: ssl.SSLContext | None) -> tuple[http.client.HTTPConnection, str]:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise DownloadError("bad_url", f"{url!r} is not an http(s) URL", transient=False)
+        raise DownloadError("bad_url", f"{url!r} is not an http(s) URL")
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if parts.scheme == "https":
         return http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=context), path
@@ -134,22 +125,22 @@ def _download(
             elif response.status == 206:
                 start = (response.getheader("content-range") or "").removeprefix("bytes ").split("-")[0]
                 if start != str(have):
-                    raise DownloadError("bad_range", f"asked for byte {have}, got {start!r}", transient=True)
+                    raise DownloadInterrupted("bad_range", f"asked for byte {have}, got {start!r}")
             elif response.status != 200:
-                transient = response.status >= 500 or response.status == 429
-                raise DownloadError("http_status", f"{url} answered HTTP {response.status}", transient=transient)
+                failure = DownloadInterrupted if response.status >= 500 or response.status == 429 else DownloadError
+                raise failure("http_status", f"{url} answered HTTP {response.status}")
             return _stream(response, destination, have, size, digest, ends_at, deadline, progress, stop)
         except TimeoutError:
-            raise DownloadError("stalled", f"no data for {stall:g} s", transient=True) from None
+            raise DownloadInterrupted("stalled", f"no data for {stall:g} s") from None
         except http.client.IncompleteRead as exc:
-            raise DownloadError("truncated", f"the server closed early: {exc!r}", transient=True) from None
+            raise DownloadInterrupted("truncated", f"the server closed early: {exc!r}") from None
         except (OSError, http.client.HTTPException) as exc:
-            raise DownloadError("connection", f"{type(exc).__name__}: {exc}", transient=True) from None
+            raise DownloadInterrupted("connection", f"{type(exc).__name__}: {exc}") from None
         finally:
             if response is not None:
                 response.close()
             connection.close()
-    raise DownloadError("redirects", f"more than {MAX_REDIRECTS} redirects", transient=False)
+    raise DownloadError("redirects", f"more than {MAX_REDIRECTS} redirects")
 
 
 def _stream(
@@ -173,14 +164,12 @@ def _stream(
                 if stop.is_set():
                     raise _Stopped
                 if time.monotonic() > ends_at:
-                    raise DownloadError("deadline", f"the download took longer than {deadline:g} s", transient=False)
+                    raise DownloadError("deadline", f"the download took longer than {deadline:g} s")
                 if written + len(chunk) > size:
                     chunk = chunk[: size - written]
                     f.write(chunk)
                     hasher.update(chunk)
-                    raise DownloadError(
-                        "oversize", f"the server sent more than the signed {size} bytes", transient=False
-                    )
+                    raise DownloadError("oversize", f"the server sent more than the signed {size} bytes")
                 f.write(chunk)
                 f.flush()  # a killed process leaves it in the page cache: nothing received is lost
                 hasher.update(chunk)
@@ -190,7 +179,7 @@ def _stream(
     finally:
         result = hasher.finish()
     if written < size:
-        raise DownloadError("truncated", f"the server closed after {written} of {size} bytes", transient=True)
+        raise DownloadInterrupted("truncated", f"the server closed after {written} of {size} bytes")
     return result
 
 
@@ -216,7 +205,7 @@ async def fetch(
             return await asyncio.shield(worker)
     except TimeoutError:
         stop.set()
-        raise DownloadError("deadline", f"the download took longer than {deadline:g} s", transient=False) from None
+        raise DownloadError("deadline", f"the download took longer than {deadline:g} s") from None
     except asyncio.CancelledError:
         stop.set()  # the worker ends at its next chunk (within stall seconds); its _Stopped is dropped
         raise

@@ -24,12 +24,13 @@ from typing import Any, Final, NamedTuple
 import structlog
 
 from agent.entitlements.documents import FirmwareJobClaims
+from agent.errors import DownloadError, Transient
 from agent.events import NewEvent
 from agent.faults import crash_point, fault_point
 from agent.outbox import Outbox
 from agent.store import Store, Transaction
 from firmware import machine
-from firmware.download import DownloadError, fetch
+from firmware.download import fetch
 from firmware.machine import CANCELLABLE, TERMINAL, State
 from firmware.slots import FileBootloader, FileSlot, sha256_file
 from firmware.version import newer
@@ -375,7 +376,7 @@ class Engine:
                     reason=exc.reason,
                     error=str(exc),
                 )
-                if not exc.transient:
+                if not isinstance(exc, Transient):
                     break
                 await asyncio.sleep(min(2.0**attempt, 10.0))
                 continue

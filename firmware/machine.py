@@ -13,6 +13,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
+from agent.errors import IllegalTransition
+
 
 class State(StrEnum):
     PENDING = "pending"  # accepted, waiting for its time
@@ -78,10 +80,6 @@ RESUME: Final[dict[State, str]] = {
 }
 
 MAX_TRANSITIONS: Final = 32
-
-
-class IllegalTransition(Exception):
-    """A transition the table does not have: a bug in the engine."""
 
 
 def step(state: State, happened: str) -> State:

@@ -18,6 +18,7 @@ from agent import control
 from agent.clock import ClockSource
 from agent.config import Config, load_config, load_trust_roots
 from agent.daemon import Daemon, Outcome
+from agent.errors import ControlError
 from tests.brokers import Broker
 from tests.support import DEVICE_ID, write_config
 
@@ -204,7 +205,7 @@ async def wait_for_control(where: Path, *, process: subprocess.Popen[bytes] | No
                 raise AssertionError(f"the daemon exited with {process.returncode} before it was ready")
             try:
                 response = await control.request(where, {"op": "status"})
-            except control.ControlError:
+            except ControlError:
                 await asyncio.sleep(0.05)
                 continue
             if response.get("ok"):

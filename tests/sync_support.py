@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import control
+from agent.errors import ControlError
 from tests.brokers import Broker
 from tests.cloud import CloudPeer
 from tests.daemons import ProcessDaemon
@@ -101,7 +102,7 @@ async def status_until(
             status: dict[str, Any] = (await control.request(data_dir, {"op": "status"}))["status"]
             if condition(status):
                 return status
-        except control.ControlError:
+        except ControlError:
             pass
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting on the daemon's status")

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 
 from agent.entitlements.documents import FirmwareJobClaims
+from agent.errors import DownloadError, IllegalTransition
 from cloud_stub.images import Fault, ImageServer
 from firmware import machine
-from firmware.download import CHUNK, DownloadError, fetch
+from firmware.download import CHUNK, fetch
 from firmware.engine import Job, admit
-from firmware.machine import RESUME, TERMINAL, TRANSITIONS, IllegalTransition, State
+from firmware.machine import RESUME, TERMINAL, TRANSITIONS, State
 from firmware.slots import FileBootloader, FileSlot
 from firmware.version import newer, parse
 

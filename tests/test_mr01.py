@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from agent.drivers.mr01 import (
     TYPES,
     Frame,
-    FrameError,
     Mr01Udp,
     crc16,
     encode,
@@ -23,6 +22,7 @@ from agent.drivers.mr01 import (
     load_keys,
     parse,
 )
+from agent.errors import FrameError
 from agent.stimuli import Stimulus
 
 FRAMES = Path(__file__).parent / "data" / "mr01_frames.txt"

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 
 from agent import sidecar
 from agent.clock import TrustedClock
+from agent.errors import OutboxFull
 from agent.events import PRIORITY, NewEvent, uuid7, wire_payload
-from agent.outbox import Outbox, OutboxFull
+from agent.outbox import Outbox
 from agent.store import DB_NAME, Store
 from tests.support import T0, SettableClock
 

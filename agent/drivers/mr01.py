@@ -43,7 +43,7 @@ from typing import Any, Final, NamedTuple, cast
 
 import structlog
 
-from agent.errors import EdgeAgentError
+from agent.errors import FrameError
 from agent.stimuli import Stimulus
 
 log = structlog.get_logger("agent.drivers.mr01")
@@ -55,14 +55,6 @@ MAX_PAYLOAD: Final = 16
 TYPES: Final = {1: "heartbeat", 2: "presence", 3: "fall", 4: "bed_exit", 5: "battery"}
 CODES: Final = {name: code for code, name in TYPES.items()}
 _PAYLOAD_SIZE: Final = {"heartbeat": 0, "presence": 1, "fall": 1, "bed_exit": 0, "battery": 1}
-
-
-class FrameError(EdgeAgentError):
-    """A datagram that is not a valid MR01 frame; ``reason`` is a short code."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 class Frame(NamedTuple):

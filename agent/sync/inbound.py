@@ -32,10 +32,10 @@ from agent.device import Accepted, Device
 from agent.entitlements import reasons
 from agent.entitlements.documents import COMMAND, ENTITLEMENTS, FIRMWARE_JOB, TRUST, CommandClaims, FirmwareJobClaims
 from agent.entitlements.intake import Verified
-from agent.errors import DocumentRefused, StoreError
+from agent.errors import DocumentRefused, OutboxFull, StoreError
 from agent.events import NewEvent
 from agent.faults import fault_point
-from agent.outbox import Outbox, OutboxFull, Queued
+from agent.outbox import Outbox, Queued
 from agent.poison import PoisonList
 from agent.refusals import Coalescer, Summary
 from agent.store import Transaction

@@ -26,6 +26,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.clock import TrustedClock
 from agent.config import Config
+from agent.errors import EdgeAgentError
 from agent.events import wire_payload
 from agent.outbox import FETCH, Outbox, OutRow
 from agent.sync import client as mqtt
@@ -47,8 +48,9 @@ class Taken(Enum):
     LATER = "later"  # its outcome could not be made durable now: keep it unacknowledged, hand it over again
 
 
-class SubscriptionRefused(aiomqtt.MqttError):
-    """The broker granted no QoS for a topic the device must hear (an ACL, most likely)."""
+class SubscriptionRefused(EdgeAgentError, aiomqtt.MqttError):
+    """The broker granted no QoS for a topic the device must hear (an ACL, most likely); an ``MqttError``
+    too, so that the session treats it as a lost connection (agent/errors.py draws it)."""
 
 
 def _not_cancelled() -> None:
