@@ -32,10 +32,10 @@ def _fail(message: str) -> NoReturn:
 
 def _with_device(config_file: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
     """Load the config, open the device, run ``work(device)``, close; map errors to exit 2."""
-    from agent import logs
     from agent.clock import ClockSource
     from agent.config import config_path, load_config, load_trust_roots
     from agent.device import Device
+    from protocol import logs
 
     async def run() -> T:
         config = load_config(config_path(config_file, os.environ), os.environ)
@@ -71,7 +71,7 @@ def main() -> None:
 
 
 def _read_document(source: str) -> bytes:
-    from agent.entitlements.jws import MAX_DOCUMENT_BYTES
+    from protocol.jws import MAX_DOCUMENT_BYTES
 
     stream: IO[bytes]
     try:
@@ -124,7 +124,7 @@ def check(action: str, subject: str | None, config_file: str | None, as_json: bo
 
     SUBJECT is door:<id>, account:<id>, apartment:<id>, or a count for attendance.
     """
-    from agent.timefmt import to_rfc3339
+    from protocol.timefmt import to_rfc3339
 
     async def decide(device: Any) -> Any:
         return device.decide(action, subject)
@@ -202,9 +202,10 @@ def status(config_file: str | None, as_json: bool) -> None:
 @config_option
 def run(config_file: str | None) -> None:
     """Run the daemon: the MQTT session, the outbox, the control socket. SIGTERM or SIGINT stops it (exit 0)."""
-    from agent import daemon, logs
+    from agent import daemon
     from agent.clock import ClockSource
     from agent.config import config_path, load_config, load_trust_roots
+    from protocol import logs
 
     try:
         config = load_config(config_path(config_file, os.environ), os.environ)
@@ -296,8 +297,9 @@ def simulate(config_file: str | None, kind: str, source: str | None, data_text: 
     Prints what the daemon did and why; exits 0 once the resulting events are durable, 2 on a bad
     kind, bad JSON or no running daemon (docs/drivers.md lists the kinds and their data).
     """
-    from agent import boundedjson, control
+    from agent import control
     from agent.config import config_path, load_config
+    from protocol import boundedjson
 
     try:
         data = boundedjson.loads(data_text)

@@ -23,9 +23,9 @@ from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agent.entitlements.documents import ID_PATTERN, CommandClaims, describe_validation_error
 from agent.entitlements.policy import Decision
 from agent.store import Transaction
+from protocol.claims import ID_PATTERN, CommandClaims, describe_validation_error
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 

@@ -33,8 +33,8 @@ from pydantic import (
     model_validator,
 )
 
-from agent import boundedjson
 from agent.errors import ConfigError
+from protocol import boundedjson
 
 ENV_PREFIX: Final = "EDGE_AGENT_"
 ENV_CONFIG: Final = "EDGE_AGENT_CONFIG"

@@ -29,9 +29,9 @@ from typing import Any, Final
 
 import structlog
 
-from agent import boundedjson
 from agent.errors import AlreadyRunning, ControlError
 from agent.faults import fault_point
+from protocol import boundedjson
 
 log = structlog.get_logger("agent.control")
 

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from agent.commands import value_digest
 from agent.store import Transaction
-from agent.timefmt import epoch_of
+from protocol.timefmt import epoch_of
 
 
 class Held(NamedTuple):

@@ -48,9 +48,9 @@ from agent.store import Store
 from agent.sync.inbound import Inbound
 from agent.sync.session import Session
 from agent.sync.state import StateReport
-from agent.sync.topics import Topics
-from agent.timefmt import to_rfc3339
 from firmware.engine import Engine, firmware_settings
+from protocol.timefmt import to_rfc3339
+from protocol.topics import Topics
 
 log = structlog.get_logger("agent.daemon")
 

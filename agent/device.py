@@ -28,8 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent import sidecar
 from agent.clock import Anchor, ClockSource, TrustedClock, newest_anchor
 from agent.config import Config
-from agent.entitlements import policy, reasons
-from agent.entitlements.documents import ENTITLEMENTS, TRUST, EntitlementsClaims, TrustClaims
+from agent.entitlements import policy
 from agent.entitlements.index import Entitlements, Project, Service
 from agent.entitlements.intake import Duplicate, HighWater, Verified, verify
 from agent.entitlements.policy import Decision
@@ -46,7 +45,9 @@ from agent.store import (
     StoredDocument,
     Transaction,
 )
-from agent.timefmt import to_rfc3339, to_rfc3339_or_none
+from protocol import reasons
+from protocol.claims import ENTITLEMENTS, TRUST, EntitlementsClaims, TrustClaims
+from protocol.timefmt import to_rfc3339, to_rfc3339_or_none
 
 log = structlog.get_logger("agent.device")
 

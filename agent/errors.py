@@ -1,45 +1,71 @@
 """The device's one error tree (the agent and its firmware engine).
 
-Every failure the device raises on purpose is an :class:`EdgeAgentError`; errors from libraries
-(sqlite3, cryptography, pydantic, aiomqtt, http.client) are mapped onto this tree at the module that
-calls the library (``raise X from exc``) and never leak past it::
+Every failure the device raises on purpose is a :class:`~protocol.errors.SmartPlusError`; errors from
+libraries (sqlite3, cryptography, pydantic, aiomqtt, http.client) are mapped onto this tree at the
+module that calls the library (``raise X from exc``) and never leak past it::
 
-    EdgeAgentError
-    ├── Transient                 the same operation may succeed later: retry, with backoff
-    │   ├── StoreFull             the disk, or the configured cap, is full (space may return)
-    │   ├── OutboxFull            an event could not be queued: the cap, or a full disk
-    │   └── DownloadInterrupted   a download stalled, was cut, or the server failed: resume it
-    ├── ConfigError               bad configuration file, variable or argument; names the key
-    ├── DocumentRefused           a signed document failed verification; ``.reason`` is the wire code
-    ├── BadRequest                a policy question that cannot be asked (unknown action, bad subject)
-    ├── ControlError              a control-socket request not served; ``.code`` is the wire code
-    │   └── AlreadyRunning        another daemon answers on this data directory's socket
-    ├── FrameError                a hardware frame that is not one; ``.reason`` says why
-    ├── SubscriptionRefused       the broker granted no QoS for a topic the device must hear
-    │                             (also an ``aiomqtt.MqttError``: the session treats it as a lost link)
-    ├── StoreError                the local database cannot be used as asked (locked, I/O, read-only)
-    │   ├── StoreCorrupt          the file is not a usable agent database (quarantine it)
-    │   ├── StoreFull             (above: also Transient)
-    │   └── StoreTooNew           the schema is newer than this agent knows (after a firmware rollback)
-    ├── DownloadError             an image could not be fetched as signed; ``.reason`` is the code
-    │   └── DownloadInterrupted   (above: also Transient)
-    ├── IllegalTransition         a transition the firmware table does not have (a bug)
-    └── InjectedFault             a defect planted by a test (``SMARTPLUS_FAIL_AT``, agent/faults.py)
+    SmartPlusError                    the project's root (protocol/errors.py)
+    ├── DocumentRefused               a signed document failed verification; ``.reason`` is the wire
+    │                                 code (protocol/errors.py: the cloud's simulator refuses them too)
+    └── EdgeAgentError                the device's own
+        ├── Transient                 the same operation may succeed later: retry, with backoff
+        │   ├── StoreFull             the disk, or the configured cap, is full (space may return)
+        │   ├── OutboxFull            an event could not be queued: the cap, or a full disk
+        │   └── DownloadInterrupted   a download stalled, was cut, or the server failed: resume it
+        ├── ConfigError               bad configuration file, variable or argument; names the key
+        ├── BadRequest                a policy question that cannot be asked (unknown action, subject)
+        ├── ControlError              a control-socket request not served; ``.code`` is the wire code
+        │   └── AlreadyRunning        another daemon answers on this data directory's socket
+        ├── FrameError                a hardware frame that is not one; ``.reason`` says why
+        ├── SubscriptionRefused       the broker granted no QoS for a topic the device must hear (also
+        │                             an ``aiomqtt.MqttError``, so the session takes it for a lost
+        │                             link; defined in agent/sync/session.py, beside aiomqtt)
+        ├── StoreError                the local database cannot be used as asked (locked, I/O...)
+        │   ├── StoreCorrupt          the file is not a usable agent database (quarantine it)
+        │   ├── StoreFull             (above: also Transient)
+        │   └── StoreTooNew           the schema is newer than this agent (after a firmware rollback)
+        ├── DownloadError             an image could not be fetched as signed; ``.reason`` is the code
+        │   └── DownloadInterrupted   (above: also Transient)
+        ├── IllegalTransition         a transition the firmware table does not have (a bug)
+        └── InjectedFault             a defect planted by a test (``SMARTPLUS_FAIL_AT``, agent/faults.py)
 
 Transient errors and the others are told apart by class (``isinstance(exc, Transient)``), never by
 parsing messages or by a flag. Everything not Transient is final for that operation: reported,
 refused, or (ConfigError, AlreadyRunning, StoreTooNew at start) the end of the process with exit 2.
-Where a class is defined beside its only user (``FrameError`` in ``agent/drivers/mr01.py`` ...), this
-tree still names it, and it still derives from the root.
+Only ``SubscriptionRefused`` (it must also be an aiomqtt error) and a private stop signal of the
+downloader are defined elsewhere; both derive from the root.
 
-The cloud stub has its own, smaller tree (``cloud_stub/rules.py``: ``Refused``, a rule of the ledger).
+The cloud stub's ledger refuses with ``cloud_stub.rules.Refused``, under the same root.
 """
 
 from __future__ import annotations
 
+from protocol.errors import DocumentRefused, SmartPlusError
 
-class EdgeAgentError(Exception):
-    """Root of every error the device raises on purpose."""
+__all__ = [
+    "AlreadyRunning",
+    "BadRequest",
+    "ConfigError",
+    "ControlError",
+    "DocumentRefused",
+    "DownloadError",
+    "DownloadInterrupted",
+    "EdgeAgentError",
+    "FrameError",
+    "IllegalTransition",
+    "InjectedFault",
+    "OutboxFull",
+    "SmartPlusError",
+    "StoreCorrupt",
+    "StoreError",
+    "StoreFull",
+    "StoreTooNew",
+    "Transient",
+]
+
+
+class EdgeAgentError(SmartPlusError):
+    """Root of every error the device raises on purpose (beside the contract's DocumentRefused)."""
 
 
 class Transient(EdgeAgentError):
@@ -53,18 +79,6 @@ class ConfigError(EdgeAgentError):
         super().__init__(f"{key}: {problem}")
         self.key = key
         self.problem = problem
-
-
-class DocumentRefused(EdgeAgentError):
-    """A signed document was refused; nothing the device holds has changed.
-
-    ``reason`` is one of :data:`protocol.reasons.REFUSAL_REASONS`, the code reported on the wire.
-    """
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 class BadRequest(EdgeAgentError):

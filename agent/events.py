@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from json.encoder import encode_basestring
 from typing import Any, Final, NamedTuple
 
-from agent.timefmt import to_rfc3339
+from protocol.timefmt import to_rfc3339
 
 # PROTOCOL.md types, plus ``command`` for a refused command document ("or command likewise").
 EVENT_TYPES: Final = frozenset(

@@ -58,7 +58,7 @@ from agent.events import (
     uuid7,
 )
 from agent.store import Store, Transaction
-from agent.timefmt import to_rfc3339_or_none
+from protocol.timefmt import to_rfc3339_or_none
 
 log = structlog.get_logger("agent.outbox")
 

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import sys
 
-from agent import logs
 from bench import (
     bench_access,
     bench_backlog,
@@ -21,6 +20,7 @@ from bench import (
     bench_outbox,
 )
 from bench.common import Result, report
+from protocol import logs
 
 BENCHES = {
     "decision": bench_decision.run,

@@ -27,12 +27,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.clock import ClockSource
 from agent.config import load_config, load_trust_roots
 from agent.device import Device
-from agent.entitlements import jws
 from agent.errors import DocumentRefused
 from agent.outbox import Outbox
 from agent.poison import PoisonList
 from agent.sync.inbound import Inbound
 from bench.common import Result
+from protocol import jws
 from tests.support import Claims, b64, forge, write_config, write_public_key
 
 ROUNDS = 9

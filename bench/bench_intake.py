@@ -1,7 +1,7 @@
 """Document intake (verify, validate, derive; no fsync) vs. raw Ed25519 verify + json.loads (goal <= 1.3x).
 
 Also measures the JOSE libraries considered, on the same document, against the same floor: the
-evidence for verifying with ``cryptography`` directly (agent/entitlements/jws.py).
+evidence for verifying with ``cryptography`` directly (protocol/jws.py).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from joserfc import jws as joserfc_jws
 from joserfc.jwk import OKPKey
 
-from agent.entitlements import jws
 from agent.entitlements.index import Entitlements
 from agent.entitlements.intake import verify
 from agent.entitlements.trust import KeyRing
 from bench.common import Result, interleaved
+from protocol import jws
 from tests.support import DAY, DEVICE_ID, T0, Claims, commercial_project, forge, svc
 
 

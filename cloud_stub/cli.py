@@ -97,7 +97,7 @@ def keygen(directory: Path, name: str) -> None:
 @click.argument("claims_file", metavar="CLAIMS|-", type=click.File("rb"))
 def sign(typ: str, key_file: Path, claims_file: BinaryIO) -> None:
     """Sign a JSON claims object as a compact JWS of TYP and print it."""
-    from agent.entitlements import jws
+    from protocol import jws
 
     try:
         claims = json.loads(claims_file.read())
@@ -150,7 +150,7 @@ def _when(text: str | None) -> float | None:
         return None
     from datetime import datetime
 
-    from agent.timefmt import epoch_of
+    from protocol.timefmt import epoch_of
 
     moment = datetime.fromisoformat(text if "T" in text else f"{text}T23:59:59+00:00")
     if moment.tzinfo is None:
@@ -553,9 +553,9 @@ def serve(
     import ssl
     from urllib.parse import urlsplit
 
-    from agent import logs
     from cloud_stub.images import ImageServer
     from cloud_stub.service import CloudService
+    from protocol import logs
 
     if (cert_file is None) != (key_file is None):
         raise click.UsageError("--cert-file and --key-file go together (mutual TLS needs both)")

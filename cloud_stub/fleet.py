@@ -26,10 +26,11 @@ import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.entitlements import jws
-from agent.errors import DocumentRefused
+from protocol import jws
+from protocol.errors import DocumentRefused
+from protocol.topics import DEFAULT_PREFIX, Topics
 
-PREFIX = "smartplus/v1"
+PREFIX = DEFAULT_PREFIX
 
 
 @dataclass
@@ -119,8 +120,8 @@ async def run_device(
 ) -> None:
     """One device's session, reconnecting for ever: to ``brokers[first]``, and to the next one each
     time a connection fails or is lost."""
-    trust, entitlements = f"{PREFIX}/trust", f"{PREFIX}/devices/{device.device_id}/entitlements"
-    state = f"{PREFIX}/devices/{device.device_id}/state"
+    topics = Topics(PREFIX, device.device_id)
+    trust, entitlements, state = topics.trust, topics.entitlements, topics.state
     failures = 0
     for attempt in itertools.count(first):
         node = attempt % len(brokers)

@@ -8,8 +8,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.entitlements import jws
-from agent.timefmt import to_rfc3339
+from protocol import jws
+from protocol.timefmt import to_rfc3339
 
 ISSUER = "smartplus-cloud"
 

@@ -13,11 +13,11 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
-from agent.entitlements import jws
-from agent.timefmt import to_rfc3339
 from cloud_stub.issuer import ISSUER
 from cloud_stub.ledger import Ledger
 from cloud_stub.rules import DAY, Refused
+from protocol import jws
+from protocol.timefmt import to_rfc3339
 
 OFFLINE_DAYS: Final = 30.0
 

@@ -19,9 +19,8 @@ from typing import Any, Self
 
 import aiomqtt
 
-from agent import boundedjson
-
-PREFIX = "smartplus/v1"
+from protocol import boundedjson
+from protocol.topics import DEFAULT_PREFIX, Topics
 
 
 class DeviceLink:
@@ -33,7 +32,7 @@ class DeviceLink:
         port: int,
         device_id: str,
         *,
-        prefix: str = PREFIX,
+        prefix: str = DEFAULT_PREFIX,
         user: str | None = None,
         password: str | None = None,
         tls: ssl.SSLContext | None = None,
@@ -57,7 +56,8 @@ class DeviceLink:
 
     def topic(self, leaf: str) -> str:
         """``P/devices/D/<leaf>``, or ``P/trust``."""
-        return f"{self.prefix}/trust" if leaf == "trust" else f"{self.prefix}/devices/{self.device_id}/{leaf}"
+        topics = Topics(self.prefix, self.device_id)
+        return topics.trust if leaf == "trust" else topics.device(leaf)
 
     async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._stay_connected())

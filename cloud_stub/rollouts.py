@@ -15,15 +15,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from agent.timefmt import to_rfc3339
 from cloud_stub.ledger import Ledger
 from cloud_stub.rules import Refused
+from protocol.timefmt import to_rfc3339
 
 
 def add_firmware(
     ledger: Ledger, images: Path, model: str, version: str, image: Path, log: str, now: float
 ) -> dict[str, Any]:
-    from firmware.version import parse
+    from protocol.version import parse
 
     try:
         parse(version)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import date
 from typing import Final, NamedTuple
 
+from protocol.errors import SmartPlusError
+
 DAY: Final = 86_400.0
 CREDIT_BILLING_FROM: Final = date(2025, 6, 1)  # seed 000 line 129, seed 001 line 50
 NO_PAYMENT_FROM: Final = date(2024, 10, 15)  # DOMAIN.md "Paying": older commercial projects need none
@@ -18,7 +20,7 @@ ORDER_TTL: Final = 15 * 60.0  # DOMAIN.md "Paying": a pending order must be paid
 NOTICE_DAYS: Final = (15, 5, 3, 1)  # DOMAIN.md "What expiry means on the device"
 
 
-class Refused(Exception):
+class Refused(SmartPlusError):
     """A request the rules do not allow; ``rule`` is the code, ``seed`` where the rule is written."""
 
     def __init__(self, rule: str, message: str, seed: str) -> None:

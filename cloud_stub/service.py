@@ -27,11 +27,11 @@ from typing import Any
 import aiomqtt
 import structlog
 
-from agent import boundedjson
-from agent.entitlements import jws
 from cloud_stub import ingest, issuing, rollouts, trustkeys
 from cloud_stub.ledger import Ledger
 from cloud_stub.rules import Refused
+from protocol import boundedjson, jws, topics
+from protocol.topics import Topics
 
 log = structlog.get_logger("cloud_stub.service")
 IN_FLIGHT = 10
@@ -51,7 +51,7 @@ class CloudService:
         port: int,
         username: str | None = None,
         password: str | None = None,
-        prefix: str = "smartplus/v1",
+        prefix: str = topics.DEFAULT_PREFIX,
         image_base: str = "http://127.0.0.1:8080/",
         clock: Callable[[], float] = time.time,
         interval: float = 1.0,
@@ -84,7 +84,7 @@ class CloudService:
             seq = issuing.next_seq(self.ledger, "trust:*", hashlib.sha256(listed.encode()).hexdigest(), now)
             if seq is not None:
                 token = trustkeys.trust_document(self.ledger, self.keys, now, seq)
-                issuing.hold(self.ledger, "trust:*", f"{self.prefix}/trust", token)
+                issuing.hold(self.ledger, "trust:*", Topics(self.prefix, "*").trust, token)
                 if seq > 1:  # a rotation: the devices take the new trust before anything signed by the new key
                     return 1
         billing = trustkeys.active(self.ledger, self.keys, "billing")
@@ -99,7 +99,7 @@ class CloudService:
                 continue
             token = issuing.document_for(self.ledger, mac, billing, now, offline_days=self.offline_days)
             if token is not None:
-                issuing.hold(self.ledger, mac, f"{self.prefix}/devices/{mac}/entitlements", token)
+                issuing.hold(self.ledger, mac, Topics(self.prefix, mac).entitlements, token)
                 issued += 1
             job = rollouts.job_for(self.ledger, mac, self.image_base)
             if job is not None:
@@ -108,7 +108,7 @@ class CloudService:
                 if job_seq is not None:
                     claims = {"iat": int(now), "exp": int(now + 30 * 86_400), "seq": job_seq, **job}
                     token = jws.sign(releases, "firmware-job", claims)
-                    issuing.hold(self.ledger, f"fw:{mac}", f"{self.prefix}/devices/{mac}/firmware", token)
+                    issuing.hold(self.ledger, f"fw:{mac}", Topics(self.prefix, mac).firmware, token)
                     issued += 1
         return issued
 
@@ -141,7 +141,7 @@ class CloudService:
         claims = {"iss": "smartplus-cloud", "aud": mac, "iat": int(now), "exp": int(now + 600), "seq": seq,
                   "id": command_id, "op": op, "args": args or {}}  # fmt: skip
         token = jws.sign(trustkeys.active(self.ledger, self.keys, "commands"), "command", claims)
-        await client.publish(f"{self.prefix}/devices/{mac}/commands", token, qos=1)
+        await client.publish(Topics(self.prefix, mac).commands, token, qos=1)
         return command_id
 
     def housekeeping(self, now: float) -> None:
@@ -166,8 +166,7 @@ class CloudService:
                     keepalive=10,
                     tls_context=self.tls,
                 ) as client:
-                    leaves = ("events", "replies", "state")
-                    await client.subscribe([(f"{self.prefix}/devices/+/{leaf}", 1) for leaf in leaves])
+                    await client.subscribe([(topics.fleet(self.prefix, leaf), 1) for leaf in topics.DEVICE_LEAVES])
                     log.info("cloud_connected", host=host, port=port)
                     self._client = client
                     try:

@@ -24,11 +24,11 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.entitlements import jws
 from cloud_stub.issuer import ISSUER, signing_key_entry
 from cloud_stub.keys import load_private_key, write_keypair
 from cloud_stub.ledger import Ledger
 from cloud_stub.rules import DAY, Refused
+from protocol import jws
 
 KEY_YEARS = 2.0
 # What each signer may sign (the trust document's typs).

@@ -19,21 +19,22 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from agent import control, logs
+from agent import control
 from agent.clock import ClockSource
 from agent.config import load_config, load_trust_roots
 from agent.daemon import Daemon
 from agent.device import Device
-from agent.entitlements import jws, policy
-from agent.entitlements.jws import key_thumbprint
+from agent.entitlements import policy
 from agent.entitlements.notices import expiry_notices
 from agent.errors import ControlError, DocumentRefused
 from agent.stimuli import Stimulus
-from agent.timefmt import to_rfc3339
 from cloud_stub import broker as embedded_broker
 from cloud_stub.issuer import Issuer, service
 from cloud_stub.keys import write_keypair
 from cloud_stub.link import DeviceLink
+from protocol import jws, logs
+from protocol.jws import key_thumbprint
+from protocol.timefmt import to_rfc3339
 
 DAY = 86_400.0
 DEVICE_ID = "0c110512ab34"

@@ -23,7 +23,6 @@ from typing import Any, Final, NamedTuple
 
 import structlog
 
-from agent.entitlements.documents import FirmwareJobClaims
 from agent.errors import DownloadError, Transient
 from agent.events import NewEvent
 from agent.faults import crash_point, fault_point
@@ -33,7 +32,8 @@ from firmware import machine
 from firmware.download import fetch
 from firmware.machine import CANCELLABLE, TERMINAL, State
 from firmware.slots import FileBootloader, FileSlot, sha256_file
-from firmware.version import newer
+from protocol.claims import FirmwareJobClaims
+from protocol.version import newer
 
 log = structlog.get_logger("firmware.engine")
 
@@ -501,7 +501,7 @@ RESET_TABLES: Final = (
 def _epoch(text: str) -> float:
     from datetime import datetime
 
-    from agent.timefmt import epoch_of
+    from protocol.timefmt import epoch_of
 
     return epoch_of(datetime.fromisoformat(text))
 

@@ -9,11 +9,11 @@ import asyncio
 import sys
 from pathlib import Path
 
-from agent import logs
 from agent.clock import ClockSource
 from agent.config import load_config, load_trust_roots
 from agent.device import Device
 from agent.errors import DocumentRefused
+from protocol import logs
 
 
 async def main(config_path: str, tokens: list[str]) -> None:

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from agent.clock import ClockSource
-from agent.entitlements import jws
+from protocol import jws
 
 DAY = 86_400.0
 DEVICE_ID = "0c110512ab34"
@@ -196,7 +196,7 @@ def svc(
     service: str, subject: str = "project", days: float = 365, plan: str | None = None, *, base: float = T0
 ) -> dict[str, Any]:
     """A service entry expiring ``days`` after ``base`` (T0 by default; negative: already expired)."""
-    from agent.timefmt import to_rfc3339
+    from protocol.timefmt import to_rfc3339
 
     entry: dict[str, Any] = {"service": service, "subject": subject, "expires": to_rfc3339(base + days * DAY)}
     if plan is not None:
@@ -206,8 +206,8 @@ def svc(
 
 def holdings(project: dict[str, Any], services: list[dict[str, Any]], exp_days: float = 30) -> Any:
     """The Entitlements a device would hold for this document (issued at T0, in force ``exp_days``)."""
-    from agent.entitlements.documents import EntitlementsClaims
     from agent.entitlements.index import Entitlements
+    from protocol.claims import EntitlementsClaims
 
     claims = {
         "aud": DEVICE_ID,

@@ -8,9 +8,9 @@ import pytest
 
 from agent.clock import Anchor, TrustedClock, newest_anchor
 from agent.device import Device
-from agent.entitlements import reasons
 from agent.entitlements.intake import Duplicate
 from agent.errors import DocumentRefused
+from protocol import reasons
 from tests.conftest import DeviceFactory
 from tests.support import DAY, T0, Claims, Keys, SettableClock, forge, svc
 

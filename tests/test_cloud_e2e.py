@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 
 from agent import control
-from agent.entitlements import jws
 from cloud_stub import ingest
 from cloud_stub.images import ImageServer
 from cloud_stub.ledger import Ledger
 from cloud_stub.rules import DAY
 from cloud_stub.service import CloudService
+from protocol import jws
 from tests.brokers import Broker, NatsCluster
 from tests.daemons import USERS, SupervisedDaemon, device_config, raise_event
 from tests.support import DEVICE_ID
@@ -242,8 +242,8 @@ async def test_a_document_issued_just_before_the_cloud_stopped_still_goes_out(
     publishes it, rather than waiting for the next change or the half-bound re-issue (15 days)."""
     import aiomqtt
 
-    from agent.entitlements import jws
     from cloud_stub import issuing
+    from protocol import jws
 
     keys = tmp_path / "cloud" / "keys"
     stopped = CloudService(ledger, keys, host=broker.host, port=broker.port)

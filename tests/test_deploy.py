@@ -18,7 +18,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from agent.entitlements import jws
+from protocol import jws
+from protocol.topics import DEFAULT_PREFIX
 from tests.brokers import MOSQUITTO, Broker, free_port
 from tests.daemons import ProcessDaemon
 from tests.support import DEVICE_ID, write_config
@@ -26,7 +27,7 @@ from tests.sync_support import Docs
 
 REPO = Path(__file__).parent.parent
 OTHER = "0c1105aaaaaa"
-PREFIX = "smartplus/v1"
+PREFIX = DEFAULT_PREFIX
 
 
 @pytest.fixture(scope="module")

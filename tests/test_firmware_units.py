@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from agent.entitlements.documents import FirmwareJobClaims
 from agent.errors import DownloadError, IllegalTransition
 from cloud_stub.images import Fault, ImageServer
 from firmware import machine
@@ -17,7 +16,8 @@ from firmware.download import CHUNK, fetch
 from firmware.engine import Job, admit
 from firmware.machine import RESUME, TERMINAL, TRANSITIONS, State
 from firmware.slots import FileBootloader, FileSlot
-from firmware.version import newer, parse
+from protocol.claims import FirmwareJobClaims
+from protocol.version import newer, parse
 
 
 @pytest.mark.parametrize(

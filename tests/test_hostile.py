@@ -20,12 +20,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent import boundedjson, control
+from agent import control
 from agent.drivers.mr01 import encode
-from agent.entitlements import jws, reasons
 from agent.errors import DocumentRefused
 from agent.faults import FAIL_ENV
 from agent.store import DB_NAME
+from protocol import boundedjson, jws, reasons
 from tests.brokers import Broker
 from tests.cloud import CloudPeer
 from tests.daemons import EDGE_AGENT, ProcessDaemon, device_config, raise_event

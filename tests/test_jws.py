@@ -10,11 +10,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.entitlements import jws
 from agent.entitlements.intake import verify
-from agent.entitlements.reasons import REFUSAL_REASONS
 from agent.entitlements.trust import KeyRing
 from agent.errors import DocumentRefused
+from protocol import jws
+from protocol.reasons import REFUSAL_REASONS
 from tests.support import DEVICE_ID, T0, Claims, forge
 
 B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -117,7 +117,7 @@ def test_rfc3339_formatting_round_trips(epoch: float) -> None:
     """Times go out as RFC 3339 UTC with a Z and read back within a millisecond of what they were."""
     from datetime import datetime
 
-    from agent.timefmt import to_rfc3339
+    from protocol.timefmt import to_rfc3339
 
     text = to_rfc3339(epoch)
     assert text.endswith("Z")

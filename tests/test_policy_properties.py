@@ -14,10 +14,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.entitlements.documents import EntitlementsClaims
 from agent.entitlements.index import KNOWN_SERVICES, Entitlements
 from agent.entitlements.policy import ACTIONS, APP_SERVICES, decide
-from agent.timefmt import to_rfc3339
+from protocol.claims import EntitlementsClaims
+from protocol.timefmt import to_rfc3339
 from tests.support import DAY, DEVICE_ID, T0
 
 DOORS = ["d1", "d2", "d3", "d4"]

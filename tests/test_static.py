@@ -29,3 +29,25 @@ def test_mypy_strict() -> None:
     """mypy --strict finds nothing in the agent, the cloud stub, the benchmarks and the tests."""
     result = _run("mypy", "--no-incremental")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _imports(package: str) -> set[tuple[str, str]]:
+    """(module, what it imports) for every import statement in ``package``."""
+    import ast
+
+    found = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module is not None and not node.level:
+                found.add((str(path.relative_to(ROOT)), node.module))
+            elif isinstance(node, ast.Import):
+                found.update((str(path.relative_to(ROOT)), alias.name) for alias in node.names)
+    return found
+
+
+def test_the_wire_contract_stands_alone_and_the_cloud_imports_only_it() -> None:
+    """protocol/ imports nothing of the project's other packages; cloud_stub/ imports protocol/ and itself,
+    never the device (agent/, firmware/)."""
+    device = ("agent", "firmware", "cloud_stub", "demo", "bench", "tests")
+    assert not [i for i in _imports("protocol") if i[1].split(".")[0] in device]
+    assert not [i for i in _imports("cloud_stub") if i[1].split(".")[0] in ("agent", "firmware")]

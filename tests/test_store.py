@@ -10,10 +10,10 @@ import pytest
 
 from agent.config import Config
 from agent.device import Device
-from agent.entitlements import reasons
 from agent.errors import DocumentRefused, StoreCorrupt, StoreTooNew
 from agent.migrations import SCHEMA_VERSION
 from agent.store import DB_NAME, Store, store_error
+from protocol import reasons
 from tests.conftest import DeviceFactory
 from tests.support import Claims, Keys, forge, svc
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from agent.config import load_config
-from agent.entitlements import jws
 from agent.errors import DocumentRefused
+from protocol import jws
 from tests.conftest import DeviceFactory
 from tests.support import SettableClock, write_config
 

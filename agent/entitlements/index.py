@@ -7,7 +7,7 @@ from datetime import date
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
-from agent.entitlements.documents import EntitlementsClaims
+from protocol.claims import EntitlementsClaims
 
 KNOWN_SERVICES: Final = frozenset(
     {

@@ -37,8 +37,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from agent.clock import SKEW, Correctable
-from agent.entitlements import jws, reasons
-from agent.entitlements.documents import (
+from agent.entitlements.trust import KeyRing
+from agent.errors import DocumentRefused
+from protocol import jws, reasons
+from protocol.claims import (
     CLAIMS_MODELS,
     ROOT_PROOF,
     TRUST,
@@ -48,9 +50,7 @@ from agent.entitlements.documents import (
     TrustClaims,
     describe_validation_error,
 )
-from agent.entitlements.trust import KeyRing
-from agent.errors import DocumentRefused
-from agent.timefmt import to_rfc3339
+from protocol.timefmt import to_rfc3339
 
 
 class HighWater(NamedTuple):

@@ -34,10 +34,10 @@ import re
 from collections.abc import Callable
 from typing import Final, NamedTuple
 
-from agent.entitlements.documents import ID_PATTERN
 from agent.entitlements.index import Entitlements, Service
 from agent.errors import BadRequest
-from agent.timefmt import to_rfc3339, to_rfc3339_or_none
+from protocol.claims import ID_PATTERN
+from protocol.timefmt import to_rfc3339, to_rfc3339_or_none
 
 # -- decision reasons (the wire and the CLI carry these strings: never rename one) --------------
 ACTIVE: Final = "active"

@@ -19,11 +19,11 @@ from typing import NamedTuple
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from agent.entitlements import reasons
-from agent.entitlements.documents import TRUST, TrustClaims
-from agent.entitlements.jws import key_thumbprint
 from agent.errors import DocumentRefused
-from agent.timefmt import to_rfc3339
+from protocol import reasons
+from protocol.claims import TRUST, TrustClaims
+from protocol.jws import key_thumbprint
+from protocol.timefmt import to_rfc3339
 
 
 class SigningKey(NamedTuple):

@@ -24,7 +24,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import Config
 from agent.sync.state import offline_payload
-from agent.sync.topics import Topics
+from protocol.topics import Topics
 
 # CONNACK return codes (3.1.1) and reason codes (5) that mean "you may not": retried slowly.
 _REFUSED_V3: Final = {

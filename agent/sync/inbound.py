@@ -29,8 +29,6 @@ import structlog
 
 from agent import commands
 from agent.device import Accepted, Device
-from agent.entitlements import reasons
-from agent.entitlements.documents import COMMAND, ENTITLEMENTS, FIRMWARE_JOB, TRUST, CommandClaims, FirmwareJobClaims
 from agent.entitlements.intake import Verified
 from agent.errors import DocumentRefused, OutboxFull, StoreError
 from agent.events import NewEvent
@@ -40,7 +38,9 @@ from agent.poison import PoisonList
 from agent.refusals import Coalescer, Summary
 from agent.store import Transaction
 from agent.sync.session import Taken
-from agent.timefmt import to_rfc3339
+from protocol import reasons
+from protocol.claims import COMMAND, ENTITLEMENTS, FIRMWARE_JOB, TRUST, CommandClaims, FirmwareJobClaims
+from protocol.timefmt import to_rfc3339
 
 log = structlog.get_logger("agent.inbound")
 

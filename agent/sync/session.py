@@ -32,7 +32,7 @@ from agent.outbox import FETCH, Outbox, OutRow
 from agent.sync import client as mqtt
 from agent.sync.backoff import Backoff
 from agent.sync.state import StateReport, offline_payload
-from agent.sync.topics import Topics
+from protocol.topics import Topics
 
 log = structlog.get_logger("agent.session")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
-from agent.timefmt import to_rfc3339
+from protocol.timefmt import to_rfc3339
 
 
 class StateReport(NamedTuple):

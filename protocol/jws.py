@@ -9,7 +9,7 @@ bitten other implementations:
   has exactly one encoding and "the very same document" is well defined;
 * the protected header must be a JSON object of at most 4 KiB, nested at most 2 deep, without
   duplicate members and without ``crit`` (a 5 KB header of 2,000 nested arrays once ended the daemon
-  from inside ``json``'s recursion: ``agent/boundedjson.py``);
+  from inside ``json``'s recursion: ``protocol/boundedjson.py``);
 * ``alg`` must be the string ``EdDSA``; nothing is inferred from the key.
 """
 
@@ -25,9 +25,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from agent import boundedjson
-from agent.entitlements import reasons
-from agent.errors import DocumentRefused
+from protocol import boundedjson, reasons
+from protocol.errors import DocumentRefused
 
 MAX_DOCUMENT_BYTES: Final = 256 * 1024  # PROTOCOL.md: "the payload is at most 256 KiB"
 # A protected header is alg, kid and typ (~90 bytes): far more than that is not one of ours.

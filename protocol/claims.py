@@ -13,7 +13,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agent.entitlements.jws import b64url_decode, thumbprint
+from protocol.jws import b64url_decode, thumbprint
 
 TRUST: Final = "trust"
 ENTITLEMENTS: Final = "entitlements"

@@ -1,10 +1,18 @@
-"""Topic names of PROTOCOL.md "Topics", for one device."""
+"""Topic names of PROTOCOL.md "Topics": for one device, and the cloud's wildcards over the fleet."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
-from agent.entitlements.documents import COMMAND, ENTITLEMENTS, FIRMWARE_JOB, TRUST
+from protocol.claims import COMMAND, ENTITLEMENTS, FIRMWARE_JOB, TRUST
+
+DEFAULT_PREFIX: Final = "smartplus/v1"
+DEVICE_LEAVES: Final = ("events", "replies", "state")  # what a device publishes
+
+
+def fleet(prefix: str, leaf: str) -> str:
+    """``P/devices/+/<leaf>``: what the cloud subscribes to, for every device."""
+    return f"{prefix}/devices/+/{leaf}"
 
 
 class Topics(NamedTuple):
@@ -31,6 +39,21 @@ class Topics(NamedTuple):
             self.device("firmware"): FIRMWARE_JOB,
             self.device("commands"): COMMAND,
         }
+
+    @property
+    def entitlements(self) -> str:
+        """Where the device's entitlements document is retained."""
+        return self.device("entitlements")
+
+    @property
+    def firmware(self) -> str:
+        """Where the device's firmware job is retained."""
+        return self.device("firmware")
+
+    @property
+    def commands(self) -> str:
+        """Where commands for the device go (not retained)."""
+        return self.device("commands")
 
     @property
     def events(self) -> str:
