@@ -150,7 +150,8 @@ class StoreConfig(_Frozen):
 class DriversConfig(_Frozen):
     """``[drivers]``: the hardware and the timings of the local logic (docs/drivers.md)."""
 
-    kind: Literal["simulated"] = "simulated"
+    kind: Literal["simulated"] = "simulated"  # the outputs (agent/drivers/registry.py OUTPUTS)
+    inputs: tuple[Literal["mr01"], ...] = ()  # input sources to start (INPUTS); mr01 also whenever mr01_udp is set
     relay_seconds: Annotated[int, Field(ge=1, le=60)] = 5  # how long a granted access keeps the door released
     held_open_seconds: Annotated[int, Field(ge=5, le=3600)] = 30  # a door open longer than this raises held_open
     debounce_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0  # the same MR01 alarm again within this: one
@@ -187,6 +188,8 @@ class FirmwareConfig(_Frozen):
     health_deadline_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0  # reach the broker within this
     health_command: tuple[str, ...] | None = None  # a local check: exit 0 healthy (argv, no shell)
     ca_file: Path | None = None  # for https image URLs; default: the system's CAs
+    bootloader: Literal["file"] = "file"  # who chooses the slot (firmware/backends.py BOOTLOADERS)
+    slots: Literal["file"] = "file"  # where images are written (firmware/backends.py SLOTS)
 
     @field_validator("ca_file")
     @classmethod

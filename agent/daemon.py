@@ -33,8 +33,7 @@ from agent.clock import ClockSource, newest_anchor
 from agent.config import Config
 from agent.control import ControlServer
 from agent.device import Device
-from agent.drivers.mr01 import load_keys as load_mr01_keys
-from agent.drivers.simulated import SimulatedOutputs
+from agent.drivers import registry as drivers
 from agent.entitlements import policy
 from agent.entitlements.notices import expiry_notices
 from agent.errors import BadRequest, ConfigError, ControlError, OutboxFull, StoreCorrupt, StoreError
@@ -48,6 +47,7 @@ from agent.store import Store
 from agent.sync.inbound import Inbound
 from agent.sync.session import Session
 from agent.sync.state import StateReport
+from firmware.backends import backend as firmware_backend
 from firmware.engine import Engine, firmware_settings
 from protocol.timefmt import to_rfc3339
 from protocol.topics import Topics
@@ -109,7 +109,9 @@ class Daemon:
         self._watched: tuple[Any, ...] | None = None
         self._restarting: asyncio.Task[None] | None = None
         self._control_gid: int | None = None
-        self.local = LocalSide(config, device, outbox, SimulatedOutputs())
+        self.local = LocalSide(
+            config, device, outbox, drivers.outputs(config.drivers), drivers.inputs(config.drivers, device.clock.now)
+        )
         self.inbound = Inbound(
             device,
             outbox,
@@ -127,6 +129,7 @@ class Daemon:
             outbox,
             device.clock.now,
             config.data_dir,
+            backend=firmware_backend(config),
             connected=self.session.connected,
             on_change=self._firmware_changed,
             on_reboot=self._reboot,
@@ -163,20 +166,17 @@ class Daemon:
         except BaseException:
             await device.close()
             raise
-        daemon = cls(config, device, outbox, poison, quarantined)
+        try:
+            daemon = cls(config, device, outbox, poison, quarantined)  # drivers are built here: ConfigError
+            if config.control.group is not None:
+                try:
+                    daemon._control_gid = grp.getgrnam(config.control.group).gr_gid
+                except KeyError:
+                    raise ConfigError("control.group", f"no group named {config.control.group!r}") from None
+        except BaseException:
+            await device.close()
+            raise
         daemon._raised = raised
-        if config.control.group is not None:
-            try:
-                daemon._control_gid = grp.getgrnam(config.control.group).gr_gid
-            except KeyError:
-                await device.close()
-                raise ConfigError("control.group", f"no group named {config.control.group!r}") from None
-        if config.drivers.mr01_keys is not None:
-            try:
-                daemon.local.mr01_keys = await asyncio.to_thread(load_mr01_keys, config.drivers.mr01_keys)
-            except ValueError as exc:
-                await device.close()
-                raise ConfigError("drivers.mr01_keys", str(exc)) from None
         return daemon
 
     async def _metrics_sample(self) -> dict[str, Any]:

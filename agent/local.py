@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -26,8 +27,8 @@ from agent.commands import effective_settings
 from agent.config import Config
 from agent.credentials import CredentialIndex
 from agent.device import Device
-from agent.drivers import mr01
 from agent.drivers.interfaces import Outputs, perform
+from agent.drivers.registry import Input
 from agent.errors import OutboxFull, StoreError
 from agent.events import GATES, NewEvent
 from agent.faults import fault_point
@@ -43,8 +44,11 @@ MAX_QUEUED = 20_000  # driver stimuli waiting to be handled (an MR01 burst of 10
 class LocalSide:
     """Stimuli to actions and events, for one daemon."""
 
-    def __init__(self, config: Config, device: Device, outbox: Outbox, outputs: Outputs) -> None:
+    def __init__(
+        self, config: Config, device: Device, outbox: Outbox, outputs: Outputs, inputs: Sequence[Input] = ()
+    ) -> None:
         self._config, self._device, self._outbox, self.outputs = config, device, outbox, outputs
+        self.inputs = list(inputs)  # started by run(), closed when it ends
         self.state = LocalState()
         self.credentials = CredentialIndex()
         self.settings: dict[str, Any] = {}
@@ -56,8 +60,6 @@ class LocalSide:
         self.handled = 0
         self.dropped = 0  # driver stimuli dropped in a flood (beyond MAX_QUEUED waiting)
         self.failed = 0  # stimuli whose handling failed unexpectedly (a defect, logged)
-        self.mr01: mr01.Mr01Udp | None = None
-        self.mr01_keys: dict[bytes, bytes] = {}  # loaded by the daemon at start (a bad file stops it)
 
     # -- what reactions read -------------------------------------------------------------------------
     def changed(self) -> None:
@@ -74,7 +76,7 @@ class LocalSide:
             actions = await tx.fetchall("SELECT id, command_id, door, body FROM door_actions ORDER BY id")
         for row_id, command_id, door, body in actions:
             seconds = int(json.loads(body).get("seconds", self._config.drivers.relay_seconds))
-            self.outputs.relay.open(door, seconds)
+            await self.outputs.relay.open(door, seconds)
             now = self._device.clock.now()
             self.state.door(door).released_until = now + seconds
             event = NewEvent(
@@ -109,11 +111,11 @@ class LocalSide:
         )
 
     # -- handling ------------------------------------------------------------------------------------
-    def _react(self, stimulus: Stimulus) -> tuple[Reaction, list[asyncio.Future[Queued]]]:
+    async def _react(self, stimulus: Stimulus) -> tuple[Reaction, list[asyncio.Future[Queued]]]:
         fault_point(f"stimulus:{stimulus.kind}")
         reaction = react(stimulus, self.context(), self.state)
-        for action in reaction.actions:
-            perform(self.outputs, action)
+        for action in reaction.actions:  # the relay first: a person at the door waits for it
+            await perform(self.outputs, action)
         loop = asyncio.get_running_loop()
         for timer in reaction.timers:
             loop.call_later(timer.delay, self._timer, timer.stimulus)
@@ -123,7 +125,7 @@ class LocalSide:
     async def handle(self, stimulus: Stimulus) -> dict[str, Any]:
         """React, perform, queue; return once the events are durable, with what was done and why."""
         await self._refresh_if_stale()
-        reaction, futures = self._react(stimulus)
+        reaction, futures = await self._react(stimulus)
         queued: list[dict[str, Any]] = []
         for event, future in zip(reaction.events, futures, strict=True):
             try:
@@ -163,12 +165,9 @@ class LocalSide:
             log.error("driver_event_not_queued", error=str(exc))
 
     async def run(self) -> None:
-        """Listen on the configured transports and handle driver stimuli until cancelled."""
-        if self._config.drivers.mr01_udp is not None:
-            self.mr01 = await mr01.listen(
-                self._config.drivers.mr01_udp, self.feed, self._device.clock.now, self.mr01_keys
-            )
-            log.info("mr01_listening", address=self._config.drivers.mr01_udp, port=self.mr01.port)
+        """Start the input sources and handle driver stimuli until cancelled."""
+        for source in self.inputs:
+            await source.start(self.feed)
         silence = max(1.0, self._config.drivers.sensor_silence_seconds / 4)
         try:
             while True:
@@ -184,7 +183,7 @@ class LocalSide:
                     if item is _WAKE:
                         continue
                     try:
-                        _, futures = self._react(item._replace(at=now) if item.kind in _TIMED else item)
+                        _, futures = await self._react(item._replace(at=now) if item.kind in _TIMED else item)
                     except Exception as exc:  # a defect: this stimulus is lost (and said so), the door goes on
                         self.failed += 1
                         log.exception("stimulus_failed", kind=item.kind, source=item.source, error=repr(exc)[:200])
@@ -194,8 +193,8 @@ class LocalSide:
                         future.add_done_callback(self._settled)
                 await asyncio.sleep(0)  # let the writer and the session run between batches
         finally:
-            if self.mr01 is not None and self.mr01.transport is not None:
-                self.mr01.transport.close()
+            for source in self.inputs:
+                source.close()
 
     def status(self) -> dict[str, Any]:
         """For ``edge-agent status``."""
@@ -206,7 +205,8 @@ class LocalSide:
             "stimuli_dropped": self.dropped,
             "stimuli_failed": self.failed,
             "debounced": self.state.debounced,
-            "mr01": None if self.mr01 is None else {"port": self.mr01.port, **self.mr01.stats()},
+            "mr01": None,  # until it listens, if configured
+            **{source.name: source.stats() for source in self.inputs},
         }
 
 

@@ -32,6 +32,7 @@ from agent.commands import Credential
 from agent.config import DriversConfig, load_config
 from agent.credentials import CredentialIndex
 from agent.drivers.interfaces import perform
+from agent.drivers.mr01 import Mr01Input
 from agent.drivers.simulated import SimulatedOutputs
 from agent.entitlements.policy import decide
 from agent.reactions import Context, LocalState, react
@@ -82,8 +83,12 @@ async def _index(held: list[tuple[str, Credential]]) -> CredentialIndex:
 
 def decision() -> list[Result]:
     """The in-process path from a presented card to the relay call."""
+    return asyncio.run(_decision())
+
+
+async def _decision() -> list[Result]:
     held = _credentials()
-    index = asyncio.run(_index(held))
+    index = await _index(held)
     ents = holdings(commercial_project(), [svc("door", "door:door-2"), svc("elevator_control")])
     outputs = SimulatedOutputs()
     ctx = Context(lambda a, s: decide(ents, T0, a, s), index, {}, "commercial", ents.doors, DriversConfig())
@@ -97,12 +102,12 @@ def decision() -> list[Result]:
         started = time.perf_counter()
         found = floor_table.get((door, "card", hashlib.sha256(value.encode()).hexdigest()))
         if found is not None:
-            outputs.relay.open(door, 5)
+            await outputs.relay.open(door, 5)
         floor.append(time.perf_counter() - started)
         started = time.perf_counter()
         reaction = react(Stimulus("card", None, {"door": door, "value": value}, T0), ctx, state)
         for action in reaction.actions:
-            perform(outputs, action)
+            await perform(outputs, action)
         ours.append(time.perf_counter() - started)
         assert reaction.actions, "a held card must open"
     rows = []
@@ -145,8 +150,8 @@ async def _through_daemon(directory: Path) -> tuple[list[float], list[float], li
     relay = daemon.local.outputs.relay
     original = relay.open
 
-    def timed_open(door: str, seconds: int) -> None:
-        original(door, seconds)
+    async def timed_open(door: str, seconds: int) -> None:
+        await original(door, seconds)
         opened.append(time.perf_counter())
 
     relay.open = timed_open  # type: ignore[method-assign]
@@ -272,8 +277,9 @@ async def _burst(directory: Path) -> tuple[float, int, int]:
     daemon = await handle.open()
     await handle.serve()
     try:
-        await _until(lambda: daemon.local.mr01 is not None)
-        listener = daemon.local.mr01
+        [mr01] = [source for source in daemon.local.inputs if isinstance(source, Mr01Input)]
+        await _until(lambda: mr01.listener is not None)
+        listener = mr01.listener
         assert listener is not None
         base = daemon.outbox.depth
         sender = asyncio.create_task(asyncio.to_thread(_send, listener.port))

@@ -102,9 +102,10 @@ def _download(
     context: ssl.SSLContext | None,
     progress: Callable[[int], None] | None,
     stop: threading.Event,
+    monotonic: Callable[[], float],
 ) -> str:
     """The worker thread's whole job: one attempt, resumed from what is on disk."""
-    ends_at = time.monotonic() + deadline
+    ends_at = monotonic() + deadline
     have = _kept(destination, size)
     digest = _prefix_digest(destination, have) if have else hashlib.sha256()
     if have == size:
@@ -129,7 +130,7 @@ def _download(
             elif response.status != 200:
                 failure = DownloadInterrupted if response.status >= 500 or response.status == 429 else DownloadError
                 raise failure("http_status", f"{url} answered HTTP {response.status}")
-            return _stream(response, destination, have, size, digest, ends_at, deadline, progress, stop)
+            return _stream(response, destination, have, size, digest, ends_at, deadline, progress, stop, monotonic)
         except TimeoutError:
             raise DownloadInterrupted("stalled", f"no data for {stall:g} s") from None
         except http.client.IncompleteRead as exc:
@@ -153,6 +154,7 @@ def _stream(
     deadline: float,
     progress: Callable[[int], None] | None,
     stop: threading.Event,
+    monotonic: Callable[[], float],
 ) -> str:
     hasher = _Hasher(digest)
     written = have
@@ -163,7 +165,7 @@ def _stream(
             while chunk := response.read(CHUNK):
                 if stop.is_set():
                     raise _Stopped
-                if time.monotonic() > ends_at:
+                if monotonic() > ends_at:
                     raise DownloadError("deadline", f"the download took longer than {deadline:g} s")
                 if written + len(chunk) > size:
                     chunk = chunk[: size - written]
@@ -192,12 +194,16 @@ async def fetch(
     deadline: float,
     ca_file: Path | None = None,
     progress: Callable[[int], None] | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> str:
-    """Bring ``destination`` to the first ``size`` bytes at ``url``; their SHA-256 (hex)."""
+    """Bring ``destination`` to the first ``size`` bytes at ``url``; their SHA-256 (hex).
+
+    ``monotonic`` times the deadline (injected, as the engine's clocks are).
+    """
     context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
     stop = threading.Event()
     worker = asyncio.ensure_future(
-        asyncio.to_thread(_download, url, destination, size, stall, deadline, context, progress, stop)
+        asyncio.to_thread(_download, url, destination, size, stall, deadline, context, progress, stop, monotonic)
     )
     worker.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved, even if abandoned
     try:

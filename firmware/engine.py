@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
@@ -29,9 +29,10 @@ from agent.faults import crash_point, fault_point
 from agent.outbox import Outbox
 from agent.store import Store, Transaction
 from firmware import machine
+from firmware.backends import Backend, backend
 from firmware.download import fetch
 from firmware.machine import CANCELLABLE, TERMINAL, State
-from firmware.slots import FileBootloader, FileSlot, sha256_file
+from firmware.slots import Bootloader, Slot, sha256_file
 from protocol.claims import FirmwareJobClaims
 from protocol.version import newer
 
@@ -137,22 +138,27 @@ class Engine:
         now: Callable[[], float],
         data_dir: Path,
         *,
+        backend: Backend,
         connected: asyncio.Event,
         on_change: Callable[[], None],
         on_reboot: Callable[[], None],
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._settings, self._store, self._outbox, self._now = settings, store, outbox, now
+        self._monotonic, self._sleep_for = monotonic, sleep  # injected, as trusted time is
         self._dir = data_dir / "firmware"
         self._dir.mkdir(parents=True, exist_ok=True)
-        self.bootloader = FileBootloader(data_dir / "slots")
+        self.bootloader = backend.bootloader
+        self._slot = backend.slot
         self._connected, self._on_change, self._on_reboot = connected, on_change, on_reboot
         self._wake = asyncio.Event()
         self.job: Job | None = None
         self.progress: int | None = None
 
     # -- what runs ---------------------------------------------------------------------------------
-    def slot(self, name: str) -> FileSlot:
-        return FileSlot(self.bootloader.directory, name)
+    def slot(self, name: str) -> Slot:
+        return self._slot(name)
 
     @property
     def running_slot(self) -> str:
@@ -294,7 +300,7 @@ class Engine:
                 return
         except Exception:
             log.exception("firmware_fault_not_recorded", job_id=job.job_id)
-        await asyncio.sleep(_FAULT_WAIT)  # not a hot loop on a job that keeps failing
+        await self._sleep_for(_FAULT_WAIT)  # not a hot loop on a job that keeps failing
 
     async def _step(self, job: Job) -> None:
         """Do what the active job's state calls for (one step)."""
@@ -352,9 +358,9 @@ class Engine:
 
     async def _download(self, job: Job) -> None:
         s, claims = self._settings, job.claims
-        started, last_error = time.monotonic(), None
+        started, last_error = self._monotonic(), None
         for attempt in range(s.attempts):
-            left = s.deadline_seconds - (time.monotonic() - started)
+            left = s.deadline_seconds - (self._monotonic() - started)
             if left <= 0:
                 break
             try:
@@ -365,6 +371,7 @@ class Engine:
                     stall=s.stall_seconds,
                     deadline=left,
                     ca_file=s.ca_file,
+                    monotonic=self._monotonic,
                     progress=self._progress,
                 )
             except DownloadError as exc:
@@ -378,7 +385,7 @@ class Engine:
                 )
                 if not isinstance(exc, Transient):
                     break
-                await asyncio.sleep(min(2.0**attempt, 10.0))
+                await self._sleep_for(min(2.0**attempt, 10.0))
                 continue
             self.progress = None
             if digest != claims["sha256"]:
@@ -507,7 +514,7 @@ def _epoch(text: str) -> float:
 
 
 async def firmware_status(
-    store: Store, bootloader: FileBootloader, running_version: str, downloaded: int | None = None
+    store: Store, bootloader: Bootloader, running_version: str, downloaded: int | None = None
 ) -> dict[str, Any]:
     """The slot and version running and the latest job (read-only: works beside a running daemon)."""
     async with store.transaction("DEFERRED") as tx:
@@ -528,8 +535,8 @@ async def firmware_status(
 
 async def offline_status(config: Any, store: Store) -> dict[str, Any]:
     """:func:`firmware_status` without an engine (``edge-agent status``)."""
-    bootloader = FileBootloader(config.data_dir / "slots")
-    version = FileSlot(bootloader.directory, bootloader.booted()).version() or config.firmware_version
+    bootloader, slot = backend(config)
+    version = slot(bootloader.booted()).version() or config.firmware_version
     return await firmware_status(store, bootloader, version)
 
 

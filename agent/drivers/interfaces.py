@@ -6,6 +6,11 @@ they have no methods the agent calls, only a source of stimuli. *Outputs* (door 
 monitor, elevator controller and the premium-feature integrations) are called by the daemon with
 what :mod:`agent.reactions` decided. Every output call is one :class:`Action`, so what the device
 did can be printed, logged and compared in tests the same way, whichever implementation runs.
+
+Output calls are coroutines: a real relay module or reader is I/O (a Modbus write, an OSDP command),
+and the door's decision waits for the relay, not the other way round. Which implementation runs is
+chosen by ``[drivers] kind`` from ``agent/drivers/registry.py``; the daemon (the composition root)
+builds it, nothing deeper does.
 """
 
 from __future__ import annotations
@@ -33,52 +38,52 @@ StimulusSink = Callable[[Stimulus], None]
 class DoorRelay(Protocol):
     """Releases a door's lock."""
 
-    def open(self, door: str, seconds: int) -> None:
+    async def open(self, door: str, seconds: int) -> None:
         """Release ``door`` for ``seconds`` (it locks again by itself)."""
 
 
 class IndoorMonitor(Protocol):
     """The screens inside apartments (and the front desk)."""
 
-    def ring(self, monitor: str, caller: str) -> None:
+    async def ring(self, monitor: str, caller: str) -> None:
         """Ring ``monitor`` for a call or an alarm from ``caller``."""
 
-    def show_notice(self, monitor: str, text: str) -> None:
+    async def show_notice(self, monitor: str, text: str) -> None:
         """Show a notice (a parcel waiting, a sensor alarm)."""
 
 
 class CallRouter(Protocol):
     """Where a visitor's call goes besides the indoor monitors: the app and the phone line."""
 
-    def ring_app(self, account: str, door: str) -> None:
+    async def ring_app(self, account: str, door: str) -> None:
         """Ring the app of ``account``."""
 
-    def forward_landline(self, target: str, door: str) -> None:
+    async def forward_landline(self, target: str, door: str) -> None:
         """Forward the call to the phone of ``target`` (an account or apartment)."""
 
 
 class ElevatorController(Protocol):
-    def call(self, floors: tuple[str, ...], door: str) -> None:
+    async def call(self, floors: tuple[str, ...], door: str) -> None:
         """Call the lift to the door's floor with ``floors`` enabled."""
 
 
 class ThirdPartyLock(Protocol):
-    def unlock(self, lock: str) -> None:
+    async def unlock(self, lock: str) -> None:
         """Open an iTec or Dormakaba lock."""
 
 
 class Camera(Protocol):
-    def stream(self, camera: str, to: str) -> None:
+    async def stream(self, camera: str, to: str) -> None:
         """Start a third-party camera's stream to ``to``."""
 
 
 class VideoStorage(Protocol):
-    def upload(self, clip: str) -> None:
+    async def upload(self, clip: str) -> None:
         """Upload a recording to the cloud's video storage."""
 
 
 class Booking(Protocol):
-    def confirm(self, booking: str, door: str) -> None:
+    async def confirm(self, booking: str, door: str) -> None:
         """Let a booked amenity's holder in."""
 
 
@@ -113,7 +118,7 @@ class Outputs(Protocol):
     def booking(self) -> Booking: ...
 
 
-def perform(outputs: Outputs, action: Action) -> None:
+async def perform(outputs: Outputs, action: Action) -> None:
     """Carry out ``action`` on ``outputs``."""
     driver = getattr(outputs, action.driver)
-    getattr(driver, action.op)(**action.args)
+    await getattr(driver, action.op)(**action.args)

@@ -256,3 +256,27 @@ async def listen(
         lambda: Mr01Udp(sink, now, keys), local_addr=(host or "127.0.0.1", int(port))
     )
     return protocol
+
+
+class Mr01Input:
+    """The MR01 transport as an input source (``agent/drivers/registry.py``): listens on ``address``."""
+
+    name = "mr01"
+
+    def __init__(self, address: str, now: Callable[[], float], keys: Mapping[bytes, bytes]) -> None:
+        self._address, self._now, self._keys = address, now, keys
+        self.listener: Mr01Udp | None = None
+
+    async def start(self, sink: Callable[[Stimulus], None]) -> None:
+        """Bind and deliver each new frame to ``sink``."""
+        self.listener = await listen(self._address, sink, self._now, self._keys)
+        log.info("mr01_listening", address=self._address, port=self.listener.port)
+
+    def close(self) -> None:
+        """Stop listening."""
+        if self.listener is not None and self.listener.transport is not None:
+            self.listener.transport.close()
+
+    def stats(self) -> dict[str, Any] | None:
+        """What it received and refused (None before it listens)."""
+        return None if self.listener is None else {"port": self.listener.port, **self.listener.stats()}

@@ -21,48 +21,48 @@ class _Recorder:
 
 
 class SimulatedRelay(_Recorder):
-    def open(self, door: str, seconds: int) -> None:
+    async def open(self, door: str, seconds: int) -> None:
         self._record("open", door=door, seconds=seconds)
 
 
 class SimulatedMonitor(_Recorder):
-    def ring(self, monitor: str, caller: str) -> None:
+    async def ring(self, monitor: str, caller: str) -> None:
         self._record("ring", monitor=monitor, caller=caller)
 
-    def show_notice(self, monitor: str, text: str) -> None:
+    async def show_notice(self, monitor: str, text: str) -> None:
         self._record("show_notice", monitor=monitor, text=text)
 
 
 class SimulatedCalls(_Recorder):
-    def ring_app(self, account: str, door: str) -> None:
+    async def ring_app(self, account: str, door: str) -> None:
         self._record("ring_app", account=account, door=door)
 
-    def forward_landline(self, target: str, door: str) -> None:
+    async def forward_landline(self, target: str, door: str) -> None:
         self._record("forward_landline", target=target, door=door)
 
 
 class SimulatedElevator(_Recorder):
-    def call(self, floors: tuple[str, ...], door: str) -> None:
+    async def call(self, floors: tuple[str, ...], door: str) -> None:
         self._record("call", floors=floors, door=door)
 
 
 class SimulatedLock(_Recorder):
-    def unlock(self, lock: str) -> None:
+    async def unlock(self, lock: str) -> None:
         self._record("unlock", lock=lock)
 
 
 class SimulatedCamera(_Recorder):
-    def stream(self, camera: str, to: str) -> None:
+    async def stream(self, camera: str, to: str) -> None:
         self._record("stream", camera=camera, to=to)
 
 
 class SimulatedStorage(_Recorder):
-    def upload(self, clip: str) -> None:
+    async def upload(self, clip: str) -> None:
         self._record("upload", clip=clip)
 
 
 class SimulatedBooking(_Recorder):
-    def confirm(self, booking: str, door: str) -> None:
+    async def confirm(self, booking: str, door: str) -> None:
         self._record("confirm", booking=booking, door=door)
 
 

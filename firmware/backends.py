@@ -1,0 +1,42 @@
+"""Where an image is written and who chooses the slot: chosen by config (``[firmware] slots``,
+``[firmware] bootloader``), one name and one factory each.
+
+The daemon (the composition root) asks this module for the bootloader and the slots and hands them to
+the engine, which knows them only by their interfaces (``firmware/slots.py``: ``Slot``, ``Bootloader``,
+as RAUC's bootchooser has them). ``file`` keeps both as files in ``data_dir/slots`` (the default, the
+demo and the tests); U-Boot, GRUB, RAUC and block-device slots are rows to add, each in a module of its
+own, tested against the bootloader's own tools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final, NamedTuple
+
+from firmware.slots import Bootloader, FileBootloader, FileSlot, Slot
+
+
+class Backend(NamedTuple):
+    """The bootloader, and the slot of each name."""
+
+    bootloader: Bootloader
+    slot: Callable[[str], Slot]
+
+
+def _file_bootloader(config: Any) -> Bootloader:
+    return FileBootloader(config.data_dir / "slots")
+
+
+def _file_slots(config: Any) -> Callable[[str], Slot]:
+    directory: Path = config.data_dir / "slots"
+    return lambda name: FileSlot(directory, name)
+
+
+BOOTLOADERS: Final[Mapping[str, Callable[[Any], Bootloader]]] = {"file": _file_bootloader}
+SLOTS: Final[Mapping[str, Callable[[Any], Callable[[str], Slot]]]] = {"file": _file_slots}
+
+
+def backend(config: Any) -> Backend:
+    """The bootloader and slots the agent's configuration names."""
+    return Backend(BOOTLOADERS[config.firmware.bootloader](config), SLOTS[config.firmware.slots](config))
