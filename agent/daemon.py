@@ -38,13 +38,15 @@ from agent.entitlements import policy
 from agent.entitlements.notices import expiry_notices
 from agent.errors import BadRequest, ConfigError, ControlError, OutboxFull, StoreCorrupt, StoreError
 from agent.events import GATED_ACTIONS, GATES, NewEvent, validate
+from agent.intake import handlers
+from agent.intake.dispatch import Intake
+from agent.intake.handlers import After
+from agent.intake.poison import PoisonList
 from agent.local import LocalSide
 from agent.metrics import Metrics
 from agent.outbox import Outbox
-from agent.poison import PoisonList
 from agent.quarantine import Salvage, salvage_and_move
 from agent.store import Store
-from agent.sync.inbound import Inbound
 from agent.sync.session import Session
 from agent.sync.state import StateReport
 from firmware.backends import backend as firmware_backend
@@ -112,17 +114,7 @@ class Daemon:
         self.local = LocalSide(
             config, device, outbox, drivers.outputs(config.drivers), drivers.inputs(config.drivers, device.clock.now)
         )
-        self.inbound = Inbound(
-            device,
-            outbox,
-            poison,
-            on_change=self._changed,
-            on_resync=lambda: self.session.republish_state(force=True),
-            on_restart=self._restart,
-        )
-        self.session = Session(
-            config, self.topics, handle=self.inbound.handle, outbox=outbox, state=self._state, clock=device.clock
-        )
+        connected = asyncio.Event()  # set while the session is subscribed
         self.firmware = Engine(
             firmware_settings(config),
             device.store,
@@ -130,11 +122,24 @@ class Daemon:
             device.clock.now,
             config.data_dir,
             backend=firmware_backend(config),
-            connected=self.session.connected,
+            connected=connected,
             on_change=self._firmware_changed,
             on_reboot=self._reboot,
         )
-        self.inbound.on_firmware = self.firmware.admit_in
+        table = handlers.table(
+            admit_job=self.firmware.admit_in,
+            commands_handler=handlers.Commands(outbox, device.decide, device.clock.now),
+        )
+        self.intake = Intake(device, outbox, poison, table, after=self._taken)
+        self.session = Session(
+            config,
+            self.topics,
+            handle=self.intake.take,
+            outbox=outbox,
+            state=self._state,
+            clock=device.clock,
+            connected=connected,
+        )
 
     @classmethod
     async def open(cls, config: Config, roots: tuple[Ed25519PublicKey, ...], source: ClockSource) -> Daemon:
@@ -210,6 +215,16 @@ class Daemon:
         self._poke.set()
         self.local.changed()
 
+    def _taken(self, typ: str, after: After) -> None:
+        """A document committed (the intake table's handler said what else to do)."""
+        self._changed()
+        if after.firmware:
+            self.firmware.wake()
+        if after.resync:
+            self.session.republish_state(force=True)
+        if after.restart:
+            self._restart()
+
     # -- running -------------------------------------------------------------------------------------
     async def serve(self) -> Outcome:
         """Run until :attr:`stop` is set; then stop cleanly and say how it ended."""
@@ -242,7 +257,7 @@ class Daemon:
                     tasks.create_task(self._housekeeping(), name="housekeeping"),
                     tasks.create_task(self.local.run(), name="local"),
                     tasks.create_task(self.firmware.run(), name="firmware"),
-                    tasks.create_task(self.inbound.run(), name="refusals"),
+                    tasks.create_task(self.intake.run(), name="refusals"),
                 ]
                 if self.config.metrics.port is not None:
                     self.metrics = Metrics(self._metrics_sample)
@@ -411,8 +426,8 @@ class Daemon:
         status["connected"] = self.session.connected.is_set()
         status["inbound"] = {
             "dropped": self.session.dropped,  # in floods, beyond the receive queue
-            "failed": self.inbound.failed,  # handling tripped a defect: reported and dropped
-            "refused": self.inbound.refused,  # documents refused (reported one by one or as counts)
+            "failed": self.intake.failed,  # handling tripped a defect: reported and dropped
+            "refused": self.intake.refused,  # documents refused (reported one by one or as counts)
         }
         status["drivers"] = self.local.status()
         status["firmware"] = await self.firmware.status()

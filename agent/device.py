@@ -18,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import date
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar, overload
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -51,15 +51,29 @@ from protocol.timefmt import to_rfc3339, to_rfc3339_or_none
 
 log = structlog.get_logger("agent.device")
 
-# Writes that must commit with a document, in its transaction (a command's effect and reply).
-AlsoWrite = Callable[[Verified, Transaction], Awaitable[None]]
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
-class Accepted(NamedTuple):
-    """A document now in force."""
+class Handler(Protocol[T_co]):
+    """What a document type writes besides the document, in the transaction that stores it (a firmware
+    job's admission, a command's effect and reply): a row of the intake table (``agent/intake/``)."""
+
+    @property
+    def renews(self) -> bool:
+        """Whether it may spend the data directory's reserve on a full disk (what lets held alarms out)."""
+
+    async def within(self, tx: Transaction, verified: Verified) -> T_co:
+        """Write in ``tx``; what to do once it has committed."""
+
+
+@dataclass(frozen=True)
+class Accepted(Generic[T]):
+    """A document now in force; ``after`` is what its handler said to do once it committed."""
 
     typ: str
     seq: int
+    after: T | None = None
 
 
 def _entitlements_of(document: StoredDocument, project: ProjectRow, services: list[ServiceRow]) -> Entitlements:
@@ -267,14 +281,25 @@ class Device:
         """The keys in force."""
         return self._holdings.keyring
 
+    @overload
     async def accept(
-        self, token: str | bytes, expected_typ: str | None = None, *, also: AlsoWrite | None = None
-    ) -> Accepted | Duplicate:
+        self, token: str | bytes, expected_typ: str | None = None, *, handler: None = None
+    ) -> Accepted[None] | Duplicate: ...
+
+    @overload
+    async def accept(
+        self, token: str | bytes, expected_typ: str | None = None, *, handler: Handler[T]
+    ) -> Accepted[T] | Duplicate: ...
+
+    async def accept(
+        self, token: str | bytes, expected_typ: str | None = None, *, handler: Handler[T] | None = None
+    ) -> Accepted[T] | Accepted[None] | Duplicate:
         """Verify a signed document and, if valid, store it and put it in force.
 
         ``expected_typ`` is the type of the topic it came on (``None``: any type, for ``edge-agent
-        accept``). ``also`` writes more in the same transaction (a command's effect and reply).
-        Raises :class:`DocumentRefused`; then nothing held has changed.
+        accept``). ``handler`` writes what its type needs in the same transaction (the intake table's
+        row for that type); without one, the document alone is stored. Raises :class:`DocumentRefused`;
+        then nothing held has changed.
         """
         async with self._intake:
             for _ in range(2):
@@ -282,7 +307,8 @@ class Device:
                 if isinstance(outcome, Duplicate):
                     log.debug("document_duplicate", typ=outcome.typ, seq=outcome.seq)
                     return outcome
-                if await self._commit(outcome, also):
+                committed, after = await self._commit(outcome, handler)
+                if committed:
                     log.info(
                         "document_accepted",
                         typ=outcome.typ,
@@ -290,7 +316,7 @@ class Device:
                         kid=outcome.kid,
                         **({"clock_corrected_to": to_rfc3339(outcome.clock_to)} if outcome.clock_to else {}),
                     )
-                    return Accepted(outcome.typ, outcome.claims.seq)
+                    return Accepted(outcome.typ, outcome.claims.seq, after)
                 # Another process stored a newer document meanwhile: reload, then judge again.
                 self._holdings = Holdings.from_snapshot(self._roots, await self._store.snapshot(), self._kept.roots)
             raise DocumentRefused(reasons.ROLLBACK, "newer documents kept arriving from another process")
@@ -306,7 +332,7 @@ class Device:
             correctable=self.clock.correctable(),
         )
 
-    async def _commit(self, verified: Verified, also: AlsoWrite | None) -> bool:
+    async def _commit(self, verified: Verified, handler: Handler[T] | None) -> tuple[bool, T | None]:
         claims = verified.claims
         now = self.clock.now() if verified.clock_to is None else verified.clock_to
         document = StoredDocument(
@@ -341,7 +367,8 @@ class Device:
             else self.clock.corrected(verified.clock_to, iat)
         )
         mark = {verified.typ: HighWater(claims.seq, verified.digest)}
-        spend_reserve = verified.typ in (TRUST, ENTITLEMENTS)  # what lets held alarms out must get in
+        # what lets held alarms out must get in
+        spend_reserve = handler.renews if handler is not None else verified.typ in (TRUST, ENTITLEMENTS)
         await self._keep(spend_reserve, high_water=mark, anchor=anchor)  # before the commit: see the docstring
 
         def put_in_force() -> None:
@@ -352,10 +379,10 @@ class Device:
                 self.clock.correct(verified.clock_to, iat)
                 log.warning("clock_corrected", to=to_rfc3339(verified.clock_to), typ=verified.typ, seq=claims.seq)
 
-        async def write(tx: Transaction) -> bool:
+        async def write(tx: Transaction) -> tuple[bool, T | None]:
             stored = await tx.document_seq(verified.typ)
             if stored is not None and stored >= claims.seq:
-                return False  # another process stored a newer document meanwhile
+                return False, None  # another process stored a newer document meanwhile
             await tx.put_document(document)
             if derived is not None:
                 await tx.replace_entitlements(*derived)
@@ -364,16 +391,15 @@ class Device:
                 if trust_rows[1] is not None:
                     await tx.replace_roots(trust_rows[1])
             await tx.write_anchor(anchor)
-            if also is not None:
-                await also(verified, tx)
+            after = await handler.within(tx, verified) if handler is not None else None
             tx.after_commit(put_in_force)
-            return True
+            return True, after
 
         if spend_reserve:
-            committed = await self._store.reserved(write)
+            committed, after = await self._store.reserved(write)
         else:
             async with self._store.transaction() as tx:
-                committed = await write(tx)
+                committed, after = await write(tx)
         if committed and trust_rows is not None and trust_rows[1] is not None:
             rotated = sidecar.Roots(claims.seq, tuple((r.kid, r.x) for r in trust_rows[1]))
             try:  # after the commit: a set the store does not hold yet must not replace the sidecar's
@@ -381,7 +407,7 @@ class Device:
             except StoreError as exc:
                 log.error("roots_not_kept_in_sidecar", error=str(exc))  # the store holds them
             log.warning("roots_rotated", trust_seq=claims.seq, roots=[r.kid for r in trust_rows[1]])
-        return committed
+        return committed, after
 
     async def _keep(
         self,

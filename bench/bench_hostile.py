@@ -28,9 +28,10 @@ from agent.clock import ClockSource
 from agent.config import load_config, load_trust_roots
 from agent.device import Device
 from agent.errors import DocumentRefused
+from agent.intake import handlers
+from agent.intake.dispatch import Intake
+from agent.intake.poison import PoisonList
 from agent.outbox import Outbox
-from agent.poison import PoisonList
-from agent.sync.inbound import Inbound
 from bench.common import Result
 from protocol import jws
 from tests.support import Claims, b64, forge, write_config, write_public_key
@@ -63,8 +64,8 @@ async def _refusals(directory: Path, count: int = 2_000) -> tuple[float, ...]:
     device = await _device(directory, root)
     outbox = await Outbox.open(device.store, "0c110512ab34", device.clock, data_dir=directory, max_events=100)
     writer = asyncio.create_task(outbox.run())
-    inbound = Inbound(device, outbox, PoisonList([]), on_change=lambda: None, on_resync=lambda: None,
-                      on_restart=lambda: None)  # fmt: skip
+    table = {"entitlements": handlers.Holdings()}
+    inbound = Intake(device, outbox, PoisonList([]), table, after=lambda typ, after: None)
     claims = Claims(iat=time.time()).entitlements()
     good = forge(root, claims)
     forged = good.rsplit(".", 1)[0] + "." + b64(bytes(64))  # a bad signature: the costliest refusal
@@ -80,7 +81,7 @@ async def _refusals(directory: Path, count: int = 2_000) -> tuple[float, ...]:
     async def ours() -> float:
         start = time.perf_counter()
         for _ in range(count):
-            await inbound.handle("entitlements", forged.encode())
+            await inbound.take("entitlements", forged.encode())
         return (time.perf_counter() - start) / count
 
     try:

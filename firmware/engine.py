@@ -210,6 +210,9 @@ class Engine:
             at = body.get("at")
             await self._outbox.add_in(tx, [NewEvent("firmware", "pending", "firmware", {**data, "at": at}, now)])
             log.info("firmware_job_pending", job_id=claims.job_id, version=claims.version, at=at)
+
+    def wake(self) -> None:
+        """A job was admitted, replaced or cancelled (committed): look again."""
         self._wake.set()
 
     # -- transitions -------------------------------------------------------------------------------

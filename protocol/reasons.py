@@ -26,7 +26,7 @@ SEQ_REUSED: Final = "seq_reused"  # seq equal to the last accepted, but other co
 KEY_NOT_ALLOWED: Final = "key_not_allowed"  # the signing key's typs (trust document) do not include this typ
 BAD_ROOT_PROOF: Final = "bad_root_proof"  # a root rotation without a valid proof of possession for each new root
 # Not about the document: the device failed while handling the message (a defect). The message is
-# reported and dropped, and the very same payload is not handled again (agent/poison.py).
+# reported and dropped, and the very same payload is not handled again (agent/intake/poison.py).
 INTERNAL_ERROR: Final = "internal_error"
 
 REFUSAL_REASONS: Final = frozenset(

@@ -1,4 +1,4 @@
-"""Refusals coalesced (agent/refusals.py): the first of a kind is reported at once, the rest of its window
+"""Refusals coalesced (agent/intake/refusals.py): the first of a kind is reported at once, the rest of its window
 as one count; every refusal is accounted for exactly once, however they come."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.refusals import Coalescer
+from agent.intake.refusals import Coalescer
 
 KINDS = [("entitlements", "bad_signature"), ("entitlements", "malformed"), ("command", "rollback")]
 

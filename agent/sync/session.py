@@ -83,6 +83,7 @@ class Session:
         outbox: Outbox,
         state: Callable[[], Awaitable[StateReport]],
         clock: TrustedClock,
+        connected: asyncio.Event | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._config = config
@@ -98,7 +99,7 @@ class Session:
         self._retry = Backoff(_RETRY_MIN, _RETRY_MAX)
         self.state_changed = asyncio.Event()
         self.force_state = False
-        self.connected = asyncio.Event()
+        self.connected = connected or asyncio.Event()  # set while subscribed (shared with the firmware engine)
         self.connections = 0  # successful connections so far (for metrics and tests)
         self.failures = 0  # connections lost or refused so far
         self.failed = asyncio.Event()  # set after each one

@@ -1,85 +1,91 @@
-"""What the device does with each message on the topics it subscribes to.
+"""One way in for every signed document: the dispatch from its topic's type to the row of the intake table.
 
-Every payload goes through the core's verification for the type of its topic (a document on the
-wrong topic is refused). A refusal changes nothing held and becomes an event with its reason code:
-type ``entitlement`` for trust and entitlements documents, ``firmware`` for firmware jobs,
-``command`` for commands, kind ``rejected`` (PROTOCOL.md "Signed documents"); a flood of them is
-coalesced into a count per reason and topic (``agent/refusals.py``). A command's effect and reply
-commit in the transaction that stores it (``agent/commands.py``).
+Every payload the session hands over goes through the device's verification for the type of its
+topic (a document on the wrong topic is refused), with that type's handler writing what it must in
+the same transaction (``agent/intake/handlers.py``, the table the daemon built); once it has
+committed, the handler's :class:`~agent.intake.handlers.After` goes to the daemon. A refusal changes
+nothing held and becomes an event with its reason code: type ``entitlement`` for trust and
+entitlements documents, ``firmware`` for firmware jobs, ``command`` for commands, kind ``rejected``
+(PROTOCOL.md "Signed documents"); a flood of them is coalesced into a count per reason and topic
+(``agent/intake/refusals.py``).
 
 No message can end the daemon (issue 12). An unexpected exception while handling one is a defect:
 it is logged with its traceback (``message_failed``), reported as a refusal with reason
-``internal_error``, and the message is dropped; its payload is remembered (``agent/poison.py``) so
-that a retained message is not handled again at every connection or start.
+``internal_error``, and the message is dropped; its payload is remembered (``agent/intake/poison.py``)
+so that a retained message is not handled again at every connection or start.
 
-:meth:`Inbound.handle` says whether the message may be acknowledged to the broker: :attr:`Taken.LATER`
+:meth:`Intake.take` says whether the message may be acknowledged to the broker: :attr:`Taken.LATER`
 when its outcome could not be made durable (a full disk, a locked or failing database), so that the
 session keeps it and hands it over again shortly (``agent/sync/session.py``), without waiting for a
-reconnect.
+reconnect. A document signed by a key no trust document lists yet waits (the latest per type) and is
+judged again, in turn, after the next trust document is accepted (NATS orders per topic only).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from collections.abc import Callable, Mapping
 
 import structlog
 
-from agent import commands
-from agent.device import Accepted, Device
-from agent.entitlements.intake import Verified
+from agent.device import Accepted, Device, Handler
 from agent.errors import DocumentRefused, OutboxFull, StoreError
 from agent.events import NewEvent
 from agent.faults import fault_point
+from agent.intake.handlers import NOTHING, After
+from agent.intake.poison import PoisonList
+from agent.intake.refusals import Coalescer, Summary
 from agent.outbox import Outbox, Queued
-from agent.poison import PoisonList
-from agent.refusals import Coalescer, Summary
-from agent.store import Transaction
 from agent.sync.session import Taken
 from protocol import reasons
-from protocol.claims import COMMAND, ENTITLEMENTS, FIRMWARE_JOB, TRUST, CommandClaims, FirmwareJobClaims
+from protocol.claims import COMMAND, ENTITLEMENTS, FIRMWARE_JOB, TRUST
 from protocol.timefmt import to_rfc3339
 
-log = structlog.get_logger("agent.inbound")
+log = structlog.get_logger("agent.intake")
 
 _REFUSAL_TYPE = {FIRMWARE_JOB: "firmware", COMMAND: "command"}  # anything else: entitlement
 
 
-class Inbound:
-    """Routes verified documents and commands; reports refusals; tells the daemon what changed."""
+class Intake:
+    """Takes documents through the table; reports refusals; tells the daemon what to do after each commit."""
 
     def __init__(
         self,
         device: Device,
         outbox: Outbox,
         poison: PoisonList,
+        handlers: Mapping[str, Handler[After]],
         *,
-        on_change: Callable[[], None],
-        on_resync: Callable[[], None],
-        on_restart: Callable[[], None],
+        after: Callable[[str, After], None],
     ) -> None:
         self._device = device
         self._outbox = outbox
         self._poison = poison
-        self._on_change = on_change
-        self._on_resync = on_resync
-        self._on_restart = on_restart
+        self._handlers = handlers
+        self._after = after  # the daemon's: every accepted document, with what its handler asked for
         # Documents signed by a key no trust document in force lists yet, by typ (the latest only): on a
         # broker that orders per topic only (NATS), a retained document can arrive before the trust
         # document that brings its key. They are judged again when a trust document is accepted.
         self._awaiting_key: dict[str, bytes] = {}
-        # Firmware jobs are judged in the transaction that stores them (firmware/engine.py); set by the daemon.
-        self.on_firmware: Callable[[Transaction, FirmwareJobClaims], Awaitable[None]] | None = None
         self._refusals = Coalescer()
         self._window_opened = asyncio.Event()
         self.failed = 0  # messages whose handling failed unexpectedly (for the status and the tests)
         self.refused = 0  # documents refused, coalesced or not
         self._not_taken: bytes | None = None  # the last message not taken for want of space (logged once)
 
-    async def handle(self, typ: str, payload: bytes) -> Taken:
+    async def take(self, typ: str, payload: bytes) -> Taken:
         """Take one message of document type ``typ``; whether it may be acknowledged."""
+        taken = await self._take_one(typ, payload)
+        if taken is Taken.YES and typ == TRUST and self._awaiting_key:
+            waiting, self._awaiting_key = self._awaiting_key, {}
+            for waiting_typ, waiting_payload in waiting.items():  # in turn, never re-entering take()
+                log.info("document_judged_again", typ=waiting_typ)
+                if await self._take_one(waiting_typ, waiting_payload) is Taken.LATER:
+                    self._awaiting_key.setdefault(waiting_typ, waiting_payload)
+        return taken
+
+    async def _take_one(self, typ: str, payload: bytes) -> Taken:
         if not payload:
             log.info("retained_cleared", typ=typ)  # the cloud deleted a retained document: keep ours
             return Taken.YES
@@ -88,7 +94,7 @@ class Inbound:
             log.info("message_skipped", typ=typ, reason="failed_before", payload_sha256=digest.hex())
             return Taken.YES
         try:
-            return await self._take(typ, payload)
+            return await self._accept(typ, payload)
         except Exception as exc:  # a defect: report it, drop the message, never die of it (issue 12)
             self.failed += 1
             error = f"{type(exc).__name__}: {exc}"[:500]
@@ -103,15 +109,10 @@ class Inbound:
                 log.error("poison_not_recorded", typ=typ, error=str(failure))  # remembered in memory still
             return Taken.YES
 
-    async def _take(self, typ: str, payload: bytes) -> Taken:
+    async def _accept(self, typ: str, payload: bytes) -> Taken:
         fault_point(f"inbound:{typ}")
         try:
-            if typ == COMMAND:
-                outcome = await self._command(payload)
-            elif typ == FIRMWARE_JOB and self.on_firmware is not None:
-                outcome = await self._firmware(payload, self.on_firmware)
-            else:
-                outcome = await self._device.accept(payload, typ)
+            outcome = await self._device.accept(payload, typ, handler=self._handlers[typ])
         except DocumentRefused as refused:
             if refused.reason == reasons.UNKNOWN_KID and typ in (ENTITLEMENTS, FIRMWARE_JOB):
                 self._awaiting_key[typ] = payload
@@ -125,53 +126,12 @@ class Inbound:
                 log.error("message_not_taken", typ=typ, error=str(exc))
             return Taken.LATER
         if isinstance(outcome, Accepted):
-            self._on_change()
-            if typ == TRUST and self._awaiting_key:
-                waiting, self._awaiting_key = self._awaiting_key, {}
-                for waiting_typ, waiting_payload in waiting.items():
-                    log.info("document_judged_again", typ=waiting_typ)
-                    if await self.handle(waiting_typ, waiting_payload) is Taken.LATER:
-                        self._awaiting_key.setdefault(waiting_typ, waiting_payload)
+            after = outcome.after or NOTHING
+            if after.reply is not None:
+                reply = after.reply
+                log.info("command_answered", id=reply["id"], ok=reply["ok"], error=reply.get("error", {}).get("code"))
+            self._after(typ, after)
         return Taken.YES
-
-    async def _firmware(
-        self, payload: bytes, admit: Callable[[Transaction, FirmwareJobClaims], Awaitable[None]]
-    ) -> Accepted | Any:
-        async def also(verified: Verified, tx: Transaction) -> None:
-            await admit(tx, cast(FirmwareJobClaims, verified.claims))
-
-        return await self._device.accept(payload, FIRMWARE_JOB, also=also)
-
-    async def _command(self, payload: bytes) -> Accepted | Any:
-        done: dict[str, commands.Plan] = {}
-
-        async def also(verified: Verified, tx: Transaction) -> None:
-            claims = cast(CommandClaims, verified.claims)
-            now = self._device.clock.now()
-            if await commands.answered(tx, claims.id):
-                log.info("command_already_answered", id=claims.id, op=claims.op)
-                return
-            plan = commands.plan(claims, self._device.decide)
-            await commands.apply(tx, claims, plan.effect, now)
-            if plan.effect.replay is not None:
-                replayed = await self._outbox.replay_in(tx, *plan.effect.replay)
-                plan = plan._replace(reply={**plan.reply, **replayed})
-            await commands.record(tx, claims, plan.reply, now)
-            await self._outbox.reply_in(tx, plan.reply)
-            done["plan"] = plan
-
-        outcome = await self._device.accept(payload, COMMAND, also=also)
-        plan = done.get("plan")
-        if plan is not None:
-            reply = plan.reply
-            log.info("command_answered", id=reply["id"], ok=reply["ok"], error=reply.get("error", {}).get("code"))
-            if plan.effect.settings:
-                self._on_change()
-            if plan.effect.resync:
-                self._on_resync()
-            if plan.effect.restart:
-                self._on_restart()
-        return outcome
 
     async def _report_refusal(self, typ: str, refused: DocumentRefused, payload: bytes) -> None:
         """Report a refusal (the first of its kind in a window at once, durably; the rest as a count)."""

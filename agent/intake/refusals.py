@@ -7,7 +7,7 @@ reported at once, as before; those that follow within :data:`WINDOW` seconds are
 the window ends, one more event carries the count (``data.count``, ``data.coalesced``), and a new
 window opens if any came. A flood of 5,000 refusals of one kind over a minute is about seven events.
 
-Pure: :class:`Coalescer` is fed refusals and times and says what to report; ``agent/sync/inbound.py``
+Pure: :class:`Coalescer` is fed refusals and times and says what to report; ``agent/intake/dispatch.py``
 raises the events. The keys are bounded (types times reason codes), so memory is too. Counts not yet
 reported live in memory: a crash loses at most one window's count, never the first report of a kind.
 """
