@@ -16,13 +16,14 @@ away is always allowed), ``open_door`` (queued for the drivers).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agent import credentials, door_actions
+from agent.credentials import value_digest
 from agent.entitlements.policy import Decision
 from agent.store import Transaction
 from protocol.claims import ID_PATTERN, CommandClaims, describe_validation_error
@@ -86,11 +87,6 @@ class Credential(BaseModel):
         body = self.model_dump(mode="json", exclude={"value"})
         body["value_sha256"] = value_digest(self.value if self.value is not None else self.id)
         return json.dumps(body, separators=(",", ":"))
-
-
-def value_digest(value: str) -> str:
-    """How a credential's value is kept and looked up."""
-    return hashlib.sha256(value.encode()).hexdigest()
 
 
 class IssueArgs(_Args):
@@ -197,27 +193,12 @@ async def apply(tx: Transaction, claims: CommandClaims, effect: Effect, now: flo
             [(name, json.dumps(value), float(claims.iat)) for name, value in effect.settings.items()],
         )
     if effect.issue is not None:
-        door = effect.issue.door
-        await tx.executemany(
-            """INSERT INTO credentials (door, id, kind, body, issued_at) VALUES (?, ?, ?, ?, ?)
-               ON CONFLICT (door, id) DO UPDATE SET kind = excluded.kind, body = excluded.body,
-                 issued_at = excluded.issued_at""",
-            [(door, c.id, c.kind, c.stored(), now) for c in effect.issue.credentials],
-        )
+        issued = [(c.id, c.kind, c.stored()) for c in effect.issue.credentials]
+        await credentials.issue(tx, effect.issue.door, issued, now)
     if effect.revoke is not None:
-        if effect.revoke.door is None:
-            await tx.executemany("DELETE FROM credentials WHERE id = ?", [(i,) for i in effect.revoke.ids])
-        else:
-            door = effect.revoke.door
-            await tx.executemany(
-                "DELETE FROM credentials WHERE door = ? AND id = ?", [(door, i) for i in effect.revoke.ids]
-            )
+        await credentials.revoke(tx, effect.revoke.ids, effect.revoke.door)
     if effect.open_door is not None:
-        body = effect.open_door.model_dump_json()
-        await tx.execute(
-            "INSERT INTO door_actions (command_id, door, action, body, created) VALUES (?, ?, 'open', ?, ?)",
-            (claims.id, effect.open_door.door, body, now),
-        )
+        await door_actions.queue_open(tx, claims.id, effect.open_door.door, effect.open_door.model_dump_json(), now)
 
 
 async def answered(tx: Transaction, command_id: str) -> bool:
@@ -231,6 +212,16 @@ async def record(tx: Transaction, claims: CommandClaims, reply: dict[str, Any], 
         "INSERT INTO commands (id, op, reply, handled_at) VALUES (?, ?, ?, ?)",
         (claims.id, claims.op, json.dumps(reply), now),
     )
+
+
+async def clear_settings(tx: Transaction) -> int:
+    """Forget the settings commands set (a reset after upgrade); how many there were."""
+    return await tx.execute("DELETE FROM settings")
+
+
+async def forget_answered(tx: Transaction) -> int:
+    """Forget which command ids were answered (a reset after upgrade); how many there were."""
+    return await tx.execute("DELETE FROM commands")
 
 
 async def effective_settings(

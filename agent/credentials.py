@@ -1,20 +1,50 @@
-"""The credentials this device holds, indexed for the access reader.
+"""The credentials this device holds, indexed for the access reader; the only SQL of ``credentials``.
 
-Issued and revoked by the cloud's commands (``agent/commands.py`` writes the ``credentials`` table);
-the daemon loads them into a :class:`CredentialIndex` at start and after each change. A presented
+Issued and revoked by the cloud's commands (``agent/commands.py`` calls :func:`issue` and
+:func:`revoke` in the command's transaction); the daemon loads them into a :class:`CredentialIndex`
+at start and after each change. A presented
 credential is found by (door, kind, SHA-256 of the value read) in one dict lookup, so 10,000
 credentials cost nothing at the door (bench/bench_access.py). Values are never kept in clear.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Iterable
 from datetime import datetime
 from typing import NamedTuple
 
-from agent.commands import value_digest
 from agent.store import Transaction
 from protocol.timefmt import epoch_of
+
+
+def value_digest(value: str) -> str:
+    """How a credential's value is kept and looked up (never in clear)."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+async def issue(tx: Transaction, door: str, credentials: Iterable[tuple[str, str, str]], now: float) -> None:
+    """Hold ``(id, kind, stored body)`` credentials for ``door`` (a credential issued again replaces itself)."""
+    await tx.executemany(
+        """INSERT INTO credentials (door, id, kind, body, issued_at) VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (door, id) DO UPDATE SET kind = excluded.kind, body = excluded.body,
+             issued_at = excluded.issued_at""",
+        [(door, ident, kind, body, now) for ident, kind, body in credentials],
+    )
+
+
+async def revoke(tx: Transaction, ids: Iterable[str], door: str | None) -> None:
+    """Stop holding ``ids``, on ``door`` or (None) on every door."""
+    if door is None:
+        await tx.executemany("DELETE FROM credentials WHERE id = ?", [(i,) for i in ids])
+    else:
+        await tx.executemany("DELETE FROM credentials WHERE door = ? AND id = ?", [(door, i) for i in ids])
+
+
+async def clear(tx: Transaction) -> int:
+    """Hold none (a reset after upgrade); how many there were."""
+    return await tx.execute("DELETE FROM credentials")
 
 
 class Held(NamedTuple):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import grp
 import os
 import signal
@@ -28,16 +29,16 @@ from typing import Any, Final, cast
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent import sdnotify, sidecar, stimuli
-from agent.clock import ClockSource, newest_anchor
+from agent import sdnotify, stimuli
+from agent.clock import ClockSource
 from agent.config import Config
 from agent.control import ControlServer
 from agent.device import Device
 from agent.drivers import registry as drivers
 from agent.entitlements import policy
-from agent.entitlements.notices import expiry_notices
-from agent.errors import BadRequest, ConfigError, ControlError, OutboxFull, StoreCorrupt, StoreError
-from agent.events import GATED_ACTIONS, GATES, NewEvent, validate
+from agent.errors import BadRequest, ConfigError, ControlError, OutboxFull, StoreCorrupt
+from agent.events import GATES, NewEvent, validate
+from agent.housekeeping import Housekeeping, notices_raised
 from agent.intake import handlers
 from agent.intake.dispatch import Intake
 from agent.intake.handlers import After
@@ -45,22 +46,19 @@ from agent.intake.poison import PoisonList
 from agent.local import LocalSide
 from agent.metrics import Metrics
 from agent.outbox import Outbox
-from agent.quarantine import Salvage, salvage_and_move
-from agent.store import Store
+from agent.quarantine import Salvage, restore, salvage_and_move
+from agent.reset import reset_after_upgrade
 from agent.sync.session import Session
 from agent.sync.state import StateReport
 from firmware.backends import backend as firmware_backend
 from firmware.engine import Engine, firmware_settings
-from protocol.timefmt import to_rfc3339
 from protocol.topics import Topics
 
 log = structlog.get_logger("agent.daemon")
 
 RAISABLE: Final = frozenset({"alarm", "sensor", "call_alert", "door_log", "health"})  # by drivers, locally
 _STOP_SECONDS: Final = 3.0
-_CLOCK_EVERY: Final = 60.0
 _REPLY_WAIT: Final = 2.0
-_RESERVE_EVERY: Final = 2.0  # how often a spent reserve is tried again
 
 
 class Outcome(Enum):
@@ -72,31 +70,17 @@ class Outcome(Enum):
     REBOOT = "reboot"  # a firmware slot is to be booted: exit EXIT_REBOOT, the supervisor starts us again
 
 
-async def _restore(config: Config, salvage: Salvage) -> None:
-    """Put what was salvaged into the fresh database; the counter continues past everything used."""
-    floor = sidecar.load(config.data_dir)
-    next_seq = max(salvage.next_seq, floor.next_seq)
-    anchor = newest_anchor(salvage.anchor, floor.anchor)
-    store = await Store.open(config.data_dir, max_bytes=config.store.max_bytes)
-    try:
-        async with store.transaction() as tx:
-            await tx.executemany(
-                """INSERT INTO outbox (id, topic, seq, event_id, type, kind, source, priority, gate, held_since,
-                   created, body, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                salvage.outbox,
-            )
-            await tx.execute("INSERT INTO counters (name, value) VALUES ('next_seq', ?)", (next_seq,))
-            if anchor is not None:
-                await tx.write_anchor(anchor)
-    finally:
-        await store.close()
-
-
 class Daemon:
     """The device's daemon: holdings, outbox, session, control socket, housekeeping."""
 
     def __init__(
-        self, config: Config, device: Device, outbox: Outbox, poison: PoisonList, quarantined: Salvage | None
+        self,
+        config: Config,
+        device: Device,
+        outbox: Outbox,
+        poison: PoisonList,
+        raised: set[str],
+        quarantined: Salvage | None,
     ) -> None:
         self.config = config
         self.device = device
@@ -105,12 +89,10 @@ class Daemon:
         self.stop = asyncio.Event()
         self._outcome = Outcome.STOPPED
         self._quarantined = quarantined
-        self._poke = asyncio.Event()
         self.metrics: Metrics | None = None
-        self._raised: set[str] = set()
-        self._watched: tuple[Any, ...] | None = None
         self._restarting: asyncio.Task[None] | None = None
         self._control_gid: int | None = None
+        self.housekeeping = Housekeeping(device, outbox, raised, state_changed=lambda: self.session.republish_state())
         self.local = LocalSide(
             config, device, outbox, drivers.outputs(config.drivers), drivers.inputs(config.drivers, device.clock.now)
         )
@@ -125,6 +107,7 @@ class Daemon:
             connected=connected,
             on_change=self._firmware_changed,
             on_reboot=self._reboot,
+            reset=functools.partial(reset_after_upgrade, outbox=outbox),
         )
         table = handlers.table(
             admit_job=self.firmware.admit_in,
@@ -155,7 +138,7 @@ class Daemon:
                 moved_to=str(quarantined.moved_to),
                 salvaged_events=len(quarantined.outbox),
             )
-            await _restore(config, quarantined)
+            await restore(config, quarantined)
             device = await Device.open(config, roots, source, daemon=True)
         try:
             outbox = await Outbox.open(
@@ -165,14 +148,13 @@ class Daemon:
                 data_dir=config.data_dir,
                 max_events=config.outbox.max_events,
             )
-            async with device.store.transaction("DEFERRED") as tx:
-                raised = {row[0] for row in await tx.fetchall("SELECT key FROM notices")}
+            raised = await notices_raised(device.store)
             poison = await PoisonList.load(device.store)
         except BaseException:
             await device.close()
             raise
         try:
-            daemon = cls(config, device, outbox, poison, quarantined)  # drivers are built here: ConfigError
+            daemon = cls(config, device, outbox, poison, raised, quarantined)  # drivers are built here: ConfigError
             if config.control.group is not None:
                 try:
                     daemon._control_gid = grp.getgrnam(config.control.group).gr_gid
@@ -181,7 +163,6 @@ class Daemon:
         except BaseException:
             await device.close()
             raise
-        daemon._raised = raised
         return daemon
 
     async def _metrics_sample(self) -> dict[str, Any]:
@@ -212,7 +193,7 @@ class Daemon:
         self.stop.set()
 
     def _changed(self) -> None:
-        self._poke.set()
+        self.housekeeping.poke()
         self.local.changed()
 
     def _taken(self, typ: str, after: After) -> None:
@@ -241,7 +222,7 @@ class Daemon:
         server = await control.start()
         self.firmware.boot()  # what the bootloader chose is what runs: a pending try is spent now
         await self.firmware.resume()
-        await self._refresh_when_possible()  # enforce from the store before the first connection
+        await self.housekeeping.refresh_when_possible()  # enforce from the store before the first connection
         log.info(
             "daemon_started",
             device_id=self.config.device_id,
@@ -254,7 +235,7 @@ class Daemon:
                     tasks.create_task(self._report_quarantine(self._quarantined), name="quarantine")
                 working = [
                     tasks.create_task(self.session.run(), name="session"),
-                    tasks.create_task(self._housekeeping(), name="housekeeping"),
+                    tasks.create_task(self.housekeeping.run(), name="housekeeping"),
                     tasks.create_task(self.local.run(), name="local"),
                     tasks.create_task(self.firmware.run(), name="firmware"),
                     tasks.create_task(self.intake.run(), name="refusals"),
@@ -297,78 +278,13 @@ class Daemon:
                 async with asyncio.timeout(_REPLY_WAIT):
                     while True:
                         self.outbox.drained.clear()
-                        if not (await self._replies_queued() and self.session.connected.is_set()):
+                        if not (await self.outbox.replies_queued() and self.session.connected.is_set()):
                             break
                         await self.outbox.drained.wait()
             self._outcome = Outcome.RESTART
             self.stop.set()
 
         self._restarting = asyncio.get_running_loop().create_task(after_reply())
-
-    async def _replies_queued(self) -> bool:
-        async with self.device.store.transaction("DEFERRED") as tx:
-            return await tx.fetchone("SELECT 1 FROM outbox WHERE topic = 'replies' LIMIT 1") is not None
-
-    async def _housekeeping(self) -> None:
-        since_clock = 0.0
-        reserve = self.device.store.reserve
-        while True:
-            await self._refresh_when_possible()
-            now = self.device.clock.now()
-            upcoming = policy.next_expiry(self.device.entitlements, now)
-            wait = _CLOCK_EVERY if upcoming is None else min(_CLOCK_EVERY, max(0.01, upcoming - now))
-            if reserve is not None and reserve.size and not await asyncio.to_thread(reserve.restore):
-                wait = min(wait, _RESERVE_EVERY)  # spent on a full disk: put back as soon as there is room
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poke.wait(), wait)
-            self._poke.clear()
-            since_clock += wait
-            if since_clock >= _CLOCK_EVERY:
-                since_clock = 0.0
-                try:
-                    await self.device.save_clock()
-                except StoreError as exc:
-                    log.error("clock_not_saved", error=str(exc))  # the sidecar keeps a floor too
-
-    async def _refresh_when_possible(self) -> None:
-        """:meth:`refresh`, carrying on through a full disk (enforcement needs no writes)."""
-        try:
-            await self.refresh()
-        except (StoreError, OutboxFull) as exc:  # a full, locked or failing disk: enforcement needs no writes
-            log.error("refresh_incomplete", error=str(exc))
-
-    async def refresh(self) -> None:
-        """Follow the entitlements: open or close the outbox's gates, republish state, raise notices."""
-        ents, now = self.device.entitlements, self.device.clock.now()
-        denied = frozenset(g for g in GATED_ACTIONS if not policy.decide(ents, now, g).allowed)
-        await self.outbox.set_denied(denied)
-        watched = (policy.mode(ents, now), ents.seq if ents else None, denied, self.device.documents.get("trust"))
-        if watched != self._watched:
-            self._watched = watched
-            self.session.republish_state()
-        await self._raise_notices(now)
-
-    async def _raise_notices(self, now: float) -> None:
-        due = [n for n in expiry_notices(self.device.entitlements, now) if n.key not in self._raised]
-        if not due:
-            return
-        events = [
-            NewEvent(
-                "entitlement",
-                n.kind,
-                "entitlements",
-                {"service": n.service, "subject": n.subject, "expires": to_rfc3339(n.expires)},
-                now,
-            )
-            for n in due
-        ]
-        async with self.device.store.transaction() as tx:
-            await tx.executemany(
-                "INSERT OR IGNORE INTO notices (key, raised_at) VALUES (?, ?)", [(n.key, now) for n in due]
-            )
-            await self.outbox.add_in(tx, events)
-        self._raised.update(n.key for n in due)
-        log.info("expiry_notices", kinds=sorted({n.kind for n in due}), count=len(due))
 
     async def _report_quarantine(self, salvage: Salvage) -> None:
         data = {"moved_to": salvage.moved_to.name, "salvaged_events": len(salvage.outbox)}

@@ -17,12 +17,12 @@ Stimuli from drivers (the MR01 transport, the daemon's own timers) are taken fro
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 from typing import Any
 
 import structlog
 
+from agent import door_actions
 from agent.commands import effective_settings
 from agent.config import Config
 from agent.credentials import CredentialIndex
@@ -73,19 +73,17 @@ class LocalSide:
         async with self._device.store.transaction("DEFERRED") as tx:
             self.credentials = await CredentialIndex.load(tx)
             self.settings = await effective_settings(tx, ents.settings if ents else {}, ents.iat if ents else 0.0)
-            actions = await tx.fetchall("SELECT id, command_id, door, body FROM door_actions ORDER BY id")
-        for row_id, command_id, door, body in actions:
-            seconds = int(json.loads(body).get("seconds", self._config.drivers.relay_seconds))
-            await self.outputs.relay.open(door, seconds)
+            waiting = await door_actions.pending(tx)
+        for action in waiting:
+            seconds = action.seconds or self._config.drivers.relay_seconds
+            await self.outputs.relay.open(action.door, seconds)
             now = self._device.clock.now()
-            self.state.door(door).released_until = now + seconds
-            event = NewEvent(
-                "door_log", "granted", None, {"door": door, "method": "remote", "command": command_id}, now
-            )
+            self.state.door(action.door).released_until = now + seconds
+            data = {"door": action.door, "method": "remote", "command": action.command_id}
             async with self._device.store.transaction() as tx:
-                await tx.execute("DELETE FROM door_actions WHERE id = ?", (row_id,))
-                await self._outbox.add_in(tx, [event])
-            log.info("door_opened_remotely", door=door, command_id=command_id)
+                await door_actions.done(tx, action)
+                await self._outbox.add_in(tx, [NewEvent("door_log", "granted", None, data, now)])
+            log.info("door_opened_remotely", door=action.door, command_id=action.command_id)
 
     async def _refresh_if_stale(self) -> None:
         # Under a lock: a stimulus must not be judged on the old index while a reload is under way.

@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import errno
 import json
+import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple
@@ -584,6 +585,21 @@ class Outbox:
             reply["not_replayed"] = int(left[0])  # no room in the queue now: ask again later
         return reply
 
+    async def forget_sent_in(self, tx: Transaction) -> int:
+        """Drop the rows kept for replay, in the caller's transaction (a reset after upgrade); how many."""
+        dropped = await tx.execute("DELETE FROM outbox WHERE sent_at IS NOT NULL")
+
+        def forgotten() -> None:
+            self.sent -= dropped
+
+        tx.after_commit(forgotten)
+        return dropped
+
+    async def replies_queued(self) -> bool:
+        """Whether a command reply waits to be sent."""
+        async with self._store.transaction("DEFERRED") as tx:
+            return await tx.fetchone("SELECT 1 FROM outbox WHERE topic = 'replies' LIMIT 1") is not None
+
     # -- the pump's side -----------------------------------------------------------------------------
     def acknowledge(self, row_id: int) -> None:
         """The broker acknowledged the row: never send it again; mark it sent with the next batch."""
@@ -640,6 +656,30 @@ class Outbox:
     async def listing(self, *, held_only: bool) -> list[dict[str, Any]]:
         """What is queued, oldest first (``edge-agent events``)."""
         return await queued(self._store, self.denied, held_only=held_only)
+
+
+_COLUMNS: Final = "id, topic, seq, event_id, type, kind, source, priority, gate, held_since, created, body, sent_at"
+
+
+def salvage(db: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], int]:
+    """The rows and the next seq a corrupt database still gives up (agent/quarantine.py), best effort."""
+    rows: list[tuple[Any, ...]] = []
+    next_seq = 1
+    with contextlib.suppress(sqlite3.Error):
+        rows.extend(tuple(row) for row in db.execute(f"SELECT {_COLUMNS} FROM outbox ORDER BY id"))  # noqa: S608
+    with contextlib.suppress(sqlite3.Error, TypeError, ValueError):
+        found = db.execute("SELECT value FROM counters WHERE name = 'next_seq'").fetchone()
+        if found is not None:
+            next_seq = int(found[0])
+    seqs = [r[2] for r in rows if isinstance(r[2], int)]
+    return rows, max([next_seq, *(s + 1 for s in seqs)])
+
+
+async def restore_in(tx: Transaction, rows: list[tuple[Any, ...]], next_seq: int) -> None:
+    """Put salvaged rows into a fresh database, the counter going on from ``next_seq``."""
+    marks = ", ".join("?" * len(_COLUMNS.split(", ")))
+    await tx.executemany(f"INSERT INTO outbox ({_COLUMNS}) VALUES ({marks})", rows)  # noqa: S608 -- constants
+    await tx.execute("INSERT INTO counters (name, value) VALUES ('next_seq', ?)", (next_seq,))
 
 
 async def queued(store: Store, denied: frozenset[str], *, held_only: bool) -> list[dict[str, Any]]:

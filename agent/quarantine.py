@@ -12,16 +12,15 @@ a superseded document as a rollback and trusts only the roots the fleet rotated 
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from agent.clock import Anchor
-from agent.store import DB_NAME
-
-_OUTBOX_COLUMNS = "id, topic, seq, event_id, type, kind, source, priority, gate, held_since, created, body, sent_at"
+from agent import outbox, sidecar
+from agent.clock import Anchor, newest_anchor
+from agent.config import Config
+from agent.store import DB_NAME, Store, salvage_anchor
 
 
 class Salvage(NamedTuple):
@@ -33,45 +32,31 @@ class Salvage(NamedTuple):
     anchor: Anchor | None
 
 
-_CLOCK_COLUMNS = (
-    "trusted_at, boot_id, at_monotonic, signed_at, generation",  # schema 4 and later
-    "trusted_at, boot_id, at_monotonic",
-)
-
-
-def _anchor(db: sqlite3.Connection) -> Anchor | None:
-    for columns in _CLOCK_COLUMNS:
-        try:
-            found = db.execute(f"SELECT {columns} FROM clock").fetchone()  # noqa: S608 -- constants
-        except sqlite3.Error:
-            continue
-        try:
-            return None if found is None else Anchor(float(found[0]), found[1], float(found[2]), *found[3:])
-        except (TypeError, ValueError):
-            return None
-    return None
-
-
 def _read(path: Path) -> tuple[list[tuple[Any, ...]], int, Anchor | None]:
-    rows: list[tuple[Any, ...]] = []
-    next_seq, anchor = 1, None
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error:
-        return rows, next_seq, anchor
+        return [], 1, None
     try:
-        with contextlib.suppress(sqlite3.Error):
-            for row in db.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox ORDER BY id"):  # noqa: S608 -- constant
-                rows.append(tuple(row))
-        with contextlib.suppress(sqlite3.Error, TypeError):
-            found = db.execute("SELECT value FROM counters WHERE name = 'next_seq'").fetchone()
-            if found is not None:
-                next_seq = int(found[0])
-        anchor = _anchor(db)
+        rows, next_seq = outbox.salvage(db)  # each table's owner reads its own rows
+        return rows, next_seq, salvage_anchor(db)
     finally:
         db.close()
-    seqs = [r[2] for r in rows if isinstance(r[2], int)]
-    return rows, max([next_seq, *(s + 1 for s in seqs)]), anchor
+
+
+async def restore(config: Config, salvage: Salvage) -> None:
+    """Put what was salvaged into the fresh database; the counter continues past everything used."""
+    floor = sidecar.load(config.data_dir)
+    next_seq = max(salvage.next_seq, floor.next_seq)
+    anchor = newest_anchor(salvage.anchor, floor.anchor)
+    store = await Store.open(config.data_dir, max_bytes=config.store.max_bytes)
+    try:
+        async with store.transaction() as tx:
+            await outbox.restore_in(tx, salvage.outbox, next_seq)
+            if anchor is not None:
+                await tx.write_anchor(anchor)
+    finally:
+        await store.close()
 
 
 def salvage_and_move(data_dir: Path) -> Salvage:

@@ -133,6 +133,26 @@ def store_error(path: Path, exc: sqlite3.Error) -> StoreError:
     return StoreError(message)
 
 
+_CLOCK_COLUMNS = (
+    "trusted_at, boot_id, at_monotonic, signed_at, generation",  # schema 4 and later
+    "trusted_at, boot_id, at_monotonic",
+)
+
+
+def salvage_anchor(db: sqlite3.Connection) -> Anchor | None:
+    """The clock's anchor as a corrupt database still holds it, if it can be read (agent/quarantine.py)."""
+    for columns in _CLOCK_COLUMNS:
+        try:
+            found = db.execute(f"SELECT {columns} FROM clock").fetchone()  # noqa: S608 -- constants
+        except sqlite3.Error:
+            continue
+        try:
+            return None if found is None else Anchor(float(found[0]), found[1], float(found[2]), *found[3:])
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
 _Row = TypeVar("_Row", bound=tuple[Any, ...])
 _T = TypeVar("_T")
 

@@ -142,11 +142,13 @@ class Engine:
         connected: asyncio.Event,
         on_change: Callable[[], None],
         on_reboot: Callable[[], None],
+        reset: Callable[[Transaction], Awaitable[dict[str, int]]],
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._settings, self._store, self._outbox, self._now = settings, store, outbox, now
         self._monotonic, self._sleep_for = monotonic, sleep  # injected, as trusted time is
+        self._reset = reset  # Reset After Upgrade: the agent's wipe, in the commit's transaction
         self._dir = data_dir / "firmware"
         self._dir.mkdir(parents=True, exist_ok=True)
         self.bootloader = backend.bootloader
@@ -456,10 +458,7 @@ class Engine:
 
         async def wipe(tx: Transaction) -> None:
             if job.claims.get("reset_after_upgrade"):
-                for table, count, delete in RESET_TABLES:
-                    counted = await tx.fetchone(count)
-                    await tx.execute(delete)
-                    reset[table] = int(counted[0]) if counted else 0
+                reset.update(await self._reset(tx))  # the agent's tables, through its port
 
         data: dict[str, Any] = {"slot": job.target}
         if job.claims.get("reset_after_upgrade"):
@@ -499,15 +498,6 @@ class Engine:
 
 # reset_after_upgrade: credentials, settings and acknowledged history go; identity (the config), trust
 # roots (files) and the documents in force stay (the cloud's retained documents would bring them back anyway).
-RESET_TABLES: Final = (
-    ("credentials", "SELECT COUNT(*) FROM credentials", "DELETE FROM credentials"),
-    ("settings", "SELECT COUNT(*) FROM settings", "DELETE FROM settings"),
-    ("door_actions", "SELECT COUNT(*) FROM door_actions", "DELETE FROM door_actions"),
-    ("commands", "SELECT COUNT(*) FROM commands", "DELETE FROM commands"),
-    ("outbox", "SELECT COUNT(*) FROM outbox WHERE sent_at IS NOT NULL", "DELETE FROM outbox WHERE sent_at IS NOT NULL"),
-)
-
-
 def _epoch(text: str) -> float:
     from datetime import datetime
 

@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from agent.commands import value_digest
 from agent.config import DriversConfig
-from agent.credentials import CredentialIndex, Held
+from agent.credentials import CredentialIndex, Held, value_digest
 from agent.entitlements.policy import decide
 from agent.reactions import Context, LocalState, Reaction, react
 from agent.stimuli import Stimulus, parse
