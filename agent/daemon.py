@@ -37,7 +37,7 @@ from agent.device import Device
 from agent.drivers import registry as drivers
 from agent.entitlements import policy
 from agent.errors import BadRequest, ConfigError, ControlError, OutboxFull, StoreCorrupt
-from agent.events import GATES, NewEvent, validate
+from agent.events import NewEvent, validate
 from agent.housekeeping import Housekeeping, notices_raised
 from agent.intake import handlers
 from agent.intake.dispatch import Intake
@@ -325,8 +325,7 @@ class Daemon:
             queued = await self.outbox.add(event)
         except OutboxFull as exc:
             raise ControlError("outbox_full", str(exc)) from None
-        gate = GATES.get(event.type)
-        return {"seq": queued.seq, "event_id": queued.event_id, "held": gate is not None and gate in self.outbox.denied}
+        return {"seq": queued.seq, "event_id": queued.event_id, "held": self.outbox.holds(event.type)}
 
     async def _op_status(self, request: dict[str, Any]) -> dict[str, Any]:
         status = self.device.status()

@@ -30,7 +30,7 @@ from agent.device import Device
 from agent.drivers.interfaces import Outputs, perform
 from agent.drivers.registry import Input
 from agent.errors import OutboxFull, StoreError
-from agent.events import GATES, NewEvent
+from agent.events import NewEvent
 from agent.faults import fault_point
 from agent.outbox import Outbox, Queued
 from agent.reactions import Context, LocalState, Reaction, react
@@ -131,8 +131,7 @@ class LocalSide:
             except OutboxFull as exc:
                 queued.append({"type": event.type, "kind": event.kind, "error": str(exc)})
                 continue
-            gate = GATES.get(event.type)
-            held = gate is not None and gate in self._outbox.denied
+            held = self._outbox.holds(event.type)
             queued.append(
                 {"type": event.type, "kind": event.kind, "seq": done.seq, "event_id": done.event_id, "held": held}
             )

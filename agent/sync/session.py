@@ -28,7 +28,7 @@ from agent.clock import TrustedClock
 from agent.config import Config
 from agent.errors import EdgeAgentError
 from agent.events import wire_payload
-from agent.outbox import FETCH, Outbox, OutRow
+from agent.outbox import Outbox, OutRow, Reader
 from agent.sync import client as mqtt
 from agent.sync.backoff import Backoff
 from agent.sync.state import StateReport, offline_payload
@@ -212,37 +212,24 @@ class Session:
             mqtt.acknowledge(client, message)
 
     async def _pump(self, client: aiomqtt.Client) -> None:
-        outbox, topics = self._outbox, self._topics
         queue: asyncio.Queue[OutRow] = asyncio.Queue(maxsize=self._config.mqtt.in_flight)
-        given: set[int] = set()  # handed to a worker, not acknowledged yet: not to be handed again
-
-        leaf_topics = {"events": topics.events, "replies": topics.replies}
+        reader = Reader(self._outbox)  # one per connection: what is not acknowledged goes again
+        leaf_topics = {"events": self._topics.events, "replies": self._topics.replies}
 
         async def worker() -> None:
             while True:
                 row = await queue.get()
                 topic = leaf_topics[row.topic]
                 await client.publish(topic, wire_payload(row.body, row.seq, row.held_since), qos=1)
-                outbox.acknowledge(row.id)
+                reader.published(row.id)
                 _not_cancelled()
-                given.discard(row.id)
 
         async with asyncio.TaskGroup() as workers:
             for _ in range(self._config.mqtt.in_flight):
                 workers.create_task(worker())
-            cursor = 0
             while True:
-                if outbox.rescan:
-                    outbox.rescan, cursor = False, 0
-                outbox.more.clear()
-                rows = await outbox.sendable(cursor)
-                for row in rows:
-                    cursor = row.id
-                    if row.id not in given:
-                        given.add(row.id)
-                        await queue.put(row)
-                if len(rows) < FETCH:
-                    await outbox.more.wait()
+                for row in await reader.next_rows():
+                    await queue.put(row)
 
     async def _publish_state(self, client: aiomqtt.Client) -> None:
         last: StateReport | None = None
