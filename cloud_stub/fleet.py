@@ -20,13 +20,14 @@ import random
 import resource
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from paho.mqtt.reasoncodes import ReasonCode
 
 from protocol import jws
+from protocol.backoff import Backoff
 from protocol.errors import DocumentRefused
 from protocol.topics import DEFAULT_PREFIX, Topics
 
@@ -107,6 +108,7 @@ class SimulatedDevice:
 
 
 Broker = tuple[str, int]
+RECONNECT: Final = Backoff(0.5, 30.0)  # the first retry within a second, none more than 30 s apart
 
 
 async def run_device(
@@ -117,9 +119,11 @@ async def run_device(
     username: str | None,
     password: str | None,
     first: int = 0,
+    rng: random.Random | None = None,
 ) -> None:
     """One device's session, reconnecting for ever: to ``brokers[first]``, and to the next one each
     time a connection fails or is lost."""
+    rng = rng or random.Random()  # noqa: S311 -- spreading retries, not secrets
     topics = Topics(PREFIX, device.device_id)
     trust, entitlements, state = topics.trust, topics.entitlements, topics.state
     failures = 0
@@ -151,10 +155,10 @@ async def run_device(
                     if changed:
                         await client.publish(state, device.state(), qos=1, retain=True)
         except aiomqtt.MqttError:
-            # As the agent: capped exponential backoff with jitter, so a node's devices do not all come
-            # back at once and a broker struggling to take sessions is not buried under retries.
+            # The agent's backoff, so a node's devices do not all come back at once and a broker
+            # struggling to take sessions is not buried under retries.
             failures += 1
-            await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0))  # noqa: S311
+            await asyncio.sleep(RECONNECT.delay(failures, rng))
 
 
 def raise_file_limit() -> int:

@@ -15,7 +15,7 @@ by billing (DOMAIN.md: a lapsed device still takes security fixes).
 from __future__ import annotations
 
 import asyncio
-import json
+import random
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,18 +28,22 @@ from agent.events import NewEvent
 from agent.faults import crash_point, fault_point
 from agent.outbox import Outbox
 from agent.store import Store, Transaction
-from firmware import machine
+from firmware import jobs, machine
+from firmware.admission import Verdict, admit
 from firmware.backends import Backend, backend
 from firmware.download import fetch
-from firmware.machine import CANCELLABLE, TERMINAL, State
+from firmware.jobs import Job, Unreadable
+from firmware.machine import TERMINAL, State
 from firmware.slots import Bootloader, Slot, sha256_file
+from protocol.backoff import Backoff
 from protocol.claims import FirmwareJobClaims
-from protocol.version import newer
+from protocol.timefmt import epoch_of
 
 log = structlog.get_logger("firmware.engine")
 
 EXIT_REBOOT: Final = 75  # the daemon exits with this to boot the other slot; its supervisor restarts it
 _FAULT_WAIT: Final = 5.0  # after a step failed and could not even be recorded
+_DOWNLOAD_RETRY: Final = Backoff(1.0, 10.0)  # with jitter: a fleet given one job must not retry in step
 
 
 class Settings(NamedTuple):
@@ -54,77 +58,6 @@ class Settings(NamedTuple):
     health_deadline_seconds: float
     health_command: tuple[str, ...] | None
     ca_file: Path | None
-
-
-class Job(NamedTuple):
-    job_id: str
-    seq: int
-    state: State
-    claims: dict[str, Any]
-    target: str | None
-    transitions: int
-    reason: str | None
-
-    @property
-    def version(self) -> str:
-        return str(self.claims.get("version"))
-
-
-class Verdict(NamedTuple):
-    """What to do with a verified job document."""
-
-    action: str  # "new", "edit", "cancel", "reject"
-    reason: str | None = None
-    detail: str = ""
-    replaces: Job | None = None
-
-
-def admit(claims: FirmwareJobClaims, *, model: str, running: str, max_size: int, active: Job | None) -> Verdict:
-    """Judge a verified job document against what runs and what is under way. Pure."""
-    if claims.cancel:
-        if active is None or active.job_id != claims.job_id:
-            return Verdict("reject", "unknown_job", f"no job {claims.job_id} is under way")
-        if active.state not in CANCELLABLE:
-            return Verdict("reject", "too_late", f"job {claims.job_id} is already {active.state.value}")
-        return Verdict("cancel", replaces=active)
-    assert claims.model is not None
-    assert claims.version is not None
-    assert claims.size is not None
-    if claims.model != model:
-        return Verdict("reject", "wrong_model", f"the job is for {claims.model}; this device is a {model}")
-    if not claims.allow_downgrade and not newer(claims.version, running):
-        return Verdict("reject", "downgrade", f"{claims.version} is not newer than {running}, the version running")
-    if claims.size > max_size:
-        return Verdict("reject", "too_large", f"{claims.size} bytes is over this device's cap of {max_size}")
-    if active is not None:
-        if active.state not in CANCELLABLE:
-            return Verdict("reject", "busy", f"job {active.job_id} is {active.state.value}")
-        return Verdict("edit" if active.job_id == claims.job_id else "new", replaces=active)
-    return Verdict("new")
-
-
-def _row(row: tuple[Any, ...]) -> Job:
-    job_id, seq, state, claims, target, transitions, reason = row
-    return Job(job_id, seq, State(state), json.loads(claims), target, transitions, reason)
-
-
-async def active_job(tx: Transaction) -> Job | None:
-    """The job under way, if any."""
-    row = await tx.fetchone(
-        "SELECT job_id, seq, state, claims, target, transitions, reason FROM firmware_jobs"
-        " WHERE state NOT IN (?, ?, ?, ?) ORDER BY seq DESC LIMIT 1",
-        tuple(s.value for s in TERMINAL),
-    )
-    return _row(row) if row else None
-
-
-async def last_job(tx: Transaction) -> Job | None:
-    """The most recent job, finished or not."""
-    row = await tx.fetchone(
-        "SELECT job_id, seq, state, claims, target, transitions, reason FROM firmware_jobs"
-        " ORDER BY seq DESC, rowid DESC LIMIT 1"
-    )
-    return _row(row) if row else None
 
 
 class Engine:
@@ -145,9 +78,11 @@ class Engine:
         reset: Callable[[Transaction], Awaitable[dict[str, int]]],
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
     ) -> None:
         self._settings, self._store, self._outbox, self._now = settings, store, outbox, now
         self._monotonic, self._sleep_for = monotonic, sleep  # injected, as trusted time is
+        self._rng = rng or random.Random()  # noqa: S311 -- spreading retries, not secrets
         self._reset = reset  # Reset After Upgrade: the agent's wipe, in the commit's transaction
         self._dir = data_dir / "firmware"
         self._dir.mkdir(parents=True, exist_ok=True)
@@ -178,14 +113,17 @@ class Engine:
 
     # -- admission (inside the document's transaction) ---------------------------------------------
     async def admit_in(self, tx: Transaction, claims: FirmwareJobClaims) -> None:
-        active = await active_job(tx)
-        verdict = admit(
-            claims,
-            model=self._settings.model,
-            running=self.running_version,
-            max_size=self._settings.max_size,
-            active=active,
-        )
+        active = await jobs.active(tx)
+        if isinstance(active, Unreadable):  # rolled back as the engine starts: not left to stand for long
+            verdict = Verdict("reject", "busy", f"job {active.job_id} cannot be resumed and is being rolled back")
+        else:
+            verdict = admit(
+                claims,
+                model=self._settings.model,
+                running=self.running_version,
+                max_size=self._settings.max_size,
+                active=active,
+            )
         data = {"job_id": claims.job_id, "version": claims.version}
         now = self._now()
         if verdict.action == "reject":
@@ -201,15 +139,8 @@ class Engine:
             extra = {} if verdict.action == "cancel" else {"replaced_by": claims.seq}
             await self._move_in(tx, old, happened, extra)
         if verdict.action in ("new", "edit"):
-            body = claims.model_dump(mode="json")
-            if verdict.action == "edit":
-                await tx.execute("DELETE FROM firmware_jobs WHERE job_id = ?", (claims.job_id,))
-            await tx.execute(
-                "INSERT INTO firmware_jobs (job_id, seq, state, claims, target, transitions, reason, updated)"
-                " VALUES (?, ?, ?, ?, NULL, 0, NULL, ?)",
-                (claims.job_id, claims.seq, State.PENDING.value, json.dumps(body), now),
-            )
-            at = body.get("at")
+            await jobs.insert(tx, claims, now, replacing=verdict.action == "edit")
+            at = _at(claims)
             await self._outbox.add_in(tx, [NewEvent("firmware", "pending", "firmware", {**data, "at": at}, now)])
             log.info("firmware_job_pending", job_id=claims.job_id, version=claims.version, at=at)
 
@@ -224,9 +155,8 @@ class Engine:
         reason = (data or {}).get("reason")
         if transitions > machine.MAX_TRANSITIONS:
             state, reason = State.FAILED, "transition_loop"
-        await tx.execute(
-            "UPDATE firmware_jobs SET state = ?, transitions = ?, reason = ?, target = ?, updated = ? WHERE job_id = ?",
-            (state.value, transitions, reason, job.target, self._now(), job.job_id),
+        await jobs.set_state(
+            tx, job.job_id, state, transitions=transitions, reason=reason, target=job.target, now=self._now()
         )
         event = {"job_id": job.job_id, "version": job.version, **(data or {})}
         if reason is not None:
@@ -254,23 +184,51 @@ class Engine:
 
     async def _active(self) -> Job | None:
         async with self._store.transaction("DEFERRED") as tx:
-            self.job = await active_job(tx)
+            found = await jobs.active(tx)
+        if isinstance(found, Unreadable):  # another version's row, met after start: roll it back now
+            await self._roll_back(found, self.running_slot)
+            found = None
+        self.job = found
         return self.job
 
     # -- start -------------------------------------------------------------------------------------
     async def resume(self) -> None:
-        """Apply the resume table to what was persisted, given the slot just booted."""
-        job = await self._active()
-        if job is None or job.target is None or job.state not in (State.INSTALLING, State.REBOOTING, State.COMMITTING):
+        """Apply the resume table (``machine.RESUME``) to the latest job, given the slot just booted."""
+        async with self._store.transaction("DEFERRED") as tx:
+            found = await jobs.active(tx) or await jobs.last(tx)
+        if found is None:
             return
         booted = self.running_slot
-        if booted == job.target:
-            if job.state in (State.INSTALLING, State.REBOOTING):
-                await self._move(job, "booted_new", {"slot": booted})
-        elif job.state in (State.REBOOTING, State.COMMITTING):
-            # The try was spent and the bootloader went back to the old slot: the new one never committed.
-            await self._move(job, "booted_old", {"slot": booted, "reason": "not_committed"})
-        # INSTALLING on the old slot: the install is done again by run()
+        action = machine.on_start(found.state, found.target is not None and found.target == booted)
+        if isinstance(found, Unreadable) or action == machine.ROLL_BACK:
+            await self._roll_back(found, booted)
+        elif action == "booted_old":  # the try was spent and the bootloader went back: never committed
+            assert isinstance(found, Job)
+            await self._move(found, action, {"slot": booted, "reason": "not_committed"})
+        elif action not in (machine.GO_ON, machine.NOTHING):
+            assert isinstance(found, Job)
+            await self._move(found, action, {"slot": booted})
+
+    async def _roll_back(self, found: Job | Unreadable, booted: str) -> None:
+        """A job the resume table cannot go on with: it ends rolled back (persisted first), its slot is
+        marked bad, and a device running that slot reboots into the other."""
+        why = found.why if isinstance(found, Unreadable) else f"{found.state.value} on the slot it installed"
+        log.warning("firmware_job_unresumable", job_id=found.job_id, state=str(found.state), slot=booted, why=why)
+        if found.state not in TERMINAL:
+            data = {"job_id": found.job_id, "reason": "unresumable", "detail": why, "slot": booted}
+            if isinstance(found, Job):
+                data["version"] = found.version
+            async with self._store.transaction() as tx:
+                await jobs.set_state(
+                    tx, found.job_id, State.ROLLED_BACK, transitions=found.transitions + 1, reason="unresumable",
+                    target=found.target, now=self._now(),
+                )  # fmt: skip
+                await self._outbox.add_in(tx, [NewEvent("firmware", "rolled_back", "firmware", data, self._now())])
+            self._on_change()
+        if found.target is not None:
+            self.bootloader.mark_bad(found.target)
+            if found.target == booted:
+                self._on_reboot()
 
     # -- running -----------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -294,11 +252,15 @@ class Engine:
         log.exception("firmware_step_failed", job_id=job.job_id, state=job.state.value, error=repr(exc)[:200])
         data = {"reason": "internal_error", "detail": f"{type(exc).__name__}: {exc}"[:300]}
         try:
-            if job.state in (State.INSTALLING, State.COMMITTING) and job.target is not None:
-                self.bootloader.mark_bad(job.target)  # never boot a slot whose install or check failed
+            current = await self._active()  # as persisted: the step may have moved it or chosen its slot
+            if current is None or current.job_id != job.job_id:
+                return  # it ended or was replaced meanwhile: nothing left to fail
+            job = current
             if (job.state, "fault") in machine.TRANSITIONS:
                 self._discard(job)
                 moved = await self._move(job, "fault", data)
+                if job.state in (State.INSTALLING, State.COMMITTING) and job.target is not None:
+                    self.bootloader.mark_bad(job.target)  # never boot a slot whose install or check failed
                 if moved.state is State.ROLLED_BACK:
                     self._on_reboot()
                     await asyncio.Event().wait()  # the daemon stops us
@@ -312,8 +274,7 @@ class Engine:
         fault_point(f"firmware:{job.state.value}")
         if job.state is State.PENDING:
             crash_point("firmware:pending")
-            at = job.claims.get("at")
-            due = _epoch(at) if at else None
+            due = epoch_of(job.claims.at) if job.claims.at is not None else None
             if due is not None and self._now() < due:
                 await self._sleep(min(due - self._now(), 60.0))
                 return
@@ -363,6 +324,8 @@ class Engine:
 
     async def _download(self, job: Job) -> None:
         s, claims = self._settings, job.claims
+        assert claims.url is not None
+        assert claims.size is not None
         started, last_error = self._monotonic(), None
         for attempt in range(s.attempts):
             left = s.deadline_seconds - (self._monotonic() - started)
@@ -370,9 +333,9 @@ class Engine:
                 break
             try:
                 digest = await fetch(
-                    claims["url"],
+                    claims.url,
                     self._image(job),
-                    int(claims["size"]),
+                    claims.size,
                     stall=s.stall_seconds,
                     deadline=left,
                     ca_file=s.ca_file,
@@ -390,19 +353,19 @@ class Engine:
                 )
                 if not isinstance(exc, Transient):
                     break
-                await self._sleep_for(min(2.0**attempt, 10.0))
+                await self._sleep_for(_DOWNLOAD_RETRY.delay(attempt, self._rng))
                 continue
             self.progress = None
-            if digest != claims["sha256"]:
+            if digest != claims.sha256:
                 log.warning("firmware_digest_mismatch_while_streaming", job_id=job.job_id)
-            await self._move(job, "downloaded", {"bytes": int(claims["size"])})
+            await self._move(job, "downloaded", {"bytes": claims.size})
             return
         self._discard(job)
         reason = last_error.reason if last_error else "deadline"
         await self._move(job, "download_failed", {"reason": reason, "detail": str(last_error or "out of time")})
 
     def _progress(self, written: int) -> None:
-        size = int(self.job.claims["size"]) if self.job is not None else 0
+        size = (self.job.claims.size or 0) if self.job is not None else 0
         if self.progress is not None and written * 2 >= size > self.progress * 2:
             crash_point("firmware:downloading:half")  # the first chunk past half the image
         self.progress = written
@@ -410,10 +373,10 @@ class Engine:
     async def _verify(self, job: Job) -> None:
         image, claims = self._image(job), job.claims
         size = image.stat().st_size if image.exists() else -1
-        digest = await asyncio.to_thread(sha256_file, image) if size == claims["size"] else ""
-        if digest != claims["sha256"]:
+        digest = await asyncio.to_thread(sha256_file, image) if size == claims.size else ""
+        if digest != claims.sha256:
             self._discard(job)
-            detail = f"size {size}, expected {claims['size']}" if size != claims["size"] else "SHA-256 differs"
+            detail = f"size {size}, expected {claims.size}" if size != claims.size else "SHA-256 differs"
             await self._move(job, "mismatch", {"reason": "verification_failed", "detail": detail})
             return
         await self._move(job, "verified")
@@ -423,24 +386,26 @@ class Engine:
         target = self.bootloader.other() if job.target is None else job.target
         if job.target is None:
             async with self._store.transaction() as tx:
-                await tx.execute("UPDATE firmware_jobs SET target = ? WHERE job_id = ?", (target, job.job_id))
+                await jobs.set_target(tx, job.job_id, target)
             job = job._replace(target=target)
-        slot, claims = self.slot(target), job.claims
+        slot, sha256 = self.slot(target), str(job.claims.sha256)
         try:
-            await asyncio.to_thread(slot.write, self._image(job), job.version, claims["sha256"])
+            await asyncio.to_thread(slot.write, self._image(job), job.version, sha256)
             crash_point("firmware:slot_written")
             written = await asyncio.to_thread(slot.digest)
         except OSError as exc:
             await self._move(job, "install_failed", {"reason": "install_failed", "detail": str(exc)})
             return False
-        if written != claims["sha256"]:
-            self.bootloader.mark_bad(target)
+        if written != sha256:
             await self._move(
                 job, "install_failed", {"reason": "slot_mismatch", "detail": "the slot does not read back"}
             )
+            self.bootloader.mark_bad(target)  # after the job's end is persisted (machine.RESUME)
             return False
-        self.bootloader.try_once(target)  # before the state says so: resume() sees the booted slot either way
+        # Installing, persisted, says the try may be set; resume() sees the booted slot either way.
+        self.bootloader.try_once(target)
         crash_point("firmware:try_set")
+        fault_point("firmware:try_set")  # a defect here fails the job with the try set (machine.RESUME)
         await self._move(job, "installed", {"slot": target})
         self._discard(job)
         return True
@@ -450,18 +415,18 @@ class Engine:
         assert job.target is not None
         healthy, detail = await self._health()
         if not healthy:
-            self.bootloader.mark_bad(job.target)
             await self._move(job, "unhealthy", {"reason": "health_check_failed", "detail": detail})
+            self.bootloader.mark_bad(job.target)  # after the job's end is persisted (machine.RESUME)
             return False
-        self.bootloader.mark_good(job.target)
+        self.bootloader.mark_good(job.target)  # committing, persisted, says so; done again if we die here
         reset: dict[str, int] = {}
 
         async def wipe(tx: Transaction) -> None:
-            if job.claims.get("reset_after_upgrade"):
+            if job.claims.reset_after_upgrade:
                 reset.update(await self._reset(tx))  # the agent's tables, through its port
 
         data: dict[str, Any] = {"slot": job.target}
-        if job.claims.get("reset_after_upgrade"):
+        if job.claims.reset_after_upgrade:
             data["reset"] = reset  # filled by wipe() in the same transaction: what was wiped, by table
         await self._move(job, "healthy", data, also=wipe)
         if reset:
@@ -496,14 +461,9 @@ class Engine:
         return await firmware_status(self._store, self.bootloader, self.running_version, self.progress)
 
 
-# reset_after_upgrade: credentials, settings and acknowledged history go; identity (the config), trust
-# roots (files) and the documents in force stay (the cloud's retained documents would bring them back anyway).
-def _epoch(text: str) -> float:
-    from datetime import datetime
-
-    from protocol.timefmt import epoch_of
-
-    return epoch_of(datetime.fromisoformat(text))
+def _at(claims: FirmwareJobClaims) -> str | None:
+    """The job's ``at`` as the document wrote it (RFC 3339), for events and the status."""
+    return claims.model_dump(mode="json", include={"at"}).get("at")
 
 
 async def firmware_status(
@@ -511,15 +471,18 @@ async def firmware_status(
 ) -> dict[str, Any]:
     """The slot and version running and the latest job (read-only: works beside a running daemon)."""
     async with store.transaction("DEFERRED") as tx:
-        job = await last_job(tx)
-    shown = None
-    if job is not None:
+        job = await jobs.last(tx)
+    shown: dict[str, Any] | None = None
+    if isinstance(job, Unreadable):
+        shown = {"job_id": job.job_id, "version": None, "state": job.state, "reason": job.why, "at": None,
+                 "target_slot": job.target, "downloaded": None}  # fmt: skip
+    elif job is not None:
         shown = {
             "job_id": job.job_id,
             "version": job.version,
             "state": job.state.value,
             "reason": job.reason,
-            "at": job.claims.get("at"),
+            "at": _at(job.claims),
             "target_slot": job.target,
             "downloaded": downloaded,
         }

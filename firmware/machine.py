@@ -4,14 +4,19 @@ start (STYLE.md: h11's and mender's habit). Pure data and two functions; ``firmw
 Each state is persisted (with its ``firmware`` event) *before* the side effect it names: a job in
 ``downloading`` may have part of the image; in ``installing`` the inactive slot may be half written;
 in ``rebooting`` the slot is written, verified and set to be tried once. On start, :data:`RESUME`
-says where each persisted state goes on; a state it does not name cannot be persisted mid-way.
+says where each persisted state goes on, by the slot just booted; anything else rolls back.
+
+The bootloader is told only what a persisted state already says: ``installing`` is persisted before
+the try is set, ``committing`` before the slot is marked good, and a job's end (``failed``,
+``rolled_back``) before its slot is marked bad. A crash between the two is caught on start by the
+same table: the act is done again (each is idempotent) or the job rolls back.
 A job that makes more than :data:`MAX_TRANSITIONS` transitions fails (a loop caught).
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Final
+from typing import Final, NamedTuple
 
 from agent.errors import IllegalTransition
 
@@ -65,19 +70,48 @@ TRANSITIONS: Final[dict[tuple[State, str], State]] = {
     (State.COMMITTING, "fault"): State.ROLLED_BACK,
 }
 
-# What a state found persisted on start means (the daemon may have died at any instant in it).
-RESUME: Final[dict[State, str]] = {
-    State.PENDING: "wait for its time again",
-    State.DOWNLOADING: "download again from the bytes already on disk (Range)",
-    State.VERIFYING: "verify the downloaded image again",
-    State.INSTALLING: "if the new slot booted, its try was set: commit it; otherwise install again",
-    State.REBOOTING: "if the new slot booted: commit it; otherwise its try was spent: roll back",
-    State.COMMITTING: "if the new slot booted: run the health check; otherwise roll back",
-    State.EXECUTED: "nothing",
-    State.FAILED: "nothing",
-    State.CANCELLED: "nothing",
-    State.ROLLED_BACK: "nothing",
+GO_ON: Final = "go_on"  # on start: the state's step runs again (each step can be done again from its start)
+ROLL_BACK: Final = "roll_back"  # on start: the job ends rolled back; its slot is marked bad, and left if booted
+NOTHING: Final = "nothing"  # on start: nothing to do
+
+
+class Resume(NamedTuple):
+    """What a job found persisted in a state does on start, by the slot the bootloader just booted:
+    the job's target (``on_target``) or any other (``on_other``). Each is an event of
+    :data:`TRANSITIONS`, :data:`GO_ON`, :data:`ROLL_BACK` or :data:`NOTHING`."""
+
+    on_target: str
+    on_other: str
+
+
+# The daemon may have died at any instant in a state; each state persisted says where to go on. A job has
+# no target before it installs, so a state before installing never finds its target booted: were it to,
+# the job rolls back, as does a state this version does not know (mender's LoadStateFromDb).
+RESUME: Final[dict[State, Resume]] = {
+    State.PENDING: Resume(ROLL_BACK, GO_ON),  # wait for its time again
+    State.DOWNLOADING: Resume(ROLL_BACK, GO_ON),  # download again from the bytes already on disk (Range)
+    State.VERIFYING: Resume(ROLL_BACK, GO_ON),  # verify the downloaded image again
+    # the try was set once the slot was written: booted, it goes on to its check; otherwise install again
+    State.INSTALLING: Resume("booted_new", GO_ON),
+    State.REBOOTING: Resume("booted_new", "booted_old"),  # not booted: the try was spent, never committed
+    State.COMMITTING: Resume(GO_ON, "booted_old"),  # the health check again (committing is idempotent)
+    State.EXECUTED: Resume(NOTHING, NOTHING),
+    # a slot is marked bad after the job's end is persisted: a crash between the two may boot it once more
+    State.FAILED: Resume(ROLL_BACK, NOTHING),
+    State.CANCELLED: Resume(NOTHING, NOTHING),
+    State.ROLLED_BACK: Resume(ROLL_BACK, NOTHING),
 }
+
+
+def on_start(state: str, booted_target: bool) -> str:
+    """What a job persisted in ``state`` does on start (:data:`RESUME`); anything else rolls back."""
+    try:
+        known = State(state)
+    except ValueError:
+        return ROLL_BACK
+    rule = RESUME[known]
+    return rule.on_target if booted_target else rule.on_other
+
 
 MAX_TRANSITIONS: Final = 32
 

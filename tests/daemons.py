@@ -150,19 +150,25 @@ class ProcessDaemon:
 class SupervisedDaemon(ProcessDaemon):
     """``edge-agent run`` under a supervisor that starts it again whenever it exits other than 0: to
     reboot (75) or killed, as the systemd unit does (docs/firmware.md). ``exits`` lists every exit
-    code seen. ``crash_at`` names a crash point (agent/faults.py) for the first run only."""
+    code seen. ``crash_at`` names a crash point (agent/faults.py) for the first run only; ``fail_at`` a
+    fault point, armed as long as the crash point is."""
 
-    def __init__(self, config_file: Path, crash_at: str | None = None) -> None:
+    def __init__(self, config_file: Path, crash_at: str | None = None, fail_at: str | None = None) -> None:
         super().__init__(config_file)
         self.exits: list[int] = []
         self._watch: asyncio.Task[None] | None = None
         self._crash_at = crash_at
+        self._fail_at = fail_at
 
     def _spawn(self) -> None:
-        from agent.faults import CRASH_ENV
+        from agent.faults import CRASH_ENV, FAIL_ENV
 
         # the crash point stays armed across reboots (it may lie after one) until it has fired once
-        env = os.environ if self._crash_at is None else {**os.environ, CRASH_ENV: self._crash_at}
+        env = dict(os.environ)
+        if self._crash_at is not None:
+            env[CRASH_ENV] = self._crash_at
+            if self._fail_at is not None:
+                env[FAIL_ENV] = self._fail_at
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [EDGE_AGENT, "run", "--config", str(self.config_file)], stdout=log, stderr=subprocess.STDOUT, env=env

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -280,3 +281,46 @@ async def test_reset_after_upgrade_wipes_credentials_and_history_but_keeps_ident
         assert status["trust"] is not None  # the trust document and the entitlements stay
         assert status["mode"] == "normal"
         assert status["drivers"]["credentials"] == 0
+
+
+async def test_a_job_that_failed_with_its_try_set_never_runs_the_failed_slot(
+    broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs, image: tuple[Path, str]
+) -> None:
+    """A defect right after the try was set fails the job; the daemon dies after the failure is
+    persisted and before the slot is marked bad. The boot that follows spends the try on the failed
+    slot: the resume table marks it bad and reboots into the old one, and the status stays true."""
+    config_file = firmware_config(tmp_path, broker, root_pem)
+    started = running(broker, config_file, docs, image, PAID, crash_at="firmware:failed", fail_at="firmware:try_set")
+    async with started as (daemon, server, cloud):
+        await cloud.publish("firmware", docs.firmware_job("j-10", **job(image, server)), retain=True)
+        await cloud.wait_until(lambda: final(kinds(cloud, "j-10")), seconds=60, what="the job to end")
+        assert kinds(cloud, "j-10") == ["pending", "downloading", "verifying", "installing", "failed"]
+        await cloud.wait_until(lambda: 75 in daemon.exits, what="the reboot out of the failed slot")
+        assert daemon.exits[:2] == [-9, 75]  # killed at the point, then rebooted by the resume table
+        status = await status_until(daemon.data_dir, lambda s: s["firmware"]["slot"] == "a")
+        assert (status["firmware"]["version"], status["firmware"]["job"]["state"]) == (RUNNING, "failed")
+    assert booted(daemon.data_dir) == ("a", None)
+    assert FileBootloader(daemon.data_dir / "slots").env()["GOOD_b"] == "0"
+
+
+async def test_a_job_in_a_state_this_version_does_not_know_is_rolled_back(
+    broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs, image: tuple[Path, str]
+) -> None:
+    """A row written by another version of the agent (before a rollback) in a state this one does not
+    know: on start it ends rolled back, as mender's LoadStateFromDb does, rather than stopping the daemon."""
+    config_file = firmware_config(tmp_path, broker, root_pem)
+    async with running(broker, config_file, docs, image, PAID) as (daemon, server, cloud):
+        later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+        await cloud.publish("firmware", docs.firmware_job("j-11", **job(image, server, at=later)), retain=True)
+        await cloud.wait_until(lambda: kinds(cloud, "j-11") == ["pending"])
+        await daemon.stop()
+        with contextlib.closing(sqlite3.connect(daemon.data_dir / "agent.db")) as db, db:
+            db.execute("UPDATE firmware_jobs SET state = 'awaiting_window' WHERE job_id = 'j-11'")
+        await daemon.start()
+        await cloud.wait_until(lambda: kinds(cloud, "j-11") == ["pending", "rolled_back"])
+        [ended] = [e for e in cloud.events.values() if e["data"].get("job_id") == "j-11" and e["kind"] != "pending"]
+        assert ended["data"]["reason"] == "unresumable"
+        assert "awaiting_window" in ended["data"]["detail"]
+        status = await status_until(daemon.data_dir, lambda s: s["firmware"]["job"]["state"] == "rolled_back")
+        assert status["firmware"]["version"] == RUNNING
+    assert booted(daemon.data_dir) == ("a", None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,9 @@ import pytest
 from agent.errors import DownloadError, IllegalTransition
 from cloud_stub.images import Fault, ImageServer
 from firmware import machine
+from firmware.admission import admit
 from firmware.download import CHUNK, fetch
-from firmware.engine import Job, admit
+from firmware.jobs import Job
 from firmware.machine import RESUME, TERMINAL, TRANSITIONS, State
 from firmware.slots import FileBootloader, FileSlot
 from protocol.claims import FirmwareJobClaims
@@ -48,7 +50,7 @@ def _claims(**fields: Any) -> FirmwareJobClaims:
 
 
 def _job(state: State, job_id: str = "j-0") -> Job:
-    return Job(job_id, 1, state, {"version": "29.30.9"}, None, 1, None)
+    return Job(job_id, 1, state, _claims(job_id=job_id, version="29.30.9"), None, 1, None)
 
 
 @pytest.mark.parametrize(
@@ -165,3 +167,28 @@ async def test_the_overall_deadline_bounds_a_slow_server(served: Any, tmp_path: 
     with pytest.raises(DownloadError) as caught:
         await fetch(server.url("img"), tmp_path / "part", len(data), stall=1, deadline=0.5)
     assert caught.value.reason == "deadline"
+
+
+def test_on_start_goes_on_from_each_persisted_state_and_rolls_back_anything_else() -> None:
+    assert machine.on_start("installing", True) == "booted_new"  # the try was set and it booted
+    assert machine.on_start("installing", False) == machine.GO_ON  # install again
+    assert machine.on_start("rebooting", False) == "booted_old"  # the try was spent, never committed
+    assert machine.on_start("committing", True) == machine.GO_ON  # the health check again
+    assert machine.on_start("failed", True) == machine.ROLL_BACK  # died before its slot was marked bad
+    assert machine.on_start("executed", True) == machine.NOTHING
+    assert machine.on_start("awaiting_window", False) == machine.ROLL_BACK  # another version's state
+    for state, rule in machine.RESUME.items():  # every rule names something the engine can do
+        for action in rule:
+            assert action in {machine.GO_ON, machine.ROLL_BACK, machine.NOTHING} or (state, action) in TRANSITIONS
+
+
+def test_one_backoff_spreads_a_fleet_and_stays_within_its_bounds() -> None:
+    from protocol.backoff import Backoff
+
+    backoff = Backoff(1.0, 10.0)
+    fleet = [random.Random(seed) for seed in range(50)]
+    for attempt in range(8):
+        delays = [backoff.delay(attempt, rng) for rng in fleet]
+        assert all(1.0 <= d <= min(10.0, 2.0**attempt) for d in delays)
+        if attempt:  # past the first retry, fifty devices do not retry in step
+            assert len({round(d, 3) for d in delays}) > 40

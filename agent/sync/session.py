@@ -30,8 +30,8 @@ from agent.errors import EdgeAgentError
 from agent.events import wire_payload
 from agent.outbox import Outbox, OutRow, Reader
 from agent.sync import client as mqtt
-from agent.sync.backoff import Backoff
 from agent.sync.state import StateReport, offline_payload
+from protocol.backoff import Backoff
 from protocol.topics import Topics
 
 log = structlog.get_logger("agent.session")

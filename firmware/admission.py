@@ -1,0 +1,43 @@
+"""Whether a verified ``firmware-job`` document starts, edits, cancels or is refused: pure."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from firmware.jobs import Job
+from firmware.machine import CANCELLABLE
+from protocol.claims import FirmwareJobClaims
+from protocol.version import newer
+
+
+class Verdict(NamedTuple):
+    """What to do with a verified job document."""
+
+    action: str  # "new", "edit", "cancel", "reject"
+    reason: str | None = None
+    detail: str = ""
+    replaces: Job | None = None
+
+
+def admit(claims: FirmwareJobClaims, *, model: str, running: str, max_size: int, active: Job | None) -> Verdict:
+    """Judge a verified job document against what runs and what is under way."""
+    if claims.cancel:
+        if active is None or active.job_id != claims.job_id:
+            return Verdict("reject", "unknown_job", f"no job {claims.job_id} is under way")
+        if active.state not in CANCELLABLE:
+            return Verdict("reject", "too_late", f"job {claims.job_id} is already {active.state.value}")
+        return Verdict("cancel", replaces=active)
+    assert claims.model is not None
+    assert claims.version is not None
+    assert claims.size is not None
+    if claims.model != model:
+        return Verdict("reject", "wrong_model", f"the job is for {claims.model}; this device is a {model}")
+    if not claims.allow_downgrade and not newer(claims.version, running):
+        return Verdict("reject", "downgrade", f"{claims.version} is not newer than {running}, the version running")
+    if claims.size > max_size:
+        return Verdict("reject", "too_large", f"{claims.size} bytes is over this device's cap of {max_size}")
+    if active is not None:
+        if active.state not in CANCELLABLE:
+            return Verdict("reject", "busy", f"job {active.job_id} is {active.state.value}")
+        return Verdict("edit" if active.job_id == claims.job_id else "new", replaces=active)
+    return Verdict("new")
