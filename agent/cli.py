@@ -184,12 +184,10 @@ def status(config_file: str | None, as_json: bool) -> None:
     """The device, its mode, the document in force, each service, trusted time, the next expiry."""
 
     async def read(device: Any) -> Any:
+        from agent.status import gather
         from firmware.engine import offline_status
 
-        status = device.status()
-        status["firmware"] = await offline_status(device.config, device.store)
-        status["firmware_version"] = status["firmware"]["version"]  # what runs, not what was configured
-        return status
+        return gather(device, await offline_status(device.config, device.store)).as_json()
 
     result = _with_device(config_file, read)
     if as_json:

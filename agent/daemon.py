@@ -1,17 +1,41 @@
-"""``edge-agent run``: the long-running daemon.
+"""``edge-agent run``: the long-running daemon, and the composition root that builds it.
 
-Theory of operation. One :class:`asyncio.TaskGroup` supervises four tasks: the outbox's writer
-(group commit), the MQTT session, the local control socket and housekeeping. Housekeeping watches
-what the entitlements allow as time passes: when a gate of the outbox opens or closes (alarms while
-doors are limited, call alerts without their service), when the mode or the document changes, it
-tells the outbox and republishes the state report; it raises expiry notices as events (each once,
-remembered in the database) and persists the trusted clock.
+The tasks that run, all in one :class:`asyncio.TaskGroup` (``Daemon.serve``):
+
+``outbox``
+    the outbox's writer: group commits of new events and PUBACKs (``agent/outbox/``);
+``session``
+    the MQTT session: connect, subscribe, take documents, pump the outbox, publish the state report,
+    reconnect with backoff (``agent/sync/session.py``; its own tasks live and die with a connection);
+``housekeeping``
+    what the entitlements allow as time passes: gates opened and closed, expiry notices, the trusted
+    clock persisted (``agent/housekeeping.py``);
+``local``
+    the doors and sensors: input drivers' stimuli through the local logic to the outputs
+    (``agent/local.py``);
+``firmware``
+    the one active firmware job through its state machine (``firmware/engine.py``);
+``refusals``
+    refused documents reported, coalesced in floods (``agent/intake/``);
+``restart``
+    after a ``reboot`` command: waits for its reply to leave, then stops the daemon to start afresh;
+``quarantine``
+    once, after a corrupt database was set aside: reports it as an event;
+``metrics``, ``watchdog``
+    when configured: the Prometheus port, systemd's watchdog pings;
+``stop``
+    waits for SIGTERM, SIGINT, a reboot into a new slot or a restart.
+
+Beside them, the control socket's server (``agent/control.py``) serves each connection as a task of
+its own, answering with the ops of ``agent/control_ops.py``. Every view of the device's state (the
+socket's ``status``, the metrics, the state report) is one :class:`agent.status.View`.
 
 Start: open the store, quarantining it if it is corrupt (``agent/quarantine.py``), load what is in
-force, and enforce from it before the first connection. Stop (SIGTERM, SIGINT): stop taking work,
-say ``online: false``, let the writer finish what is queued, persist the clock and the exact event
-counter, exit 0, all within a few seconds. A ``reboot`` command stops the same way after its reply
-is sent (or after a short wait), then the process replaces itself with a fresh one (``os.execv``).
+force, boot the firmware slot and resume its job, and enforce from the store before the first
+connection. Stop (SIGTERM, SIGINT): stop taking work, say ``online: false``, let the writer finish
+what is queued, persist the clock and the exact event counter, exit 0, all within a few seconds. A
+``reboot`` command stops the same way after its reply is sent (or after a short wait), then the
+process replaces itself with a fresh one (``os.execv``).
 """
 
 from __future__ import annotations
@@ -24,20 +48,21 @@ import os
 import signal
 import sys
 from enum import Enum
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent import sdnotify, stimuli
+from agent import sdnotify
 from agent.clock import ClockSource
 from agent.config import Config
 from agent.control import ControlServer
+from agent.control_ops import ControlOps
 from agent.device import Device
 from agent.drivers import registry as drivers
 from agent.entitlements import policy
-from agent.errors import BadRequest, ConfigError, ControlError, OutboxFull, StoreCorrupt
-from agent.events import NewEvent, validate
+from agent.errors import ConfigError, OutboxFull, StoreCorrupt
+from agent.events import NewEvent
 from agent.housekeeping import Housekeeping, notices_raised
 from agent.intake import handlers
 from agent.intake.dispatch import Intake
@@ -48,6 +73,7 @@ from agent.metrics import Metrics
 from agent.outbox import Outbox
 from agent.quarantine import Salvage, restore, salvage_and_move
 from agent.reset import reset_after_upgrade
+from agent.status import Running, View, gather
 from agent.sync.session import Session
 from agent.sync.state import StateReport
 from firmware.backends import backend as firmware_backend
@@ -56,7 +82,6 @@ from protocol.topics import Topics
 
 log = structlog.get_logger("agent.daemon")
 
-RAISABLE: Final = frozenset({"alarm", "sensor", "call_alert", "door_log", "health"})  # by drivers, locally
 _STOP_SECONDS: Final = 3.0
 _REPLY_WAIT: Final = 2.0
 
@@ -89,8 +114,7 @@ class Daemon:
         self.stop = asyncio.Event()
         self._outcome = Outcome.STOPPED
         self._quarantined = quarantined
-        self.metrics: Metrics | None = None
-        self._restarting: asyncio.Task[None] | None = None
+        self._restart_asked = asyncio.Event()
         self._control_gid: int | None = None
         self.housekeeping = Housekeeping(device, outbox, raised, state_changed=lambda: self.session.republish_state())
         self.local = LocalSide(
@@ -119,10 +143,12 @@ class Daemon:
             self.topics,
             handle=self.intake.take,
             outbox=outbox,
-            state=self._state,
+            state=self._state_report,
             clock=device.clock,
             connected=connected,
         )
+        self.metrics = None if config.metrics.port is None else Metrics(self._metrics_sample)
+        self.ops = ControlOps(device, outbox, self.local, self.view, self.metrics)
 
     @classmethod
     async def open(cls, config: Config, roots: tuple[Ed25519PublicKey, ...], source: ClockSource) -> Daemon:
@@ -165,18 +191,29 @@ class Daemon:
             raise
         return daemon
 
+    async def view(self) -> View:
+        """The device's state now: what the control socket, the metrics and the state report show."""
+        reserve = self.device.store.reserve
+        running = Running(
+            depth=self.outbox.depth,
+            held=await self.outbox.held(),
+            evicted=dict(self.outbox.evicted),
+            reserve=None if reserve is None else reserve.figures(),
+            connected=self.session.connected.is_set(),
+            connections=self.session.connections,
+            failures=self.session.failures,
+            dropped=self.session.dropped,
+            failed=self.intake.failed,
+            refused=self.intake.refused,
+            drivers=self.local.status(),
+        )
+        return gather(self.device, await self.firmware.status(), running)
+
     async def _metrics_sample(self) -> dict[str, Any]:
-        job = (await self.firmware.status())["job"]
-        return {
-            "depth": self.outbox.depth,
-            "held": await self.outbox.held(),
-            "evicted": dict(self.outbox.evicted),
-            "connections": self.session.connections,
-            "failures": self.session.failures,
-            "connected": self.session.connected.is_set(),
-            "seq": {typ: doc.seq for typ, doc in self.device.documents.items()},
-            "firmware_state": job["state"] if job else None,
-        }
+        return (await self.view()).sample()
+
+    async def _state_report(self) -> StateReport:
+        return (await self.view()).state_report()
 
     async def _watchdog(self, period: float) -> None:
         """Ping systemd's watchdog from the event loop: a loop that hangs stops the pings."""
@@ -209,16 +246,7 @@ class Daemon:
     # -- running -------------------------------------------------------------------------------------
     async def serve(self) -> Outcome:
         """Run until :attr:`stop` is set; then stop cleanly and say how it ended."""
-        control = ControlServer(
-            self.config.control_socket,
-            {
-                "raise": self._op_raise,
-                "status": self._op_status,
-                "check": self._op_check,
-                "simulate": self._op_simulate,
-            },
-            group=self._control_gid,
-        )
+        control = ControlServer(self.config.control_socket, self.ops.table(), group=self._control_gid)
         server = await control.start()
         self.firmware.boot()  # what the bootloader chose is what runs: a pending try is spent now
         await self.firmware.resume()
@@ -239,9 +267,9 @@ class Daemon:
                     tasks.create_task(self.local.run(), name="local"),
                     tasks.create_task(self.firmware.run(), name="firmware"),
                     tasks.create_task(self.intake.run(), name="refusals"),
+                    tasks.create_task(self._restart_when_asked(), name="restart"),
                 ]
-                if self.config.metrics.port is not None:
-                    self.metrics = Metrics(self._metrics_sample)
+                if self.metrics is not None and self.config.metrics.port is not None:
                     working.append(tasks.create_task(self.metrics.serve(self.config.metrics.port), name="metrics"))
                 period = sdnotify.watchdog_period()
                 if period is not None:
@@ -273,106 +301,26 @@ class Daemon:
         return self._outcome
 
     def _restart(self) -> None:
-        async def after_reply() -> None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_REPLY_WAIT):
-                    while True:
-                        self.outbox.drained.clear()
-                        if not (await self.outbox.replies_queued() and self.session.connected.is_set()):
-                            break
-                        await self.outbox.drained.wait()
-            self._outcome = Outcome.RESTART
-            self.stop.set()
+        self._restart_asked.set()
 
-        self._restarting = asyncio.get_running_loop().create_task(after_reply())
+    async def _restart_when_asked(self) -> None:
+        """A ``reboot`` command: let its reply leave (or wait a little), then stop to start afresh."""
+        await self._restart_asked.wait()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_REPLY_WAIT):
+                while True:
+                    self.outbox.drained.clear()
+                    if not (await self.outbox.replies_queued() and self.session.connected.is_set()):
+                        break
+                    await self.outbox.drained.wait()
+        self._outcome = Outcome.RESTART
+        self.stop.set()
+        await asyncio.Event().wait()  # stopped with the others: ending on its own would read as a failure
 
     async def _report_quarantine(self, salvage: Salvage) -> None:
         data = {"moved_to": salvage.moved_to.name, "salvaged_events": len(salvage.outbox)}
         with contextlib.suppress(OutboxFull):
             await self.outbox.add(NewEvent("health", "store_quarantined", "store", data, self.device.clock.now()))
-
-    async def _state(self) -> StateReport:
-        ents, now = self.device.entitlements, self.device.clock.now()
-        return StateReport(
-            device_id=self.config.device_id,
-            model=self.config.model,
-            firmware_version=self.firmware.running_version,
-            slot=self.firmware.running_slot,
-            seq=ents.seq if ents else None,
-            exp=ents.exp if ents else None,
-            mode=policy.mode(ents, now),
-            depth=self.outbox.depth,
-            held=await self.outbox.held(),
-            evicted=sum(self.outbox.evicted.values()),
-        )
-
-    # -- control socket ops --------------------------------------------------------------------------
-    async def _op_raise(self, request: dict[str, Any]) -> dict[str, Any]:
-        raw = request.get("event")
-        if not isinstance(raw, dict):
-            raise ControlError("bad_event", "raise needs an event object")
-        typ = raw.get("type")
-        if typ not in RAISABLE:
-            raise ControlError("bad_event", f"type {typ!r} is not one of {', '.join(sorted(RAISABLE))}")
-        try:
-            fields = cast(
-                tuple[str, str | None, dict[str, Any]], (raw.get("kind"), raw.get("source"), raw.get("data", {}))
-            )
-            event = validate(NewEvent(typ, *fields, self.device.clock.now()))
-        except ValueError as exc:
-            raise ControlError("bad_event", str(exc)) from None
-        try:
-            queued = await self.outbox.add(event)
-        except OutboxFull as exc:
-            raise ControlError("outbox_full", str(exc)) from None
-        return {"seq": queued.seq, "event_id": queued.event_id, "held": self.outbox.holds(event.type)}
-
-    async def _op_status(self, request: dict[str, Any]) -> dict[str, Any]:
-        status = self.device.status()
-        status["outbox"] = {
-            "depth": self.outbox.depth,
-            "held": await self.outbox.held(),
-            "evicted": dict(self.outbox.evicted),
-        }
-        reserve = self.device.store.reserve
-        status["reserve"] = None if reserve is None else {
-            "bytes": reserve.size, "held": reserve.held, "released": reserve.released,
-        }  # fmt: skip
-        status["connected"] = self.session.connected.is_set()
-        status["inbound"] = {
-            "dropped": self.session.dropped,  # in floods, beyond the receive queue
-            "failed": self.intake.failed,  # handling tripped a defect: reported and dropped
-            "refused": self.intake.refused,  # documents refused (reported one by one or as counts)
-        }
-        status["drivers"] = self.local.status()
-        status["firmware"] = await self.firmware.status()
-        status["firmware_version"] = status["firmware"]["version"]
-        return {"status": status}
-
-    async def _op_simulate(self, request: dict[str, Any]) -> dict[str, Any]:
-        try:
-            stimulus = stimuli.parse(
-                request.get("kind"), request.get("source"), request.get("data", {}), self.device.clock.now()
-            )
-        except BadRequest as exc:
-            raise ControlError("bad_stimulus", str(exc)) from None
-        result = await self.local.handle(stimulus)
-        if self.metrics is not None:
-            for decision in result["decisions"]:
-                self.metrics.decided(decision["action"], decision["reason"])
-        return result
-
-    async def _op_check(self, request: dict[str, Any]) -> dict[str, Any]:
-        action, subject = request.get("action"), request.get("subject")
-        if not isinstance(action, str) or not (subject is None or isinstance(subject, str | int)):
-            raise ControlError("bad_request", "check needs an action and, optionally, a subject")
-        try:
-            decision = self.device.decide(action, subject)
-            if self.metrics is not None:
-                self.metrics.decided(action, decision.reason)
-            return {"decision": decision.as_json(action, subject)}
-        except BadRequest as exc:
-            raise ControlError("bad_request", str(exc)) from None
 
 
 def log_tasks() -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import structlog
 
@@ -42,6 +42,10 @@ class Reserve:
             return self.path.stat().st_size >= self.size
         except OSError:
             return False
+
+    def figures(self) -> dict[str, Any]:
+        """For the status: its size, whether it is in place, how many times it was given up."""
+        return {"bytes": self.size, "held": self.held, "released": self.released}
 
     def restore(self) -> bool:
         """Put the ballast (back) in place if the file system has the room; whether it is in place."""

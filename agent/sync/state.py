@@ -16,7 +16,7 @@ class StateReport(NamedTuple):
     firmware_version: str
     slot: str
     seq: int | None
-    exp: float | None
+    exp: str | None  # RFC 3339
     mode: str
     depth: int
     held: int
@@ -31,7 +31,7 @@ class StateReport(NamedTuple):
             "firmware": {"version": self.firmware_version, "slot": self.slot},
             "entitlements": {
                 "seq": self.seq,
-                "exp": None if self.exp is None else to_rfc3339(self.exp),
+                "exp": self.exp,
                 "mode": self.mode,
             },
             "outbox": {"depth": self.depth, "held": self.held, "evicted": self.evicted},
