@@ -184,7 +184,7 @@ def status(config_file: str | None, as_json: bool) -> None:
     """The device, its mode, the document in force, each service, trusted time, the next expiry."""
 
     async def read(device: Any) -> Any:
-        from agent.status import gather
+        from agent.runtime.status import gather
         from firmware.engine import offline_status
 
         return gather(device, await offline_status(device.config, device.store)).as_json()
@@ -235,8 +235,8 @@ def run(config_file: str | None) -> None:
 def events(config_file: str | None, held: bool, as_json: bool) -> None:
     """What the outbox holds, oldest first (works while the daemon runs)."""
     from agent.entitlements import policy
-    from agent.events import GATED_ACTIONS
     from agent.outbox import queued
+    from agent.outbox.events import GATED_ACTIONS
 
     async def listing(device: Any) -> list[dict[str, Any]]:
         now = device.clock.now()
@@ -295,8 +295,8 @@ def simulate(config_file: str | None, kind: str, source: str | None, data_text: 
     Prints what the daemon did and why; exits 0 once the resulting events are durable, 2 on a bad
     kind, bad JSON or no running daemon (docs/drivers.md lists the kinds and their data).
     """
-    from agent import control
     from agent.config import config_path, load_config
+    from agent.control import server as control
     from protocol import boundedjson
 
     try:
@@ -340,9 +340,9 @@ def doctor(config_file: str | None, as_json: bool) -> None:
 
     Exit 0 when nothing failed (warnings included), 1 when a check failed, 2 when the config is unusable.
     """
-    from agent import doctor as checks
-    from agent import sidecar
     from agent.config import config_path, load_config
+    from agent.runtime import doctor as checks
+    from agent.store import sidecar
 
     try:
         config = load_config(config_path(config_file, os.environ), os.environ)

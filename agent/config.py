@@ -143,7 +143,7 @@ class StoreConfig(_Frozen):
 
     max_bytes: Annotated[int, Field(ge=0)] = 0  # 0: no cap; else writes beyond it fail as a full disk
     # Space kept back for what must be written on a full disk: alarms, sensor events, call alerts, door
-    # logs and the documents that renew service (agent/reserve.py). Under max_bytes, at most a quarter of it.
+    # logs and the documents that renew service (agent/store/reserve.py). Under max_bytes, at most a quarter of it.
     reserve_bytes: Annotated[int, Field(ge=0, le=1 << 30)] = 1 << 20
 
 

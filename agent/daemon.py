@@ -9,10 +9,10 @@ The tasks that run, all in one :class:`asyncio.TaskGroup` (``Daemon.serve``):
     reconnect with backoff (``agent/sync/session.py``; its own tasks live and die with a connection);
 ``housekeeping``
     what the entitlements allow as time passes: gates opened and closed, expiry notices, the trusted
-    clock persisted (``agent/housekeeping.py``);
+    clock persisted (``agent/runtime/housekeeping.py``);
 ``local``
     the doors and sensors: input drivers' stimuli through the local logic to the outputs
-    (``agent/local.py``);
+    (``agent/local/side.py``);
 ``firmware``
     the one active firmware job through its state machine (``firmware/engine.py``);
 ``refusals``
@@ -26,11 +26,11 @@ The tasks that run, all in one :class:`asyncio.TaskGroup` (``Daemon.serve``):
 ``stop``
     waits for SIGTERM, SIGINT, a reboot into a new slot or a restart.
 
-Beside them, the control socket's server (``agent/control.py``) serves each connection as a task of
-its own, answering with the ops of ``agent/control_ops.py``. Every view of the device's state (the
+Beside them, the control socket's server (``agent/control/server.py``) serves each connection as a task of
+its own, answering with the ops of ``agent/control/ops.py``. Every view of the device's state (the
 socket's ``status``, the metrics, the state report) is one :class:`agent.status.View`.
 
-Start: open the store, quarantining it if it is corrupt (``agent/quarantine.py``), load what is in
+Start: open the store, quarantining it if it is corrupt (``agent/store/quarantine.py``), load what is in
 force, boot the firmware slot and resume its job, and enforce from the store before the first
 connection. Stop (SIGTERM, SIGINT): stop taking work, say ``online: false``, let the writer finish
 what is queued, persist the clock and the exact event counter, exit 0, all within a few seconds. A
@@ -53,27 +53,27 @@ from typing import Any, Final
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent import sdnotify
 from agent.clock import ClockSource
 from agent.config import Config
-from agent.control import ControlServer
-from agent.control_ops import ControlOps
+from agent.control.ops import ControlOps
+from agent.control.server import ControlServer
 from agent.device import Device
 from agent.drivers import registry as drivers
 from agent.entitlements import policy
 from agent.errors import ConfigError, OutboxFull, StoreCorrupt
-from agent.events import NewEvent
-from agent.housekeeping import Housekeeping, notices_raised
 from agent.intake import handlers
 from agent.intake.dispatch import Intake
 from agent.intake.handlers import After
 from agent.intake.poison import PoisonList
-from agent.local import LocalSide
-from agent.metrics import Metrics
+from agent.local.side import LocalSide
 from agent.outbox import Outbox
-from agent.quarantine import Salvage, restore, salvage_and_move
-from agent.reset import reset_after_upgrade
-from agent.status import Running, View, gather
+from agent.outbox.events import NewEvent
+from agent.runtime import sdnotify
+from agent.runtime.housekeeping import Housekeeping, notices_raised
+from agent.runtime.metrics import Metrics
+from agent.runtime.status import Running, View, gather
+from agent.store.quarantine import Salvage, restore, salvage_and_move
+from agent.store.reset import reset_after_upgrade
 from agent.sync.session import Session
 from agent.sync.state import StateReport
 from firmware.backends import backend as firmware_backend

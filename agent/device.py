@@ -5,11 +5,11 @@ before anything else (so the device enforces from the store before any network),
 through :func:`~agent.entitlements.intake.verify`, writes it with everything derived from it in one
 transaction, and only then puts it in force in memory (persist, then act).
 
-What must survive losing the database is kept in the sidecar too (``agent/sidecar.py``): the
+What must survive losing the database is kept in the sidecar too (``agent/store/sidecar.py``): the
 high-water mark of each type is written there *before* the document commits (so a superseded
 document stays refused after a quarantine), the clock's anchor with it, and the root keys a trust
 document rotated to once they are in force. Trust and entitlements documents may spend the data
-directory's reserve (``agent/reserve.py``): on a full disk, the renewal that lets held alarms out must
+directory's reserve (``agent/store/reserve.py``): on a full disk, the renewal that lets held alarms out must
 still get in.
 """
 
@@ -25,7 +25,6 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeVar, overload
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent import sidecar
 from agent.clock import Anchor, ClockSource, TrustedClock, newest_anchor
 from agent.config import Config
 from agent.entitlements import policy
@@ -34,8 +33,8 @@ from agent.entitlements.intake import Duplicate, HighWater, Verified, verify
 from agent.entitlements.policy import Decision
 from agent.entitlements.trust import KeyRing, SigningKey
 from agent.errors import DocumentRefused, StoreCorrupt, StoreError, StoreFull
-from agent.reserve import Reserve
-from agent.store import (
+from agent.store import sidecar
+from agent.store.database import (
     ProjectRow,
     RootRow,
     ServiceRow,
@@ -45,6 +44,7 @@ from agent.store import (
     StoredDocument,
     Transaction,
 )
+from agent.store.reserve import Reserve
 from protocol import reasons
 from protocol.claims import ENTITLEMENTS, TRUST, EntitlementsClaims, TrustClaims
 from protocol.timefmt import to_rfc3339, to_rfc3339_or_none

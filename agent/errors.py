@@ -27,7 +27,7 @@ module that calls the library (``raise X from exc``) and never leak past it::
         ├── DownloadError             an image could not be fetched as signed; ``.reason`` is the code
         │   └── DownloadInterrupted   (above: also Transient)
         ├── IllegalTransition         a transition the firmware table does not have (a bug)
-        └── InjectedFault             a defect planted by a test (``SMARTPLUS_FAIL_AT``, agent/faults.py)
+        └── InjectedFault             a defect planted by a test (``SMARTPLUS_FAIL_AT``, agent/runtime/faults.py)
 
 Transient errors and the others are told apart by class (``isinstance(exc, Transient)``), never by
 parsing messages or by a flag. Everything not Transient is final for that operation: reported,

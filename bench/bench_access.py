@@ -27,21 +27,21 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import control
-from agent.commands import Credential
 from agent.config import DriversConfig, load_config
-from agent.credentials import CredentialIndex
+from agent.control import server as control
 from agent.drivers.interfaces import perform
 from agent.drivers.mr01 import Mr01Input
 from agent.drivers.simulated import SimulatedOutputs
 from agent.entitlements.policy import decide
-from agent.reactions import Context, LocalState, react
-from agent.stimuli import Stimulus
-from agent.store import Store
+from agent.intake.commands import Credential
+from agent.local.credentials import CredentialIndex
+from agent.local.reactions import Context, LocalState, react
+from agent.local.stimuli import Stimulus
+from agent.store.database import Store
 from bench.bench_outbox import _percentile
 from bench.common import Result
-from tests.daemons import InProcessDaemon, device_config
-from tests.support import T0, commercial_project, holdings, svc, write_public_key
+from tests.support.daemons import InProcessDaemon, device_config
+from tests.support.documents import T0, commercial_project, holdings, svc, write_public_key
 
 CREDENTIALS = 10_000
 PRESENTATIONS = 20_000

@@ -22,13 +22,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.clock import ClockSource, TrustedClock
 from agent.config import load_config
-from agent.events import NewEvent, wire_payload
 from agent.outbox import Outbox
-from agent.store import Store
+from agent.outbox.events import NewEvent, wire_payload
+from agent.store.database import Store
 from bench.common import Result
-from tests.brokers import Mosquitto
-from tests.daemons import EDGE_AGENT, USERS, InProcessDaemon, device_config, wait_for_control
-from tests.support import write_public_key
+from tests.support.brokers import Mosquitto
+from tests.support.daemons import EDGE_AGENT, USERS, InProcessDaemon, device_config, wait_for_control
+from tests.support.documents import write_public_key
 
 BACKLOG = 100_000
 DEPENDENCIES = (

@@ -16,7 +16,7 @@ from agent.clock import ClockSource
 from agent.config import load_config, load_trust_roots
 from agent.device import Device
 from bench.common import Result
-from tests.support import DAY, Claims, forge, svc, write_config, write_public_key
+from tests.support.documents import DAY, Claims, forge, svc, write_config, write_public_key
 
 # The runtime dependencies in pyproject.toml, imported as the agent uses them.
 DEPENDENCIES = (

@@ -25,9 +25,9 @@ from bench.common import Result
 from cloud_stub.ledger import Ledger
 from cloud_stub.rules import DAY
 from cloud_stub.service import CloudService
-from tests.brokers import Mosquitto
-from tests.daemons import USERS, ProcessDaemon, device_config
-from tests.support import DEVICE_ID
+from tests.support.brokers import Mosquitto
+from tests.support.daemons import USERS, ProcessDaemon, device_config
+from tests.support.documents import DEVICE_ID
 
 ROUNDS = 20
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from agent.entitlements.policy import decide
 from bench.common import Result, interleaved
-from tests.support import DAY, T0, commercial_project, holdings, svc
+from tests.support.documents import DAY, T0, commercial_project, holdings, svc
 
 
 def run() -> list[Result]:

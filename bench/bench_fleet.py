@@ -38,7 +38,7 @@ from cloud_stub.fleet import raise_file_limit
 from cloud_stub.ledger import Ledger
 from cloud_stub.rules import DAY
 from cloud_stub.service import CloudService
-from tests.brokers import Mosquitto, NatsCluster
+from tests.support.brokers import Mosquitto, NatsCluster
 
 CLOUD = str(Path(sys.executable).parent / "smartplus-cloud")
 SIZES = tuple(int(n) for n in os.environ.get("FLEET_SIZES", "1000,10000").split(",") if n)

@@ -34,7 +34,7 @@ from agent.intake.poison import PoisonList
 from agent.outbox import Outbox
 from bench.common import Result
 from protocol import jws
-from tests.support import Claims, b64, forge, write_config, write_public_key
+from tests.support.documents import Claims, b64, forge, write_config, write_public_key
 
 ROUNDS = 9
 

@@ -19,7 +19,7 @@ from agent.entitlements.intake import verify
 from agent.entitlements.trust import KeyRing
 from bench.common import Result, interleaved
 from protocol import jws
-from tests.support import DAY, DEVICE_ID, T0, Claims, commercial_project, forge, svc
+from tests.support.documents import DAY, DEVICE_ID, T0, Claims, commercial_project, forge, svc
 
 
 def _case(name: str, services: list[dict[str, object]]) -> list[Result]:

@@ -21,14 +21,14 @@ from pathlib import Path
 import aiomqtt
 
 from agent.clock import ClockSource, TrustedClock
-from agent.events import NewEvent, event_body, uuid7
-from agent.migrations import MIGRATIONS
 from agent.outbox import Outbox, Queued
-from agent.store import Store
+from agent.outbox.events import NewEvent, event_body, uuid7
+from agent.store.database import Store
+from agent.store.migrations import MIGRATIONS
 from bench.common import Result
-from tests.brokers import Mosquitto
-from tests.daemons import USERS, InProcessDaemon, device_config
-from tests.support import write_public_key
+from tests.support.brokers import Mosquitto
+from tests.support.daemons import USERS, InProcessDaemon, device_config
+from tests.support.documents import write_public_key
 
 EVENTS = 10_000
 

@@ -237,7 +237,7 @@ class CloudService:
             return
         device, leaf = parts[-2], parts[-1]
         payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
-        if len(payload) > MAX_INGEST_BYTES:  # an event's data is at most 16 KiB (agent/events.py)
+        if len(payload) > MAX_INGEST_BYTES:  # an event's data is at most 16 KiB (agent/outbox/events.py)
             log.warning("ingest_refused", device=device[:64], leaf=leaf, error=f"{len(payload)} bytes")
             return
         try:

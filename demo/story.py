@@ -19,15 +19,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from agent import control
 from agent.clock import ClockSource
 from agent.config import load_config, load_trust_roots
+from agent.control import server as control
 from agent.daemon import Daemon
 from agent.device import Device
 from agent.entitlements import policy
 from agent.entitlements.notices import expiry_notices
 from agent.errors import ControlError, DocumentRefused
-from agent.stimuli import Stimulus
+from agent.local.stimuli import Stimulus
 from cloud_stub import broker as embedded_broker
 from cloud_stub.issuer import Issuer, service
 from cloud_stub.keys import write_keypair

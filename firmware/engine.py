@@ -24,10 +24,10 @@ from typing import Any, Final, NamedTuple
 import structlog
 
 from agent.errors import DownloadError, Transient
-from agent.events import NewEvent
-from agent.faults import crash_point, fault_point
 from agent.outbox import Outbox
-from agent.store import Store, Transaction
+from agent.outbox.events import NewEvent
+from agent.runtime.faults import crash_point, fault_point
+from agent.store.database import Store, Transaction
 from firmware import jobs, machine
 from firmware.admission import Verdict, admit
 from firmware.backends import Backend, backend

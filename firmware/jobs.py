@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Final, NamedTuple
 
-from agent.store import Transaction
+from agent.store.database import Transaction
 from firmware.machine import TERMINAL, State
 from protocol.claims import FirmwareJobClaims
 

@@ -132,3 +132,22 @@ def diagram() -> str:
     for state in sorted(TERMINAL, key=lambda s: s.value):
         lines.append(f"    {state.value} --> [*]")
     return "\n".join(lines)
+
+
+def resume_table() -> str:
+    """:data:`RESUME` as a Markdown table (docs/firmware.md)."""
+
+    def said(action: str, state: State) -> str:
+        if action == GO_ON:
+            return "its step again"
+        if action == ROLL_BACK:
+            return "roll back: its slot marked bad, and left"
+        if action == NOTHING:
+            return "nothing"
+        return f"`{action}` → {TRANSITIONS[(state, action)].value}"
+
+    lines = ["| persisted | booted the job's slot | booted the other |", "| --- | --- | --- |"]
+    for state, rule in RESUME.items():
+        lines.append(f"| {state.value} | {said(rule.on_target, state)} | {said(rule.on_other, state)} |")
+    lines.append("| anything else | roll back: its slot marked bad, and left | roll back: its slot marked bad |")
+    return "\n".join(lines)

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.config import Config, load_config, load_trust_roots
+from agent.config import Config, load_config
 from agent.device import Device
-from tests.brokers import Broker, make_broker
-from tests.daemons import USERS
-from tests.support import Claims, Keys, SettableClock, write_config, write_public_key
-from tests.sync_support import Docs
+from tests.support.brokers import Broker, make_broker
+from tests.support.daemons import USERS
+from tests.support.devices import DeviceFactory
+from tests.support.documents import Claims, Keys, SettableClock, write_config, write_public_key
+from tests.support.sync import Docs
 
 
 @pytest.fixture
@@ -45,27 +45,6 @@ def config_file(tmp_path: Path, keys: Keys) -> Path:
 def config(config_file: Path) -> Config:
     """The validated config."""
     return load_config(config_file, {})
-
-
-@dataclass
-class DeviceFactory:
-    """Opens devices on the same config and clock, as successive runs of the agent would."""
-
-    config: Config
-    clock: SettableClock
-    opened: list[Device]
-
-    async def open(self) -> Device:
-        """A device as a fresh process would load it from the store."""
-        device = await Device.open(self.config, load_trust_roots(self.config), self.clock.source())
-        self.opened.append(device)
-        return device
-
-    async def restart(self, device: Device) -> Device:
-        """Close ``device`` and open it again from the store."""
-        self.opened.remove(device)
-        await device.close()
-        return await self.open()
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from agent.device import Device
 from agent.entitlements.intake import Duplicate
 from agent.errors import DocumentRefused
 from protocol import jws, reasons
-from tests.conftest import DeviceFactory
-from tests.support import DAY, T0, Claims, Keys, b64, b64json, forge, hs256_with_public_key, kid_of
+from tests.support.devices import DeviceFactory
+from tests.support.documents import DAY, T0, Claims, Keys, b64, b64json, forge, hs256_with_public_key, kid_of
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import Config, load_trust_roots
-from tests.support import DAY, Claims, Keys, commercial_project, forge, svc, write_config
+from tests.support.documents import DAY, Claims, Keys, commercial_project, forge, svc, write_config
 
 EDGE_AGENT = str(Path(sys.executable).parent / "edge-agent")
 
@@ -214,8 +214,8 @@ def test_events_lists_what_is_queued_and_what_is_held(config_file: Path, config:
 
     from agent.clock import ClockSource
     from agent.device import Device
-    from agent.events import NewEvent
     from agent.outbox import Outbox
+    from agent.outbox.events import NewEvent
 
     async def queue() -> None:
         device = await Device.open(config, load_trust_roots(config), ClockSource.system())

@@ -11,8 +11,8 @@ from agent.device import Device
 from agent.entitlements.intake import Duplicate
 from agent.errors import DocumentRefused
 from protocol import reasons
-from tests.conftest import DeviceFactory
-from tests.support import DAY, T0, Claims, Keys, SettableClock, forge, svc
+from tests.support.devices import DeviceFactory
+from tests.support.documents import DAY, T0, Claims, Keys, SettableClock, forge, svc
 
 
 def test_setting_the_wall_clock_back_does_not_turn_time_back(clock: SettableClock) -> None:

@@ -15,17 +15,17 @@ from typing import Any
 
 import pytest
 
-from agent import control
+from agent.control import server as control
 from cloud_stub import ingest
 from cloud_stub.images import ImageServer
 from cloud_stub.ledger import Ledger
 from cloud_stub.rules import DAY
 from cloud_stub.service import CloudService
 from protocol import jws
-from tests.brokers import Broker, NatsCluster
-from tests.daemons import USERS, SupervisedDaemon, device_config, raise_event
-from tests.support import DEVICE_ID
-from tests.sync_support import status_until
+from tests.support.brokers import Broker, NatsCluster
+from tests.support.daemons import USERS, SupervisedDaemon, device_config, raise_event
+from tests.support.documents import DEVICE_ID
+from tests.support.sync import status_until
 
 
 @pytest.fixture

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from agent import control
 from agent.config import load_config
+from agent.control import server as control
 from agent.errors import ConfigError
-from tests.brokers import Broker
-from tests.daemons import ProcessDaemon, device_config
-from tests.sync_support import Docs, provisioned
+from tests.support.brokers import Broker
+from tests.support.daemons import ProcessDaemon, device_config
+from tests.support.sync import Docs, provisioned
 
 NOBODY = 65534  # the test runs as root; the client of the group runs as nobody
 

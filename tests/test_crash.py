@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 from agent.config import Config
-from agent.store import DB_NAME
-from tests.conftest import DeviceFactory
-from tests.support import DAY, Claims, Keys, forge, svc
+from agent.store.database import DB_NAME
+from tests.support.devices import DeviceFactory
+from tests.support.documents import DAY, Claims, Keys, forge, svc
 
 SERVICES_PER_DOCUMENT = 1200  # a large document: the transaction takes a while, so kills land inside it
 KILLS = 30  # with a non-atomic store, ~1 kill in 3 lands in the gap: 30 miss it with p < 1e-5
@@ -55,7 +55,7 @@ async def _run_and_kill(config_file: Path, documents: list[Path], rng: random.Ra
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.crash_child",
+        "tests.support.crash_child",
         str(config_file),
         *map(str, documents),
         stdout=asyncio.subprocess.PIPE,

@@ -20,10 +20,10 @@ import pytest
 
 from protocol import jws
 from protocol.topics import DEFAULT_PREFIX
-from tests.brokers import MOSQUITTO, Broker, free_port
-from tests.daemons import ProcessDaemon
-from tests.support import DEVICE_ID, write_config
-from tests.sync_support import Docs
+from tests.support.brokers import MOSQUITTO, Broker, free_port
+from tests.support.daemons import ProcessDaemon
+from tests.support.documents import DEVICE_ID, write_config
+from tests.support.sync import Docs
 
 REPO = Path(__file__).parent.parent
 OTHER = "0c1105aaaaaa"
@@ -147,7 +147,7 @@ async def test_the_agent_runs_under_the_acl_with_its_certificate(certs: Path, tm
 
 async def test_the_daemon_speaks_systemds_notify_protocol(tmp_path: Path) -> None:
     """Type=notify: READY=1 once serving, WATCHDOG=1 at half WATCHDOG_USEC, STOPPING=1 on SIGTERM."""
-    from tests.daemons import device_config
+    from tests.support.daemons import device_config
 
     sock_path = tmp_path / "notify.sock"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -194,10 +194,10 @@ def test_the_systemd_unit() -> None:
 async def test_prometheus_metrics_on_a_loopback_port(
     process_broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs
 ) -> None:
-    from agent import control
-    from tests.cloud import CloudPeer
-    from tests.daemons import device_config
-    from tests.sync_support import mode_is, provision
+    from agent.control import server as control
+    from tests.support.cloud import CloudPeer
+    from tests.support.daemons import device_config
+    from tests.support.sync import mode_is, provision
 
     port = free_port()
     daemon = ProcessDaemon(device_config(tmp_path / "device", process_broker, root_pem, metrics={"port": port}))
@@ -228,7 +228,7 @@ async def test_prometheus_metrics_on_a_loopback_port(
 
 
 async def doctor(config_file: Path) -> tuple[int, list[dict[str, str]]]:
-    from tests.daemons import EDGE_AGENT
+    from tests.support.daemons import EDGE_AGENT
 
     process = await asyncio.create_subprocess_exec(
         EDGE_AGENT, "doctor", "--config", str(config_file), "--json", stdout=asyncio.subprocess.PIPE
@@ -241,7 +241,7 @@ async def doctor(config_file: Path) -> tuple[int, list[dict[str, str]]]:
 async def test_doctor_passes_a_healthy_device_and_names_what_is_wrong(
     process_broker: Broker, tmp_path: Path, root_pem: Path
 ) -> None:
-    from tests.daemons import device_config
+    from tests.support.daemons import device_config
 
     healthy = device_config(tmp_path / "ok", process_broker, root_pem)
     daemon = ProcessDaemon(healthy)
@@ -271,7 +271,7 @@ async def test_serve_connects_with_mutual_tls_and_names_images_from_its_base_url
     """``smartplus-cloud serve`` against the deploy kit's Mosquitto (client certificates required): it
     connects with the cloud's certificate, and the firmware job a device receives names its image under
     ``--image-base``."""
-    from tests.test_cloud_cli import CLOUD, cloud, setup_ledger
+    from tests.support.ledger import CLOUD, cloud, setup_ledger
 
     ledger = tmp_path / "cloud" / "ledger.db"
     setup_ledger(ledger)

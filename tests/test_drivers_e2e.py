@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from agent.drivers.mr01 import encode
-from tests.brokers import Broker
-from tests.cloud import CloudPeer
-from tests.daemons import EDGE_AGENT, device_config
-from tests.support import svc
-from tests.sync_support import Docs, provisioned, status_until
+from tests.support.brokers import Broker
+from tests.support.cloud import CloudPeer
+from tests.support.daemons import EDGE_AGENT, device_config
+from tests.support.documents import svc
+from tests.support.sync import Docs, provisioned, status_until
 
 CARD = {"id": "c-1", "kind": "card", "value": "04A1B2"}
 PAID = [

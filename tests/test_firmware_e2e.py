@@ -19,10 +19,10 @@ import pytest
 
 from cloud_stub.images import Fault, ImageServer
 from firmware.slots import FileBootloader, FileSlot
-from tests.brokers import Broker
-from tests.cloud import CloudPeer
-from tests.daemons import SupervisedDaemon, device_config
-from tests.sync_support import PAID, Docs, mode_is, provision, status_until
+from tests.support.brokers import Broker
+from tests.support.cloud import CloudPeer
+from tests.support.daemons import SupervisedDaemon, device_config
+from tests.support.sync import PAID, Docs, mode_is, provision, status_until
 
 RUNNING = "29.30.2.805"
 NEWER = "29.30.10.1"  # numerically newer, though not as text

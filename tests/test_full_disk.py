@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from tests.brokers import Broker
-from tests.daemons import EDGE_AGENT, ProcessDaemon, device_config, raise_event
-from tests.support import svc
-from tests.sync_support import PAID, Docs, mode_is, provisioned, status_until
-from tests.tmpfs import fill, free_bytes, mounted
+from tests.support.brokers import Broker
+from tests.support.daemons import EDGE_AGENT, ProcessDaemon, device_config, raise_event
+from tests.support.documents import svc
+from tests.support.sync import PAID, Docs, mode_is, provisioned, status_until
+from tests.support.tmpfs import fill, free_bytes, mounted
 
 LAPSED = [svc("door", "door:door-2", days=-1)]  # doors limited: alarms are held, so they stay queued
 

@@ -20,17 +20,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent import control
+from agent.control import server as control
 from agent.drivers.mr01 import encode
 from agent.errors import DocumentRefused
-from agent.faults import FAIL_ENV
-from agent.store import DB_NAME
+from agent.runtime.faults import FAIL_ENV
+from agent.store.database import DB_NAME
 from protocol import boundedjson, jws, reasons
-from tests.brokers import Broker
-from tests.cloud import CloudPeer
-from tests.daemons import EDGE_AGENT, ProcessDaemon, device_config, raise_event
-from tests.support import b64, forge, svc
-from tests.sync_support import PAID, Docs, mode_is, provision, provisioned, status_until
+from tests.support.brokers import Broker
+from tests.support.cloud import CloudPeer
+from tests.support.daemons import EDGE_AGENT, ProcessDaemon, device_config, raise_event
+from tests.support.documents import b64, forge, svc
+from tests.support.sync import PAID, Docs, mode_is, provision, provisioned, status_until
 
 TOPICS = {"trust": "trust", "entitlements": "entitlements", "firmware": "firmware-job", "commands": "command"}
 REFUSAL_TYPE = {"trust": "entitlement", "entitlements": "entitlement", "firmware-job": "firmware", "command": "command"}
@@ -49,7 +49,7 @@ OBJECT_BOMB = nesting_bomb(600, '{"a":', "}")
 async def planted(
     broker: Broker, config_file: Path, docs: Docs, fault: str
 ) -> AsyncIterator[tuple[ProcessDaemon, CloudPeer]]:
-    """A provisioned daemon process with a defect planted at ``fault`` (agent/faults.py), and the cloud;
+    """A provisioned daemon process with a defect planted at ``fault`` (agent/runtime/faults.py), and the cloud;
     on the way out, the daemon must still be running (the defect did not end it) and is stopped."""
     daemon = ProcessDaemon(config_file, env={FAIL_ENV: fault})
     async with CloudPeer(broker) as cloud:

@@ -15,7 +15,7 @@ from agent.entitlements.trust import KeyRing
 from agent.errors import DocumentRefused
 from protocol import jws
 from protocol.reasons import REFUSAL_REASONS
-from tests.support import DEVICE_ID, T0, Claims, forge
+from tests.support.documents import DEVICE_ID, T0, Claims, forge
 
 B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 SIGNER = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))

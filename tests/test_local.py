@@ -1,4 +1,4 @@
-"""The daemon's hardware side in process (agent/local.py): what the tables cannot show."""
+"""The daemon's hardware side in process (agent/local/side.py): what the tables cannot show."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from agent.commands import Credential
-from agent.credentials import CredentialIndex
-from agent.stimuli import Stimulus
-from agent.store import Transaction
-from tests.daemons import InProcessDaemon, device_config
+from agent.intake.commands import Credential
+from agent.local.credentials import CredentialIndex
+from agent.local.stimuli import Stimulus
+from agent.store.database import Transaction
+from tests.support.daemons import InProcessDaemon, device_config
 
 
 def _nobody() -> str:

@@ -23,7 +23,7 @@ from agent.drivers.mr01 import (
     parse,
 )
 from agent.errors import FrameError
-from agent.stimuli import Stimulus
+from agent.local.stimuli import Stimulus
 
 FRAMES = Path(__file__).parent / "data" / "mr01_frames.txt"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent.entitlements.notices import expiry_notices, stage
-from tests.support import DAY, T0, commercial_project, holdings, svc
+from tests.support.documents import DAY, T0, commercial_project, holdings, svc
 
 
 @pytest.mark.parametrize(

@@ -15,13 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent import sidecar
 from agent.clock import TrustedClock
 from agent.errors import OutboxFull
-from agent.events import PRIORITY, NewEvent, uuid7, wire_payload
 from agent.outbox import Outbox
-from agent.store import DB_NAME, Store
-from tests.support import T0, SettableClock
+from agent.outbox.events import PRIORITY, NewEvent, uuid7, wire_payload
+from agent.store import sidecar
+from agent.store.database import DB_NAME, Store
+from tests.support.documents import T0, SettableClock
 
 
 class Box:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from agent.entitlements.policy import decide
-from tests.support import DAY, T0, commercial_project, holdings, svc
+from tests.support.documents import DAY, T0, commercial_project, holdings, svc
 
 THREE = commercial_project(("door-1", "door-2", "door-3"))
 PAID = [svc("door", "door:door-2"), svc("door", "door:door-3")]

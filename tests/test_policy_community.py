@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from agent.entitlements.policy import decide
-from tests.support import DAY, T0, holdings, svc
+from tests.support.documents import DAY, T0, holdings, svc
 
 COMMUNITY = {"id": "c-7", "type": "community", "created": "2024-03-01", "free_apps": 2}
 

@@ -18,7 +18,7 @@ from agent.entitlements.index import KNOWN_SERVICES, Entitlements
 from agent.entitlements.policy import ACTIONS, APP_SERVICES, decide
 from protocol.claims import EntitlementsClaims
 from protocol.timefmt import to_rfc3339
-from tests.support import DAY, DEVICE_ID, T0
+from tests.support.documents import DAY, DEVICE_ID, T0
 
 DOORS = ["d1", "d2", "d3", "d4"]
 SUBJECTS = [

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from agent.entitlements.policy import decide
-from tests.support import DAY, T0, holdings, svc
+from tests.support.documents import DAY, T0, holdings, svc
 
 HOUSE = {"id": "h-3", "type": "single_family", "created": "2025-09-10", "free_apps": 1}
 

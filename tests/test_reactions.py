@@ -1,5 +1,5 @@
 """The local logic as tables: entitlements x stimulus -> driver actions and events, per project type
-(DOMAIN.md "What expiry means on the device"; agent/reactions.py). End to end: test_drivers_e2e.py."""
+(DOMAIN.md "What expiry means on the device"; agent/local/reactions.py). End to end: test_drivers_e2e.py."""
 
 from __future__ import annotations
 
@@ -8,23 +8,16 @@ from typing import Any
 import pytest
 
 from agent.config import DriversConfig
-from agent.credentials import CredentialIndex, Held, value_digest
 from agent.entitlements.policy import decide
-from agent.reactions import Context, LocalState, Reaction, react
-from agent.stimuli import Stimulus, parse
-from tests.support import DAY, T0, commercial_project, holdings, svc
+from agent.local.reactions import Context, LocalState, Reaction, react
+from agent.local.stimuli import Stimulus, parse
+from tests.support.access import CREDENTIALS, PAID
+from tests.support.documents import DAY, T0, commercial_project, holdings, svc
 
 COMMERCIAL = commercial_project(("door-1", "door-2"))
 COMMUNITY = {"id": "c-7", "type": "community", "created": "2024-03-01", "free_apps": 2}
 SINGLE = {"id": "h-1", "type": "single_family", "created": "2024-03-01", "free_apps": 0}
 
-PAID = [
-    svc("door", "door:door-2"),
-    svc("personnel_app", "account:a-1"),
-    svc("sensor_call_alert"),
-    svc("elevator_control"),
-    svc("dynamic_qr"),
-]
 LIMITED = [svc("door", "door:door-2", days=-1), *PAID[1:]]  # door-2 lapsed: every door limited
 RESIDENTS = [
     svc("app", "account:r-1"),
@@ -36,14 +29,6 @@ RESIDENTS = [
 ]
 
 CARD = ("door-1", "card", "04A1B2")
-CREDENTIALS = CredentialIndex(
-    {
-        ("door-1", "card", value_digest("04A1B2")): Held("c-1", "card", None, None, False, ()),
-        ("door-1", "pin", value_digest("2468")): Held("p-1", "pin", None, T0 - DAY, False, ()),
-        ("door-1", "qr", value_digest("dyn-qr")): Held("q-1", "qr", None, None, True, ()),
-        ("door-2", "face", value_digest("face-7")): Held("f-7", "face", None, None, False, ("3", "4")),
-    }
-)
 
 DOCUMENT_EXPIRED = 45.0  # days after T0: past the document's exp (30 days)
 
@@ -336,7 +321,7 @@ def test_bad_stimuli_are_refused_with_the_field_named(kind: str, source: str | N
 
 
 def test_every_kind_has_a_handler() -> None:
-    from agent.reactions import HANDLERS
-    from agent.stimuli import INTERNAL, KINDS
+    from agent.local.reactions import HANDLERS
+    from agent.local.stimuli import INTERNAL, KINDS
 
     assert set(HANDLERS) == set(KINDS) | set(INTERNAL)

@@ -1,4 +1,4 @@
-"""The sidecar (agent/sidecar.py): two checksummed slots written in place by turns; a torn write leaves the
+"""The sidecar (agent/store/sidecar.py): two checksummed slots written in place by turns; a torn write leaves the
 state before; floors only go up; a full disk does not stop it once it exists; the older JSON file is read."""
 
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agent import sidecar
 from agent.clock import Anchor
 from agent.entitlements.intake import HighWater
-from tests.tmpfs import fill, mounted
+from agent.store import sidecar
+from tests.support.tmpfs import fill, mounted
 
 MARK = HighWater(7, b"\x01" * 32)
 

@@ -51,3 +51,22 @@ def test_the_wire_contract_stands_alone_and_the_cloud_imports_only_it() -> None:
     device = ("agent", "firmware", "cloud_stub", "demo", "bench", "tests")
     assert not [i for i in _imports("protocol") if i[1].split(".")[0] in device]
     assert not [i for i in _imports("cloud_stub") if i[1].split(".")[0] in ("agent", "firmware")]
+
+
+def test_no_test_module_imports_another() -> None:
+    """Helpers live in tests/support/; a test module (or conftest) is never imported by another."""
+    borrowed = [
+        (module, imported)
+        for module, imported in _imports("tests")
+        if imported.startswith(("tests.test_", "tests.conftest"))
+    ]
+    assert not borrowed, borrowed
+
+
+def test_the_agent_is_grouped_by_what_it_is() -> None:
+    """The top of agent/ holds the composition root and what every part shares; the rest is in
+    subpackages (docs/architecture.md)."""
+    top = sorted(p.name for p in (ROOT / "agent").glob("*.py"))
+    assert top == [
+        "__init__.py", "__main__.py", "cli.py", "clock.py", "config.py", "daemon.py", "device.py", "errors.py",
+    ]  # fmt: skip

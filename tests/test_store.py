@@ -11,11 +11,11 @@ import pytest
 from agent.config import Config
 from agent.device import Device
 from agent.errors import DocumentRefused, StoreCorrupt, StoreTooNew
-from agent.migrations import SCHEMA_VERSION
-from agent.store import DB_NAME, Store, store_error
+from agent.store.database import DB_NAME, Store, store_error
+from agent.store.migrations import SCHEMA_VERSION
 from protocol import reasons
-from tests.conftest import DeviceFactory
-from tests.support import Claims, Keys, forge, svc
+from tests.support.devices import DeviceFactory
+from tests.support.documents import Claims, Keys, forge, svc
 
 
 async def test_a_new_store_is_at_the_latest_schema(tmp_path: Path) -> None:

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from agent.store import DB_NAME
-from tests.brokers import Broker
-from tests.cloud import CloudPeer
-from tests.daemons import InProcessDaemon, ProcessDaemon, device_config
-from tests.support import Keys, write_public_key
-from tests.sync_support import PAID, Docs, mode_is, provision
+from agent.store.database import DB_NAME
+from tests.support.brokers import Broker
+from tests.support.cloud import CloudPeer
+from tests.support.daemons import InProcessDaemon, ProcessDaemon, device_config
+from tests.support.documents import Keys, write_public_key
+from tests.support.sync import PAID, Docs, mode_is, provision
 
 
 @pytest.fixture

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from agent import control
-from agent.store import DB_NAME
-from tests.brokers import Broker
-from tests.cloud import CloudPeer
-from tests.daemons import ProcessDaemon, device_config, raise_burst, raise_event
-from tests.partition import Partition
-from tests.sync_support import PAID, Docs, acknowledged, delivered, mode_is, provisioned, status_until
+from agent.control import server as control
+from agent.store.database import DB_NAME
+from tests.support.brokers import Broker
+from tests.support.cloud import CloudPeer
+from tests.support.daemons import ProcessDaemon, device_config, raise_burst, raise_event
+from tests.support.partition import Partition
+from tests.support.sync import PAID, Docs, acknowledged, delivered, mode_is, provisioned, status_until
 
 
 @pytest.fixture

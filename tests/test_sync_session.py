@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import structlog
 
-from agent import control
-from tests.brokers import Broker, make_broker
-from tests.cloud import CloudPeer
-from tests.daemons import USERS, InProcessDaemon, ProcessDaemon, device_config, raise_event
-from tests.support import DEVICE_ID, Keys, forge, svc
-from tests.sync_support import PAID, Docs, mode_is, provision
+from agent.control import server as control
+from tests.support.brokers import Broker, make_broker
+from tests.support.cloud import CloudPeer
+from tests.support.daemons import USERS, InProcessDaemon, ProcessDaemon, device_config, raise_event
+from tests.support.documents import DEVICE_ID, Keys, forge, svc
+from tests.support.sync import PAID, Docs, mode_is, provision
 
 
 @pytest.fixture(params=["amqtt", "mosquitto", "nats"])

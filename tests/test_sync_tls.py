@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import structlog
 
-from tests.brokers import Broker, make_broker
-from tests.cloud import CloudPeer
-from tests.daemons import USERS, InProcessDaemon, device_config, raise_event
-from tests.pki import Pki, make_pki
-from tests.support import DEVICE_ID, Keys
-from tests.sync_support import Docs, mode_is, provision
+from tests.support.brokers import Broker, make_broker
+from tests.support.cloud import CloudPeer
+from tests.support.daemons import USERS, InProcessDaemon, device_config, raise_event
+from tests.support.documents import DEVICE_ID, Keys
+from tests.support.pki import Pki, make_pki
+from tests.support.sync import Docs, mode_is, provision
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import pytest
 from agent.config import load_config
 from agent.errors import DocumentRefused
 from protocol import jws
-from tests.conftest import DeviceFactory
-from tests.support import SettableClock, write_config
+from tests.support.devices import DeviceFactory
+from tests.support.documents import SettableClock, write_config
 
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.brokers import Broker
-from tests.cloud import CloudPeer
-from tests.daemons import ProcessDaemon, device_config
-from tests.support import DAY, svc
-from tests.sync_support import PAID, Docs, mode_is, provision, status_until
+from tests.support.brokers import Broker
+from tests.support.cloud import CloudPeer
+from tests.support.daemons import ProcessDaemon, device_config
+from tests.support.documents import DAY, svc
+from tests.support.sync import PAID, Docs, mode_is, provision, status_until
 
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")  # .ci/run installs faketime
 

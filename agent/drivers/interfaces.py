@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
-from agent.stimuli import Stimulus
+from agent.local.stimuli import Stimulus
 
 
 class Action(NamedTuple):

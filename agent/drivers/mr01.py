@@ -44,7 +44,7 @@ from typing import Any, Final, NamedTuple, cast
 import structlog
 
 from agent.errors import FrameError
-from agent.stimuli import Stimulus
+from agent.local.stimuli import Stimulus
 
 log = structlog.get_logger("agent.drivers.mr01")
 

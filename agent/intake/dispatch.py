@@ -31,12 +31,12 @@ import structlog
 
 from agent.device import Accepted, Device, Handler
 from agent.errors import DocumentRefused, OutboxFull, StoreError
-from agent.events import NewEvent
-from agent.faults import fault_point
 from agent.intake.handlers import NOTHING, After
 from agent.intake.poison import PoisonList
 from agent.intake.refusals import Coalescer, Summary
 from agent.outbox import Outbox, Queued
+from agent.outbox.events import NewEvent
+from agent.runtime.faults import fault_point
 from agent.sync.session import Taken
 from protocol import reasons
 from protocol.claims import COMMAND, ENTITLEMENTS, FIRMWARE_JOB, TRUST

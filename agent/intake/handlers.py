@@ -23,11 +23,11 @@ from typing import Any, Final, NamedTuple, cast
 
 import structlog
 
-from agent import commands
 from agent.entitlements.intake import Verified
 from agent.entitlements.policy import Decision
+from agent.intake import commands
 from agent.outbox import Outbox
-from agent.store import Transaction
+from agent.store.database import Transaction
 from protocol.claims import COMMAND, ENTITLEMENTS, FIRMWARE_JOB, TRUST, CommandClaims, FirmwareJobClaims
 
 log = structlog.get_logger("agent.intake")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from agent.store import Store
+from agent.store.database import Store
 
 KEEP: Final = 256
 

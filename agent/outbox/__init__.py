@@ -8,7 +8,7 @@ Theory of operation.
   of a thousand events costs a handful of fsyncs, not a thousand.
 * **seq strictly increasing across restarts.** The writer assigns ``seq`` inside the transaction
   from a counter stored in the same database (and reserved ahead in the sidecar file, which outlives
-  a lost database: ``agent/sidecar.py``). A rolled-back batch assigns nothing, so there is no gap.
+  a lost database: ``agent/store/sidecar.py``). A rolled-back batch assigns nothing, so there is no gap.
 * **At least once.** A row leaves the queue only after its PUBACK (:meth:`Outbox.acknowledge`,
   batched too). After a reconnect everything not yet acknowledged is sent again, in queue order
   (``reader.py``: one reader per connection).
@@ -25,7 +25,7 @@ Theory of operation.
   :class:`OutboxFull` (``policy.admit``). The depth is counted from the rows each commit changes,
   so it is what is stored, whatever the interleaving (a row evicted while its publish was in flight
   included). On a full disk, rows kept for replay go first; alarms, sensor events, call alerts and
-  door logs then spend the data directory's reserve (``agent/reserve.py``), and once it is spent the
+  door logs then spend the data directory's reserve (``agent/store/reserve.py``), and once it is spent the
   most urgent make room by evicting as at the cap; everything else is refused until space returns.
   Each eviction is counted per type and reported.
 

@@ -16,14 +16,14 @@ from typing import Any, NamedTuple
 
 import structlog
 
-from agent import sidecar
 from agent.clock import TrustedClock
 from agent.errors import OutboxFull, StoreFull
-from agent.events import HIGHEST_PRIORITY, PRIORITY, REPLY_PRIORITY, NewEvent, event_body, uuid7
 from agent.outbox import policy, rows
+from agent.outbox.events import HIGHEST_PRIORITY, PRIORITY, REPLY_PRIORITY, NewEvent, event_body, uuid7
 from agent.outbox.rows import OutRow
 from agent.outbox.writer import GroupCommit, Pending, fail, settle
-from agent.store import Store, Transaction
+from agent.store import sidecar
+from agent.store.database import Store, Transaction
 
 log = structlog.get_logger("agent.outbox")
 
@@ -204,7 +204,7 @@ class Outbox:
     async def _write_when_full(self, batch: list[Raised], acks: set[int]) -> list[Outcome]:
         """The disk is full: acknowledgements first; then the rows kept for replay give way; then the
         events entitled to the reserve (alarms, sensor events, call alerts, door logs) spend it
-        (``agent/reserve.py``); once it is spent, the most urgent evict as at the cap (lowest class,
+        (``agent/store/reserve.py``); once it is spent, the most urgent evict as at the cap (lowest class,
         oldest, first). Everything else is refused until space returns."""
         if acks:
             try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-from agent.events import GATES, PRIORITY, RESERVED_TYPES
+from agent.outbox.events import GATES, PRIORITY, RESERVED_TYPES
 
 
 def gate_of(event_type: str) -> str | None:
@@ -25,7 +25,7 @@ def is_held(gate: str | None, denied: Iterable[str]) -> bool:
 
 
 def entitled_to_reserve(event_type: str) -> bool:
-    """Whether an event may spend the data directory's reserve on a full disk (``agent/reserve.py``)."""
+    """Whether an event may spend the data directory's reserve on a full disk (``agent/store/reserve.py``)."""
     return event_type in RESERVED_TYPES
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
 from agent.outbox.policy import is_held
-from agent.store import Store, Transaction
+from agent.store.database import Store, Transaction
 from protocol.timefmt import to_rfc3339_or_none
 
 _INSERT: Final = """INSERT INTO outbox
@@ -201,7 +201,7 @@ async def queued(store: Store, denied: frozenset[str], *, held_only: bool) -> li
 
 
 def salvage(db: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], int]:
-    """The rows and the next seq a corrupt database still gives up (agent/quarantine.py), best effort."""
+    """The rows and the next seq a corrupt database still gives up (agent/store/quarantine.py), best effort."""
     rows: list[tuple[Any, ...]] = []
     next_seq = 1
     with contextlib.suppress(sqlite3.Error):

@@ -27,8 +27,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.clock import TrustedClock
 from agent.config import Config
 from agent.errors import EdgeAgentError
-from agent.events import wire_payload
 from agent.outbox import Outbox, OutRow, Reader
+from agent.outbox.events import wire_payload
 from agent.sync import client as mqtt
 from agent.sync.state import StateReport, offline_payload
 from protocol.backoff import Backoff

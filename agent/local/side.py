@@ -22,19 +22,19 @@ from typing import Any
 
 import structlog
 
-from agent import door_actions
-from agent.commands import effective_settings
 from agent.config import Config
-from agent.credentials import CredentialIndex
 from agent.device import Device
 from agent.drivers.interfaces import Outputs, perform
 from agent.drivers.registry import Input
 from agent.errors import OutboxFull, StoreError
-from agent.events import NewEvent
-from agent.faults import fault_point
+from agent.intake.commands import effective_settings
+from agent.local import door_actions
+from agent.local.credentials import CredentialIndex
+from agent.local.reactions import Context, LocalState, Reaction, react
+from agent.local.stimuli import Stimulus
 from agent.outbox import Outbox, Queued
-from agent.reactions import Context, LocalState, Reaction, react
-from agent.stimuli import Stimulus
+from agent.outbox.events import NewEvent
+from agent.runtime.faults import fault_point
 
 log = structlog.get_logger("agent.local")
 

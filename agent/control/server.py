@@ -30,7 +30,7 @@ from typing import Any, Final
 import structlog
 
 from agent.errors import AlreadyRunning, ControlError
-from agent.faults import fault_point
+from agent.runtime.faults import fault_point
 from protocol import boundedjson
 
 log = structlog.get_logger("agent.control")

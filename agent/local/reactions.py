@@ -7,7 +7,7 @@ check`` gives it) and the timers to set (a door left open is checked again later
 and reads no clock: time is the stimulus's, entitlements come in as a ``decide`` function, and the
 little memory the hardware needs (is a door released or open, when did each sensor last speak,
 what alarms were just raised) is a :class:`LocalState` the handlers update. The daemon
-(``agent/local.py``) performs the actions, queues the events and keeps the state.
+(``agent/local/side.py``) performs the actions, queues the events and keeps the state.
 
 The rules (DOMAIN.md "What expiry means on the device"):
 
@@ -37,11 +37,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 from agent.config import DriversConfig
-from agent.credentials import CredentialIndex
 from agent.drivers.interfaces import Action
 from agent.entitlements.policy import Decision
-from agent.events import NewEvent
-from agent.stimuli import Stimulus
+from agent.local.credentials import CredentialIndex
+from agent.local.stimuli import Stimulus
+from agent.outbox.events import NewEvent
 
 Decide = Callable[[str, str | int | None], Decision]
 

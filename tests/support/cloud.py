@@ -6,8 +6,8 @@ from __future__ import annotations
 import ssl
 
 from cloud_stub.link import DeviceLink
-from tests.brokers import Broker
-from tests.support import DEVICE_ID
+from tests.support.brokers import Broker
+from tests.support.documents import DEVICE_ID
 
 
 class CloudPeer(DeviceLink):

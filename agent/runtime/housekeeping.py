@@ -23,9 +23,9 @@ from agent.device import Device
 from agent.entitlements import policy
 from agent.entitlements.notices import expiry_notices
 from agent.errors import OutboxFull, StoreError
-from agent.events import GATED_ACTIONS, NewEvent
 from agent.outbox import Outbox
-from agent.store import Store
+from agent.outbox.events import GATED_ACTIONS, NewEvent
+from agent.store.database import Store
 from protocol.timefmt import to_rfc3339
 
 log = structlog.get_logger("agent.housekeeping")

@@ -10,9 +10,10 @@ openings waiting, which command ids were answered, and the events already sent a
 
 from __future__ import annotations
 
-from agent import commands, credentials, door_actions
+from agent.intake import commands
+from agent.local import credentials, door_actions
 from agent.outbox import Outbox
-from agent.store import Transaction
+from agent.store.database import Transaction
 
 
 async def reset_after_upgrade(tx: Transaction, outbox: Outbox) -> dict[str, int]:

@@ -33,7 +33,7 @@ PRIORITY: Final[Mapping[str, int]] = {
 }
 REPLY_PRIORITY: Final = 3
 HIGHEST_PRIORITY: Final = 3
-# What may spend the data directory's reserve on a full disk (agent/reserve.py): what the hardware
+# What may spend the data directory's reserve on a full disk (agent/store/reserve.py): what the hardware
 # reported, which nothing else records.
 RESERVED_TYPES: Final = frozenset({"alarm", "sensor", "call_alert", "door_log"})
 

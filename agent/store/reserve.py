@@ -8,7 +8,7 @@ reserve (alarms, sensor events, call alerts and door logs; the trust and entitle
 whose renewal lets held events out) and fails with a full disk releases the ballast and is tried
 once more. The daemon puts the ballast back as soon as the file system has the room again
 (:meth:`Reserve.restore`, from housekeeping). When the database is capped (``store.max_bytes``), the
-reserve is also kept inside the cap: ordinary writes see the cap minus the reserve (``agent/store.py``).
+reserve is also kept inside the cap: ordinary writes see the cap minus the reserve (``agent/store/database.py``).
 
 Blocking calls: run them in a thread from async code.
 """

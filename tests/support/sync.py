@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from agent import control
+from agent.control import server as control
 from agent.errors import ControlError
-from tests.brokers import Broker
-from tests.cloud import CloudPeer
-from tests.daemons import ProcessDaemon
-from tests.support import DAY, DEVICE_ID, Claims, Keys, commercial_project, forge, svc
+from tests.support.brokers import Broker
+from tests.support.cloud import CloudPeer
+from tests.support.daemons import ProcessDaemon
+from tests.support.documents import DAY, DEVICE_ID, Claims, Keys, commercial_project, forge, svc
 
 
 class Docs:

@@ -21,7 +21,7 @@ class Running(NamedTuple):
     depth: int  # outbox rows not yet acknowledged
     held: int  # of which waiting behind a closed gate
     evicted: dict[str, int]  # evicted since the outbox was made, by type
-    reserve: dict[str, Any] | None  # the data directory's ballast (agent/reserve.py)
+    reserve: dict[str, Any] | None  # the data directory's ballast (agent/store/reserve.py)
     connected: bool
     connections: int  # successful MQTT connections since start
     failures: int  # connections lost or refused since start
@@ -70,7 +70,7 @@ class View:
         )
 
     def sample(self) -> dict[str, Any]:
-        """What the Prometheus gauges show (agent/metrics.py); needs a running daemon."""
+        """What the Prometheus gauges show (agent/runtime/metrics.py); needs a running daemon."""
         r = self.running
         assert r is not None
         job = self.firmware["job"]

@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent import control
 from agent.clock import ClockSource
 from agent.config import Config, load_config, load_trust_roots
+from agent.control import server as control
 from agent.daemon import Daemon, Outcome
 from agent.errors import ControlError
-from tests.brokers import Broker
-from tests.support import DEVICE_ID, write_config
+from tests.support.brokers import Broker
+from tests.support.documents import DEVICE_ID, write_config
 
 EDGE_AGENT = str(Path(sys.executable).parent / "edge-agent")
 DEVICE_PASSWORD = "device-secret"
@@ -150,7 +150,7 @@ class ProcessDaemon:
 class SupervisedDaemon(ProcessDaemon):
     """``edge-agent run`` under a supervisor that starts it again whenever it exits other than 0: to
     reboot (75) or killed, as the systemd unit does (docs/firmware.md). ``exits`` lists every exit
-    code seen. ``crash_at`` names a crash point (agent/faults.py) for the first run only; ``fail_at`` a
+    code seen. ``crash_at`` names a crash point (agent/runtime/faults.py) for the first run only; ``fail_at`` a
     fault point, armed as long as the crash point is."""
 
     def __init__(self, config_file: Path, crash_at: str | None = None, fail_at: str | None = None) -> None:
@@ -161,7 +161,7 @@ class SupervisedDaemon(ProcessDaemon):
         self._fail_at = fail_at
 
     def _spawn(self) -> None:
-        from agent.faults import CRASH_ENV, FAIL_ENV
+        from agent.runtime.faults import CRASH_ENV, FAIL_ENV
 
         # the crash point stays armed across reboots (it may lie after one) until it has fired once
         env = dict(os.environ)

@@ -1,7 +1,7 @@
 """Remote door operations waiting for the drivers: the only SQL of ``door_actions``.
 
-An ``open_door`` command queues one in its own transaction (``agent/commands.py``); the local side
-carries it out and deletes it in the transaction that queues its door log (``agent/local.py``), so a
+An ``open_door`` command queues one in its own transaction (``agent/intake/commands.py``); the local side
+carries it out and deletes it in the transaction that queues its door log (``agent/local/side.py``), so a
 daemon that dies in between opens the door again after its restart: at least once.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import NamedTuple
 
-from agent.store import Transaction
+from agent.store.database import Transaction
 
 
 class DoorAction(NamedTuple):

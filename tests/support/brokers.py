@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from cloud_stub.broker import password_line
-from tests.pki import Pki
+from tests.support.pki import Pki
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 

@@ -22,10 +22,10 @@ from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agent import credentials, door_actions
-from agent.credentials import value_digest
 from agent.entitlements.policy import Decision
-from agent.store import Transaction
+from agent.local import credentials, door_actions
+from agent.local.credentials import value_digest
+from agent.store.database import Transaction
 from protocol.claims import ID_PATTERN, CommandClaims, describe_validation_error
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
@@ -64,7 +64,7 @@ class SiteSettings(_Args):
 
 
 class Credential(BaseModel):
-    """An access method for a door (agent/credentials.py uses it; docs/drivers.md).
+    """An access method for a door (agent/local/credentials.py uses it; docs/drivers.md).
 
     ``value`` is what the reader reads (a PIN, a card number, a face template id, a QR payload, a BLE
     key id); without it the reader must read the ``id``. It is stored only as its SHA-256. ``dynamic``

@@ -1,6 +1,6 @@
 """Child process for test_crash: accepts pre-signed documents in order, printing each accepted seq.
 
-Usage: python -m tests.crash_child CONFIG TOKEN_FILE... ; tokens already in force are skipped.
+Usage: python -m tests.support.crash_child CONFIG TOKEN_FILE... ; tokens already in force are skipped.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from tests.brokers import free_port
+from tests.support.brokers import free_port
 
 
 class Partition:

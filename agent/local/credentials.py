@@ -1,6 +1,6 @@
 """The credentials this device holds, indexed for the access reader; the only SQL of ``credentials``.
 
-Issued and revoked by the cloud's commands (``agent/commands.py`` calls :func:`issue` and
+Issued and revoked by the cloud's commands (``agent/intake/commands.py`` calls :func:`issue` and
 :func:`revoke` in the command's transaction); the daemon loads them into a :class:`CredentialIndex`
 at start and after each change. A presented
 credential is found by (door, kind, SHA-256 of the value read) in one dict lookup, so 10,000
@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import NamedTuple
 
-from agent.store import Transaction
+from agent.store.database import Transaction
 from protocol.timefmt import epoch_of
 
 

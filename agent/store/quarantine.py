@@ -5,7 +5,7 @@ and leave the file alone. What is salvaged, best effort: the outbox rows (with t
 event_id, so nothing already queued is lost or renumbered), the event counter and the clock anchor.
 The signed documents are not salvaged: the retained ones come again from the broker, and a document
 that fails to parse back is exactly what a corrupt file cannot be trusted with. The sidecar file
-(``agent/sidecar.py``) keeps seq and trusted time from going back when nothing can be read, and keeps
+(``agent/store/sidecar.py``) keeps seq and trusted time from going back when nothing can be read, and keeps
 the high-water mark of every document type and the rotated roots, so that the fresh database refuses
 a superseded document as a rollback and trusts only the roots the fleet rotated to.
 """
@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from agent import outbox, sidecar
+from agent import outbox
 from agent.clock import Anchor, newest_anchor
 from agent.config import Config
-from agent.store import DB_NAME, Store, salvage_anchor
+from agent.store import sidecar
+from agent.store.database import DB_NAME, Store, salvage_anchor
 
 
 class Salvage(NamedTuple):

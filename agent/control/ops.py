@@ -1,7 +1,7 @@
 """The control socket's operations (docs/control.md): ``raise``, ``status``, ``check``, ``simulate``.
 
 Each takes the request's fields and returns the response's, or raises :class:`ControlError` with a
-code; the socket (``agent/control.py``) frames, authorises and answers. Built by the daemon with
+code; the socket (``agent/control/server.py``) frames, authorises and answers. Built by the daemon with
 what each op needs, nothing more.
 """
 
@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, cast
 
-from agent import stimuli
 from agent.device import Device
 from agent.errors import BadRequest, ControlError, OutboxFull
-from agent.events import NewEvent, validate
-from agent.local import LocalSide
-from agent.metrics import Metrics
+from agent.local import stimuli
+from agent.local.side import LocalSide
 from agent.outbox import Outbox
-from agent.status import View
+from agent.outbox.events import NewEvent, validate
+from agent.runtime.metrics import Metrics
+from agent.runtime.status import View
 
 RAISABLE: Final = frozenset({"alarm", "sensor", "call_alert", "door_log", "health"})  # by drivers, locally
 
@@ -63,7 +63,7 @@ class ControlOps:
         return {"seq": queued.seq, "event_id": queued.event_id, "held": self._outbox.holds(event.type)}
 
     async def status(self, request: dict[str, Any]) -> dict[str, Any]:
-        """The device's state (agent/status.py)."""
+        """The device's state (agent/runtime/status.py)."""
         return {"status": (await self._view()).as_json()}
 
     async def simulate(self, request: dict[str, Any]) -> dict[str, Any]:

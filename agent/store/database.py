@@ -28,8 +28,8 @@ import aiosqlite
 
 from agent.clock import Anchor
 from agent.errors import StoreCorrupt, StoreError, StoreFull, StoreTooNew
-from agent.migrations import MIGRATIONS, SCHEMA_VERSION
-from agent.reserve import Reserve
+from agent.store.migrations import MIGRATIONS, SCHEMA_VERSION
+from agent.store.reserve import Reserve
 
 DB_NAME = "agent.db"
 
@@ -140,7 +140,7 @@ _CLOCK_COLUMNS = (
 
 
 def salvage_anchor(db: sqlite3.Connection) -> Anchor | None:
-    """The clock's anchor as a corrupt database still holds it, if it can be read (agent/quarantine.py)."""
+    """The clock's anchor as a corrupt database still holds it, if it can be read (agent/store/quarantine.py)."""
     for columns in _CLOCK_COLUMNS:
         try:
             found = db.execute(f"SELECT {columns} FROM clock").fetchone()  # noqa: S608 -- constants
@@ -291,7 +291,7 @@ class Store:
         """Open (creating if need be, owner-only) and migrate the database in ``data_dir``.
 
         ``max_bytes`` caps the database file (0: no cap); writes beyond it fail as :class:`StoreFull`.
-        ``reserve`` is the data directory's ballast (``agent/reserve.py``): the daemon's, which
+        ``reserve`` is the data directory's ballast (``agent/store/reserve.py``): the daemon's, which
         :meth:`reserved` may spend; commands that only read pass none.
         """
         path = await asyncio.to_thread(_create_owner_only, data_dir)
@@ -358,7 +358,7 @@ class Store:
         return int(next(iter(rows))[0])
 
     async def reserved(self, work: Callable[[Transaction], Awaitable[_T]]) -> _T:
-        """Run ``work`` in a transaction entitled to the reserve (``agent/reserve.py``).
+        """Run ``work`` in a transaction entitled to the reserve (``agent/store/reserve.py``).
 
         Under a capped database it may grow past ``max_bytes`` by the reserve; on a full file system
         the ballast is released and the transaction tried once more. :class:`StoreFull` only when

@@ -1,7 +1,7 @@
 """The table of docs/drivers.md "What the device does, by state": each stimulus run through the real
-local logic (agent/reactions.py) in each mode, so the documentation cannot drift from the code.
+local logic (agent/local/reactions.py) in each mode, so the documentation cannot drift from the code.
 
-``python -m tests.behaviour --write`` rewrites the table in place; tests/test_docs.py checks that it
+``python -m tests.support.behaviour --write`` rewrites the table in place; tests/test_docs.py checks that it
 is current.
 """
 
@@ -13,13 +13,13 @@ from typing import Any
 
 from agent.config import DriversConfig
 from agent.entitlements.policy import decide
-from agent.events import GATES
-from agent.reactions import Context, LocalState, react
-from agent.stimuli import parse
-from tests.support import DAY, T0, commercial_project, holdings, svc
-from tests.test_reactions import CREDENTIALS, PAID
+from agent.local.reactions import Context, LocalState, react
+from agent.local.stimuli import parse
+from agent.outbox.events import GATES
+from tests.support.access import CREDENTIALS, PAID
+from tests.support.documents import DAY, T0, commercial_project, holdings, svc
 
-DOC = Path(__file__).parent.parent / "docs" / "drivers.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "drivers.md"
 BEGIN, END = "<!-- behaviour table: begin -->", "<!-- behaviour table: end -->"
 
 # mode -> (services, days after T0); a commercial project with doors door-1 (free) and door-2
@@ -90,11 +90,15 @@ FIRMWARE_DOC = DOC.parent / "firmware.md"
 DIAGRAM = ("<!-- firmware diagram: begin -->", "<!-- firmware diagram: end -->")
 
 
-def firmware_rendered(text: str) -> str:
-    """docs/firmware.md with the state diagram of firmware/machine.py."""
-    from firmware.machine import diagram
+RESUMING = ("<!-- firmware resume: begin -->", "<!-- firmware resume: end -->")
 
-    return rendered(text, *DIAGRAM, content=f"```mermaid\n{diagram()}\n```")
+
+def firmware_rendered(text: str) -> str:
+    """docs/firmware.md with the state diagram and the resume table of firmware/machine.py."""
+    from firmware.machine import diagram, resume_table
+
+    text = rendered(text, *DIAGRAM, content=f"```mermaid\n{diagram()}\n```")
+    return rendered(text, *RESUMING, content=resume_table())
 
 
 if __name__ == "__main__":

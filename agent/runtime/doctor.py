@@ -129,7 +129,7 @@ async def broker(config: Config, seconds: float = 5.0) -> Finding:
 
 
 async def daemon(config: Config) -> Finding:
-    from agent import control
+    from agent.control import server as control
     from agent.errors import ControlError
 
     try:
