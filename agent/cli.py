@@ -336,7 +336,8 @@ def simulate(config_file: str | None, kind: str, source: str | None, data_text: 
 @config_option
 @json_option
 def doctor(config_file: str | None, as_json: bool) -> None:
-    """Check the config, keys and certificates, clock, broker, disk and database, and the daemon.
+    """Check the config, keys and certificates, clock, broker, disk and database, the daemon, and the
+    wired readers and modules.
 
     Exit 0 when nothing failed (warnings included), 1 when a check failed, 2 when the config is unusable.
     """
@@ -355,7 +356,7 @@ def doctor(config_file: str | None, as_json: bool) -> None:
     findings += checks.disk(config)
 
     async def online() -> list[Any]:
-        return [await checks.broker(config), await checks.daemon(config)]
+        return [await checks.broker(config), await checks.daemon(config), *await checks.hardware(config)]
 
     findings += asyncio.run(online())
     if as_json:

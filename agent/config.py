@@ -33,6 +33,8 @@ from pydantic import (
     model_validator,
 )
 
+from agent.drivers.wiring import DoorWiring, Elevator, ModbusModule, OsdpBus, Reader, Wiring
+from agent.drivers.wiring import check as check_wiring
 from agent.errors import ConfigError
 from protocol import boundedjson
 
@@ -161,6 +163,22 @@ class DriversConfig(_Frozen):
     # picks a free one. Frames from another host count only when authenticated with a key of mr01_keys.
     mr01_udp: str | None = None
     mr01_keys: Path | None = None  # lines "<sensor mac> <key hex>", readable by the agent only
+    # Real door hardware (agent/drivers/wiring.py, docs/drivers.md "Wiring"): OSDP buses and readers,
+    # Modbus relay and I/O modules, and what of them each door and the elevator use.
+    osdp: dict[str, OsdpBus] = {}
+    readers: dict[str, Reader] = {}
+    modbus: dict[str, ModbusModule] = {}
+    doors: dict[str, DoorWiring] = {}
+    elevator: Elevator = Elevator()
+
+    @model_validator(mode="after")
+    def _wiring(self) -> DriversConfig:
+        self.wiring()  # ValueError names the key
+        return self
+
+    def wiring(self) -> Wiring:
+        """The checked wiring (cheap: a few dict walks)."""
+        return check_wiring(self.osdp, self.readers, self.modbus, self.doors, self.elevator)
 
     @field_validator("mr01_udp")
     @classmethod

@@ -117,9 +117,8 @@ class Daemon:
         self._restart_asked = asyncio.Event()
         self._control_gid: int | None = None
         self.housekeeping = Housekeeping(device, outbox, raised, state_changed=lambda: self.session.republish_state())
-        self.local = LocalSide(
-            config, device, outbox, drivers.outputs(config.drivers), drivers.inputs(config.drivers, device.clock.now)
-        )
+        hardware = drivers.build(config.drivers, device.clock.now, config.data_dir)
+        self.local = LocalSide(config, device, outbox, hardware.outputs, hardware.inputs)
         connected = asyncio.Event()  # set while the session is subscribed
         self.firmware = Engine(
             firmware_settings(config),

@@ -79,7 +79,10 @@ async def test_limited_doors_refuse_new_credentials_keep_held_ones_and_hold_alar
 
         code, card = await simulate(config_file, "card", {"door": "door-1", "value": "04A1B2"})
         assert code == 0
-        assert card["actions"] == [{"driver": "relay", "op": "open", "args": {"door": "door-1", "seconds": 5}}]
+        assert card["actions"] == [
+            {"driver": "relay", "op": "open", "args": {"door": "door-1", "seconds": 5}},
+            {"driver": "reader", "op": "signal", "args": {"door": "door-1", "pattern": "limited"}},
+        ]
         code, tamper = await simulate(config_file, "tamper", {"door": "door-1"})
         assert code == 0
         assert [(e["type"], e["kind"], e["held"]) for e in tamper["events"]] == [("alarm", "tamper", True)]

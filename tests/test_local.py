@@ -58,4 +58,7 @@ async def test_a_stimulus_during_a_reload_is_judged_on_the_new_credentials(
         release.set()
         async with asyncio.timeout(5):
             result: dict[str, Any] = await presented
-        assert result["actions"] == [{"driver": "relay", "op": "open", "args": {"door": "door-1", "seconds": 5}}]
+        assert result["actions"] == [
+            {"driver": "relay", "op": "open", "args": {"door": "door-1", "seconds": 5}},
+            {"driver": "reader", "op": "signal", "args": {"door": "door-1", "pattern": "granted"}},
+        ]

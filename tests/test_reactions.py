@@ -58,7 +58,12 @@ def run(
 
 
 def did(reaction: Reaction) -> list[str]:
-    return [f"{a.driver}.{a.op}" for a in reaction.actions]
+    """The actions but the reader's answer (that one is signals())."""
+    return [f"{a.driver}.{a.op}" for a in reaction.actions if a.driver != "reader"]
+
+
+def signals(reaction: Reaction) -> list[str]:
+    return [a.args["pattern"] for a in reaction.actions if a.driver == "reader"]
 
 
 def raised(reaction: Reaction) -> list[str]:
@@ -325,3 +330,23 @@ def test_every_kind_has_a_handler() -> None:
     from agent.local.stimuli import INTERNAL, KINDS
 
     assert set(HANDLERS) == set(KINDS) | set(INTERNAL)
+
+
+@pytest.mark.parametrize(
+    ("why", "services", "days", "value", "pattern"),
+    [
+        ("a held card", PAID, 0, "04A1B2", "granted"),
+        ("an unknown card", PAID, 0, "FFFF", "denied"),
+        ("a held card while doors are limited: it opens, and says so", LIMITED, 0, "04A1B2", "limited"),
+        ("an unknown card while doors are limited", LIMITED, 0, "FFFF", "denied"),
+        ("a held card past the document's exp", PAID, DOCUMENT_EXPIRED, "04A1B2", "granted"),
+    ],
+)
+def test_the_reader_answers_each_credential_after_the_relay(
+    why: str, services: list[dict[str, Any]], days: float, value: str, pattern: str
+) -> None:
+    """Exactly one reader answer per credential, after the relay (a person waits for the door first)."""
+    reaction = run(COMMERCIAL, services, "card", {"door": "door-1", "value": value}, days=days)
+    assert signals(reaction) == [pattern], why
+    assert reaction.actions[-1].driver == "reader"
+    assert reaction.actions[-1].args["door"] == "door-1"

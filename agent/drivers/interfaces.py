@@ -42,6 +42,13 @@ class DoorRelay(Protocol):
         """Release ``door`` for ``seconds`` (it locks again by itself)."""
 
 
+class ReaderSignal(Protocol):
+    """The LED and buzzer of the access reader(s) at a door."""
+
+    async def signal(self, door: str, pattern: str) -> None:
+        """Answer a credential at ``door``: ``granted``, ``denied`` or ``limited`` (docs/drivers.md)."""
+
+
 class IndoorMonitor(Protocol):
     """The screens inside apartments (and the front desk)."""
 
@@ -102,6 +109,8 @@ class Outputs(Protocol):
 
     @property
     def relay(self) -> DoorRelay: ...
+    @property
+    def reader(self) -> ReaderSignal: ...
     @property
     def monitor(self) -> IndoorMonitor: ...
     @property

@@ -43,6 +43,7 @@ from typing import Any, Final, NamedTuple, cast
 
 import structlog
 
+from agent.drivers.keyfile import read_private
 from agent.errors import FrameError
 from agent.local.stimuli import Stimulus
 
@@ -108,13 +109,7 @@ def load_keys(path: Path) -> dict[bytes, bytes]:
 
     ``ValueError`` names the line that is wrong, or the file if others may read it (keys are secrets).
     """
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text()
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if mode & 0o077:
-        raise ValueError(f"{path} may be read by others (mode {mode & 0o777:o}): chmod 600 it")
+    text = read_private(path)
     keys: dict[bytes, bytes] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split("#", 1)[0].split()

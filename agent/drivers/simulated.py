@@ -25,6 +25,11 @@ class SimulatedRelay(_Recorder):
         self._record("open", door=door, seconds=seconds)
 
 
+class SimulatedReader(_Recorder):
+    async def signal(self, door: str, pattern: str) -> None:
+        self._record("signal", door=door, pattern=pattern)
+
+
 class SimulatedMonitor(_Recorder):
     async def ring(self, monitor: str, caller: str) -> None:
         self._record("ring", monitor=monitor, caller=caller)
@@ -72,6 +77,7 @@ class SimulatedOutputs:
     def __init__(self) -> None:
         self.done: deque[Action] = deque(maxlen=1000)
         self.relay = SimulatedRelay("relay", self.done)
+        self.reader = SimulatedReader("reader", self.done)
         self.monitor = SimulatedMonitor("monitor", self.done)
         self.calls = SimulatedCalls("calls", self.done)
         self.elevator = SimulatedElevator("elevator", self.done)

@@ -38,7 +38,7 @@ from typing import Any, Final, NamedTuple
 
 from agent.config import DriversConfig
 from agent.drivers.interfaces import Action
-from agent.entitlements.policy import Decision
+from agent.entitlements.policy import DOORS_LIMITED, Decision
 from agent.local.credentials import CredentialIndex
 from agent.local.stimuli import Stimulus
 from agent.outbox.events import NewEvent
@@ -62,6 +62,11 @@ class DoorState:
     released_until: float = 0.0  # a release (grant, egress) lets the door open until then
     open_since: float | None = None
     fire: bool = False  # released by the fire alarm: open until closed, no held_open
+    unknown: bool = False  # its contact cannot be read (the module is offline): neither open nor closed
+
+    @property
+    def state(self) -> str:
+        return "unknown" if self.unknown else ("open" if self.open_since is not None else "closed")
 
 
 @dataclass
@@ -135,6 +140,7 @@ def _access(s: Stimulus, ctx: Context, state: LocalState) -> Reaction:
         reason = "dynamic_qr_inactive"
     credential = held.id if held is not None else None
     if reason is not None:
+        out.actions.append(Action("reader", "signal", {"door": door, "pattern": "denied"}))
         out.notes.append(f"{s.kind} at {door} denied: {reason}")
         _event(
             out, s, "door_log", "denied", {"door": door, "method": s.kind, "credential": credential, "reason": reason}
@@ -142,6 +148,9 @@ def _access(s: Stimulus, ctx: Context, state: LocalState) -> Reaction:
         return out
     assert held is not None
     _release(ctx, state, out, door, s.at)
+    # The relay first, then the reader's answer; "limited" tells the installer the doors are limited.
+    limited = ctx.decide("report_alarm", None).reason == DOORS_LIMITED
+    out.actions.append(Action("reader", "signal", {"door": door, "pattern": "limited" if limited else "granted"}))
     _event(out, s, "door_log", "granted", {"door": door, "method": s.kind, "credential": credential})
     out.notes.append(f"{s.kind} {credential} opens {door}")
     if held.floors:
@@ -175,6 +184,7 @@ def _fire_release(s: Stimulus, ctx: Context, state: LocalState) -> Reaction:
 def _door_open(s: Stimulus, ctx: Context, state: LocalState) -> Reaction:
     out, door = _reaction(), s.data["door"]
     ds = state.door(door)
+    ds.unknown = False
     if ds.open_since is not None:
         return out  # a repeated contact report
     ds.open_since = s.at
@@ -188,7 +198,7 @@ def _door_open(s: Stimulus, ctx: Context, state: LocalState) -> Reaction:
 
 def _door_closed(s: Stimulus, ctx: Context, state: LocalState) -> Reaction:
     ds = state.door(s.data["door"])
-    ds.open_since, ds.fire = None, False
+    ds.open_since, ds.fire, ds.unknown = None, False, False
     return _reaction()
 
 
@@ -205,9 +215,36 @@ def _held_open_check(s: Stimulus, ctx: Context, state: LocalState) -> Reaction:
 # -- alarm inputs ------------------------------------------------------------------------------------
 def _alarm(s: Stimulus, ctx: Context, state: LocalState) -> Reaction:
     out = _reaction()
-    _event(out, s, "alarm", s.kind, {k: v for k, v in s.data.items() if k == "door"})
+    _event(out, s, "alarm", s.kind, {k: v for k, v in s.data.items() if k in ("door", "device")})
     if not _ask(ctx, out, "report_alarm").allowed:
         out.notes.append(f"{s.kind} alarm recorded and held: report_alarm is denied")
+    return out
+
+
+def _reader_refused(s: Stimulus, ctx: Context, state: LocalState) -> Reaction:
+    out = _reaction()
+    _event(out, s, "alarm", "reader_refused", dict(s.data))
+    out.notes.append(f"reader {s.data['device']} at {s.data['door']} refused: {s.data['reason']}")
+    if not _ask(ctx, out, "report_alarm").allowed:
+        out.notes.append("reader_refused alarm recorded and held: report_alarm is denied")
+    return out
+
+
+# -- real hardware reachable or not ---------------------------------------------------------------------
+def _hardware(s: Stimulus, ctx: Context, state: LocalState) -> Reaction:
+    out = _reaction()
+    offline = s.kind == "hardware_offline"
+    doors = list(s.data.get("doors", []))
+    for door in doors:
+        state.door(door).unknown = offline
+        if offline:
+            state.door(door).open_since = None  # known again from the next reading, which raises what it finds
+    data: dict[str, Any] = {"device": s.data["device"], "doors": doors}
+    if "reason" in s.data:
+        data["reason"] = s.data["reason"]
+    _event(out, s, "health", s.kind, data)
+    what = f"; the state of {', '.join(doors)} is unknown" if offline and doors else ""
+    out.notes.append(f"{s.data['device']} {'offline' if offline else 'online'}{what}")
     return out
 
 
@@ -401,6 +438,10 @@ HANDLERS: Final[Mapping[str, Handler]] = {
     "held_open_check": _held_open_check,
     "tamper": _alarm,
     "emergency": _alarm,
+    "power_loss": _alarm,
+    "reader_refused": _reader_refused,
+    "hardware_offline": _hardware,
+    "hardware_online": _hardware,
     "call": _call,
     "fall": _sensor_alarm,
     "bed_exit": _sensor_alarm,

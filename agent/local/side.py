@@ -202,6 +202,7 @@ class LocalSide:
             "stimuli_dropped": self.dropped,
             "stimuli_failed": self.failed,
             "debounced": self.state.debounced,
+            "doors": {door: ds.state for door, ds in sorted(self.state.doors.items())},
             "mr01": None,  # until it listens, if configured
             **{source.name: source.stats() for source in self.inputs},
         }

@@ -47,8 +47,13 @@ KINDS: Final[Mapping[str, _Fields]] = {
     "door_open": _DOOR,
     "door_closed": _DOOR,
     # alarm inputs
-    "tamper": {"door": ("id", False)},
+    "tamper": {"door": ("id", False), "device": ("id", False)},
     "emergency": {"door": ("id", False)},
+    "power_loss": {"door": ("id", False), "device": ("id", False)},  # a reader or module reports its power failing
+    # real hardware (agent/drivers/osdp.py, modbus.py; source: the reader or module)
+    "reader_refused": {"door": ("id", True), "device": ("id", True), "reason": ("text", True)},
+    "hardware_offline": {"device": ("id", True), "doors": ("ids", False), "reason": ("text", False)},
+    "hardware_online": {"device": ("id", True), "doors": ("ids", False)},
     # call panel: a visitor calls an apartment, accounts or the front desk
     "call": {
         "door": ("id", True),

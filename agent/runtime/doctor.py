@@ -4,7 +4,8 @@ Each check returns a :class:`Finding` (``ok``, ``warn`` or ``fail`` with a one-l
 prints them and exits 1 if any failed. Checks: the config; the trust roots and TLS files (readable,
 the right kind, certificates in date); the clock (the wall clock against the trusted time the device
 has proven); the broker (TCP, TLS and an MQTT login, with a client id of its own so a running daemon
-is not disturbed); the disk (free space, the database's integrity); and whether a daemon answers.
+is not disturbed); the disk (free space, the database's integrity); whether a daemon answers; and
+whether each wired OSDP reader and Modbus module answers.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from agent.config import Config
+from agent.drivers.wiring import ModbusModule
 
 MIN_FREE_BYTES = 64 * 1024 * 1024
 
@@ -140,3 +142,100 @@ async def daemon(config: Config) -> Finding:
     status = answer.get("status", {})
     connected = "connected" if status.get("connected") else "not connected"
     return Finding("daemon", "ok", f"running, {connected}, mode {status.get('mode')}")
+
+
+async def hardware(config: Config, seconds: float = 4.0) -> list[Finding]:
+    """Whether each wired reader and module answers: as the running daemon sees them (it owns the serial
+    lines), or, with no daemon running, by asking each one here."""
+    from agent.control import server as control
+    from agent.errors import ConfigError, ControlError
+
+    drivers = config.drivers
+    if not (drivers.readers or drivers.modbus):
+        return []
+    try:
+        async with asyncio.timeout(3):
+            answer = await control.request(config.control_socket, {"op": "status"})
+        seen = answer.get("status", {}).get("drivers", {})
+    except (ControlError, TimeoutError):
+        seen = None
+    if seen is None:
+        try:
+            seen = await _probe(config, seconds)
+        except ConfigError as exc:
+            return [Finding("hardware", "fail", str(exc))]
+    found = []
+    for name, reader in sorted(drivers.readers.items()):
+        online = seen.get(f"osdp:{reader.bus}", {}).get("readers", {}).get(name, {}).get("online")
+        where = f"{reader.bus} address {reader.address}, {reader.door}"
+        found.append(_answer(f"reader {name}", online, where))
+    for name, module in sorted(drivers.modbus.items()):
+        online = seen.get(f"modbus:{name}", {}).get("online")
+        found.append(_answer(f"module {name}", online, f"{module.transport} {module.where()}"))
+    return found
+
+
+def _answer(check: str, online: object, where: str) -> Finding:
+    if online is True:
+        return Finding(check, "ok", f"answers ({where})")
+    return Finding(check, "fail", f"does not answer ({where})" + (", or not yet" if online is None else ""))
+
+
+async def _probe(config: Config, seconds: float) -> dict[str, dict[str, object]]:
+    """Start the wired drivers here (no daemon holds the lines), wait for answers, stop them."""
+    from agent.drivers.osdp import OsdpReaders
+    from agent.drivers.registry import scbk_keys
+
+    wiring = config.drivers.wiring()
+    keys = scbk_keys(config.drivers)
+    buses = [
+        OsdpReaders(b, bus, {r: x for r, x in wiring.readers.items() if x.bus == b}, keys, time.time)
+        for b, bus in wiring.buses.items()
+    ]
+    modules = [ModbusProbe(n, m) for n, m in wiring.modules.items()]
+    seen: dict[str, dict[str, object]] = {}
+    try:
+        for bus in buses:
+            await bus.start(lambda _stimulus: None)
+        async with asyncio.timeout(seconds):
+            for module in modules:
+                seen[module.name] = {"online": await module.answers()}
+            for _ in range(int(seconds * 10)):  # until every reader answers (the timeout bounds it)
+                if all(all(bus.online().values()) for bus in buses):
+                    break
+                await asyncio.sleep(0.1)
+    except (TimeoutError, OSError):
+        pass
+    finally:
+        for bus in buses:
+            bus.close()
+    for bus in buses:
+        seen[bus.name] = bus.stats()
+    return seen
+
+
+class ModbusProbe:
+    """One read of coil 0 (nothing written: a doctor must not release a door)."""
+
+    def __init__(self, name: str, module: ModbusModule) -> None:
+        self.name, self.module = f"modbus:{name}", module
+
+    async def answers(self) -> bool:
+        from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+        from pymodbus.exceptions import ModbusException
+
+        m = self.module
+        client = (
+            AsyncModbusTcpClient(str(m.host), port=int(str(m.port)), timeout=m.timeout_seconds, retries=0)
+            if m.transport == "tcp"
+            else AsyncModbusSerialClient(str(m.port), baudrate=m.baudrate, timeout=m.timeout_seconds, retries=0)
+        )
+        try:
+            if not await client.connect():
+                return False
+            reply = await client.read_coils(0, count=1, device_id=m.unit)
+            return not reply.isError()
+        except (ModbusException, OSError):
+            return False
+        finally:
+            client.close()

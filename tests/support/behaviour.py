@@ -32,11 +32,21 @@ MODES: dict[str, tuple[list[dict[str, Any]] | None, float]] = {
 STIMULI: list[tuple[str, str, dict[str, Any], str | None]] = [
     ("card held for the door", "card", {"door": "door-1", "value": "04A1B2"}, None),
     ("card not held", "card", {"door": "door-1", "value": "FFFF"}, None),
+    ("PIN past its valid_until", "pin", {"door": "door-1", "value": "2468"}, None),
     ("dynamic QR code", "qr", {"door": "door-1", "value": "dyn-qr"}, None),
     ("exit button", "exit_button", {"door": "door-1"}, None),
     ("fire release", "fire_release", {}, None),
     ("door opened without a release", "door_open", {"door": "door-1"}, None),
     ("tamper", "tamper", {"door": "door-1"}, None),
+    ("reader or module losing power", "power_loss", {"door": "door-1", "device": "entry"}, "entry"),
+    (
+        "reader refused (Secure Channel failed)",
+        "reader_refused",
+        {"door": "door-1", "device": "entry", "reason": "wrong key"},
+        "entry",
+    ),
+    ("reader or module stops answering", "hardware_offline", {"device": "io-1", "doors": ["door-1"]}, "io-1"),
+    ("reader or module answers again", "hardware_online", {"device": "io-1", "doors": ["door-1"]}, "io-1"),
     ("emergency", "emergency", {}, None),
     ("visitor call to an app account", "call", {"door": "door-1", "accounts": ["a-1"]}, None),
     ("MR01 fall", "fall", {}, "mr01-a"),
@@ -60,7 +70,7 @@ def _cell(
         timing=DriversConfig(),
     )
     reaction = react(parse(kind, source, data, now), ctx, LocalState())
-    parts = [f"{a.driver}.{a.op}" for a in reaction.actions]
+    parts = [f"{a.driver}.{a.op}" + (f" {a.args['pattern']}" if "pattern" in a.args else "") for a in reaction.actions]
     for event in reaction.events:
         gate = GATES.get(event.type)
         held = gate is not None and not decide(ents, now, gate).allowed
