@@ -349,6 +349,9 @@ def doctor(config_file: str | None, as_json: bool) -> None:
         config = load_config(config_path(config_file, os.environ), os.environ)
     except ConfigError as exc:
         _fail(f"config error: {exc}")
+    from protocol import logs
+
+    logs.configure("warning")  # what the drivers log while probing goes to stderr, never into --json
     findings = [checks.Finding("config", "ok", f"device {config.device_id} ({config.model})")]
     findings += checks.keys(config)
     floor = sidecar.load(config.data_dir).anchor

@@ -185,3 +185,45 @@ async def test_the_panel_keeps_no_events_of_its_own(tmp_path: Path) -> None:
         readers.close()
         await peer.kill()
         line.close()
+
+
+async def test_doctor_asks_each_reader_and_module_itself_when_no_daemon_runs(tmp_path: Path, root_pem: Path) -> None:
+    """With no daemon holding the lines, `edge-agent doctor` starts a panel and a Modbus client of its own:
+    the reader and the module answer; a module that is gone fails, with where it was looked for."""
+    import json
+    import os
+
+    from tests.support.hardware import ModbusPeer, OsdpReaderPeer, PtyPair
+
+    key = os.urandom(16)
+    line = PtyPair()
+    peer = await OsdpReaderPeer().start(line, 1, key)
+    module = await ModbusPeer().start_tcp()
+    scbk = tmp_path / "entry.scbk"
+    scbk.write_text(key.hex())
+    scbk.chmod(0o600)
+    drivers = {
+        "osdp": {"bus-1": {"port": line.path}},
+        "readers": {"entry": {"bus": "bus-1", "address": 1, "door": "door-1", "scbk_file": str(scbk)}},
+        "modbus": {"io-1": {"host": "127.0.0.1", "port": module.port}, "io-2": {"host": "127.0.0.1", "port": 9}},
+        "doors": {"door-1": {"relay": "io-1:0"}},
+    }
+    path = write_config(tmp_path / "device", [root_pem], tables={"drivers": drivers})
+
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agent", "doctor", "--json", "--config", str(path), stdout=subprocess.PIPE
+        )
+        async with asyncio.timeout(60):
+            out, _ = await process.communicate()
+        found = {f["check"]: f for f in json.loads(out)}
+        assert found["reader entry"]["status"] == "ok", found
+        assert found["module io-1"]["status"] == "ok", found
+        assert found["module io-2"]["status"] == "fail"
+        assert "127.0.0.1:9" in found["module io-2"]["detail"]
+        assert process.returncode == 1
+        assert module.coil_writes(0) == []  # a doctor releases no door
+    finally:
+        await peer.kill()
+        await module.kill()
+        line.close()

@@ -99,14 +99,14 @@ class Intake:
             self.failed += 1
             error = f"{type(exc).__name__}: {exc}"[:500]
             log.exception("message_failed", typ=typ, error=error, payload_sha256=digest.hex())
+            try:  # remembered first: a stop right after the report must not let it fail (and be reported) again
+                await self._poison.remember(self._device.store, digest, typ, error, self._device.clock.now())
+            except StoreError as failure:
+                log.error("poison_not_recorded", typ=typ, error=str(failure))  # remembered in memory still
             await self._report_refusal(
                 typ, DocumentRefused(reasons.INTERNAL_ERROR, f"the device failed handling it ({type(exc).__name__})"),
                 payload,
             )  # fmt: skip
-            try:
-                await self._poison.remember(self._device.store, digest, typ, error, self._device.clock.now())
-            except StoreError as failure:
-                log.error("poison_not_recorded", typ=typ, error=str(failure))  # remembered in memory still
             return Taken.YES
 
     async def _accept(self, typ: str, payload: bytes) -> Taken:
