@@ -7,8 +7,9 @@ with the system's monotonic clock. Ours: the daemon (``edge-agent run``, no brok
 door works offline) holding 10,000 credentials, through the whole path (the panel's thread, the
 stimulus, the credential lookup, the decisions, the pulse journal's fsync, the coil write). The
 floor: the same two libraries wired directly (bench/floor_door.py: every card read sets the coil).
-The two take turns on the same line in rounds; the reads are spaced 150-200 ms apart at random, so
-that neither locks into step with the panel's poll and each card meets an idle line.
+The two take turns on the same line in rounds; each card meets an idle line (for the agent: once the
+reader has had its LED and buzzer answer to the last card), then 50-100 ms at random, so that neither
+locks into step with the panel's poll.
 """
 
 from __future__ import annotations
@@ -43,18 +44,24 @@ def _submitted(reader: OsdpReaderPeer) -> list[dict[str, Any]]:
     return [line for line in reader.lines if "submitted" in line]
 
 
-async def _reads(reader: OsdpReaderPeer, module: ModbusPeer, values: list[str], rng: random.Random) -> list[float]:
-    """Present each value; the time from the reader's submit to the coil set, per read."""
-    times = []
+async def _reads(
+    reader: OsdpReaderPeer, module: ModbusPeer, values: list[str], rng: random.Random, *, answers: bool
+) -> list[float]:
+    """Present each value; the time from the reader's submit to the coil set, per read. With ``answers``
+    (the agent), each card is presented once the reader has had its answer to the last (LED, buzzer)."""
+    times: list[float] = []
     for value in values:
+        if answers and times:
+            beeps = len(times)
+            await reader.wait_for(lambda _: len(reader.commands(3)) >= beeps, what="the last answer")  # noqa: B023
+        # The card comes to an idle line. A card read while the panel is still sending the reader its answer
+        # to the last one (LED, buzzer: each command takes the place of a poll, ~50 ms) waits behind them.
+        await asyncio.sleep(rng.uniform(0.05, 0.1))
         sent, set_ = len(_submitted(reader)), len(_ons(module))
         await reader.card(value, bits=len(value) * 4)
         await reader.wait_for(lambda _: len(_submitted(reader)) > sent, what="the read submitted")  # noqa: B023
         await module.wait_for(lambda _: len(_ons(module)) > set_, what="the coil")  # noqa: B023
         times.append(_ons(module)[set_]["at"] - _submitted(reader)[sent]["at"])
-        # The next card comes to an idle line: the reader's answer (LED, buzzer: two commands the panel sends
-        # between its polls) is over. A card within ~100 ms of the last waits behind those (measured: +130 ms).
-        await asyncio.sleep(rng.uniform(0.15, 0.2))
     return times
 
 
@@ -95,7 +102,7 @@ async def _run(directory: Path) -> tuple[list[float], list[float]]:
             assert panel.stdin is not None
             ready = await asyncio.to_thread(panel.stdout.readline)
             assert ready.strip() == "ready", ready
-            floor += await _reads(reader, module, [rng.choice(door_1) for _ in range(READS)], rng)
+            floor += await _reads(reader, module, [rng.choice(door_1) for _ in range(READS)], rng, answers=False)
             panel.stdin.close()
             await asyncio.to_thread(panel.wait, 10)
 
@@ -106,7 +113,8 @@ async def _run(directory: Path) -> tuple[list[float], list[float]]:
                 if any(e.get("event") == "osdp_reader_online" for e in daemon.log_events()[-50:]):
                     break
                 await asyncio.sleep(0.05)
-            ours += await _reads(reader, module, [rng.choice(door_1) for _ in range(READS)], rng)
+            reader.lines.clear()
+            ours += await _reads(reader, module, [rng.choice(door_1) for _ in range(READS)], rng, answers=True)
             await daemon.stop()
     finally:
         await reader.kill()

@@ -46,7 +46,7 @@ def say(obj: object) -> None:
 
 
 def answer(command: dict[str, object]) -> tuple[int, None]:
-    say(command)
+    say({**command, "at": time.monotonic()})
     return 0, None
 
 
