@@ -14,7 +14,7 @@ from typing import Any
 import osdp
 from pymodbus.client import AsyncModbusTcpClient
 
-from agent.drivers.osdp import _Channel, open_tty
+from agent.drivers.osdp import FdChannel, open_tty
 
 
 async def main(tty: str, key: bytes, port: int) -> None:
@@ -29,7 +29,7 @@ async def main(tty: str, key: bytes, port: int) -> None:
         return 0
 
     fd = open_tty(tty, 9600)
-    info = osdp.PDInfo(1, _Channel(fd), scbk=key, flags=[osdp.LibFlag.EnforceSecure])
+    info = osdp.PDInfo(1, FdChannel(fd), scbk=key, flags=[osdp.LibFlag.EnforceSecure])
     cp = osdp.ControlPanel([info], log_level=osdp.LogLevel.Emergency, event_handler=on_event)
     cp.start()
     for _ in range(600):  # 30 s at most

@@ -122,12 +122,13 @@ class Keypad:
         return done
 
 
-class _Channel:
-    """libosdp's channel over a tty file descriptor (non-blocking)."""
+class FdChannel:
+    """libosdp's channel over a tty file descriptor (non-blocking); the tests' reader uses it too."""
 
     def __init__(self, fd: int) -> None:
         self.id = fd
         self.fd = fd
+        os.set_blocking(fd, False)  # libosdp's refresh must never wait on the line
 
     def read(self, max_bytes: int) -> bytes:
         try:
@@ -219,7 +220,7 @@ class OsdpReaders:
                 flags.append(osdp.LibFlag.InstallMode)
             else:
                 flags.append(osdp.LibFlag.EnforceSecure)
-            infos.append(osdp.PDInfo(state.reader.address, _Channel(self._fd), scbk=key, name=state.name, flags=flags))
+            infos.append(osdp.PDInfo(state.reader.address, FdChannel(self._fd), scbk=key, name=state.name, flags=flags))
         self._cp = _panel_class(osdp)(infos, log_level=osdp.LogLevel.Emergency, event_handler=self._from_thread)
         self._cp.start()
         self._watch = asyncio.get_running_loop().create_task(self._watchdog())

@@ -43,13 +43,6 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-def _relative(value: Path | None, info: ValidationInfo) -> Path | None:
-    base = info.context.get("base_dir") if isinstance(info.context, dict) else None
-    if value is None or value.is_absolute() or base is None:
-        return value
-    return Path(base) / value
-
-
 class OsdpBus(_Frozen):
     """``[drivers.osdp.<bus>]``: one serial line (an RS-485 adapter, any tty) with readers on it."""
 
@@ -70,7 +63,9 @@ class Reader(_Frozen):
     @field_validator("scbk_file")
     @classmethod
     def _path(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return _relative(value, info)
+        from agent.config import _relative_to_config  # agent.config imports this module
+
+        return _relative_to_config(value, info)
 
 
 class ModbusModule(_Frozen):

@@ -10,34 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
 
 import osdp
 
-
-class FdChannel(osdp.Channel):  # type: ignore[misc]
-    def __init__(self, fd: int) -> None:
-        super().__init__()
-        self.fd = fd
-        os.set_blocking(fd, False)
-
-    def read(self, max_bytes: int) -> bytes:
-        try:
-            return os.read(self.fd, max_bytes)
-        except (BlockingIOError, OSError):
-            return b""
-
-    def write(self, buf: bytes) -> int:
-        try:
-            return os.write(self.fd, buf)
-        except (BlockingIOError, OSError):
-            return 0
-
-    def flush(self) -> None:
-        return None
+from agent.drivers.osdp import FdChannel  # the channel is glue: the protocol is libosdp's own
 
 
 def say(obj: object) -> None:
