@@ -174,17 +174,21 @@ async def test_tamper_at_the_reader_is_held_while_doors_are_limited_and_sent_on_
         assert alarm["data"] == {"door": "door-1", "device": "entry"}
 
 
-async def test_a_door_forced_open_and_the_exit_button_at_the_modbus_inputs(rig: Rig) -> None:
+async def test_forced_open_exit_button_and_held_open_at_the_modbus_inputs(rig: Rig) -> None:
     """The contact opening without a release is forced_open; the exit button releases the door (egress
-    is never gated) and the door opened then is no alarm."""
+    is never gated) and the door opened then is no forced_open, but left open past held_open_seconds
+    it is held_open."""
     await rig.module.inputs(i0=True)
     await rig.cloud.wait_until(lambda: bool(at_cloud(rig.cloud, "alarm", "forced_open")), what="forced_open")
     await rig.module.inputs(i0=False)
     await status_until(rig.daemon.data_dir, lambda s: s["drivers"]["doors"].get("door-1") == "closed")
     await rig.module.inputs(i1=True)  # held until the relay answers, as a finger would
-    await pulsed(rig.module, 0)
+    await rig.module.wait_for(lambda line: line.get("coil") == 0 and line["on"] is True, what="the relay")
     await rig.module.inputs(i1=False)
+    await rig.module.inputs(i0=True)  # the door opened while released: no alarm, but it stays open
     await rig.cloud.wait_until(lambda: bool(at_cloud(rig.cloud, "door_log", "egress")), what="the egress log")
+    await rig.cloud.wait_until(lambda: bool(at_cloud(rig.cloud, "alarm", "held_open")), what="held_open")
+    assert at_cloud(rig.cloud, "alarm", "held_open")[0]["data"]["door"] == "door-1"
     assert len(at_cloud(rig.cloud, "alarm", "forced_open")) == 1
 
 
