@@ -206,10 +206,14 @@ class FirmwareConfig(_Frozen):
     health_deadline_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0  # reach the broker within this
     health_command: tuple[str, ...] | None = None  # a local check: exit 0 healthy (argv, no shell)
     ca_file: Path | None = None  # for https image URLs; default: the system's CAs
-    bootloader: Literal["file"] = "file"  # who chooses the slot (firmware/backends.py BOOTLOADERS)
+    bootloader: Literal["file", "uboot", "grub"] = "file"  # who chooses the slot (firmware/backends.py)
     slots: Literal["file"] = "file"  # where images are written (firmware/backends.py SLOTS)
+    uboot_env_config: Path | None = None  # fw_env.config for fw_printenv/fw_setenv (default: /etc/fw_env.config)
+    grubenv: Path = Path("/boot/grub/grubenv")
+    cmdline: Path = Path("/proc/cmdline")  # where the running slot is read (rauc.slot=A)
+    simulate_boot: bool = False  # tests and the demo: play the boot script at start (docs/firmware.md)
 
-    @field_validator("ca_file")
+    @field_validator("ca_file", "uboot_env_config", "grubenv", "cmdline")
     @classmethod
     def _paths(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         return _relative_to_config(value, info)

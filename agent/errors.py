@@ -26,6 +26,7 @@ module that calls the library (``raise X from exc``) and never leak past it::
         │   └── StoreTooNew           the schema is newer than this agent (after a firmware rollback)
         ├── DownloadError             an image could not be fetched as signed; ``.reason`` is the code
         │   └── DownloadInterrupted   (above: also Transient)
+        ├── BootEnvError              a bootloader's tool (fw_setenv, grub-editenv) failed; its message says why
         ├── IllegalTransition         a transition the firmware table does not have (a bug)
         └── InjectedFault             a defect planted by a test (``SMARTPLUS_FAIL_AT``, agent/runtime/faults.py)
 
@@ -45,6 +46,7 @@ from protocol.errors import DocumentRefused, SmartPlusError
 __all__ = [
     "AlreadyRunning",
     "BadRequest",
+    "BootEnvError",
     "ConfigError",
     "ControlError",
     "DocumentRefused",
@@ -143,6 +145,10 @@ class DownloadError(EdgeAgentError):
 
 class DownloadInterrupted(DownloadError, Transient):
     """An attempt stalled, was cut short, or the server failed: the next attempt resumes where it stopped."""
+
+
+class BootEnvError(EdgeAgentError):
+    """A bootloader's tool failed (firmware/bootenv.py)."""
 
 
 class IllegalTransition(EdgeAgentError):

@@ -4,8 +4,7 @@
 The daemon (the composition root) asks this module for the bootloader and the slots and hands them to
 the engine, which knows them only by their interfaces (``firmware/slots.py``: ``Slot``, ``Bootloader``,
 as RAUC's bootchooser has them). ``file`` keeps both as files in ``data_dir/slots`` (the default, the
-demo and the tests); U-Boot, GRUB, RAUC and block-device slots are rows to add, each in a module of its
-own, tested against the bootloader's own tools.
+demo and the tests); ``uboot`` and ``grub`` run the bootloaders' own tools (``firmware/bootenv.py``).
 """
 
 from __future__ import annotations
@@ -33,7 +32,25 @@ def _file_slots(config: Any) -> Callable[[str], Slot]:
     return lambda name: FileSlot(directory, name)
 
 
-BOOTLOADERS: Final[Mapping[str, Callable[[Any], Bootloader]]] = {"file": _file_bootloader}
+def _uboot(config: Any) -> Bootloader:
+    from firmware.bootenv import UBootBootloader, UBootEnv
+
+    f = config.firmware
+    return UBootBootloader(UBootEnv(f.uboot_env_config), f.cmdline, f.simulate_boot)
+
+
+def _grub(config: Any) -> Bootloader:
+    from firmware.bootenv import GrubBootloader, GrubEnv
+
+    f = config.firmware
+    return GrubBootloader(GrubEnv(f.grubenv), f.cmdline, f.simulate_boot)
+
+
+BOOTLOADERS: Final[Mapping[str, Callable[[Any], Bootloader]]] = {
+    "file": _file_bootloader,
+    "uboot": _uboot,
+    "grub": _grub,
+}
 SLOTS: Final[Mapping[str, Callable[[Any], Callable[[str], Slot]]]] = {"file": _file_slots}
 
 

@@ -93,6 +93,7 @@ class FileSlot:
         self._meta = directory / f"slot-{name}.json"
 
     def write(self, image: Path, version: str, sha256: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._meta.unlink(missing_ok=True)  # a half-written slot has no version
         temporary = self.path.with_suffix(".tmp")
         with image.open("rb") as source, temporary.open("wb") as target:

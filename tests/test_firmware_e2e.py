@@ -17,8 +17,11 @@ from typing import Any
 
 import pytest
 
+from agent.config import load_config
 from cloud_stub.images import Fault, ImageServer
+from firmware.backends import backend
 from firmware.slots import FileBootloader, FileSlot
+from tests.support.bootloaders import bootloader_settings
 from tests.support.brokers import Broker
 from tests.support.cloud import CloudPeer
 from tests.support.daemons import SupervisedDaemon, device_config
@@ -43,8 +46,14 @@ def image(tmp_path: Path) -> tuple[Path, str]:
     return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def firmware_config(tmp_path: Path, broker: Broker, root_pem: Path, **firmware: Any) -> Path:
-    settings = {"stall_seconds": 1.0, "attempts": 2, "health_deadline_seconds": 10.0, **firmware}
+def firmware_config(tmp_path: Path, broker: Broker, root_pem: Path, bootloader: str = "file", **firmware: Any) -> Path:
+    settings = {
+        "stall_seconds": 1.0,
+        "attempts": 2,
+        "health_deadline_seconds": 10.0,
+        **bootloader_settings(tmp_path / "boot", bootloader),
+        **firmware,
+    }
     return device_config(tmp_path / "device", broker, root_pem, firmware=settings)
 
 
@@ -65,11 +74,11 @@ def job(image: tuple[Path, str], server: ImageServer, **fields: Any) -> dict[str
     return {"version": NEWER, "url": server.url(path.name), "size": IMAGE_SIZE, "sha256": digest, **fields}
 
 
-def booted(data_dir: Path) -> tuple[str, str | None]:
-    """The slot the bootloader boots and the version in it (None: the factory image)."""
-    bootloader = FileBootloader(data_dir / "slots")
-    slot = bootloader.booted()
-    return slot, FileSlot(data_dir / "slots", slot).version()
+def booted(config_file: Path) -> tuple[str, str | None]:
+    """The slot running (as the bootloader chose it) and the version in it (None: the factory image)."""
+    chosen = backend(load_config(config_file, {}))
+    slot = chosen.bootloader.booted()
+    return slot, chosen.slot(slot).version()
 
 
 @contextlib.asynccontextmanager
@@ -127,7 +136,49 @@ async def test_upgrade_path(
     version: str,
     reason: str | None,
 ) -> None:
-    config_file = firmware_config(tmp_path, broker, root_pem, **settings)
+    """The file back end, on each broker."""
+    await upgrade_path(broker, tmp_path, root_pem, docs, image, fields, fault, settings, expected, version, reason)
+
+
+@pytest.mark.parametrize("bootloader", ["uboot", "grub"])
+@pytest.mark.parametrize(
+    ("fields", "fault", "settings", "expected", "version", "reason"), [p[1:] for p in PATHS], ids=[p[0] for p in PATHS]
+)
+async def test_upgrade_path_with_a_real_bootloader(
+    mosquitto: Broker,
+    tmp_path: Path,
+    root_pem: Path,
+    docs: Docs,
+    image: tuple[Path, str],
+    fields: dict[str, Any],
+    fault: Fault | None,
+    settings: dict[str, Any],
+    expected: list[str],
+    version: str,
+    reason: str | None,
+    bootloader: str,
+) -> None:
+    """U-Boot (fw_setenv on an environment file) and GRUB (grub-editenv on a grubenv), on Mosquitto."""
+    await upgrade_path(
+        mosquitto, tmp_path, root_pem, docs, image, fields, fault, settings, expected, version, reason, bootloader
+    )
+
+
+async def upgrade_path(
+    broker: Broker,
+    tmp_path: Path,
+    root_pem: Path,
+    docs: Docs,
+    image: tuple[Path, str],
+    fields: dict[str, Any],
+    fault: Fault | None,
+    settings: dict[str, Any],
+    expected: list[str],
+    version: str,
+    reason: str | None,
+    bootloader: str = "file",
+) -> None:
+    config_file = firmware_config(tmp_path, broker, root_pem, bootloader, **settings)
     # nothing paid: upgrades are never gated by billing
     async with running(broker, config_file, docs, image, []) as (daemon, server, cloud):
         if fault is not None:
@@ -145,10 +196,16 @@ async def test_upgrade_path(
         status = await status_until(daemon.data_dir, lambda s: s["firmware"]["version"] == version)
         shown = status["firmware"]["job"]
         assert (shown["state"], shown["reason"]) == (expected[-1], reason) if shown else expected == ["rejected"]
-    slot, in_slot = booted(daemon.data_dir)
+    slot, in_slot = booted(config_file)
     assert (in_slot or RUNNING) == version
     if version == NEWER:
         assert FileSlot(daemon.data_dir / "slots", slot).digest() == image[1]  # what boots is what was signed
+        assert slot == "b"
+    if bootloader != "file":  # the environment, read by the bootloader's own tool, boots the committed slot next
+        env = backend(load_config(config_file, {})).bootloader.env.read()  # type: ignore[attr-defined]
+        assert env["boot_part"] == slot.upper()
+        assert env.get("upgrade_available", "0") == "0"
+        assert not env.get("try_part")
     assert daemon.exits.count(75) == (1 if "rebooting" in expected else 0) + (1 if "rolled_back" in expected else 0)
 
 
@@ -211,7 +268,36 @@ CRASHES: list[tuple[str, list[str]]] = [
 async def test_sigkill_in_every_state_ends_on_a_bootable_slot_with_a_truthful_status(
     broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs, image: tuple[Path, str], point: str, ending: list[str]
 ) -> None:
-    config_file = firmware_config(tmp_path, broker, root_pem)
+    """The file back end, on each broker."""
+    await sigkill(broker, tmp_path, root_pem, docs, image, point, ending)
+
+
+@pytest.mark.parametrize("bootloader", ["uboot", "grub"])
+@pytest.mark.parametrize(("point", "ending"), CRASHES, ids=[c[0] for c in CRASHES])
+async def test_sigkill_in_every_state_with_a_real_bootloader(
+    mosquitto: Broker,
+    tmp_path: Path,
+    root_pem: Path,
+    docs: Docs,
+    image: tuple[Path, str],
+    point: str,
+    ending: list[str],
+    bootloader: str,
+) -> None:
+    await sigkill(mosquitto, tmp_path, root_pem, docs, image, point, ending, bootloader)
+
+
+async def sigkill(
+    broker: Broker,
+    tmp_path: Path,
+    root_pem: Path,
+    docs: Docs,
+    image: tuple[Path, str],
+    point: str,
+    ending: list[str],
+    bootloader: str = "file",
+) -> None:
+    config_file = firmware_config(tmp_path, broker, root_pem, bootloader)
     async with running(broker, config_file, docs, image, PAID, crash_at=point) as (daemon, server, cloud):
         await cloud.publish("firmware", docs.firmware_job("j-9", **job(image, server)), retain=True)
         await cloud.wait_until(lambda: final(kinds(cloud, "j-9")), seconds=60, what="the job to end")
@@ -224,7 +310,7 @@ async def test_sigkill_in_every_state_ends_on_a_bootable_slot_with_a_truthful_st
             lambda: cloud.state is not None and cloud.state.get("online") is True
             and cloud.state["firmware"]["version"] == version
         )  # fmt: skip
-    slot, in_slot = booted(daemon.data_dir)
+    slot, in_slot = booted(config_file)
     assert (in_slot or RUNNING) == version
     if slot != "a":  # never an unverified byte: what boots from the new slot is exactly what was signed
         assert FileSlot(daemon.data_dir / "slots", slot).digest() == image[1]
@@ -255,7 +341,7 @@ async def test_a_newer_job_replaces_a_pending_one_and_a_cancel_stops_a_download(
         assert sent < IMAGE_SIZE  # stopped mid-way
         status = await status_until(daemon.data_dir, lambda s: s["firmware"]["job"]["state"] == "cancelled")
         assert status["firmware"]["version"] == RUNNING
-    assert booted(daemon.data_dir) == ("a", None)
+    assert booted(config_file) == ("a", None)
 
 
 async def test_reset_after_upgrade_wipes_credentials_and_history_but_keeps_identity_and_trust(
@@ -299,7 +385,7 @@ async def test_a_job_that_failed_with_its_try_set_never_runs_the_failed_slot(
         assert daemon.exits[:2] == [-9, 75]  # killed at the point, then rebooted by the resume table
         status = await status_until(daemon.data_dir, lambda s: s["firmware"]["slot"] == "a")
         assert (status["firmware"]["version"], status["firmware"]["job"]["state"]) == (RUNNING, "failed")
-    assert booted(daemon.data_dir) == ("a", None)
+    assert booted(config_file) == ("a", None)
     assert FileBootloader(daemon.data_dir / "slots").env()["GOOD_b"] == "0"
 
 
@@ -323,4 +409,4 @@ async def test_a_job_in_a_state_this_version_does_not_know_is_rolled_back(
         assert "awaiting_window" in ended["data"]["detail"]
         status = await status_until(daemon.data_dir, lambda s: s["firmware"]["job"]["state"] == "rolled_back")
         assert status["firmware"]["version"] == RUNNING
-    assert booted(daemon.data_dir) == ("a", None)
+    assert booted(config_file) == ("a", None)
