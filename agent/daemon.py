@@ -60,7 +60,7 @@ from agent.control.server import ControlServer
 from agent.device import Device
 from agent.drivers import registry as drivers
 from agent.entitlements import policy
-from agent.errors import ConfigError, OutboxFull, StoreCorrupt
+from agent.errors import ConfigError, OutboxFull, StoreCorrupt, StoreTooNew
 from agent.intake import handlers
 from agent.intake.dispatch import Intake
 from agent.intake.handlers import After
@@ -74,6 +74,7 @@ from agent.runtime.metrics import Metrics
 from agent.runtime.status import Running, View, gather
 from agent.store.quarantine import Salvage, restore, salvage_and_move
 from agent.store.reset import reset_after_upgrade
+from agent.store.rollback import restore_snapshot
 from agent.sync.session import Session
 from agent.sync.state import StateReport
 from firmware.backends import backend as firmware_backend
@@ -154,6 +155,18 @@ class Daemon:
         """Open everything the daemon holds; quarantine a corrupt database and start afresh."""
         quarantined = None
         try:
+            device = await Device.open(config, roots, source, daemon=True)
+        except StoreTooNew:  # newer firmware migrated the database, then rolled back to us
+            restored = await asyncio.to_thread(restore_snapshot, config.data_dir)
+            if restored is None:
+                raise
+            log.warning(
+                "store_restored_after_rollback",
+                snapshot=str(restored.snapshot),
+                moved_to=str(restored.moved_to),
+                events_carried=restored.events,
+                jobs_carried=restored.jobs,
+            )
             device = await Device.open(config, roots, source, daemon=True)
         except StoreCorrupt as exc:
             quarantined = await asyncio.to_thread(salvage_and_move, config.data_dir)

@@ -37,13 +37,28 @@ async def test_reopening_migrates_nothing_twice(tmp_path: Path) -> None:
 
 
 async def test_a_schema_from_newer_firmware_is_refused(tmp_path: Path) -> None:
-    """A database written by a newer agent (say, before a firmware rollback) is not used blindly."""
+    """A database written by a newer agent (say, before a firmware rollback) that says older agents may
+    not use it is not used blindly."""
     async with await Store.open(tmp_path):
         pass
     with sqlite3.connect(tmp_path / DB_NAME) as db:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        db.execute("UPDATE schema_compat SET readable_from = ?", (SCHEMA_VERSION + 1,))
     with pytest.raises(StoreTooNew):
         await Store.open(tmp_path)
+
+
+async def test_a_newer_schema_that_only_added_is_used_as_it_is(tmp_path: Path) -> None:
+    """Newer firmware added a table and said agents of this schema may still use the database: they do,
+    and leave its schema alone."""
+    async with await Store.open(tmp_path):
+        pass
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        db.execute("CREATE TABLE later (x INTEGER)")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    async with await Store.open(tmp_path):
+        pass
+    assert sqlite3.connect(tmp_path / DB_NAME).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
 
 
 async def test_a_file_that_is_not_a_database_is_corrupt(tmp_path: Path) -> None:

@@ -25,13 +25,37 @@ from types import TracebackType
 from typing import Any, NamedTuple, Self, TypeVar
 
 import aiosqlite
+import structlog
 
 from agent.clock import Anchor
 from agent.errors import StoreCorrupt, StoreError, StoreFull, StoreTooNew
-from agent.store.migrations import MIGRATIONS, SCHEMA_VERSION
+from agent.store.migrations import MIGRATIONS, READABLE_FROM, SCHEMA_VERSION
 from agent.store.reserve import Reserve
 
+log = structlog.get_logger("agent.store")
+
 DB_NAME = "agent.db"
+COMPAT_SINCE = 5  # the migration that made schema_compat: written with every migration from it on
+
+
+def snapshot_path(data_dir: Path, version: int) -> Path:
+    """Where the database is kept as it was at schema ``version`` before a migration an older agent cannot
+    follow (agent/store/rollback.py restores it)."""
+    return data_dir / f"{DB_NAME}.schema-{version}"
+
+
+def _durable_rename(source: Path, target: Path) -> None:
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(source, target)
+    fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class StoredDocument(NamedTuple):
@@ -342,9 +366,15 @@ class Store:
     async def _migrate(self) -> None:
         version = await self._user_version()
         if version > SCHEMA_VERSION:
+            readable_from = await self._readable_from(version)
+            if readable_from <= SCHEMA_VERSION:  # newer firmware only added to it: used as it is
+                return
             raise StoreTooNew(
-                f"{self.path} has schema {version}, this agent knows up to {SCHEMA_VERSION}: written by newer firmware"
+                f"{self.path} has schema {version}, usable by agents of schema {readable_from} and up; this agent "
+                f"knows up to {SCHEMA_VERSION}: written by newer firmware"
             )
+        if 0 < version < SCHEMA_VERSION and max(READABLE_FROM[version:]) > version:
+            await self._snapshot(version)  # an older agent could not use the database after these migrations
         for target in range(version + 1, SCHEMA_VERSION + 1):
             async with self.transaction() as tx:
                 if await self._user_version() >= target:  # another process migrated meanwhile
@@ -352,6 +382,28 @@ class Store:
                 for statement in MIGRATIONS[target - 1]:
                     await tx.execute(statement)
                 await tx.execute(f"PRAGMA user_version = {target}")
+                if target >= COMPAT_SINCE:
+                    await tx.execute(
+                        "INSERT OR REPLACE INTO schema_compat (id, readable_from) VALUES (1, ?)",
+                        (READABLE_FROM[target - 1],),
+                    )
+
+    async def _readable_from(self, version: int) -> int:
+        """The oldest schema that may use this database (its own version where it does not say)."""
+        try:
+            rows = list(await self._db.execute_fetchall("SELECT readable_from FROM schema_compat WHERE id = 1"))
+        except sqlite3.Error:
+            return version
+        return int(rows[0][0]) if rows else version
+
+    async def _snapshot(self, version: int) -> None:
+        """Copy the database as it is (schema ``version``) beside it, durably, before migrating it."""
+        target = snapshot_path(self.path.parent, version)
+        temporary = target.with_name(target.name + ".tmp")
+        temporary.unlink(missing_ok=True)
+        await self._db.execute(f"VACUUM INTO '{temporary}'")  # a consistent copy, in one statement
+        await asyncio.to_thread(_durable_rename, temporary, target)
+        log.info("store_snapshot", path=str(target), schema=version)
 
     async def _user_version(self) -> int:
         rows = await self._db.execute_fetchall("PRAGMA user_version")

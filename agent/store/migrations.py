@@ -3,6 +3,16 @@
 ``PRAGMA user_version`` is the number of migrations applied. Each migration runs in its own
 transaction together with the version bump, so a crash leaves the schema at one version or the next.
 Migrations are only ever appended: a released one is never edited or renumbered.
+
+**A rollback to older firmware** (docs/firmware.md "A database that survives a rollback"): each
+migration says, in :data:`READABLE_FROM`, the oldest schema an agent must know to go on using the
+database after it. A migration that only adds (a table, a column with a default) keeps the number
+before it: an older agent ignores what it does not know. One that changes what an older agent would
+misread raises it to its own number. The value in force is kept in the database (``schema_compat``,
+written with each migration), so that an agent that does not know the newer migrations can read it.
+Before any migration that raises it above the database's schema, the database is copied to
+``agent.db.schema-<n>`` (``agent/store/database.py``); an older agent that finds a database it may
+not use restores that copy and carries over what happened since (``agent/store/rollback.py``).
 """
 
 from __future__ import annotations
@@ -144,6 +154,12 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "ALTER TABLE clock ADD COLUMN signed_at REAL NOT NULL DEFAULT 0",
         "ALTER TABLE clock ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
     ),
+    # 5: what an older agent may do with this database after a firmware rollback (module docstring).
+    ("CREATE TABLE schema_compat (id INTEGER PRIMARY KEY CHECK (id = 1), readable_from INTEGER NOT NULL)",),
 )
+
+# The oldest schema an agent must know to use the database after each migration (module docstring).
+# 4 is breaking: an agent before key scopes would store keys without them (NULL: every type).
+READABLE_FROM: Final[tuple[int, ...]] = (1, 2, 3, 4, 4)
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -153,8 +154,15 @@ class SupervisedDaemon(ProcessDaemon):
     code seen. ``crash_at`` names a crash point (agent/runtime/faults.py) for the first run only; ``fail_at`` a
     fault point, armed as long as the crash point is."""
 
-    def __init__(self, config_file: Path, crash_at: str | None = None, fail_at: str | None = None) -> None:
+    def __init__(
+        self,
+        config_file: Path,
+        crash_at: str | None = None,
+        fail_at: str | None = None,
+        build: Callable[[], Path | None] | None = None,
+    ) -> None:
         super().__init__(config_file)
+        self.build = build  # which agent build to start, as a slot holds it (None: this one)
         self.exits: list[int] = []
         self._watch: asyncio.Task[None] | None = None
         self._crash_at = crash_at
@@ -169,10 +177,13 @@ class SupervisedDaemon(ProcessDaemon):
             env[CRASH_ENV] = self._crash_at
             if self._fail_at is not None:
                 env[FAIL_ENV] = self._fail_at
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [EDGE_AGENT, "run", "--config", str(self.config_file)], stdout=log, stderr=subprocess.STDOUT, env=env
-            )
+        command = [EDGE_AGENT, "run", "--config", str(self.config_file)]
+        build = self.build() if self.build is not None else None
+        if build is not None:  # another build of the agent: its own packages first on the path
+            command = [sys.executable, "-m", "agent", "run", "--config", str(self.config_file)]
+            env["PYTHONPATH"] = str(build)
+        with self.log.open("ab") as log:  # -m puts the working directory first on the path: the build's
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=build)
 
     async def start(self) -> None:
         self._spawn()
