@@ -2,7 +2,7 @@
 against a downloader, the slots and the bootloader, every transition persisted with its event.
 
 Theory of operation. A verified ``firmware-job`` is judged by :func:`admit` (pure) in the
-transaction that stores the document: refused (``wrong_model``, ``downgrade``, ``too_large``,
+transaction that stores the document: refused (``wrong_model``, ``downgrade``, ``too_large``, ``no_space``,
 ``busy``, ``too_late``, ``unknown_job``: a ``firmware`` ``rejected`` event), a new job (``pending``),
 an edit of the pending one, or a cancel. :meth:`Engine.run` then drives the one active job through
 the table: each step persists its state (and queues its event) *before* doing what the state names;
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -122,6 +123,7 @@ class Engine:
                 model=self._settings.model,
                 running=self.running_version,
                 max_size=self._settings.max_size,
+                free=await asyncio.to_thread(self._free_for, claims.job_id),
                 active=active,
             )
         data = {"job_id": claims.job_id, "version": claims.version}
@@ -321,6 +323,12 @@ class Engine:
 
     def _image(self, job: Job) -> Path:
         return self._dir / f"{job.job_id}.img"
+
+    def _free_for(self, job_id: str) -> int:
+        """Bytes the download directory can take for ``job_id`` (its partial download counts as free)."""
+        directory = self._dir if self._dir.exists() else self._dir.parent
+        partial = self._dir / f"{job_id}.img"
+        return shutil.disk_usage(directory).free + (partial.stat().st_size if partial.exists() else 0)
 
     async def _download(self, job: Job) -> None:
         s, claims = self._settings, job.claims

@@ -13,7 +13,7 @@ import pytest
 from agent.errors import DownloadError, IllegalTransition
 from cloud_stub.images import Fault, ImageServer
 from firmware import machine
-from firmware.admission import admit
+from firmware.admission import HEADROOM, admit
 from firmware.download import CHUNK, fetch
 from firmware.jobs import Job
 from firmware.machine import RESUME, TERMINAL, TRANSITIONS, State
@@ -62,6 +62,7 @@ def _job(state: State, job_id: str = "j-0") -> Job:
         ({"version": "29.30.2.1"}, None, "reject", "downgrade"),
         ({"version": "29.30.2.1", "allow_downgrade": True}, None, "new", None),
         ({"size": 10_000}, None, "reject", "too_large"),
+        ({"size": 900}, None, "reject", "no_space"),  # under the cap, but not beside the headroom in 900 + 8 MiB
         ({}, _job(State.PENDING), "new", None),  # replaces the pending one
         ({}, _job(State.DOWNLOADING, "j-1"), "edit", None),
         ({}, _job(State.INSTALLING), "reject", "busy"),
@@ -72,7 +73,8 @@ def _job(state: State, job_id: str = "j-0") -> Job:
     ],
 )
 def test_admission(fields: dict[str, Any], active: Job | None, action: str, reason: str | None) -> None:
-    verdict = admit(_claims(**fields), model="R29", running="29.30.2.805", max_size=1000, active=active)
+    free = HEADROOM + (899 if fields.get("size") == 900 else 1000)
+    verdict = admit(_claims(**fields), model="R29", running="29.30.2.805", max_size=1000, free=free, active=active)
     assert (verdict.action, verdict.reason) == (action, reason)
 
 
