@@ -159,6 +159,7 @@ class DriversConfig(_Frozen):
     debounce_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0  # the same MR01 alarm again within this: one
     sensor_silence_seconds: Annotated[int, Field(ge=10, le=86_400)] = 300  # an MR01 quiet this long: sensor_offline
     battery_low_percent: Annotated[int, Field(ge=1, le=99)] = 20
+    call_seconds: Annotated[int, Field(ge=10, le=3600)] = 120  # a call without call_ended is over after this
     # MR01 frames over UDP (agent/drivers/mr01.py): "port" (loopback) or "host:port" to listen on; port 0
     # picks a free one. Frames from another host count only when authenticated with a key of mr01_keys.
     mr01_udp: str | None = None
@@ -205,6 +206,7 @@ class FirmwareConfig(_Frozen):
     attempts: Annotated[int, Field(ge=1, le=100)] = 5
     health_deadline_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0  # reach the broker within this
     health_command: tuple[str, ...] | None = None  # a local check: exit 0 healthy (argv, no shell)
+    defer_max_seconds: Annotated[float, Field(gt=0)] = 3600.0  # busy (a call, an open door) longer: the job fails
     ca_file: Path | None = None  # for https image URLs; default: the system's CAs
     bootloader: Literal["file", "uboot", "grub"] = "file"  # who chooses the slot (firmware/backends.py)
     slots: Literal["file"] = "file"  # where images are written (firmware/backends.py SLOTS)

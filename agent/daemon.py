@@ -132,6 +132,8 @@ class Daemon:
             on_change=self._firmware_changed,
             on_reboot=self._reboot,
             reset=functools.partial(reset_after_upgrade, outbox=outbox),
+            busy=self.local.busy,
+            zone=self.local.zone,
         )
         table = handlers.table(
             admit_job=self.firmware.admit_in,

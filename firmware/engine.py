@@ -29,7 +29,7 @@ from agent.outbox import Outbox
 from agent.outbox.events import NewEvent
 from agent.runtime.faults import crash_point, fault_point
 from agent.store.database import Store, Transaction
-from firmware import jobs, machine
+from firmware import jobs, machine, window
 from firmware.admission import Verdict, admit
 from firmware.backends import Backend, backend
 from firmware.download import fetch
@@ -59,6 +59,7 @@ class Settings(NamedTuple):
     health_deadline_seconds: float
     health_command: tuple[str, ...] | None
     ca_file: Path | None
+    defer_max_seconds: float = 3600.0  # busy (a call, an open door) this long before installing: the job fails
 
 
 class Engine:
@@ -77,6 +78,8 @@ class Engine:
         on_change: Callable[[], None],
         on_reboot: Callable[[], None],
         reset: Callable[[Transaction], Awaitable[dict[str, int]]],
+        busy: Callable[[], str | None] = lambda: None,
+        zone: Callable[[], str | None] = lambda: None,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
@@ -85,6 +88,7 @@ class Engine:
         self._monotonic, self._sleep_for = monotonic, sleep  # injected, as trusted time is
         self._rng = rng or random.Random()  # noqa: S311 -- spreading retries, not secrets
         self._reset = reset  # Reset After Upgrade: the agent's wipe, in the commit's transaction
+        self._busy, self._zone = busy, zone  # ports to the local side: why not reboot now; the site's time zone
         self._dir = data_dir / "firmware"
         self._dir.mkdir(parents=True, exist_ok=True)
         self.bootloader = backend.bootloader
@@ -287,6 +291,7 @@ class Engine:
             await self._supervised(job, self._verify(job))
         elif job.state is State.INSTALLING:
             if await self._install(job):
+                await self._while_busy(job)
                 self._on_reboot()
                 await asyncio.Event().wait()  # the daemon stops us
         elif job.state is State.COMMITTING:
@@ -387,7 +392,52 @@ class Engine:
             detail = f"size {size}, expected {claims.size}" if size != claims.size else "SHA-256 differs"
             await self._move(job, "mismatch", {"reason": "verification_failed", "detail": detail})
             return
-        await self._move(job, "verified")
+        if await self._until_ready(job):
+            await self._move(job, "verified")
+
+    async def _until_ready(self, job: Job) -> bool:
+        """Wait until ``job`` may install and reboot: inside its window, no call in progress, no door open.
+        Each new reason is reported once (``deferred``); busy past ``defer_max_seconds`` fails the job."""
+        reported: str | None = None
+        busy_since: float | None = None
+        while True:
+            now = self._now()
+            if not window.inside(job.claims.window, now, self._zone()):
+                reason, wait = "outside_window", min(window.opens_in(job.claims.window, now, self._zone()), 30.0)
+                busy_since = None
+            elif (busy := self._busy()) is not None:
+                reason, wait = busy, 1.0
+                busy_since = self._monotonic() if busy_since is None else busy_since
+                if self._monotonic() - busy_since > self._settings.defer_max_seconds:
+                    self._discard(job)
+                    detail = f"{busy} for more than {self._settings.defer_max_seconds:g} s"
+                    await self._move(job, "deferred_too_long", {"reason": "deferred_too_long", "detail": detail})
+                    return False
+            else:
+                return True
+            if reason != reported:
+                await self._deferred(job, reason)
+                reported = reason
+            # A plain sleep: a newer job or a cancel calls this step off (_supervised). Waiting on the wake
+            # event here would spin while it stays set, starving the loop.
+            await self._sleep_for(wait)
+
+    async def _while_busy(self, job: Job) -> None:
+        """The slot is written: a call or an open door that began meanwhile is waited for (up to the bound)."""
+        started = self._monotonic()
+        busy = self._busy()
+        if busy is not None:
+            await self._deferred(job, busy)
+        while busy is not None and self._monotonic() - started < self._settings.defer_max_seconds:
+            await self._sleep_for(1.0)
+            busy = self._busy()
+
+    async def _deferred(self, job: Job, reason: str) -> None:
+        data: dict[str, Any] = {"job_id": job.job_id, "version": job.version, "reason": reason}
+        if job.claims.window is not None:
+            data["window"] = {"start": job.claims.window.start, "end": job.claims.window.end, "zone": self._zone()}
+        log.info("firmware_deferred", job_id=job.job_id, reason=reason)
+        await self._outbox.add(NewEvent("firmware", "deferred", "firmware", data, self._now()))
 
     async def _install(self, job: Job) -> bool:
         """Write the inactive slot, check it, set it to be tried once; whether to reboot now."""
@@ -517,4 +567,5 @@ def firmware_settings(config: Any) -> Settings:
         health_deadline_seconds=f.health_deadline_seconds,
         health_command=f.health_command,
         ca_file=f.ca_file,
+        defer_max_seconds=f.defer_max_seconds,
     )

@@ -48,6 +48,7 @@ TRANSITIONS: Final[dict[tuple[State, str], State]] = {
     (State.DOWNLOADING, "replaced"): State.CANCELLED,
     (State.VERIFYING, "verified"): State.INSTALLING,
     (State.VERIFYING, "mismatch"): State.FAILED,
+    (State.VERIFYING, "deferred_too_long"): State.FAILED,  # busy past defer_max_seconds: never rebooted mid-call
     (State.VERIFYING, "cancel"): State.CANCELLED,
     (State.VERIFYING, "replaced"): State.CANCELLED,
     (State.PENDING, "edited"): State.PENDING,

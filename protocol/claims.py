@@ -143,6 +143,14 @@ class EntitlementsClaims(Claims):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
+class Window(_Model):
+    """When a job may install and reboot: local times of the project's time zone, ``end`` before ``start``
+    spanning midnight (PROTOCOL.md)."""
+
+    start: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+    end: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+
 class FirmwareJobClaims(Claims):
     """``firmware-job``: an upgrade to stage, or (``cancel``) a job to call off."""
 
@@ -153,6 +161,7 @@ class FirmwareJobClaims(Claims):
     size: Annotated[int, Field(ge=0)] | None = None
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
     at: AwareDatetime | None = None
+    window: Window | None = None
     reset_after_upgrade: bool = False
     allow_downgrade: bool = False
     cancel: bool = False

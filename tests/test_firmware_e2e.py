@@ -411,3 +411,96 @@ async def test_a_job_in_a_state_this_version_does_not_know_is_rolled_back(
         status = await status_until(daemon.data_dir, lambda s: s["firmware"]["job"]["state"] == "rolled_back")
         assert status["firmware"]["version"] == RUNNING
     assert booted(config_file) == ("a", None)
+
+
+def _hhmm(offset_hours: float) -> str:
+    t = time.gmtime(time.time() + offset_hours * 3600)
+    return f"{t.tm_hour:02d}:{t.tm_min:02d}"
+
+
+async def _simulate(data_dir: Path, kind: str, data: dict[str, Any]) -> None:
+    from agent.control import server as control
+
+    answer = await control.request(data_dir, {"op": "simulate", "kind": kind, "data": data})
+    assert answer["ok"], answer
+
+
+def _deferrals(cloud: CloudPeer, job_id: str) -> list[str]:
+    events = sorted(
+        (e for e in cloud.events.values() if e["kind"] == "deferred" and e["data"].get("job_id") == job_id),
+        key=lambda e: e["seq"],
+    )
+    return [e["data"]["reason"] for e in events]
+
+
+async def test_a_job_with_a_window_downloads_at_once_and_installs_only_inside_it(
+    mosquitto: Broker, tmp_path: Path, root_pem: Path, docs: Docs, image: tuple[Path, str]
+) -> None:
+    """Outside its window (UTC: the site has no time zone) the job downloads and verifies, then waits,
+    reported once as deferred (outside_window), nothing written to the slot; the same job edited with a
+    window that is open now installs and reboots."""
+    config_file = firmware_config(tmp_path, mosquitto, root_pem)
+    async with running(mosquitto, config_file, docs, image, PAID) as (daemon, server, cloud):
+        later = {"start": _hhmm(2), "end": _hhmm(3)}
+        await cloud.publish("firmware", docs.firmware_job("j-w", **job(image, server, window=later)), retain=True)
+        await cloud.wait_until(lambda: _deferrals(cloud, "j-w") == ["outside_window"], what="deferred")
+        assert kinds(cloud, "j-w")[:3] == ["pending", "downloading", "verifying"]
+        deferred = next(e for e in cloud.events.values() if e["kind"] == "deferred")
+        assert deferred["data"]["window"] == {**later, "zone": None}
+        status = await status_until(daemon.data_dir, lambda s: s["firmware"]["job"]["state"] == "verifying")
+        assert status["firmware"]["version"] == RUNNING
+        assert FileSlot(daemon.data_dir / "slots", "b").version() is None  # nothing installed outside it
+        now_open = {"start": _hhmm(-1), "end": _hhmm(1)}
+        await cloud.publish("firmware", docs.firmware_job("j-w", **job(image, server, window=now_open)), retain=True)
+        await cloud.wait_until(lambda: final(kinds(cloud, "j-w")), seconds=60, what="the job to end")
+        assert kinds(cloud, "j-w")[-1] == "executed"
+        assert _deferrals(cloud, "j-w") == ["outside_window"]
+
+
+@pytest.mark.parametrize(
+    ("start", "start_data", "end", "reason"),
+    [
+        ("call", {"door": "door-1", "accounts": ["a-1"]}, "call_ended", "call_in_progress"),
+        ("exit_button", {"door": "door-1"}, "door_closed", "door_open"),
+    ],
+    ids=["a call in progress", "a door it released still open"],
+)
+async def test_no_reboot_mid_call_or_with_a_door_open(
+    mosquitto: Broker,
+    tmp_path: Path,
+    root_pem: Path,
+    docs: Docs,
+    image: tuple[Path, str],
+    start: str,
+    start_data: dict[str, Any],
+    end: str,
+    reason: str,
+) -> None:
+    config_file = firmware_config(tmp_path, mosquitto, root_pem)
+    async with running(mosquitto, config_file, docs, image, PAID) as (daemon, server, cloud):
+        await _simulate(daemon.data_dir, start, start_data)
+        if start == "exit_button":
+            await _simulate(daemon.data_dir, "door_open", {"door": "door-1"})  # released, then opened
+        await cloud.publish("firmware", docs.firmware_job("j-b", **job(image, server)), retain=True)
+        await cloud.wait_until(lambda: _deferrals(cloud, "j-b") == [reason], what="deferred")
+        await status_until(daemon.data_dir, lambda s: s["firmware"]["job"]["state"] == "verifying")
+        assert daemon.exits == []  # no reboot
+        await _simulate(daemon.data_dir, end, {"door": "door-1"})
+        await cloud.wait_until(lambda: final(kinds(cloud, "j-b")), seconds=60, what="the job to end")
+        assert kinds(cloud, "j-b")[-1] == "executed"
+        assert daemon.exits.count(75) == 1
+
+
+async def test_busy_past_the_bound_fails_the_job_and_never_reboots(
+    mosquitto: Broker, tmp_path: Path, root_pem: Path, docs: Docs, image: tuple[Path, str]
+) -> None:
+    config_file = firmware_config(tmp_path, mosquitto, root_pem, defer_max_seconds=2.0)
+    async with running(mosquitto, config_file, docs, image, PAID) as (daemon, server, cloud):
+        await _simulate(daemon.data_dir, "door_open", {"door": "door-2"})  # propped open
+        await cloud.publish("firmware", docs.firmware_job("j-p", **job(image, server)), retain=True)
+        await cloud.wait_until(lambda: final(kinds(cloud, "j-p")), seconds=60, what="the job to end")
+        assert kinds(cloud, "j-p")[-1] == "failed"
+        last = max((e for e in cloud.events.values() if e["type"] == "firmware"), key=lambda e: e["seq"])
+        assert last["data"]["reason"] == "deferred_too_long"
+        assert daemon.exits == []
+    assert booted(config_file) == ("a", None)

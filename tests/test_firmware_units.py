@@ -194,3 +194,35 @@ def test_one_backoff_spreads_a_fleet_and_stays_within_its_bounds() -> None:
         assert all(1.0 <= d <= min(10.0, 2.0**attempt) for d in delays)
         if attempt:  # past the first retry, fifty devices do not retry in step
             assert len({round(d, 3) for d in delays}) > 40
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "at", "zone", "inside"),
+    [
+        ("02:00", "04:00", "2026-11-30T03:00:00+00:00", None, True),
+        ("02:00", "04:00", "2026-11-30T04:00:00+00:00", None, False),  # end is not in it
+        ("02:00", "04:00", "2026-11-30T01:59:00+00:00", None, False),
+        ("23:00", "01:00", "2026-11-30T23:30:00+00:00", None, True),  # spans midnight
+        ("23:00", "01:00", "2026-11-30T00:30:00+00:00", None, True),
+        ("23:00", "01:00", "2026-11-30T12:00:00+00:00", None, False),
+        ("02:00", "04:00", "2026-11-29T19:00:00+00:00", "Asia/Shanghai", True),  # 03:00 in Shanghai
+        ("02:00", "04:00", "2026-11-30T03:00:00+00:00", "Asia/Shanghai", False),  # 11:00 there
+        ("02:00", "04:00", "2026-11-30T03:00:00+00:00", "Mars/Olympus_Mons", True),  # unknown zone: UTC
+        ("05:00", "05:00", "2026-11-30T17:00:00+00:00", None, True),  # start == end: all day
+    ],
+)
+def test_a_window_in_the_sites_local_time(start: str, end: str, at: str, zone: str | None, inside: bool) -> None:
+    from datetime import datetime
+
+    from firmware.window import inside as in_window
+    from firmware.window import opens_in
+    from protocol.claims import Window
+
+    w = Window.model_validate({"start": start, "end": end})
+    now = datetime.fromisoformat(at).timestamp()
+    assert in_window(w, now, zone) is inside
+    wait = opens_in(w, now, zone)
+    assert (wait == 0) is inside
+    if not inside:
+        assert in_window(w, now + wait + 1, zone)
+        assert 0 < wait <= 24 * 3600

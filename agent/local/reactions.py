@@ -85,6 +85,7 @@ class LocalState:
     doors: dict[str, DoorState] = field(default_factory=dict)
     sensors: dict[str, SensorState] = field(default_factory=dict)
     debounced: int = 0
+    calls: dict[str, float] = field(default_factory=dict)  # door -> when its call started (until call_ended)
 
     def door(self, door: str) -> DoorState:
         return self.doors.setdefault(door, DoorState())
@@ -251,6 +252,7 @@ def _hardware(s: Stimulus, ctx: Context, state: LocalState) -> Reaction:
 # -- the call panel ----------------------------------------------------------------------------------
 def _call(s: Stimulus, ctx: Context, state: LocalState) -> Reaction:
     out, door = _reaction(), s.data["door"]
+    state.calls[door] = s.at  # in progress until call_ended, or call_seconds (busy(): no reboot meanwhile)
     apartment = s.data.get("apartment")
     rang: list[str] = []
     skipped: list[dict[str, str]] = []
@@ -292,6 +294,21 @@ def _call(s: Stimulus, ctx: Context, state: LocalState) -> Reaction:
     elif ctx.settings.get("visitor_call_door_log", True):  # on unless the site turns it off
         _event(out, s, "door_log", "call_not_opened", {"door": door, "rang": rang, "skipped": skipped})
     return out
+
+
+def _call_ended(s: Stimulus, ctx: Context, state: LocalState) -> Reaction:
+    state.calls.pop(s.data["door"], None)
+    return _reaction()
+
+
+def busy(state: LocalState, now: float, timing: DriversConfig) -> str | None:
+    """Why the device must not reboot now, if it must not: a call in progress, a door it released still open."""
+    if any(now - started < timing.call_seconds for started in state.calls.values()):
+        return "call_in_progress"
+    for ds in state.doors.values():
+        if ds.open_since is not None and not ds.unknown:
+            return "door_open"
+    return None
 
 
 # -- MR01 ----------------------------------------------------------------------------------------------
@@ -443,6 +460,7 @@ HANDLERS: Final[Mapping[str, Handler]] = {
     "hardware_offline": _hardware,
     "hardware_online": _hardware,
     "call": _call,
+    "call_ended": _call_ended,
     "fall": _sensor_alarm,
     "bed_exit": _sensor_alarm,
     "presence": _presence,

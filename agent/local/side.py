@@ -30,7 +30,7 @@ from agent.errors import OutboxFull, StoreError
 from agent.intake.commands import effective_settings
 from agent.local import door_actions
 from agent.local.credentials import CredentialIndex
-from agent.local.reactions import Context, LocalState, Reaction, react
+from agent.local.reactions import Context, LocalState, Reaction, busy, react
 from agent.local.stimuli import Stimulus
 from agent.outbox import Outbox, Queued
 from agent.outbox.events import NewEvent
@@ -192,6 +192,15 @@ class LocalSide:
         finally:
             for source in self.inputs:
                 source.close()
+
+    def busy(self) -> str | None:
+        """Why a reboot must wait now (a call in progress, a door still open), or None (the firmware engine asks)."""
+        return busy(self.state, self._device.clock.now(), self._config.drivers)
+
+    def zone(self) -> str | None:
+        """The site's time zone (its ``timezone`` setting), for a firmware job's window."""
+        zone = self.settings.get("timezone")
+        return zone if isinstance(zone, str) else None
 
     def status(self) -> dict[str, Any]:
         """For ``edge-agent status``."""

@@ -63,6 +63,7 @@ KINDS: Final[Mapping[str, _Fields]] = {
         "landline": ("bool", False),
         "opened": ("bool", False),
     },
+    "call_ended": {"door": ("id", True)},  # the call at that door was hung up
     # MR01 sensor (source: the sensor)
     "fall": _SENSOR,
     "bed_exit": _SENSOR,
