@@ -209,7 +209,8 @@ class FirmwareConfig(_Frozen):
     defer_max_seconds: Annotated[float, Field(gt=0)] = 3600.0  # busy (a call, an open door) longer: the job fails
     ca_file: Path | None = None  # for https image URLs; default: the system's CAs
     bootloader: Literal["file", "uboot", "grub"] = "file"  # who chooses the slot (firmware/backends.py)
-    slots: Literal["file"] = "file"  # where images are written (firmware/backends.py SLOTS)
+    slots: Literal["file", "device"] = "file"  # where images are written (firmware/backends.py SLOTS)
+    slot_devices: dict[Literal["a", "b"], Path] = {}  # slots = "device": the two partitions (/dev/mmcblk0p2...)
     uboot_env_config: Path | None = None  # fw_env.config for fw_printenv/fw_setenv (default: /etc/fw_env.config)
     grubenv: Path = Path("/boot/grub/grubenv")
     cmdline: Path = Path("/proc/cmdline")  # where the running slot is read (rauc.slot=A)
@@ -219,6 +220,12 @@ class FirmwareConfig(_Frozen):
     @classmethod
     def _paths(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         return _relative_to_config(value, info)
+
+    @model_validator(mode="after")
+    def _devices(self) -> FirmwareConfig:
+        if self.slots == "device" and set(self.slot_devices) != {"a", "b"}:
+            raise ValueError("slots = 'device' needs slot_devices for both a and b (their block devices)")
+        return self
 
 
 class ControlConfig(_Frozen):

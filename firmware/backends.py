@@ -51,7 +51,17 @@ BOOTLOADERS: Final[Mapping[str, Callable[[Any], Bootloader]]] = {
     "uboot": _uboot,
     "grub": _grub,
 }
-SLOTS: Final[Mapping[str, Callable[[Any], Callable[[str], Slot]]]] = {"file": _file_slots}
+
+
+def _device_slots(config: Any) -> Callable[[str], Slot]:
+    from firmware.slots import DeviceSlot
+
+    devices: Mapping[str, Path] = config.firmware.slot_devices
+    meta: Path = config.data_dir / "slots"
+    return lambda name: DeviceSlot(devices[name], meta, name)
+
+
+SLOTS: Final[Mapping[str, Callable[[Any], Callable[[str], Slot]]]] = {"file": _file_slots, "device": _device_slots}
 
 
 def backend(config: Any) -> Backend:

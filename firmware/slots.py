@@ -23,8 +23,10 @@ starts, which is when a real device would have just booted.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import mmap
 import os
 import shutil
 from pathlib import Path
@@ -32,6 +34,7 @@ from typing import Final, Protocol
 
 SLOTS: Final = ("a", "b")
 CHUNK: Final = 1 << 20
+_BLOCK: Final = 4096  # O_DIRECT writes whole blocks (the largest logical block size in use)
 
 
 class Slot(Protocol):
@@ -179,3 +182,79 @@ class FileBootloader:
             env["TRY"] = ""
         env["ORDER"] = " ".join([*(s for s in SLOTS if s != slot), slot])
         self._save(env)
+
+
+class DeviceSlot:
+    """A slot that is a block device (a partition, or a loop device): written with ``O_DIRECT`` where the
+    device takes it, fsync'd, and read back from the device (its cache dropped) to verify. Its version,
+    size and SHA-256 are kept in ``data_dir/slots/slot-<name>.json``."""
+
+    def __init__(self, device: Path, meta_dir: Path, name: str) -> None:
+        self.name, self.device = name, device
+        self._meta = meta_dir / f"slot-{name}.json"
+        self.direct: bool | None = None  # whether the last write went around the page cache
+
+    def _meta_read(self) -> dict[str, object]:
+        try:
+            data = json.loads(self._meta.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def write(self, image: Path, version: str, sha256: str) -> None:
+        self._meta.parent.mkdir(parents=True, exist_ok=True)
+        self._meta.unlink(missing_ok=True)  # a half-written slot has no version
+        size = image.stat().st_size
+        try:
+            fd = os.open(self.device, os.O_WRONLY | os.O_DIRECT)
+            self.direct = True
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # a file system without O_DIRECT (tmpfs): the page cache then
+                raise
+            fd = os.open(self.device, os.O_WRONLY)
+            self.direct = False
+        buffer = mmap.mmap(-1, CHUNK)  # page-aligned, as O_DIRECT wants
+        try:
+            with image.open("rb", buffering=0) as source:
+                while True:
+                    n = source.readinto(buffer)
+                    if not n:
+                        break
+                    length = n if not self.direct else -(-n // _BLOCK) * _BLOCK  # whole blocks
+                    if length > n:
+                        buffer[n:length] = bytes(length - n)
+                    view = memoryview(buffer)[:length]
+                    try:
+                        written = 0
+                        while written < length:
+                            written += os.write(fd, view[written:])
+                    finally:
+                        view.release()
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            buffer.close()
+        self._meta.write_text(json.dumps({"version": version, "sha256": sha256, "size": size}))
+        with self._meta.open("rb+") as meta:
+            os.fsync(meta.fileno())
+        _fsync_dir(self._meta.parent)
+
+    def digest(self) -> str:
+        size = self._meta_read().get("size")
+        if not isinstance(size, int):
+            return ""
+        digest = hashlib.sha256()
+        with self.device.open("rb", buffering=0) as f:
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # read the device, not our own writes
+            left = size
+            while left > 0:
+                chunk = f.read(min(CHUNK, left))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                left -= len(chunk)
+        return digest.hexdigest()
+
+    def version(self) -> str | None:
+        version = self._meta_read().get("version")
+        return version if isinstance(version, str) else None

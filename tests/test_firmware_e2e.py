@@ -504,3 +504,40 @@ async def test_busy_past_the_bound_fails_the_job_and_never_reboots(
         assert last["data"]["reason"] == "deferred_too_long"
         assert daemon.exits == []
     assert booted(config_file) == ("a", None)
+
+
+@pytest.mark.parametrize("health", ["healthy", "unhealthy"])
+async def test_an_upgrade_onto_block_device_slots_with_u_boot(
+    mosquitto: Broker, tmp_path: Path, root_pem: Path, docs: Docs, image: tuple[Path, str], health: str
+) -> None:
+    """Two loop devices as the slots (written with O_DIRECT, read back from the device) and U-Boot's
+    environment through fw_setenv: committed, or rolled back to slot A."""
+    import subprocess
+
+    devices: dict[str, str] = {}
+    try:
+        for name in ("a", "b"):
+            backing = tmp_path / f"slot-{name}.backing"
+            backing.write_bytes(bytes(8 * 1024 * 1024))
+            devices[name] = subprocess.run(  # noqa: ASYNC221 -- losetup returns at once
+                ["losetup", "--find", "--show", str(backing)], capture_output=True, text=True, check=True
+            ).stdout.strip()
+        extra: dict[str, Any] = {"slots": "device", "slot_devices": devices}
+        if health == "unhealthy":
+            extra["health_command"] = ["false"]
+        config_file = firmware_config(tmp_path, mosquitto, root_pem, "uboot", **extra)
+        async with running(mosquitto, config_file, docs, image, PAID) as (_daemon, server, cloud):
+            await cloud.publish("firmware", docs.firmware_job("j-d", **job(image, server)), retain=True)
+            await cloud.wait_until(lambda: final(kinds(cloud, "j-d")), seconds=60, what="the job to end")
+        slot, version = booted(config_file)
+        if health == "healthy":
+            assert kinds(cloud, "j-d")[-1] == "executed"
+            assert (slot, version) == ("b", NEWER)
+            with open(devices["b"], "rb") as raw:  # noqa: ASYNC230 -- a few MiB, once
+                assert hashlib.sha256(raw.read(IMAGE_SIZE)).hexdigest() == image[1]
+        else:
+            assert kinds(cloud, "j-d")[-1] == "rolled_back"
+            assert (slot, version) == ("a", None)
+    finally:
+        for device in devices.values():
+            subprocess.run(["losetup", "--detach", device], check=False)  # noqa: ASYNC221
