@@ -19,6 +19,7 @@ from bench import (
     bench_hostile,
     bench_intake,
     bench_outbox,
+    bench_slots,
 )
 from bench.common import Result, report
 from protocol import logs
@@ -33,6 +34,7 @@ BENCHES = {
     "access": bench_access.run,
     "hardware": bench_hardware.run,
     "firmware": bench_firmware.run,
+    "slots": bench_slots.run,
     "cloud": bench_cloud.run,
     "fleet": bench_fleet.run,
 }
