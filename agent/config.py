@@ -208,8 +208,9 @@ class FirmwareConfig(_Frozen):
     health_command: tuple[str, ...] | None = None  # a local check: exit 0 healthy (argv, no shell)
     defer_max_seconds: Annotated[float, Field(gt=0)] = 3600.0  # busy (a call, an open door) longer: the job fails
     ca_file: Path | None = None  # for https image URLs; default: the system's CAs
-    bootloader: Literal["file", "uboot", "grub"] = "file"  # who chooses the slot (firmware/backends.py)
-    slots: Literal["file", "device"] = "file"  # where images are written (firmware/backends.py SLOTS)
+    bootloader: Literal["file", "uboot", "grub", "rauc"] = "file"  # who chooses the slot (firmware/backends.py)
+    slots: Literal["file", "device", "rauc"] = "file"  # where images are written (firmware/backends.py SLOTS)
+    rauc_bus: str | None = None  # the D-Bus address of the RAUC service (default: the system bus)
     slot_devices: dict[Literal["a", "b"], Path] = {}  # slots = "device": the two partitions (/dev/mmcblk0p2...)
     uboot_env_config: Path | None = None  # fw_env.config for fw_printenv/fw_setenv (default: /etc/fw_env.config)
     grubenv: Path = Path("/boot/grub/grubenv")
@@ -225,6 +226,10 @@ class FirmwareConfig(_Frozen):
     def _devices(self) -> FirmwareConfig:
         if self.slots == "device" and set(self.slot_devices) != {"a", "b"}:
             raise ValueError("slots = 'device' needs slot_devices for both a and b (their block devices)")
+        if (self.slots == "rauc") != (self.bootloader == "rauc"):
+            raise ValueError(
+                "RAUC writes the slots and chooses the boot: slots and bootloader are both 'rauc' or neither"
+            )
         return self
 
 

@@ -46,10 +46,24 @@ def _grub(config: Any) -> Bootloader:
     return GrubBootloader(GrubEnv(f.grubenv), f.cmdline, f.simulate_boot)
 
 
+def _rauc_bootloader(config: Any) -> Bootloader:
+    from firmware.rauc import Rauc, RaucBootloader
+
+    return RaucBootloader(Rauc(config.firmware.rauc_bus))
+
+
+def _rauc_slots(config: Any) -> Callable[[str], Slot]:
+    from firmware.rauc import Rauc, RaucSlot
+
+    rauc, meta = Rauc(config.firmware.rauc_bus), config.data_dir / "slots"
+    return lambda name: RaucSlot(rauc, meta, name)
+
+
 BOOTLOADERS: Final[Mapping[str, Callable[[Any], Bootloader]]] = {
     "file": _file_bootloader,
     "uboot": _uboot,
     "grub": _grub,
+    "rauc": _rauc_bootloader,
 }
 
 
@@ -61,7 +75,11 @@ def _device_slots(config: Any) -> Callable[[str], Slot]:
     return lambda name: DeviceSlot(devices[name], meta, name)
 
 
-SLOTS: Final[Mapping[str, Callable[[Any], Callable[[str], Slot]]]] = {"file": _file_slots, "device": _device_slots}
+SLOTS: Final[Mapping[str, Callable[[Any], Callable[[str], Slot]]]] = {
+    "file": _file_slots,
+    "device": _device_slots,
+    "rauc": _rauc_slots,
+}
 
 
 def backend(config: Any) -> Backend:

@@ -11,7 +11,7 @@ import hashlib
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from tests.support.bootloaders import bootloader_settings
 from tests.support.brokers import Broker
 from tests.support.cloud import CloudPeer
 from tests.support.daemons import SupervisedDaemon, device_config
+from tests.support.rauc import RaucSystem
 from tests.support.sync import PAID, Docs, mode_is, provision, status_until
 
 RUNNING = "29.30.2.805"
@@ -541,3 +542,85 @@ async def test_an_upgrade_onto_block_device_slots_with_u_boot(
     finally:
         for device in devices.values():
             subprocess.run(["losetup", "--detach", device], check=False)  # noqa: ASYNC221
+
+
+@pytest.fixture
+def rauc(tmp_path: Path) -> Iterator[RaucSystem]:
+    system = RaucSystem(tmp_path / "rauc").start()
+    try:
+        yield system
+    finally:
+        system.stop()
+
+
+RAUC_PATHS: list[tuple[str, dict[str, Any], list[str], str]] = [
+    ("happy path", {}, ["pending", "downloading", "verifying", "installing", "rebooting", "committing", "executed"],
+     NEWER),
+    ("health check failing", {"health_command": ["false"]},
+     ["pending", "downloading", "verifying", "installing", "rebooting", "committing", "rolled_back"], RUNNING),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected", "version"), [p[1:] for p in RAUC_PATHS], ids=[p[0] for p in RAUC_PATHS]
+)
+async def test_an_upgrade_through_rauc(
+    mosquitto: Broker,
+    tmp_path: Path,
+    root_pem: Path,
+    docs: Docs,
+    rauc: RaucSystem,
+    settings: dict[str, Any],
+    expected: list[str],
+    version: str,
+) -> None:
+    """The image is a RAUC bundle (plain, signed with the keyring's key): RAUC's service installs it into
+    the inactive raw slot, the board's bootloader (the harness) tries it once, the agent commits it with
+    mark-good or rolls back with mark-bad."""
+    bundle = rauc.bundle(tmp_path / "images", NEWER)
+    digest = hashlib.sha256(bundle.read_bytes()).hexdigest()
+    config_file = firmware_config(
+        tmp_path, mosquitto, root_pem, slots="rauc", bootloader="rauc", rauc_bus=rauc.bus, **settings
+    )
+    async with running(mosquitto, config_file, docs, (bundle, digest), PAID, power_on=rauc.power_on) as (
+        daemon,
+        server,
+        cloud,
+    ):
+        fields = {"version": NEWER, "url": server.url(bundle.name), "size": bundle.stat().st_size, "sha256": digest}
+        await cloud.publish("firmware", docs.firmware_job("j-r", **fields), retain=True)
+        await cloud.wait_until(lambda: final(kinds(cloud, "j-r")), seconds=60, what="the job to end")
+        assert kinds(cloud, "j-r") == expected
+        await status_until(daemon.data_dir, lambda s: s["firmware"]["version"] == version)
+    state = dict(line.split("=", 1) for line in rauc.state.read_text().split())
+    if version == NEWER:
+        assert (rauc.booted, state["primary"], state["state_B"]) == ("B", "B", "good")
+        image = (tmp_path / "images" / "bundle-content" / "rootfs.img").read_bytes()
+        assert (rauc.dir / "slot-b.img").read_bytes()[: len(image)] == image  # RAUC wrote the slot
+    else:
+        assert (rauc.booted, state["primary"], state["state_B"]) == ("A", "A", "bad")
+
+
+@pytest.mark.parametrize(("point", "ending"), CRASHES, ids=[c[0] for c in CRASHES])
+async def test_sigkill_in_every_state_through_rauc(
+    mosquitto: Broker, tmp_path: Path, root_pem: Path, docs: Docs, rauc: RaucSystem, point: str, ending: list[str]
+) -> None:
+    bundle = rauc.bundle(tmp_path / "images", NEWER)
+    digest = hashlib.sha256(bundle.read_bytes()).hexdigest()
+    config_file = firmware_config(tmp_path, mosquitto, root_pem, slots="rauc", bootloader="rauc", rauc_bus=rauc.bus)
+    image = (bundle, digest)
+    async with running(mosquitto, config_file, docs, image, PAID, crash_at=point, power_on=rauc.power_on) as (
+        daemon,
+        server,
+        cloud,
+    ):
+        fields = {"version": NEWER, "url": server.url(bundle.name), "size": bundle.stat().st_size, "sha256": digest}
+        await cloud.publish("firmware", docs.firmware_job("j-9", **fields), retain=True)
+        await cloud.wait_until(lambda: final(kinds(cloud, "j-9")), seconds=60, what="the job to end")
+        assert kinds(cloud, "j-9")[-len(ending) :] == ending, kinds(cloud, "j-9")
+        assert -9 in daemon.exits
+        version = NEWER if ending[-1] == "executed" else RUNNING
+        await status_until(daemon.data_dir, lambda s: s["firmware"]["version"] == version)
+    slot, in_slot = booted(config_file)
+    assert (in_slot or RUNNING) == version
+    assert rauc.booted == slot.upper()

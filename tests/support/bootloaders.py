@@ -15,6 +15,8 @@ def bootloader_settings(directory: Path, kind: str) -> dict[str, Any]:
     """``[firmware]`` settings for ``kind`` (file, uboot, grub) with a fresh environment in ``directory``."""
     if kind == "file":
         return {}
+    if kind == "rauc":  # RAUC's own service (tests/support/rauc.py): the caller names its bus
+        return {"bootloader": "rauc"}
     directory.mkdir(parents=True, exist_ok=True)
     cmdline = directory / "cmdline"
     cmdline.write_text("console=ttyS0 rauc.slot=A\n")

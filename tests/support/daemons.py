@@ -160,9 +160,11 @@ class SupervisedDaemon(ProcessDaemon):
         crash_at: str | None = None,
         fail_at: str | None = None,
         build: Callable[[], Path | None] | None = None,
+        power_on: Callable[[], object] | None = None,
     ) -> None:
         super().__init__(config_file)
         self.build = build  # which agent build to start, as a slot holds it (None: this one)
+        self.power_on = power_on  # the bootloader's part of a boot, before the agent starts (tests/support/rauc.py)
         self.exits: list[int] = []
         self._watch: asyncio.Task[None] | None = None
         self._crash_at = crash_at
@@ -177,6 +179,8 @@ class SupervisedDaemon(ProcessDaemon):
             env[CRASH_ENV] = self._crash_at
             if self._fail_at is not None:
                 env[FAIL_ENV] = self._fail_at
+        if self.power_on is not None:
+            self.power_on()
         command = [EDGE_AGENT, "run", "--config", str(self.config_file)]
         build = self.build() if self.build is not None else None
         if build is not None:  # another build of the agent: its own packages first on the path
