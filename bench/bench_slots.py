@@ -54,6 +54,7 @@ def run() -> list[Result]:
         finally:
             subprocess.run(["losetup", "--detach", device], check=False)
     f, o, c = statistics.median(floor), statistics.median(ours), statistics.median(checked)
+    rauc_time, ours_file = _rauc()
     return [
         Result(
             "install 64 MiB into a block-device slot (throughput)",
@@ -71,4 +72,41 @@ def run() -> list[Result]:
             f / (o + c),
             "info",
         ),
+        Result(
+            "install 64 MiB into a slot: RAUC 1.8's own install (plain bundle) vs ours",
+            "ours: DeviceSlot.write of the same image",
+            ours_file,
+            rauc_time,
+            rauc_time / ours_file,
+            "info",
+        ),
     ]
+
+
+def _rauc() -> tuple[float, float]:
+    """RAUC's install of a bundle holding the 64 MiB image into a raw file slot, beside ours writing the
+    same image into a file slot on the same file system (median of alternating rounds)."""
+    from tests.support.rauc import RaucSystem
+
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as directory:
+        base = Path(directory)
+        system = RaucSystem(base / "rauc").start()
+        try:
+            bundle = system.bundle(base, "29.30.10.1", size=SIZE)
+            image = base / "bundle-content" / "rootfs.img"
+            digest = hashlib.sha256(image.read_bytes()).hexdigest()
+            env = {"DBUS_SYSTEM_BUS_ADDRESS": system.bus, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+            target = base / "slot.img"
+            target.write_bytes(b"")
+            slot = DeviceSlot(target, base / "meta", "b")
+            rauc_times, our_times = [], []
+            for _ in range(5):
+                started = time.perf_counter()
+                subprocess.run(["rauc", "install", str(bundle)], env=env, check=True, capture_output=True)
+                rauc_times.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                slot.write(image, "bench", digest)
+                our_times.append(time.perf_counter() - started)
+        finally:
+            system.stop()
+    return statistics.median(rauc_times), statistics.median(our_times)
