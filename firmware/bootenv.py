@@ -128,8 +128,10 @@ class _EnvBootloader:
             _write_cmdline(self._cmdline, self._power_on())
         return self.booted()
 
+    env: UBootEnv | GrubEnv
+
     def _committed(self) -> str:
-        raise NotImplementedError
+        return _SLOTS.get(self.env.read().get("boot_part", "A"), "a")
 
     def _power_on(self) -> str:
         raise NotImplementedError
@@ -141,9 +143,6 @@ class UBootBootloader(_EnvBootloader):
     def __init__(self, env: UBootEnv, cmdline: Path, simulate: bool = False) -> None:
         super().__init__(cmdline, simulate)
         self.env = env
-
-    def _committed(self) -> str:
-        return _SLOTS.get(self.env.read().get("boot_part", "A"), "a")
 
     def _power_on(self) -> str:
         """What U-Boot's boot script does: count a try, past bootlimit run altbootcmd."""
@@ -178,9 +177,6 @@ class GrubBootloader(_EnvBootloader):
     def __init__(self, env: GrubEnv, cmdline: Path, simulate: bool = False) -> None:
         super().__init__(cmdline, simulate)
         self.env = env
-
-    def _committed(self) -> str:
-        return _SLOTS.get(self.env.read().get("boot_part", "A"), "a")
 
     def _power_on(self) -> str:
         """What grub.cfg does: boot try_part once (cleared as it boots), else boot_part."""

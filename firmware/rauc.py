@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from agent.errors import BootEnvError
+from firmware.slots import read_meta
 
 TOOL_SECONDS: Final = 600.0  # an install writes a whole slot
 _SLOTS: Final = {"A": "a", "B": "b"}
@@ -59,11 +60,7 @@ class RaucSlot:
         self._meta = meta_dir / f"slot-{name}.json"
 
     def _read(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self._meta.read_text())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return read_meta(self._meta)
 
     def write(self, image: Path, version: str, sha256: str) -> None:
         self._meta.parent.mkdir(parents=True, exist_ok=True)

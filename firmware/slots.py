@@ -30,7 +30,9 @@ import mmap
 import os
 import shutil
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
+
+from agent.store.durable import fsync_path
 
 SLOTS: Final = ("a", "b")
 CHUNK: Final = 1 << 20
@@ -70,14 +72,6 @@ class Bootloader(Protocol):
         """Never boot ``slot`` again until it is written anew."""
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def sha256_file(path: Path) -> str:
     """SHA-256 of a file, read a MiB at a time (bench/bench_firmware.py measures it against hashlib)."""
     digest = hashlib.sha256()
@@ -85,6 +79,15 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """A slot's metadata file (version, size, SHA-256); empty if missing or unreadable (a half-written slot)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 class FileSlot:
@@ -107,7 +110,7 @@ class FileSlot:
         self._meta.write_text(json.dumps({"version": version, "sha256": sha256}))
         with self._meta.open("rb+") as meta:
             os.fsync(meta.fileno())
-        _fsync_dir(self.path.parent)
+        fsync_path(self.path.parent)
 
     def digest(self) -> str:
         return sha256_file(self.path) if self.path.exists() else ""
@@ -141,7 +144,7 @@ class FileBootloader:
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, self.path)
-        _fsync_dir(self.directory)
+        fsync_path(self.directory)
 
     def boot(self) -> str:
         env = self.env()
@@ -195,11 +198,7 @@ class DeviceSlot:
         self.direct: bool | None = None  # whether the last write went around the page cache
 
     def _meta_read(self) -> dict[str, object]:
-        try:
-            data = json.loads(self._meta.read_text())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return read_meta(self._meta)
 
     def write(self, image: Path, version: str, sha256: str) -> None:
         self._meta.parent.mkdir(parents=True, exist_ok=True)
@@ -237,7 +236,7 @@ class DeviceSlot:
         self._meta.write_text(json.dumps({"version": version, "sha256": sha256, "size": size}))
         with self._meta.open("rb+") as meta:
             os.fsync(meta.fileno())
-        _fsync_dir(self._meta.parent)
+        fsync_path(self._meta.parent)
 
     def digest(self) -> str:
         size = self._meta_read().get("size")

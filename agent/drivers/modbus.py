@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -38,6 +37,7 @@ import structlog
 from agent.drivers.interfaces import StimulusSink
 from agent.drivers.wiring import ModbusModule, Point
 from agent.local.stimuli import Stimulus
+from agent.store.durable import write_whole
 
 log = structlog.get_logger("agent.drivers.modbus")
 
@@ -82,23 +82,7 @@ class PulseJournal:
                     return
             else:
                 self._entries[str(point)] = until
-            await asyncio.to_thread(_write_whole, self.path, json.dumps(self._entries).encode())
-
-
-def _write_whole(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+            await asyncio.to_thread(write_whole, self.path, json.dumps(self._entries).encode())
 
 
 class Debouncer:

@@ -29,6 +29,7 @@ import structlog
 
 from agent.clock import Anchor
 from agent.errors import StoreCorrupt, StoreError, StoreFull, StoreTooNew
+from agent.store.durable import durable_replace
 from agent.store.migrations import MIGRATIONS, READABLE_FROM, SCHEMA_VERSION
 from agent.store.reserve import Reserve
 
@@ -42,20 +43,6 @@ def snapshot_path(data_dir: Path, version: int) -> Path:
     """Where the database is kept as it was at schema ``version`` before a migration an older agent cannot
     follow (agent/store/rollback.py restores it)."""
     return data_dir / f"{DB_NAME}.schema-{version}"
-
-
-def _durable_rename(source: Path, target: Path) -> None:
-    fd = os.open(source, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(source, target)
-    fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class StoredDocument(NamedTuple):
@@ -402,7 +389,7 @@ class Store:
         temporary = target.with_name(target.name + ".tmp")
         temporary.unlink(missing_ok=True)
         await self._db.execute(f"VACUUM INTO '{temporary}'")  # a consistent copy, in one statement
-        await asyncio.to_thread(_durable_rename, temporary, target)
+        await asyncio.to_thread(durable_replace, temporary, target)
         log.info("store_snapshot", path=str(target), schema=version)
 
     async def _user_version(self) -> int:

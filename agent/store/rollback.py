@@ -21,13 +21,13 @@ newer firmware ran are re-sent by the cloud's resync. Without a copy the agent s
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from agent.store.database import DB_NAME, snapshot_path
+from agent.store.durable import durable_replace
 from agent.store.migrations import SCHEMA_VERSION
 
 _OUTBOX = "id, topic, seq, event_id, type, kind, source, priority, gate, held_since, created, body, sent_at"
@@ -84,10 +84,5 @@ def restore_snapshot(data_dir: Path) -> Restored | None:
             db.execute("UPDATE counters SET value = MAX(value, ?) WHERE name = 'next_seq'", (floor,))
     finally:
         db.close()
-    fd = os.open(restoring, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(restoring, path)
+    durable_replace(restoring, path)
     return Restored(snapshot, moved_to, events, len(jobs))
