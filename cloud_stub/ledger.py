@@ -464,6 +464,23 @@ class Ledger:
             )
         return chosen
 
+    # -- whose site -----------------------------------------------------------------------------------
+    def check_authority(self, actor: str, project: dict[str, Any]) -> None:
+        """``Refused("not_yours")`` unless ``actor`` may act for ``project`` (rules.check_authority)."""
+        role, parent = self._one("SELECT role, parent FROM accounts WHERE id = ?", (actor,), f"account {actor}")
+        installer = str(project["installer"])
+        if role == "sub_installer":  # its main account's sites
+            role, actor = "installer", str(parent)
+        chain: list[str | None] = []
+        above = installer
+        for _ in range(2):
+            row = self.db.execute("SELECT parent FROM accounts WHERE id = ?", (above,)).fetchone()
+            if row is None or row[0] is None:
+                break
+            chain.append(row[0])
+            above = row[0]
+        rules.check_authority(actor, role, tuple(chain), installer, project.get("pm"))
+
     # -- paying -------------------------------------------------------------------------------------
     def quote(
         self,
@@ -488,6 +505,8 @@ class Ledger:
                 "no_payment_needed", "commercial projects created before 2025-06-01 need no payment", "DOMAIN.md Paying"
             )
         rules.check_permission(role, permission, method)
+        for p in projects.values():
+            self.check_authority(payer, p)  # whose money pays for whose site (after: may it pay at all)
         priced, amount = [], 0
         summary = {"doors": 0, "personnel_apps": 0, "admin_apps": 0, "premium_features": 0, "apps": 0}
         for project, service, subject in items:

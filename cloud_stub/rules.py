@@ -167,3 +167,20 @@ def notice_recipients(stage: int, pm_notices: bool) -> tuple[str, ...]:
     if not pm_notices:
         return ("installer",) if stage in (15, 5) else ()
     return {15: ("installer",), 5: ("pm", "installer"), 3: ("end_user",), 1: ("end_user",)}[stage]
+
+
+def check_authority(actor: str, role: str, chain: tuple[str | None, ...], installer: str, pm: str | None) -> None:
+    """Whether ``actor`` (a ``role``) may act for a site made by ``installer`` with ``pm`` assigned; ``chain`` is
+    the installer's parent and grandparent (DOMAIN.md Paying, seed 001 "Roles and Permissions"): a distributor
+    for its installers' sites and its sub-distributors' installers'; a sub-distributor for its installers';
+    an installer for the sites it created; a sub-installer for its main account's ("the data shown are the
+    same"); a PM only for the sites it is assigned to."""
+    mine = {
+        "installer": actor == installer,
+        "sub_installer": False,  # decided by the caller, which knows the sub-installer's main account
+        "pm": pm is not None and actor == pm,
+        "distributor": actor in chain,
+        "sub_distributor": bool(chain) and actor == chain[0],
+    }.get(role, False)
+    if not mine:
+        raise Refused("not_yours", f"{actor} ({role}) does not act for this site", "seed 001 Roles and Permissions")

@@ -95,6 +95,8 @@ RULES: list[tuple[str, Callable[[Ledger], Any], str | None]] = [
     ),
     # seed 001 line 54: installers need their distributor's permission to pay
     ("installer without permission", lambda b: b.quote("i2", APP, NOW, months=1), "no_permission"),
+    # DOMAIN.md Paying / seed 001 "Roles and Permissions": each payer acts only for its own sites
+    ("an installer paying for another installer's site", lambda b: b.quote("i3", APP, NOW, months=1), "not_yours"),
     # seed 002 line 247: "Pay by Installer" regular does not allow credits
     (
         "installer with regular permission pays credits",
@@ -277,3 +279,31 @@ def test_a_pending_upgrade_can_be_edited_or_deleted_until_a_device_starts_it(led
         "cancel": True,
     }
     assert ingest.gaps(ledger, "0c110512ab34") == []
+
+
+@pytest.mark.parametrize(
+    ("actor", "role", "chain", "installer", "pm", "mine"),
+    [
+        ("i1", "installer", ("d1",), "i1", None, True),
+        ("i2", "installer", ("d1",), "i1", None, False),
+        ("d1", "distributor", ("d1",), "i1", None, True),  # its own installer's site
+        ("d1", "distributor", ("s1", "d1"), "i1", None, True),  # its sub-distributor's installer's
+        ("d2", "distributor", ("s1", "d1"), "i1", None, False),
+        ("s1", "sub_distributor", ("s1", "d1"), "i1", None, True),
+        ("s2", "sub_distributor", ("s1", "d1"), "i1", None, False),
+        ("pm1", "pm", ("d1",), "i1", "pm1", True),
+        ("pm2", "pm", ("d1",), "i1", "pm1", False),  # a PM only for the sites it is assigned to
+        ("pm1", "pm", ("d1",), "i1", None, False),
+    ],
+)
+def test_who_may_act_for_a_site(
+    actor: str, role: str, chain: tuple[str, ...], installer: str, pm: str | None, mine: bool
+) -> None:
+    from cloud_stub.rules import Refused, check_authority
+
+    if mine:
+        check_authority(actor, role, chain, installer, pm)
+    else:
+        with pytest.raises(Refused) as refused:
+            check_authority(actor, role, chain, installer, pm)
+        assert refused.value.rule == "not_yours"
