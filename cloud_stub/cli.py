@@ -243,7 +243,10 @@ def add_project(
     """Add a site."""
     from datetime import date
 
-    day = date.fromisoformat(created)
+    try:
+        day = date.fromisoformat(created)
+    except ValueError as exc:
+        _fail_cloud(f"--created {created!r} is not a date (YYYY-MM-DD): {exc}")
     _run(
         ctx,
         lambda book: (

@@ -342,6 +342,12 @@ class Ledger:
     ) -> None:
         if project_type not in rules.CATALOGUE:
             raise Refused("bad_type", f"{project_type!r} is not a project type", "DOMAIN.md project types")
+        for who, role in ((installer, "installer"), (pm, "pm")):
+            if who is None:
+                continue
+            found = self.db.execute("SELECT role FROM accounts WHERE id = ?", (who,)).fetchone()
+            if found is None or found[0] != role:
+                raise ValueError(f"--{role} {who}: no {role} account of that name")
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO projects (id, type, installer, pm, created, timezone, free_apps, doors)"

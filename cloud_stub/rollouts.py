@@ -97,7 +97,9 @@ def edit_upgrade(ledger: Ledger, ident: str, *, at: float | None = None, version
 
 
 def delete_upgrade(ledger: Ledger, ident: str) -> None:
-    """Seed 002 line 445: a pending upgrade can be deleted (the devices get a cancel)."""
+    """Seed 002 line 445: a pending upgrade can be deleted (the devices get a cancel); an unknown one is refused."""
+    if ledger.db.execute("SELECT 1 FROM upgrades WHERE id = ? AND deleted = 0", (ident,)).fetchone() is None:
+        raise Refused("not_found", f"no upgrade {ident} to delete", "seed 002 line 445")
     if _started(ledger, ident):
         raise Refused("already_started", f"upgrade {ident} has started on a device", "seed 002 line 445")
     with ledger.transaction() as db:

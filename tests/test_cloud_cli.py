@@ -47,6 +47,11 @@ def test_a_renewal_from_the_command_line(tmp_path: Path) -> None:
         (("quote", "--item", "office/door/door:door-2", "--months", "1"), None, 2, None),  # --as missing
         (("buy-credits", "5"), "i1", 1, "not_distributor"),
         (("grant", "i1", "regular"), "i1", 1, "not_yours"),
+        (("add-project", "p2", "--type", "community", "--installer", "i1", "--created", "2025-02-30"), None, 2, None),
+        (("add-project", "p2", "--type", "community", "--installer", "nobody", "--created", "2025-02-01"), None, 2,
+         None),
+        (("add-project", "p2", "--type", "community", "--installer", "d1", "--created", "2025-02-01"), None, 2, None),
+        (("delete-upgrade", "no-such-upgrade"), None, 1, "not_found"),
     ],
 )  # fmt: skip
 def test_refusals_name_their_rule_and_bad_arguments_exit_2(
@@ -59,6 +64,10 @@ def test_refusals_name_their_rule_and_bad_arguments_exit_2(
     if rule is not None:
         assert out["rule"] == rule
         assert out["seed"]
+    if code == 2 and args[0] == "add-project":  # one line naming what is wrong, no traceback
+        lines = [line for line in str(out).splitlines() if line.strip()]
+        assert len(lines) == 1, out
+        assert "Traceback" not in str(out)
 
 
 def test_firmware_list_and_an_upgrade_from_the_command_line(tmp_path: Path) -> None:
