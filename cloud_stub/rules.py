@@ -176,8 +176,7 @@ def check_authority(actor: str, role: str, chain: tuple[str | None, ...], instal
     an installer for the sites it created; a sub-installer for its main account's ("the data shown are the
     same"); a PM only for the sites it is assigned to."""
     mine = {
-        "installer": actor == installer,
-        "sub_installer": False,  # decided by the caller, which knows the sub-installer's main account
+        "installer": actor == installer,  # a sub-installer is asked as its main account (the ledger)
         "pm": pm is not None and actor == pm,
         "distributor": actor in chain,
         "sub_distributor": bool(chain) and actor == chain[0],

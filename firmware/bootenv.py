@@ -41,10 +41,10 @@ _NAMES: Final = {"a": "A", "b": "B"}
 _SLOTS: Final = {v: k for k, v in _NAMES.items()}
 
 
-def _run(args: list[str], stdin: str | None = None) -> str:
+def _run(args: list[str]) -> str:
     try:
         done = subprocess.run(  # noqa: S603 -- the bootloader's own tools, argv from us, no shell
-            args, input=stdin, capture_output=True, text=True, timeout=TOOL_SECONDS, check=False
+            args, capture_output=True, text=True, timeout=TOOL_SECONDS, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise BootEnvError(f"{args[0]}: {exc}") from None

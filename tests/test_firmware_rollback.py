@@ -9,6 +9,7 @@ the outbox and the firmware jobs)."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sqlite3
 from pathlib import Path
@@ -65,8 +66,6 @@ async def test_a_rollback_after_a_new_schema_starts_the_old_agent_and_loses_no_e
     image = tmp_path / "images" / "r29.bin"
     image.parent.mkdir()
     image.write_bytes(b"newer firmware " * 4096)
-    import hashlib
-
     digest = hashlib.sha256(image.read_bytes()).hexdigest()
     firmware = {
         "stall_seconds": 2.0,

@@ -7,6 +7,7 @@ the hardware that carries it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
@@ -64,27 +65,46 @@ def at_cloud(cloud: CloudPeer, typ: str, kind: str | None = None) -> list[dict[s
     return [e for e in cloud.events.values() if e["type"] == typ and (kind is None or e["kind"] == kind)]
 
 
-@pytest.fixture
-async def rig(tmp_path: Path, mosquitto: Broker, root_pem: Path, docs: Docs) -> AsyncIterator[Rig]:
-    key = os.urandom(16)
+class Peers(NamedTuple):
+    line: PtyPair
+    reader: OsdpReaderPeer
+    module: ModbusPeer
+    config_file: Path
+
+
+@contextlib.asynccontextmanager
+async def peers(
+    directory: Path, broker: Broker, root_pem: Path, *, reader_key: bytes | None, our_key: bytes, install: bool = False
+) -> AsyncIterator[Peers]:
+    """A reader holding ``reader_key`` (None: its factory default) on a pseudo-terminal pair, a Modbus module
+    over TCP, and a device config wiring both with ``our_key`` as the reader's key; stopped on the way out."""
     line = PtyPair()
-    reader = await OsdpReaderPeer().start(line, 1, key)
+    reader = await OsdpReaderPeer().start(line, 1, reader_key)
     module = await ModbusPeer().start_tcp()
-    drivers = wiring(line.path, key_file(tmp_path / "keys", key), {"host": "127.0.0.1", "port": module.port})
-    config_file = device_config(tmp_path / "device", mosquitto, root_pem, drivers=drivers)
     try:
-        async with provisioned(mosquitto, config_file, docs, PAID) as (daemon, cloud):
-            await cloud.publish(
-                "commands", docs.command("issue_credentials", {"door": "door-1", "credentials": [CARD, PIN]}, "c1")
-            )
-            await cloud.wait_until(lambda: "c1" in cloud.replies)
-            assert cloud.replies["c1"][0]["ok"] is True
-            await reader.wait_for(lambda line: line.get("online") is True, what="online in Secure Channel")
-            yield Rig(daemon, cloud, reader, module, line, key, config_file)
+        drivers = wiring(line.path, key_file(directory / "keys", our_key), {"host": "127.0.0.1", "port": module.port})
+        drivers["readers"]["entry"]["install_mode"] = install
+        yield Peers(line, reader, module, device_config(directory / "device", broker, root_pem, drivers=drivers))
     finally:
         await reader.kill()
         await module.kill()
         line.close()
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, mosquitto: Broker, root_pem: Path, docs: Docs) -> AsyncIterator[Rig]:
+    key = os.urandom(16)
+    async with (
+        peers(tmp_path, mosquitto, root_pem, reader_key=key, our_key=key) as (line, reader, module, config_file),
+        provisioned(mosquitto, config_file, docs, PAID) as (daemon, cloud),
+    ):
+        await cloud.publish(
+            "commands", docs.command("issue_credentials", {"door": "door-1", "credentials": [CARD, PIN]}, "c1")
+        )
+        await cloud.wait_until(lambda: "c1" in cloud.replies)
+        assert cloud.replies["c1"][0]["ok"] is True
+        await reader.wait_for(lambda line: line.get("online") is True, what="online in Secure Channel")
+        yield Rig(daemon, cloud, reader, module, line, key, config_file)
 
 
 async def doctor(config_file: Path) -> tuple[int | None, dict[str, dict[str, str]]]:
@@ -230,26 +250,20 @@ async def test_a_reader_without_our_key_is_refused_and_raises_an_alarm(
 ) -> None:
     """Secure Channel is enforced with the reader's own key: a reader holding another key, or still on its
     factory default (install mode not configured), is refused, an alarm raised, and its cards go nowhere."""
-    line = PtyPair()
-    reader = await OsdpReaderPeer().start(line, 1, os.urandom(16) if reader_key == "another" else None)
-    module = await ModbusPeer().start_tcp()
-    drivers = wiring(line.path, key_file(tmp_path / "keys", os.urandom(16)), {"host": "127.0.0.1", "port": module.port})
-    config_file = device_config(tmp_path / "device", mosquitto, root_pem, drivers=drivers)
-    try:
-        async with provisioned(mosquitto, config_file, docs, PAID) as (daemon, cloud):
-            await cloud.wait_until(lambda: bool(at_cloud(cloud, "alarm", "reader_refused")), what="reader_refused")
-            alarm = at_cloud(cloud, "alarm", "reader_refused")[0]
-            assert alarm["data"]["device"] == "entry"
-            await reader.card("04A1B2C0", bits=26)
-            await reader.wait_for(lambda line: "submitted" in line, what="the card read")
-            status = await status_until(daemon.data_dir, lambda s: "osdp:bus-1" in s["drivers"])
-            assert status["drivers"]["osdp:bus-1"]["readers"]["entry"]["online"] is False
-            assert status["drivers"]["osdp:bus-1"]["cards"] == 0
-            assert module.coil_writes(0) == []
-    finally:
-        await reader.kill()
-        await module.kill()
-        line.close()
+    held = os.urandom(16) if reader_key == "another" else None
+    async with (
+        peers(tmp_path, mosquitto, root_pem, reader_key=held, our_key=os.urandom(16)) as (_, reader, module, config),
+        provisioned(mosquitto, config, docs, PAID) as (daemon, cloud),
+    ):
+        await cloud.wait_until(lambda: bool(at_cloud(cloud, "alarm", "reader_refused")), what="reader_refused")
+        alarm = at_cloud(cloud, "alarm", "reader_refused")[0]
+        assert alarm["data"]["device"] == "entry"
+        await reader.card("04A1B2C0", bits=26)
+        await reader.wait_for(lambda line: "submitted" in line, what="the card read")
+        status = await status_until(daemon.data_dir, lambda s: "osdp:bus-1" in s["drivers"])
+        assert status["drivers"]["osdp:bus-1"]["readers"]["entry"]["online"] is False
+        assert status["drivers"]["osdp:bus-1"]["cards"] == 0
+        assert module.coil_writes(0) == []
 
 
 async def test_install_mode_takes_a_new_reader_once_and_gives_it_its_key(
@@ -257,24 +271,16 @@ async def test_install_mode_takes_a_new_reader_once_and_gives_it_its_key(
 ) -> None:
     """A reader on its factory default key, with install_mode configured: taken on the default key,
     given its own key (KEYSET), and the installer told to turn install mode off."""
-    line = PtyPair()
-    reader = await OsdpReaderPeer().start(line, 1, None)
-    module = await ModbusPeer().start_tcp()
     key = os.urandom(16)
-    drivers = wiring(line.path, key_file(tmp_path / "keys", key), {"host": "127.0.0.1", "port": module.port})
-    drivers["readers"]["entry"]["install_mode"] = True
-    config_file = device_config(tmp_path / "device", mosquitto, root_pem, drivers=drivers)
-    try:
-        async with provisioned(mosquitto, config_file, docs, PAID) as (daemon, _cloud):
-            keyset = await reader.wait_for(lambda line: line.get("command") == KEYSET, what="the KEYSET")
-            assert keyset["data"] == key.hex()
-            installed = await daemon.logged("osdp_reader_installed")
-            assert installed[0]["reader"] == "entry"
-            assert key.hex() not in daemon.log.read_text()  # the key is never logged
-    finally:
-        await reader.kill()
-        await module.kill()
-        line.close()
+    async with (
+        peers(tmp_path, mosquitto, root_pem, reader_key=None, our_key=key, install=True) as (_, reader, _m, config),
+        provisioned(mosquitto, config, docs, PAID) as (daemon, _cloud),
+    ):
+        keyset = await reader.wait_for(lambda line: line.get("command") == KEYSET, what="the KEYSET")
+        assert keyset["data"] == key.hex()
+        installed = await daemon.logged("osdp_reader_installed")
+        assert installed[0]["reader"] == "entry"
+        assert key.hex() not in daemon.log.read_text()  # the key is never logged
 
 
 async def test_a_modbus_rtu_module_on_a_serial_line(

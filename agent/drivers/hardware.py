@@ -76,7 +76,6 @@ class Hardware:
         modules: Mapping[str, ModbusModuleDriver],
         buses: Mapping[str, OsdpReaders],
     ) -> None:
-        self.base = base
         self.relay = WiredRelays(wiring.relays, modules, base)
         self.reader = WiredReaders(buses, base)
         self.elevator = WiredElevator(wiring.floors, wiring.floor_seconds, modules, base)

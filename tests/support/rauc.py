@@ -7,6 +7,7 @@ else try it once (the primary goes back to the other slot), then start RAUC's se
 from __future__ import annotations
 
 import datetime
+import os
 import shutil
 import subprocess
 import time
@@ -140,8 +141,6 @@ class RaucSystem:
             time.sleep(0.05)
 
     def bundle(self, directory: Path, version: str, size: int = 3 * 1024 * 1024) -> Path:
-        import os
-
         content = directory / "bundle-content"
         shutil.rmtree(content, ignore_errors=True)
         content.mkdir(parents=True)
