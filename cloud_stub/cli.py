@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, BinaryIO
 
 import click
 
+from cloud_stub import cli_billing, cli_common
+from cloud_stub.cli_common import Context, fail, moment
 from cloud_stub.keys import load_private_key, write_keypair
 
 
@@ -39,27 +40,6 @@ class BrokerAddress(click.ParamType[tuple[str, int]]):
 BROKER = BrokerAddress()
 
 
-class Context:
-    def __init__(self, ledger_path: Path, actor: str | None, as_json: bool) -> None:
-        self.path, self.actor, self.as_json = ledger_path, actor, as_json
-
-    @property
-    def home(self) -> Path:
-        return self.path.parent
-
-    def ledger(self) -> Any:
-        from cloud_stub.ledger import Ledger
-
-        self.home.mkdir(parents=True, exist_ok=True)
-        return Ledger(self.path)
-
-    def who(self) -> str:
-        if not self.actor:
-            click.echo("smartplus-cloud: error: this command acts as an account: give --as ACCOUNT", err=True)
-            sys.exit(2)
-        return self.actor
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--ledger",
@@ -72,14 +52,21 @@ class Context:
 )
 @click.option("--as", "actor", envvar="SMARTPLUS_CLOUD_AS", help="The account acting (distributor, installer or PM).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--now",
+    "now_text",
+    envvar="SMARTPLUS_CLOUD_NOW",
+    metavar="ISO-8601",
+    help="Act as if it were this instant (with its zone): rehearse renewals, expiries and orders.",
+)
 @click.pass_context
-def main(ctx: click.Context, ledger_path: Path, actor: str | None, as_json: bool) -> None:
+def main(ctx: click.Context, ledger_path: Path, actor: str | None, as_json: bool, now_text: str | None) -> None:
     """The cloud side of the intercom platform (stub: payments simulated, rules real).
 
     Ledger commands act as one account (--as) on one ledger (--ledger); keys and images live beside
     it. A refusal names its rule and the seed it comes from and exits 1; bad arguments exit 2.
     """
-    ctx.obj = Context(ledger_path, actor, as_json)
+    ctx.obj = Context(ledger_path, actor, as_json, None if now_text is None else moment(now_text, "--now"))
 
 
 @main.command()
@@ -114,281 +101,10 @@ def sign(typ: str, key_file: Path, claims_file: BinaryIO) -> None:
 # -- the ledger's operations ------------------------------------------------------------------------
 # Every command below works on one ledger (--ledger, or SMARTPLUS_CLOUD_LEDGER; default
 # ./cloud-data/ledger.db) acting as one account (--as); keys and images live beside the ledger.
-# A refusal prints the rule and the seed it comes from and exits 1; bad arguments exit 2.
-
-
-def _run(ctx: click.Context, work: Any) -> None:
-    """Open the ledger, run ``work(ledger)``, print its result (JSON or lines); map refusals to exit 1."""
-    from cloud_stub.rules import Refused
-
-    state: Context = ctx.obj
-    ledger = state.ledger()
-    try:
-        result = work(ledger)
-    except Refused as refused:
-        if state.as_json:
-            click.echo(json.dumps({"ok": False, "rule": refused.rule, "seed": refused.seed, "message": str(refused)}))
-        else:
-            click.echo(f"smartplus-cloud: refused: {refused}", err=True)
-        sys.exit(1)
-    except (ValueError, sqlite3.IntegrityError) as exc:
-        click.echo(f"smartplus-cloud: error: {exc}", err=True)
-        sys.exit(2)
-    finally:
-        ledger.close()
-    if state.as_json:
-        click.echo(json.dumps({"ok": True, "result": result}, default=str))
-    elif isinstance(result, list):
-        for row in result:
-            click.echo(json.dumps(row, default=str) if not isinstance(row, str) else row)
-    elif result is not None:
-        click.echo(result if isinstance(result, str) else json.dumps(result, indent=2, default=str))
-
-
-def _when(text: str | None) -> float | None:
-    if text is None:
-        return None
-    from datetime import datetime
-
-    from protocol.timefmt import epoch_of
-
-    moment = datetime.fromisoformat(text if "T" in text else f"{text}T23:59:59+00:00")
-    if moment.tzinfo is None:
-        raise click.BadParameter(f"{text!r} needs a time zone (Z or +08:00)")
-    return epoch_of(moment)
-
-
-def _items(values: tuple[str, ...]) -> list[tuple[str, str, str]]:
-    items = []
-    for value in values:
-        parts = value.split("/", 2)
-        if len(parts) != 3:
-            raise click.BadParameter(f"{value!r} is not PROJECT/SERVICE/SUBJECT (subject: project, door:ID, ...)")
-        items.append((parts[0], parts[1], parts[2]))
-    return items
-
-
-@main.command("add-account")
-@click.argument("ident")
-@click.option(
-    "--role", required=True, type=click.Choice(["distributor", "sub_distributor", "installer", "sub_installer", "pm"])
-)
-@click.option("--name", required=True)
-@click.option("--parent")
-@click.option("--permission", default="none", type=click.Choice(["none", "regular", "credit"]))
-@click.pass_context
-def add_account(ctx: click.Context, ident: str, role: str, name: str, parent: str | None, permission: str) -> None:
-    """Add a distributor, sub-distributor, installer, sub-installer or property manager."""
-    _run(ctx, lambda book: book.add_account(ident, role, name, parent=parent, permission=permission) or ident)
-
-
-@main.command()
-@click.argument("account")
-@click.argument("permission", type=click.Choice(["none", "regular", "credit"]))
-@click.pass_context
-def grant(ctx: click.Context, account: str, permission: str) -> None:
-    """Grant ACCOUNT (under --as) the permission to pay ("Pay by Installer" / "Pay by PM")."""
-    who = ctx.obj.who()
-    _run(ctx, lambda book: book.grant(who, account, permission) or f"{account}: {permission}")
-
-
-@main.command("buy-credits")
-@click.argument("amount", type=int)
-@click.option("--source", default="stripe", type=click.Choice(["stripe", "paypal", "coupon"]))
-@click.pass_context
-def buy_credits(ctx: click.Context, amount: int, source: str) -> None:
-    """A distributor (--as) buys credits from the vendor."""
-    who = ctx.obj.who()
-    _run(ctx, lambda book: {"remaining": book.buy_credits(who, amount, source, time.time())})
-
-
-@main.command()
-@click.argument("account")
-@click.argument("amount", type=int)
-@click.pass_context
-def allocate(ctx: click.Context, account: str, amount: int) -> None:
-    """Give ACCOUNT (directly under --as) credits."""
-    who = ctx.obj.who()
-    _run(ctx, lambda book: {"remaining": book.allocate(who, account, amount, time.time())})
-
-
-@main.command("credit-log")
-@click.argument("account", required=False)
-@click.pass_context
-def credit_log(ctx: click.Context, account: str | None) -> None:
-    """Time, amount and remaining credit of each movement."""
-    target = account or ctx.obj.who()
-    _run(ctx, lambda book: book.credit_log(target))
-
-
-@main.command("add-project")
-@click.argument("ident")
-@click.option("--type", "project_type", required=True, type=click.Choice(["community", "single_family", "commercial"]))
-@click.option("--installer", required=True)
-@click.option("--created", required=True, help="YYYY-MM-DD")
-@click.option("--door", "doors", multiple=True, help="A door (commercial; the first is free). Repeat.")
-@click.option("--timezone", default="UTC")
-@click.option("--pm")
-@click.pass_context
-def add_project(
-    ctx: click.Context,
-    ident: str,
-    project_type: str,
-    installer: str,
-    created: str,
-    doors: tuple[str, ...],
-    timezone: str,
-    pm: str | None,
-) -> None:
-    """Add a site."""
-    from datetime import date
-
-    try:
-        day = date.fromisoformat(created)
-    except ValueError as exc:
-        _fail_cloud(f"--created {created!r} is not a date (YYYY-MM-DD): {exc}")
-    _run(
-        ctx,
-        lambda book: (
-            book.add_project(ident, project_type, installer, day, doors=doors, timezone=timezone, pm=pm) or ident
-        ),
-    )
-
-
-@main.command("add-device")
-@click.argument("mac")
-@click.option("--distributor", required=True, help="Whose MAC library it is in.")
-@click.option("--model", required=True)
-@click.option("--project")
-@click.pass_context
-def add_device(ctx: click.Context, mac: str, distributor: str, model: str, project: str | None) -> None:
-    """Register a device's MAC, optionally in a site."""
-    _run(ctx, lambda book: book.add_device(mac, distributor, model, project) or mac)
-
-
-@main.command()
-@click.argument("project")
-@click.pass_context
-def services(ctx: click.Context, project: str) -> None:
-    """A site's services and their expiry."""
-    _run(ctx, lambda book: book.services(project))
-
-
-@main.command()
-@click.argument("project")
-@click.argument("service")
-@click.option("--subject", default="project", help="project, or apartment:ID for apartment-level switches")
-@click.option("--off", is_flag=True)
-@click.pass_context
-def switch(ctx: click.Context, project: str, service: str, subject: str, off: bool) -> None:
-    """Service-based charging: switch a community's service on or off."""
-    _run(ctx, lambda book: book.switch(project, service, subject, on=not off) or f"{service} {'off' if off else 'on'}")
-
-
-def _length(months: int | None, renew_to: str | None) -> dict[str, Any]:
-    if (months is None) == (renew_to is None):
-        raise click.UsageError("give --months (regular payment) or --renew-to (credit payment)")
-    return {"months": months} if months is not None else {"renew_to": _when(renew_to)}
-
-
-@main.command("add-apartment")
-@click.argument("project")
-@click.argument("ident")
-@click.option("--name", default="")
-@click.pass_context
-def add_apartment(ctx: click.Context, project: str, ident: str, name: str) -> None:
-    """Add an apartment to a community."""
-    _run(ctx, lambda book: book.add_apartment(project, ident, name or ident) or ident)
-
-
-@main.command("add-app-account")
-@click.argument("project")
-@click.argument("ident")
-@click.option("--role", required=True, type=click.Choice(["master", "family", "pm", "personnel", "admin"]))
-@click.option("--name", default="")
-@click.option("--apartment")
-@click.pass_context
-def add_app_account(ctx: click.Context, project: str, ident: str, role: str, name: str, apartment: str | None) -> None:
-    """Add an app account; prints the service that pays for it."""
-    _run(ctx, lambda book: book.add_app_account(project, ident, role, name or ident, apartment))
-
-
-item_option = click.option(
-    "--item", "items", multiple=True, help="PROJECT/SERVICE/SUBJECT, e.g. office/door/door:door-2. Repeat."
-)
-site_option = click.option("--site", "sites", multiple=True, help="Every service of this site (or --service). Repeat.")
-service_option = click.option("--service", "service_types", multiple=True, help="With --site: only this type. Repeat.")
-
-
-def _chosen(
-    book: Any, items: tuple[str, ...], sites: tuple[str, ...], types: tuple[str, ...]
-) -> list[tuple[str, str, str]]:
-    if bool(items) == bool(sites):
-        raise click.UsageError("give --item, or --site (with --service to narrow it)")
-    chosen: list[tuple[str, str, str]] = _items(items) if items else book.select(list(sites), list(types) or None)
-    return chosen
-
-
-length_options = [
-    click.option("--months", type=int, help="Manual renewal for this many months (regular payment)."),
-    click.option("--renew-to", help="Credit renewal: renew to this date (YYYY-MM-DD)."),
-]
-
-
-def _selection(function: Any) -> Any:
-    """--item, or --site with --service; and --months or --renew-to."""
-    for option in reversed((item_option, site_option, service_option, *length_options)):
-        function = option(function)
-    return function
-
-
-@main.command()
-@_selection
-@click.pass_context
-def quote(
-    ctx: click.Context,
-    items: tuple[str, ...],
-    sites: tuple[str, ...],
-    service_types: tuple[str, ...],
-    months: int | None,
-    renew_to: str | None,
-) -> None:
-    """The price first: what activating or renewing the chosen services costs, and each new expiry."""
-    who, length = ctx.obj.who(), _length(months, renew_to)
-    _run(ctx, lambda book: book.quote(who, _chosen(book, items, sites, service_types), time.time(), **length))
-
-
-@main.command()
-@_selection
-@click.option("--source", required=True, type=click.Choice(["stripe", "paypal", "coupon", "credit"]))
-@click.option("--auto-renew", is_flag=True, help="Renew every 30 days from now on (not by coupon, not new commercial).")
-@click.pass_context
-def renew(
-    ctx: click.Context,
-    items: tuple[str, ...],
-    sites: tuple[str, ...],
-    service_types: tuple[str, ...],
-    months: int | None,
-    renew_to: str | None,
-    source: str,
-    auto_renew: bool,
-) -> None:
-    """Activate or renew the chosen services: quote, order and pay (payment simulated)."""
-    who, length = ctx.obj.who(), _length(months, renew_to)
-
-    def work(book: Any) -> Any:
-        now = time.time()
-        offer = book.quote(who, _chosen(book, items, sites, service_types), now, **length)
-        return {"quote": offer, **book.pay(book.order(who, offer, source, now), now, auto_renew=auto_renew)}
-
-    _run(ctx, work)
-
-
-@main.command()
-@click.pass_context
-def notices(ctx: click.Context) -> None:
-    """Raise the expiration notices due now (15, 5, 3, 1 days) and list them."""
-    _run(ctx, lambda book: book.raise_notices(time.time()))
+# A refusal prints the rule and the seed it comes from and exits 1; bad arguments and unknown ids exit 2.
+# Accounts, sites, services and payments: cloud_stub/cli_billing.py.
+for _command in cli_billing.COMMANDS:
+    main.add_command(_command)
 
 
 @main.command("add-firmware")
@@ -402,7 +118,7 @@ def add_firmware(ctx: click.Context, model: str, version: str, image: Path, log_
     from cloud_stub import rollouts
 
     images = ctx.obj.home / "images"
-    _run(ctx, lambda book: rollouts.add_firmware(book, images, model, version, image, log_text, time.time()))
+    cli_common.run(ctx, lambda book: rollouts.add_firmware(book, images, model, version, image, log_text, time.time()))
 
 
 @main.command("firmware-list")
@@ -411,7 +127,7 @@ def firmware_list(ctx: click.Context) -> None:
     """Version, model, log and created time of each image."""
     from cloud_stub import rollouts
 
-    _run(ctx, rollouts.firmware_list)
+    cli_common.run(ctx, rollouts.firmware_list)
 
 
 @main.command()
@@ -436,10 +152,60 @@ def upgrade(
     """Stage an upgrade of a site's devices of one model."""
     from cloud_stub import rollouts
 
-    at = _when(at_text)
-    _run(ctx, lambda book: rollouts.add_upgrade(
-        book, ident, project, model, version, time.time(), devices=list(devices) or None, at=at, reset=reset
-    ))  # fmt: skip
+    state: Context = ctx.obj
+    who = state.who()
+    at = None if at_text is None else moment(at_text, "--at")
+
+    def work(book: Any) -> Any:
+        book.check_authority(who, book.project(project))
+        return rollouts.add_upgrade(
+            book, ident, project, model, version, state.now(), devices=list(devices) or None, at=at, reset=reset
+        )
+
+    cli_common.run(ctx, work)
+
+
+@main.command()
+@click.option("--project", "projects", multiple=True, help="Only this site (default: every site --as acts for).")
+@click.option("--status", type=click.Choice(["Pending", "Processing", "Executed"]))
+@click.pass_context
+def upgrades(ctx: click.Context, projects: tuple[str, ...], status: str | None) -> None:
+    """The upgrades of the sites --as acts for, newest first, with their status and each device's."""
+    from cloud_stub import rollouts
+
+    who = ctx.obj.who()
+
+    def work(book: Any) -> Any:
+        mine = [s["id"] for s in book.sites(who)]
+        for project in projects:
+            book.check_authority(who, book.project(project))
+        return rollouts.upgrades(book, list(projects) or mine, status)
+
+    cli_common.run(ctx, work)
+
+
+@main.command("edit-upgrade")
+@click.argument("ident")
+@click.option("--at", "at_text", help="The new time (ISO 8601 with a zone).")
+@click.option("--right-now", is_flag=True, help="Start it right now instead.")
+@click.option("--version", help="Another version of the same model.")
+@click.pass_context
+def edit_upgrade(ctx: click.Context, ident: str, at_text: str | None, right_now: bool, version: str | None) -> None:
+    """Edit an upgrade no device has started: its time or its version."""
+    from cloud_stub import rollouts
+
+    if at_text is not None and right_now:
+        raise click.UsageError("--at or --right-now, not both")
+    who = ctx.obj.who()
+    at = None if at_text is None else moment(at_text, "--at")
+
+    def work(book: Any) -> Any:
+        book.check_authority(who, book.project(rollouts.project_of(book, ident)))
+        current = book.db.execute("SELECT at FROM upgrades WHERE id = ?", (ident,)).fetchone()[0]
+        rollouts.edit_upgrade(book, ident, at=None if right_now else at if at is not None else current, version=version)
+        return next(u for u in rollouts.upgrades(book, [rollouts.project_of(book, ident)]) if u["id"] == ident)
+
+    cli_common.run(ctx, work)
 
 
 @main.command("upgrade-status")
@@ -449,7 +215,7 @@ def upgrade_status(ctx: click.Context, ident: str) -> None:
     """Each device's status: Pending, Processing, Executed, Failed."""
     from cloud_stub import rollouts
 
-    _run(ctx, lambda book: rollouts.statuses(book, ident))
+    cli_common.run(ctx, lambda book: rollouts.statuses(book, ident))
 
 
 @main.command("delete-upgrade")
@@ -459,11 +225,52 @@ def delete_upgrade(ctx: click.Context, ident: str) -> None:
     """Delete an upgrade no device has started (the devices get a cancel)."""
     from cloud_stub import rollouts
 
+    who = ctx.obj.who()
+
     def work(book: Any) -> str:
+        book.check_authority(who, book.project(rollouts.project_of(book, ident)))
         rollouts.delete_upgrade(book, ident)
         return f"{ident} deleted"
 
-    _run(ctx, work)
+    cli_common.run(ctx, work)
+
+
+def _remote(ctx: click.Context, mac: str, op: str, wait: float) -> None:
+    """Queue ``op`` for ``mac``; ``serve`` signs and publishes it; wait for the device's reply and show it."""
+    state: Context = ctx.obj
+    who = state.who()
+
+    def work(book: Any) -> Any:
+        ident = book.ask_device(who, mac, op, time.time())
+        deadline = time.monotonic() + wait
+        while True:
+            reply = book.reply(ident)
+            if reply is not None or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        if reply is None:
+            return {"id": ident, "reply": None, "note": f"no reply within {wait:g} s (is serve running?)"}
+        return {"id": ident, "reply": reply}
+
+    cli_common.run(ctx, work)
+
+
+@main.command()
+@click.argument("mac")
+@click.option("--wait", default=30.0, show_default=True, help="Seconds to wait for the device's reply.")
+@click.pass_context
+def reboot(ctx: click.Context, mac: str, wait: float) -> None:
+    """Reboot a device remotely (a signed command, sent by serve); shows its reply."""
+    _remote(ctx, mac, "reboot", wait)
+
+
+@main.command()
+@click.argument("mac")
+@click.option("--wait", default=30.0, show_default=True, help="Seconds to wait for the device's reply.")
+@click.pass_context
+def resync(ctx: click.Context, mac: str, wait: float) -> None:
+    """Ask a device to report its state again (a signed command, sent by serve); shows its reply."""
+    _remote(ctx, mac, "resync", wait)
 
 
 @main.command()
@@ -473,7 +280,7 @@ def alarms(ctx: click.Context, project: str) -> None:
     """Alarms and call alerts the site's devices reported, newest first."""
     from cloud_stub import ingest
 
-    _run(ctx, lambda book: ingest.alarms(book, project))
+    cli_common.run(ctx, lambda book: ingest.alarms(book, project))
 
 
 PURPOSE = click.Choice(["billing", "releases", "commands"])
@@ -487,7 +294,7 @@ def rotate_key(ctx: click.Context, purpose: str | None) -> None:
     """Bring in a new signer (listed beside the old one until retire-keys); prints the new kids."""
     from cloud_stub import trustkeys
 
-    _run(ctx, lambda book: trustkeys.rotate(book, ctx.obj.home / "keys", time.time(), purpose))
+    cli_common.run(ctx, lambda book: trustkeys.rotate(book, ctx.obj.home / "keys", time.time(), purpose))
 
 
 @main.command("retire-keys")
@@ -497,7 +304,7 @@ def retire_keys(ctx: click.Context, purpose: str | None) -> None:
     """Drop the signing keys no longer in use from the trust document."""
     from cloud_stub import trustkeys
 
-    _run(ctx, lambda book: trustkeys.retire(book, purpose))
+    cli_common.run(ctx, lambda book: trustkeys.retire(book, purpose))
 
 
 @main.command("rotate-root")
@@ -506,7 +313,7 @@ def rotate_root(ctx: click.Context) -> None:
     """Make a new root key: trust documents carry old and new (with the new one's proof), signed by the old."""
     from cloud_stub import trustkeys
 
-    _run(ctx, lambda book: trustkeys.rotate_root(book, ctx.obj.home / "keys", time.time()))
+    cli_common.run(ctx, lambda book: trustkeys.rotate_root(book, ctx.obj.home / "keys", time.time()))
 
 
 @main.command("retire-root")
@@ -515,7 +322,7 @@ def retire_root(ctx: click.Context) -> None:
     """Drop the old root once every device has taken the rotation: the new root signs trust from now on."""
     from cloud_stub import trustkeys
 
-    _run(ctx, trustkeys.retire_root)
+    cli_common.run(ctx, trustkeys.retire_root)
 
 
 @main.command()
@@ -581,8 +388,7 @@ def serve(
         embedded = None
         (host, mqtt_port), *fallbacks = brokers or [("127.0.0.1", port)]
         if not brokers:
-            from cloud_stub.broker import start
-
+            start = _embedded_broker()
             embedded = await start(host, port, None, None)
         (home / "images").mkdir(parents=True, exist_ok=True)
         images = ImageServer(home / "images", port=images_port)
@@ -640,7 +446,7 @@ def fleet(
 
     limit = raise_file_limit()
     if count + 64 > limit:
-        _fail_cloud(f"{count} devices need {count + 64} file descriptors; the limit is {limit}")
+        fail(f"{count} devices need {count + 64} file descriptors; the limit is {limit}")
     macs = [f"0c11{i:08x}" for i in range(count)]
     if register:
         if project is None or distributor is None:
@@ -654,14 +460,14 @@ def fleet(
                 )
             return f"{count} devices in {project}"
 
-        _run(ctx, work)
+        cli_common.run(ctx, work)
     root_path = root_file or ctx.obj.home / "keys" / "root.pub.pem"
     try:
         root = load_pem_public_key(root_path.read_bytes())
     except (OSError, ValueError) as exc:
-        _fail_cloud(f"no root public key at {root_path} (serve makes the ledger's keys; or give --root): {exc}")
+        fail(f"no root public key at {root_path} (serve makes the ledger's keys; or give --root): {exc}")
     if not isinstance(root, Ed25519PublicKey):
-        _fail_cloud("the root key is not Ed25519")
+        fail("the root key is not Ed25519")
     where = ", ".join(f"{host}:{port}" for host, port in brokers)
     click.echo(f"fleet: {count} devices against {where}", err=True)
     devices = [SimulatedDevice(mac) for mac in macs]
@@ -678,9 +484,16 @@ def fleet(
     click.echo(summary(devices), err=True)
 
 
-def _fail_cloud(message: str) -> NoReturn:
-    click.echo(f"smartplus-cloud: error: {message}", err=True)
-    sys.exit(2)
+def _embedded_broker() -> Any:
+    """The embedded broker's start, or a clear word on what to install (it is an optional extra)."""
+    try:
+        from cloud_stub.broker import start
+    except ImportError as exc:
+        fail(
+            f"the embedded broker needs amqtt ({exc.name or exc}): pip install 'smartplus-edge[embedded]',"
+            " or give --broker mqtt://HOST:PORT"
+        )
+    return start
 
 
 if __name__ == "__main__":  # python -m cloud_stub.cli (the demo starts `serve` this way)

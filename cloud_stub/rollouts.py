@@ -86,8 +86,49 @@ def _started(ledger: Ledger, ident: str) -> bool:
     return row is not None
 
 
+def project_of(ledger: Ledger, ident: str) -> str:
+    """The site of an upgrade (whose authority editing or deleting it needs)."""
+    row = ledger.db.execute("SELECT project FROM upgrades WHERE id = ? AND deleted = 0", (ident,)).fetchone()
+    if row is None:
+        raise Refused("not_found", f"no upgrade {ident}", "seed 002 line 445")
+    return str(row[0])
+
+
+def overall(statuses: list[str]) -> str:
+    """Seed 002 line 751; DOMAIN.md: an upgrade is Pending until a device starts it, Processing while any
+    device is at it, Executed once every device has finished (Executed or Failed)."""
+    if all(s == "Pending" for s in statuses):
+        return "Pending"
+    return "Executed" if all(s in ("Executed", "Failed") for s in statuses) else "Processing"
+
+
+def upgrades(ledger: Ledger, projects: list[str], status: str | None = None) -> list[dict[str, Any]]:
+    """The upgrades of ``projects``, newest first, each with its status and its devices'; only those of
+    ``status`` (Pending, Processing, Executed) when given."""
+    shown = []
+    for ident, project, model, version, at, reset in ledger.db.execute(
+        "SELECT id, project, model, version, at, reset FROM upgrades WHERE deleted = 0"
+        " ORDER BY created DESC, rowid DESC"
+    ).fetchall():
+        if project not in projects:
+            continue
+        devices = statuses(ledger, ident)
+        state = overall(list(devices.values()))
+        if status is None or state == status:
+            shown.append({"id": ident, "project": project, "model": model, "version": version, "at": at,
+                          "reset": bool(reset), "status": state, "devices": devices})  # fmt: skip
+    return shown
+
+
 def edit_upgrade(ledger: Ledger, ident: str, *, at: float | None = None, version: str | None = None) -> None:
-    """Seed 002 line 448: edit the update set for the devices pending the update."""
+    """Seed 002 line 448: edit the update set for the devices pending the update (its time; its version,
+    which must be in the firmware list for the upgrade's model)."""
+    project_of(ledger, ident)
+    if version is not None:
+        (model,) = ledger.db.execute("SELECT model FROM upgrades WHERE id = ?", (ident,)).fetchone()
+        known = ledger.db.execute("SELECT 1 FROM firmware WHERE model = ? AND version = ?", (model, version))
+        if known.fetchone() is None:
+            raise Refused("unknown_firmware", f"no firmware {model} {version} in the list", "seed 002 firmware list")
     if _started(ledger, ident):
         raise Refused("already_started", f"upgrade {ident} has started on a device", "seed 002 line 448")
     with ledger.transaction() as db:

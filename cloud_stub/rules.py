@@ -7,8 +7,10 @@ sells, and at what simulated price) is data in :data:`CATALOGUE`.
 
 from __future__ import annotations
 
-from datetime import date
+import re
+from datetime import date, datetime, time
 from typing import Final, NamedTuple
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from protocol.errors import SmartPlusError
 
@@ -128,12 +130,17 @@ def check_auto_renew(project_type: str, created: date, source: str) -> None:
         )
 
 
-PAY_PERMISSIONS: Final = {"installer": ("none", "regular", "credit"), "pm": ("none", "regular")}  # seed 002 247
+PAY_PERMISSIONS: Final = {"installer": ("none", "regular", "credit")}  # "Pay by Installer", seed 002 247
+PAY_BY_PM: Final = ("none", "regular")  # a site's setting (seed 001 line 308, seed 002 row 8)
 
 
 def check_permission(role: str, permission: str, method: str) -> None:
-    """Seed 001 lines 52-55 and seed 002 line 247: who may pay, and how."""
-    if role == "distributor":
+    """Seed 001 lines 52-55 and seed 002 line 247: who may pay, and how. For a PM, ``permission`` is the
+    site's "Pay by PM": on a new commercial site (paid only with credits) anything but No Permission lets
+    the PM pay with credits allocated to it (seed 001 "For Property Manager: Credit Payment")."""
+    if role in ("distributor", "sub_distributor"):
+        return
+    if role == "pm" and permission != "none":
         return
     if permission == "none":
         raise Refused("no_permission", f"this {role} has no permission to pay", "seed 001 lines 54-55")
@@ -183,3 +190,149 @@ def check_authority(actor: str, role: str, chain: tuple[str | None, ...], instal
     }.get(role, False)
     if not mine:
         raise Refused("not_yours", f"{actor} ({role}) does not act for this site", "seed 001 Roles and Permissions")
+
+
+def check_pm_grant() -> None:
+    """Seed 001 line 308; seed 002 row 8: "Pay by PM" belongs to the site, not to the PM's account."""
+    raise Refused(
+        "pay_by_pm_is_a_site_setting",
+        "a PM's payment permission is the site's 'Pay by PM' (site-set PROJECT pay_by_pm=regular)",
+        "seed 001 line 308; seed 002 row 8",
+    )
+
+
+def check_allocation(giver: str, receiver_role: str, chain: tuple[str | None, ...]) -> None:
+    """Seed 000 line 193: credits go to one's own sub-distributors, installers and PMs. ``chain`` is the
+    receiver's parent and the parents above it: an installer allocates to its PMs, a distributor (or
+    sub-distributor) to the accounts directly under it and to the PMs of its installers."""
+    direct = bool(chain) and chain[0] == giver
+    through_installer = receiver_role == "pm" and giver in chain[1:]
+    if not (direct or through_installer):
+        raise Refused("not_yours", f"the receiver is not under {giver}", "seed 000 line 193")
+
+
+MAC_PATTERN: Final = re.compile(r"[0-9a-f]{12}")
+
+
+def normal_mac(text: str) -> str:
+    """A MAC as the platform keys it: 12 lower-case hex digits (``0C:11:05:12:AB:34`` is taken as
+    ``0c110512ab34``); anything else is refused."""
+    mac = text.replace(":", "").replace("-", "").lower()
+    if not MAC_PATTERN.fullmatch(mac):
+        raise Refused("bad_mac", f"{text!r} is not a MAC address (12 hex digits)", "DOMAIN.md who is who")
+    return mac
+
+
+def check_zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise Refused("bad_timezone", f"{name!r} is not an IANA time zone", "DOMAIN.md site settings") from None
+
+
+def end_of_day(day: date, zone: str) -> float:
+    """Seed 001 lines 256-257 ("09-30-2025 23:59:59"): a "renew to" date ends at 23:59:59 of that day in
+    the site's time zone."""
+    return datetime.combine(day, time(23, 59, 59), tzinfo=check_zone(zone)).timestamp()
+
+
+# Seed 003 "Configure Services for Individual Apartments": only these are set per apartment; the bulk
+# update ("Bulk Update Services for All Apartments") covers the first two.
+APARTMENT_SERVICES: Final = ("with_indoor_monitor", "landline", "video_storage")
+BULK_SERVICES: Final = ("with_indoor_monitor", "landline")
+APP_WITHOUT_MONITOR: Final = 150  # seed 003: With Indoor Monitor "affects the SmartPlus App service charge"
+
+
+def check_apartment_service(service: str) -> None:
+    if service not in APARTMENT_SERVICES:
+        raise Refused(
+            "not_per_apartment",
+            f"only {', '.join(APARTMENT_SERVICES)} are set per apartment, not {service}",
+            "seed 003 Configure Services for Individual Apartments",
+        )
+
+
+def check_switchable(service: str) -> None:
+    """Seed 000 line 47; DOMAIN.md: Integration is set by a third-party PMS integration, never by hand or sold."""
+    if service == "integration":
+        raise Refused(
+            "integration_is_automatic",
+            "Integration is set when a third-party PMS is integrated (integrate PROJECT --pms NAME)",
+            "seed 000 line 47; DOMAIN.md project types",
+        )
+
+
+# The services an app account of each role is paid by (DOMAIN.md project types).
+ACCOUNT_SERVICES: Final = {
+    "master": ("app",),
+    "family": ("app", "additional_app"),
+    "pm": ("pm_app", "landline_pm"),
+    "personnel": ("personnel_app",),
+    "admin": ("admin_app",),
+}
+
+
+def check_account_service(service: str, role: str, account: str) -> None:
+    if service not in ACCOUNT_SERVICES[role]:
+        raise Refused(
+            "wrong_account_service",
+            f"{account} is a {role} account, paid by {' or '.join(ACCOUNT_SERVICES[role])}, not {service}",
+            "DOMAIN.md project types",
+        )
+
+
+# Seed 002 row 11: "0~200 Personnel" and "201 and above" "charge differently" (credits per month).
+ATTENDANCE_PLANS: Final = {"0-200": 20, "201+": 40}
+SMALL_PLAN_LIMIT: Final = 200
+
+
+def attendance_price(plan: str | None, personnel: int) -> int:
+    """The monthly price of the attendance plan chosen; a site over 200 personnel cannot be on 0-200."""
+    if plan not in ATTENDANCE_PLANS:
+        raise Refused("plan_needed", "attendance names a plan: --plan 0-200 or --plan 201+", "seed 002 row 11")
+    if plan == "0-200" and personnel > SMALL_PLAN_LIMIT:
+        raise Refused(
+            "plan_too_small", f"the site has {personnel} personnel: more than 0-200 allows (201+)", "seed 002 row 11"
+        )
+    return ATTENDANCE_PLANS[plan]
+
+
+def auto_renewal(expires: float, now: float) -> float | None:
+    """Seed 000 line 159: auto-renewal happens when the upcoming expiry is reached and extends it by 30 days,
+    once per cycle. ``None`` while it is not due. A cloud that was off for longer than a cycle charges one
+    cycle from now, not the missed ones."""
+    if expires > now:
+        return None
+    new = expires + AUTO_RENEW_PERIOD
+    return new if new > now else now + AUTO_RENEW_PERIOD
+
+
+def renewal_recipients(project_type: str, renew_pm: bool, end_user_email: bool) -> tuple[str, ...]:
+    """Seed 002 row 10 ("Send Renew Email To PM") and the installer's Single-Family Email Setting (seed 002
+    line 195): who hears of a renewal. Installers always."""
+    roles = ["installer"]
+    if renew_pm and project_type != "single_family":
+        roles.append("pm")
+    if project_type == "single_family" and end_user_email:
+        roles.append("end_user")
+    return tuple(roles)
+
+
+def expiry_recipients(stage: int, pm_notices: bool, project_type: str, end_user_email: bool) -> tuple[str, ...]:
+    """:func:`notice_recipients`, with the installer's Single-Family Email Setting: off, the end users of
+    its single-family sites hear nothing (seed 002 line 195)."""
+    roles = notice_recipients(stage, pm_notices)
+    if project_type == "single_family" and not end_user_email:
+        roles = tuple(r for r in roles if r != "end_user")
+    return roles
+
+
+def check_site_settings(settings: dict[str, object]) -> dict[str, object]:
+    """DOMAIN.md "Site settings that reach the device": the same model the device checks (protocol.settings)."""
+    from protocol.settings import SiteSettings, describe_settings_error
+
+    try:
+        parsed = SiteSettings.model_validate(settings)
+    except ValueError as exc:
+        raise Refused("bad_setting", describe_settings_error(exc), "DOMAIN.md site settings") from None
+    return parsed.model_dump(exclude_none=True)

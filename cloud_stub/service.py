@@ -36,6 +36,7 @@ from protocol.topics import Topics
 log = structlog.get_logger("cloud_stub.service")
 IN_FLIGHT = 10
 INGEST_BATCH = 1000
+COMMAND_TTL = 600.0  # seconds a signed command stays valid
 MAX_INGEST_BYTES = 64 * 1024  # what a device may send in one message (events, replies, state)
 
 
@@ -126,7 +127,7 @@ class CloudService:
         with self.ledger.transaction() as db:
             db.execute("UPDATE issued SET digest = '' WHERE device NOT LIKE 'trust:%' AND device NOT LIKE 'cmd:%'")
 
-    async def command(self, mac: str, op: str, args: dict[str, Any] | None = None) -> str:
+    async def command(self, mac: str, op: str, args: dict[str, Any] | None = None, *, ident: str | None = None) -> str:
         """Sign a command for ``mac`` with the commands signer and publish it (QoS 1, not retained); its id.
 
         Commands are not retained: a device that is offline gets it from its persistent session.
@@ -135,14 +136,23 @@ class CloudService:
         if client is None:
             raise Refused("not_connected", "the cloud is not connected to the broker", "PROTOCOL.md command")
         now = self.clock()
-        command_id = f"cmd-{uuid.uuid4().hex[:12]}"
+        command_id = ident or f"cmd-{uuid.uuid4().hex[:12]}"
         seq = issuing.next_seq(self.ledger, f"cmd:{mac}", command_id, now, force=True)
         assert seq is not None
-        claims = {"iss": "smartplus-cloud", "aud": mac, "iat": int(now), "exp": int(now + 600), "seq": seq,
+        claims = {"iss": "smartplus-cloud", "aud": mac, "iat": int(now), "exp": int(now + COMMAND_TTL), "seq": seq,
                   "id": command_id, "op": op, "args": args or {}}  # fmt: skip
         token = jws.sign(trustkeys.active(self.ledger, self.keys, "commands"), "command", claims)
         await client.publish(Topics(self.prefix, mac).commands, token, qos=1)
         return command_id
+
+    async def _send_commands(self) -> None:
+        """The remote operations asked for from the CLI (``reboot``, ``resync``), signed and published once;
+        one older than a command's lifetime is dropped (it would arrive expired)."""
+        now = self.clock()
+        for ident, mac, op, args in self.ledger.unsent_commands(COMMAND_TTL, now):
+            await self.command(mac, op, args, ident=ident)
+            self.ledger.command_sent(ident, now)
+            log.info("command_sent", device=mac, op=op, id=ident)
 
     def housekeeping(self, now: float) -> None:
         for project, service, subject, new in self.ledger.auto_renew(now):
@@ -185,6 +195,7 @@ class CloudService:
             self.housekeeping(now)
             self.documents(now)
             await self._send(client)
+            await self._send_commands()
             self.passes += 1
             await self._until_changed()
 

@@ -31,7 +31,8 @@ def test_a_renewal_from_the_command_line(tmp_path: Path) -> None:
     assert (code, paid) == (0, out["result"]["quote"]["amount"])
     assert paid > 0
     code, out = cloud(ledger, "credit-log", actor="i1")
-    assert [(e["amount"], e["remaining"]) for e in out["result"]] == [(60, 60), (-paid, 60 - paid)]
+    assert [(e["amount"], e["remaining"]) for e in out["result"]["log"]] == [(60, 60), (-paid, 60 - paid)]
+    assert (out["result"]["available"], out["result"]["total"], out["result"]["used"]) == (60 - paid, 60, paid)
     code, out = cloud(ledger, "services", "office")
     assert [(s["service"], s["subject"]) for s in out["result"]] == [("door", "door:door-2")]
 
@@ -51,7 +52,7 @@ def test_a_renewal_from_the_command_line(tmp_path: Path) -> None:
         (("add-project", "p2", "--type", "community", "--installer", "nobody", "--created", "2025-02-01"), None, 2,
          None),
         (("add-project", "p2", "--type", "community", "--installer", "d1", "--created", "2025-02-01"), None, 2, None),
-        (("delete-upgrade", "no-such-upgrade"), None, 1, "not_found"),
+        (("delete-upgrade", "no-such-upgrade"), "i1", 2, "not_found"),
     ],
 )  # fmt: skip
 def test_refusals_name_their_rule_and_bad_arguments_exit_2(
@@ -78,13 +79,13 @@ def test_firmware_list_and_an_upgrade_from_the_command_line(tmp_path: Path) -> N
     assert cloud(ledger, "add-firmware", "R29", "29.30.10.1", str(image), "--log", "fixes")[0] == 0
     code, out = cloud(ledger, "firmware-list")
     assert [(f["model"], f["version"], f["size"]) for f in out["result"]] == [("R29", "29.30.10.1", 1000)]
-    code, out = cloud(ledger, "upgrade", "u-1", "--project", "office", "--model", "R29", "--version", "29.30.10.1")
+    code, out = cloud(ledger, "upgrade", "u-1", "--project", "office", "--model", "R29", "--version", "29.30.10.1",
+                      actor="i1")  # fmt: skip
     assert (code, out["result"]) == (0, [DEVICE_ID])
     assert cloud(ledger, "upgrade-status", "u-1")[1]["result"] == {DEVICE_ID: "Pending"}
-    assert cloud(ledger, "upgrade", "u-2", "--project", "office", "--model", "X916", "--version", "1.0")[1]["rule"] == (
-        "unknown_firmware"
-    )
-    assert cloud(ledger, "delete-upgrade", "u-1")[0] == 0
+    assert cloud(ledger, "upgrade", "u-2", "--project", "office", "--model", "X916", "--version", "1.0",
+                 actor="i1")[1]["rule"] == "unknown_firmware"  # fmt: skip
+    assert cloud(ledger, "delete-upgrade", "u-1", actor="i1")[0] == 0
 
 
 async def test_serve_runs_the_cloud_for_a_real_agent(tmp_path: Path) -> None:

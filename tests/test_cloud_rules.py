@@ -23,13 +23,18 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
     book.add_account("i1", "installer", "Installer Credit", parent="d1", permission="credit")
     book.add_account("i2", "installer", "Installer None", parent="d1", permission="none")
     book.add_account("i3", "installer", "Installer Regular", parent="d1", permission="regular")
-    book.add_account("pm1", "pm", "PM One", parent="i1", permission="regular")
+    book.add_account("pm1", "pm", "PM One", parent="i1")
     book.add_project("new-office", "commercial", "i1", date(2025, 7, 1), doors=("door-1", "door-2"), pm="pm1")
     book.add_project("old-office", "commercial", "i1", date(2025, 1, 10), doors=("door-1", "door-2"))
     book.add_project("towers", "community", "i1", date(2024, 3, 1), pm="pm1")
     book.add_project("house", "single_family", "i3", date(2024, 3, 1))
     book.buy_credits("d1", 1000, "stripe", NOW)
     book.allocate("d1", "i1", 500, NOW)
+    book.add_device("0c1100000101", "d1", "X933")  # the indoor monitor of towers' apartment 101
+    book.add_apartment("towers", "101", "101", device=("0c1100000101", "monitor 101"))
+    book.add_app_account("towers", "r-1", "master", "R", apartment="101")
+    book.add_app_account("towers", "pm-7", "pm", "PM")
+    book.add_app_account("house", "h-1", "master", "H")
     yield book
     book.close()
 
@@ -104,8 +109,8 @@ RULES: list[tuple[str, Callable[[Ledger], Any], str | None]] = [
         "no_credit_permission",
     ),
     # seed 002 line 247: "Pay by PM" is none or regular, never credit
-    ("PM granted credit", lambda b: b.grant("i1", "pm1", "credit"), "bad_permission"),
-    ("PM granted regular by its installer", lambda b: b.grant("i1", "pm1", "regular"), None),
+    ("PM granted credit", lambda b: b.grant("i1", "pm1", "credit"), "pay_by_pm_is_a_site_setting"),
+    ("PM granted regular by its installer", lambda b: b.grant("i1", "pm1", "regular"), "pay_by_pm_is_a_site_setting"),
     ("PM granted by another installer", lambda b: b.grant("i3", "pm1", "regular"), "not_yours"),
     # DOMAIN.md "Paying": a pending order must be paid within 15 minutes
     (
@@ -184,20 +189,22 @@ def test_rule(ledger: Ledger, operation: Callable[[Ledger], Any], rule: str | No
 def test_family_members_beyond_the_free_number_are_additional_apps(ledger: Ledger) -> None:
     """DOMAIN.md: Additional App (family members beyond the project's free number)."""
     ledger.db.execute("UPDATE projects SET free_apps = 1 WHERE id = 'towers'")
-    ledger.add_apartment("towers", "101", "Flat 101")
-    assert ledger.add_app_account("towers", "r-1", "master", "Ann", apartment="101") == "app"
+    assert ledger.add_app_account("towers", "r-4", "master", "Ann", apartment="101") == "app"
     assert ledger.add_app_account("towers", "r-2", "family", "Bob", apartment="101") == "app"  # the free one
     assert ledger.add_app_account("towers", "r-3", "family", "Cid", apartment="101") == "additional_app"
     assert ledger.add_app_account("new-office", "a-1", "personnel", "Dee") == "personnel_app"
 
 
 def test_auto_renew_extends_the_upcoming_expiry_by_30_days(ledger: Ledger) -> None:
-    """Seed 000 line 159: every 30 days, the upcoming expiration moves on by 30 days."""
+    """Seed 000 line 159: when the upcoming expiration is reached it moves on by 30 days, once per cycle."""
     quote = ledger.quote("i1", APP, NOW, months=1)
     ledger.pay(ledger.order("i1", quote, "stripe", NOW), NOW, auto_renew=True)
     before = next(s for s in ledger.services("towers") if s["service"] == "app")
-    renewed = ledger.auto_renew(before["expires"] - DAY)
+    assert ledger.auto_renew(before["expires"] - DAY) == []
+    renewed = ledger.auto_renew(before["expires"])
     assert [(p, s, new - before["expires"]) for p, s, _, new in renewed] == [("towers", "app", 30 * DAY)]
+    assert ledger.auto_renew(before["expires"] + DAY) == []
+    assert [(o["kind"], o["status"], o["source"]) for o in ledger.payments("i1")][0] == ("auto", "paid", "stripe")
 
 
 def test_manual_renewal_extends_the_upcoming_expiry_by_the_chosen_length(ledger: Ledger) -> None:
@@ -212,8 +219,9 @@ def test_manual_renewal_extends_the_upcoming_expiry_by_the_chosen_length(ledger:
 def test_the_credit_renewal_summary_and_log(ledger: Ledger) -> None:
     """Seed 001 lines 220-224: "renew to", doors, personnel apps, admin apps, premium features;
     DOMAIN.md: credit logs record time, amount and remaining credit."""
+    ledger.add_app_account("new-office", "a-1", "personnel", "Dee")
     items = [*DOOR2, ("new-office", "personnel_app", "account:a-1"), ("new-office", "attendance", "project")]
-    quote = ledger.quote("i1", items, NOW, renew_to=NOW + 90 * DAY, plan=None)
+    quote = ledger.quote("i1", items, NOW, renew_to=NOW + 90 * DAY, plan="0-200")
     assert quote["summary"] == {"doors": 1, "personnel_apps": 1, "admin_apps": 0, "premium_features": 1, "apps": 0}
     assert quote["renew_to"] == NOW + 90 * DAY
     ledger.pay(ledger.order("i1", quote, "credit", NOW), NOW)

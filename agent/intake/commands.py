@@ -27,40 +27,13 @@ from agent.local import credentials, door_actions
 from agent.local.credentials import value_digest
 from agent.store.database import Transaction
 from protocol.claims import ID_PATTERN, CommandClaims, describe_validation_error
+from protocol.settings import SiteSettings
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 
 
 class _Args(BaseModel):
     model_config = ConfigDict(frozen=True, strict=True, extra="forbid", defer_build=True)
-
-
-class SiteSettings(_Args):
-    """DOMAIN.md "Site settings that reach the device"; every field optional (a partial update)."""
-
-    timezone: str | None = None
-    time_format: Literal["12h", "24h"] | None = None
-    date_format: Literal["Y-M-D", "M/D/Y", "D/M/Y"] | None = None
-    contact_display_order: Literal["first_last", "last_first"] | None = None
-    landline: bool | None = None
-    visitor_call_door_log: bool | None = None  # a visitor call that did not open the door makes a door log
-    visitor_call_snapshot: bool | None = None  # ... with a snapshot
-    remote_maintenance: bool | None = None
-    auto_provisioning: bool | None = None
-    transmission_type: Literal["tcp", "udp", "tls"] | None = None
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not an IANA time zone") from None
-        return value
 
 
 class Credential(BaseModel):

@@ -36,7 +36,7 @@ def setup_ledger(ledger: Path) -> None:
         (("allocate", "i1", "60"), "d1"),
         (("add-project", "office", "--type", "commercial", "--installer", "i1", "--created", "2025-07-01",
           "--door", "door-1", "--door", "door-2"), None),
-        (("add-device", DEVICE_ID, "--distributor", "d1", "--model", "R29", "--project", "office"), None),
+        (("add-device", DEVICE_ID, "--distributor", "d1", "--model", "R29", "--project", "office"), "i1"),
     ]:  # fmt: skip
         code, out = cloud(ledger, *args, actor=actor)
         assert code == 0, (args, out)
