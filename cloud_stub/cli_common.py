@@ -39,6 +39,10 @@ class Context:
         return self.actor
 
 
+# Refusals that are malformed or unknown input rather than a rule of the vendor's: they exit 2, as bad arguments.
+BAD_ARGUMENTS = frozenset({"not_found", "bad_mac", "bad_timezone", "bad_setting"})
+
+
 def fail(message: str) -> NoReturn:
     """A bad argument: one line on stderr, exit 2."""
     click.echo(f"smartplus-cloud: error: {message}", err=True)
@@ -59,7 +63,7 @@ def run(ctx: click.Context, work: Any) -> None:
             click.echo(json.dumps({"ok": False, "rule": refused.rule, "seed": refused.seed, "message": str(refused)}))
         else:
             click.echo(f"smartplus-cloud: refused: {refused}", err=True)
-        sys.exit(2 if refused.rule == "not_found" else 1)
+        sys.exit(2 if refused.rule in BAD_ARGUMENTS else 1)
     except (ValueError, sqlite3.IntegrityError) as exc:
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     finally:

@@ -852,7 +852,9 @@ class Ledger:
         """The price first (seed 000 lines 147-149): what paying for ``items`` (project, service, subject) costs,
         and the new expiry of each. Regular payment renews for ``months``; credit payment renews *to* a date
         (a ``date``: its 23:59:59 in each site's time zone). An item named twice is one item."""
-        role, _, permission = self.account(payer)
+        role, parent, permission = self.account(payer)
+        if role == "sub_installer":  # it pays as its main account ("the data shown are the same")
+            role, _, permission = self.account(str(parent))
         items = list(dict.fromkeys(items))
         if not items:
             raise Refused("nothing_selected", "name at least one service", "seed 000 lines 147-149")
@@ -865,6 +867,9 @@ class Ledger:
             raise Refused(
                 "no_payment_needed", "commercial projects created before 2025-06-01 need no payment", "DOMAIN.md Paying"
             )
+        if role == "pm":  # its permission is each site's "Pay by PM": its own sites first
+            for p in projects.values():
+                self.check_authority(payer, p)
         rules.check_permission(role, self._payer_permission(role, permission, projects), method)
         for p in projects.values():
             self.check_authority(payer, p)  # whose money pays for whose site (after: may it pay at all)

@@ -113,6 +113,14 @@ async def test_serve_runs_the_cloud_for_a_real_agent(tmp_path: Path) -> None:
                               "--source", "credit", actor="i1")  # fmt: skip
             assert code == 0, out
             await status_until(daemon.data_dir, lambda s: s["mode"] == "normal", seconds=30)
+            # remote operations from the cloud CLI: queued in the ledger, signed and sent by serve, answered
+            for op in ("resync", "reboot"):
+                code, out = await asyncio.to_thread(cloud, ledger, op, DEVICE_ID, "--wait", "30", actor="i1")
+                assert code == 0, out
+                assert out["result"]["reply"]["ok"] is True, out
+                assert out["result"]["reply"]["id"] == out["result"]["id"]
+            code, out = await asyncio.to_thread(cloud, ledger, "reboot", DEVICE_ID, "--wait", "0", actor="d2")
+            assert code == 2  # no such account: not_found
         finally:
             await daemon.stop()
     finally:

@@ -204,7 +204,7 @@ def test_auto_renew_extends_the_upcoming_expiry_by_30_days(ledger: Ledger) -> No
     renewed = ledger.auto_renew(before["expires"])
     assert [(p, s, new - before["expires"]) for p, s, _, new in renewed] == [("towers", "app", 30 * DAY)]
     assert ledger.auto_renew(before["expires"] + DAY) == []
-    assert [(o["kind"], o["status"], o["source"]) for o in ledger.payments("i1")][0] == ("auto", "paid", "stripe")
+    assert next((o["kind"], o["status"], o["source"]) for o in ledger.payments("i1")) == ("auto", "paid", "stripe")
 
 
 def test_manual_renewal_extends_the_upcoming_expiry_by_the_chosen_length(ledger: Ledger) -> None:
