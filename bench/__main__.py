@@ -18,6 +18,7 @@ from bench import (
     bench_hardware,
     bench_hostile,
     bench_intake,
+    bench_ledger,
     bench_outbox,
     bench_slots,
 )
@@ -36,6 +37,7 @@ BENCHES = {
     "firmware": bench_firmware.run,
     "slots": bench_slots.run,
     "cloud": bench_cloud.run,
+    "ledger": bench_ledger.run,
     "fleet": bench_fleet.run,
 }
 

@@ -255,22 +255,19 @@ def _remote(ctx: click.Context, mac: str, op: str, wait: float) -> None:
     cli_common.run(ctx, work)
 
 
-@main.command()
-@click.argument("mac")
-@click.option("--wait", default=30.0, show_default=True, help="Seconds to wait for the device's reply.")
-@click.pass_context
-def reboot(ctx: click.Context, mac: str, wait: float) -> None:
-    """Reboot a device remotely (a signed command, sent by serve); shows its reply."""
-    _remote(ctx, mac, "reboot", wait)
+def _remote_command(op: str, summary: str) -> click.Command:
+    @click.argument("mac")
+    @click.option("--wait", default=30.0, show_default=True, help="Seconds to wait for the device's reply.")
+    @click.pass_context
+    def command(ctx: click.Context, mac: str, wait: float) -> None:
+        _remote(ctx, mac, op, wait)
+
+    command.__doc__ = f"{summary} (a signed command, sent by serve); shows the device's reply."
+    return main.command(op)(command)
 
 
-@main.command()
-@click.argument("mac")
-@click.option("--wait", default=30.0, show_default=True, help="Seconds to wait for the device's reply.")
-@click.pass_context
-def resync(ctx: click.Context, mac: str, wait: float) -> None:
-    """Ask a device to report its state again (a signed command, sent by serve); shows its reply."""
-    _remote(ctx, mac, "resync", wait)
+_remote_command("reboot", "Reboot a device remotely")
+_remote_command("resync", "Ask a device to report its state again")
 
 
 @main.command()

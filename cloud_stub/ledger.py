@@ -557,7 +557,7 @@ class Ledger:
         services: dict[str, bool] | None = None,
     ) -> None:
         """An apartment of a community; ``device`` (MAC, name) is its indoor monitor, required while With
-        Indoor Monitor is on for it (seed 003 line 264); ``services`` sets its own switches."""
+        Indoor Monitor is on for it (seed 003 line 263); ``services`` sets its own switches."""
         p = self.project(project)
         if actor is not None:
             self.check_authority(actor, p)
@@ -571,7 +571,7 @@ class Ledger:
             raise Refused(
                 "indoor_monitor_needed",
                 "With Indoor Monitor is on: give the apartment's indoor monitor (--device-mac, --device-name)",
-                "seed 003 line 264",
+                "seed 003 line 263",
             )
         with self.transaction() as db:
             db.execute(
@@ -873,11 +873,12 @@ class Ledger:
         rules.check_permission(role, self._payer_permission(role, permission, projects), method)
         for p in projects.values():
             self.check_authority(payer, p)  # whose money pays for whose site (after: may it pay at all)
+        accounts = {project: self.account_services(project) for project in projects}  # one read per site
         priced, amount = [], 0
         summary = {"doors": 0, "personnel_apps": 0, "admin_apps": 0, "premium_features": 0, "apps": 0}
         for project, service, subject in items:
             p = projects[project]
-            monthly = self._price(p, service, subject, plan)
+            monthly = self._price(p, service, subject, plan, accounts[project])
             current = self.db.execute(
                 "SELECT expires FROM services WHERE project = ? AND service = ? AND subject = ?",
                 (project, service, subject),
@@ -904,8 +905,11 @@ class Ledger:
         shown_to = renew_to.isoformat() if isinstance(renew_to, date) else renew_to
         return {"method": method, "amount": amount, "items": priced, "summary": summary, "renew_to": shown_to}
 
-    def _price(self, p: dict[str, Any], service: str, subject: str, plan: str | None) -> int:
-        """The monthly price of one item, refusing what the site does not have or has switched off."""
+    def _price(
+        self, p: dict[str, Any], service: str, subject: str, plan: str | None, accounts: dict[str, tuple[str, str]]
+    ) -> int:
+        """The monthly price of one item, refusing what the site does not have or has switched off;
+        ``accounts`` are the site's (:meth:`account_services`)."""
         offer = rules.offer(p["type"], service)
         rules.check_switchable(service)
         rules.check_subject(offer, subject, p["doors"])
@@ -913,7 +917,7 @@ class Ledger:
         project = p["id"]
         monthly = offer.monthly
         if level == "account":
-            found = self.account_services(project).get(ident)
+            found = accounts.get(ident)
             if found is None:
                 raise Refused("unknown_account", f"{project} has no app account {ident}", "DOMAIN.md project types")
             rules.check_account_service(service, found[0], ident)
@@ -1064,7 +1068,7 @@ class Ledger:
                 if new is None or payer is None:
                     continue
                 try:
-                    monthly = self._price(self.project(project), service, subject, plan)
+                    monthly = self._price(self.project(project), service, subject, plan, self.account_services(project))
                 except Refused:
                     continue  # the account or apartment is gone, or the service switched off: not renewed
                 entries = [(project, service, subject, new, plan)]

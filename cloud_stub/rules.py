@@ -131,7 +131,7 @@ def check_auto_renew(project_type: str, created: date, source: str) -> None:
 
 
 PAY_PERMISSIONS: Final = {"installer": ("none", "regular", "credit")}  # "Pay by Installer", seed 002 247
-PAY_BY_PM: Final = ("none", "regular")  # a site's setting (seed 001 line 308, seed 002 row 8)
+PAY_BY_PM: Final = ("none", "regular")  # a site's setting (seed 001 line 305, seed 002 row 8)
 
 
 def check_permission(role: str, permission: str, method: str) -> None:
@@ -193,11 +193,11 @@ def check_authority(actor: str, role: str, chain: tuple[str | None, ...], instal
 
 
 def check_pm_grant() -> None:
-    """Seed 001 line 308; seed 002 row 8: "Pay by PM" belongs to the site, not to the PM's account."""
+    """Seed 001 line 305; seed 002 row 8: "Pay by PM" belongs to the site, not to the PM's account."""
     raise Refused(
         "pay_by_pm_is_a_site_setting",
         "a PM's payment permission is the site's 'Pay by PM' (site-set PROJECT pay_by_pm=regular)",
-        "seed 001 line 308; seed 002 row 8",
+        "seed 001 line 305; seed 002 row 8",
     )
 
 

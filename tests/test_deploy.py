@@ -207,7 +207,13 @@ async def test_prometheus_metrics_on_a_loopback_port(
         try:
             await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
             await control.request(daemon.data_dir, {"op": "check", "action": "issue_access", "subject": "door:door-1"})
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            async with asyncio.timeout(10):  # the exporter starts beside the session, not before it
+                while True:
+                    try:
+                        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                        break
+                    except ConnectionRefusedError:
+                        await asyncio.sleep(0.05)
             writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             await writer.drain()
             async with asyncio.timeout(5):
@@ -278,7 +284,8 @@ async def test_serve_connects_with_mutual_tls_and_names_images_from_its_base_url
     image = tmp_path / "build.bin"
     image.write_bytes(bytes(4096))
     assert cloud(ledger, "add-firmware", "R29", "29.30.9.1", str(image))[0] == 0
-    assert cloud(ledger, "upgrade", "up-1", "--project", "office", "--model", "R29", "--version", "29.30.9.1")[0] == 0
+    assert cloud(ledger, "upgrade", "up-1", "--project", "office", "--model", "R29", "--version", "29.30.9.1",
+                 actor="i1")[0] == 0  # fmt: skip
     async with broker(certs, tmp_path) as port:
         args = [
             *(CLOUD, "--ledger", str(ledger), "serve", "--broker", f"mqtts://127.0.0.1:{port}", "--images-port", "0"),
