@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from pathlib import Path
 from typing import Any
@@ -62,3 +63,45 @@ async def test_a_stimulus_during_a_reload_is_judged_on_the_new_credentials(
             {"driver": "relay", "op": "open", "args": {"door": "door-1", "seconds": 5}},
             {"driver": "reader", "op": "signal", "args": {"door": "door-1", "pattern": "granted"}},
         ]
+
+
+async def test_the_packed_credential_index_round_trips_and_survives_an_older_agents_writes(tmp_path: Path) -> None:
+    """The reader's index entry is packed beside each credential (migration 6): what is found is what was
+    issued; a row an older agent wrote (no entry) or changed (its entry left stale: the trigger clears it)
+    is packed from its body at load, so a rollback and a return never leave a stale window."""
+    from agent.local import credentials
+    from agent.store.database import Store
+
+    store = await Store.open(tmp_path)
+    try:
+        issued = Credential.model_validate_json(
+            json.dumps({"id": "c-1", "kind": "card", "value": "04A1B2", "valid_from": "2026-01-01T00:00:00Z",
+             "valid_until": "2027-01-01T00:00:00Z", "dynamic": True, "floors": ["3", "4"]})
+        )  # fmt: skip
+        async with store.transaction() as tx:
+            await credentials.issue(tx, "door-1", [(issued.id, issued.kind, issued.stored())], 1.0)
+        async with store.transaction("DEFERRED") as tx:
+            index = await CredentialIndex.load(tx)
+        held = index.find("door-1", "card", "04A1B2")
+        assert held == credentials.Held("c-1", "card", 1767225600.0, 1798761600.0, True, ("3", "4"))
+        assert index.find("door-2", "card", "04A1B2") is None  # the door is part of the key
+        assert index.find("door-1", "pin", "04A1B2") is None  # and the kind
+        # an older agent (no lookup/held columns) narrows the window and adds a PIN
+        narrowed = issued.model_copy(update={"valid_until": None, "floors": ()})
+        async with store.transaction() as tx:
+            await tx.execute(
+                "UPDATE credentials SET body = ?, issued_at = 2 WHERE door = 'door-1' AND id = 'c-1'",
+                (narrowed.stored(),),
+            )
+            pin = Credential(id="p-1", kind="pin", value="2468")
+            await tx.execute(
+                "INSERT INTO credentials (door, id, kind, body, issued_at) VALUES ('door-1', ?, ?, ?, 2)",
+                (pin.id, pin.kind, pin.stored()),
+            )
+        async with store.transaction("DEFERRED") as tx:
+            index = await CredentialIndex.load(tx)
+        assert index.find("door-1", "card", "04A1B2") == credentials.Held("c-1", "card", 1767225600.0, None, True, ())
+        assert index.find("door-1", "pin", "2468") == credentials.Held("p-1", "pin", None, None, False, ())
+        assert len(index) == 2
+    finally:
+        await store.close()

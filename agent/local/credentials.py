@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+import math
+import struct
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import NamedTuple
 
@@ -25,12 +27,13 @@ def value_digest(value: str) -> str:
 
 
 async def issue(tx: Transaction, door: str, credentials: Iterable[tuple[str, str, str]], now: float) -> None:
-    """Hold ``(id, kind, stored body)`` credentials for ``door`` (a credential issued again replaces itself)."""
+    """Hold ``(id, kind, stored body)`` credentials for ``door`` (a credential issued again replaces itself),
+    with the reader's packed index entry beside each (:func:`packed`)."""
     await tx.executemany(
-        """INSERT INTO credentials (door, id, kind, body, issued_at) VALUES (?, ?, ?, ?, ?)
+        """INSERT INTO credentials (door, id, kind, body, issued_at, lookup, held) VALUES (?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (door, id) DO UPDATE SET kind = excluded.kind, body = excluded.body,
-             issued_at = excluded.issued_at""",
-        [(door, ident, kind, body, now) for ident, kind, body in credentials],
+             issued_at = excluded.issued_at, lookup = excluded.lookup, held = excluded.held""",
+        [(door, ident, kind, body, now, *packed(door, ident, kind, body)) for ident, kind, body in credentials],
     )
 
 
@@ -62,31 +65,83 @@ def _epoch(text: object) -> float | None:
     return epoch_of(datetime.fromisoformat(text)) if isinstance(text, str) else None
 
 
-class CredentialIndex:
-    """(door, kind, value digest) -> :class:`Held`."""
+# The index keeps, per credential, two small bytes objects in one dict (~160 bytes in all, where a tuple key
+# and a Held of strings and floats took ~870: docs/performance.md): the key is a 128-bit hash of (door, kind,
+# value digest); the value packs the validity window (NaN: unbounded), the dynamic flag, the id and the floors.
+_WINDOW = struct.Struct("<ddB")
+_SEPARATOR = "\x1f"  # the unit separator: not in an id (protocol.claims.ID_PATTERN)
 
-    def __init__(self, entries: dict[tuple[str, str, str], Held] | None = None) -> None:
+
+def lookup_key(door: str, kind: str, digest: str) -> bytes:
+    return hashlib.blake2b(f"{door}\0{kind}\0{digest}".encode(), digest_size=16).digest()
+
+
+def pack(held: Held) -> bytes:
+    window = _WINDOW.pack(
+        math.nan if held.valid_from is None else held.valid_from,
+        math.nan if held.valid_until is None else held.valid_until,
+        held.dynamic,
+    )
+    return window + _SEPARATOR.join((held.id, *held.floors)).encode()
+
+
+def unpack(kind: str, blob: bytes) -> Held:
+    valid_from, valid_until, dynamic = _WINDOW.unpack_from(blob)
+    ident, *floors = blob[_WINDOW.size :].decode().split(_SEPARATOR)
+    return Held(
+        ident,
+        kind,
+        None if math.isnan(valid_from) else valid_from,
+        None if math.isnan(valid_until) else valid_until,
+        bool(dynamic),
+        tuple(floors),
+    )
+
+
+def packed(door: str, ident: str, kind: str, body: str) -> tuple[bytes, bytes]:
+    """The index entry of a stored credential: (lookup key, packed :class:`Held`)."""
+    fields = json.loads(body)
+    digest = fields.get("value_sha256") or value_digest(fields.get("value") or ident)
+    held = Held(
+        ident,
+        kind,
+        _epoch(fields.get("valid_from")),
+        _epoch(fields.get("valid_until")),
+        bool(fields.get("dynamic", False)),
+        tuple(fields.get("floors", ())),
+    )
+    return lookup_key(door, kind, digest), pack(held)
+
+
+class CredentialIndex:
+    """(door, kind, value digest) -> :class:`Held`, packed (:func:`pack`)."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self, entries: dict[bytes, bytes] | None = None) -> None:
         self._entries = entries or {}
+
+    @classmethod
+    def of(cls, held: Mapping[tuple[str, str, str], Held]) -> CredentialIndex:
+        """From (door, kind, value digest) -> :class:`Held` (tests, and what :meth:`load` repairs)."""
+        return cls({lookup_key(*key): pack(h) for key, h in held.items()})
 
     def __len__(self) -> int:
         return len(self._entries)
 
     @classmethod
     async def load(cls, tx: Transaction) -> CredentialIndex:
-        entries: dict[tuple[str, str, str], Held] = {}
-        for door, ident, kind, body in await tx.fetchall("SELECT door, id, kind, body FROM credentials"):
-            fields = json.loads(body)
-            digest = fields.get("value_sha256") or value_digest(fields.get("value") or ident)
-            entries[(door, kind, digest)] = Held(
-                ident,
-                kind,
-                _epoch(fields.get("valid_from")),
-                _epoch(fields.get("valid_until")),
-                bool(fields.get("dynamic", False)),
-                tuple(fields.get("floors", ())),
-            )
+        """Every credential held: the packed entries as stored; a row without one (written by an agent from
+        before them, or changed by one since: a trigger clears them) is packed from its body here."""
+        rows = await tx.fetchall("SELECT lookup, held, door, id, kind, body FROM credentials")
+        entries: dict[bytes, bytes] = {}
+        for lookup, held, door, ident, kind, body in rows:
+            if lookup is None or held is None:
+                lookup, held = packed(door, ident, kind, body)
+            entries[bytes(lookup)] = bytes(held)
         return cls(entries)
 
     def find(self, door: str, kind: str, value: str) -> Held | None:
         """The credential of ``kind`` for ``door`` whose value is ``value``, if held."""
-        return self._entries.get((door, kind, value_digest(value)))
+        blob = self._entries.get(lookup_key(door, kind, value_digest(value)))
+        return None if blob is None else unpack(kind, blob)

@@ -156,10 +156,20 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ),
     # 5: what an older agent may do with this database after a firmware rollback (module docstring).
     ("CREATE TABLE schema_compat (id INTEGER PRIMARY KEY CHECK (id = 1), readable_from INTEGER NOT NULL)",),
+    # 6: the credential reader's index entry, packed beside each credential (agent/local/credentials.py), so
+    #    that 100,000 of them load without parsing their bodies. An older agent that changes a body leaves the
+    #    entry stale: the trigger clears it, and the loader packs that row from its body.
+    (
+        "ALTER TABLE credentials ADD COLUMN lookup BLOB",
+        "ALTER TABLE credentials ADD COLUMN held BLOB",
+        """CREATE TRIGGER credentials_repack AFTER UPDATE OF body ON credentials
+           WHEN NEW.held IS OLD.held
+           BEGIN UPDATE credentials SET lookup = NULL, held = NULL WHERE rowid = NEW.rowid; END""",
+    ),
 )
 
 # The oldest schema an agent must know to use the database after each migration (module docstring).
 # 4 is breaking: an agent before key scopes would store keys without them (NULL: every type).
-READABLE_FROM: Final[tuple[int, ...]] = (1, 2, 3, 4, 4)
+READABLE_FROM: Final[tuple[int, ...]] = (1, 2, 3, 4, 4, 4)
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

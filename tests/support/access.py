@@ -14,7 +14,7 @@ PAID = [
     svc("dynamic_qr"),
 ]
 
-CREDENTIALS = CredentialIndex(
+CREDENTIALS = CredentialIndex.of(
     {
         ("door-1", "card", value_digest("04A1B2")): Held("c-1", "card", None, None, False, ()),
         ("door-1", "pin", value_digest("2468")): Held("p-1", "pin", None, T0 - DAY, False, ()),
