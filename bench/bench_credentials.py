@@ -1,8 +1,9 @@
 """Credentials held by the access reader: memory per credential and the time to load them at start, for
 1,000, 10,000 and 100,000 credentials (issue "Performance": <= 200 bytes each; 100,000 in <= 0.5 s).
 
-Each count runs in a fresh process: the credentials are issued into a real database (the command path's
-``credentials.issue``), then :meth:`CredentialIndex.load` is timed, and the Python heap it keeps is measured
+Each count runs in fresh processes: one issues the credentials into a real database (the command path's
+``credentials.issue``), the next times :meth:`CredentialIndex.load` and measures how much its resident set
+grew, and the Python heap it keeps is measured
 with tracemalloc (a second load, so the timing is not tracemalloc's). The floor beside ours is the least a
 reader could keep to recognise a credential at all: a set of the 32-byte SHA-256 digests.
 """
@@ -26,17 +27,29 @@ from agent.local import credentials
 from agent.local.credentials import CredentialIndex
 from agent.store.database import Store
 
-async def main(directory, count):
+def rss():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+
+async def main(directory, count, step):
     store = await Store.open(Path(directory))
-    issued = [Credential(id=f"c-{i}", kind="card", value=f"{i:012X}") for i in range(count)]
-    async with store.transaction() as tx:
-        for door in ("door-1", "door-2"):
-            half = issued[: count // 2] if door == "door-1" else issued[count // 2 :]
-            await credentials.issue(tx, door, [(c.id, c.kind, c.stored()) for c in half], 0.0)
+    if step == "issue":  # in a process of its own: what it allocates does not flatter the load's RSS
+        issued = [Credential(id=f"c-{i}", kind="card", value=f"{i:012X}") for i in range(count)]
+        async with store.transaction() as tx:
+            for door in ("door-1", "door-2"):
+                half = issued[: count // 2] if door == "door-1" else issued[count // 2 :]
+                await credentials.issue(tx, door, [(c.id, c.kind, c.stored()) for c in half], 0.0)
+        await store.close()
+        return
+    gc.collect()
+    rss_before = rss()
     async with store.transaction("DEFERRED") as tx:
         started = time.perf_counter()
         index = await CredentialIndex.load(tx)
         seconds = time.perf_counter() - started
+    gc.collect()
+    rss_after = rss()
     assert len(index) == count
     assert index.find("door-1", "card", f"{0:012X}") is not None
     del index
@@ -57,18 +70,20 @@ async def main(directory, count):
     floor = tracemalloc.get_traced_memory()[0] - floor_before
     tracemalloc.stop()
     await store.close()
-    print(json.dumps({"seconds": seconds, "ours": ours / count, "floor": floor / count, "held": len(index),
-                      "digests": len(digests)}))
+    print(json.dumps({"seconds": seconds, "ours": ours / count, "floor": floor / count,
+                      "rss": (rss_after - rss_before) / count, "held": len(index), "digests": len(digests)}))
 
-asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))
 """
 
 
 def _measure(count: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(dir="/var/tmp") as directory:
-        out = subprocess.run(
-            [sys.executable, "-c", _MEASURE, directory, str(count)], capture_output=True, text=True, check=True
-        )
+        for step in ("issue", "load"):
+            out = subprocess.run(
+                [sys.executable, "-c", _MEASURE, directory, str(count), step], capture_output=True, text=True,
+                check=True,
+            )  # fmt: skip
     figures: dict[str, float] = json.loads(out.stdout)
     return figures
 
@@ -77,22 +92,19 @@ def run() -> list[Result]:
     rows = []
     for count in COUNTS:
         m = _measure(count)
+        last = count == COUNTS[-1]
         rows.append(
-            Result(f"memory per credential, {count:,} held", "a set of 32-byte digests", m["floor"], m["ours"],
-                   m["ours"] / m["floor"], "info", unit="n")
+            Result(f"memory per credential, {count:,} held (Python heap)", "a set of 32-byte digests", m["floor"],
+                   m["ours"], m["ours"] / m["floor"], "info", unit="n")
+        )  # fmt: skip
+        # The resident set's growth: what the issue measured. At small counts it is mostly SQLite's page
+        # cache and pymalloc's arenas (fixed costs spread thin), so the goal is judged at 100,000.
+        rows.append(
+            Result(f"resident memory per credential, {count:,} held, against 200 bytes", "the goal", 200.0,
+                   m["rss"], m["rss"] / 200.0, "<= 1.0" if last else "info", unit="n")
         )  # fmt: skip
         rows.append(
-            Result(f"memory per credential, {count:,} held, against 200 bytes", "the goal", 200.0, m["ours"],
-                   m["ours"] / 200.0, "<= 1.0", unit="n")
+            Result(f"load {count:,} credentials at start, against 0.5 s", "the goal", 0.5, m["seconds"],
+                   m["seconds"] / 0.5, "<= 1.0" if last else "info")
         )  # fmt: skip
-        if count == COUNTS[-1]:
-            rows.append(
-                Result(f"load {count:,} credentials at start, against 0.5 s", "the goal", 0.5, m["seconds"],
-                       m["seconds"] / 0.5, "<= 1.0")
-            )  # fmt: skip
-        else:
-            rows.append(
-                Result(f"load {count:,} credentials at start", "per credential (info)", m["seconds"] / count,
-                       m["seconds"], count, "info")
-            )  # fmt: skip
     return rows

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import struct
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -65,37 +64,42 @@ def _epoch(text: object) -> float | None:
     return epoch_of(datetime.fromisoformat(text)) if isinstance(text, str) else None
 
 
-# The index keeps, per credential, two small bytes objects in one dict (~160 bytes in all, where a tuple key
-# and a Held of strings and floats took ~870: docs/performance.md): the key is a 128-bit hash of (door, kind,
-# value digest); the value packs the validity window (NaN: unbounded), the dynamic flag, the id and the floors.
-_WINDOW = struct.Struct("<ddB")
+# The index keeps, per credential, two small bytes objects in one dict (~150 bytes in all, where a tuple key
+# and a Held of strings and floats took ~490, ~890 resident: docs/performance.md). The key is a 120-bit hash
+# of (door, kind, value digest): 15 bytes make a 48-byte object, in pymalloc's 16-byte size classes. The
+# value is a flags byte, then only what is there: the validity window's ends, the id and the floors.
+_KEY_BYTES = 15
+_FROM, _UNTIL, _DYNAMIC = 1, 2, 4
+_END = struct.Struct("<d")
 _SEPARATOR = "\x1f"  # the unit separator: not in an id (protocol.claims.ID_PATTERN)
+LOAD_CHUNK = 2_000  # rows read per query at load: what is read at once stays small
 
 
 def lookup_key(door: str, kind: str, digest: str) -> bytes:
-    return hashlib.blake2b(f"{door}\0{kind}\0{digest}".encode(), digest_size=16).digest()
+    return hashlib.blake2b(f"{door}\0{kind}\0{digest}".encode(), digest_size=_KEY_BYTES).digest()
 
 
 def pack(held: Held) -> bytes:
-    window = _WINDOW.pack(
-        math.nan if held.valid_from is None else held.valid_from,
-        math.nan if held.valid_until is None else held.valid_until,
-        held.dynamic,
+    flags = (
+        (_FROM if held.valid_from is not None else 0)
+        | (_UNTIL if held.valid_until is not None else 0)
+        | (_DYNAMIC if held.dynamic else 0)
     )
-    return window + _SEPARATOR.join((held.id, *held.floors)).encode()
+    ends = b"".join(_END.pack(end) for end in (held.valid_from, held.valid_until) if end is not None)
+    return bytes((flags,)) + ends + _SEPARATOR.join((held.id, *held.floors)).encode()
 
 
 def unpack(kind: str, blob: bytes) -> Held:
-    valid_from, valid_until, dynamic = _WINDOW.unpack_from(blob)
-    ident, *floors = blob[_WINDOW.size :].decode().split(_SEPARATOR)
-    return Held(
-        ident,
-        kind,
-        None if math.isnan(valid_from) else valid_from,
-        None if math.isnan(valid_until) else valid_until,
-        bool(dynamic),
-        tuple(floors),
-    )
+    flags, at = blob[0], 1
+    ends: list[float | None] = []
+    for flag in (_FROM, _UNTIL):
+        if flags & flag:
+            ends.append(_END.unpack_from(blob, at)[0])
+            at += _END.size
+        else:
+            ends.append(None)
+    ident, *floors = blob[at:].decode().split(_SEPARATOR)
+    return Held(ident, kind, ends[0], ends[1], bool(flags & _DYNAMIC), tuple(floors))
 
 
 def packed(door: str, ident: str, kind: str, body: str) -> tuple[bytes, bytes]:
@@ -131,14 +135,27 @@ class CredentialIndex:
 
     @classmethod
     async def load(cls, tx: Transaction) -> CredentialIndex:
-        """Every credential held: the packed entries as stored; a row without one (written by an agent from
-        before them, or changed by one since: a trigger clears them) is packed from its body here."""
-        rows = await tx.fetchall("SELECT lookup, held, door, id, kind, body FROM credentials")
+        """Every credential held: the packed entries as stored, read in chunks (what is read stays small); a
+        row without one (written by an agent from before them, or changed by one since: a trigger clears
+        them) is packed from its body here."""
         entries: dict[bytes, bytes] = {}
-        for lookup, held, door, ident, kind, body in rows:
-            if lookup is None or held is None:
-                lookup, held = packed(door, ident, kind, body)
-            entries[bytes(lookup)] = bytes(held)
+        after = 0
+        while True:
+            rows = await tx.fetchall(
+                "SELECT rowid, lookup, held FROM credentials WHERE rowid > ? AND held IS NOT NULL"
+                " AND lookup IS NOT NULL ORDER BY rowid LIMIT ?",
+                (after, LOAD_CHUNK),
+            )
+            for _, lookup, held in rows:
+                entries[lookup] = held
+            if len(rows) < LOAD_CHUNK:
+                break
+            after = rows[-1][0]
+        for door, ident, kind, body in await tx.fetchall(
+            "SELECT door, id, kind, body FROM credentials WHERE lookup IS NULL OR held IS NULL"
+        ):
+            lookup, held = packed(door, ident, kind, body)
+            entries[lookup] = held
         return cls(entries)
 
     def find(self, door: str, kind: str, value: str) -> Held | None:
