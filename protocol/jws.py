@@ -19,6 +19,7 @@ import base64
 import binascii
 import hashlib
 import json
+from functools import lru_cache
 from typing import Any, Final, NamedTuple
 
 from cryptography.exceptions import InvalidSignature
@@ -35,7 +36,9 @@ MAX_HEADER_DEPTH: Final = 2  # the object, and at most one level inside it (ours
 ALG: Final = "EdDSA"
 
 _ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+# base64url to standard base64, and standard's own "+", "/" and "=" to "!", which strict decoding refuses: one
+# pass both translates and leaves anything outside the alphabet to be refused.
+_TO_STANDARD = bytes.maketrans(b"-_+/=", b"+/!!!")
 # Bits of the last character that carry no data, by length mod 4: they must be zero.
 _UNUSED_BITS = {2: 0x0F, 3: 0x03}
 
@@ -48,15 +51,17 @@ def b64url_encode(data: bytes) -> str:
 def b64url_decode(text: str | bytes) -> bytes:
     """Decode canonical unpadded base64url; raise ``ValueError`` on anything else."""
     raw = text.encode("ascii", "strict") if isinstance(text, str) else text
-    if raw.translate(None, _ALPHABET) or len(raw) % 4 == 1:  # any byte outside the alphabet, or a stray one
+    rest = len(raw) % 4
+    if rest == 1:  # a stray character
         raise ValueError("not base64url")
-    unused = _UNUSED_BITS.get(len(raw) % 4)
+    try:
+        decoded = binascii.a2b_base64(raw.translate(_TO_STANDARD) + b"=" * (-rest % 4), strict_mode=True)
+    except binascii.Error:  # a byte outside the alphabet
+        raise ValueError("not base64url") from None
+    unused = _UNUSED_BITS.get(rest)
     if unused is not None and _ALPHABET.index(raw[-1]) & unused:
         raise ValueError("not canonical base64url")
-    try:
-        return binascii.a2b_base64(raw.translate(_TO_STANDARD) + b"=" * (-len(raw) % 4), strict_mode=True)
-    except binascii.Error as exc:  # pragma: no cover -- the checks above leave nothing for it to refuse
-        raise ValueError("not base64url") from exc
+    return decoded
 
 
 def raw_public_key(key: Ed25519PublicKey) -> bytes:
@@ -107,6 +112,28 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _HEADER_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates)
 
 
+@lru_cache(maxsize=64)  # a signer's headers repeat: one per key and typ
+def _header(header_b64: bytes) -> tuple[str, str, str]:
+    """The protected header's ``alg``, ``kid`` and ``typ``, checked; refusals are not cached."""
+    try:
+        header = boundedjson.loads(b64url_decode(header_b64), max_depth=MAX_HEADER_DEPTH, decoder=_HEADER_DECODER)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DocumentRefused(reasons.MALFORMED, str(exc)) from None
+    if not isinstance(header, dict):
+        raise DocumentRefused(reasons.MALFORMED, "the protected header is not a JSON object")
+    alg = header.get("alg")
+    if alg != ALG:
+        raise DocumentRefused(reasons.UNSUPPORTED_ALG, f"alg {alg!r}: only {ALG!r} is accepted")
+    if "crit" in header:
+        raise DocumentRefused(reasons.UNSUPPORTED_ALG, "crit header parameters are not supported")
+    kid, typ = header.get("kid"), header.get("typ")
+    if not isinstance(kid, str) or not kid:
+        raise DocumentRefused(reasons.MALFORMED, "the header has no kid")
+    if not isinstance(typ, str) or not typ:
+        raise DocumentRefused(reasons.WRONG_TYP, "the header has no typ")
+    return alg, kid, typ
+
+
 def parse(token: str | bytes) -> CompactJWS:
     """Split and decode a compact JWS and check its protected header; the signature is not checked.
 
@@ -125,24 +152,12 @@ def parse(token: str | bytes) -> CompactJWS:
     header_b64, payload_b64, signature_b64 = parts
     if len(header_b64) > MAX_HEADER_BYTES * 4 // 3 + 4:
         raise DocumentRefused(reasons.MALFORMED, f"the protected header is larger than {MAX_HEADER_BYTES} bytes")
+    alg, kid, typ = _header(header_b64)
     try:
-        header = boundedjson.loads(b64url_decode(header_b64), max_depth=MAX_HEADER_DEPTH, decoder=_HEADER_DECODER)
         payload = b64url_decode(payload_b64)
         signature = b64url_decode(signature_b64)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         raise DocumentRefused(reasons.MALFORMED, str(exc)) from None
-    if not isinstance(header, dict):
-        raise DocumentRefused(reasons.MALFORMED, "the protected header is not a JSON object")
-    alg = header.get("alg")
-    if alg != ALG:
-        raise DocumentRefused(reasons.UNSUPPORTED_ALG, f"alg {alg!r}: only {ALG!r} is accepted")
-    if "crit" in header:
-        raise DocumentRefused(reasons.UNSUPPORTED_ALG, "crit header parameters are not supported")
-    kid, typ = header.get("kid"), header.get("typ")
-    if not isinstance(kid, str) or not kid:
-        raise DocumentRefused(reasons.MALFORMED, "the header has no kid")
-    if not isinstance(typ, str) or not typ:
-        raise DocumentRefused(reasons.WRONG_TYP, "the header has no typ")
     if len(signature) != 64:
         raise DocumentRefused(reasons.BAD_SIGNATURE, f"an Ed25519 signature is 64 bytes, not {len(signature)}")
     return CompactJWS(

@@ -169,6 +169,31 @@ ATTACKS: list[tuple[str, str, Attack, str]] = [
         lambda s: s.signed(services=_service(expires="2099-01-01T00:00:00")),
         reasons.INVALID_CLAIMS,
     ),
+    (
+        "an impossible expiry",
+        E,
+        lambda s: s.signed(services=_service(expires="2099-02-30T00:00:00Z")),
+        reasons.INVALID_CLAIMS,
+    ),
+    ("an expiry as a number", E, lambda s: s.signed(services=_service(expires=4070908800)), reasons.INVALID_CLAIMS),
+    (
+        "an expiry with a space for T",
+        E,
+        lambda s: s.signed(services=_service(expires="2099-01-01 00:00:00Z")),
+        reasons.INVALID_CLAIMS,
+    ),
+    (
+        "an expiry with a bare offset",
+        E,
+        lambda s: s.signed(services=_service(expires="2099-01-01T00:00:00+0800")),
+        reasons.INVALID_CLAIMS,
+    ),
+    (
+        "a service entry as a list",
+        E,
+        lambda s: s.signed(services=[["door", "door:door-2", "2099-01-01T00:00:00Z"]]),
+        reasons.INVALID_CLAIMS,
+    ),
     ("subject with a dot", E, lambda s: s.signed(services=_service(subject="door:door.2")), reasons.INVALID_CLAIMS),
     ("unknown project type", E, lambda s: s.signed(project={"id": "p", "type": "castle"}), reasons.INVALID_CLAIMS),
     (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import jwt
 import pytest
@@ -123,3 +124,20 @@ def test_rfc3339_formatting_round_trips(epoch: float) -> None:
     assert text.endswith("Z")
     assert len(text) in (20, 24)
     assert abs(datetime.fromisoformat(text).timestamp() - epoch) < 0.001 + 1e-6 * abs(epoch) / 1e9
+
+
+def test_service_expiries_are_epoch_seconds_whatever_their_offset_and_unknown_members_are_ignored() -> None:
+    """Service entries are validated as dicts (docs/performance.md): the expiry's offset is honoured, a member
+    a newer cloud adds is ignored (PROTOCOL.md: a reader ignores fields it does not know)."""
+    from protocol.claims import EntitlementsClaims
+
+    payload = {
+        "aud": "0c110512ab34", "iat": 1, "exp": 2, "seq": 1, "project": {"id": "p", "type": "community"},
+        "services": [
+            {"service": "app", "subject": "account:a", "expires": "2027-01-01T08:00:00+08:00", "tier": "gold"},
+            {"service": "door", "subject": "door:d", "expires": "2027-01-01T00:00:00.5Z", "plan": None},
+        ],
+    }  # fmt: skip
+    claims = EntitlementsClaims.model_validate_json(json.dumps(payload))
+    assert [(s["expires"], s.get("plan")) for s in claims.services] == [(1798761600.0, None), (1798761600.5, None)]
+    assert "tier" not in claims.services[0]

@@ -34,6 +34,8 @@ KNOWN_SERVICES: Final = frozenset(
     }
 )
 
+_new = tuple.__new__
+
 # DOMAIN.md "Paying": commercial projects created before 2025-06-01 need no payment.
 CREDIT_BILLING_FROM: Final = date(2025, 6, 1)
 
@@ -92,12 +94,14 @@ class Entitlements:
         self.payment_required: bool = not (
             project.type == "commercial" and project.created is not None and project.created < CREDIT_BILLING_FROM
         )
-        by_key: dict[tuple[str, str], Service] = {}
-        for service in services:
-            key = (service.service, service.subject)
-            held = by_key.get(key)
-            if held is None or service.expires > held.expires:
-                by_key[key] = service
+        by_key = {(s.service, s.subject): s for s in services}
+        if len(by_key) != len(services):  # a service and subject listed twice: the later expiry counts
+            by_key = {}
+            for service in services:
+                key = (service.service, service.subject)
+                held = by_key.get(key)
+                if held is None or service.expires > held.expires:
+                    by_key[key] = service
         self._by_key: Mapping[tuple[str, str], Service] = by_key
         # The policy's memo of decisions with the interval each holds over (agent.entitlements.policy).
         self.memo: dict[Any, Any] = {}
@@ -106,12 +110,16 @@ class Entitlements:
     def from_claims(cls, claims: EntitlementsClaims) -> Entitlements:
         """The entitlements of a verified document."""
         p = claims.project
+        # tuple.__new__: the NamedTuple's own __new__ costs 0.1 µs more per service, in documents of thousands
+        services = tuple(
+            [_new(Service, (s["service"], s["subject"], s["expires"], s.get("plan"))) for s in claims.services]
+        )
         return cls(
             seq=claims.seq,
             iat=float(claims.iat),
             exp=float(claims.exp),
             project=Project(p.id, p.type, p.created, p.doors, p.free_apps),
-            services=tuple(Service(s.service, s.subject, s.expires.timestamp(), s.plan) for s in claims.services),
+            services=services,
             settings=claims.settings,
         )
 
