@@ -1,9 +1,8 @@
 """``python -m bench [--json] [NAME...]``: run the benchmarks (all by default) and print the table, or
-with ``--json`` one JSON object per row (name, floor, floor_seconds, ours_seconds, ratio, goal, met, unit)."""
+with ``--json`` one JSON object per row (:func:`as_row`: bench, metric, floor, ours, ratio, goal, met)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 
@@ -55,12 +54,22 @@ def main(arguments: list[str]) -> None:
     results: list[Result] = []
     for name in names or list(BENCHES):
         print(f"running {name}...", file=sys.stderr, flush=True)
-        results += BENCHES[name]()
-    if as_json:
-        for r in results:
-            print(json.dumps({**dataclasses.asdict(r), "met": r.met}))
-    else:
+        rows = BENCHES[name]()
+        results += rows
+        if as_json:  # each benchmark's rows as soon as they are measured
+            for r in rows:
+                print(json.dumps(as_row(name, r)), flush=True)
+    if not as_json:
         print(report(results))
+
+
+def as_row(bench: str, r: Result) -> dict[str, object]:
+    """One row for a program: ``{"bench", "metric", "floor", "ours", "ratio", "goal", "met"}``, the floor and
+    ours in ``unit`` (seconds, ``B`` bytes, ``n`` a count), and what the floor is (``floor_is``)."""
+    return {
+        "bench": bench, "metric": r.name, "floor": r.floor_seconds, "ours": r.ours_seconds, "ratio": r.ratio,
+        "goal": r.goal, "met": r.met, "unit": r.unit, "floor_is": r.floor,
+    }  # fmt: skip
 
 
 main(sys.argv[1:])
