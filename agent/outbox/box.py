@@ -268,7 +268,9 @@ class Outbox:
         # A row may be gone by now (evicted while its publish was in flight): only the rows this
         # changes leave the queue.
         marked = await rows.mark_sent(tx, policy.runs(ordered), self._clock.now())
-        await self._prune(tx, keep=self._keep_sent, adding=marked)
+        await self._prune(
+            tx, keep=self._keep_sent, adding=marked, queued_after=self.depth - marked, slack=self._max_events
+        )
 
         def sent() -> None:
             self.depth -= marked
@@ -280,9 +282,11 @@ class Outbox:
 
         tx.after_commit(sent)
 
-    async def _prune(self, tx: Transaction, *, keep: int, adding: int = 0) -> None:
-        """Delete the oldest sent rows beyond ``keep`` (in blocks, not on every batch)."""
-        excess = policy.prune_excess(self.sent, adding, keep)
+    async def _prune(
+        self, tx: Transaction, *, keep: int, adding: int = 0, queued_after: int = 0, slack: int = 0
+    ) -> None:
+        """Delete the oldest sent rows beyond ``keep`` (in blocks, not on every batch; ``policy.prune_excess``)."""
+        excess = policy.prune_excess(self.sent, adding, keep, queued_after=queued_after, slack=slack)
         if not excess:
             return
         deleted = await rows.prune(tx, excess)

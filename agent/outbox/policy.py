@@ -9,7 +9,7 @@ alerts) is denied; the SQL that selects sendable or held rows is built from the 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from agent.outbox.events import GATES, PRIORITY, RESERVED_TYPES
 
@@ -70,9 +70,22 @@ def runs(ordered: Sequence[int]) -> list[tuple[int, int]]:
     return found
 
 
-def prune_excess(sent: int, adding: int, keep: int) -> int:
-    """How many kept sent rows to prune now (in blocks, not on every batch); 0 for none."""
+PRUNE_MAX: Final = 5_000  # sent rows pruned per acknowledgement commit: the end of a drain holds no one up
+
+
+def prune_excess(sent: int, adding: int, keep: int, *, queued_after: int = 0, slack: int = 0) -> int:
+    """How many kept sent rows to prune now (in blocks, not on every batch); 0 for none.
+
+    While rows are still queued after this batch (a drain), the sent ones may exceed ``keep`` by ``slack``
+    (the queue's own bound: they are rows that were queued, so the disk holds nothing it did not hold
+    before): pruning is ~1.1 µs per row plus a larger commit, and inside a drain it made every event
+    dearer the longer the backlog (docs/performance.md). Once the queue is empty they are pruned down to
+    ``keep``, at most :data:`PRUNE_MAX` per commit (a full disk prunes with ``keep=0`` and no slack)."""
     excess = sent + adding - keep
+    if queued_after > 0:
+        if excess <= slack:
+            return 0
+        excess -= slack
     if excess <= 0 or (keep and excess < max(64, keep // 20)):
         return 0
-    return excess
+    return min(excess, PRUNE_MAX) if keep else excess

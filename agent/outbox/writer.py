@@ -94,6 +94,17 @@ class GroupCommit(Generic[T, R]):
                         if self._closing:
                             break
                         await asyncio.sleep(WRITE_RETRY)  # the acknowledgements are tried again then
+                    if (
+                        not self.pending
+                        and not self._closing
+                        and not self._urgent.is_set()
+                        and len(self.acks) < ACK_BATCH
+                    ):
+                        # Only acknowledgements came in during that commit (a drain: one PUBACK after another):
+                        # gather more before the next commit, rather than commit (and fsync) a few at a time.
+                        if self.acks:
+                            self._wake.set()
+                        break
                 self._idle.set()
                 if self._closing:
                     return
