@@ -436,7 +436,7 @@ class Outbox:
         if self.on_puback is not None:
             self.on_puback(row_id)
         self.acknowledged.add(row_id)
-        self._writer.acknowledge({row_id})
+        self._writer.acknowledge_one(row_id)
 
     async def sendable(self, after_id: int, limit: int = FETCH) -> list[OutRow]:
         """Rows after ``after_id`` that are not held, in queue order, without acknowledged ones."""

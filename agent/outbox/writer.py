@@ -68,6 +68,14 @@ class GroupCommit(Generic[T, R]):
         if len(self.acks) >= ACK_BATCH:
             self._urgent.set()
 
+    def acknowledge_one(self, row_id: int) -> None:
+        """:meth:`acknowledge` for one row: what a drain calls per PUBACK, without a set made for it."""
+        acks = self.acks
+        acks.add(row_id)
+        self._wake.set()
+        if len(acks) >= ACK_BATCH:
+            self._urgent.set()
+
     async def run(self) -> None:
         """Commit queued items and acknowledgements in batches until :meth:`close`.
 
