@@ -393,3 +393,23 @@ def test_the_bound_and_the_depth_hold_under_any_interleaving(tmp_path: Path, ope
     number of rows queued on disk after every step (it once drifted negative and raised the real cap)."""
     directory = tmp_path / uuid.uuid4().hex
     asyncio.run(_interleave(directory, operations))
+
+
+@pytest.mark.parametrize(
+    ("sent", "adding", "keep", "queued_after", "slack", "pruned"),
+    [
+        (9_990, 100, 10_000, 0, 0, 0),  # within a block of keep: not yet
+        (10_400, 200, 10_000, 0, 0, 600),  # the queue is empty: down to keep
+        (50_000, 300, 10_000, 500, 100_000, 0),  # a drain: sent rows may exceed keep by the queue's bound
+        (120_000, 300, 10_000, 500, 100_000, 5_000),  # beyond it: pruned, at most PRUNE_MAX a commit
+        (200_000, 300, 10_000, 0, 100_000, 5_000),  # the drain is over: PRUNE_MAX a commit until keep
+        (200_000, 0, 0, 0, 0, 200_000),  # a full disk (keep=0): everything, at once
+    ],
+)
+def test_sent_rows_are_pruned_after_a_drain_not_during_it(
+    sent: int, adding: int, keep: int, queued_after: int, slack: int, pruned: int
+) -> None:
+    """docs/performance.md (issue 17): pruning inside a drain made every event dearer the longer the backlog."""
+    from agent.outbox import policy
+
+    assert policy.prune_excess(sent, adding, keep, queued_after=queued_after, slack=slack) == pruned

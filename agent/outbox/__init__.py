@@ -14,8 +14,10 @@ Theory of operation.
   (``reader.py``: one reader per connection).
 * **Nothing lost past the broker.** A broker that acknowledged a message can still lose it (a crash
   before it saved; amqtt after a stall). Sent rows are therefore kept (``keep_sent``, oldest pruned
-  first, dropped first when the disk is full), and the cloud, seeing a gap in seq, asks for them
-  again (``resync`` with ``from_seq``: :meth:`Outbox.replay_in`); the event ids let it drop duplicates.
+  first; while a backlog drains they may exceed it by up to ``max_events``, pruned once the queue is
+  empty: ``policy.prune_excess``; dropped first when the disk is full), and the cloud, seeing a gap
+  in seq, asks for them again (``resync`` with ``from_seq``: :meth:`Outbox.replay_in`); the event ids
+  let it drop duplicates.
 * **Held, never dropped.** An event whose gate (``report_alarm`` for alarms, ``sensor_call_alert``
   for call alerts) is denied stays in the queue with ``held_since`` set, is counted in the state
   report, and goes out with ``held_since`` once the gate opens. ``policy.is_held`` is the one rule.
