@@ -208,6 +208,7 @@ class FirmwareConfig(_Frozen):
     health_command: tuple[str, ...] | None = None  # a local check: exit 0 healthy (argv, no shell)
     defer_max_seconds: Annotated[float, Field(gt=0)] = 3600.0  # busy (a call, an open door) longer: the job fails
     ca_file: Path | None = None  # for https image URLs; default: the system's CAs
+    read_back: bool = True  # read the written slot back and check its SHA-256: one more pass over the image
     bootloader: Literal["file", "uboot", "grub", "rauc"] = "file"  # who chooses the slot (firmware/backends.py)
     slots: Literal["file", "device", "rauc"] = "file"  # where images are written (firmware/backends.py SLOTS)
     rauc_bus: str | None = None  # the D-Bus address of the RAUC service (default: the system bus)

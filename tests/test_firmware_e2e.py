@@ -101,6 +101,8 @@ async def running(
 PATHS: list[tuple[str, dict[str, Any], Fault | None, dict[str, Any], list[str], str, str | None]] = [
     ("happy path", {}, None, {},
      ["pending", "downloading", "verifying", "installing", "rebooting", "committing", "executed"], NEWER, None),
+    ("happy path without reading the slot back", {}, None, {"read_back": False},
+     ["pending", "downloading", "verifying", "installing", "rebooting", "committing", "executed"], NEWER, None),
     ("wrong model", {"model": "X916"}, None, {}, ["rejected"], RUNNING, "wrong_model"),
     ("downgrade refused", {"version": "29.30.2.1"}, None, {}, ["rejected"], RUNNING, "downgrade"),
     ("downgrade allowed", {"version": "29.30.2.1", "allow_downgrade": True}, None, {},
