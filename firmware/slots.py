@@ -99,14 +99,16 @@ class FileSlot:
         self._meta = directory / f"slot-{name}.json"
 
     def write(self, image: Path, version: str, sha256: str) -> None:
-        """Put ``image`` in the slot: moved there when it is on the same file system (it was fsync'd as it
-        was downloaded: no second copy), else copied and fsync'd. A write cut short after the move finds
-        the image gone and the slot holding it: it only writes the version."""
+        """Put ``image`` in the slot: fsync'd and moved there when it is on the same file system (no second
+        copy), else copied and fsync'd. A write cut short after the move finds the image gone and the slot
+        holding it: it only writes the version."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._meta.unlink(missing_ok=True)  # a half-written slot has no version
         if not image.exists() and self.path.exists() and self.digest() == sha256:
             pass  # moved here by a write a kill cut short
         elif image.stat().st_dev == self.path.parent.stat().st_dev:
+            with image.open("rb+") as downloaded:  # the download is not fsync'd (firmware/download.py)
+                os.fsync(downloaded.fileno())
             os.replace(image, self.path)
         else:
             temporary = self.path.with_suffix(".tmp")
