@@ -306,7 +306,7 @@ def order(ctx: click.Context, /, source: str, **selection: Any) -> None:
     def work(book: Any) -> dict[str, Any]:
         offer = _quote(ctx, book, who, selection)
         ident = book.order(who, offer, source, state.now())
-        txn = book.db.execute("SELECT txn FROM orders WHERE id = ?", (ident,)).fetchone()[0]
+        txn = book.txn_of(ident)
         return {"txn": txn, "status": "pending", "amount": offer["amount"], "pay_by": state.now() + 15 * 60,
                 "quote": offer}  # fmt: skip
 

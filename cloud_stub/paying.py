@@ -53,12 +53,15 @@ class Paying(Sites):
             raise Refused(
                 "no_payment_needed", "commercial projects created before 2025-06-01 need no payment", "DOMAIN.md Paying"
             )
-        if role == "pm":  # its permission is each site's "Pay by PM": its own sites first
+        # Whose money pays for whose site, checked after whether the payer may pay at all; but a PM's
+        # permission is each site's "Pay by PM", so for a PM its own sites come first.
+        if role == "pm":
             for p in projects.values():
                 self.check_authority(payer, p)
         rules.check_permission(role, self._payer_permission(role, permission, projects), method)
-        for p in projects.values():
-            self.check_authority(payer, p)  # whose money pays for whose site (after: may it pay at all)
+        if role != "pm":
+            for p in projects.values():
+                self.check_authority(payer, p)
         accounts = {project: self.account_services(project) for project in projects}  # one read per site
         priced, amount = [], 0
         summary = {"doors": 0, "personnel_apps": 0, "admin_apps": 0, "premium_features": 0, "apps": 0}
@@ -134,7 +137,8 @@ class Paying(Sites):
         return monthly
 
     def order(self, payer: str, quote: dict[str, Any], source: str, now: float, *, kind: str = "manual") -> int:
-        """A pending order for a quote, with its transaction number; it must be paid within 15 minutes."""
+        """A pending order for a quote, with its transaction number (:meth:`txn_of`); it must be paid within
+        15 minutes."""
         rules.check_source(quote["method"], source)
         with self.transaction() as db:
             cursor = db.execute(
@@ -152,6 +156,10 @@ class Paying(Sites):
             txn = str(10**16 + secrets.randbelow(9 * 10**16))
             if db.execute("SELECT 1 FROM orders WHERE txn = ?", (txn,)).fetchone() is None:
                 return txn
+
+    def txn_of(self, order: int) -> str:
+        (txn,) = self._one("SELECT txn FROM orders WHERE id = ?", (order,), f"order {order}")
+        return str(txn)
 
     def order_of(self, txn: str) -> int:
         (ident,) = self._one("SELECT id FROM orders WHERE txn = ?", (txn,), f"order {txn}")
@@ -242,14 +250,13 @@ class Paying(Sites):
         once per cycle; each renewal is an order of its payer, paid from the chosen source and recorded
         (kind ``auto``). What was renewed."""
         due = self.db.execute(
-            "SELECT s.project, s.service, s.subject, s.expires, s.plan, s.auto_payer, s.auto_source, p.type, p.doors,"
-            " p.id FROM services s JOIN projects p ON p.id = s.project WHERE s.auto_renew = 1 AND s.expires <= ?"
-            " ORDER BY s.project, s.service, s.subject",
+            "SELECT project, service, subject, expires, plan, auto_payer, auto_source FROM services"
+            " WHERE auto_renew = 1 AND expires <= ? ORDER BY project, service, subject",
             (now,),
         ).fetchall()
         renewed = []
         with self.transaction() as db:
-            for project, service, subject, expires, plan, payer, source, *_ in due:
+            for project, service, subject, expires, plan, payer, source in due:
                 new = rules.auto_renewal(expires, now)
                 if new is None or payer is None:
                     continue
@@ -257,19 +264,17 @@ class Paying(Sites):
                     monthly = self._price(self.project(project), service, subject, plan, self.account_services(project))
                 except Refused:
                     continue  # the account or apartment is gone, or the service switched off: not renewed
-                entries = [(project, service, subject, new, plan)]
+                entries, txn = [(project, service, subject, new, plan)], self._txn(db)
                 cursor = db.execute(
                     "INSERT INTO orders (payer, items, method, source, amount, status, created, summary, txn, kind,"
                     " paid_at) VALUES (?, ?, 'regular', ?, ?, 'paid', ?, '{}', ?, 'auto', ?)",
-                    (payer, json.dumps(entries), source, monthly, now, self._txn(db), now),
+                    (payer, json.dumps(entries), source, monthly, now, txn, now),
                 )
                 db.execute(
                     "UPDATE services SET expires = ? WHERE project = ? AND service = ? AND subject = ?",
                     (new, project, service, subject),
                 )
-                order = int(cursor.lastrowid or 0)
-                (txn,) = db.execute("SELECT txn FROM orders WHERE id = ?", (order,)).fetchone()
-                self._renewal_notices(db, order, txn, entries, now)
+                self._renewal_notices(db, int(cursor.lastrowid or 0), txn, entries, now)
                 renewed.append((project, service, subject, new))
         return renewed
 

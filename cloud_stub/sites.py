@@ -283,15 +283,6 @@ class Sites(LedgerCore):
                 self._place(db, mac, p, name=name)
         return mac
 
-    def place_device(self, actor: str, mac: str, project: str, name: str | None = None) -> str:
-        """Put a device of the MAC library into a site the actor acts for."""
-        p = self.project(project)
-        self.check_authority(actor, p)
-        mac = rules.normal_mac(mac)
-        with self.transaction() as db:
-            self._place(db, mac, p, name=name)
-        return mac
-
     def _place(
         self, db: sqlite3.Connection, mac: str, p: dict[str, Any], *, apartment: str | None = None, name: str | None
     ) -> None:
