@@ -22,6 +22,22 @@ def to_rfc3339(epoch: float) -> str:
     return f"{_last_prefix}Z"
 
 
+def to_rfc3339_ms(epoch: float) -> str:
+    """:func:`to_rfc3339` of ``epoch`` rounded to the millisecond, as events carry their times.
+
+    ``round(epoch * 1000)`` (an integer at once) rather than ``round(epoch, 3)`` (a correctly rounded
+    decimal, several times slower; this runs for every event raised): the two differ only where the
+    product's own rounding crosses half a millisecond.
+    """
+    global _last_second, _last_prefix
+    second, milli = divmod(round(epoch * 1000), 1000)
+    if second != _last_second:
+        _last_second, _last_prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    if milli:
+        return f"{_last_prefix}.{milli:03d}Z"
+    return f"{_last_prefix}Z"
+
+
 def to_rfc3339_or_none(epoch: float | None) -> str | None:
     """Like :func:`to_rfc3339`, passing ``None`` and infinity through as ``None``."""
     if epoch is None or math.isinf(epoch):

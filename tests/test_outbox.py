@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from agent.clock import TrustedClock
 from agent.errors import OutboxFull
-from agent.outbox import Outbox
+from agent.outbox import Outbox, Queued
+from agent.outbox.box import BURST_CHUNK
 from agent.outbox.events import PRIORITY, NewEvent, uuid7, wire_payload
 from agent.store import sidecar
 from agent.store.database import DB_NAME, Store
@@ -86,6 +87,45 @@ async def test_a_burst_is_durable_in_a_few_commits(box: Box, tmp_path: Path) -> 
     assert outbox.batches - batches <= 10, outbox.batches - batches
 
 
+async def test_a_burst_through_the_batch_api_is_one_future_per_chunk(box: Box, tmp_path: Path) -> None:
+    """add_many: every event durable when it returns, each with its outcome in raise order, seqs
+    consecutive with single adds, a few commits for several chunks."""
+    outbox = box.outbox
+    assert outbox is not None
+    box.max_events = outbox._max_events = 10_000
+    first = await outbox.add(event(i=-1))
+    batches = outbox.batches
+    size = 2 * BURST_CHUNK + 17
+    outcomes = await outbox.add_many([event(i=i) for i in range(size)])
+    assert [o.seq for o in outcomes if isinstance(o, Queued)] == list(range(first.seq + 1, first.seq + 1 + size))
+    assert outbox.batches - batches == 3  # one commit per chunk
+    on_disk = rows(tmp_path)
+    assert len(on_disk) == size + 1
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        bodies = [
+            json.loads(b) for (b,) in db.execute("SELECT body FROM outbox WHERE seq > ? ORDER BY seq", (first.seq,))
+        ]
+    assert [b["data"]["i"] for b in bodies] == list(range(size))
+    assert [b["event_id"] for b in bodies] == [o.event_id for o in outcomes if isinstance(o, Queued)]
+    assert (await outbox.add(event())).seq == first.seq + size + 1
+    assert await outbox.add_many([]) == []
+
+
+async def test_a_burst_at_the_cap_gets_each_events_own_outcome(box: Box) -> None:
+    """At the cap a burst is admitted as single events would be: its alarms make room by evicting the
+    oldest alarms, its health events are refused (they outrank nothing there), and each refusal is that
+    event's outcome, in place."""
+    outbox = box.outbox
+    assert outbox is not None
+    await outbox.add_many([event("alarm", "tamper", i) for i in range(45)])
+    burst = [event("alarm", "tamper", 100 + i) if i % 3 else event("health", "tick", i) for i in range(30)]
+    outcomes = await outbox.add_many(burst)
+    assert [type(o) for o in outcomes] == [Queued if i % 3 else OutboxFull for i in range(30)]
+    assert all("outrank" in str(o) for o in outcomes if isinstance(o, OutboxFull))
+    assert (outbox.depth, outbox.evicted) == (50, {"alarm": 15})
+    assert [t for _, _, t in rows(box.directory)] == ["alarm"] * 50
+
+
 async def test_seq_continues_across_restarts(box: Box) -> None:
     """After a restart, seq goes on from where it was (kills: tests/test_sync_faults.py)."""
     outbox = box.outbox
@@ -131,6 +171,11 @@ async def test_events_get_uuid7_ids_and_their_wire_form() -> None:
     assert value.int >> 80 == int(T0 * 1000)
     assert uuid7(T0) != uuid7(T0)
     assert uuid.UUID(uuid7(T0 + 1)) > uuid.UUID(uuid7(T0))
+    many = [uuid.UUID(uuid7(T0 + i / 10_000)) for i in range(5_000)]  # past the 4 KiB random pool, more than once
+    assert len(set(many)) == 5_000
+    assert {(u.version, u.variant) for u in many} == {(7, uuid.RFC_4122)}
+    assert {str(u)[19] for u in many} == set("89ab")  # the two random bits beside the variant's vary
+    assert [u.int >> 80 for u in many] == [int((T0 + i / 10_000) * 1000) for i in range(5_000)]
     payload = json.loads(wire_payload('{"event_id":"x","data":{}}', 7, T0))
     assert (payload["seq"], payload["held_since"]) == (7, "2026-11-18T11:06:40Z")
 
@@ -332,6 +377,9 @@ async def test_events_are_refused_when_their_seqs_cannot_be_reserved(
     refused = [r for r in results if isinstance(r, OutboxFull)]
     assert refused
     assert "sidecar" in str(refused[0])
+    # a burst through the batch API: each event of the refused chunk hears it
+    burst = await outbox.add_many([event(i=i) for i in range(sidecar.RESERVATION)])
+    assert all(isinstance(o, OutboxFull) and "sidecar" in str(o) for o in burst)
     reserved = sidecar.load(tmp_path).next_seq
     assert all(seq is None or seq < reserved for _, seq, _ in rows(tmp_path))
 

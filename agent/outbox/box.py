@@ -17,17 +17,18 @@ from typing import Any, NamedTuple
 import structlog
 
 from agent.clock import TrustedClock
-from agent.errors import OutboxFull, StoreFull
+from agent.errors import EdgeAgentError, OutboxFull, StoreFull
 from agent.outbox import policy, rows
 from agent.outbox.events import HIGHEST_PRIORITY, PRIORITY, REPLY_PRIORITY, NewEvent, event_body, uuid7
 from agent.outbox.rows import OutRow
-from agent.outbox.writer import GroupCommit, Pending, fail, settle
+from agent.outbox.writer import MAX_BATCH, GroupCommit, Pending, fail, settle
 from agent.store import sidecar
 from agent.store.database import Store, Transaction
 
 log = structlog.get_logger("agent.outbox")
 
 FETCH = 256  # rows per read of the pump
+BURST_CHUNK = MAX_BATCH  # events of a burst per commit (add_many)
 
 
 class Queued(NamedTuple):
@@ -132,16 +133,47 @@ class Outbox:
         event_id = uuid7(self._clock.now())
         return Raised(event, event_id, event_body(event, event_id, self._device_id))
 
+    def _raised_together(self, events: Sequence[NewEvent]) -> list[Raised]:
+        """:meth:`_raised` for events raised at the same moment (one reading of the clock for all)."""
+        now, device_id = self._clock.now(), self._device_id
+        return [Raised(event, event_id := uuid7(now), event_body(event, event_id, device_id)) for event in events]
+
     def add(self, event: NewEvent) -> asyncio.Future[Queued]:
         """Queue ``event``; the future resolves once it is durable (or fails with :class:`OutboxFull`)."""
         future: asyncio.Future[Queued] = asyncio.get_running_loop().create_future()
         self._writer.add(self._raised(event), future)
         return future
 
+    async def add_many(self, events: Sequence[NewEvent]) -> list[Queued | EdgeAgentError]:
+        """Queue a burst of events; return once every one is committed or refused, with each one's
+        :class:`Queued` or refusal (:class:`OutboxFull`; a :class:`StoreError` for a chunk the database
+        failed), in order.
+
+        The batch API for bursts (a driver's backlog, a flood of sensor frames): one future per
+        ``BURST_CHUNK`` events, not one per event. Every chunk is built before the writer runs: built
+        while the database thread inserts the one before, both take turns at the GIL row by row and
+        the whole is slower than one after the other (measured: 230 ms against 155 for 10,000).
+        Admission, eviction and seqs are exactly :meth:`add`'s.
+        """
+        loop = asyncio.get_running_loop()
+        chunks: list[tuple[int, asyncio.Future[list[Outcome]]]] = []
+        for start in range(0, len(events), BURST_CHUNK):
+            chunk = events[start : start + BURST_CHUNK]
+            future: asyncio.Future[list[Outcome]] = loop.create_future()
+            self._writer.add_many(self._raised_together(chunk), future)
+            chunks.append((len(chunk), future))
+        outcomes: list[Queued | EdgeAgentError] = []
+        for size, future in chunks:
+            try:
+                outcomes.extend(await future)
+            except EdgeAgentError as exc:  # the whole chunk failed (the database): each event hears it
+                outcomes.extend([exc] * size)
+        return outcomes
+
     async def add_in(self, tx: Transaction, events: Sequence[NewEvent]) -> list[Queued]:
         """Queue ``events`` inside the caller's transaction; they commit, or not, with it."""
         await self._reserve(tx.claimed.get("next_seq", self._next_seq) + len(events))  # before they can commit
-        outcomes = await self._insert(tx, [self._raised(event) for event in events])
+        outcomes = await self._insert(tx, self._raised_together(events))
         failed = [o for o in outcomes if isinstance(o, OutboxFull)]
         if failed:
             raise failed[0]
@@ -178,8 +210,8 @@ class Outbox:
         await self._writer.close()
         await asyncio.to_thread(sidecar.update, self._data_dir, next_seq=self._next_seq, anchor=self._clock.anchor())
 
-    async def _write(self, batch: list[Pending[Raised, Queued]], acks: set[int]) -> None:
-        raised = [p.item for p in batch]
+    async def _write(self, batch: list[Pending[Raised]], acks: set[int]) -> None:
+        raised = [item for p in batch for item in p.items]
         try:
             await self._reserve_seqs(
                 len(raised), spend_reserve=any(policy.entitled_to_reserve(r.event.type) for r in raised)
@@ -315,31 +347,25 @@ class Outbox:
         now = self._clock.now()
         seq = tx.claimed.get("next_seq", self._next_seq)  # a second insert in one transaction goes on
         new_rows = []
+        per_type: dict[str, tuple[int, str | None, float | None]] = {}  # priority, gate, held_since
+        admitted = admission.admitted
+        everyone = len(admitted) == len(batch)
         for i, r in enumerate(batch):
-            if i not in admission.admitted:
+            event = r.event
+            if not everyone and i not in admitted:
                 outcomes.append(
                     OutboxFull(
-                        f"the outbox is full ({self._max_events} rows) of events that outrank a {r.event.type} event"
+                        f"the outbox is full ({self._max_events} rows) of events that outrank a {event.type} event"
                     )
                 )
                 continue
-            event = r.event
-            gate = policy.gate_of(event.type)
-            held_since = now if policy.is_held(gate, self.denied) else None
+            typ = event.type
+            if (known := per_type.get(typ)) is None:
+                gate = policy.gate_of(typ)
+                known = per_type[typ] = (PRIORITY[typ], gate, now if policy.is_held(gate, self.denied) else None)
+            priority, gate, held_since = known
             new_rows.append(
-                (
-                    "events",
-                    seq,
-                    r.event_id,
-                    event.type,
-                    event.kind,
-                    event.source,
-                    PRIORITY[event.type],
-                    gate,
-                    held_since,
-                    now,
-                    r.body,
-                )
+                ("events", seq, r.event_id, typ, event.kind, event.source, priority, gate, held_since, now, r.body)
             )
             outcomes.append(Queued(seq, r.event_id))
             seq += 1

@@ -2,15 +2,16 @@
 
 The writer knows nothing of rows or SQL: it gathers new events (whose raisers wait) and PUBACKs (which
 are in no hurry) and hands each batch to a ``commit`` function (the outbox's). A burst of a thousand
-events costs a handful of fsyncs, not a thousand.
+events costs a handful of fsyncs, not a thousand. An item waits with a future of its own
+(:meth:`GroupCommit.add`), or a burst of them with one future for all (:meth:`GroupCommit.add_many`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
-from typing import Final, Generic, NamedTuple, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 import structlog
 
@@ -27,14 +28,19 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class Pending(NamedTuple, Generic[T, R]):
-    """An item waiting for the next commit, and the future its raiser awaits (None: nobody waits)."""
+class Pending(NamedTuple, Generic[T]):
+    """Items waiting for the next commit, and the future their raiser awaits (None: nobody waits).
 
-    item: T
-    future: asyncio.Future[R] | None
+    ``one``: a single item, whose future gets its outcome (or raises its refusal); otherwise a burst,
+    whose future gets the list of its items' outcomes, refusals included, in order.
+    """
+
+    items: Sequence[T]
+    future: asyncio.Future[Any] | None
+    one: bool
 
 
-Commit = Callable[[list[Pending[T, R]], set[int]], Awaitable[None]]
+Commit = Callable[[list[Pending[T]], set[int]], Awaitable[None]]
 
 
 class GroupCommit(Generic[T, R]):
@@ -44,9 +50,9 @@ class GroupCommit(Generic[T, R]):
     it hands back with :meth:`acknowledge` (they are tried again with the next batch).
     """
 
-    def __init__(self, commit: Commit[T, R]) -> None:
+    def __init__(self, commit: Commit[T]) -> None:
         self._commit = commit
-        self.pending: list[Pending[T, R]] = []
+        self.pending: list[Pending[T]] = []
         self.acks: set[int] = set()
         self._wake = asyncio.Event()
         self._urgent = asyncio.Event()  # items to commit now, or enough acknowledgements gathered
@@ -56,10 +62,28 @@ class GroupCommit(Generic[T, R]):
         self.batches = 0  # commits so far
 
     def add(self, item: T, future: asyncio.Future[R]) -> None:
-        """Queue ``item`` for the next commit, now."""
-        self.pending.append(Pending(item, future))
+        """Queue ``item`` for the next commit, now; ``future`` gets its outcome."""
+        self.pending.append(Pending((item,), future, True))
         self._wake.set()
         self._urgent.set()
+
+    def add_many(self, items: Sequence[T], future: asyncio.Future[list[Any]]) -> None:
+        """Queue a burst for the next commit (one commit: keep it to ``MAX_BATCH``); ``future`` gets
+        the list of their outcomes."""
+        self.pending.append(Pending(items, future, False))
+        self._wake.set()
+        self._urgent.set()
+
+    def _take(self) -> list[Pending[T]]:
+        """The pending entries of the next commit: up to ``MAX_BATCH`` items (a burst is not split)."""
+        weight, taken = 0, 0
+        for pending in self.pending:
+            weight += len(pending.items)
+            taken += 1
+            if weight >= MAX_BATCH:
+                break
+        batch, self.pending = self.pending[:taken], self.pending[taken:]
+        return batch
 
     def acknowledge(self, row_ids: set[int] | frozenset[int]) -> None:
         """Record these with a coming commit (soon; at once when enough have gathered)."""
@@ -92,7 +116,7 @@ class GroupCommit(Generic[T, R]):
                 self._urgent.clear()
                 while self.pending or self.acks:
                     self._idle.clear()
-                    batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
+                    batch = self._take()
                     acks, self.acks = self.acks, set()
                     self.batches += 1
                     try:
@@ -137,18 +161,25 @@ class GroupCommit(Generic[T, R]):
         await self._idle.wait()
 
 
-def settle(batch: list[Pending[T, R]], outcomes: list[R | Exception]) -> None:
-    """Resolve each waiting raiser with its outcome (a result, or the refusal)."""
-    for pending, outcome in zip(batch, outcomes, strict=True):
-        if pending.future is None or pending.future.done():
-            continue
-        if isinstance(outcome, Exception):
-            pending.future.set_exception(outcome)
-        else:
-            pending.future.set_result(outcome)
+def settle(batch: list[Pending[T]], outcomes: Sequence[R | Exception]) -> None:
+    """Resolve each waiting raiser with its outcome (a result, or the refusal): ``outcomes`` has one
+    per item, in the order of ``batch``'s items."""
+    at = 0
+    for pending in batch:
+        size, future = len(pending.items), pending.future
+        if future is not None and not future.done():
+            if not pending.one:
+                future.set_result(list(outcomes[at : at + size]))
+            elif isinstance(outcome := outcomes[at], Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+        at += size
+    if at != len(outcomes):
+        raise ValueError(f"{len(outcomes)} outcomes for {at} items")
 
 
-def fail(batch: list[Pending[T, R]], exc: BaseException) -> None:
+def fail(batch: list[Pending[T]], exc: BaseException) -> None:
     """Every waiting raiser in ``batch`` hears ``exc``."""
     for pending in batch:
         if pending.future is not None and not pending.future.done():

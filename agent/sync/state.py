@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
-from protocol.timefmt import to_rfc3339
+from protocol.timefmt import to_rfc3339_ms
 
 
 class StateReport(NamedTuple):
@@ -35,7 +35,7 @@ class StateReport(NamedTuple):
                 "mode": self.mode,
             },
             "outbox": {"depth": self.depth, "held": self.held, "evicted": self.evicted},
-            "at": to_rfc3339(round(at, 3)),
+            "at": to_rfc3339_ms(at),
         }
         return json.dumps(body, separators=(",", ":")).encode()
 
