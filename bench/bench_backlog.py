@@ -48,8 +48,8 @@ async def _fill(data_dir: Path, backlog: int = BACKLOG) -> list[bytes]:
     writer = asyncio.create_task(outbox.run())
     now = time.time()
     for start in range(0, backlog, 10_000):
-        await asyncio.gather(
-            *(outbox.add(NewEvent("sensor", "presence", "mr01", {"i": i}, now)) for i in range(start, start + 10_000))
+        await outbox.add_many(
+            [NewEvent("sensor", "presence", "mr01", {"i": i}, now) for i in range(start, start + 10_000)]
         )
     rows = await outbox.sendable(0, limit=backlog)
     await outbox.close()

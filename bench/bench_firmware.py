@@ -5,7 +5,8 @@
 * download: ``firmware.download.fetch`` (Range-aware, hashing, flushing every chunk, fsync at the
   end) of the same image over loopback, beside one plain ``http.client`` GET written to a file
   (goal: at least 0.8x);
-* job -> rebooting: a real daemon (its own process, file slots) takes a signed job for the image and goes
+* job -> rebooting: a real daemon (its own process; file slots, then loop devices as block-device slots,
+  the download streamed into the inactive one) takes a signed job for the image and goes
   from the job's publication to its ``rebooting`` event's time (download, verify, write the slot, read it
   back or not, set the try), beside a floor that GETs the image into a file with fsync and hashes it, in
   the same run (goal of issue 17: at least 0.8x);
@@ -18,13 +19,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import http.client
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -180,7 +184,28 @@ def resume(directory: Path) -> list[Result]:
     ]
 
 
-async def _job_to_rebooting(directory: Path, read_back: bool, rounds: int = 3) -> tuple[list[float], list[float]]:
+@contextlib.contextmanager
+def _loop_slots(directory: Path) -> Iterator[dict[str, str]]:
+    """Two loop devices, each a little larger than the image, as slots a and b."""
+    devices: dict[str, str] = {}
+    try:
+        for name in ("a", "b"):
+            backing = directory / f"slot-{name}.backing"
+            with backing.open("wb") as f:
+                f.truncate(SIZE + 8 * 1024 * 1024)
+            devices[name] = subprocess.run(
+                ["losetup", "--find", "--show", str(backing)], capture_output=True, text=True, check=True
+            ).stdout.strip()
+        yield devices
+    finally:
+        for device in devices.values():
+            subprocess.run(["losetup", "--detach", device], check=False)
+
+
+async def _job_to_rebooting(
+    directory: Path, read_back: bool, devices: dict[str, str] | None = None, rounds: int = 3
+) -> tuple[list[float], list[float]]:
+    """``devices``: block-device slots (the download streamed into slot b), else file slots."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from cloud_stub.images import ImageServer
@@ -224,7 +249,11 @@ async def _job_to_rebooting(directory: Path, read_back: bool, rounds: int = 3) -
                     directory / f"device-{round_}",
                     broker,
                     root,
-                    firmware={"stall_seconds": 10.0, "read_back": read_back},
+                    firmware={
+                        "stall_seconds": 10.0,
+                        "read_back": read_back,
+                        **({"slots": "device", "slot_devices": devices} if devices else {}),
+                    },
                 )
                 daemon = SupervisedDaemon(config_file)
                 await cloud.publish("firmware", b"", retain=True)  # the last round's job is not this device's
@@ -254,19 +283,25 @@ async def _job_to_rebooting(directory: Path, read_back: bool, rounds: int = 3) -
     return floors, ours
 
 
-def job_to_rebooting(directory: Path, read_back: bool) -> Result:
-    floors, ours = asyncio.run(_job_to_rebooting(directory, read_back))
+def job_to_rebooting(directory: Path, read_back: bool, device: bool = False) -> Result:
+    if device:
+        with _loop_slots(directory) as devices:
+            floors, ours = asyncio.run(_job_to_rebooting(directory, read_back, devices))
+    else:
+        floors, ours = asyncio.run(_job_to_rebooting(directory, read_back))
     f, o = statistics.median(floors), statistics.median(ours)
     passes = "with the slot read back" if read_back else "without reading the slot back"
-    return Result(f"firmware job -> rebooting, 64 MiB, file slots, {passes}", "GET into a file with fsync, hashed",
+    slots = "block-device slots (streamed)" if device else "file slots"
+    return Result(f"firmware job -> rebooting, 64 MiB, {slots}, {passes}", "GET into a file with fsync, hashed",
                   f, o, f / o, ">= 0.8" if not read_back else "info")  # fmt: skip
 
 
 def run() -> list[Result]:
     results = []
-    for read_back in (False, True):
-        with tempfile.TemporaryDirectory(dir="/var/tmp") as directory:
-            results.append(job_to_rebooting(Path(directory), read_back))
+    for device in (False, True):
+        for read_back in (False, True):
+            with tempfile.TemporaryDirectory(dir="/var/tmp") as directory:
+                results.append(job_to_rebooting(Path(directory), read_back, device))
     with tempfile.TemporaryDirectory(dir="/var/tmp") as directory:
         results.append(verify(Path(directory)))
     with tempfile.TemporaryDirectory(dir="/var/tmp") as directory:

@@ -23,10 +23,18 @@ HEADROOM = 8 * 1024 * 1024  # left free beside an image: the database and the lo
 
 
 def admit(
-    claims: FirmwareJobClaims, *, model: str, running: str, max_size: int, free: int, active: Job | None
+    claims: FirmwareJobClaims,
+    *,
+    model: str,
+    running: str,
+    max_size: int,
+    free: int,
+    active: Job | None,
+    streaming: bool = False,
 ) -> Verdict:
     """Judge a verified job document against what runs and what is under way; ``free``: bytes the
-    download directory can still take (what this job has already downloaded counted as free)."""
+    download directory can still take (what this job has already downloaded counted as free), or, when
+    downloads go straight into the slot (``streaming``), the slot's size."""
     if claims.cancel:
         if active is None or active.job_id != claims.job_id:
             return Verdict("reject", "unknown_job", f"no job {claims.job_id} is under way")
@@ -42,7 +50,9 @@ def admit(
         return Verdict("reject", "downgrade", f"{claims.version} is not newer than {running}, the version running")
     if claims.size > max_size:
         return Verdict("reject", "too_large", f"{claims.size} bytes is over this device's cap of {max_size}")
-    if claims.size + HEADROOM > free:
+    if streaming and claims.size > free:
+        return Verdict("reject", "no_space", f"{claims.size} bytes do not fit: the slot holds {free}")
+    if not streaming and claims.size + HEADROOM > free:
         return Verdict("reject", "no_space", f"{claims.size} bytes do not fit: {free} free in the download directory")
     if active is not None:
         if active.state not in CANCELLABLE:

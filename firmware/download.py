@@ -1,7 +1,10 @@
 """Download an image over HTTP(S): resumed with Range, bounded in time and in size, hashed as it streams.
 
-* **Resume**: the bytes already on disk are kept; the request asks for the rest (``Range: bytes=N-``).
-  A server that answers 200 instead of 206 sends the whole image again, from the start.
+* **Where it goes**: a :class:`Sink`: a file (:class:`FileSink`, the default), or straight into a slot
+  that is a block device (``firmware/slots.py``'s ``DeviceStream``: one pass, no copy).
+* **Resume**: the bytes already in place are kept (a file's size; a device's last durable offset); the
+  request asks for the rest (``Range: bytes=N-``). A server that answers 200 instead of 206 sends the
+  whole image again, from the start.
 * **Slow retrieval**: no byte for ``stall`` seconds fails the attempt (the engine tries again, from
   where it stopped); the whole download has an overall ``deadline``.
 * **Endless data**: nothing past the signed ``size`` is written; a server that sends more fails with
@@ -29,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final, Protocol
 from urllib.parse import urlsplit
 
 from agent.errors import DownloadError, DownloadInterrupted, EdgeAgentError
@@ -64,23 +67,62 @@ class _Hasher:
         return self.digest.hexdigest()
 
 
-def _kept(destination: Path, size: int) -> int:
-    """How many bytes of an earlier attempt are kept (none if more than the image)."""
-    have = destination.stat().st_size if destination.exists() else 0
-    if have > size:
-        destination.unlink()
-        return 0
-    return have
+class Sink(Protocol):
+    """Where a download goes, resumable: what an earlier attempt left, then the rest, in order."""
+
+    def kept(self, size: int) -> int:
+        """How many bytes of an earlier attempt at this image are in place (0: start again)."""
+
+    def prefix_digest(self, length: int) -> hashlib._Hash:
+        """SHA-256 over the first ``length`` bytes in place (a resumed download's digest goes on from it)."""
+
+    def begin(self, have: int) -> None:
+        """Get ready to write from byte ``have`` on (what lies beyond it is dropped)."""
+
+    def write(self, chunk: bytes) -> None:
+        """The next bytes of the image."""
+
+    def end(self, complete: bool) -> None:
+        """Stop writing (``complete``: the whole image was written); what is kept is what ``kept`` says next."""
 
 
-def _prefix_digest(path: Path, length: int) -> hashlib._Hash:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        left = length
-        while left and (chunk := f.read(min(1 << 20, left))):
-            digest.update(chunk)
-            left -= len(chunk)
-    return digest
+class FileSink:
+    """A download into a file: what a killed process received is in the page cache, kept."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: BinaryIO | None = None
+
+    def kept(self, size: int) -> int:
+        have = self.path.stat().st_size if self.path.exists() else 0
+        if have > size:
+            self.path.unlink()
+            return 0
+        return have
+
+    def prefix_digest(self, length: int) -> hashlib._Hash:
+        digest = hashlib.sha256()
+        with self.path.open("rb") as f:
+            left = length
+            while left and (chunk := f.read(min(1 << 20, left))):
+                digest.update(chunk)
+                left -= len(chunk)
+        return digest
+
+    def begin(self, have: int) -> None:
+        self._file = f = self.path.open("r+b" if have else "wb")
+        f.seek(have)
+        f.truncate()
+
+    def write(self, chunk: bytes) -> None:
+        assert self._file is not None
+        self._file.write(chunk)
+        self._file.flush()  # a killed process leaves it in the page cache: nothing received is lost
+
+    def end(self, complete: bool) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def _connect(url: str, timeout: float, context: ssl.SSLContext | None) -> tuple[http.client.HTTPConnection, str]:
@@ -95,7 +137,7 @@ def _connect(url: str, timeout: float, context: ssl.SSLContext | None) -> tuple[
 
 def _download(
     url: str,
-    destination: Path,
+    sink: Sink,
     size: int,
     stall: float,
     deadline: float,
@@ -106,8 +148,8 @@ def _download(
 ) -> str:
     """The worker thread's whole job: one attempt, resumed from what is on disk."""
     ends_at = monotonic() + deadline
-    have = _kept(destination, size)
-    digest = _prefix_digest(destination, have) if have else hashlib.sha256()
+    have = sink.kept(size)
+    digest = sink.prefix_digest(have) if have else hashlib.sha256()
     if have == size:
         return digest.hexdigest()
     for _ in range(MAX_REDIRECTS + 1):
@@ -130,7 +172,7 @@ def _download(
             elif response.status != 200:
                 failure = DownloadInterrupted if response.status >= 500 or response.status == 429 else DownloadError
                 raise failure("http_status", f"{url} answered HTTP {response.status}")
-            return _stream(response, destination, have, size, digest, ends_at, deadline, progress, stop, monotonic)
+            return _stream(response, sink, have, size, digest, ends_at, deadline, progress, stop, monotonic)
         except TimeoutError:
             raise DownloadInterrupted("stalled", f"no data for {stall:g} s") from None
         except http.client.IncompleteRead as exc:
@@ -146,7 +188,7 @@ def _download(
 
 def _stream(
     response: http.client.HTTPResponse,
-    destination: Path,
+    sink: Sink,
     have: int,
     size: int,
     digest: hashlib._Hash,
@@ -158,27 +200,22 @@ def _stream(
 ) -> str:
     hasher = _Hasher(digest)
     written = have
+    sink.begin(have)
     try:
-        with destination.open("r+b" if have else "wb") as f:
-            f.seek(have)
-            f.truncate()
-            while chunk := response.read(CHUNK):
-                if stop.is_set():
-                    raise _Stopped
-                if monotonic() > ends_at:
-                    raise DownloadError("deadline", f"the download took longer than {deadline:g} s")
-                if written + len(chunk) > size:
-                    chunk = chunk[: size - written]
-                    f.write(chunk)
-                    hasher.update(chunk)
-                    raise DownloadError("oversize", f"the server sent more than the signed {size} bytes")
-                f.write(chunk)
-                f.flush()  # a killed process leaves it in the page cache: nothing received is lost
-                hasher.update(chunk)
-                written += len(chunk)
-                if progress is not None:
-                    progress(written)
+        while chunk := response.read(CHUNK):
+            if stop.is_set():
+                raise _Stopped
+            if monotonic() > ends_at:
+                raise DownloadError("deadline", f"the download took longer than {deadline:g} s")
+            if written + len(chunk) > size:
+                raise DownloadError("oversize", f"the server sent more than the signed {size} bytes")
+            sink.write(chunk)
+            hasher.update(chunk)
+            written += len(chunk)
+            if progress is not None:
+                progress(written)
     finally:
+        sink.end(written == size)
         result = hasher.finish()
     if written < size:
         raise DownloadInterrupted("truncated", f"the server closed after {written} of {size} bytes")
@@ -187,7 +224,7 @@ def _stream(
 
 async def fetch(
     url: str,
-    destination: Path,
+    destination: Path | Sink,
     size: int,
     *,
     stall: float,
@@ -196,14 +233,16 @@ async def fetch(
     progress: Callable[[int], None] | None = None,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> str:
-    """Bring ``destination`` to the first ``size`` bytes at ``url``; their SHA-256 (hex).
+    """Bring ``destination`` (a file, or a :class:`Sink`) to the first ``size`` bytes at ``url``; their
+    SHA-256 (hex).
 
     ``monotonic`` times the deadline (injected, as the engine's clocks are).
     """
     context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    sink = FileSink(destination) if isinstance(destination, Path) else destination
     stop = threading.Event()
     worker = asyncio.ensure_future(
-        asyncio.to_thread(_download, url, destination, size, stall, deadline, context, progress, stop, monotonic)
+        asyncio.to_thread(_download, url, sink, size, stall, deadline, context, progress, stop, monotonic)
     )
     worker.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved, even if abandoned
     try:

@@ -32,10 +32,10 @@ from agent.store.database import Store, Transaction
 from firmware import jobs, machine, window
 from firmware.admission import Verdict, admit
 from firmware.backends import Backend, backend
-from firmware.download import fetch
+from firmware.download import Sink, fetch
 from firmware.jobs import Job, Unreadable
 from firmware.machine import TERMINAL, State
-from firmware.slots import Bootloader, Slot, sha256_file
+from firmware.slots import Bootloader, Slot, StreamingSlot, sha256_file
 from protocol.backoff import Backoff
 from protocol.claims import FirmwareJobClaims
 from protocol.timefmt import epoch_of
@@ -126,13 +126,15 @@ class Engine:
         if isinstance(active, Unreadable):  # rolled back as the engine starts: not left to stand for long
             verdict = Verdict("reject", "busy", f"job {active.job_id} cannot be resumed and is being rolled back")
         else:
+            streaming = self._streaming(self.bootloader.other())
             verdict = admit(
                 claims,
                 model=self._settings.model,
                 running=self.running_version,
                 max_size=self._settings.max_size,
-                free=await asyncio.to_thread(self._free_for, claims.job_id),
+                free=await asyncio.to_thread(self._room_for, claims.job_id, streaming),
                 active=active,
+                streaming=streaming is not None,
             )
         data = {"job_id": claims.job_id, "version": claims.version}
         now = self._now()
@@ -333,6 +335,43 @@ class Engine:
     def _image(self, job: Job) -> Path:
         return self._dir / f"{job.job_id}.img"
 
+    def _streaming(self, target: str) -> StreamingSlot | None:
+        """The slot ``target`` if downloads go straight into it (a block device), else None."""
+        slot = self.slot(target)
+        return slot if isinstance(slot, StreamingSlot) else None
+
+    async def _destination(self, job: Job) -> tuple[Job, Sink | Path]:
+        """Where ``job``'s image is downloaded: a file in the data directory, or straight into the inactive
+        slot when it is a block device. That slot is recorded as the job's target and marked bad before
+        its first byte is overwritten (its bootloader must never fall back onto a half-written image)."""
+        claims = job.claims
+        assert claims.size is not None
+        target = job.target or self.bootloader.other()
+        streaming = self._streaming(target)
+        if streaming is None:
+            return job, self._image(job)
+        if job.target is None:
+            async with self._store.transaction() as tx:
+                await jobs.set_target(tx, job.job_id, target)
+            job = job._replace(target=target)
+        await asyncio.to_thread(self.bootloader.mark_bad, target)
+        return job, streaming.stream(str(claims.sha256), claims.size)
+
+    def _streamed_into(self, job: Job) -> StreamingSlot | None:
+        """The slot ``job``'s image was downloaded into, if it was streamed into one."""
+        return self._streaming(job.target) if job.target is not None else None
+
+    def _room_for(self, job_id: str, streaming: StreamingSlot | None) -> int:
+        """Bytes the image can take where it will be downloaded: the slot's size, or the download directory's
+        free space (a slot that cannot be opened takes nothing)."""
+        if streaming is None:
+            return self._free_for(job_id)
+        try:
+            return streaming.capacity()
+        except OSError as exc:
+            log.error("firmware_slot_unreadable", error=str(exc))
+            return 0
+
     def _free_for(self, job_id: str) -> int:
         """Bytes the download directory can take for ``job_id`` (its partial download counts as free)."""
         directory = self._dir if self._dir.exists() else self._dir.parent
@@ -344,6 +383,7 @@ class Engine:
         assert claims.url is not None
         assert claims.size is not None
         started, last_error = self._monotonic(), None
+        job, destination = await self._destination(job)
         for attempt in range(s.attempts):
             left = s.deadline_seconds - (self._monotonic() - started)
             if left <= 0:
@@ -351,7 +391,7 @@ class Engine:
             try:
                 digest = await fetch(
                     claims.url,
-                    self._image(job),
+                    destination,
                     claims.size,
                     stall=s.stall_seconds,
                     deadline=left,
@@ -389,12 +429,21 @@ class Engine:
         self.progress = written
 
     async def _verify(self, job: Job) -> None:
-        image, claims = self._image(job), job.claims
-        size = image.stat().st_size if image.exists() else -1
+        claims = job.claims
+        assert claims.size is not None
+        slot = self._streamed_into(job)
+        if slot is not None:
+            stream = slot.stream(str(claims.sha256), claims.size)
+            size = stream.kept(claims.size)  # how far the device holds the image, as recorded
+        else:
+            image = self._image(job)
+            size = image.stat().st_size if image.exists() else -1
         if size != claims.size:
             digest = ""
         elif self._streamed is not None and self._streamed[0] == job.job_id:
             digest = self._streamed[1]  # hashed as it was written, by this process: no second pass
+        elif slot is not None:
+            digest = (await asyncio.to_thread(stream.prefix_digest, claims.size)).hexdigest()
         else:
             digest = await asyncio.to_thread(sha256_file, image)
         if digest != claims.sha256:
@@ -457,8 +506,12 @@ class Engine:
                 await jobs.set_target(tx, job.job_id, target)
             job = job._replace(target=target)
         slot, sha256 = self.slot(target), str(job.claims.sha256)
+        streamed = self._streamed_into(job)
         try:
-            await asyncio.to_thread(slot.write, self._image(job), job.version, sha256)
+            if streamed is not None:  # already in the slot: it only needs its version
+                await asyncio.to_thread(streamed.seal, job.version, sha256, int(job.claims.size or 0))
+            else:
+                await asyncio.to_thread(slot.write, self._image(job), job.version, sha256)
             crash_point("firmware:slot_written")
             written = await asyncio.to_thread(slot.digest) if self._settings.read_back else sha256
         except OSError as exc:
@@ -522,7 +575,11 @@ class Engine:
         return True, ""
 
     def _discard(self, job: Job) -> None:
+        """Drop what was downloaded for ``job`` (a file; for a streamed slot, the record of how far it got)."""
         self._image(job).unlink(missing_ok=True)
+        slot = self._streamed_into(job)
+        if slot is not None and job.claims.size is not None:
+            slot.stream(str(job.claims.sha256), job.claims.size).clear()
 
     async def status(self) -> dict[str, Any]:
         """For ``edge-agent status``."""

@@ -30,9 +30,9 @@ import mmap
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, runtime_checkable
 
-from agent.store.durable import fsync_path
+from agent.store.durable import fsync_path, write_whole
 
 SLOTS: Final = ("a", "b")
 CHUNK: Final = 1 << 20
@@ -50,6 +50,20 @@ class Slot(Protocol):
 
     def version(self) -> str | None:
         """The version written into the slot, if any."""
+
+
+@runtime_checkable
+class StreamingSlot(Slot, Protocol):
+    """A slot a download is written straight into (one pass): a block device."""
+
+    def capacity(self) -> int:
+        """Bytes the slot can hold."""
+
+    def stream(self, sha256: str, size: int) -> DeviceStream:
+        """Where the download of that image goes."""
+
+    def seal(self, version: str, sha256: str, size: int) -> None:
+        """The streamed image is verified: record it as the slot's."""
 
 
 class Bootloader(Protocol):
@@ -197,31 +211,178 @@ class FileBootloader:
         self._save(env)
 
 
+def _open_for_writing(device: Path) -> tuple[int, bool]:
+    """``device`` opened to write around the page cache (``O_DIRECT``) where it takes it; whether it did."""
+    try:
+        return os.open(device, os.O_WRONLY | os.O_DIRECT), True
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # a file system without O_DIRECT (tmpfs): the page cache then
+            raise
+        return os.open(device, os.O_WRONLY), False
+
+
+def _device_digest(device: Path, length: int) -> hashlib._Hash:
+    """SHA-256 over the first ``length`` bytes of ``device``, read from the device (its cache dropped)."""
+    digest = hashlib.sha256()
+    with device.open("rb", buffering=0) as f:
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # read the device, not our own writes
+        left = length
+        while left > 0:
+            chunk = f.read(min(CHUNK, left))
+            if not chunk:
+                break
+            digest.update(chunk)
+            left -= len(chunk)
+    return digest
+
+
+class DeviceStream:
+    """A download written straight into a block-device slot (``firmware/download.py``'s ``Sink``): one pass
+    over the image, no copy in the data directory.
+
+    Writes go out in whole 1 MiB blocks with ``O_DIRECT``; every ``step`` bytes (an eighth of the image,
+    1 to 16 MiB) the device is fsync'd and the offset reached is recorded in ``slot-<name>.partial``
+    (with the image's SHA-256 and size: another image starts from zero). After a kill the download
+    resumes there with ``Range``, and its digest goes on from the device's first bytes read back. The
+    slot's version is removed before its first byte is overwritten: a half-written slot never boots.
+    """
+
+    def __init__(self, device: Path, meta_dir: Path, name: str, sha256: str, size: int) -> None:
+        self.device, self.sha256, self.size = device, sha256, size
+        self._meta = meta_dir / f"slot-{name}.json"
+        self._partial = meta_dir / f"slot-{name}.partial"
+        self.step = min(max(size // 8 // CHUNK * CHUNK, CHUNK), 16 * CHUNK)
+        self._fd: int | None = None
+        self._buffer: mmap.mmap | None = None
+        self._fill = 0  # bytes waiting in the buffer
+        self._at = 0  # where the buffer goes on the device
+        self._durable = 0  # offset fsync'd and recorded
+        self.direct: bool | None = None
+
+    def kept(self, size: int) -> int:
+        found = read_meta(self._partial)
+        offset = found.get("offset")
+        if found.get("sha256") != self.sha256 or found.get("size") != size or not isinstance(offset, int):
+            return 0
+        return offset if 0 <= offset <= size else 0
+
+    def prefix_digest(self, length: int) -> hashlib._Hash:
+        return _device_digest(self.device, length)
+
+    def begin(self, have: int) -> None:
+        if have % CHUNK and have != self.size:
+            raise ValueError(f"a device stream resumes at whole blocks, not at byte {have}")
+        self._meta.parent.mkdir(parents=True, exist_ok=True)
+        if self._meta.exists():
+            self._meta.unlink()  # a half-written slot has no version
+            fsync_path(self._meta.parent)
+        self._fd, self.direct = _open_for_writing(self.device)
+        self._buffer = mmap.mmap(-1, CHUNK)  # page-aligned, as O_DIRECT wants
+        self._fill, self._at, self._durable = 0, have, have
+
+    def write(self, chunk: bytes) -> None:
+        assert self._buffer is not None
+        view = memoryview(chunk)
+        while view:
+            n = min(CHUNK - self._fill, len(view))
+            self._buffer[self._fill : self._fill + n] = view[:n]
+            self._fill += n
+            view = view[n:]
+            if self._fill == CHUNK:
+                self._flush(CHUNK)
+                if self._at - self._durable >= self.step:
+                    self._record()
+
+    def end(self, complete: bool) -> None:
+        if self._fd is None:
+            return
+        try:
+            if complete and self._fill:
+                self._flush(-(-self._fill // _BLOCK) * _BLOCK if self.direct else self._fill)  # whole blocks
+                self._at = self.size
+            self._record()  # incomplete: what is buffered is fetched again
+        finally:
+            os.close(self._fd)
+            self._fd = None
+            if self._buffer is not None:
+                self._buffer.close()
+                self._buffer = None
+
+    def _flush(self, length: int) -> None:
+        assert self._fd is not None
+        assert self._buffer is not None
+        if length > self._fill:
+            self._buffer[self._fill : length] = bytes(length - self._fill)
+        view = memoryview(self._buffer)[:length]
+        try:
+            written = 0
+            while written < length:
+                written += os.pwrite(self._fd, view[written:], self._at + written)
+        finally:
+            view.release()
+        self._at += self._fill
+        self._fill = 0
+
+    def _record(self) -> None:
+        """fsync the device, then record how far it holds the image."""
+        assert self._fd is not None
+        os.fsync(self._fd)
+        self._durable = self._at
+        record = {"sha256": self.sha256, "size": self.size, "offset": self._at}
+        write_whole(self._partial, json.dumps(record).encode(), 0o644)
+
+    def clear(self) -> None:
+        """Forget the partial image (another image, or this one refused)."""
+        if self._partial.exists():
+            self._partial.unlink()
+            fsync_path(self._partial.parent)
+
+
 class DeviceSlot:
     """A slot that is a block device (a partition, or a loop device): written with ``O_DIRECT`` where the
     device takes it, fsync'd, and read back from the device (its cache dropped) to verify. Its version,
-    size and SHA-256 are kept in ``data_dir/slots/slot-<name>.json``."""
+    size and SHA-256 are kept in ``data_dir/slots/slot-<name>.json``.
+
+    A download can go straight into it (:meth:`stream`, then :meth:`seal`): one pass. :meth:`write`
+    copies an image file in (what a download into the data directory needs)."""
 
     def __init__(self, device: Path, meta_dir: Path, name: str) -> None:
         self.name, self.device = name, device
+        self._meta_dir = meta_dir
         self._meta = meta_dir / f"slot-{name}.json"
         self.direct: bool | None = None  # whether the last write went around the page cache
 
     def _meta_read(self) -> dict[str, object]:
         return read_meta(self._meta)
 
+    def capacity(self) -> int:
+        """The device's size in bytes."""
+        fd = os.open(self.device, os.O_RDONLY)
+        try:
+            return os.lseek(fd, 0, os.SEEK_END)
+        finally:
+            os.close(fd)
+
+    def stream(self, sha256: str, size: int) -> DeviceStream:
+        """Where a download of the image with this digest and size goes: straight into the device."""
+        return DeviceStream(self.device, self._meta_dir, self.name, sha256, size)
+
+    def seal(self, version: str, sha256: str, size: int) -> None:
+        """A streamed image is complete and verified: the slot now holds ``version``."""
+        self._write_meta(version, sha256, size)
+        self.stream(sha256, size).clear()
+
+    def _write_meta(self, version: str, sha256: str, size: int) -> None:
+        self._meta.write_text(json.dumps({"version": version, "sha256": sha256, "size": size}))
+        with self._meta.open("rb+") as meta:
+            os.fsync(meta.fileno())
+        fsync_path(self._meta.parent)
+
     def write(self, image: Path, version: str, sha256: str) -> None:
         self._meta.parent.mkdir(parents=True, exist_ok=True)
         self._meta.unlink(missing_ok=True)  # a half-written slot has no version
         size = image.stat().st_size
-        try:
-            fd = os.open(self.device, os.O_WRONLY | os.O_DIRECT)
-            self.direct = True
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:  # a file system without O_DIRECT (tmpfs): the page cache then
-                raise
-            fd = os.open(self.device, os.O_WRONLY)
-            self.direct = False
+        fd, self.direct = _open_for_writing(self.device)
         buffer = mmap.mmap(-1, CHUNK)  # page-aligned, as O_DIRECT wants
         try:
             with image.open("rb", buffering=0) as source:
@@ -243,26 +404,13 @@ class DeviceSlot:
         finally:
             os.close(fd)
             buffer.close()
-        self._meta.write_text(json.dumps({"version": version, "sha256": sha256, "size": size}))
-        with self._meta.open("rb+") as meta:
-            os.fsync(meta.fileno())
-        fsync_path(self._meta.parent)
+        self._write_meta(version, sha256, size)
 
     def digest(self) -> str:
         size = self._meta_read().get("size")
         if not isinstance(size, int):
             return ""
-        digest = hashlib.sha256()
-        with self.device.open("rb", buffering=0) as f:
-            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # read the device, not our own writes
-            left = size
-            while left > 0:
-                chunk = f.read(min(CHUNK, left))
-                if not chunk:
-                    break
-                digest.update(chunk)
-                left -= len(chunk)
-        return digest.hexdigest()
+        return _device_digest(self.device, size).hexdigest()
 
     def version(self) -> str | None:
         version = self._meta_read().get("version")

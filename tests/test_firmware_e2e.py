@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import os
 import sqlite3
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -509,41 +510,88 @@ async def test_busy_past_the_bound_fails_the_job_and_never_reboots(
     assert booted(config_file) == ("a", None)
 
 
-@pytest.mark.parametrize("health", ["healthy", "unhealthy"])
-async def test_an_upgrade_onto_block_device_slots_with_u_boot(
-    mosquitto: Broker, tmp_path: Path, root_pem: Path, docs: Docs, image: tuple[Path, str], health: str
-) -> None:
-    """Two loop devices as the slots (written with O_DIRECT, read back from the device) and U-Boot's
-    environment through fw_setenv: committed, or rolled back to slot A."""
-    import subprocess
-
+@contextlib.contextmanager
+def loop_slots(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Two loop devices (8 MiB each) as slots a and b."""
     devices: dict[str, str] = {}
     try:
         for name in ("a", "b"):
             backing = tmp_path / f"slot-{name}.backing"
             backing.write_bytes(bytes(8 * 1024 * 1024))
-            devices[name] = subprocess.run(  # noqa: ASYNC221 -- losetup returns at once
+            devices[name] = subprocess.run(
                 ["losetup", "--find", "--show", str(backing)], capture_output=True, text=True, check=True
             ).stdout.strip()
+        yield devices
+    finally:
+        for device in devices.values():
+            subprocess.run(["losetup", "--detach", device], check=False)
+
+
+def slot_b_holds(devices: dict[str, str], digest: str) -> bool:
+    with open(devices["b"], "rb") as raw:
+        return hashlib.sha256(raw.read(IMAGE_SIZE)).hexdigest() == digest
+
+
+@pytest.mark.parametrize("health", ["healthy", "unhealthy"])
+async def test_an_upgrade_onto_block_device_slots_with_u_boot(
+    mosquitto: Broker, tmp_path: Path, root_pem: Path, docs: Docs, image: tuple[Path, str], health: str
+) -> None:
+    """Two loop devices as the slots (the download streamed straight into slot B with O_DIRECT, read back
+    from the device) and U-Boot's environment through fw_setenv: committed, or rolled back to slot A.
+    Nothing of the image is ever written in the data directory."""
+    with loop_slots(tmp_path) as devices:
         extra: dict[str, Any] = {"slots": "device", "slot_devices": devices}
         if health == "unhealthy":
             extra["health_command"] = ["false"]
         config_file = firmware_config(tmp_path, mosquitto, root_pem, "uboot", **extra)
-        async with running(mosquitto, config_file, docs, image, PAID) as (_daemon, server, cloud):
+        async with running(mosquitto, config_file, docs, image, PAID) as (daemon, server, cloud):
             await cloud.publish("firmware", docs.firmware_job("j-d", **job(image, server)), retain=True)
-            await cloud.wait_until(lambda: final(kinds(cloud, "j-d")), seconds=60, what="the job to end")
+            images: set[str] = set()
+
+            def ended() -> bool:
+                images.update(p.name for p in (daemon.data_dir / "firmware").glob("*"))
+                return final(kinds(cloud, "j-d"))
+
+            await cloud.wait_until(ended, seconds=60, what="the job to end")
+        assert images == set()  # streamed: no image file beside the database, at any moment looked at
+        assert server.requests == [(image[0].name, None)]  # one GET, the whole image, once
         slot, version = booted(config_file)
         if health == "healthy":
             assert kinds(cloud, "j-d")[-1] == "executed"
             assert (slot, version) == ("b", NEWER)
-            with open(devices["b"], "rb") as raw:  # noqa: ASYNC230 -- a few MiB, once
-                assert hashlib.sha256(raw.read(IMAGE_SIZE)).hexdigest() == image[1]
+            assert slot_b_holds(devices, image[1])
         else:
             assert kinds(cloud, "j-d")[-1] == "rolled_back"
             assert (slot, version) == ("a", None)
-    finally:
-        for device in devices.values():
-            subprocess.run(["losetup", "--detach", device], check=False)  # noqa: ASYNC221
+
+
+# Where streaming into a device changes what a kill leaves: mid-download (resumed from the device's
+# recorded offset), before the verify (the device hashed again), before and after the seal.
+DEVICE_CRASHES = [c for c in CRASHES if c[0] in (
+    "firmware:downloading:half", "firmware:verifying", "firmware:installing", "firmware:slot_written",
+)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("point", "ending"), DEVICE_CRASHES, ids=[c[0] for c in DEVICE_CRASHES])
+async def test_sigkill_while_streaming_into_a_device_slot(
+    mosquitto: Broker, tmp_path: Path, root_pem: Path, docs: Docs, image: tuple[Path, str], point: str,
+    ending: list[str],
+) -> None:  # fmt: skip
+    with loop_slots(tmp_path) as devices:
+        config_file = firmware_config(tmp_path, mosquitto, root_pem, "uboot", slots="device", slot_devices=devices)
+        async with running(mosquitto, config_file, docs, image, PAID, crash_at=point) as (daemon, server, cloud):
+            await cloud.publish("firmware", docs.firmware_job("j-k", **job(image, server)), retain=True)
+            await cloud.wait_until(lambda: final(kinds(cloud, "j-k")), seconds=60, what="the job to end")
+            assert kinds(cloud, "j-k")[-len(ending) :] == ending, kinds(cloud, "j-k")
+            assert -9 in daemon.exits
+        assert booted(config_file) == ("b", NEWER)
+        assert slot_b_holds(devices, image[1])
+        if point == "firmware:downloading:half":  # resumed from the last recorded MiB before the kill
+            [(_, first), (_, resumed)] = server.requests
+            assert first is None
+            assert resumed == f"bytes={1024 * 1024}-"  # the image's eighth rounds up to the 1 MiB step
+        else:
+            assert len(server.requests) == 1  # never downloaded again
 
 
 @pytest.fixture

@@ -7,11 +7,15 @@ import contextlib
 import hashlib
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from agent.errors import DownloadError
+from cloud_stub.images import Fault, ImageServer
+from firmware.download import fetch
+from firmware.slots import CHUNK as SLOT_CHUNK
 from firmware.slots import DeviceSlot
 
 
@@ -61,3 +65,65 @@ def test_a_slot_that_is_a_plain_file(tmp_path: Path) -> None:
     slot.write(image, "29.30.10.1", digest)
     assert slot.digest() == digest
     assert target.stat().st_size >= 100_001
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[ImageServer, bytes]]:
+    (tmp_path / "www").mkdir()
+    data = os.urandom(5 * SLOT_CHUNK + 4321)  # not a whole number of blocks
+    (tmp_path / "www" / "img").write_bytes(data)
+    async with ImageServer(tmp_path / "www") as server:
+        yield server, data
+
+
+async def test_a_download_streams_straight_into_a_device_slot(
+    served: tuple[ImageServer, bytes], tmp_path: Path
+) -> None:
+    """One pass: the bytes go from the socket into the device (O_DIRECT), hashed on the way; nothing is
+    written in the data directory but the slot's small records; sealing gives the slot its version."""
+    server, data = served
+    digest = hashlib.sha256(data).hexdigest()
+    meta = tmp_path / "meta"
+    with loop_device(tmp_path / "slot-b.backing", 8 * 1024 * 1024) as device:
+        slot = DeviceSlot(device, meta, "b")
+        assert slot.capacity() == 8 * 1024 * 1024
+        stream = slot.stream(digest, len(data))
+        assert await fetch(server.url("img"), stream, len(data), stall=2, deadline=10) == digest
+        assert stream.direct is True
+        assert stream.kept(len(data)) == len(data)  # recorded complete
+        assert slot.version() is None  # not until it is sealed (verified by the engine)
+        slot.seal("29.30.10.1", digest, len(data))
+        assert (slot.version(), slot.digest()) == ("29.30.10.1", digest)  # read back from the device
+        assert sorted(p.name for p in meta.iterdir()) == ["slot-b.json"]  # the partial record is gone
+        with device.open("rb") as raw:
+            assert raw.read(len(data)) == data
+
+
+async def test_a_streamed_download_cut_short_resumes_at_the_recorded_offset(
+    served: tuple[ImageServer, bytes], tmp_path: Path
+) -> None:
+    """The connection drops mid-image: the device was fsync'd and its offset recorded every step, so the
+    next attempt asks for the rest with Range from there (whole MiB), and the digest goes on from the
+    device's first bytes. The slot's old version was removed before its first byte was overwritten."""
+    server, data = served
+    digest = hashlib.sha256(data).hexdigest()
+    with loop_device(tmp_path / "slot-b.backing", 8 * 1024 * 1024) as device:
+        slot = DeviceSlot(device, tmp_path / "meta", "b")
+        old = tmp_path / "old.bin"
+        old.write_bytes(b"\x01" * 4096)
+        slot.write(old, "29.30.2.805", hashlib.sha256(old.read_bytes()).hexdigest())
+        server.faults["img"] = Fault(close_after=3 * SLOT_CHUNK + 1000)
+        stream = slot.stream(digest, len(data))
+        assert stream.step == SLOT_CHUNK  # an eighth of the image, at least a MiB
+        with pytest.raises(DownloadError):
+            await fetch(server.url("img"), stream, len(data), stall=2, deadline=10)
+        assert slot.version() is None
+        assert stream.kept(len(data)) == 3 * SLOT_CHUNK
+        assert slot.stream("0" * 64, len(data)).kept(len(data)) == 0  # another image starts from zero
+        del server.faults["img"]
+        assert await fetch(server.url("img"), slot.stream(digest, len(data)), len(data), stall=2, deadline=10) == digest
+        assert server.requests[-1] == ("img", f"bytes={3 * SLOT_CHUNK}-")
+        with device.open("rb") as raw:
+            assert raw.read(len(data)) == data
+        slot.stream(digest, len(data)).clear()
+        assert slot.stream(digest, len(data)).kept(len(data)) == 0
