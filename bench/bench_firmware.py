@@ -276,6 +276,13 @@ async def _job_to_rebooting(
                     # When the device was ready to reboot: its event goes out after the restart (it is durable),
                     # and the restart is not the job's cost.
                     ours.append(epoch_of(datetime.fromisoformat(rebooting()[0]["occurred_at"])) - published)
+                    if os.environ.get("BENCH_PHASES"):  # when each state was entered, from the device's events
+                        phases = sorted(
+                            (epoch_of(datetime.fromisoformat(e["occurred_at"])) - published, e["kind"])
+                            for e in cloud.events.values()
+                            if e["type"] == "firmware" and e["data"].get("job_id") == job_id
+                        )
+                        print(" ".join(f"{kind} {at * 1000:.0f} ms" for at, kind in phases), file=sys.stderr)
                 finally:
                     await daemon.stop()
     finally:
