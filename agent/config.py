@@ -13,6 +13,7 @@ naming the key, which the CLI prints as one line.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import tomllib
@@ -247,9 +248,34 @@ class ControlConfig(_Frozen):
 
 
 class MetricsConfig(_Frozen):
-    """``[metrics]``: Prometheus metrics on 127.0.0.1 (docs/operations.md)."""
+    """``[metrics]``: Prometheus metrics, on loopback unless an address is given (docs/operations.md)."""
 
     port: Annotated[int, Field(ge=0, le=65535)] | None = None  # None: off; 0: any free port (logged)
+    address: str = "127.0.0.1"  # an IP address: where a fleet's scraper reaches it (0.0.0.0, an interface's, ::)
+    tls_cert: Path | None = None  # with tls_key: served over TLS
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # scrapers must present a certificate it signed (mutual TLS)
+
+    @field_validator("tls_cert", "tls_key", "tls_client_ca")
+    @classmethod
+    def _paths(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _relative_to_config(value, info)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address (a host name is not resolved here)") from None
+
+    @model_validator(mode="after")
+    def _tls(self) -> MetricsConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key")
+        return self
 
 
 # Top-level strings with a fixed format: the pattern, and what to tell the installer when it does not match.

@@ -70,13 +70,14 @@ from agent.outbox import Outbox
 from agent.outbox.events import NewEvent
 from agent.runtime import sdnotify
 from agent.runtime.housekeeping import Housekeeping, notices_raised
-from agent.runtime.metrics import Metrics
+from agent.runtime.metrics import Metrics, tls_context
 from agent.runtime.status import Running, View, gather
 from agent.store.quarantine import Salvage, restore, salvage_and_move
 from agent.store.reset import reset_after_upgrade
 from agent.store.rollback import restore_snapshot
 from agent.sync.session import Session
 from agent.sync.state import StateReport
+from agent.version import build_info
 from firmware.backends import backend as firmware_backend
 from firmware.engine import Engine, firmware_settings
 from protocol.topics import Topics
@@ -149,7 +150,7 @@ class Daemon:
             clock=device.clock,
             connected=connected,
         )
-        self.metrics = None if config.metrics.port is None else Metrics(self._metrics_sample)
+        self.metrics = None if config.metrics.port is None else Metrics(self._metrics_sample, build_info(config))
         self.ops = ControlOps(device, outbox, self.local, self.view, self.metrics)
 
     @classmethod
@@ -283,8 +284,14 @@ class Daemon:
                     tasks.create_task(self.intake.run(), name="refusals"),
                     tasks.create_task(self._restart_when_asked(), name="restart"),
                 ]
-                if self.metrics is not None and self.config.metrics.port is not None:
-                    working.append(tasks.create_task(self.metrics.serve(self.config.metrics.port), name="metrics"))
+                m = self.config.metrics
+                if self.metrics is not None and m.port is not None:
+                    tls = (
+                        None
+                        if m.tls_cert is None
+                        else functools.partial(tls_context, m.tls_cert, m.tls_key, m.tls_client_ca)
+                    )
+                    working.append(tasks.create_task(self.metrics.serve(m.address, m.port, tls), name="metrics"))
                 period = sdnotify.watchdog_period()
                 if period is not None:
                     working.append(tasks.create_task(self._watchdog(period), name="watchdog"))

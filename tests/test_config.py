@@ -94,6 +94,31 @@ def test_a_bad_mqtt_key_is_named(config_file: Path, line: str, key: str) -> None
     assert error.value.key == key, str(error.value)
 
 
+BAD_METRICS: list[tuple[str, str, str]] = [
+    ("address a host name", 'address = "scraper.example"', "metrics.address"),
+    ("certificate without key", 'tls_cert = "m.crt"', "metrics"),
+    ("client CA without TLS", 'tls_client_ca = "ca.crt"', "metrics"),
+    ("port out of range", "port = 70000", "metrics.port"),
+]
+
+
+@pytest.mark.parametrize(("line", "key"), [r[1:] for r in BAD_METRICS], ids=[r[0] for r in BAD_METRICS])
+def test_a_bad_metrics_key_is_named(config_file: Path, line: str, key: str) -> None:
+    config_file.write_text(config_file.read_text() + "\n[metrics]\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(_replace(config_file, line, "metrics"), {})
+    assert error.value.key == key, str(error.value)
+
+
+def test_the_metrics_endpoint_may_be_reached_over_mutual_tls(config_file: Path) -> None:
+    line = 'port = 9101\naddress = "::"\ntls_cert = "m.crt"\ntls_key = "m.key"\ntls_client_ca = "ca.crt"'
+    config_file.write_text(config_file.read_text() + "\n[metrics]\n")
+    metrics = load_config(_replace(config_file, line, "metrics"), {}).metrics
+    assert (metrics.address, metrics.tls_cert, metrics.tls_client_ca) == (
+        "::", config_file.parent / "m.crt", config_file.parent / "ca.crt",
+    )  # fmt: skip
+
+
 def test_environment_overrides_the_file(config_file: Path) -> None:
     """EDGE_AGENT_<KEY> and EDGE_AGENT_<TABLE>__<KEY> override the file; lists take commas or JSON."""
     env = {

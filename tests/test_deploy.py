@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 
 import aiomqtt
@@ -191,46 +192,94 @@ def test_the_systemd_unit() -> None:
     assert settings["ExecStart"].split()[1:3] == ["run", "--config"]
 
 
-async def test_prometheus_metrics_on_a_loopback_port(
-    process_broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs
+async def _scrape(port: int, tls: ssl.SSLContext | None = None) -> str:
+    """GET /metrics once the exporter listens (it starts beside the MQTT session, not before it)."""
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
+                break
+            except ConnectionRefusedError:
+                await asyncio.sleep(0.05)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    async with asyncio.timeout(5):
+        response = (await reader.read()).decode()
+    writer.close()
+    head, _, body = response.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 200"), head
+    return body
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["loopback", "mutual TLS"])
+async def test_prometheus_metrics_follow_the_conventions(
+    process_broker: Broker, tmp_path: Path, root_pem: Path, docs: Docs, tls: bool
 ) -> None:
+    """Scraped and parsed by prometheus_client's own parser: counters end in _total, the expiries are
+    timestamps in seconds (the document's and each service's), the build and the process are there. Over
+    mutual TLS, a scraper without a client certificate is refused."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     from agent.control import server as control
     from tests.support.cloud import CloudPeer
     from tests.support.daemons import device_config
-    from tests.support.sync import mode_is, provision
+    from tests.support.pki import make_pki
+    from tests.support.sync import PAID, mode_is, provision
 
     port = free_port()
-    daemon = ProcessDaemon(device_config(tmp_path / "device", process_broker, root_pem, metrics={"port": port}))
+    metrics: dict[str, object] = {"port": port}
+    client: ssl.SSLContext | None = None
+    anonymous: ssl.SSLContext | None = None
+    if tls:
+        pki = make_pki(tmp_path / "pki", DEVICE_ID)
+        metrics |= {"tls_cert": str(pki.server.cert), "tls_key": str(pki.server.key), "tls_client_ca": str(pki.ca)}
+        client = ssl.create_default_context(cafile=str(pki.ca))
+        client.load_cert_chain(str(pki.cloud.cert), str(pki.cloud.key))
+        anonymous = ssl.create_default_context(cafile=str(pki.ca))
+    daemon = ProcessDaemon(device_config(tmp_path / "device", process_broker, root_pem, metrics=metrics))
     async with CloudPeer(process_broker) as cloud:
         await provision(cloud, docs)
         await daemon.start()
         try:
             await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
             await control.request(daemon.data_dir, {"op": "check", "action": "issue_access", "subject": "door:door-1"})
-            async with asyncio.timeout(10):  # the exporter starts beside the session, not before it
-                while True:
-                    try:
-                        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                        break
-                    except ConnectionRefusedError:
-                        await asyncio.sleep(0.05)
-            writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            await writer.drain()
-            async with asyncio.timeout(5):
-                response = (await reader.read()).decode()
-            writer.close()
+            body = await _scrape(port, client)
+            if anonymous is not None:
+                with pytest.raises((ssl.SSLError, ConnectionResetError, AssertionError, asyncio.IncompleteReadError)):
+                    await _scrape(port, anonymous)
         finally:
             await daemon.stop()
-    assert response.startswith("HTTP/1.1 200")
-    for line in (
-        'edge_document_seq{typ="entitlements"} 1.0',
-        'edge_document_seq{typ="trust"} 1.0',
-        "edge_mqtt_connected 1.0",
-        "edge_outbox_held 0.0",
-        'edge_decisions_total{action="issue_access",reason="active"} 1.0',
-    ):
-        assert line in response, line
-    assert "edge_outbox_depth" in response
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    types = {name: f.type for name, f in families.items()}
+    for name in ("edge_mqtt_connections", "edge_mqtt_failures", "edge_outbox_evicted", "edge_decisions"):
+        assert types[name] == "counter", name
+        assert all(s.name == f"{name}_total" for s in families[name].samples if not s.name.endswith("_created"))
+    for name in ("edge_outbox_depth", "edge_outbox_held", "edge_mqtt_connected", "edge_document_seq"):
+        assert types[name] == "gauge", name
+
+    def value(name: str, **labels: str) -> float:
+        family = families[name] if name in families else families[name.removesuffix("_total")]
+        [found] = [s.value for s in family.samples if s.name == name and s.labels == labels]
+        return found
+
+    assert value("edge_mqtt_connections_total") >= 1
+    assert value("edge_mqtt_connected") == 1
+    assert value("edge_document_seq", typ="entitlements") == 1
+    assert value("edge_decisions_total", action="issue_access", reason="active") == 1
+    [build] = families["edge_build_info"].samples
+    assert (build.value, build.labels["model"]) == (1, "R29")
+    assert build.labels["version"]
+    assert "process_resident_memory_bytes" in families
+    exp = json.loads(jws.parse(docs.entitlements(PAID)).payload)["exp"]  # as provisioned (the same iat)
+    assert abs(value("edge_document_expiry_timestamp_seconds", typ="entitlements") - exp) < 1
+    expiries = {
+        (s.labels["service"], s.labels["subject"]): s.value
+        for s in families["edge_service_expiry_timestamp_seconds"].samples
+    }
+    assert set(expiries) == {(svc["service"], svc["subject"]) for svc in PAID}
+    for svc in PAID:
+        expected = datetime.fromisoformat(svc["expires"]).timestamp()
+        assert abs(expiries[(svc["service"], svc["subject"])] - expected) < 1
 
 
 async def doctor(config_file: Path) -> tuple[int, list[dict[str, str]]]:

@@ -9,6 +9,7 @@ daemon adds what only it knows (:class:`Running`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from agent.device import Device
@@ -74,7 +75,12 @@ class View:
         r = self.running
         assert r is not None
         job = self.firmware["job"]
+        document = self.device["document"]
         return {
+            "expiry": {
+                "document": {"entitlements": _epoch(document["exp"])} if document else {},
+                "services": [(x["service"], x["subject"], _epoch(x["expires"])) for x in self.device["services"]],
+            },
             "depth": r.depth,
             "held": r.held,
             "evicted": dict(r.evicted),
@@ -84,6 +90,10 @@ class View:
             "seq": dict(self.seqs),
             "firmware_state": job["state"] if job else None,
         }
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
 
 
 def gather(device: Device, firmware: dict[str, Any], running: Running | None = None) -> View:
