@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo check lint bench clean
+.PHONY: setup demo check lint bench clean deploy-files
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ check: setup
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy
+
+# Shell completions and man pages from the CLI definitions (tests/test_deploy.py checks they are current).
+deploy-files: setup
+	$(PY) deploy/generate.py
 
 bench: setup
 	$(PY) -m bench

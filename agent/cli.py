@@ -66,6 +66,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="smartplus-edge", prog_name="edge-agent", message="%(prog)s %(version)s")
 def main() -> None:
     """The intercom device agent: signed entitlements, enforced locally."""
 

@@ -72,12 +72,12 @@ from agent.runtime import sdnotify
 from agent.runtime.housekeeping import Housekeeping, notices_raised
 from agent.runtime.metrics import Metrics, tls_context
 from agent.runtime.status import Running, View, gather
+from agent.runtime.version import build_info
 from agent.store.quarantine import Salvage, restore, salvage_and_move
 from agent.store.reset import reset_after_upgrade
 from agent.store.rollback import restore_snapshot
 from agent.sync.session import Session
 from agent.sync.state import StateReport
-from agent.version import build_info
 from firmware.backends import backend as firmware_backend
 from firmware.engine import Engine, firmware_settings
 from protocol.topics import Topics

@@ -41,6 +41,7 @@ BROKER = BrokerAddress()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="smartplus-edge", prog_name="smartplus-cloud", message="%(prog)s %(version)s")
 @click.option(
     "--ledger",
     "ledger_path",

@@ -1,6 +1,9 @@
 """Structured logging: stable event names with key-value fields (structlog).
 
-JSON lines when stderr is not a terminal (journald, files, tests); readable columns on one.
+JSON lines when stderr is not a terminal (journald, files, tests); readable columns on one. Under
+systemd, when stderr is the journal's stream (``JOURNAL_STREAM`` names it, as sd_journal_stream_fd's
+callers are told), each line starts with its syslog priority (``<3>`` for errors...), which journald
+strips and records, so ``journalctl -p err`` selects them.
 Secrets never reach a log: the config keeps passwords as ``SecretStr`` and the agent logs key ids,
 never keys, and document digests, never tokens.
 """
@@ -8,18 +11,57 @@ never keys, and document digests, never tokens.
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final
 
 import structlog
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
+# syslog priorities (sd-daemon.h SD_ERR...) by structlog level
+PRIORITIES: Final[Mapping[str, int]] = {
+    "critical": 2,
+    "exception": 3,
+    "error": 3,
+    "warning": 4,
+    "warn": 4,
+    "info": 6,
+    "debug": 7,
+}
+
+
+def under_journald(environ: Mapping[str, str] = os.environ, stream: Any = None) -> bool:
+    """Whether ``stream`` (stderr) is the journal's stream: ``JOURNAL_STREAM`` is its ``device:inode``."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        device, inode = (int(part) for part in environ.get("JOURNAL_STREAM", "").split(":"))
+        found = os.fstat(stream.fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    return (found.st_dev, found.st_ino) == (device, inode)
+
+
+class _Prioritised:
+    """A renderer whose lines start with their syslog priority (``<3>{...}``), for journald."""
+
+    def __init__(self, renderer: Any) -> None:
+        self._renderer = renderer
+
+    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> str:
+        priority = PRIORITIES.get(str(event_dict.get("level", method)), 6)
+        return f"<{priority}>{self._renderer(logger, method, event_dict)}"
+
+
 def configure(level: str = "info", *, json: bool | None = None) -> None:
-    """Route structlog events to stderr at ``level``, as JSON unless stderr is a terminal."""
+    """Route structlog events to stderr at ``level``, as JSON unless stderr is a terminal (each line led
+    by its syslog priority when stderr is the journal)."""
     as_json = not sys.stderr.isatty() if json is None else json
     renderer: Any = structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=False)
+    if under_journald():
+        renderer = _Prioritised(renderer)
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,

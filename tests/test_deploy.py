@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import signal
 import socket
@@ -192,6 +193,47 @@ def test_the_systemd_unit() -> None:
     assert settings["ExecStart"].split()[1:3] == ["run", "--config"]
 
 
+async def test_log_lines_carry_their_syslog_priority_under_journald(tmp_path: Path) -> None:
+    """With stderr the journal's stream (JOURNAL_STREAM is its device:inode, as systemd sets it), each
+    line starts with its priority, which journald strips and records (`journalctl -p err`); the JSON
+    after it is unchanged. Any other stderr gets plain JSON lines (every other test reads them)."""
+    import re
+
+    from protocol.logs import PRIORITIES, under_journald
+    from tests.support.daemons import device_config
+
+    root = tmp_path / "root.pub.pem"
+    shutil.copy(REPO.parent / "shared" / "vectors" / "root.pub.pem", root)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nobody = f"mqtt://127.0.0.1:{closed.getsockname()[1]}"
+    config_file = device_config(tmp_path / "device", nobody, root)
+    log = config_file.parent / "daemon.log"
+    log.touch()
+    journal = f"{log.stat().st_dev}:{log.stat().st_ino}"
+    daemon = ProcessDaemon(config_file, env={"JOURNAL_STREAM": journal})
+    await daemon.start()
+    try:
+        async with asyncio.timeout(20):  # started (info), then the broker is not there (a warning)
+            while True:
+                if re.search(r"^<4>", log.read_text(), re.MULTILINE):
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await daemon.stop()
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    for line in lines:
+        match = re.fullmatch(r"<([0-7])>(\{.*\})", line)
+        assert match is not None, line
+        assert int(match[1]) == PRIORITIES[json.loads(match[2])["level"]], line
+    assert {line[:3] for line in lines} >= {"<6>", "<4>"}
+    with log.open("a") as other:
+        assert under_journald({"JOURNAL_STREAM": journal}, other)
+        assert not under_journald({"JOURNAL_STREAM": "1:2"}, other)
+        assert not under_journald({"JOURNAL_STREAM": "nonsense"}, other)
+        assert not under_journald({}, other)
+
+
 async def _scrape(port: int, tls: ssl.SSLContext | None = None) -> str:
     """GET /metrics once the exporter listens (it starts beside the MQTT session, not before it)."""
     async with asyncio.timeout(10):
@@ -355,3 +397,66 @@ async def test_serve_connects_with_mutual_tls_and_names_images_from_its_base_url
         finally:
             server.send_signal(signal.SIGINT)
             await asyncio.to_thread(server.wait, 15)
+
+
+def test_versions_completions_and_man_pages_come_from_the_cli_definitions(tmp_path: Path) -> None:
+    """Both CLIs say their version; the completion scripts and man pages shipped in deploy/ are what
+    deploy/generate.py makes from the click commands now (a new option cannot ship without its page);
+    the completion the scripts ask for answers."""
+    import importlib.util
+    from importlib import metadata
+
+    from tests.support.daemons import EDGE_AGENT
+
+    version = metadata.version("smartplus-edge")
+    for program in ("edge-agent", "smartplus-cloud"):
+        out = subprocess.run([str(Path(EDGE_AGENT).parent / program), "--version"], capture_output=True, text=True)
+        assert (out.returncode, out.stdout) == (0, f"{program} {version}\n")
+    spec = importlib.util.spec_from_file_location("generate", REPO / "deploy" / "generate.py")
+    assert spec is not None
+    assert spec.loader is not None
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    made = {p.relative_to(tmp_path): p.read_text() for p in generate.generate(tmp_path)}
+    shipped = {
+        p.relative_to(REPO / "deploy"): p.read_text()
+        for directory in ("completions", "man")
+        for p in (REPO / "deploy" / directory).iterdir()
+    }
+    assert set(made) == set(shipped), "run: make deploy-files"
+    stale = [str(name) for name, text in made.items() if shipped[name] != text]
+    assert stale == [], f"run: make deploy-files ({stale})"
+    assert {"man/edge-agent.1", "man/edge-agent-check.1", "man/smartplus-cloud-pay.1"} <= {str(n) for n in made}
+    assert made[Path("man/edge-agent-check.1")].startswith(".TH")
+    assert "_EDGE_AGENT_COMPLETE" in made[Path("completions/edge-agent.bash")]
+    env = {**os.environ, "_EDGE_AGENT_COMPLETE": "bash_complete", "COMP_WORDS": "edge-agent ch", "COMP_CWORD": "1"}
+    completed = subprocess.run([EDGE_AGENT], capture_output=True, text=True, env=env)
+    assert "plain,check" in completed.stdout.splitlines()
+
+
+def test_the_system_user_and_directories_with_systemds_own_tools(tmp_path: Path) -> None:
+    """sysusers.d makes the edge-agent user (no login, in dialout for its serial lines); tmpfiles.d its
+    data directory (0700, its own) and the configuration's (0750, root:edge-agent). Applied by
+    systemd-sysusers and systemd-tmpfiles to a scratch root."""
+    (tmp_path / "etc").mkdir()
+    unit = REPO / "deploy" / "systemd"
+    subprocess.run(
+        ["systemd-sysusers", f"--root={tmp_path}", str(unit / "sysusers.d" / "edge-agent.conf")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    users = {line.split(":")[0]: line.split(":") for line in (tmp_path / "etc" / "passwd").read_text().splitlines()}
+    groups = {line.split(":")[0]: line.split(":") for line in (tmp_path / "etc" / "group").read_text().splitlines()}
+    user = users["edge-agent"]
+    assert (user[5], user[6]) == ("/var/lib/edge-agent", "/usr/sbin/nologin")
+    assert "edge-agent" in groups["dialout"][3].split(",")
+    subprocess.run(
+        ["systemd-tmpfiles", f"--root={tmp_path}", "--create", str(unit / "tmpfiles.d" / "edge-agent.conf")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    data, config = (tmp_path / "var" / "lib" / "edge-agent").stat(), (tmp_path / "etc" / "edge-agent").stat()
+    uid, gid = int(user[2]), int(groups["edge-agent"][2])
+    assert (data.st_mode & 0o777, data.st_uid, data.st_gid) == (0o700, uid, gid)
+    assert (config.st_mode & 0o777, config.st_uid, config.st_gid) == (0o750, 0, gid)
+    service = (unit / "edge-agent.service").read_text()
+    assert "User=edge-agent" in service
+    assert "StateDirectory=edge-agent" in service
