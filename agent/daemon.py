@@ -68,7 +68,7 @@ from agent.intake.poison import PoisonList
 from agent.local.side import LocalSide
 from agent.outbox import Outbox
 from agent.outbox.events import NewEvent
-from agent.runtime import sdnotify
+from agent.runtime import diagnostics, sdnotify
 from agent.runtime.housekeeping import Housekeeping, notices_raised
 from agent.runtime.metrics import Metrics, tls_context
 from agent.runtime.status import Running, View, gather
@@ -138,7 +138,7 @@ class Daemon:
         )
         table = handlers.table(
             admit_job=self.firmware.admit_in,
-            commands_handler=handlers.Commands(outbox, device.decide, device.clock.now),
+            commands_handler=handlers.Commands(outbox, device.decide, device.clock.now, self._diagnostics),
         )
         self.intake = Intake(device, outbox, poison, table, after=self._taken)
         self.session = Session(
@@ -223,6 +223,17 @@ class Daemon:
             drivers=self.local.status(),
         )
         return gather(self.device, await self.firmware.status(), running)
+
+    def _diagnostics(self, lines: int) -> dict[str, Any]:
+        """collect_diagnostics' report: from memory and the file system, never the store (it runs inside
+        the command's transaction)."""
+        return diagnostics.collect(
+            self.config,
+            self.device.clock.now(),  # trusted time: the wall clock is checked against it
+            self.session.connected.is_set(),
+            self.local.status(),
+            lines,
+        )
 
     async def _metrics_sample(self) -> dict[str, Any]:
         return (await self.view()).sample()

@@ -5,15 +5,21 @@ systemd, when stderr is the journal's stream (``JOURNAL_STREAM`` names it, as sd
 callers are told), each line starts with its syslog priority (``<3>`` for errors...), which journald
 strips and records, so ``journalctl -p err`` selects them.
 Secrets never reach a log: the config keeps passwords as ``SecretStr`` and the agent logs key ids,
-never keys, and document digests, never tokens.
+never keys, and document digests, never tokens; as a last guard, a field whose name says it holds a
+secret (``password``, ``token``, ``private_key``...) is replaced by ``[redacted]`` whatever its value.
+
+The last :data:`RECENT` lines are also kept in memory (:func:`recent`), as written: what a support
+engineer gets with ``collect_diagnostics`` (agent/runtime/diagnostics.py) without a site visit.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
+import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, Final
 
 import structlog
@@ -44,15 +50,36 @@ def under_journald(environ: Mapping[str, str] = os.environ, stream: Any = None) 
     return (found.st_dev, found.st_ino) == (device, inode)
 
 
-class _Prioritised:
-    """A renderer whose lines start with their syslog priority (``<3>{...}``), for journald."""
+RECENT: Final = 500  # lines kept in memory for collect_diagnostics
+_recent: collections.deque[str] = collections.deque(maxlen=RECENT)
+_SECRET: Final = re.compile(r"(?i)(password|passphrase|secret|token|private_key|credential_value|pin_value)")
 
-    def __init__(self, renderer: Any) -> None:
-        self._renderer = renderer
 
-    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> str:
-        priority = PRIORITIES.get(str(event_dict.get("level", method)), 6)
-        return f"<{priority}>{self._renderer(logger, method, event_dict)}"
+def recent(count: int) -> list[str]:
+    """The last ``count`` lines logged by this process (at most :data:`RECENT`), oldest first."""
+    lines = list(_recent)
+    return lines[-count:] if count > 0 else []
+
+
+def _redact(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for name in [n for n in event_dict if _SECRET.search(n)]:
+        event_dict[name] = "[redacted]"
+    return event_dict
+
+
+class _Written:
+    """The renderer, its line kept in :func:`recent`, led by its syslog priority (``<3>{...}``) for
+    journald."""
+
+    def __init__(self, renderer: Any, journald: bool) -> None:
+        self._renderer, self._journald = renderer, journald
+
+    def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
+        line = str(self._renderer(logger, method, event_dict))
+        _recent.append(line)
+        if not self._journald:
+            return line
+        return f"<{PRIORITIES.get(str(event_dict.get('level', method)), 6)}>{line}"
 
 
 def configure(level: str = "info", *, json: bool | None = None) -> None:
@@ -60,13 +87,12 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
     by its syslog priority when stderr is the journal)."""
     as_json = not sys.stderr.isatty() if json is None else json
     renderer: Any = structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=False)
-    if under_journald():
-        renderer = _Prioritised(renderer)
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
+            _redact,
+            _Written(renderer, under_journald()),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),

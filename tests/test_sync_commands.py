@@ -74,6 +74,8 @@ OPS: list[tuple[str, str, dict[str, Any], list[dict[str, Any]], str]] = [
     ("revoke while doors are limited", "revoke_credentials", {"ids": ["c-1"]}, [], "ok"),
     ("open a door", "open_door", {"door": "door-2", "seconds": 3}, PAID, "ok"),
     ("an op the device does not know", "fly", {}, PAID, "unknown_op"),
+    ("diagnostics: too many lines", "collect_diagnostics", {"lines": 100_000}, PAID, "invalid_args"),
+    ("diagnostics: lines as text", "collect_diagnostics", {"lines": "10"}, PAID, "invalid_args"),
 ]
 
 
@@ -150,6 +152,54 @@ async def test_reboot_restarts_the_daemon_after_replying(cloud: CloudPeer, docs:
     finally:
         await daemon.stop()
     assert cloud.replies["reboot-1"] == [{"id": "reboot-1", "ok": True}]
+
+
+async def test_diagnostics_on_request_carry_the_checks_and_the_last_log_lines_without_secrets(
+    broker: Broker, cloud: CloudPeer, docs: Docs, tmp_path: Path, keys: Keys
+) -> None:
+    """collect_diagnostics: the reply holds the daemon's own checks (config, keys, clock, disk, the
+    broker as it sees it) and its last N log lines, as written; the broker's password (in the config)
+    is in none of it, and a log field named like a secret is redacted."""
+    from tests.support.daemons import DEVICE_PASSWORD
+
+    config_file = device_config(tmp_path / "device", broker, write_public_key(tmp_path / "root.pub.pem", keys.root))
+    await provision(cloud, docs)
+    daemon = ProcessDaemon(config_file)
+    await daemon.start()
+    try:
+        await cloud.wait_until(lambda: mode_is(cloud, "normal", 1))
+        await cloud.publish("commands", docs.command("collect_diagnostics", {"lines": 5}, command_id="diag-1"))
+        await cloud.wait_until(lambda: "diag-1" in cloud.replies, what="the reply")
+        await cloud.publish("commands", docs.command("collect_diagnostics", {}, command_id="diag-2"))
+        await cloud.wait_until(lambda: "diag-2" in cloud.replies, what="the reply")
+    finally:
+        await daemon.stop()
+    [reply] = cloud.replies["diag-1"]
+    assert reply["ok"] is True
+    report = reply["diagnostics"]
+    checks = {f["check"]: f["status"] for f in report["doctor"]}
+    assert {"config", "trust roots", "clock", "disk", "broker"} <= set(checks)
+    assert (checks["config"], checks["broker"], checks["clock"]) == ("ok", "ok", "ok")
+    assert 1 <= len(report["log"]) <= 5
+    logged = [json.loads(line) for line in report["log"]]
+    assert all("event" in entry and "level" in entry for entry in logged)
+    [everything] = cloud.replies["diag-2"]
+    assert len(everything["diagnostics"]["log"]) > 5  # the default: up to 200 lines
+    assert any(json.loads(line)["event"] == "daemon_started" for line in everything["diagnostics"]["log"])
+    assert DEVICE_PASSWORD not in json.dumps(cloud.replies)
+    assert len(json.dumps(everything)) < 64 * 1024
+
+
+def test_a_log_field_named_like_a_secret_is_redacted_and_kept_for_diagnostics() -> None:
+    import structlog
+
+    from protocol import logs
+
+    logs.configure("info", json=True)
+    structlog.get_logger("test").warning("login_tried", password="hunter2", api_token="t0k", user="u")
+    [line] = logs.recent(1)
+    entry = json.loads(line)
+    assert (entry["password"], entry["api_token"], entry["user"]) == ("[redacted]", "[redacted]", "u")
 
 
 async def test_every_command_is_answered_exactly_once_across_kills(

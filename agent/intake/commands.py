@@ -11,7 +11,8 @@ events of that range the outbox still keeps: how the cloud fills a gap in seq), 
 (DOMAIN.md "Site settings", persisted),
 ``reboot`` (the daemon restarts cleanly after replying), ``issue_credentials`` (refused as
 ``service_limited`` while doors are limited), ``revoke_credentials`` (never gated: taking access
-away is always allowed), ``open_door`` (queued for the drivers).
+away is always allowed), ``open_door`` (queued for the drivers), ``collect_diagnostics`` (the reply
+carries the daemon's checks and its last ``lines`` log lines: agent/runtime/diagnostics.py).
 """
 
 from __future__ import annotations
@@ -90,6 +91,12 @@ class OpenDoorArgs(_Args):
     seconds: Annotated[int, Field(ge=1, le=60)] = 5
 
 
+class DiagnosticsArgs(_Args):
+    """``collect_diagnostics``: how many of the last log lines to include."""
+
+    lines: Annotated[int, Field(ge=0, le=500)] = 200
+
+
 class Effect(NamedTuple):
     """What a command changes on the device, besides its reply."""
 
@@ -100,6 +107,7 @@ class Effect(NamedTuple):
     restart: bool = False
     resync: bool = False
     replay: tuple[int, int | None] | None = None  # (from_seq, to_seq): events to send again
+    diagnostics: int | None = None  # collect_diagnostics: the reply carries them, with this many log lines
 
 
 class Plan(NamedTuple):
@@ -123,6 +131,9 @@ def _ok(claims: CommandClaims, **extra: Any) -> dict[str, Any]:
 
 def _error(claims: CommandClaims, code: str, message: str) -> dict[str, Any]:
     return {"id": claims.id, "ok": False, "error": {"code": code, "message": message}}
+
+
+refusal = _error  # the reply refusing a command (for the handler's own refusals)
 
 
 def plan(claims: CommandClaims, decide: Callable[[str, str | None], Decision]) -> Plan:
@@ -151,6 +162,8 @@ def plan(claims: CommandClaims, decide: Callable[[str, str | None], Decision]) -
             return Plan(_ok(claims), Effect(revoke=_parse(RevokeArgs, args)))
         if op == "open_door":
             return Plan(_ok(claims, queued=True), Effect(open_door=_parse(OpenDoorArgs, args)))
+        if op == "collect_diagnostics":
+            return Plan(_ok(claims), Effect(diagnostics=_parse(DiagnosticsArgs, args).lines))
     except ValidationError as exc:
         return Plan(_error(claims, "invalid_args", describe_validation_error(exc)), Effect())
     return Plan(_error(claims, "unknown_op", f"op {op!r} is not one this device carries out"), Effect())

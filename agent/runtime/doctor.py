@@ -83,7 +83,8 @@ def clock(trusted_floor: float | None, now: float | None = None) -> Finding:
     return Finding("clock", "ok", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall)))
 
 
-def disk(config: Config) -> list[Finding]:
+def disk(config: Config, *, database: bool = True) -> list[Finding]:
+    """Free space in the data directory; with ``database``, the database's quick check too."""
     data_dir = config.data_dir
     found = []
     try:
@@ -93,14 +94,16 @@ def disk(config: Config) -> list[Finding]:
         return [Finding("disk", "fail", f"{data_dir}: {exc}")]
     status = "ok" if free >= MIN_FREE_BYTES else "warn"
     found.append(Finding("disk", status, f"{free / 2**20:.0f} MiB free in {data_dir}"))
-    database = data_dir / "agent.db"
-    if database.exists():
+    if not database:
+        return found
+    database_file = data_dir / "agent.db"
+    if database_file.exists():
         try:
-            with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+            with sqlite3.connect(f"file:{database_file}?mode=ro", uri=True) as db:
                 result = db.execute("PRAGMA quick_check").fetchone()[0]
-            found.append(Finding("database", "ok" if result == "ok" else "fail", f"{database}: {result}"))
+            found.append(Finding("database", "ok" if result == "ok" else "fail", f"{database_file}: {result}"))
         except sqlite3.Error as exc:
-            found.append(Finding("database", "fail", f"{database}: {exc} (the daemon will quarantine it)"))
+            found.append(Finding("database", "fail", f"{database_file}: {exc} (the daemon will quarantine it)"))
     else:
         found.append(Finding("database", "ok", "none yet (made on first start)"))
     return found
