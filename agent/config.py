@@ -278,6 +278,21 @@ class MetricsConfig(_Frozen):
         return self
 
 
+class InventoryConfig(_Frozen):
+    """``[inventory]``: what the state report says about the device beyond its entitlements
+    (docs/operations.md "Inventory")."""
+
+    directory: Path | None = None  # executables printing key=value lines (as Mender's inventory scripts)
+    hardware_revision: Annotated[str, Field(max_length=64)] | None = None  # default: the device tree's model
+    interval_seconds: Annotated[float, Field(ge=10, le=7 * 86400)] = 3600.0  # collected again this often
+    script_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0  # a script still running is killed
+
+    @field_validator("directory")
+    @classmethod
+    def _directory(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _relative_to_config(value, info)
+
+
 # Top-level strings with a fixed format: the pattern, and what to tell the installer when it does not match.
 _FORMATS: Final = {
     "device_id": (r"[0-9a-f]{12}", "the MAC as 12 lowercase hex digits without separators"),
@@ -298,6 +313,7 @@ class Config(_Frozen):
     outbox: OutboxConfig = OutboxConfig()
     store: StoreConfig = StoreConfig()
     drivers: DriversConfig = DriversConfig()
+    inventory: InventoryConfig = InventoryConfig()
     firmware: FirmwareConfig = FirmwareConfig()
     metrics: MetricsConfig = MetricsConfig()
     control: ControlConfig = ControlConfig()

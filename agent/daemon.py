@@ -68,7 +68,7 @@ from agent.intake.poison import PoisonList
 from agent.local.side import LocalSide
 from agent.outbox import Outbox
 from agent.outbox.events import NewEvent
-from agent.runtime import diagnostics, sdnotify
+from agent.runtime import diagnostics, inventory, sdnotify
 from agent.runtime.housekeeping import Housekeeping, notices_raised
 from agent.runtime.metrics import Metrics, tls_context
 from agent.runtime.status import Running, View, gather
@@ -151,6 +151,7 @@ class Daemon:
             connected=connected,
         )
         self.metrics = None if config.metrics.port is None else Metrics(self._metrics_sample, build_info(config))
+        self.inventory: dict[str, Any] | None = None  # agent/runtime/inventory.py, once collected
         self.ops = ControlOps(device, outbox, self.local, self.view, self.metrics)
 
     @classmethod
@@ -221,8 +222,23 @@ class Daemon:
             failed=self.intake.failed,
             refused=self.intake.refused,
             drivers=self.local.status(),
+            inventory=self.inventory,
         )
         return gather(self.device, await self.firmware.status(), running)
+
+    async def _inventory(self) -> None:
+        """Collect the inventory now and every ``[inventory] interval_seconds``; the state goes out again
+        when it changed."""
+        while True:
+            try:
+                found = await inventory.collect(self.config)
+            except Exception as exc:  # a defect in collecting: the state report goes on without it
+                log.exception("inventory_failed", error=repr(exc)[:200])
+            else:
+                if found != self.inventory:
+                    self.inventory = found
+                    self.session.republish_state()
+            await asyncio.sleep(self.config.inventory.interval_seconds)
 
     def _diagnostics(self, lines: int) -> dict[str, Any]:
         """collect_diagnostics' report: from memory and the file system, never the store (it runs inside
@@ -294,6 +310,7 @@ class Daemon:
                     tasks.create_task(self.firmware.run(), name="firmware"),
                     tasks.create_task(self.intake.run(), name="refusals"),
                     tasks.create_task(self._restart_when_asked(), name="restart"),
+                    tasks.create_task(self._inventory(), name="inventory"),
                 ]
                 m = self.config.metrics
                 if self.metrics is not None and m.port is not None:

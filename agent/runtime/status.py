@@ -30,6 +30,7 @@ class Running(NamedTuple):
     failed: int  # inbound messages whose handling tripped a defect: reported and dropped
     refused: int  # documents refused (reported one by one or as counts)
     drivers: dict[str, Any]
+    inventory: dict[str, Any] | None = None  # agent/runtime/inventory.py, once collected
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class View:
             depth=self.running.depth,
             held=self.running.held,
             evicted=sum(self.running.evicted.values()),
+            inventory=self.running.inventory,
         )
 
     def sample(self) -> dict[str, Any]:

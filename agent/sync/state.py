@@ -21,6 +21,7 @@ class StateReport(NamedTuple):
     depth: int
     held: int
     evicted: int
+    inventory: dict[str, Any] | None = None  # agent/runtime/inventory.py (a field added to PROTOCOL.md's)
 
     def payload(self, at: float) -> bytes:
         """The JSON payload, stamped with trusted time ``at``."""
@@ -37,6 +38,8 @@ class StateReport(NamedTuple):
             "outbox": {"depth": self.depth, "held": self.held, "evicted": self.evicted},
             "at": to_rfc3339_ms(at),
         }
+        if self.inventory is not None:
+            body["inventory"] = self.inventory
         return json.dumps(body, separators=(",", ":")).encode()
 
 
