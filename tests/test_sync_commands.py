@@ -92,7 +92,8 @@ async def test_each_op_is_answered_once(
     """The command gets one reply, ok or with the error code the table gives, and its effect when ok."""
     await provision(cloud, docs, services=services)
     async with InProcessDaemon(config_file):
-        await cloud.wait_until(lambda: cloud.state is not None and cloud.state.get("online") is True)
+        # online, with its inventory: the state that follows is the command's doing
+        await cloud.wait_until(lambda: cloud.state is not None and "inventory" in cloud.state)
         states = len(cloud.states)
         await cloud.publish("commands", docs.command(op, args, command_id="the-command"))
         await cloud.wait_until(lambda: "the-command" in cloud.replies, what="the reply")
