@@ -139,6 +139,12 @@ def firmware_list(ctx: click.Context) -> None:
 @click.option("--device", "devices", multiple=True, help="A MAC (default: every device of MODEL in the site).")
 @click.option("--at", "at_text", help="When (ISO 8601 with a zone); default: right now.")
 @click.option("--reset", is_flag=True, help="Reset After Upgrade (cannot be undone).")
+@click.option("--wave-size", type=click.IntRange(min=1), help="Phased: this many devices a wave.")
+@click.option("--wave-percent", type=click.FloatRange(0, 100, min_open=True), help="Phased: this share a wave.")
+@click.option("--wave-wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Phased: seconds between a wave finishing and the next.")  # fmt: skip
+@click.option("--max-failures", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True,
+              help="Phased: the share of a wave failed (or rolled back) that pauses the rollout.")  # fmt: skip
 @click.pass_context
 def upgrade(
     ctx: click.Context,
@@ -149,19 +155,80 @@ def upgrade(
     devices: tuple[str, ...],
     at_text: str | None,
     reset: bool,
+    wave_size: int | None,
+    wave_percent: float | None,
+    wave_wait: float,
+    max_failures: float,
 ) -> None:
-    """Stage an upgrade of a site's devices of one model."""
-    from cloud_stub import rollouts
+    """Stage an upgrade of a site's devices of one model: all at once, or phased (--wave-size or
+    --wave-percent): in waves that pause themselves when too many of a wave fail."""
+    from cloud_stub import rollouts, waves
 
     state: Context = ctx.obj
     who = state.who()
     at = None if at_text is None else moment(at_text, "--at")
+    if wave_size is not None and wave_percent is not None:
+        raise click.UsageError("--wave-size or --wave-percent, not both")
+    phased = None
+    if wave_size is not None or wave_percent is not None:
+        phased = waves.Plan(wave_size, wave_percent, wave_wait, max_failures)
 
     def work(book: Any) -> Any:
         book.check_authority(who, book.project(project))
         return rollouts.add_upgrade(
-            book, ident, project, model, version, state.now(), devices=list(devices) or None, at=at, reset=reset
-        )
+            book, ident, project, model, version, state.now(), devices=list(devices) or None, at=at, reset=reset,
+            phased=phased,
+        )  # fmt: skip
+
+    cli_common.run(ctx, work)
+
+
+@main.command()
+@click.argument("ident")
+@click.pass_context
+def rollout(ctx: click.Context, ident: str) -> None:
+    """A phased rollout: its state (running, paused and why, cancelled, completed) and each wave's devices."""
+    from cloud_stub import rollouts
+
+    who = ctx.obj.who()
+
+    def work(book: Any) -> Any:
+        book.check_authority(who, book.project(rollouts.project_of(book, ident)))
+        return rollouts.rollout_status(book, ident)
+
+    cli_common.run(ctx, work)
+
+
+@main.command("rollout-resume")
+@click.argument("ident")
+@click.pass_context
+def rollout_resume(ctx: click.Context, ident: str) -> None:
+    """Resume a paused rollout (the waves that paused it are excused)."""
+    from cloud_stub import rollouts
+
+    who = ctx.obj.who()
+
+    def work(book: Any) -> Any:
+        book.check_authority(who, book.project(rollouts.project_of(book, ident)))
+        rollouts.resume_rollout(book, ident)
+        return rollouts.rollout_status(book, ident)
+
+    cli_common.run(ctx, work)
+
+
+@main.command("rollout-cancel")
+@click.argument("ident")
+@click.pass_context
+def rollout_cancel(ctx: click.Context, ident: str) -> None:
+    """Cancel a rollout: no more waves; its devices that have not started get a cancel."""
+    from cloud_stub import rollouts
+
+    who = ctx.obj.who()
+
+    def work(book: Any) -> Any:
+        book.check_authority(who, book.project(rollouts.project_of(book, ident)))
+        rollouts.cancel_rollout(book, ident)
+        return rollouts.rollout_status(book, ident)
 
     cli_common.run(ctx, work)
 

@@ -6,7 +6,10 @@ code against the root key and the signing keys the trust document lists (EdDSA o
 ``seq`` never going back), and reports what it holds as a retained ``state`` (PROTOCOL.md) whenever
 that changes. No database, no drivers: about 18 KiB and one socket per device (bench/bench_fleet.py),
 so 10,000 fit in one process. What it checks is what convergence needs: the right document, verified,
-reached every device. Given the nodes of a clustered broker, the devices are spread over them and a
+reached every device. It also takes its ``firmware`` job (verified with a ``firmware-job`` signer)
+and reports it with the agent's event kinds, ending ``executed`` (its version then reported), or
+``rolled_back`` for a device made to fail upgrades (``fails_upgrades``): what a phased rollout
+(``cloud_stub/waves.py``) is judged on. Given the nodes of a clustered broker, the devices are spread over them and a
 device whose node goes away reconnects to the next one (and counts it: ``moves``).
 """
 
@@ -18,6 +21,7 @@ import itertools
 import json
 import random
 import resource
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -48,6 +52,12 @@ class SimulatedDevice:
     node: int | None = None  # which of the brokers holds (or last held) its session
     moves: int = 0  # sessions taken up again on another broker after one was lost
     awaiting_key: bytes | None = None  # an entitlements document that came before the trust listing its key
+    firmware_keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)  # signers of firmware-job documents
+    firmware_version: str = "29.30.2.805"
+    fails_upgrades: bool = False  # its upgrades roll back (a health check that fails)
+    job_seq: int = 0
+    event_seq: int = 0
+    jobs: list[str] = field(default_factory=list)  # the job ids it was given, in order
 
     def _verified(self, token: bytes, typ: str, keys: dict[str, Ed25519PublicKey]) -> dict[str, Any] | None:
         """The claims of ``token`` if it is a ``typ`` signed by one of ``keys``; refusals are counted."""
@@ -70,10 +80,14 @@ class SimulatedDevice:
         if claims.get("seq", 0) <= self.trust_seq:
             return False
         self.trust_seq = int(claims["seq"])
-        self.keys = {}
+        self.keys, self.firmware_keys = {}, {}
         for entry in claims.get("keys", []):
-            if "entitlements" in entry.get("typs", ["entitlements"]):  # key scopes: only billing signers
-                self.keys[entry["kid"]] = Ed25519PublicKey.from_public_bytes(jws.b64url_decode(entry["jwk"]["x"]))
+            key = Ed25519PublicKey.from_public_bytes(jws.b64url_decode(entry["jwk"]["x"]))
+            typs = entry.get("typs", ["entitlements", "firmware-job"])  # key scopes: each signer for its own
+            if "entitlements" in typs:
+                self.keys[entry["kid"]] = key
+            if "firmware-job" in typs:
+                self.firmware_keys[entry["kid"]] = key
         if claims.get("roots"):  # a root rotation (its proofs are the real agent's to check, not the simulator's)
             self.roots = {
                 e["kid"]: Ed25519PublicKey.from_public_bytes(jws.b64url_decode(e["jwk"]["x"])) for e in claims["roots"]
@@ -97,11 +111,39 @@ class SimulatedDevice:
         self.mode = "normal" if all(f"door:{d}" in paid for d in doors[1:]) else "limited"
         return True
 
+    def take_job(self, token: bytes, now: float) -> list[bytes]:
+        """A firmware job: the events it reports, as the agent would (none for one it holds already)."""
+        claims = self._verified(token, "firmware-job", self.firmware_keys)
+        if claims is None or claims.get("aud") != self.device_id or claims.get("seq", 0) <= self.job_seq:
+            return []
+        self.job_seq = int(claims["seq"])
+        job_id = str(claims.get("job_id"))
+        if claims.get("cancel"):
+            kinds = ["cancelled"]
+        else:
+            self.jobs.append(job_id)
+            ending = "rolled_back" if self.fails_upgrades else "executed"
+            kinds = ["pending", "downloading", "verifying", "installing", "rebooting", "committing", ending]
+            if ending == "executed":
+                self.firmware_version = str(claims.get("version"))
+        return [
+            self._event("firmware", kind, {"job_id": job_id, "version": claims.get("version")}, now) for kind in kinds
+        ]
+
+    def _event(self, typ: str, kind: str, data: dict[str, Any], now: float) -> bytes:
+        from agent.outbox.events import NewEvent, event_body, uuid7, wire_payload
+
+        self.event_seq += 1
+        event_id = uuid7(now)
+        body = event_body(NewEvent(typ, kind, typ, data, now), event_id, self.device_id)
+        return wire_payload(body, self.event_seq, None)
+
     def state(self) -> bytes:
         report: dict[str, Any] = {
             "device_id": self.device_id,
             "online": True,
             "model": "R29",
+            "firmware": {"version": self.firmware_version, "slot": "a"},
             "entitlements": {"seq": self.seq or None, "mode": self.mode},
         }
         return json.dumps(report).encode()
@@ -126,6 +168,7 @@ async def run_device(
     rng = rng or random.Random()  # noqa: S311 -- spreading retries, not secrets
     topics = Topics(PREFIX, device.device_id)
     trust, entitlements, state = topics.trust, topics.entitlements, topics.state
+    firmware, events = topics.firmware, topics.events
     failures = 0
     for attempt in itertools.count(first):
         node = attempt % len(brokers)
@@ -135,9 +178,9 @@ async def run_device(
                 host, port, identifier=device.device_id, username=username, password=password, clean_session=False,
                 keepalive=60,
             ) as client:  # fmt: skip
-                granted = await client.subscribe([(trust, 1), (entitlements, 1)])
+                granted = await client.subscribe([(trust, 1), (entitlements, 1), (firmware, 1)])
                 codes = [code.value if isinstance(code, ReasonCode) else int(code) for code in granted]
-                if len(codes) != 2 or max(codes) >= 0x80:  # NATS refuses when JetStream is slow to add a consumer
+                if len(codes) != 3 or max(codes) >= 0x80:  # NATS refuses when JetStream is slow to add a consumer
                     raise aiomqtt.MqttError(f"subscriptions refused: {codes}")
                 if device.node is not None and device.node != node:
                     device.moves += 1
@@ -150,6 +193,11 @@ async def run_device(
                         changed = device.take_trust(payload, root)
                         if changed and device.awaiting_key is not None:
                             device.take_entitlements(device.awaiting_key)
+                    elif str(message.topic) == firmware:
+                        reported = device.take_job(payload, time.time())
+                        for event in reported:
+                            await client.publish(events, event, qos=1)
+                        changed = bool(reported)
                     else:
                         changed = device.take_entitlements(payload)
                     if changed:

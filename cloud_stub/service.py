@@ -90,6 +90,9 @@ class CloudService:
                     return 1
         billing = trustkeys.active(self.ledger, self.keys, "billing")
         releases = trustkeys.active(self.ledger, self.keys, "releases")
+        for ident, progress in rollouts.advance_all(self.ledger, now):  # waves released or paused first
+            event = {"running": "rollout_wave_released"}.get(progress.state, f"rollout_{progress.state}")
+            log.info(event, upgrade=ident, released=progress.released, reason=progress.reason)
         with self.ledger.transaction():  # every device's seq and document in one commit
             return (seq is not None) + self._device_documents(now, billing, releases)
 

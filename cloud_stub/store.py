@@ -217,6 +217,21 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             sent REAL                      -- NULL until serve has published it
         )""",
     ),
+    # 7: phased rollouts (cloud_stub/waves.py): an upgrade that goes out in waves and pauses itself.
+    (
+        """CREATE TABLE rollouts (
+            upgrade TEXT PRIMARY KEY REFERENCES upgrades (id),
+            wave_size INTEGER,             -- devices a wave, or
+            wave_percent REAL,             -- a share of the upgrade's devices a wave
+            wait REAL NOT NULL,            -- seconds between a wave finishing and the next released
+            max_failures REAL NOT NULL,    -- share of a wave failed that pauses it (0-1)
+            state TEXT NOT NULL,           -- running, paused, cancelled, completed
+            released INTEGER NOT NULL,     -- waves released so far
+            excused INTEGER NOT NULL,      -- waves resumed past (their failures no longer pause it)
+            finished_at REAL,              -- when the last released wave finished
+            reason TEXT                    -- why it paused
+        )""",
+    ),
 )
 
 

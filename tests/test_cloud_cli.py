@@ -88,6 +88,36 @@ def test_firmware_list_and_an_upgrade_from_the_command_line(tmp_path: Path) -> N
     assert cloud(ledger, "delete-upgrade", "u-1", actor="i1")[0] == 0
 
 
+def test_a_phased_rollout_from_the_command_line(tmp_path: Path) -> None:
+    """upgrade --wave-size, rollout (per-wave statuses), rollout-resume refused while it runs,
+    rollout-cancel; nonsense wave options exit 2; another installer may not touch it."""
+    ledger = tmp_path / "cloud" / "ledger.db"
+    setup_ledger(ledger)
+    image = tmp_path / "r29.bin"
+    image.write_bytes(os.urandom(1000))
+    assert cloud(ledger, "add-firmware", "R29", "29.30.10.1", str(image))[0] == 0
+    base = ("upgrade", "u-p", "--project", "office", "--model", "R29", "--version", "29.30.10.1")
+    assert cloud(ledger, *base, "--wave-size", "1", "--wave-percent", "10", actor="i1")[0] == 2
+    assert cloud(ledger, *base, "--wave-size", "0", actor="i1")[0] == 2
+    assert cloud(ledger, *base, "--wave-size", "1", "--max-failures", "1.5", actor="i1")[0] == 2
+    code, out = cloud(ledger, *base, "--wave-size", "1", "--wave-wait", "60", "--max-failures", "0.5", actor="i1")
+    assert (code, out["result"]) == (0, [DEVICE_ID])
+    code, out = cloud(ledger, "rollout", "u-p", actor="i1")
+    assert code == 0
+    rollout = out["result"]
+    assert (rollout["state"], rollout["released"], rollout["reason"]) == ("running", 1, None)
+    assert rollout["waves"] == [
+        {"wave": 1, "released": True, "devices": {DEVICE_ID: "Pending"}, "failed": 0, "failed_share": 0.0}
+    ]
+    assert rollout["plan"] == {"size": 1, "percent": None, "wait": 60.0, "max_failures": 0.5}
+    assert cloud(ledger, "rollout-resume", "u-p", actor="i1")[1]["rule"] == "not_paused"
+    assert cloud(ledger, "add-account", "i2", "--role", "installer", "--name", "J", "--parent", "d1")[0] == 0
+    assert cloud(ledger, "rollout", "u-p", actor="i2")[1]["rule"] == "not_yours"
+    code, out = cloud(ledger, "rollout-cancel", "u-p", actor="i1")
+    assert (code, out["result"]["state"]) == (0, "cancelled")
+    assert cloud(ledger, "rollout-cancel", "u-p", actor="i1")[1]["rule"] == "too_late"
+
+
 async def test_serve_runs_the_cloud_for_a_real_agent(tmp_path: Path) -> None:
     """``smartplus-cloud serve`` (embedded broker, image server, issuer, ingest) as its own process: a
     device that has not paid for door-2 is limited; a renewal from the command line makes it normal."""
