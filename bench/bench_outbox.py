@@ -23,10 +23,11 @@ import aiomqtt
 
 from agent.clock import ClockSource, TrustedClock
 from agent.outbox import Outbox, Queued
-from agent.outbox.events import NewEvent, event_body, uuid7
+from agent.outbox.events import NewEvent, event_body
 from agent.store.database import Store
 from agent.store.migrations import MIGRATIONS
 from bench.common import Result
+from protocol.ids import uuid7
 from tests.support.brokers import Mosquitto
 from tests.support.daemons import USERS, InProcessDaemon, device_config
 from tests.support.documents import write_public_key

@@ -33,6 +33,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from protocol import jws
 from protocol.backoff import Backoff
 from protocol.errors import DocumentRefused
+from protocol.ids import uuid7
+from protocol.timefmt import to_rfc3339_ms
 from protocol.topics import DEFAULT_PREFIX, Topics
 
 PREFIX = DEFAULT_PREFIX
@@ -131,12 +133,13 @@ class SimulatedDevice:
         ]
 
     def _event(self, typ: str, kind: str, data: dict[str, Any], now: float) -> bytes:
-        from agent.outbox.events import NewEvent, event_body, uuid7, wire_payload
-
+        """An event as PROTOCOL.md has it (the wire contract only: the cloud imports no agent code)."""
         self.event_seq += 1
-        event_id = uuid7(now)
-        body = event_body(NewEvent(typ, kind, typ, data, now), event_id, self.device_id)
-        return wire_payload(body, self.event_seq, None)
+        event = {
+            "event_id": uuid7(now), "device_id": self.device_id, "seq": self.event_seq, "type": typ, "kind": kind,
+            "occurred_at": to_rfc3339_ms(now), "source": typ, "data": data, "held_since": None,
+        }  # fmt: skip
+        return json.dumps(event, separators=(",", ":")).encode()
 
     def state(self) -> bytes:
         report: dict[str, Any] = {

@@ -19,9 +19,10 @@ from agent.clock import TrustedClock
 from agent.errors import OutboxFull
 from agent.outbox import Outbox, Queued
 from agent.outbox.box import BURST_CHUNK
-from agent.outbox.events import PRIORITY, NewEvent, uuid7, wire_payload
+from agent.outbox.events import PRIORITY, NewEvent, wire_payload
 from agent.store import sidecar
 from agent.store.database import DB_NAME, Store
+from protocol.ids import uuid7
 from tests.support.documents import T0, SettableClock
 
 

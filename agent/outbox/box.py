@@ -19,11 +19,12 @@ import structlog
 from agent.clock import TrustedClock
 from agent.errors import EdgeAgentError, OutboxFull, StoreFull
 from agent.outbox import policy, rows
-from agent.outbox.events import HIGHEST_PRIORITY, PRIORITY, REPLY_PRIORITY, NewEvent, event_body, uuid7
+from agent.outbox.events import HIGHEST_PRIORITY, PRIORITY, REPLY_PRIORITY, NewEvent, event_body
 from agent.outbox.rows import OutRow
 from agent.outbox.writer import MAX_BATCH, GroupCommit, Pending, fail, settle
 from agent.store import sidecar
 from agent.store.database import Store, Transaction
+from protocol.ids import uuid7
 
 log = structlog.get_logger("agent.outbox")
 
