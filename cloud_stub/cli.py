@@ -183,6 +183,16 @@ def upgrade(
     cli_common.run(ctx, work)
 
 
+@main.command("api-token")
+@click.argument("account")
+@click.pass_context
+def api_token(ctx: click.Context, account: str) -> None:
+    """A new HTTP API token for ACCOUNT (the platform operator's; shown once, kept as its SHA-256)."""
+    from cloud_stub.api import make_token
+
+    cli_common.run(ctx, lambda book: make_token(book, account, ctx.obj.now()))
+
+
 @main.command()
 @click.argument("ident")
 @click.pass_context
@@ -409,6 +419,13 @@ def retire_root(ctx: click.Context) -> None:
 @click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--image-base", help="Where devices fetch images: the URL firmware jobs name, up to the model's"
               " directory (default: the image server started here).")  # fmt: skip
+@click.option(
+    "--api-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve the HTTP API for the ledger and rollouts on this port (0: any free one; default: off).",
+)
+@click.option("--api-host", default="127.0.0.1", show_default=True, help="Where the HTTP API listens.")
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -422,8 +439,10 @@ def serve(
     cert_file: Path | None,
     key_file: Path | None,
     image_base: str | None,
+    api_port: int | None,
+    api_host: str,
 ) -> None:
-    """Issue documents, take what devices send, serve images: until interrupted."""
+    """Issue documents, take what devices send, serve images (and the HTTP API): until interrupted."""
     import asyncio
     import ssl
     from urllib.parse import urlsplit
@@ -464,10 +483,19 @@ def serve(
             image_base=base, interval=interval, fallbacks=fallbacks, tls=tls,
         )  # fmt: skip
         scheme = "mqtts" if tls else "mqtt"
-        click.echo(f"serving: broker {scheme}://{host}:{mqtt_port}, images {base}, ledger {ctx.obj.path}", err=True)
+        api = None
+        if api_port is not None:
+            from cloud_stub.api import Api
+
+            api = await Api(ctx.obj.ledger(), ctx.obj.now).start(api_host, api_port)
+        where = f", API http://{api_host}:{api.port}/v1/" if api is not None else ""
+        click.echo(f"serving: broker {scheme}://{host}:{mqtt_port}, images {base}{where}, ledger {ctx.obj.path}",
+                   err=True)  # fmt: skip
         try:
             await service.run()
         finally:
+            if api is not None:
+                await api.close()
             await images.stop()
             if embedded is not None:
                 await embedded.shutdown()

@@ -232,6 +232,14 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             reason TEXT                    -- why it paused
         )""",
     ),
+    # 8: the HTTP API's tokens (cloud_stub/api.py): one account each, kept as their SHA-256.
+    (
+        """CREATE TABLE api_tokens (
+            digest TEXT PRIMARY KEY,
+            account TEXT NOT NULL REFERENCES accounts (id),
+            created REAL NOT NULL
+        )""",
+    ),
 )
 
 

@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,10 +126,11 @@ async def test_serve_runs_the_cloud_for_a_real_agent(tmp_path: Path) -> None:
     device that has not paid for door-2 is limited; a renewal from the command line makes it normal."""
     ledger = tmp_path / "cloud" / "ledger.db"
     setup_ledger(ledger)
-    port = free_port()
+    port, api_port = free_port(), free_port()
     log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen(  # noqa: ASYNC220 -- started once, stopped below
-        [CLOUD, "--ledger", str(ledger), "serve", "--port", str(port), "--images-port", "0", "--interval", "0.2"],
+        [CLOUD, "--ledger", str(ledger), "serve", "--port", str(port), "--images-port", "0", "--interval", "0.2",
+         "--api-port", str(api_port)],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
@@ -151,6 +155,18 @@ async def test_serve_runs_the_cloud_for_a_real_agent(tmp_path: Path) -> None:
                 assert out["result"]["reply"]["id"] == out["result"]["id"]
             code, out = await asyncio.to_thread(cloud, ledger, "reboot", DEVICE_ID, "--wait", "0", actor="d2")
             assert code == 2  # no such account: not_found
+            # the HTTP API beside it, on the same ledger: the renewal made above is in i1's payments
+            token = cloud(ledger, "api-token", "i1")[1]["result"]
+
+            def payments() -> tuple[int, Any]:
+                connection = http.client.HTTPConnection("127.0.0.1", api_port, timeout=10)
+                connection.request("GET", "/v1/payments", headers={"Authorization": f"Bearer {token}"})
+                response = connection.getresponse()
+                return response.status, json.loads(response.read())
+
+            status, records = await asyncio.to_thread(payments)
+            assert status == 200
+            assert records[0]["status"] == "paid"
         finally:
             await daemon.stop()
     finally:
