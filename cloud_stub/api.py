@@ -83,6 +83,50 @@ class UpgradeBody(_Body):
     max_failures: Annotated[float, Field(ge=0, lt=1)] = 0.2
 
 
+class AllocateBody(_Body):
+    account: str
+    amount: Annotated[int, Field(ge=1)]
+
+
+class SiteChanges(_Body):
+    """Any of: name, timezone, pm, pay_by_pm, pm_notices, renew_notices, and the device settings."""
+
+    changes: dict[str, str | bool | int]
+
+
+class ApartmentBody(_Body):
+    id: str
+    name: str = ""
+    device_mac: str | None = None
+    device_name: str | None = None
+    services: dict[Literal["with_indoor_monitor", "landline", "video_storage"], bool] = {}
+
+
+class AppAccountBody(_Body):
+    id: str
+    role: Literal["master", "family", "pm", "personnel", "admin"]
+    name: str = ""
+    apartment: str | None = None
+
+
+class DeviceBody(_Body):
+    mac: str
+    distributor: str
+    model: str
+    name: str | None = None
+
+
+class SwitchBody(_Body):
+    service: str
+    on: bool
+    apartment: str | None = None
+    all_apartments: bool = False
+
+
+class ItemsBody(_Body):
+    items: Annotated[list[Item], Field(min_length=1)]
+
+
 class Call(NamedTuple):
     """What a handler gets: the ledger, who acts, the path's parameters, the query, the body, the time."""
 
@@ -175,6 +219,32 @@ def _rollout(action: Callable[[Ledger, str], None] | None) -> Callable[[Call], A
     return handler
 
 
+def _site(call: Call) -> str:
+    """The path's site, which the account must act for (reads too: the API serves many tenants)."""
+    project = call.params["project"]
+    call.book.check_authority(call.who, call.book.project(project))
+    return project
+
+
+def _apartment(call: Call) -> Any:
+    b: ApartmentBody = call.body
+    if (b.device_mac is None) != (b.device_name is None):
+        raise _BadRequest("device_mac and device_name go together")
+    device = (b.device_mac, b.device_name) if b.device_mac and b.device_name else None
+    call.book.add_apartment(call.params["project"], b.id, b.name or b.id, actor=call.who, device=device,
+                            services={str(k): v for k, v in b.services.items()})  # fmt: skip
+    return {"apartment": b.id}
+
+
+def _switch(call: Call) -> Any:
+    b: SwitchBody = call.body
+    if b.apartment and b.all_apartments:
+        raise _BadRequest("apartment or all_apartments, not both")
+    subject = "apartments" if b.all_apartments else f"apartment:{b.apartment}" if b.apartment else "project"
+    changed = call.book.switch(call.params["project"], b.service, subject, on=b.on, actor=call.who, now=call.now)
+    return {"service": b.service, "on": b.on, "changed": changed}
+
+
 ROUTES: Final = (
     Route("GET", "/v1/sites", "The sites the account acts for", None, lambda c: c.book.sites(c.who)),
     Route("POST", "/v1/quotes", "The price first: what paying for the selection costs", Selection,
@@ -189,6 +259,28 @@ ROUTES: Final = (
     Route("POST", "/v1/upgrades/{id}/rollout/resume", "Resume a paused rollout", None,
           _rollout(rollouts.resume_rollout)),
     Route("POST", "/v1/upgrades/{id}/rollout/cancel", "Cancel a rollout", None, _rollout(rollouts.cancel_rollout)),
+    Route("GET", "/v1/credits", "Available, total and used credit, and each movement", None,
+          lambda c: {**c.book.credit_totals(c.who), "log": c.book.credit_log(c.who)}),
+    Route("POST", "/v1/credits/allocate", "Give credits to an account under this one", AllocateBody,
+          lambda c: {"remaining": c.book.allocate(c.who, c.body.account, c.body.amount, c.now)}),
+    Route("PATCH", "/v1/sites/{project}", "Edit a site and the settings that reach its devices", SiteChanges,
+          lambda c: c.book.set_site(c.who, c.params["project"], dict(c.body.changes))),
+    Route("DELETE", "/v1/sites/{project}", "Delete a site (its devices go back to the library)", None,
+          lambda c: c.book.delete_site(c.who, c.params["project"])),
+    Route("GET", "/v1/sites/{project}/services", "A site's services and their expiry", None,
+          lambda c: c.book.services(_site(c))),
+    Route("GET", "/v1/sites/{project}/apartments", "A community's apartments and their services", None,
+          lambda c: c.book.apartments(_site(c))),
+    Route("POST", "/v1/sites/{project}/apartments", "Add an apartment to a community", ApartmentBody, _apartment),
+    Route("POST", "/v1/sites/{project}/app-accounts", "Add an app account (the service that pays for it)",
+          AppAccountBody, lambda c: c.book.add_app_account(c.params["project"], c.body.id, c.body.role,
+                                                            c.body.name or c.body.id, c.body.apartment, actor=c.who)),
+    Route("POST", "/v1/sites/{project}/devices", "Put a device of the distributor's library in the site", DeviceBody,
+          lambda c: c.book.add_device(c.body.mac, c.body.distributor, c.body.model, c.params["project"], actor=c.who,
+                                      name=c.body.name)),
+    Route("POST", "/v1/sites/{project}/switch", "Switch a community's service on or off", SwitchBody, _switch),
+    Route("POST", "/v1/auto-renew/cancel", "Stop auto-renewing these items", ItemsBody,
+          lambda c: {"cancelled": c.book.cancel_auto_renew(c.who, [tuple(i.split("/", 2)) for i in c.body.items])}),
 )  # fmt: skip
 
 

@@ -138,3 +138,26 @@ async def test_a_phased_rollout_over_http(api: API) -> None:
     both = {**body, "id": "u-x", "wave_percent": 10.0}
     assert (await client("POST", "/v1/upgrades", tokens["i1"], both))[0] == 400
     assert (await client("GET", "/v1/upgrades/none/rollout", tokens["i1"]))[0] == 404
+
+
+async def test_sites_credits_and_devices_over_http(api: API) -> None:
+    """The rest of the ledger's routes give the CLI's answers: credits, a site's settings and services
+    (a site's reads need authority over it), devices from the library, apartments only in communities."""
+    client, tokens, ledger = api
+    status, credits = await client("GET", "/v1/credits", tokens["i1"])
+    assert (status, credits["available"]) == (200, 60)
+    changes = {"changes": {"timezone": "Asia/Shanghai"}}
+    assert (await client("PATCH", "/v1/sites/office", tokens["i1"], changes))[0] == 200
+    assert cloud(ledger, "sites", actor="i1")[1]["result"][0]["timezone"] == "Asia/Shanghai"
+    bad = await client("PATCH", "/v1/sites/office", tokens["i1"], {"changes": {"timezone": "Mars/Olympus"}})
+    cli = cloud(ledger, "site-set", "office", "timezone=Mars/Olympus", actor="i1")[1]
+    assert bad[1]["rule"] == cli["rule"]
+    assert (await client("GET", "/v1/sites/office/services", tokens["i1"]))[0] == 200
+    assert (await client("GET", "/v1/sites/office/services", tokens["i2"]))[0] == 403
+    assert cloud(ledger, "add-device", "0c1105aabbcc", "--distributor", "d1", "--model", "R29")[0] == 0
+    body = {"mac": "0c1105aabbcc", "distributor": "d1", "model": "R29", "name": "Gate"}
+    assert (await client("POST", "/v1/sites/office/devices", tokens["i2"], body))[0] == 403
+    assert (await client("POST", "/v1/sites/office/devices", tokens["i1"], body))[0] == 200
+    apartment = await client("POST", "/v1/sites/office/apartments", tokens["i1"], {"id": "a-1"})
+    cli = cloud(ledger, "add-apartment", "office", "a-2", actor="i1")[1]
+    assert (apartment[0], apartment[1]["rule"]) == (409, cli["rule"])
