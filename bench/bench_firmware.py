@@ -19,16 +19,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import http.client
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -184,24 +181,6 @@ def resume(directory: Path) -> list[Result]:
     ]
 
 
-@contextlib.contextmanager
-def _loop_slots(directory: Path) -> Iterator[dict[str, str]]:
-    """Two loop devices, each a little larger than the image, as slots a and b."""
-    devices: dict[str, str] = {}
-    try:
-        for name in ("a", "b"):
-            backing = directory / f"slot-{name}.backing"
-            with backing.open("wb") as f:
-                f.truncate(SIZE + 8 * 1024 * 1024)
-            devices[name] = subprocess.run(
-                ["losetup", "--find", "--show", str(backing)], capture_output=True, text=True, check=True
-            ).stdout.strip()
-        yield devices
-    finally:
-        for device in devices.values():
-            subprocess.run(["losetup", "--detach", device], check=False)
-
-
 async def _job_to_rebooting(
     directory: Path, read_back: bool, devices: dict[str, str] | None = None, rounds: int = 3
 ) -> tuple[list[float], list[float]]:
@@ -292,7 +271,9 @@ async def _job_to_rebooting(
 
 def job_to_rebooting(directory: Path, read_back: bool, device: bool = False) -> Result:
     if device:
-        with _loop_slots(directory) as devices:
+        from tests.support.loops import loop_slots
+
+        with loop_slots(directory, SIZE + 8 * 1024 * 1024, fill=b"") as devices:
             floors, ours = asyncio.run(_job_to_rebooting(directory, read_back, devices))
     else:
         floors, ours = asyncio.run(_job_to_rebooting(directory, read_back))

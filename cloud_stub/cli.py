@@ -6,6 +6,7 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -193,54 +194,47 @@ def api_token(ctx: click.Context, account: str) -> None:
     cli_common.run(ctx, lambda book: make_token(book, account, ctx.obj.now()))
 
 
-@main.command()
-@click.argument("ident")
-@click.pass_context
-def rollout(ctx: click.Context, ident: str) -> None:
-    """A phased rollout: its state (running, paused and why, cancelled, completed) and each wave's devices."""
+def _rollout_command(name: str, action: Callable[[Any, str], None] | None, doc: str) -> None:
+    """``name IDENT``: (do ``action`` to the rollout, then) show the rollout, under --as's authority."""
+
+    @main.command(name, help=doc)
+    @click.argument("ident")
+    @click.pass_context
+    def command(ctx: click.Context, ident: str) -> None:
+        from cloud_stub import rollouts
+
+        who = ctx.obj.who()
+
+        def work(book: Any) -> Any:
+            book.check_authority(who, book.project(rollouts.project_of(book, ident)))
+            if action is not None:
+                action(book, ident)
+            return rollouts.rollout_status(book, ident)
+
+        cli_common.run(ctx, work)
+
+
+def _resume(book: Any, ident: str) -> None:
     from cloud_stub import rollouts
 
-    who = ctx.obj.who()
-
-    def work(book: Any) -> Any:
-        book.check_authority(who, book.project(rollouts.project_of(book, ident)))
-        return rollouts.rollout_status(book, ident)
-
-    cli_common.run(ctx, work)
+    rollouts.resume_rollout(book, ident)
 
 
-@main.command("rollout-resume")
-@click.argument("ident")
-@click.pass_context
-def rollout_resume(ctx: click.Context, ident: str) -> None:
-    """Resume a paused rollout (the waves that paused it are excused)."""
+def _cancel(book: Any, ident: str) -> None:
     from cloud_stub import rollouts
 
-    who = ctx.obj.who()
-
-    def work(book: Any) -> Any:
-        book.check_authority(who, book.project(rollouts.project_of(book, ident)))
-        rollouts.resume_rollout(book, ident)
-        return rollouts.rollout_status(book, ident)
-
-    cli_common.run(ctx, work)
+    rollouts.cancel_rollout(book, ident)
 
 
-@main.command("rollout-cancel")
-@click.argument("ident")
-@click.pass_context
-def rollout_cancel(ctx: click.Context, ident: str) -> None:
-    """Cancel a rollout: no more waves; its devices that have not started get a cancel."""
-    from cloud_stub import rollouts
-
-    who = ctx.obj.who()
-
-    def work(book: Any) -> Any:
-        book.check_authority(who, book.project(rollouts.project_of(book, ident)))
-        rollouts.cancel_rollout(book, ident)
-        return rollouts.rollout_status(book, ident)
-
-    cli_common.run(ctx, work)
+_rollout_command(
+    "rollout",
+    None,
+    "A phased rollout: its state (running, paused and why, cancelled, completed) and each wave's devices.",
+)
+_rollout_command("rollout-resume", _resume, "Resume a paused rollout (the waves that paused it are excused).")
+_rollout_command(
+    "rollout-cancel", _cancel, "Cancel a rollout: no more waves; its devices that have not started get a cancel."
+)
 
 
 @main.command()

@@ -11,15 +11,18 @@ _last_second: int | None = None
 _last_prefix = ""
 
 
-def to_rfc3339(epoch: float) -> str:
-    """Format epoch seconds as RFC 3339 UTC with a ``Z``; milliseconds when there is a fraction."""
+def _text(second: int, fraction: str) -> str:
+    """``second`` as RFC 3339 UTC, then ``fraction`` and ``Z`` (the last second formatted is kept)."""
     global _last_second, _last_prefix
-    second, micro = divmod(round(epoch * 1_000_000), 1_000_000)
     if second != _last_second:
         _last_second, _last_prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-    if micro:
-        return f"{_last_prefix}.{micro // 1000:03d}Z"
-    return f"{_last_prefix}Z"
+    return f"{_last_prefix}{fraction}Z"
+
+
+def to_rfc3339(epoch: float) -> str:
+    """Format epoch seconds as RFC 3339 UTC with a ``Z``; milliseconds when there is a fraction."""
+    second, micro = divmod(round(epoch * 1_000_000), 1_000_000)
+    return _text(second, f".{micro // 1000:03d}" if micro else "")
 
 
 def to_rfc3339_ms(epoch: float) -> str:
@@ -29,13 +32,8 @@ def to_rfc3339_ms(epoch: float) -> str:
     decimal, several times slower; this runs for every event raised): the two differ only where the
     product's own rounding crosses half a millisecond.
     """
-    global _last_second, _last_prefix
     second, milli = divmod(round(epoch * 1000), 1000)
-    if second != _last_second:
-        _last_second, _last_prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-    if milli:
-        return f"{_last_prefix}.{milli:03d}Z"
-    return f"{_last_prefix}Z"
+    return _text(second, f".{milli:03d}" if milli else "")
 
 
 def to_rfc3339_or_none(epoch: float | None) -> str | None:

@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import os
 import sqlite3
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from tests.support.bootloaders import bootloader_settings
 from tests.support.brokers import Broker
 from tests.support.cloud import CloudPeer
 from tests.support.daemons import SupervisedDaemon, device_config
+from tests.support.loops import loop_slots
 from tests.support.rauc import RaucSystem
 from tests.support.sync import PAID, Docs, mode_is, provision, status_until
 
@@ -510,23 +510,6 @@ async def test_busy_past_the_bound_fails_the_job_and_never_reboots(
     assert booted(config_file) == ("a", None)
 
 
-@contextlib.contextmanager
-def loop_slots(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """Two loop devices (8 MiB each) as slots a and b."""
-    devices: dict[str, str] = {}
-    try:
-        for name in ("a", "b"):
-            backing = tmp_path / f"slot-{name}.backing"
-            backing.write_bytes(bytes(8 * 1024 * 1024))
-            devices[name] = subprocess.run(
-                ["losetup", "--find", "--show", str(backing)], capture_output=True, text=True, check=True
-            ).stdout.strip()
-        yield devices
-    finally:
-        for device in devices.values():
-            subprocess.run(["losetup", "--detach", device], check=False)
-
-
 def slot_b_holds(devices: dict[str, str], digest: str) -> bool:
     with open(devices["b"], "rb") as raw:
         return hashlib.sha256(raw.read(IMAGE_SIZE)).hexdigest() == digest
@@ -539,7 +522,7 @@ async def test_an_upgrade_onto_block_device_slots_with_u_boot(
     """Two loop devices as the slots (the download streamed straight into slot B with O_DIRECT, read back
     from the device) and U-Boot's environment through fw_setenv: committed, or rolled back to slot A.
     Nothing of the image is ever written in the data directory."""
-    with loop_slots(tmp_path) as devices:
+    with loop_slots(tmp_path, 8 * 1024 * 1024) as devices:
         extra: dict[str, Any] = {"slots": "device", "slot_devices": devices}
         if health == "unhealthy":
             extra["health_command"] = ["false"]
@@ -577,7 +560,7 @@ async def test_sigkill_while_streaming_into_a_device_slot(
     mosquitto: Broker, tmp_path: Path, root_pem: Path, docs: Docs, image: tuple[Path, str], point: str,
     ending: list[str],
 ) -> None:  # fmt: skip
-    with loop_slots(tmp_path) as devices:
+    with loop_slots(tmp_path, 8 * 1024 * 1024) as devices:
         config_file = firmware_config(tmp_path, mosquitto, root_pem, "uboot", slots="device", slot_devices=devices)
         async with running(mosquitto, config_file, docs, image, PAID, crash_at=point) as (daemon, server, cloud):
             await cloud.publish("firmware", docs.firmware_job("j-k", **job(image, server)), retain=True)

@@ -3,11 +3,9 @@ fsync'd and read back from the device; a file where O_DIRECT is refused falls ba
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,18 +15,7 @@ from cloud_stub.images import Fault, ImageServer
 from firmware.download import fetch
 from firmware.slots import CHUNK as SLOT_CHUNK
 from firmware.slots import DeviceSlot
-
-
-@contextlib.contextmanager
-def loop_device(backing: Path, size: int) -> Iterator[Path]:
-    backing.write_bytes(b"\xff" * size)
-    device = subprocess.run(
-        ["losetup", "--find", "--show", str(backing)], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    try:
-        yield Path(device)
-    finally:
-        subprocess.run(["losetup", "--detach", device], check=False)
+from tests.support.loops import loop_device
 
 
 @pytest.mark.parametrize("size", [3 * 1024 * 1024 + 123, 4096, 1])
