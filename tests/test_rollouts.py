@@ -165,7 +165,8 @@ async def test_a_rollout_on_the_fleet_pauses_when_a_wave_fails_and_goes_on_when_
                     s in waves.FINISHED for s in rollouts.rollout_status(ledger, "u-w")["waves"][2]["devices"].values()
                 ),
             )
-            await asyncio.sleep(0.5)  # passes of the service: nothing more is released while paused
+            passes = service.passes
+            await until("three more passes", lambda: service.passes >= passes + 3)  # none releases a wave
             assert [d.jobs for d in fleet[6:]] == [[]] * 4
             assert rollouts.rollout_status(ledger, "u-w")["released"] == 3
             rollouts.resume_rollout(ledger, "u-w")
@@ -219,8 +220,9 @@ async def test_a_real_agent_whose_health_check_fails_pauses_the_rollout(
             assert rollouts.statuses(ledger, "u-r")[DEVICE_ID] == "Failed"
             assert 75 in daemon.exits  # it did install and reboot before its check failed
             rollouts.cancel_rollout(ledger, "u-r")
+            passes = service.passes
             service.poke()
-            await asyncio.sleep(0.5)
+            await until("three more passes", lambda: service.passes >= passes + 3)  # none releases a wave
             status = rollouts.rollout_status(ledger, "u-r")
             assert (status["state"], status["released"]) == (waves.CANCELLED, 1)
             assert [d.jobs for d in fleet] == [[]] * 4

@@ -196,8 +196,12 @@ def test_a_log_field_named_like_a_secret_is_redacted_and_kept_for_diagnostics() 
 
     from protocol import logs
 
+    saved = structlog.get_config()
     logs.configure("info", json=True)
-    structlog.get_logger("test").warning("login_tried", password="hunter2", api_token="t0k", user="u")
+    try:
+        structlog.get_logger("test").warning("login_tried", password="hunter2", api_token="t0k", user="u")
+    finally:
+        structlog.configure(**saved)  # the rest of the session logs as it did
     [line] = logs.recent(1)
     entry = json.loads(line)
     assert (entry["password"], entry["api_token"], entry["user"]) == ("[redacted]", "[redacted]", "u")
