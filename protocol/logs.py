@@ -52,7 +52,9 @@ def under_journald(environ: Mapping[str, str] = os.environ, stream: Any = None) 
 
 RECENT: Final = 500  # lines kept in memory for collect_diagnostics
 _recent: collections.deque[str] = collections.deque(maxlen=RECENT)
-_SECRET: Final = re.compile(r"(?i)(password|passphrase|secret|token|private_key|credential_value|pin_value)")
+# A field named for a secret (``password``, ``api_token``, ``private_key``...), not one named for what
+# describes it (``token_sha256``, ``key_id``): the name must end with the secret's word.
+_SECRET: Final = re.compile(r"(?i)(?:^|_)(password|passphrase|secret|token|private_key|pin)$")
 
 
 def recent(count: int) -> list[str]:

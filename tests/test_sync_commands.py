@@ -199,12 +199,15 @@ def test_a_log_field_named_like_a_secret_is_redacted_and_kept_for_diagnostics() 
     saved = structlog.get_config()
     logs.configure("info", json=True)
     try:
-        structlog.get_logger("test").warning("login_tried", password="hunter2", api_token="t0k", user="u")
+        structlog.get_logger("test").warning(
+            "login_tried", password="hunter2", api_token="t0k", user="u", token_sha256="ab12", kid="k1"
+        )
     finally:
         structlog.configure(**saved)  # the rest of the session logs as it did
     [line] = logs.recent(1)
     entry = json.loads(line)
     assert (entry["password"], entry["api_token"], entry["user"]) == ("[redacted]", "[redacted]", "u")
+    assert (entry["token_sha256"], entry["kid"]) == ("ab12", "k1")  # what describes a secret is not one
 
 
 async def test_every_command_is_answered_exactly_once_across_kills(
