@@ -115,12 +115,10 @@ class Rollout:
     def __init__(self, devices: list[str], plan: waves.Plan, progress: waves.Progress) -> None:
         self.devices, self.plan, self.progress = devices, plan, progress
         self.split = waves.waves(devices, plan)
-
-    def wave_of(self, device: str) -> int:
-        return next(i for i, wave in enumerate(self.split) if device in wave)
+        self._wave = {device: index for index, wave in enumerate(self.split) for device in wave}
 
     def released(self, device: str) -> bool:
-        return self.wave_of(device) < self.progress.released
+        return self._wave[device] < self.progress.released
 
 
 def rollout(ledger: Ledger, ident: str) -> Rollout | None:
@@ -281,14 +279,22 @@ def delete_upgrade(ledger: Ledger, ident: str) -> None:
         db.execute("UPDATE upgrades SET deleted = 1 WHERE id = ?", (ident,))
 
 
-def job_for(ledger: Ledger, device: str, image_base: str) -> dict[str, Any] | None:
-    """The firmware-job claims (without iat/exp/seq) for ``device``: its latest upgrade, or a cancel."""
+def job_for(
+    ledger: Ledger, device: str, image_base: str, phased_by_id: dict[str, Rollout | None] | None = None
+) -> dict[str, Any] | None:
+    """The firmware-job claims (without iat/exp/seq) for ``device``: its latest upgrade, or a cancel.
+
+    ``phased_by_id``: the rollouts read so far in this pass (a pass asks for every device's job: each
+    upgrade's rollout is read and split once, not once per device)."""
+    known = {} if phased_by_id is None else phased_by_id
     for ident, model, version, devices, at, reset, deleted in ledger.db.execute(
         "SELECT id, model, version, devices, at, reset, deleted FROM upgrades ORDER BY created DESC, rowid DESC"
     ):
         if device not in json.loads(devices):
             continue
-        phased = rollout(ledger, ident)
+        if ident not in known:
+            known[ident] = rollout(ledger, ident)
+        phased = known[ident]
         if phased is not None and not phased.released(device):
             continue  # its wave is not out (yet): whatever it had before stands
         if deleted or (

@@ -98,6 +98,7 @@ class CloudService:
 
     def _device_documents(self, now: float, billing: Any, releases: Any) -> int:
         issued = 0
+        phased: dict[str, rollouts.Rollout | None] = {}  # each upgrade's rollout, read once this pass
         for mac, _, project in self.ledger.devices():
             if project is None:
                 continue
@@ -105,7 +106,7 @@ class CloudService:
             if token is not None:
                 issuing.hold(self.ledger, mac, Topics(self.prefix, mac).entitlements, token)
                 issued += 1
-            job = rollouts.job_for(self.ledger, mac, self.image_base)
+            job = rollouts.job_for(self.ledger, mac, self.image_base, phased)
             if job is not None:
                 digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
                 job_seq = issuing.next_seq(self.ledger, f"fw:{mac}", digest, now)

@@ -27,6 +27,7 @@ from agent.entitlements.policy import Decision
 from agent.local import credentials, door_actions
 from agent.local.credentials import value_digest
 from agent.store.database import Transaction
+from protocol import logs
 from protocol.claims import ID_PATTERN, CommandClaims, describe_validation_error
 from protocol.settings import SiteSettings
 
@@ -94,7 +95,7 @@ class OpenDoorArgs(_Args):
 class DiagnosticsArgs(_Args):
     """``collect_diagnostics``: how many of the last log lines to include."""
 
-    lines: Annotated[int, Field(ge=0, le=500)] = 200
+    lines: Annotated[int, Field(ge=0, le=logs.RECENT)] = 200  # the log keeps RECENT lines
 
 
 class Effect(NamedTuple):
@@ -131,9 +132,6 @@ def _ok(claims: CommandClaims, **extra: Any) -> dict[str, Any]:
 
 def _error(claims: CommandClaims, code: str, message: str) -> dict[str, Any]:
     return {"id": claims.id, "ok": False, "error": {"code": code, "message": message}}
-
-
-refusal = _error  # the reply refusing a command (for the handler's own refusals)
 
 
 def plan(claims: CommandClaims, decide: Callable[[str, str | None], Decision]) -> Plan:

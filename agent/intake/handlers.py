@@ -80,7 +80,7 @@ class Commands:
         outbox: Outbox,
         decide: Callable[[str, str | None], Decision],
         now: Callable[[], float],
-        diagnostics: Callable[[int], dict[str, Any]] | None = None,
+        diagnostics: Callable[[int], dict[str, Any]],
     ) -> None:
         self._outbox, self._decide, self._now = outbox, decide, now
         self._diagnostics = diagnostics  # the daemon's (agent/runtime/diagnostics.py): no I/O on the store
@@ -98,10 +98,7 @@ class Commands:
         if plan.effect.replay is not None:
             reply = {**reply, **await self._outbox.replay_in(tx, *plan.effect.replay)}
         if plan.effect.diagnostics is not None:
-            if self._diagnostics is None:
-                reply = commands.refusal(claims, "unavailable", "diagnostics are collected by a running daemon")
-            else:
-                reply = {**reply, "diagnostics": self._diagnostics(plan.effect.diagnostics)}
+            reply = {**reply, "diagnostics": self._diagnostics(plan.effect.diagnostics)}
         await commands.record(tx, claims, reply, now)
         await self._outbox.reply_in(tx, reply)
         return After(resync=plan.effect.resync, restart=plan.effect.restart, reply=reply)

@@ -63,14 +63,15 @@ class GroupCommit(Generic[T, R]):
 
     def add(self, item: T, future: asyncio.Future[R]) -> None:
         """Queue ``item`` for the next commit, now; ``future`` gets its outcome."""
-        self.pending.append(Pending((item,), future, True))
-        self._wake.set()
-        self._urgent.set()
+        self._queue(Pending((item,), future, True))
 
     def add_many(self, items: Sequence[T], future: asyncio.Future[list[Any]]) -> None:
         """Queue a burst for the next commit (one commit: keep it to ``MAX_BATCH``); ``future`` gets
         the list of their outcomes."""
-        self.pending.append(Pending(items, future, False))
+        self._queue(Pending(items, future, False))
+
+    def _queue(self, pending: Pending[T]) -> None:
+        self.pending.append(pending)
         self._wake.set()
         self._urgent.set()
 

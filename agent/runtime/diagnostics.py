@@ -22,7 +22,6 @@ from agent.runtime import doctor
 from protocol import logs
 
 MAX_LINES: Final = logs.RECENT
-DEFAULT_LINES: Final = 200
 MAX_LINE: Final = 1000
 MAX_BYTES: Final = 48 * 1024
 

@@ -27,7 +27,6 @@ import structlog
 log = structlog.get_logger("agent.metrics")
 
 Sample = dict[str, Any]
-FIRMWARE_STATES_SHOWN = 1  # the latest job's state is the one labelled series set to 1
 
 
 class _Sampled:
@@ -74,7 +73,7 @@ class _Sampled:
         yield services
         firmware = GaugeMetricFamily("edge_firmware_state", "1 for the latest job's state", labels=["state"])
         if s["firmware_state"]:
-            firmware.add_metric([s["firmware_state"]], FIRMWARE_STATES_SHOWN)
+            firmware.add_metric([s["firmware_state"]], 1)
         yield firmware
 
 

@@ -9,7 +9,6 @@ daemon adds what only it knows (:class:`Running`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, NamedTuple
 
 from agent.device import Device
@@ -41,6 +40,8 @@ class View:
     firmware: dict[str, Any]  # firmware.engine.firmware_status(): what runs, and the latest job
     seqs: dict[str, int]  # the seq of each document in force
     running: Running | None = None
+    # when the entitlements document and each held service expire (epoch seconds): for the metrics
+    expiry: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         """``edge-agent status --json`` and the control socket's ``status`` (docs/control.md)."""
@@ -77,12 +78,8 @@ class View:
         r = self.running
         assert r is not None
         job = self.firmware["job"]
-        document = self.device["document"]
         return {
-            "expiry": {
-                "document": {"entitlements": _epoch(document["exp"])} if document else {},
-                "services": [(x["service"], x["subject"], _epoch(x["expires"])) for x in self.device["services"]],
-            },
+            "expiry": self.expiry or {"document": {}, "services": []},
             "depth": r.depth,
             "held": r.held,
             "evicted": dict(r.evicted),
@@ -94,10 +91,6 @@ class View:
         }
 
 
-def _epoch(text: str) -> float:
-    return datetime.fromisoformat(text).timestamp()
-
-
 def gather(device: Device, firmware: dict[str, Any], running: Running | None = None) -> View:
     """The view of ``device`` with its firmware status, and what a running daemon adds."""
     return View(
@@ -105,4 +98,15 @@ def gather(device: Device, firmware: dict[str, Any], running: Running | None = N
         firmware=firmware,
         seqs={typ: doc.seq for typ, doc in device.documents.items()},
         running=running,
+        expiry=_expiry(device),
     )
+
+
+def _expiry(device: Device) -> dict[str, Any]:
+    ents = device.entitlements
+    if ents is None:
+        return {"document": {}, "services": []}
+    return {
+        "document": {"entitlements": ents.exp},
+        "services": [(s.service, s.subject, s.expires) for s in ents.effective_services],
+    }
