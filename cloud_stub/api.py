@@ -1,444 +1,483 @@
-"""An HTTP API for the ledger and rollouts (docs/cloud.md "HTTP API"), served by ``smartplus-cloud serve``.
+"""The HTTP API for the ledger and rollouts (docs/cloud.md "HTTP API"): FastAPI on uvicorn, served by
+``smartplus-cloud serve --api-port``.
 
-JSON over HTTP/1.1, one route table: each route names its method, path, request model (pydantic,
-strict, unknown fields refused) and the function it runs, the same ledger and rollout functions the
-CLI runs, so the rules and refusals are the same. ``GET /v1/openapi.json`` is the OpenAPI 3.1
-description generated from that table and the models' JSON schemas.
+An adapter: each route resolves who asks (``Authorization: Bearer <token>``, the scheme in any case, RFC
+9110), validates the request against the operation's own model, runs the operation and returns its typed
+result; it holds no rule and runs no SQL. ``GET /v1/openapi.json`` is the OpenAPI 3.1 description, made by
+FastAPI from the routes and the operations' request and result models, with the either/or rules stated in
+the schemas (so a client generated from it is not refused what it allows).
 
-Authentication per account: ``Authorization: Bearer <token>``; a token is made by the platform
-operator (``smartplus-cloud api-token ACCOUNT``), shown once, kept as its SHA-256. The account it
-belongs to is who acts (as ``--as`` does). Answers: 200 with the result; 400 a malformed request (one
-line naming what is wrong); 401 no or an unknown token; 403 ``not_yours``; 404 ``not_found`` or no
-such route; 409 any other rule's refusal (``{"rule", "seed", "message"}``). Bodies are bounded
-(:data:`MAX_BODY`), requests time out, and each is answered in the event loop, one at a time (the
-ledger's work is milliseconds).
+Answers: 200 and the result; 400 a malformed request (one line naming the field); 401 no, an unknown, an
+expired or a revoked token; 403 ``not_yours``; 404 ``not_found`` or no such route; 405 a method the path
+does not take; 409 any other rule (``{"rule", "seed", "message"}``); 413 a body over :data:`MAX_BODY`
+(declared or chunked); 415 a body that is not JSON; 422 an ``Idempotency-Key`` used again for another
+request; 503 the ledger unavailable (with ``Retry-After``).
+
+Writes take an ``Idempotency-Key`` header (as payment APIs do): the first answer to a key is kept with the
+write, in its transaction; the same key from the same account returns that answer (``Idempotent-Replayed:
+true``) and does nothing more, for :data:`KEY_HOURS` hours.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
-import re
-import secrets
 from collections.abc import Callable
-from datetime import date, datetime
-from typing import Annotated, Any, Final, Literal, NamedTuple
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cloud_stub import rollouts, waves
-from cloud_stub.ledger import Ledger
-from cloud_stub.rules import Refused
+from cloud_stub.errors import IdempotencyMismatch, LedgerError, Refused
+from cloud_stub.ledger import Ledger, UnitOfWork
+from cloud_stub.operations import accounts, credits, ingest, paying, remote, sites, upgrades
+from cloud_stub.operations.authority import Actor
+from cloud_stub.operations.types import MAC_PATTERN, WIRE_ID_PATTERN, Result
 
 log = structlog.get_logger("cloud_stub.api")
-
+T = TypeVar("T")
 MAX_BODY: Final = 64 * 1024
-MAX_HEAD: Final = 16 * 1024
-TIMEOUT: Final = 10.0
+KEY_HOURS: Final = 24
+KEY_PATTERN: Final = r"^[\x21-\x7e]{1,255}$"
+_BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+class Error(BaseModel):
+    """A refusal: ``rule`` and ``seed`` when one of the vendor's rules refused it."""
+
+    message: str
+    rule: str | None = None
+    seed: str | None = None
 
 
-Item = Annotated[str, Field(pattern=r"^[^/]+/[^/]+/.+$", description="PROJECT/SERVICE/SUBJECT")]
-
-
-class Selection(_Body):
-    """What to pay for: ``items``, or what ``sites`` could pay for (``services`` narrows it); for
-    ``months`` (regular payment) or to ``renew_to`` (credit payment, YYYY-MM-DD)."""
-
-    items: list[Item] = []
-    sites: list[str] = []
-    services: list[str] = []
-    months: Annotated[int, Field(ge=1, le=120)] | None = None
-    renew_to: date | None = None
-    plan: Literal["0-200", "201+"] | None = None
-
-
-class OrderBody(Selection):
-    source: Literal["stripe", "paypal", "coupon", "credit"]
-
-
-class PayBody(_Body):
-    auto_renew: bool = False
-
-
-class UpgradeBody(_Body):
-    """An upgrade of a site's devices of one model: all at once, or phased (``wave_size`` or ``wave_percent``)."""
-
-    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-    project: str
-    model: str
-    version: str
-    devices: list[str] | None = None
-    at: datetime | None = None
-    reset: bool = False
-    wave_size: Annotated[int, Field(ge=1)] | None = None
-    wave_percent: Annotated[float, Field(gt=0, le=100)] | None = None
-    wave_wait: Annotated[float, Field(ge=0)] = 0.0
-    max_failures: Annotated[float, Field(ge=0, lt=1)] = 0.2
-
-
-class AllocateBody(_Body):
-    account: str
-    amount: Annotated[int, Field(ge=1)]
-
-
-class SiteChanges(_Body):
-    """Any of: name, timezone, pm, pay_by_pm, pm_notices, renew_notices, and the device settings."""
-
-    changes: dict[str, str | bool | int]
-
-
-class ApartmentBody(_Body):
-    id: str
-    name: str = ""
-    device_mac: str | None = None
-    device_name: str | None = None
-    services: dict[Literal["with_indoor_monitor", "landline", "video_storage"], bool] = {}
-
-
-class AppAccountBody(_Body):
-    id: str
-    role: Literal["master", "family", "pm", "personnel", "admin"]
-    name: str = ""
-    apartment: str | None = None
-
-
-class DeviceBody(_Body):
-    mac: str
-    distributor: str
-    model: str
-    name: str | None = None
-
-
-class SwitchBody(_Body):
-    service: str
-    on: bool
-    apartment: str | None = None
-    all_apartments: bool = False
-
-
-class ItemsBody(_Body):
-    items: Annotated[list[Item], Field(min_length=1)]
-
-
-class Call(NamedTuple):
-    """What a handler gets: the ledger, who acts, the path's parameters, the query, the body, the time."""
-
-    book: Ledger
-    who: str
-    params: dict[str, str]
-    query: dict[str, str]
-    body: Any
-    now: float
-
-
-class Route(NamedTuple):
-    method: str
-    path: str  # with {name} parameters
-    summary: str
-    body: type[BaseModel] | None
-    handler: Callable[[Call], Any]
-
-
-def _selection(call: Call, chosen: Selection) -> dict[str, Any]:
-    if bool(chosen.items) == bool(chosen.sites):
-        raise _BadRequest("give items, or sites (with services to narrow them)")
-    if (chosen.months is None) == (chosen.renew_to is None):
-        raise _BadRequest("give months (regular payment) or renew_to (credit payment)")
-    items = (
-        [tuple(item.split("/", 2)) for item in chosen.items]
-        if chosen.items
-        else call.book.select(chosen.sites, chosen.services or None)
+ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    code: {"model": Error, "description": what}
+    for code, what in (
+        (400, "a malformed request: the field and what is wrong"),
+        (401, "no token, or an unknown, expired or revoked one"),
+        (403, "the account does not act for this (not_yours)"),
+        (404, "no such thing (not_found)"),
+        (409, "refused by a rule: its code and seed"),
+        (413, "a body over 64 KiB"),
+        (415, "a body that is not application/json"),
+        (422, "an Idempotency-Key used before for another request"),
+        (503, "the ledger is unavailable: try again"),
     )
-    length: dict[str, Any] = {"months": chosen.months} if chosen.months is not None else {"renew_to": chosen.renew_to}
-    quoted: dict[str, Any] = call.book.quote(call.who, items, call.now, plan=chosen.plan, **length)  # type: ignore[arg-type]
-    return quoted
+}
 
 
-def _order(call: Call) -> dict[str, Any]:
-    offer = _selection(call, call.body)
-    ident = call.book.order(call.who, offer, call.body.source, call.now)
-    return {"txn": call.book.txn_of(ident), "status": "pending", "amount": offer["amount"],
-            "pay_by": call.now + 15 * 60, "quote": offer}  # fmt: skip
+# -- who asks ---------------------------------------------------------------------------------------------
+_bearer = HTTPBearer(auto_error=False, description="A token from `smartplus-cloud api-token create ACCOUNT`")
 
 
-def _pay(call: Call) -> dict[str, Any]:
-    order = call.book.order_of(call.params["txn"])
-    return call.book.pay(order, call.now, auto_renew=call.body.auto_renew, payer=call.who)
+def _ledger(request: Request) -> Ledger:
+    book: Ledger = request.app.state.ledger
+    return book
 
 
-def _mine(call: Call, ident: str) -> None:
-    call.book.check_authority(call.who, call.book.project(rollouts.project_of(call.book, ident)))
+def _actor(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Actor:
+    if credentials is None or not credentials.credentials:
+        raise HTTPException(401, "an Authorization: Bearer token of an account is needed",
+                            headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+    found = _ledger(request).read(lambda uow: accounts.token_actor(uow, credentials.credentials))
+    if found is None:
+        raise HTTPException(401, "the token is unknown, expired or revoked", headers={"WWW-Authenticate": "Bearer"})
+    return found
 
 
-def _upgrades(call: Call) -> Any:
-    mine = [s["id"] for s in call.book.sites(call.who)]
-    project = call.query.get("project")
-    if project is not None:
-        call.book.check_authority(call.who, call.book.project(project))
-    status = call.query.get("status")
-    if status not in (None, "Pending", "Processing", "Executed"):
-        raise _BadRequest("status is Pending, Processing or Executed")
-    return rollouts.upgrades(call.book, [project] if project else mine, status)
+Who = Annotated[Actor, Depends(_actor)]
+Book = Annotated[Ledger, Depends(_ledger)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", pattern=KEY_PATTERN,
+           description="Any printable text of yours: the same key again returns the first answer, once done"),
+]  # fmt: skip
+SiteId = Annotated[str, Path(pattern=WIRE_ID_PATTERN, description="the site's id")]
+UpgradeId = Annotated[str, Path(pattern=WIRE_ID_PATTERN, description="the upgrade's id")]
 
 
-def _add_upgrade(call: Call) -> Any:
-    b: UpgradeBody = call.body
-    call.book.check_authority(call.who, call.book.project(b.project))
-    if b.wave_size is not None and b.wave_percent is not None:
-        raise _BadRequest("wave_size or wave_percent, not both")
-    phased = None
-    if b.wave_size is not None or b.wave_percent is not None:
-        phased = waves.Plan(b.wave_size, b.wave_percent, b.wave_wait, b.max_failures)
-    if b.at is not None and b.at.tzinfo is None:
-        raise _BadRequest("at needs its time zone")
-    at = None if b.at is None else b.at.timestamp()
-    return rollouts.add_upgrade(call.book, b.id, b.project, b.model, b.version, call.now, devices=b.devices,
-                                at=at, reset=b.reset, phased=phased)  # fmt: skip
+# -- writes: once per Idempotency-Key -----------------------------------------------------------------------
+async def _fingerprint(request: Request) -> str:
+    body = await request.body()
+    return hashlib.sha256(f"{request.method} {request.url.path}\n".encode() + body).hexdigest()
 
 
-def _delete_upgrade(call: Call) -> Any:
-    _mine(call, call.params["id"])
-    rollouts.delete_upgrade(call.book, call.params["id"])
-    return {"deleted": call.params["id"]}
+Fingerprint = Annotated[str, Depends(_fingerprint)]
 
 
-def _rollout(action: Callable[[Ledger, str], None] | None) -> Callable[[Call], Any]:
-    def handler(call: Call) -> Any:
-        _mine(call, call.params["id"])
-        if action is not None:
-            action(call.book, call.params["id"])
-        return rollouts.rollout_status(call.book, call.params["id"])
+def _write(book: Ledger, actor: Actor, key: str | None, fingerprint: str, work: Callable[[UnitOfWork], Any]) -> Any:
+    """Run a write; with a key, keep its answer with it (or answer as the first request with that key did)."""
+    if key is None:
+        return book.run(work)
 
-    return handler
+    def once(uow: UnitOfWork) -> Any:
+        known = uow.requests.claim(actor.id, key, fingerprint, uow.now)
+        if known is not None:
+            if known.fingerprint != fingerprint:
+                raise IdempotencyMismatch(f"Idempotency-Key {key!r} was used for another request")
+            return JSONResponse(json.loads(known.body or "null"), status_code=known.status or 200,
+                                headers={"Idempotent-Replayed": "true"})  # fmt: skip
+        result = jsonable_encoder(work(uow))
+        uow.requests.answer(actor.id, key, 200, json.dumps(result))
+        return JSONResponse(result)
 
-
-def _site(call: Call) -> str:
-    """The path's site, which the account must act for (reads too: the API serves many tenants)."""
-    project = call.params["project"]
-    call.book.check_authority(call.who, call.book.project(project))
-    return project
-
-
-def _apartment(call: Call) -> Any:
-    b: ApartmentBody = call.body
-    if (b.device_mac is None) != (b.device_name is None):
-        raise _BadRequest("device_mac and device_name go together")
-    device = (b.device_mac, b.device_name) if b.device_mac and b.device_name else None
-    call.book.add_apartment(call.params["project"], b.id, b.name or b.id, actor=call.who, device=device,
-                            services={str(k): v for k, v in b.services.items()})  # fmt: skip
-    return {"apartment": b.id}
+    try:
+        return book.run(once)
+    except Refused as refused:  # refused writes change nothing; the refusal is the key's answer all the same
+        status, body = _refusal(refused)
+        book.run(lambda uow: _keep_refusal(uow, actor, key, fingerprint, status, body))
+        raise
 
 
-def _switch(call: Call) -> Any:
-    b: SwitchBody = call.body
-    if b.apartment and b.all_apartments:
-        raise _BadRequest("apartment or all_apartments, not both")
-    subject = "apartments" if b.all_apartments else f"apartment:{b.apartment}" if b.apartment else "project"
-    changed = call.book.switch(call.params["project"], b.service, subject, on=b.on, actor=call.who, now=call.now)
-    return {"service": b.service, "on": b.on, "changed": changed}
+def _keep_refusal(uow: UnitOfWork, actor: Actor, key: str, fingerprint: str, status: int, body: Error) -> None:
+    if uow.requests.claim(actor.id, key, fingerprint, uow.now) is None:
+        uow.requests.answer(actor.id, key, status, body.model_dump_json(exclude_none=True))
 
 
-ROUTES: Final = (
-    Route("GET", "/v1/sites", "The sites the account acts for", None, lambda c: c.book.sites(c.who)),
-    Route("POST", "/v1/quotes", "The price first: what paying for the selection costs", Selection,
-          lambda c: _selection(c, c.body)),
-    Route("POST", "/v1/orders", "A pending order for the selection: its transaction number", OrderBody, _order),
-    Route("POST", "/v1/orders/{txn}/pay", "Pay a pending order within 15 minutes", PayBody, _pay),
-    Route("GET", "/v1/payments", "The account's payment records", None, lambda c: c.book.payments(c.who)),
-    Route("GET", "/v1/upgrades", "Upgrades (query: project, status)", None, _upgrades),
-    Route("POST", "/v1/upgrades", "Stage an upgrade, at once or phased", UpgradeBody, _add_upgrade),
-    Route("DELETE", "/v1/upgrades/{id}", "Delete an upgrade no device has started", None, _delete_upgrade),
-    Route("GET", "/v1/upgrades/{id}/rollout", "A phased rollout's state and waves", None, _rollout(None)),
-    Route("POST", "/v1/upgrades/{id}/rollout/resume", "Resume a paused rollout", None,
-          _rollout(rollouts.resume_rollout)),
-    Route("POST", "/v1/upgrades/{id}/rollout/cancel", "Cancel a rollout", None, _rollout(rollouts.cancel_rollout)),
-    Route("GET", "/v1/credits", "Available, total and used credit, and each movement", None,
-          lambda c: {**c.book.credit_totals(c.who), "log": c.book.credit_log(c.who)}),
-    Route("POST", "/v1/credits/allocate", "Give credits to an account under this one", AllocateBody,
-          lambda c: {"remaining": c.book.allocate(c.who, c.body.account, c.body.amount, c.now)}),
-    Route("PATCH", "/v1/sites/{project}", "Edit a site and the settings that reach its devices", SiteChanges,
-          lambda c: c.book.set_site(c.who, c.params["project"], dict(c.body.changes))),
-    Route("DELETE", "/v1/sites/{project}", "Delete a site (its devices go back to the library)", None,
-          lambda c: c.book.delete_site(c.who, c.params["project"])),
-    Route("GET", "/v1/sites/{project}/services", "A site's services and their expiry", None,
-          lambda c: c.book.services(_site(c))),
-    Route("GET", "/v1/sites/{project}/apartments", "A community's apartments and their services", None,
-          lambda c: c.book.apartments(_site(c))),
-    Route("POST", "/v1/sites/{project}/apartments", "Add an apartment to a community", ApartmentBody, _apartment),
-    Route("POST", "/v1/sites/{project}/app-accounts", "Add an app account (the service that pays for it)",
-          AppAccountBody, lambda c: c.book.add_app_account(c.params["project"], c.body.id, c.body.role,
-                                                            c.body.name or c.body.id, c.body.apartment, actor=c.who)),
-    Route("POST", "/v1/sites/{project}/devices", "Put a device of the distributor's library in the site", DeviceBody,
-          lambda c: c.book.add_device(c.body.mac, c.body.distributor, c.body.model, c.params["project"], actor=c.who,
-                                      name=c.body.name)),
-    Route("POST", "/v1/sites/{project}/switch", "Switch a community's service on or off", SwitchBody, _switch),
-    Route("POST", "/v1/auto-renew/cancel", "Stop auto-renewing these items", ItemsBody,
-          lambda c: {"cancelled": c.book.cancel_auto_renew(c.who, [tuple(i.split("/", 2)) for i in c.body.items])}),
-)  # fmt: skip
+def _refusal(refused: Refused) -> tuple[int, Error]:
+    status = {"not_yours": 403, "not_found": 404}.get(refused.rule, 409)
+    return status, Error(rule=refused.rule, seed=refused.seed, message=str(refused))
 
 
-def openapi() -> dict[str, Any]:
-    """The OpenAPI 3.1 description, from :data:`ROUTES` and the request models."""
-    paths: dict[str, Any] = {}
-    schemas: dict[str, Any] = {}
-    error = {
-        "description": "refused",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
-    for route in ROUTES:
-        operation: dict[str, Any] = {
-            "summary": route.summary,
-            "operationId": f"{route.method.lower()}_{re.sub(r'[^a-z0-9]+', '_', route.path.lower()).strip('_')}",
-            "security": [{"bearer": []}],
-            "responses": {
-                "200": {"description": "the result", "content": {"application/json": {"schema": {}}}},
-                "400": error, "401": error, "403": error, "404": error, "409": error,
-            },
-        }  # fmt: skip
-        names = re.findall(r"{(\w+)}", route.path)
-        if names:
-            operation["parameters"] = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
-                                       for n in names]  # fmt: skip
-        if route.body is not None:
-            schema = route.body.model_json_schema(ref_template="#/components/schemas/{model}")
-            schemas.update(schema.pop("$defs", {}))
-            schemas[route.body.__name__] = schema
-            operation["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{route.body.__name__}"}}},
-            }
-        paths.setdefault(route.path, {})[route.method.lower()] = operation
-    schemas["Error"] = {
-        "type": "object",
-        "properties": {"rule": {"type": "string"}, "seed": {"type": "string"}, "message": {"type": "string"}},
-        "required": ["message"],
-    }
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "SmartPlus cloud stub: ledger and rollouts", "version": "1"},
-        "paths": paths,
-        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-    }
+# -- routes ------------------------------------------------------------------------------------------------
+router = APIRouter(prefix="/v1", responses=ERRORS)
 
 
-class _BadRequest(Exception):
-    pass
+class Done(Result):
+    """What a write did, in a word."""
+
+    done: str
 
 
-def make_token(book: Ledger, account: str, now: float) -> str:
-    """A new API token for ``account`` (shown once; the ledger keeps its SHA-256)."""
-    book.account(account)  # refuses an unknown account
-    token = secrets.token_urlsafe(32)
-    with book.transaction() as db:
-        db.execute(
-            "INSERT INTO api_tokens (digest, account, created) VALUES (?, ?, ?)",
-            (hashlib.sha256(token.encode()).hexdigest(), account, now),
-        )
-    return token
+@router.get("/sites", summary="The sites the account acts for")
+def list_sites(book: Book, actor: Who) -> list[sites.SiteSummary]:
+    return book.read(lambda uow: sites.sites(uow, actor))
 
 
-def _account_of(book: Ledger, header: str | None) -> str | None:
-    if header is None or not header.startswith("Bearer "):
-        return None
-    digest = hashlib.sha256(header.removeprefix("Bearer ").strip().encode()).hexdigest()
-    row = book.db.execute("SELECT account FROM api_tokens WHERE digest = ?", (digest,)).fetchone()
-    return None if row is None else str(row[0])
+@router.post("/sites", summary="A new site (an installer's own)", response_model=sites.SiteView)
+def add_site(body: sites.AddSite, book: Book, actor: Who, fingerprint: Fingerprint, key: IdempotencyKey = None) -> Any:
+    return _write(book, actor, key, fingerprint, lambda uow: sites.add_site(uow, actor, body))
 
 
-def _match(method: str, path: str) -> tuple[Route, dict[str, str]] | None:
-    for route in ROUTES:
-        pattern = "^" + re.sub(r"{(\w+)}", r"(?P<\1>[^/]+)", route.path) + "$"
-        if route.method == method and (found := re.match(pattern, path)):
-            return route, found.groupdict()
-    return None
+@router.get("/sites/{project}", summary="A site and its settings")
+def get_site(project: SiteId, book: Book, actor: Who) -> sites.SiteView:
+    return book.read(lambda uow: sites.get_site(uow, actor, project))
 
 
-class Api:
-    """The API over one ledger; :meth:`start` serves it on ``host``:``port`` (0: any free port)."""
+@router.patch(
+    "/sites/{project}", summary="Edit a site and the settings that reach its devices", response_model=sites.SiteView
+)
+def edit_site(
+    project: SiteId, body: sites.SiteChanges, book: Book, actor: Who, fingerprint: Fingerprint,
+    key: IdempotencyKey = None,
+) -> Any:  # fmt: skip
+    asked = sites.EditSite(project=project, changes=body.changes)
+    return _write(book, actor, key, fingerprint, lambda uow: sites.edit_site(uow, actor, asked))
 
-    def __init__(self, book: Ledger, clock: Callable[[], float]) -> None:
-        self.book, self.clock = book, clock
-        self._server: asyncio.Server | None = None
-        self.port = 0
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> Api:
-        self._server = await asyncio.start_server(self._connection, host, port, limit=MAX_HEAD)
-        self.port = self._server.sockets[0].getsockname()[1]
-        log.info("api_serving", host=host, port=self.port)
-        return self
+@router.delete(
+    "/sites/{project}", summary="Delete a site (its devices go back to the library)", response_model=sites.Deleted
+)
+def delete_site(project: SiteId, book: Book, actor: Who, fingerprint: Fingerprint, key: IdempotencyKey = None) -> Any:
+    asked = sites.DeleteSite(project=project)
+    return _write(book, actor, key, fingerprint, lambda uow: sites.delete_site(uow, actor, asked))
 
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
 
-    def answer(self, method: str, target: str, authorization: str | None, body: bytes) -> tuple[int, Any]:
-        """(status, JSON) for one request: the whole of the API but the sockets."""
-        path, _, query_text = target.partition("?")
-        if method == "GET" and path == "/v1/openapi.json":
-            return 200, openapi()
-        matched = _match(method, path)
-        if matched is None:
-            return 404, {"message": f"no route {method} {path}"}
-        route, params = matched
-        who = _account_of(self.book, authorization)
-        if who is None:
-            return 401, {"message": "an Authorization: Bearer token of an account is needed"}
-        query = dict(p.split("=", 1) for p in query_text.split("&") if "=" in p)
-        try:
-            parsed = None
-            if route.body is not None:
-                parsed = route.body.model_validate_json(body or b"{}")
-            return 200, route.handler(Call(self.book, who, params, query, parsed, self.clock()))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "body"
-            return 400, {"message": f"{where}: {first['msg']}"}
-        except _BadRequest as exc:
-            return 400, {"message": str(exc)}
-        except Refused as refused:
-            status = 403 if refused.rule == "not_yours" else 404 if refused.rule == "not_found" else 409
-            return status, {"rule": refused.rule, "seed": refused.seed, "message": str(refused)}
-        except ValueError as exc:
-            return 400, {"message": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+@router.get("/sites/{project}/services", summary="A site's services and their expiry")
+def site_services(project: SiteId, book: Book, actor: Who) -> list[sites.HoldingView]:
+    return book.read(lambda uow: sites.services(uow, actor, project))
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        status, result = 400, {"message": "malformed request"}
-        try:
-            async with asyncio.timeout(TIMEOUT):
-                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-                request, *lines = head.split("\r\n")
-                method, target, _ = request.split(" ", 2)
-                headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines if line)}
-                length = int(headers.get("content-length", "0"))
-                if not 0 <= length <= MAX_BODY:
-                    status, result = 413, {"message": f"a body is at most {MAX_BODY} bytes"}
-                else:
-                    body = await reader.readexactly(length) if length else b""
-                    # In the event loop: the ledger's connection is this thread's, and its work is milliseconds.
-                    status, result = self.answer(method, target, headers.get("authorization"), body)
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, ConnectionError):
-            pass
-        except Exception as exc:  # a defect: a 500 for this request, never the end of the server
-            log.exception("api_failed", error=repr(exc)[:200])
-            status, result = 500, {"message": "internal error"}
-        payload = json.dumps(result, default=str).encode()
-        reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-                  409: "Conflict", 413: "Payload Too Large", 500: "Internal Server Error"}[status]  # fmt: skip
-        with contextlib.suppress(ConnectionError):
-            writer.write(
-                f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
-                f"Connection: close\r\n\r\n".encode()
-                + payload
-            )
-            await writer.drain()
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
+
+@router.get("/sites/{project}/apartments", summary="A community's apartments and their services")
+def site_apartments(project: SiteId, book: Book, actor: Who) -> list[sites.ApartmentView]:
+    return book.read(lambda uow: sites.apartments(uow, actor, project))
+
+
+@router.post("/sites/{project}/apartments", summary="Add an apartment to a community", response_model=Done)
+def add_apartment(
+    project: SiteId, body: sites.ApartmentFields, book: Book, actor: Who, fingerprint: Fingerprint,
+    key: IdempotencyKey = None,
+) -> Any:  # fmt: skip
+    asked = sites.AddApartment(project=project, **body.model_dump())
+    return _write(book, actor, key, fingerprint, lambda uow: Done(done=sites.add_apartment(uow, actor, asked)))
+
+
+class AccountAdded(Result):
+    account: str
+    service: str  # the service that pays for it
+
+
+@router.post(
+    "/sites/{project}/app-accounts",
+    summary="Add an app account (and the service that pays for it)",
+    response_model=AccountAdded,
+)
+def add_app_account(
+    project: SiteId, body: sites.AppAccountFields, book: Book, actor: Who, fingerprint: Fingerprint,
+    key: IdempotencyKey = None,
+) -> Any:  # fmt: skip
+    asked = sites.AddAppAccount(project=project, **body.model_dump())
+    return _write(
+        book, actor, key, fingerprint,
+        lambda uow: AccountAdded(account=asked.id, service=sites.add_app_account(uow, actor, asked)),
+    )  # fmt: skip
+
+
+@router.get("/sites/{project}/devices", summary="A site's devices")
+def site_devices(project: SiteId, book: Book, actor: Who) -> list[sites.DeviceView]:
+    return book.read(lambda uow: sites.site_devices(uow, actor, project))
+
+
+@router.post(
+    "/sites/{project}/devices", summary="Put a device of the distributor's library in the site", response_model=Done
+)
+def add_device(
+    project: SiteId, body: sites.DeviceFields, book: Book, actor: Who, fingerprint: Fingerprint,
+    key: IdempotencyKey = None,
+) -> Any:  # fmt: skip
+    asked = sites.AddDevice(project=project, **body.model_dump())
+    return _write(book, actor, key, fingerprint, lambda uow: Done(done=sites.add_device(uow, actor, asked)))
+
+
+@router.post("/sites/{project}/switch", summary="Switch a community's service on or off", response_model=sites.Switched)
+def switch(
+    project: SiteId, body: sites.SwitchFields, book: Book, actor: Who, fingerprint: Fingerprint,
+    key: IdempotencyKey = None,
+) -> Any:  # fmt: skip
+    asked = sites.Switch(project=project, **body.model_dump())
+    return _write(book, actor, key, fingerprint, lambda uow: sites.switch(uow, actor, asked))
+
+
+@router.get("/sites/{project}/notices", summary="The renewal and expiry notices of a site")
+def site_notices(project: SiteId, book: Book, actor: Who) -> list[paying.NoticeView]:
+    return book.read(lambda uow: paying.notices_of(uow, actor, project))
+
+
+@router.get("/sites/{project}/alarms", summary="Alarms and call alerts the site's devices reported")
+def site_alarms(project: SiteId, book: Book, actor: Who) -> list[dict[str, Any]]:
+    return book.read(lambda uow: ingest.alarms(uow, actor, project))
+
+
+@router.post("/quotes", summary="The price first: what paying for the selection costs")
+def quote(body: paying.Selection, book: Book, actor: Who) -> paying.Quote:
+    return book.read(lambda uow: paying.quote(uow, actor, body))
+
+
+@router.post(
+    "/orders", summary="A pending order for the selection: its transaction number", response_model=paying.Placed
+)
+def place_order(
+    body: paying.PlaceOrder, book: Book, actor: Who, fingerprint: Fingerprint, key: IdempotencyKey = None
+) -> Any:
+    return _write(book, actor, key, fingerprint, lambda uow: paying.place(uow, actor, body))
+
+
+@router.post("/orders/{txn}/pay", summary="Pay a pending order within 15 minutes", response_model=paying.Paid)
+def pay(
+    txn: Annotated[str, Path(pattern=r"^[0-9]{17}$")], body: paying.PayOptions, book: Book, actor: Who,
+    fingerprint: Fingerprint, key: IdempotencyKey = None,
+) -> Any:  # fmt: skip
+    asked = paying.Pay(txn=txn, auto_renew=body.auto_renew)
+    return _write(book, actor, key, fingerprint, lambda uow: paying.pay(uow, actor, asked))
+
+
+@router.get("/payments", summary="The account's payment records, newest first")
+def list_payments(book: Book, actor: Who) -> list[paying.PaymentRecord]:
+    return book.read(lambda uow: paying.payments(uow, actor))
+
+
+@router.post("/auto-renew/cancel", summary="Stop auto-renewing these items", response_model=paying.Cancelled)
+def cancel_auto_renew(
+    body: paying.CancelAutoRenew, book: Book, actor: Who, fingerprint: Fingerprint, key: IdempotencyKey = None
+) -> Any:
+    return _write(book, actor, key, fingerprint, lambda uow: paying.cancel_auto_renew(uow, actor, body))
+
+
+@router.get("/credits", summary="Available, total and used credit, and each movement")
+def credit_log(book: Book, actor: Who) -> credits.CreditLog:
+    return book.read(lambda uow: credits.credit_log(uow, actor, credits.CreditLogQuery()))
+
+
+@router.post("/credits/allocate", summary="Give credits to an account under this one", response_model=credits.Balance)
+def allocate(
+    body: credits.Allocate, book: Book, actor: Who, fingerprint: Fingerprint, key: IdempotencyKey = None
+) -> Any:
+    return _write(book, actor, key, fingerprint, lambda uow: credits.allocate(uow, actor, body))
+
+
+@router.get("/firmware", summary="The firmware list")
+def firmware(book: Book, actor: Who) -> list[upgrades.FirmwareView]:
+    return book.read(lambda uow: upgrades.firmware_list(uow, actor))
+
+
+@router.get("/upgrades", summary="Upgrades of the account's sites, newest first")
+def list_upgrades(
+    book: Book, actor: Who, project: Annotated[str | None, Query(pattern=WIRE_ID_PATTERN)] = None,
+    status: Literal["Pending", "Processing", "Executed"] | None = None,
+) -> list[upgrades.UpgradeView]:  # fmt: skip
+    asked = upgrades.UpgradeQuery(project=project, status=status)
+    return book.read(lambda uow: upgrades.upgrades(uow, actor, asked))
+
+
+@router.post("/upgrades", summary="Stage an upgrade, at once or phased; the devices it names", response_model=list[str])
+def stage_upgrade(
+    body: upgrades.StageUpgrade, book: Book, actor: Who, fingerprint: Fingerprint, key: IdempotencyKey = None
+) -> Any:
+    return _write(book, actor, key, fingerprint, lambda uow: upgrades.stage(uow, actor, body))
+
+
+@router.patch(
+    "/upgrades/{ident}",
+    summary="Edit an upgrade no device has started: its time or version",
+    response_model=upgrades.UpgradeView,
+)
+def edit_upgrade(
+    ident: UpgradeId, body: upgrades.UpgradeChanges, book: Book, actor: Who, fingerprint: Fingerprint,
+    key: IdempotencyKey = None,
+) -> Any:  # fmt: skip
+    asked = upgrades.EditUpgrade(id=ident, **body.model_dump())
+    return _write(book, actor, key, fingerprint, lambda uow: upgrades.edit(uow, actor, asked))
+
+
+@router.delete("/upgrades/{ident}", summary="Delete an upgrade no device has started", response_model=Done)
+def delete_upgrade(
+    ident: UpgradeId, book: Book, actor: Who, fingerprint: Fingerprint, key: IdempotencyKey = None
+) -> Any:
+    return _write(book, actor, key, fingerprint, lambda uow: Done(done=upgrades.delete(uow, actor, ident)))
+
+
+@router.get("/upgrades/{ident}/rollout", summary="A phased rollout's state and waves")
+def rollout(ident: UpgradeId, book: Book, actor: Who) -> upgrades.RolloutView:
+    return book.read(lambda uow: upgrades.rollout(uow, actor, ident))
+
+
+@router.post("/upgrades/{ident}/rollout/resume", summary="Resume a paused rollout", response_model=upgrades.RolloutView)
+def resume_rollout(
+    ident: UpgradeId, book: Book, actor: Who, fingerprint: Fingerprint, key: IdempotencyKey = None
+) -> Any:
+    return _write(book, actor, key, fingerprint, lambda uow: upgrades.resume(uow, actor, ident))
+
+
+@router.post("/upgrades/{ident}/rollout/cancel", summary="Cancel a rollout", response_model=upgrades.RolloutView)
+def cancel_rollout(
+    ident: UpgradeId, book: Book, actor: Who, fingerprint: Fingerprint, key: IdempotencyKey = None
+) -> Any:
+    return _write(book, actor, key, fingerprint, lambda uow: upgrades.cancel(uow, actor, ident))
+
+
+class Asked(Result):
+    id: str  # the command's id: GET /v1/commands/{id} shows the device's reply once it came
+
+
+@router.post(
+    "/devices/{mac}/{op}", summary="Reboot a device, or ask it to report its state again", response_model=Asked
+)
+def ask_device(
+    mac: Annotated[str, Path(pattern=MAC_PATTERN)], op: Literal["reboot", "resync"], book: Book, actor: Who,
+    fingerprint: Fingerprint, key: IdempotencyKey = None,
+) -> Any:  # fmt: skip
+    asked = remote.AskDevice(mac=mac, op=op)
+    return _write(book, actor, key, fingerprint, lambda uow: Asked(id=remote.ask(uow, actor, asked)))
+
+
+class Reply(Result):
+    id: str
+    reply: dict[str, Any] | None  # None until the device answered
+
+
+@router.get("/commands/{ident}", summary="A device's reply to a command")
+def command_reply(ident: Annotated[str, Path(pattern=r"^cmd-[0-9a-f]{12}$")], book: Book, actor: Who) -> Reply:
+    return Reply(id=ident, reply=book.read(lambda uow: remote.reply(uow, actor, ident)))
+
+
+# -- the application ---------------------------------------------------------------------------------------
+def app(book: Ledger) -> _BodyRules:
+    """The API over ``book``, as an ASGI application."""
+    api = FastAPI(
+        title="SmartPlus cloud: ledger and rollouts",
+        version="1",
+        openapi_url="/v1/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        description=(__doc__ or "").split("\n\n", 1)[1],
+    )
+    api.state.ledger = book
+    api.include_router(router)
+    api.add_exception_handler(Refused, _on_refused)  # type: ignore[arg-type]
+    api.add_exception_handler(RequestValidationError, _on_invalid)  # type: ignore[arg-type]
+    api.add_exception_handler(IdempotencyMismatch, _on_mismatch)  # type: ignore[arg-type]
+    api.add_exception_handler(LedgerError, _on_unavailable)  # type: ignore[arg-type]
+    api.add_exception_handler(StarletteHTTPException, _on_http)  # type: ignore[arg-type]
+    return _BodyRules(api)
+
+
+def _json(status: int, error: Error, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+async def _on_refused(_request: Request, refused: Refused) -> JSONResponse:
+    return _json(*_refusal(refused))
+
+
+async def _on_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    seed = (first.get("ctx") or {}).get("seed")
+    rule = first["type"] if seed else None
+    return _json(400, Error(message=f"{where}: {message}", rule=rule, seed=str(seed) if seed else None))
+
+
+async def _on_mismatch(_request: Request, exc: IdempotencyMismatch) -> JSONResponse:
+    return _json(422, Error(message=str(exc)))
+
+
+async def _on_unavailable(_request: Request, exc: LedgerError) -> JSONResponse:
+    log.warning("api_ledger_unavailable", error=str(exc)[:200])
+    return _json(503, Error(message="the ledger is unavailable: try again"), {"Retry-After": "1"})
+
+
+async def _on_http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return _json(exc.status_code, Error(message=str(exc.detail)), dict(exc.headers or {}))
+
+
+class _BodyRules:
+    """Bodies are JSON and at most :data:`MAX_BODY` bytes, however they are sent (a Content-Length or
+    chunked): 415 and 413 before any route sees them."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.state = app.state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        declared = headers.get("content-length")
+        has_body = "transfer-encoding" in headers or (declared is not None and declared != "0")
+        kind = headers.get("content-type", "").split(";")[0].strip().lower()
+        if has_body and kind != "application/json":
+            await _json(415, Error(message="a body is JSON: Content-Type: application/json"))(scope, receive, send)
+            return
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+            await _json(413, Error(message=f"a body is at most {MAX_BODY} bytes"))(scope, receive, send)
+            return
+        seen = 0
+
+        async def bounded() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > MAX_BODY:
+                    raise HTTPException(413, f"a body is at most {MAX_BODY} bytes")
+            return message
+
+        await self.app(scope, bounded, send)

@@ -1,9 +1,16 @@
-"""``smartplus-cloud``: the cloud stub's command line."""
+"""``smartplus-cloud``: the cloud's command line, an adapter over the operations (cloud_stub/operations/).
+
+Every ledger command builds its operation's request, runs it as the account ``--as`` names (the platform
+operator without one) and prints the result; a refusal names its rule and seed and exits 1, a bad
+argument exits 2 (cloud_stub/cli_common.py). ``serve`` runs the cloud: issuer and ingest against a broker,
+the image server and the HTTP API, from one configuration (cloud_stub/serveconfig.py).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -12,9 +19,10 @@ from typing import Any, BinaryIO
 
 import click
 
-from cloud_stub import cli_billing, cli_common
-from cloud_stub.cli_common import Context, fail, moment
+from cloud_stub import cli_billing
+from cloud_stub.cli_common import DEFAULT_LEDGER, Context, fail, instant, json_option, moment, request, run
 from cloud_stub.keys import load_private_key, write_keypair
+from cloud_stub.operations import accounts, ingest, keys, remote, upgrades
 
 
 class BrokerAddress(click.ParamType[tuple[str, int]]):
@@ -24,18 +32,14 @@ class BrokerAddress(click.ParamType[tuple[str, int]]):
     name = "mqtt://HOST:PORT"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, int]:
+        from cloud_stub.serveconfig import broker_address
+
         if isinstance(value, tuple):
             return value
-        from urllib.parse import urlsplit
-
         try:
-            parts = urlsplit(str(value))
-            port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+            return broker_address(str(value))
         except ValueError as exc:
-            self.fail(f"{value!r}: {exc}", param, ctx)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or parts.path not in ("", "/"):
-            self.fail(f"{value!r} is not mqtt://HOST[:PORT] (or mqtts://)", param, ctx)
-        return parts.hostname, port
+            self.fail(str(exc), param, ctx)
 
 
 BROKER = BrokerAddress()
@@ -46,12 +50,14 @@ BROKER = BrokerAddress()
 @click.option(
     "--ledger",
     "ledger_path",
-    type=click.Path(dir_okay=False, path_type=Path),
     envvar="SMARTPLUS_CLOUD_LEDGER",
-    default=Path("cloud-data/ledger.db"),
+    default=DEFAULT_LEDGER,
     show_default=True,
-    help="The ledger's SQLite file.",
+    metavar="FILE|URL",
+    help="The ledger: a SQLite file, or a database URL (postgresql://user@host/db).",
 )
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="SMARTPLUS_CLOUD_HOME",
+              help="Where keys and images live (default: beside a SQLite ledger, else ./cloud-data).")  # fmt: skip
 @click.option("--as", "actor", envvar="SMARTPLUS_CLOUD_AS", help="The account acting (distributor, installer or PM).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(
@@ -62,13 +68,16 @@ BROKER = BrokerAddress()
     help="Act as if it were this instant (with its zone): rehearse renewals, expiries and orders.",
 )
 @click.pass_context
-def main(ctx: click.Context, ledger_path: Path, actor: str | None, as_json: bool, now_text: str | None) -> None:
-    """The cloud side of the intercom platform (stub: payments simulated, rules real).
+def main(
+    ctx: click.Context, ledger_path: str, home: Path | None, actor: str | None, as_json: bool, now_text: str | None
+) -> None:
+    """The cloud side of the intercom platform (payments simulated, rules real).
 
-    Ledger commands act as one account (--as) on one ledger (--ledger); keys and images live beside
-    it. A refusal names its rule and the seed it comes from and exits 1; bad arguments exit 2.
+    Ledger commands act as one account (--as; without it, as the platform operator) on one ledger
+    (--ledger); keys and images live in --home. A refusal names its rule and the seed it comes from and
+    exits 1; bad arguments exit 2.
     """
-    ctx.obj = Context(ledger_path, actor, as_json, None if now_text is None else moment(now_text, "--now"))
+    ctx.obj = Context(ledger_path, actor, as_json, None if now_text is None else moment(now_text, "--now"), home)
 
 
 @main.command()
@@ -92,21 +101,67 @@ def sign(typ: str, key_file: Path, claims_file: BinaryIO) -> None:
         claims = json.loads(claims_file.read())
         key = load_private_key(key_file)
     except (ValueError, OSError) as exc:
-        click.echo(f"smartplus-cloud: error: {exc}", err=True)
-        sys.exit(2)
+        fail(str(exc))
     if not isinstance(claims, dict):
-        click.echo("smartplus-cloud: error: claims must be a JSON object", err=True)
-        sys.exit(2)
+        fail("claims must be a JSON object")
     click.echo(jws.sign(key, typ, claims))
 
 
 # -- the ledger's operations ------------------------------------------------------------------------
-# Every command below works on one ledger (--ledger, or SMARTPLUS_CLOUD_LEDGER; default
-# ./cloud-data/ledger.db) acting as one account (--as); keys and images live beside the ledger.
-# A refusal prints the rule and the seed it comes from and exits 1; bad arguments and unknown ids exit 2.
 # Accounts, sites, services and payments: cloud_stub/cli_billing.py.
 for _command in cli_billing.COMMANDS:
     main.add_command(_command)
+
+
+@main.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Bring the ledger's schema up to this program's (a SQLite ledger from before Alembic too)."""
+    from cloud_stub.errors import LedgerError
+    from cloud_stub.storage import migrate as migrations
+    from cloud_stub.storage.database import Database, url_of
+
+    state: Context = ctx.obj
+    if not state.is_url:
+        Path(state.where).parent.mkdir(parents=True, exist_ok=True)
+    database = Database(url_of(state.where))
+    try:
+        before, after = migrations.upgrade(database)
+    except LedgerError as exc:
+        fail(str(exc))
+    finally:
+        database.close()
+    shown = {"from": before, "to": after}
+    click.echo(json.dumps({"ok": True, "result": shown}) if state.as_json else f"ledger: {before} -> {after}")
+
+
+@main.command("copy-ledger")
+@click.argument("source", metavar="FROM")
+@click.argument("target", metavar="TO")
+@click.pass_context
+def copy_ledger(ctx: click.Context, source: str, target: str) -> None:
+    """Copy a ledger (FROM: a SQLite file or URL, at the current schema) into an empty one (TO: a URL, or
+    a SQLite file), then compare every table; exits 1 if any differs."""
+    from cloud_stub.errors import LedgerError
+    from cloud_stub.storage import copying
+    from cloud_stub.storage.database import Database, url_of
+
+    databases = [Database(url_of(where)) for where in (source, target)]
+    try:
+        copied = copying.copy(*databases)
+    except LedgerError as exc:
+        fail(str(exc))
+    finally:
+        for database in databases:
+            database.close()
+    rows = [{"table": c.table, "rows": c.rows, "same": c.same} for c in copied]
+    if ctx.obj.as_json:
+        click.echo(json.dumps({"ok": all(c.same for c in copied), "result": rows}))
+    else:
+        for c in copied:
+            click.echo(f"{c.table:16} {c.rows:>9} rows  {'same' if c.same else 'DIFFERS'}")
+    if not all(c.same for c in copied):
+        sys.exit(1)
 
 
 @main.command("add-firmware")
@@ -116,20 +171,22 @@ for _command in cli_billing.COMMANDS:
 @click.option("--log", "log_text", default="", help="The release notes.")
 @click.pass_context
 def add_firmware(ctx: click.Context, model: str, version: str, image: Path, log_text: str) -> None:
-    """Add an image to the firmware list."""
-    from cloud_stub import rollouts
+    """Add an image to the firmware list (the operator's)."""
+    entry = request(ctx, upgrades.FirmwareEntry, model=model, version=version, log=log_text)
 
-    images = ctx.obj.home / "images"
-    cli_common.run(ctx, lambda book: rollouts.add_firmware(book, images, model, version, image, log_text, time.time()))
+    def work(book: Any, actor: Any) -> Any:
+        name, size, digest = upgrades.store_image(ctx.obj.home / "images", entry.model, entry.version, image)
+        asked = upgrades.AddFirmware(**entry.model_dump(), file=name, size=size, sha256=digest)
+        return book.call(upgrades.add_firmware, actor, asked)
+
+    run(ctx, work)
 
 
 @main.command("firmware-list")
 @click.pass_context
 def firmware_list(ctx: click.Context) -> None:
     """Version, model, log and created time of each image."""
-    from cloud_stub import rollouts
-
-    cli_common.run(ctx, rollouts.firmware_list)
+    run(ctx, lambda book, actor: book.read(lambda uow: upgrades.firmware_list(uow, actor)))
 
 
 @main.command()
@@ -140,12 +197,12 @@ def firmware_list(ctx: click.Context) -> None:
 @click.option("--device", "devices", multiple=True, help="A MAC (default: every device of MODEL in the site).")
 @click.option("--at", "at_text", help="When (ISO 8601 with a zone); default: right now.")
 @click.option("--reset", is_flag=True, help="Reset After Upgrade (cannot be undone).")
-@click.option("--wave-size", type=click.IntRange(min=1), help="Phased: this many devices a wave.")
-@click.option("--wave-percent", type=click.FloatRange(0, 100, min_open=True), help="Phased: this share a wave.")
-@click.option("--wave-wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--wave-size", type=int, help="Phased: this many devices a wave.")
+@click.option("--wave-percent", type=float, help="Phased: this share (0-100] of the devices a wave.")
+@click.option("--wave-wait", type=float, default=0.0, show_default=True,
               help="Phased: seconds between a wave finishing and the next.")  # fmt: skip
-@click.option("--max-failures", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True,
-              help="Phased: the share of a wave failed (or rolled back) that pauses the rollout.")  # fmt: skip
+@click.option("--max-failures", type=float, default=0.2, show_default=True,
+              help="Phased: the share [0-1) of a wave failed (or rolled back) that pauses the rollout.")  # fmt: skip
 @click.pass_context
 def upgrade(
     ctx: click.Context,
@@ -163,97 +220,85 @@ def upgrade(
 ) -> None:
     """Stage an upgrade of a site's devices of one model: all at once, or phased (--wave-size or
     --wave-percent): in waves that pause themselves when too many of a wave fail."""
-    from cloud_stub import rollouts, waves
-
-    state: Context = ctx.obj
-    who = state.who()
-    at = None if at_text is None else moment(at_text, "--at")
-    if wave_size is not None and wave_percent is not None:
-        raise click.UsageError("--wave-size or --wave-percent, not both")
-    phased = None
-    if wave_size is not None or wave_percent is not None:
-        phased = waves.Plan(wave_size, wave_percent, wave_wait, max_failures)
-
-    def work(book: Any) -> Any:
-        book.check_authority(who, book.project(project))
-        return rollouts.add_upgrade(
-            book, ident, project, model, version, state.now(), devices=list(devices) or None, at=at, reset=reset,
-            phased=phased,
-        )  # fmt: skip
-
-    cli_common.run(ctx, work)
+    ctx.obj.who()
+    asked = request(
+        ctx, upgrades.StageUpgrade, id=ident, project=project, model=model, version=version,
+        devices=list(devices) or None, at=None if at_text is None else instant(at_text, "--at"), reset=reset,
+        wave_size=wave_size, wave_percent=wave_percent, wave_wait=wave_wait, max_failures=max_failures,
+    )  # fmt: skip
+    run(ctx, lambda book, actor: book.call(upgrades.stage, actor, asked))
 
 
-@main.command("api-token")
+@main.group("api-token")
+def api_token() -> None:
+    """Tokens of the HTTP API (the platform operator's): create, list, revoke."""
+
+
+@api_token.command("create")
 @click.argument("account")
+@click.option("--days", type=int, default=accounts.TOKEN_DAYS, show_default=True,
+              help=f"How long it is valid (1 to {accounts.MAX_TOKEN_DAYS} days).")  # fmt: skip
+@click.option("--label", default="", help="What it is for (shown in the list).")
 @click.pass_context
-def api_token(ctx: click.Context, account: str) -> None:
-    """A new HTTP API token for ACCOUNT (the platform operator's; shown once, kept as its SHA-256)."""
-    from cloud_stub.api import make_token
+def api_token_create(ctx: click.Context, account: str, days: int, label: str) -> None:
+    """A new token for ACCOUNT: printed once (the ledger keeps its SHA-256), with its id and expiry."""
+    asked = request(ctx, accounts.CreateToken, account=account, days=days, label=label)
+    run(ctx, lambda book, actor: book.call(accounts.create_token, actor, asked))
 
-    cli_common.run(ctx, lambda book: make_token(book, account, ctx.obj.now()))
+
+@api_token.command("list")
+@click.argument("account", required=False)
+@click.pass_context
+def api_token_list(ctx: click.Context, account: str | None) -> None:
+    """The tokens of ACCOUNT (or of every account): id, label, created, expires, state; never the secret."""
+    asked = request(ctx, accounts.ListTokens, account=account)
+    run(ctx, lambda book, actor: book.read(lambda uow: accounts.tokens(uow, actor, asked)))
 
 
-def _rollout_command(name: str, action: Callable[[Any, str], None] | None, doc: str) -> None:
-    """``name IDENT``: (do ``action`` to the rollout, then) show the rollout, under --as's authority."""
+@api_token.command("revoke")
+@click.argument("token_id", metavar="ID")
+@click.pass_context
+def api_token_revoke(ctx: click.Context, token_id: str) -> None:
+    """Revoke a token by its id: from now on it is refused (401)."""
+    asked = request(ctx, accounts.RevokeToken, id=token_id)
+    run(ctx, lambda book, actor: book.call(accounts.revoke_token, actor, asked))
+
+
+def _rollout_command(name: str, action: Callable[..., Any], doc: str) -> None:
+    """``name IDENT``: the rollout's operation, as --as."""
 
     @main.command(name, help=doc)
     @click.argument("ident")
     @click.pass_context
     def command(ctx: click.Context, ident: str) -> None:
-        from cloud_stub import rollouts
-
-        who = ctx.obj.who()
-
-        def work(book: Any) -> Any:
-            book.check_authority(who, book.project(rollouts.project_of(book, ident)))
-            if action is not None:
-                action(book, ident)
-            return rollouts.rollout_status(book, ident)
-
-        cli_common.run(ctx, work)
-
-
-def _resume(book: Any, ident: str) -> None:
-    from cloud_stub import rollouts
-
-    rollouts.resume_rollout(book, ident)
-
-
-def _cancel(book: Any, ident: str) -> None:
-    from cloud_stub import rollouts
-
-    rollouts.cancel_rollout(book, ident)
+        ctx.obj.who()
+        run(ctx, lambda book, actor: book.run(lambda uow: action(uow, actor, ident)))
 
 
 _rollout_command(
     "rollout",
-    None,
+    upgrades.rollout,
     "A phased rollout: its state (running, paused and why, cancelled, completed) and each wave's devices.",
 )
-_rollout_command("rollout-resume", _resume, "Resume a paused rollout (the waves that paused it are excused).")
+_rollout_command("rollout-resume", upgrades.resume, "Resume a paused rollout (the waves that paused it are excused).")
 _rollout_command(
-    "rollout-cancel", _cancel, "Cancel a rollout: no more waves; its devices that have not started get a cancel."
+    "rollout-cancel",
+    upgrades.cancel,
+    "Cancel a rollout: no more waves; devices that have not started get a cancel.",
 )
 
 
 @main.command()
-@click.option("--project", "projects", multiple=True, help="Only this site (default: every site --as acts for).")
+@click.option("--project", help="Only this site (default: every site --as acts for).")
 @click.option("--status", type=click.Choice(["Pending", "Processing", "Executed"]))
 @click.pass_context
-def upgrades(ctx: click.Context, projects: tuple[str, ...], status: str | None) -> None:
+def upgrades_(ctx: click.Context, project: str | None, status: str | None) -> None:
     """The upgrades of the sites --as acts for, newest first, with their status and each device's."""
-    from cloud_stub import rollouts
+    asked = request(ctx, upgrades.UpgradeQuery, project=project, status=status)
+    run(ctx, lambda book, actor: book.read(lambda uow: upgrades.upgrades(uow, actor, asked)))
 
-    who = ctx.obj.who()
 
-    def work(book: Any) -> Any:
-        mine = [s["id"] for s in book.sites(who)]
-        for project in projects:
-            book.check_authority(who, book.project(project))
-        return rollouts.upgrades(book, list(projects) or mine, status)
-
-    cli_common.run(ctx, work)
+upgrades_.name = "upgrades"
 
 
 @main.command("edit-upgrade")
@@ -264,30 +309,20 @@ def upgrades(ctx: click.Context, projects: tuple[str, ...], status: str | None) 
 @click.pass_context
 def edit_upgrade(ctx: click.Context, ident: str, at_text: str | None, right_now: bool, version: str | None) -> None:
     """Edit an upgrade no device has started: its time or its version."""
-    from cloud_stub import rollouts
-
     if at_text is not None and right_now:
         raise click.UsageError("--at or --right-now, not both")
-    who = ctx.obj.who()
-    at = None if at_text is None else moment(at_text, "--at")
-
-    def work(book: Any) -> Any:
-        book.check_authority(who, book.project(rollouts.project_of(book, ident)))
-        current = book.db.execute("SELECT at FROM upgrades WHERE id = ?", (ident,)).fetchone()[0]
-        rollouts.edit_upgrade(book, ident, at=None if right_now else at if at is not None else current, version=version)
-        return next(u for u in rollouts.upgrades(book, [rollouts.project_of(book, ident)]) if u["id"] == ident)
-
-    cli_common.run(ctx, work)
+    ctx.obj.who()
+    at = None if at_text is None else instant(at_text, "--at")
+    asked = request(ctx, upgrades.EditUpgrade, id=ident, at=at, right_now=right_now, version=version)
+    run(ctx, lambda book, actor: book.call(upgrades.edit, actor, asked))
 
 
 @main.command("upgrade-status")
 @click.argument("ident")
 @click.pass_context
 def upgrade_status(ctx: click.Context, ident: str) -> None:
-    """Each device's status: Pending, Processing, Executed, Failed."""
-    from cloud_stub import rollouts
-
-    cli_common.run(ctx, lambda book: rollouts.statuses(book, ident))
+    """Each device's status: Pending, Processing, Executed, Failed, Cancelled."""
+    run(ctx, lambda book, actor: book.read(lambda uow: upgrades.statuses(uow, actor, ident)))
 
 
 @main.command("delete-upgrade")
@@ -295,36 +330,28 @@ def upgrade_status(ctx: click.Context, ident: str) -> None:
 @click.pass_context
 def delete_upgrade(ctx: click.Context, ident: str) -> None:
     """Delete an upgrade no device has started (the devices get a cancel)."""
-    from cloud_stub import rollouts
-
-    who = ctx.obj.who()
-
-    def work(book: Any) -> str:
-        book.check_authority(who, book.project(rollouts.project_of(book, ident)))
-        rollouts.delete_upgrade(book, ident)
-        return f"{ident} deleted"
-
-    cli_common.run(ctx, work)
+    ctx.obj.who()
+    run(ctx, lambda book, actor: book.run(lambda uow: upgrades.delete(uow, actor, ident)))
 
 
 def _remote(ctx: click.Context, mac: str, op: str, wait: float) -> None:
     """Queue ``op`` for ``mac``; ``serve`` signs and publishes it; wait for the device's reply and show it."""
-    state: Context = ctx.obj
-    who = state.who()
+    ctx.obj.who()
+    asked = request(ctx, remote.AskDevice, mac=mac, op=op)
 
-    def work(book: Any) -> Any:
-        ident = book.ask_device(who, mac, op, time.time())
+    def work(book: Any, actor: Any) -> Any:
+        ident = book.call(remote.ask, actor, asked)
         deadline = time.monotonic() + wait
         while True:
-            reply = book.reply(ident)
+            reply = book.read(lambda uow: remote.reply(uow, actor, ident))
             if reply is not None or time.monotonic() >= deadline:
                 break
-            time.sleep(0.1)
+            time.sleep(0.1)  # a person waits at a terminal for a device's answer: polled, with a deadline
         if reply is None:
             return {"id": ident, "reply": None, "note": f"no reply within {wait:g} s (is serve running?)"}
         return {"id": ident, "reply": reply}
 
-    cli_common.run(ctx, work)
+    run(ctx, work)
 
 
 def _remote_command(op: str, summary: str) -> click.Command:
@@ -347,9 +374,7 @@ _remote_command("resync", "Ask a device to report its state again")
 @click.pass_context
 def alarms(ctx: click.Context, project: str) -> None:
     """Alarms and call alerts the site's devices reported, newest first."""
-    from cloud_stub import ingest
-
-    cli_common.run(ctx, lambda book: ingest.alarms(book, project))
+    run(ctx, lambda book, actor: book.read(lambda uow: ingest.alarms(uow, actor, project)))
 
 
 PURPOSE = click.Choice(["billing", "releases", "commands"])
@@ -361,9 +386,8 @@ PURPOSE = click.Choice(["billing", "releases", "commands"])
 @click.pass_context
 def rotate_key(ctx: click.Context, purpose: str | None) -> None:
     """Bring in a new signer (listed beside the old one until retire-keys); prints the new kids."""
-    from cloud_stub import trustkeys
-
-    cli_common.run(ctx, lambda book: trustkeys.rotate(book, ctx.obj.home / "keys", time.time(), purpose))
+    directory = ctx.obj.home / "keys"
+    run(ctx, lambda book, actor: book.run(lambda uow: keys.rotate(uow, actor, directory, purpose)))
 
 
 @main.command("retire-keys")
@@ -371,131 +395,83 @@ def rotate_key(ctx: click.Context, purpose: str | None) -> None:
 @click.pass_context
 def retire_keys(ctx: click.Context, purpose: str | None) -> None:
     """Drop the signing keys no longer in use from the trust document."""
-    from cloud_stub import trustkeys
-
-    cli_common.run(ctx, lambda book: trustkeys.retire(book, purpose))
+    run(ctx, lambda book, actor: book.run(lambda uow: keys.retire(uow, actor, purpose)))
 
 
 @main.command("rotate-root")
 @click.pass_context
 def rotate_root(ctx: click.Context) -> None:
     """Make a new root key: trust documents carry old and new (with the new one's proof), signed by the old."""
-    from cloud_stub import trustkeys
-
-    cli_common.run(ctx, lambda book: trustkeys.rotate_root(book, ctx.obj.home / "keys", time.time()))
+    directory = ctx.obj.home / "keys"
+    run(ctx, lambda book, actor: book.run(lambda uow: keys.rotate_root(uow, actor, directory)))
 
 
 @main.command("retire-root")
 @click.pass_context
 def retire_root(ctx: click.Context) -> None:
     """Drop the old root once every device has taken the rotation: the new root signs trust from now on."""
-    from cloud_stub import trustkeys
-
-    cli_common.run(ctx, trustkeys.retire_root)
+    run(ctx, lambda book, actor: book.run(lambda uow: keys.retire_root(uow, actor)))
 
 
 @main.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="SMARTPLUS_SERVE_CONFIG", help="A TOML file (docs/cloud.md 'Running serve').")  # fmt: skip
 @click.option("--broker", "brokers", type=BROKER, multiple=True,
               help="mqtt://HOST:PORT of a broker (default: start the embedded amqtt); repeated: the nodes of a"
                    " cluster, the next one tried when a connection is lost.")  # fmt: skip
-@click.option("--user", default="cloud", show_default=True)
-@click.option("--password", envvar="SMARTPLUS_CLOUD_PASSWORD", default="cloud", show_default=True)
-@click.option("--port", default=1883, show_default=True, help="The embedded broker's port.")
-@click.option("--images-port", default=8080, show_default=True, help="The image server's port (0: any free one).")
-@click.option("--interval", default=5.0, show_default=True, help="Seconds between passes (changes are seen at once).")
-@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--user", help="The broker user (default: cloud).")
+@click.option("--password", envvar="SMARTPLUS_CLOUD_PASSWORD", help="The broker password (default: cloud).")
+@click.option("--port", type=int, help="The embedded broker's port (default 1883).")
+@click.option("--images-port", type=int, help="The image server's port (0: any free one; default 8080).")
+@click.option("--interval", type=float, help="Seconds between passes (changes are seen at once; default 5).")
+@click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Connect with TLS, verifying the broker against this CA (mqtts://).")  # fmt: skip
 @click.option(
     "--cert-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False, path_type=Path),
     help="The cloud's client certificate, for a broker that requires one (mutual TLS; with --key-file).",
 )
-@click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--image-base", help="Where devices fetch images: the URL firmware jobs name, up to the model's"
               " directory (default: the image server started here).")  # fmt: skip
-@click.option(
-    "--api-port",
-    type=click.IntRange(0, 65535),
-    default=None,
-    help="Serve the HTTP API for the ledger and rollouts on this port (0: any free one; default: off).",
-)
-@click.option("--api-host", default="127.0.0.1", show_default=True, help="Where the HTTP API listens.")
+@click.option("--api-port", type=int, help="Serve the HTTP API on this port (0: any free one; default: off).")
+@click.option("--api-host", help="Where the HTTP API listens (default 127.0.0.1).")
 @click.pass_context
-def serve(
-    ctx: click.Context,
-    brokers: tuple[tuple[str, int], ...],
-    user: str,
-    password: str,
-    port: int,
-    images_port: int,
-    interval: float,
-    ca_file: Path | None,
-    cert_file: Path | None,
-    key_file: Path | None,
-    image_base: str | None,
-    api_port: int | None,
-    api_host: str,
-) -> None:
-    """Issue documents, take what devices send, serve images (and the HTTP API): until interrupted."""
-    import asyncio
-    import ssl
-    from urllib.parse import urlsplit
+def serve(ctx: click.Context, /, config_file: Path | None, **options: Any) -> None:
+    """Issue documents, take what devices send, serve images (and the HTTP API): until SIGTERM or Ctrl-C."""
+    from cloud_stub import serving
+    from cloud_stub.errors import ConfigError
+    from cloud_stub.serveconfig import load
 
-    from cloud_stub.images import ImageServer
-    from cloud_stub.service import CloudService
-    from protocol import logs
-
-    if (cert_file is None) != (key_file is None):
-        raise click.UsageError("--cert-file and --key-file go together (mutual TLS needs both)")
-    if (cert_file is not None and ca_file is None) or (ca_file is not None and not brokers):
-        raise click.UsageError("TLS needs --ca-file and a --broker (the embedded broker speaks plain MQTT)")
-    if image_base is not None and (
-        urlsplit(image_base).scheme not in ("http", "https") or not image_base.endswith("/")
-    ):
-        raise click.UsageError(f"--image-base must be an http(s) URL ending in '/', not {image_base!r}")
-    tls = None
-    if ca_file is not None:
-        tls = ssl.create_default_context(cafile=str(ca_file))
-        tls.minimum_version = ssl.TLSVersion.TLSv1_2
-        if cert_file is not None and key_file is not None:
-            tls.load_cert_chain(str(cert_file), str(key_file))
-    logs.configure("info")
-    home: Path = ctx.obj.home
-
-    async def run() -> None:
-        embedded = None
-        (host, mqtt_port), *fallbacks = brokers or [("127.0.0.1", port)]
-        if not brokers:
-            start = _embedded_broker()
-            embedded = await start(host, port, None, None)
-        (home / "images").mkdir(parents=True, exist_ok=True)
-        images = ImageServer(home / "images", port=images_port)
-        await images.start()
-        base = image_base or images.url("")
-        service = CloudService(
-            ctx.obj.ledger(), home / "keys", host=host, port=mqtt_port, username=user, password=password,
-            image_base=base, interval=interval, fallbacks=fallbacks, tls=tls,
-        )  # fmt: skip
-        scheme = "mqtts" if tls else "mqtt"
-        api = None
-        if api_port is not None:
-            from cloud_stub.api import Api
-
-            api = await Api(ctx.obj.ledger(), ctx.obj.now).start(api_host, api_port)
-        where = f", API http://{api_host}:{api.port}/v1/" if api is not None else ""
-        click.echo(f"serving: broker {scheme}://{host}:{mqtt_port}, images {base}{where}, ledger {ctx.obj.path}",
-                   err=True)  # fmt: skip
-        try:
-            await service.run()
-        finally:
-            if api is not None:
-                await api.close()
-            await images.stop()
-            if embedded is not None:
-                await embedded.shutdown()
-
+    state: Context = ctx.obj
+    overrides: dict[str, Any] = {}
+    if ctx.parent is not None and ctx.parent.get_parameter_source("ledger_path") not in (
+        click.core.ParameterSource.DEFAULT, None
+    ):  # fmt: skip
+        overrides["ledger"] = state.where
+    if state._home is not None:
+        overrides["home"] = str(state._home)
+    table = {
+        "brokers": ("broker", "urls"), "user": ("broker", "username"), "password": ("broker", "password"),
+        "port": ("broker", "embedded_port"), "ca_file": ("broker", "ca_file"), "cert_file": ("broker", "cert_file"),
+        "key_file": ("broker", "key_file"), "images_port": ("images", "port"), "image_base": ("images", "base"),
+        "api_port": ("api", "port"), "api_host": ("api", "host"), "interval": (None, "interval"),
+    }  # fmt: skip
+    for option, value in options.items():
+        if value is None or value == ():
+            continue
+        section, key = table[option]
+        if option == "brokers":
+            value = [f"mqtt{'s' if options['ca_file'] else ''}://{host}:{port}" for host, port in value]
+        given = str(value) if isinstance(value, Path) else value
+        (overrides if section is None else overrides.setdefault(section, {}))[key] = given
+    try:
+        config = load(config_file, os.environ, overrides)
+    except ConfigError as exc:
+        fail(str(exc))
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+        code = serving.run(config)
+    sys.exit(code)
 
 
 @main.command()
@@ -530,6 +506,7 @@ def fleet(
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     from cloud_stub.fleet import SimulatedDevice, raise_file_limit, run_fleet, summary
+    from cloud_stub.operations import sites
 
     limit = raise_file_limit()
     if count + 64 > limit:
@@ -538,16 +515,8 @@ def fleet(
     if register:
         if project is None or distributor is None:
             raise click.UsageError("--register needs --project and --distributor")
-
-        def work(book: Any) -> str:
-            for mac in macs:
-                book.db.execute(
-                    "INSERT OR IGNORE INTO devices (mac, distributor, project, model) VALUES (?, ?, ?, 'R29')",
-                    (mac, distributor, project),
-                )
-            return f"{count} devices in {project}"
-
-        cli_common.run(ctx, work)
+        asked = request(ctx, sites.RegisterFleet, macs=macs, distributor=distributor, project=project)
+        run(ctx, lambda book, actor: book.call(sites.register_fleet, actor, asked))
     root_path = root_file or ctx.obj.home / "keys" / "root.pub.pem"
     try:
         root = load_pem_public_key(root_path.read_bytes())
@@ -559,7 +528,7 @@ def fleet(
     click.echo(f"fleet: {count} devices against {where}", err=True)
     devices = [SimulatedDevice(mac) for mac in macs]
 
-    async def run() -> None:
+    async def simulate() -> None:
         task = asyncio.current_task()
         assert task is not None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)  # stop as on Ctrl-C
@@ -567,20 +536,14 @@ def fleet(
             await run_fleet(devices, brokers, root, username=user, password=password)
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+        asyncio.run(simulate())
     click.echo(summary(devices), err=True)
 
 
-def _embedded_broker() -> Any:
-    """The embedded broker's start, or a clear word on what to install (it is an optional extra)."""
-    try:
-        from cloud_stub.broker import start
-    except ImportError as exc:
-        fail(
-            f"the embedded broker needs amqtt ({exc.name or exc}): pip install 'smartplus-edge[embedded]',"
-            " or give --broker mqtt://HOST:PORT"
-        )
-    return start
+for _command in main.commands.values():  # --json after the subcommand as well as before it
+    json_option(_command)
+for _command in api_token.commands.values():
+    json_option(_command)
 
 
 if __name__ == "__main__":  # python -m cloud_stub.cli (the demo starts `serve` this way)

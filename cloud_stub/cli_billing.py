@@ -1,6 +1,6 @@
 """``smartplus-cloud``'s ledger commands: accounts and credits, sites and what is in them, service switches,
-quotes, orders and payments, notices. Each acts as ``--as`` where an account's authority matters; the rules
-are the ledger's (cloud_stub/ledger.py, rules.py; docs/cloud.md)."""
+quotes, orders and payments, notices. Each builds its operation's request and runs it as ``--as`` (the
+platform operator without it); the rules are the operations' (cloud_stub/operations/; docs/cloud.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from cloud_stub.cli_common import Context, assignments, day, fail, items, run
+from cloud_stub.cli_common import assignments, day, fail, items, request, run, when
+from cloud_stub.operations import accounts, credits, paying, sites
 
 
 @click.command("add-account")
@@ -22,8 +23,9 @@ from cloud_stub.cli_common import Context, assignments, day, fail, items, run
               help='"Pay by Installer" (a PM\'s is its site\'s "Pay by PM": site-set).')  # fmt: skip
 @click.pass_context
 def add_account(ctx: click.Context, ident: str, role: str, name: str, parent: str | None, permission: str) -> None:
-    """Add a distributor, sub-distributor, installer, sub-installer or property manager."""
-    run(ctx, lambda book: book.add_account(ident, role, name, parent=parent, permission=permission) or ident)
+    """Add a distributor, sub-distributor, installer, sub-installer or property manager (the operator's)."""
+    asked = request(ctx, accounts.AddAccount, id=ident, role=role, name=name, parent=parent, permission=permission)
+    run(ctx, lambda book, actor: book.call(accounts.add_account, actor, asked).id)
 
 
 @click.command()
@@ -32,8 +34,9 @@ def add_account(ctx: click.Context, ident: str, role: str, name: str, parent: st
 @click.pass_context
 def grant(ctx: click.Context, account: str, permission: str) -> None:
     """Grant an installer under --as "Pay by Installer" (a PM's is the site's "Pay by PM": site-set)."""
-    who = ctx.obj.who()
-    run(ctx, lambda book: book.grant(who, account, permission) or f"{account}: {permission}")
+    ctx.obj.who()
+    asked = request(ctx, accounts.Grant, account=account, permission=permission)
+    run(ctx, lambda book, actor: f"{account}: {book.call(accounts.grant, actor, asked).permission}")
 
 
 @click.command("email-setting")
@@ -41,8 +44,9 @@ def grant(ctx: click.Context, account: str, permission: str) -> None:
 @click.pass_context
 def email_setting(ctx: click.Context, state: str) -> None:
     """The installer's (--as) Single-Family Email Setting: renewal and expiration emails to end users."""
-    who = ctx.obj.who()
-    run(ctx, lambda book: book.set_end_user_email(who, state == "on") or f"single-family email {state}")
+    ctx.obj.who()
+    asked = accounts.EmailSetting(on=state == "on")
+    run(ctx, lambda book, actor: book.call(accounts.email_setting, actor, asked))
 
 
 @click.command("buy-credits")
@@ -51,9 +55,9 @@ def email_setting(ctx: click.Context, state: str) -> None:
 @click.pass_context
 def buy_credits(ctx: click.Context, amount: int, source: str) -> None:
     """A distributor (--as) buys credits from the vendor."""
-    state: Context = ctx.obj
-    who = state.who()
-    run(ctx, lambda book: {"remaining": book.buy_credits(who, amount, source, state.now())})
+    ctx.obj.who()
+    asked = request(ctx, credits.BuyCredits, amount=amount, source=source)
+    run(ctx, lambda book, actor: book.call(credits.buy, actor, asked))
 
 
 @click.command()
@@ -62,18 +66,26 @@ def buy_credits(ctx: click.Context, amount: int, source: str) -> None:
 @click.pass_context
 def allocate(ctx: click.Context, account: str, amount: int) -> None:
     """Give credits to a sub-distributor, installer or PM under --as."""
-    state: Context = ctx.obj
-    who = state.who()
-    run(ctx, lambda book: {"remaining": book.allocate(who, account, amount, state.now())})
+    ctx.obj.who()
+    asked = request(ctx, credits.Allocate, account=account, amount=amount)
+    run(ctx, lambda book, actor: book.call(credits.allocate, actor, asked))
+
+
+def _credit_lines(log: dict[str, Any]) -> str:
+    """A credit log for a person: the totals, then each movement with its date."""
+    lines = [f"{log['account']}: available {log['available']}, total {log['total']}, used {log['used']}"]
+    lines += [f"{when(m['at'])}  {m['amount']:+d}  remaining {m['remaining']}  {m['note']}" for m in log["log"]]
+    return "\n".join(lines)
 
 
 @click.command("credit-log")
 @click.argument("account", required=False)
 @click.pass_context
 def credit_log(ctx: click.Context, account: str | None) -> None:
-    """Available, total and used credit, and the time, amount and remaining credit of each movement."""
-    target = account or ctx.obj.who()
-    run(ctx, lambda book: {**book.credit_totals(target), "log": book.credit_log(target)})
+    """Available, total and used credit, and the time, amount and remaining credit of each movement (of
+    --as, or of an account under it)."""
+    asked = request(ctx, credits.CreditLogQuery, account=account)
+    run(ctx, lambda book, actor: book.call(credits.credit_log, actor, asked), render=_credit_lines)
 
 
 # -- sites ----------------------------------------------------------------------------------------------------
@@ -84,7 +96,7 @@ def credit_log(ctx: click.Context, account: str | None) -> None:
 @click.option("--created", required=True, help="YYYY-MM-DD")
 @click.option("--door", "doors", multiple=True, help="A door (commercial; the first is free). Repeat.")
 @click.option("--timezone", default="UTC", help="IANA name, e.g. Asia/Shanghai.")
-@click.option("--pm", help="A PM of the installer.")
+@click.option("--pm", help="A PM of the installer (not for a single-family house).")
 @click.option("--name", default="")
 @click.pass_context
 def add_project(
@@ -98,19 +110,20 @@ def add_project(
     pm: str | None,
     name: str,
 ) -> None:
-    """Add a site."""
-    when = day(created, "--created")
-    run(ctx, lambda book: book.add_project(
-        ident, project_type, installer, when, doors=doors, timezone=timezone, pm=pm, name=name
-    ) or ident)  # fmt: skip
+    """Add a site (the operator for any installer; an installer, as --as, for itself)."""
+    asked = request(
+        ctx, sites.AddSite, id=ident, type=project_type, installer=installer, created=day(created, "--created"),
+        doors=list(doors), timezone=timezone, pm=pm, name=name,
+    )  # fmt: skip
+    run(ctx, lambda book, actor: book.call(sites.add_site, actor, asked).id)
 
 
-@click.command()
+@click.command("sites")
 @click.pass_context
-def sites(ctx: click.Context) -> None:
+def list_sites(ctx: click.Context) -> None:
     """The sites --as acts for."""
-    who = ctx.obj.who()
-    run(ctx, lambda book: book.sites(who))
+    ctx.obj.who()
+    run(ctx, lambda book, actor: book.read(lambda uow: sites.sites(uow, actor)))
 
 
 @click.command("site-set")
@@ -121,8 +134,9 @@ def site_set(ctx: click.Context, project: str, changes: tuple[str, ...]) -> None
     """Edit a site: name, timezone, pm, pay_by_pm (none|regular), pm_notices and renew_notices (true|false),
     and the settings that reach its devices (time_format, date_format, contact_display_order, landline,
     visitor_call_door_log, visitor_call_snapshot, remote_maintenance, auto_provisioning, transmission_type)."""
-    who, wanted = ctx.obj.who(), assignments(changes)
-    run(ctx, lambda book: book.set_site(who, project, wanted))
+    ctx.obj.who()
+    asked = request(ctx, sites.EditSite, project=project, changes=assignments(changes))
+    run(ctx, lambda book, actor: book.call(sites.edit_site, actor, asked))
 
 
 @click.command("delete-site")
@@ -130,8 +144,9 @@ def site_set(ctx: click.Context, project: str, changes: tuple[str, ...]) -> None
 @click.pass_context
 def delete_site(ctx: click.Context, project: str) -> None:
     """Delete a site; its devices go back to the MAC library."""
-    who = ctx.obj.who()
-    run(ctx, lambda book: book.delete_site(who, project))
+    ctx.obj.who()
+    asked = request(ctx, sites.DeleteSite, project=project)
+    run(ctx, lambda book, actor: book.call(sites.delete_site, actor, asked))
 
 
 @click.command()
@@ -143,8 +158,9 @@ def integrate(ctx: click.Context, project: str, pms: str | None, off: bool) -> N
     """Record a third-party PMS integration: it sets the site's Integration service (never sold)."""
     if (pms is None) == (not off):
         raise click.UsageError("give --pms NAME or --off")
-    who = ctx.obj.who()
-    run(ctx, lambda book: book.integrate(who, project, pms) or f"integration {pms or 'off'}")
+    ctx.obj.who()
+    asked = request(ctx, sites.Integrate, project=project, pms=pms)
+    run(ctx, lambda book, actor: book.call(sites.integrate, actor, asked))
 
 
 @click.command("add-device")
@@ -157,9 +173,12 @@ def integrate(ctx: click.Context, project: str, pms: str | None, off: bool) -> N
 def add_device(
     ctx: click.Context, mac: str, distributor: str, model: str, project: str | None, name: str | None
 ) -> None:
-    """Register a device's MAC in a distributor's library, optionally in a site --as acts for."""
-    who = ctx.obj.who() if project is not None else None
-    run(ctx, lambda book: book.add_device(mac, distributor, model, project, actor=who, name=name))
+    """Register a device's MAC in a distributor's library (the operator's, or the distributor's), optionally
+    in a site --as acts for."""
+    if project is not None:
+        ctx.obj.who()
+    asked = request(ctx, sites.AddDevice, mac=mac, distributor=distributor, model=model, project=project, name=name)
+    run(ctx, lambda book, actor: book.call(sites.add_device, actor, asked))
 
 
 @click.command()
@@ -167,7 +186,7 @@ def add_device(
 @click.pass_context
 def services(ctx: click.Context, project: str) -> None:
     """A site's services and their expiry."""
-    run(ctx, lambda book: book.services(project))
+    run(ctx, lambda book, actor: book.read(lambda uow: sites.services(uow, actor, project)))
 
 
 @click.command()
@@ -175,7 +194,7 @@ def services(ctx: click.Context, project: str) -> None:
 @click.pass_context
 def apartments(ctx: click.Context, project: str) -> None:
     """A community's apartments and their services (With Indoor Monitor, Landline, Video Storage)."""
-    run(ctx, lambda book: book.apartments(project))
+    run(ctx, lambda book, actor: book.read(lambda uow: sites.apartments(uow, actor, project)))
 
 
 @click.command("add-apartment")
@@ -197,18 +216,17 @@ def add_apartment(
     switches: tuple[str, ...],
 ) -> None:
     """Add an apartment to a community."""
-    who = ctx.obj.who()
+    ctx.obj.who()
     if (device_mac is None) != (device_name is None):
         raise click.UsageError("--device-mac and --device-name go together")
-    device = (device_mac, device_name) if device_mac and device_name else None
-    chosen = {}
+    chosen: dict[str, bool] = {}
     for key, value in assignments(switches).items():
         if value not in ("on", "off"):
             fail(f"--service {key}={value}: on or off")
         chosen[key] = value == "on"
-    run(ctx, lambda book: book.add_apartment(
-        project, ident, name or ident, actor=who, device=device, services=chosen
-    ) or ident)  # fmt: skip
+    asked = request(ctx, sites.AddApartment, project=project, id=ident, name=name, device_mac=device_mac,
+                    device_name=device_name, services=chosen)  # fmt: skip
+    run(ctx, lambda book, actor: book.call(sites.add_apartment, actor, asked))
 
 
 @click.command("add-app-account")
@@ -220,8 +238,9 @@ def add_apartment(
 @click.pass_context
 def add_app_account(ctx: click.Context, project: str, ident: str, role: str, name: str, apartment: str | None) -> None:
     """Add an app account; prints the service that pays for it."""
-    who = ctx.obj.who()
-    run(ctx, lambda book: book.add_app_account(project, ident, role, name or ident, apartment, actor=who))
+    ctx.obj.who()
+    asked = request(ctx, sites.AddAppAccount, project=project, id=ident, role=role, name=name, apartment=apartment)
+    run(ctx, lambda book, actor: book.call(sites.add_app_account, actor, asked))
 
 
 @click.command()
@@ -235,14 +254,12 @@ def switch(
     ctx: click.Context, project: str, service: str, apartment: str | None, all_apartments: bool, off: bool
 ) -> None:
     """Service-based charging: switch a community's service on or off (seed 003)."""
-    state: Context = ctx.obj
-    who = state.who()
+    ctx.obj.who()
     if apartment and all_apartments:
         raise click.UsageError("--apartment or --all-apartments, not both")
-    subject = "apartments" if all_apartments else f"apartment:{apartment}" if apartment else "project"
-    run(ctx, lambda book: {"service": service, "on": not off, "changed": book.switch(
-        project, service, subject, on=not off, actor=who, now=state.now()
-    )})  # fmt: skip
+    asked = request(ctx, sites.Switch, project=project, service=service, on=not off, apartment=apartment,
+                    all_apartments=all_apartments)  # fmt: skip
+    run(ctx, lambda book, actor: book.call(sites.switch, actor, asked))
 
 
 # -- paying ---------------------------------------------------------------------------------------------------
@@ -250,7 +267,7 @@ def _selection(function: Any) -> Any:
     """--item, or --site with --service; --months or --renew-to; --plan."""
     options = (
         click.option("--item", "items_", multiple=True,
-                     help="PROJECT/SERVICE/SUBJECT, e.g. office/door/door:door-2. Repeat."),
+                     help="SITE/SERVICE/SUBJECT, e.g. office/door/door:door-2. Repeat."),
         click.option("--site", "sites_", multiple=True, help="What this site could pay for (or --service). Repeat."),
         click.option("--service", "service_types", multiple=True, help="With --site: only this type. Repeat."),
         click.option("--months", type=int, help="Manual renewal for this many months (regular payment)."),
@@ -262,24 +279,21 @@ def _selection(function: Any) -> Any:
     return function
 
 
-def _quote(ctx: click.Context, book: Any, who: str, selection: dict[str, Any]) -> dict[str, Any]:
+def _chosen(selection: dict[str, Any]) -> dict[str, Any]:
+    """The selection's fields for an operation's request."""
     chosen_items, chosen_sites = selection["items_"], selection["sites_"]
     if bool(chosen_items) == bool(chosen_sites):
         raise click.UsageError("give --item, or --site (with --service to narrow it)")
     if (selection["months"] is None) == (selection["renew_to"] is None):
         raise click.UsageError("give --months (regular payment) or --renew-to (credit payment)")
-    chosen = (
-        items(chosen_items)
-        if chosen_items
-        else book.select(list(chosen_sites), list(selection["service_types"]) or None)
-    )
-    length: dict[str, Any] = (
-        {"months": selection["months"]}
-        if selection["months"] is not None
-        else {"renew_to": day(selection["renew_to"], "--renew-to")}
-    )
-    quoted: dict[str, Any] = book.quote(who, chosen, ctx.obj.now(), plan=selection["plan"], **length)
-    return quoted
+    return {
+        "items": items(chosen_items) if chosen_items else None,
+        "sites": list(chosen_sites) or None,
+        "services": list(selection["service_types"]),
+        "months": selection["months"],
+        "renew_to": None if selection["renew_to"] is None else day(selection["renew_to"], "--renew-to"),
+        "plan": selection["plan"],
+    }
 
 
 @click.command()
@@ -287,8 +301,9 @@ def _quote(ctx: click.Context, book: Any, who: str, selection: dict[str, Any]) -
 @click.pass_context
 def quote(ctx: click.Context, /, **selection: Any) -> None:
     """The price first: what activating or renewing the chosen services costs, and each new expiry."""
-    who = ctx.obj.who()
-    run(ctx, lambda book: _quote(ctx, book, who, selection))
+    ctx.obj.who()
+    asked = request(ctx, paying.Selection, **_chosen(selection))
+    run(ctx, lambda book, actor: book.call(paying.quote, actor, asked))
 
 
 SOURCE = click.Choice(["stripe", "paypal", "coupon", "credit"])
@@ -300,17 +315,9 @@ SOURCE = click.Choice(["stripe", "paypal", "coupon", "credit"])
 @click.pass_context
 def order(ctx: click.Context, /, source: str, **selection: Any) -> None:
     """Place a pending order for the chosen services: its transaction number; pay it within 15 minutes."""
-    state: Context = ctx.obj
-    who = state.who()
-
-    def work(book: Any) -> dict[str, Any]:
-        offer = _quote(ctx, book, who, selection)
-        ident = book.order(who, offer, source, state.now())
-        txn = book.txn_of(ident)
-        return {"txn": txn, "status": "pending", "amount": offer["amount"], "pay_by": state.now() + 15 * 60,
-                "quote": offer}  # fmt: skip
-
-    run(ctx, work)
+    ctx.obj.who()
+    asked = request(ctx, paying.PlaceOrder, source=source, **_chosen(selection))
+    run(ctx, lambda book, actor: book.call(paying.place, actor, asked))
 
 
 @click.command()
@@ -319,9 +326,9 @@ def order(ctx: click.Context, /, source: str, **selection: Any) -> None:
 @click.pass_context
 def pay(ctx: click.Context, txn: str, auto_renew: bool) -> None:
     """Pay a pending order by its transaction number (payment simulated)."""
-    state: Context = ctx.obj
-    who = state.who()
-    run(ctx, lambda book: book.pay(book.order_of(txn), state.now(), auto_renew=auto_renew, payer=who))
+    ctx.obj.who()
+    asked = request(ctx, paying.Pay, txn=txn, auto_renew=auto_renew)
+    run(ctx, lambda book, actor: book.call(paying.pay, actor, asked))
 
 
 @click.command()
@@ -331,41 +338,45 @@ def pay(ctx: click.Context, txn: str, auto_renew: bool) -> None:
 @click.pass_context
 def renew(ctx: click.Context, /, source: str, auto_renew: bool, **selection: Any) -> None:
     """Quote, order and pay in one step (payment simulated)."""
-    state: Context = ctx.obj
-    who = state.who()
+    ctx.obj.who()
+    asked = request(ctx, paying.Renew, source=source, auto_renew=auto_renew, **_chosen(selection))
+    run(ctx, lambda book, actor: book.call(paying.renew, actor, asked))
 
-    def work(book: Any) -> Any:
-        now = state.now()
-        offer = _quote(ctx, book, who, selection)
-        return {"quote": offer, **book.pay(book.order(who, offer, source, now), now, auto_renew=auto_renew)}
 
-    run(ctx, work)
+def _payment_lines(records: list[dict[str, Any]]) -> str:
+    return (
+        "\n".join(
+            f"{r['txn']}  {r['kind']:6}  {r['status']:7}  {r['amount']:>8} {r['method']:7} {r['source']:6}"
+            f"  {when(r['created'])}  {len(r['items'])} item(s)"
+            for r in records
+        )
+        or "(no payments)"
+    )
 
 
 @click.command()
 @click.pass_context
 def payments(ctx: click.Context) -> None:
     """The payment records of --as, newest first: manual and automatic, paid, pending or expired."""
-    who = ctx.obj.who()
-    run(ctx, lambda book: book.payments(who))
+    ctx.obj.who()
+    run(ctx, lambda book, actor: book.read(lambda uow: paying.payments(uow, actor)), render=_payment_lines)
 
 
 @click.command("cancel-auto-renew")
-@click.option("--item", "items_", multiple=True, required=True, help="PROJECT/SERVICE/SUBJECT. Repeat.")
+@click.option("--item", "items_", multiple=True, required=True, help="SITE/SERVICE/SUBJECT. Repeat.")
 @click.pass_context
 def cancel_auto_renew(ctx: click.Context, items_: tuple[str, ...]) -> None:
     """Stop the auto-renewal of the chosen services."""
-    who = ctx.obj.who()
-    run(ctx, lambda book: {"cancelled": book.cancel_auto_renew(who, items(items_))})
+    ctx.obj.who()
+    asked = request(ctx, paying.CancelAutoRenew, items=items(items_))
+    run(ctx, lambda book, actor: book.call(paying.cancel_auto_renew, actor, asked))
 
 
 @click.command("auto-renew")
 @click.pass_context
 def auto_renew(ctx: click.Context) -> None:
-    """Run the auto-renewals due now (serve does this on every pass)."""
-    state: Context = ctx.obj
-    keys = ("project", "service", "subject", "expires")
-    run(ctx, lambda book: [dict(zip(keys, row, strict=True)) for row in book.auto_renew(state.now())])
+    """Run the auto-renewals due now (serve does this on every pass; the operator's)."""
+    run(ctx, lambda book, actor: book.run(lambda uow: paying.auto_renew(uow, actor)))
 
 
 @click.command()
@@ -373,17 +384,18 @@ def auto_renew(ctx: click.Context) -> None:
 @click.pass_context
 def notices(ctx: click.Context, site: str | None) -> None:
     """Raise the expiration notices due now (15, 5, 3, 1 days) and list them (or all of --site's)."""
-    state: Context = ctx.obj
 
-    def work(book: Any) -> Any:
-        raised = book.raise_notices(state.now())
-        return raised if site is None else book.notices_of(site)
+    def work(book: Any, actor: Any) -> Any:
+        from cloud_stub.operations.authority import OPERATOR
+
+        raised = book.run(lambda uow: paying.raise_notices(uow, OPERATOR))
+        return raised if site is None else book.read(lambda uow: paying.notices_of(uow, actor, site))
 
     run(ctx, work)
 
 
 COMMANDS = (
-    add_account, grant, email_setting, buy_credits, allocate, credit_log, add_project, sites, site_set, delete_site,
-    integrate, add_device, services, apartments, add_apartment, add_app_account, switch, quote, order, pay, renew,
-    payments, cancel_auto_renew, auto_renew, notices,
+    add_account, grant, email_setting, buy_credits, allocate, credit_log, add_project, list_sites, site_set,
+    delete_site, integrate, add_device, services, apartments, add_apartment, add_app_account, switch, quote, order,
+    pay, renew, payments, cancel_auto_renew, auto_renew, notices,
 )  # fmt: skip

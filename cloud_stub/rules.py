@@ -12,7 +12,9 @@ from datetime import date, datetime, time
 from typing import Final, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from protocol.errors import SmartPlusError
+from cloud_stub.errors import Refused
+
+__all__ = ["Refused"]  # the refusal every rule raises (cloud_stub/errors.py draws the tree)
 
 DAY: Final = 86_400.0
 CREDIT_BILLING_FROM: Final = date(2025, 6, 1)  # seed 000 line 129, seed 001 line 50
@@ -20,15 +22,6 @@ NO_PAYMENT_FROM: Final = date(2024, 10, 15)  # DOMAIN.md "Paying": older commerc
 AUTO_RENEW_PERIOD: Final = 30 * DAY  # seed 000 line 159
 ORDER_TTL: Final = 15 * 60.0  # DOMAIN.md "Paying": a pending order must be paid within 15 minutes
 NOTICE_DAYS: Final = (15, 5, 3, 1)  # DOMAIN.md "What expiry means on the device"
-
-
-class Refused(SmartPlusError):
-    """A request the rules do not allow; ``rule`` is the code, ``seed`` where the rule is written."""
-
-    def __init__(self, rule: str, message: str, seed: str) -> None:
-        super().__init__(f"{message} ({rule}; {seed})")
-        self.rule = rule
-        self.seed = seed
 
 
 class Offer(NamedTuple):
@@ -176,20 +169,18 @@ def notice_recipients(stage: int, pm_notices: bool) -> tuple[str, ...]:
     return {15: ("installer",), 5: ("pm", "installer"), 3: ("end_user",), 1: ("end_user",)}[stage]
 
 
-def check_authority(actor: str, role: str, chain: tuple[str | None, ...], installer: str, pm: str | None) -> None:
-    """Whether ``actor`` (a ``role``) may act for a site made by ``installer`` with ``pm`` assigned; ``chain`` is
-    the installer's parent and grandparent (DOMAIN.md Paying, seed 001 "Roles and Permissions"): a distributor
-    for its installers' sites and its sub-distributors' installers'; a sub-distributor for its installers';
-    an installer for the sites it created; a sub-installer for its main account's ("the data shown are the
-    same"); a PM only for the sites it is assigned to."""
-    mine = {
-        "installer": actor == installer,  # a sub-installer is asked as its main account (the ledger)
+def acts_for(actor: str, role: str, chain: tuple[str, ...], installer: str, pm: str | None) -> bool:
+    """Whether ``actor`` (a ``role``; a sub-installer is asked as its main installer) acts for a site made
+    by ``installer`` with ``pm`` assigned; ``chain`` is the installer's parent and grandparent (DOMAIN.md
+    Paying, seed 001 "Roles and Permissions"): a distributor for its installers' sites and its
+    sub-distributors' installers'; a sub-distributor for its installers'; an installer for the sites it
+    created; a PM only for the sites it is assigned to."""
+    return {
+        "installer": actor == installer,
         "pm": pm is not None and actor == pm,
         "distributor": actor in chain,
         "sub_distributor": bool(chain) and actor == chain[0],
     }.get(role, False)
-    if not mine:
-        raise Refused("not_yours", f"{actor} ({role}) does not act for this site", "seed 001 Roles and Permissions")
 
 
 def check_pm_grant() -> None:

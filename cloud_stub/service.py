@@ -1,43 +1,61 @@
-"""``smartplus-cloud serve``: the issuer, the ingest and the image server, against a broker.
+"""``smartplus-cloud serve``'s fleet side: the issuer and the ingest, against a broker.
 
 One MQTT client for the whole fleet. Out, retained: the ``trust`` document (re-signed when the keys
 change), each device's ``entitlements`` (re-issued when what the ledger grants it changes, and well
 before its ``exp``), each device's ``firmware`` job (when its rollout changes). In: every device's
-events (deduplicated, firmware statuses derived), replies and state. Every ``interval`` seconds it
-also runs auto-renewal and the expiration notices. The ledger may be changed by the CLI in another
-process meanwhile: each pass reads it afresh and publishes only what changed. What is issued waits
-in the ledger until the broker acknowledged it, so a broker (or a cluster node) lost half way through
-a pass costs no device its document: it goes again on the next connection, to the next broker given.
+events (deduplicated, firmware statuses derived), replies and state. On every pass it also runs
+auto-renewal, the expiration notices, expires unpaid orders and forgets old idempotency keys.
+
+The ledger may be changed by other processes meanwhile (the CLI, the API, another ``serve`` on the same
+PostgreSQL ledger): each pass reads it afresh and publishes only what changed, and a change is heard of
+at once (``cloud_stub/storage/changes.py``). What is issued waits in the ledger until the broker
+acknowledged it, so a broker (or a cluster node) lost half way through a pass costs no device its
+document: it goes again on the next connection, to the next broker given. Two ``serve`` processes on one
+ledger never issue a ``seq`` twice or renew a cycle twice (conditional writes, in the operations).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import itertools
-import json
 import ssl
-import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import aiomqtt
 import structlog
 
-from cloud_stub import ingest, issuing, rollouts, trustkeys
-from cloud_stub.ledger import Ledger
-from cloud_stub.rules import Refused
-from protocol import boundedjson, jws, topics
+from cloud_stub.errors import CloudError, Refused
+from cloud_stub.ledger import Ledger, UnitOfWork
+from cloud_stub.ledger.documents import Unsent
+from cloud_stub.operations import ingest, issuing, keys, paying, upgrades
+from cloud_stub.operations.authority import OPERATOR
+from cloud_stub.storage.changes import Changes, changes_of
+from protocol import boundedjson, topics
 from protocol.topics import Topics
 
 log = structlog.get_logger("cloud_stub.service")
-IN_FLIGHT = 10
-INGEST_BATCH = 1000
-COMMAND_TTL = 600.0  # seconds a signed command stays valid
-MAX_INGEST_BYTES = 64 * 1024  # what a device may send in one message (events, replies, state)
+IN_FLIGHT: Final = 10
+INGEST_BATCH: Final = 1000
+MAX_INGEST_BYTES: Final = 64 * 1024  # what a device may send in one message (events, replies, state)
+KEPT: Final = 1000  # published documents remembered for the operator and the tests
+IDEMPOTENCY_SECONDS: Final = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class Broker:
+    """Where the fleet's broker is, and how ``serve`` logs in."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: ssl.SSLContext | None = None  # server verification, and the cloud's certificate for mutual TLS
 
 
 class CloudService:
@@ -46,7 +64,7 @@ class CloudService:
     def __init__(
         self,
         ledger: Ledger,
-        keys: Path,
+        keys_dir: Path,
         *,
         host: str,
         port: int,
@@ -54,160 +72,131 @@ class CloudService:
         password: str | None = None,
         prefix: str = topics.DEFAULT_PREFIX,
         image_base: str = "http://127.0.0.1:8080/",
-        clock: Callable[[], float] = time.time,
         interval: float = 1.0,
         offline_days: float = issuing.OFFLINE_DAYS,
         fallbacks: Sequence[tuple[str, int]] = (),
         tls: ssl.SSLContext | None = None,
     ) -> None:
-        self.ledger, self.keys, self.prefix = ledger, keys, prefix
-        self.host, self.port, self.username, self.password = host, port, username, password
+        self.ledger, self.keys, self.prefix = ledger, keys_dir, prefix
         # The nodes of a clustered broker: on a lost connection the next one is tried.
-        self.brokers = [(host, port), *fallbacks]
-        self.image_base, self.clock, self.interval, self.offline_days = image_base, clock, interval, offline_days
-        self.tls = tls  # server verification, and the cloud's certificate where the broker requires one
-        self.published: list[tuple[str, str]] = []  # (topic, what) for the operator and the tests
+        self.brokers = [Broker(h, p, username, password, tls) for h, p in [(host, port), *fallbacks]]
+        self.identifier = f"smartplus-cloud-{port}"  # one session, whichever node holds it
+        self.options = issuing.Options(prefix, image_base, offline_days)
+        self.interval = interval
+        self.published: deque[tuple[str, str]] = deque(maxlen=KEPT)  # (topic, token) for the operator, tests
         self.passes = 0
         self._poke = asyncio.Event()
         self._client: aiomqtt.Client | None = None
-        if trustkeys.ensure(ledger, keys, clock()):
-            self._resign_all()  # new signers (a ledger from before key scopes): every document again
+        self._changes: Changes | None = None
+        ledger.run(lambda uow: keys.ensure(uow, keys_dir))  # new signers: every document is signed again
 
     def poke(self) -> None:
         """Publish what changed now rather than at the next pass."""
         self._poke.set()
 
-    def documents(self, now: float) -> int:
-        """Issue every document that must be (re)published now; each waits in the ledger
-        (:func:`issuing.unsent`) until the broker has acknowledged it. How many were issued."""
-        listed = json.dumps(trustkeys.trust_claims(self.ledger), sort_keys=True)
-        with self.ledger.transaction():  # a seq and its document in one commit
-            seq = issuing.next_seq(self.ledger, "trust:*", hashlib.sha256(listed.encode()).hexdigest(), now)
-            if seq is not None:
-                token = trustkeys.trust_document(self.ledger, self.keys, now, seq)
-                issuing.hold(self.ledger, "trust:*", Topics(self.prefix, "*").trust, token)
-                if seq > 1:  # a rotation: the devices take the new trust before anything signed by the new key
-                    return 1
-        billing = trustkeys.active(self.ledger, self.keys, "billing")
-        releases = trustkeys.active(self.ledger, self.keys, "releases")
-        for ident, progress in rollouts.advance_all(self.ledger, now):  # waves released or paused first
+    def documents(self) -> int:
+        """Issue every document that must be (re)published now; each waits in the ledger until the broker
+        acknowledged it. How many were issued."""
+        seq = self.ledger.run(lambda uow: issuing.issue_trust(uow, self.keys, self.prefix))
+        if seq is not None and seq > 1:
+            return 1  # a rotation: the devices take the new trust before anything signed by the new key
+        for ident, progress in self.ledger.run(lambda uow: upgrades.advance_rollouts(uow, OPERATOR)):
             event = {"running": "rollout_wave_released"}.get(progress.state, f"rollout_{progress.state}")
             log.info(event, upgrade=ident, released=progress.released, reason=progress.reason)
-        with self.ledger.transaction():  # every device's seq and document in one commit
-            return (seq is not None) + self._device_documents(now, billing, releases)
-
-    def _device_documents(self, now: float, billing: Any, releases: Any) -> int:
-        issued = 0
-        phased: dict[str, rollouts.Rollout | None] = {}  # each upgrade's rollout, read once this pass
-        for mac, _, project in self.ledger.devices():
-            if project is None:
-                continue
-            token = issuing.document_for(self.ledger, mac, billing, now, offline_days=self.offline_days)
-            if token is not None:
-                issuing.hold(self.ledger, mac, Topics(self.prefix, mac).entitlements, token)
-                issued += 1
-            job = rollouts.job_for(self.ledger, mac, self.image_base, phased)
-            if job is not None:
-                digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
-                job_seq = issuing.next_seq(self.ledger, f"fw:{mac}", digest, now)
-                if job_seq is not None:
-                    claims = {"iat": int(now), "exp": int(now + 30 * 86_400), "seq": job_seq, **job}
-                    token = jws.sign(releases, "firmware-job", claims)
-                    issuing.hold(self.ledger, f"fw:{mac}", Topics(self.prefix, mac).firmware, token)
-                    issued += 1
-        return issued
+        issued = self.ledger.run(lambda uow: issuing.issue_devices(uow, self.keys, self.options))
+        return (seq is not None) + issued
 
     def rotate_keys(self, purpose: str = "billing") -> str:
         """Bring in a new signer for ``purpose`` (the next pass publishes trust, then documents signed by it)."""
-        [kid] = trustkeys.rotate(self.ledger, self.keys, self.clock(), purpose)
-        self._resign_all()
-        return kid
+        [kid] = self.ledger.run(lambda uow: keys.rotate(uow, OPERATOR, self.keys, purpose))
+        return str(kid)
 
     def rotate_root(self) -> str:
         """Make a new root: the next trust documents carry old and new, with the new one's proof."""
-        return trustkeys.rotate_root(self.ledger, self.keys, self.clock())
-
-    def _resign_all(self) -> None:
-        with self.ledger.transaction() as db:
-            db.execute("UPDATE issued SET digest = '' WHERE device NOT LIKE 'trust:%' AND device NOT LIKE 'cmd:%'")
+        return self.ledger.run(lambda uow: keys.rotate_root(uow, OPERATOR, self.keys))
 
     async def command(self, mac: str, op: str, args: dict[str, Any] | None = None, *, ident: str | None = None) -> str:
         """Sign a command for ``mac`` with the commands signer and publish it (QoS 1, not retained); its id.
-
-        Commands are not retained: a device that is offline gets it from its persistent session.
-        """
+        A device that is offline gets it from its persistent session."""
         client = self._client
         if client is None:
             raise Refused("not_connected", "the cloud is not connected to the broker", "PROTOCOL.md command")
-        now = self.clock()
         command_id = ident or f"cmd-{uuid.uuid4().hex[:12]}"
-        seq = issuing.next_seq(self.ledger, f"cmd:{mac}", command_id, now, force=True)
-        assert seq is not None
-        claims = {"iss": "smartplus-cloud", "aud": mac, "iat": int(now), "exp": int(now + COMMAND_TTL), "seq": seq,
-                  "id": command_id, "op": op, "args": args or {}}  # fmt: skip
-        token = jws.sign(trustkeys.active(self.ledger, self.keys, "commands"), "command", claims)
+        token = self.ledger.run(lambda uow: issuing.sign_command(uow, self.keys, mac, command_id, op, args))
         await client.publish(Topics(self.prefix, mac).commands, token, qos=1)
         return command_id
 
     async def _send_commands(self) -> None:
-        """The remote operations asked for from the CLI (``reboot``, ``resync``), signed and published once;
+        """The remote operations asked for (``reboot``, ``resync``), each claimed, signed and published once;
         one older than a command's lifetime is dropped (it would arrive expired)."""
-        now = self.clock()
-        for ident, mac, op, args in self.ledger.unsent_commands(COMMAND_TTL, now):
-            await self.command(mac, op, args, ident=ident)
-            self.ledger.command_sent(ident, now)
-            log.info("command_sent", device=mac, op=op, id=ident)
+        queued = self.ledger.read(lambda uow: uow.remote.unsent(uow.now - issuing.COMMAND_TTL))
+        for each in queued:
+            if not self.ledger.run(partial(_claim, each.id)):
+                continue  # another serve process sent it
+            try:
+                await self.command(each.device, each.op, each.args, ident=each.id)
+            except BaseException:
+                self.ledger.run(partial(_release, each.id))
+                raise
+            log.info("command_sent", device=each.device, op=each.op, id=each.id)
 
-    def housekeeping(self, now: float) -> None:
-        for project, service, subject, new in self.ledger.auto_renew(now):
-            log.info("auto_renewed", project=project, service=service, subject=subject, expires=new)
-        for notice in self.ledger.raise_notices(now):
-            log.info("expiry_notice", **notice)
+    def housekeeping(self) -> None:
+        """Auto-renewal, expiration notices, expired orders, old idempotency keys."""
+        for renewal in self.ledger.run(lambda uow: paying.auto_renew(uow, OPERATOR)):
+            log.info("auto_renewed", **renewal.model_dump())
+        for notice in self.ledger.run(lambda uow: paying.raise_notices(uow, OPERATOR)):
+            log.info("expiry_notice", **notice.model_dump(exclude={"at"}))
+        self.ledger.run(lambda uow: paying.expire_orders(uow, OPERATOR))
+        self.ledger.run(lambda uow: uow.requests.forget_older(uow.now - IDEMPOTENCY_SECONDS))
 
     async def run(self) -> None:
-        """Connect (again and again, to the next broker of :attr:`brokers` each time a connection is
-        lost) and serve until cancelled."""
-        for attempt in itertools.count():
-            host, port = self.brokers[attempt % len(self.brokers)]
+        """Connect (again and again, to the next broker each time a connection is lost) and serve until
+        cancelled."""
+        self._changes = changes_of(self.ledger.database)
+        try:
+            for attempt in itertools.count():
+                broker = self.brokers[attempt % len(self.brokers)]
+                try:
+                    await self._connected(broker)
+                except* aiomqtt.MqttError as group:
+                    log.warning("cloud_disconnected", host=broker.host, port=broker.port,
+                                error=str(group.exceptions[0]))  # fmt: skip
+                await asyncio.sleep(0.5)
+        finally:
+            await self._changes.close()
+
+    async def _connected(self, broker: Broker) -> None:
+        async with aiomqtt.Client(
+            broker.host, broker.port, username=broker.username, password=broker.password,
+            identifier=self.identifier, clean_session=False, keepalive=10, tls_context=broker.tls,
+        ) as client:  # fmt: skip
+            await client.subscribe([(topics.fleet(self.prefix, leaf), 1) for leaf in topics.DEVICE_LEAVES])
+            log.info("cloud_connected", host=broker.host, port=broker.port)
+            self._client = client
             try:
-                async with aiomqtt.Client(
-                    host,
-                    port,
-                    username=self.username,
-                    password=self.password,
-                    identifier=f"smartplus-cloud-{self.port}",  # one session, whichever node holds it
-                    clean_session=False,
-                    keepalive=10,
-                    tls_context=self.tls,
-                ) as client:
-                    await client.subscribe([(topics.fleet(self.prefix, leaf), 1) for leaf in topics.DEVICE_LEAVES])
-                    log.info("cloud_connected", host=host, port=port)
-                    self._client = client
-                    try:
-                        async with asyncio.TaskGroup() as tasks:
-                            tasks.create_task(self._ingest(client))
-                            tasks.create_task(self._publish(client))
-                    finally:
-                        self._client = None
-            except* aiomqtt.MqttError as group:
-                log.warning("cloud_disconnected", host=host, port=port, error=str(group.exceptions[0]))
-            await asyncio.sleep(0.5)
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._ingest(client))
+                    tasks.create_task(self._publish(client))
+            finally:
+                self._client = None
 
     async def _publish(self, client: aiomqtt.Client) -> None:
         while True:
-            now = self.clock()
-            self.housekeeping(now)
-            self.documents(now)
-            await self._send(client)
-            await self._send_commands()
+            try:
+                self.housekeeping()
+                self.documents()
+                await self._send(client)
+                await self._send_commands()
+            except CloudError as exc:  # the ledger unavailable, a signer missing: said, and tried on the next pass
+                log.error("pass_failed", error=str(exc)[:300])
             self.passes += 1
             await self._until_changed()
 
     async def _send(self, client: aiomqtt.Client) -> None:
-        """Publish what waits in the ledger (retained, QoS 1); what the broker acknowledged is marked
-        sent even when the connection is lost half way, the rest goes again on the next connection."""
-        pending = issuing.unsent(self.ledger)
-        done: list[issuing.Unsent] = []
+        """Publish what waits in the ledger (retained, QoS 1); what the broker acknowledged is marked sent
+        even when the connection is lost half way, the rest goes again on the next connection."""
+        pending = self.ledger.read(lambda uow: uow.issued.unsent())
+        done: list[Unsent] = []
         try:
             for start in range(0, len(pending), IN_FLIGHT):  # aiomqtt slows down past 10 pending
                 batch = pending[start : start + IN_FLIGHT]
@@ -215,38 +204,42 @@ class CloudService:
                 done.extend(batch)
                 self.published.extend((d.topic, d.token) for d in batch)
         finally:
-            issuing.sent(self.ledger, done)  # one commit per pass: a crash before it only sends again
-            if done:
+            if done:  # one commit per pass: a crash before it only sends again
+                self.ledger.run(lambda uow: uow.issued.sent(done))
                 log.info("documents_published", count=len(done), left=len(pending) - len(done))
 
     async def _until_changed(self) -> None:
-        """Until the next pass is due: ``interval`` passed, :meth:`poke`, or another process (the CLI)
-        committed to the ledger (SQLite's ``data_version``, read every 50 ms): a change reaches the
-        devices well within a second (bench/bench_cloud.py)."""
-        seen = self.ledger.data_version()
-        deadline = asyncio.get_running_loop().time() + self.interval
-        while not self._poke.is_set() and self.ledger.data_version() == seen:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                break
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(0.05, left)):
-                    await self._poke.wait()
+        """Until the next pass is due: ``interval`` passed, :meth:`poke`, or another process changed the
+        ledger: a change reaches the devices well within a second (bench/bench_cloud.py)."""
+        assert self._changes is not None
+        poked = asyncio.ensure_future(self._poke.wait())
+        changed = asyncio.ensure_future(self._changes.wait(self.interval))
+        try:
+            await asyncio.wait({poked, changed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (poked, changed):
+                waiter.cancel()
+            await asyncio.gather(poked, changed, return_exceptions=True)
         self._poke.clear()
 
     async def _ingest(self, client: aiomqtt.Client) -> None:
-        """Take what arrives, a batch per transaction: what is already queued joins the one in hand
-        (a commit per message would let a fleet's state reports hold the publishing back)."""
+        """Take what arrives, a batch per transaction: what is already queued joins the one in hand (a
+        commit per message would let a fleet's state reports hold the publishing back)."""
         messages = client.messages
         async for message in messages:
             batch = [message]
             while len(messages) and len(batch) < INGEST_BATCH:
                 batch.append(await anext(messages))
-            with self.ledger.transaction():
-                for each in batch:
-                    self._take(each)
+            try:
+                self.ledger.run(partial(self._take_all, batch))
+            except CloudError as exc:
+                log.error("ingest_failed", error=str(exc)[:300], messages=len(batch))
 
-    def _take(self, message: aiomqtt.Message) -> None:
+    def _take_all(self, batch: list[aiomqtt.Message], uow: UnitOfWork) -> None:
+        for message in batch:
+            self._take(uow, message)
+
+    def _take(self, uow: UnitOfWork, message: aiomqtt.Message) -> None:
         parts = str(message.topic).split("/")
         if len(parts) < 2:
             return
@@ -259,14 +252,20 @@ class CloudService:
             body: Any = boundedjson.loads(payload, max_depth=16) if payload else None
             if not isinstance(body, dict):
                 return
-            now = self.clock()
-            if leaf == "events":
-                ingest.take_event(self.ledger, device, body, now)
-            elif leaf == "replies":
-                ingest.take_reply(self.ledger, device, body, now)
-            elif leaf == "state":
-                ingest.take_state(self.ledger, device, body, now)
+            with uow.tx.savepoint():  # one device's malformed report undoes only itself
+                if leaf == "events":
+                    ingest.take_event(uow, device, body)
+                elif leaf == "replies":
+                    ingest.take_reply(uow, device, body)
+                elif leaf == "state":
+                    ingest.take_state(uow, device, body)
         except (ValueError, KeyError, TypeError, Refused) as exc:
             log.warning("ingest_refused", device=device[:64], leaf=leaf, error=str(exc)[:200])
-        except Exception:  # a defect on one device's message must not stop the fleet's ingest
-            log.exception("ingest_failed", device=device[:64], leaf=leaf)
+
+
+def _claim(ident: str, uow: UnitOfWork) -> bool:
+    return uow.remote.claim(ident, uow.now)
+
+
+def _release(ident: str, uow: UnitOfWork) -> None:
+    uow.remote.release(ident)

@@ -1,0 +1,136 @@
+"""``smartplus-cloud serve``: the cloud's processes in one program, from one configuration
+(``cloud_stub/serveconfig.py``): the embedded broker (when no broker is given), the image server, the
+HTTP API (when a port is given) and the issuer and ingest (``cloud_stub/service.py``).
+
+Whatever cannot start (a port in use, the ledger unreachable or at an older schema, a key file the ledger
+names missing) is one line and exit 2, before anything is served. SIGTERM or SIGINT stops it gracefully:
+the fleet side first (a pass in hand finishes its transaction), then the API (open requests get a few
+seconds), the image server and the broker; exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import ssl
+import sys
+from typing import Any
+
+import structlog
+
+from cloud_stub.errors import CloudError
+from cloud_stub.serveconfig import ServeConfig
+
+log = structlog.get_logger("cloud_stub.serving")
+
+
+def _tls(config: ServeConfig) -> ssl.SSLContext | None:
+    broker = config.broker
+    if broker.ca_file is None:
+        return None
+    context = ssl.create_default_context(cafile=str(broker.ca_file))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if broker.cert_file is not None and broker.key_file is not None:
+        context.load_cert_chain(str(broker.cert_file), str(broker.key_file))
+    return context
+
+
+def _say(message: str) -> None:
+    print(f"smartplus-cloud: {message}", file=sys.stderr, flush=True)
+
+
+def run(config: ServeConfig) -> int:
+    """Serve until stopped; the exit code (0 stopped, 2 could not start)."""
+    from protocol import logs
+
+    logs.configure("info")
+    try:
+        return asyncio.run(_serve(config))
+    except _CannotStart as exc:
+        _say(f"error: {exc}")
+        return 2
+
+
+class _CannotStart(Exception):
+    pass
+
+
+async def _serve(config: ServeConfig) -> int:
+    from cloud_stub import api
+    from cloud_stub.http import Served
+    from cloud_stub.images import ImageServer
+    from cloud_stub.ledger import Ledger
+    from cloud_stub.operations import keys
+    from cloud_stub.service import CloudService
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    home = config.keys_home
+    started: list[Any] = []  # what to stop, in the reverse order
+    ledgers: list[Ledger] = []
+    try:
+        try:
+            ledger = Ledger.open(config.ledger)
+            ledgers.append(ledger)
+            missing = ledger.read(lambda uow: keys.missing_files(uow, home / "keys"))
+            if missing:
+                raise _CannotStart(f"key files the ledger names are missing from {home / 'keys'}: {', '.join(missing)}")
+            (home / "images").mkdir(parents=True, exist_ok=True)
+            addresses = config.broker.addresses() or [("127.0.0.1", config.broker.embedded_port)]
+            if not config.broker.urls:
+                started.append(await _embedded(*addresses[0]))
+            images = await ImageServer(home / "images", config.images.host, config.images.port).start()
+            started.append(images)
+            served_api = None
+            if config.api.port is not None:
+                api_ledger = Ledger.open(config.ledger)  # its own connections: its writes are news to the issuer
+                ledgers.append(api_ledger)
+                served_api = await Served(api.app(api_ledger), config.api.host, config.api.port).start()
+                started.append(served_api)
+            password = config.broker.password.get_secret_value() if config.broker.password else None
+            (host, port), *fallbacks = addresses
+            service = CloudService(
+                ledger, home / "keys", host=host, port=port, username=config.broker.username, password=password,
+                prefix=config.broker.prefix, image_base=config.images.base or images.url(""),
+                interval=config.interval, offline_days=config.offline_days, fallbacks=fallbacks, tls=_tls(config),
+            )  # fmt: skip
+        except (CloudError, OSError, ssl.SSLError) as exc:
+            raise _CannotStart(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        scheme = "mqtts" if config.broker.ca_file else "mqtt"
+        where = f", API {served_api.url('v1/')}" if served_api is not None else ""
+        _say(
+            f"serving: broker {scheme}://{host}:{port}, images {config.images.base or images.url('')}{where},"
+            f" ledger {ledger.database.url.split('://', 1)[1] if ledger.database.is_sqlite else 'PostgreSQL'}"
+        )
+        fleet_side = asyncio.create_task(service.run())
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({fleet_side, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        fleet_side.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await fleet_side
+        stopped.cancel()
+        log.info("serve_stopped")
+        return 0
+    finally:
+        for each in reversed(started):
+            with contextlib.suppress(Exception):
+                await (each.shutdown() if hasattr(each, "shutdown") else each.stop())
+        for each in ledgers:
+            each.close()
+
+
+async def _embedded(host: str, port: int) -> Any:
+    try:
+        from cloud_stub.broker import start
+    except ImportError as exc:
+        raise _CannotStart(
+            f"the embedded broker needs amqtt ({exc.name or exc}): pip install 'smartplus-edge[embedded]',"
+            " or give --broker mqtt://HOST:PORT"
+        ) from None
+    try:
+        return await start(host, port, None, None)
+    except Exception as exc:  # amqtt reports a port in use as its own BrokerError
+        raise _CannotStart(f"the embedded broker cannot listen on {host}:{port}: {exc}") from None
