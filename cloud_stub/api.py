@@ -304,7 +304,7 @@ def credit_log(book: Book, actor: Who) -> credits.CreditLog:
     return book.read(lambda uow: credits.credit_log(uow, actor, credits.CreditLogQuery()))
 
 
-@router.post("/credits/allocate", summary="Give credits to an account under this one", response_model=credits.Balance)
+@router.post("/credits/allocate", summary="Give credits to an account under this one", response_model=credits.Allocated)
 def allocate(
     body: credits.Allocate, book: Book, actor: Who, fingerprint: Fingerprint, key: IdempotencyKey = None
 ) -> Any:

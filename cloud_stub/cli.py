@@ -288,17 +288,15 @@ _rollout_command(
 )
 
 
-@main.command()
+@main.command("upgrades")
 @click.option("--project", help="Only this site (default: every site --as acts for).")
 @click.option("--status", type=click.Choice(["Pending", "Processing", "Executed"]))
 @click.pass_context
-def upgrades_(ctx: click.Context, project: str | None, status: str | None) -> None:
+def list_upgrades(ctx: click.Context, project: str | None, status: str | None) -> None:
     """The upgrades of the sites --as acts for, newest first, with their status and each device's."""
     asked = request(ctx, upgrades.UpgradeQuery, project=project, status=status)
     run(ctx, lambda book, actor: book.read(lambda uow: upgrades.upgrades(uow, actor, asked)))
 
-
-upgrades_.name = "upgrades"
 
 
 @main.command("edit-upgrade")

@@ -1,8 +1,9 @@
-"""Fixtures: fresh Ed25519 keys, a device on a real SQLite file in a temp dir, a settable clock."""
+"""Fixtures: fresh Ed25519 keys, a device on a real SQLite file in a temp dir, a settable clock; the cloud's
+ledger on SQLite and on the session's own PostgreSQL cluster."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from tests.support.brokers import Broker, make_broker
 from tests.support.daemons import USERS
 from tests.support.devices import DeviceFactory
 from tests.support.documents import Claims, Keys, SettableClock, write_config, write_public_key
+from tests.support.ledger import LedgerAt
+from tests.support.postgres import Cluster
 from tests.support.sync import Docs
 
 
@@ -90,3 +93,21 @@ async def mosquitto(tmp_path: Path) -> AsyncIterator[Broker]:
     await handle.start()
     yield handle
     await handle.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Cluster]:
+    """A PostgreSQL cluster of the test session's own, on a free port (tests/support/postgres.py)."""
+    cluster = Cluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_at(request: pytest.FixtureRequest, tmp_path: Path) -> LedgerAt:
+    """Where a ledger test's ledger is: a SQLite file, then a fresh PostgreSQL database (every ledger test
+    runs against both)."""
+    if request.param == "sqlite":
+        return LedgerAt.sqlite(tmp_path / "cloud" / "ledger.db")
+    cluster: Cluster = request.getfixturevalue("postgres")
+    return LedgerAt(cluster.database(), tmp_path / "cloud")

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from cloud_stub import issuing, rules
-from cloud_stub.ingest import take_event
-from cloud_stub.ledger import Ledger
-from tests.support.ledger import cloud
+from cloud_stub import rules
+from cloud_stub.operations import ingest, issuing, sites
+from tests.support.brokers import free_port
+from tests.support.ledger import LedgerAt, call, cloud
 
 T0 = "2026-12-01T09:00:00+00:00"
 T0_EPOCH = datetime.fromisoformat(T0).timestamp()
@@ -28,17 +28,17 @@ def at(seconds: float) -> str:
     return datetime.fromtimestamp(T0_EPOCH + seconds, UTC).isoformat()
 
 
-def run(ledger: Path, *args: str, actor: str | None = None, now: str = T0) -> tuple[int, Any]:
+def run(ledger: LedgerAt, *args: str, actor: str | None = None, now: str = T0) -> tuple[int, Any]:
     return cloud(ledger, "--now", now, *args, actor=actor)
 
 
-def ok(ledger: Path, *args: str, actor: str | None = None, now: str = T0) -> Any:
+def ok(ledger: LedgerAt, *args: str, actor: str | None = None, now: str = T0) -> Any:
     code, out = run(ledger, *args, actor=actor, now=now)
     assert code == 0, (args, out)
     return out["result"]
 
 
-def refused(ledger: Path, *args: str, actor: str | None = None, now: str = T0) -> str:
+def refused(ledger: LedgerAt, *args: str, actor: str | None = None, now: str = T0) -> str:
     code, out = run(ledger, *args, actor=actor, now=now)
     assert code in (1, 2), (args, out)
     assert isinstance(out, dict), (args, out)
@@ -47,10 +47,11 @@ def refused(ledger: Path, *args: str, actor: str | None = None, now: str = T0) -
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Path:
+def ledger(ledger_at: LedgerAt) -> LedgerAt:
     """Two distributors; d1 with a sub-distributor; installers under each; a sub-installer and a PM of i1;
-    an office (new commercial, Shanghai), a community and a single-family house of i1, an office of i2."""
-    path = tmp_path / "cloud" / "ledger.db"
+    an office (new commercial, Shanghai), a community and a single-family house of i1, an office of i2; on
+    SQLite, then on PostgreSQL."""
+    path = ledger_at
     for args, actor in [
         (("add-account", "d1", "--role", "distributor", "--name", "D1"), None),
         (("add-account", "d2", "--role", "distributor", "--name", "D2"), None),
@@ -135,14 +136,14 @@ AUTHORITY: list[tuple[str, tuple[str, ...], str | None, str | None]] = [
 
 
 @pytest.mark.parametrize(("args", "actor", "rule"), [r[1:] for r in AUTHORITY], ids=[r[0] for r in AUTHORITY])
-def test_who_acts_for_which_site(ledger: Path, args: tuple[str, ...], actor: str | None, rule: str | None) -> None:
+def test_who_acts_for_which_site(ledger: LedgerAt, args: tuple[str, ...], actor: str | None, rule: str | None) -> None:
     if rule is None:
         ok(ledger, *args, actor=actor)
     else:
         assert refused(ledger, *args, actor=actor) == rule
 
 
-def test_sites_lists_what_each_account_acts_for(ledger: Path) -> None:
+def test_sites_lists_what_each_account_acts_for(ledger: LedgerAt) -> None:
     def names(actor: str) -> list[str]:
         return [s["id"] for s in ok(ledger, "sites", actor=actor)]
 
@@ -152,7 +153,7 @@ def test_sites_lists_what_each_account_acts_for(ledger: Path) -> None:
 
 
 # -- 2. credits down the chain (seed 000 line 193; seed 001 PM Credit Payment; seed 002 row 8) ------------------
-def test_credits_reach_pms_who_pay_new_commercial_sites_when_the_site_lets_them(ledger: Path) -> None:
+def test_credits_reach_pms_who_pay_new_commercial_sites_when_the_site_lets_them(ledger: LedgerAt) -> None:
     assert ok(ledger, "allocate", "pm1", "50", actor="d1")["remaining"] == 50  # a PM of its installer
     assert refused(ledger, "allocate", "pm1", "5", actor="sd1") == "not_yours"  # not under sd1
     assert refused(ledger, "allocate", "pm3", "5", actor="d1") == "not_yours"
@@ -172,14 +173,14 @@ def test_credits_reach_pms_who_pay_new_commercial_sites_when_the_site_lets_them(
     assert refused(ledger, "site-set", "office", "pay_by_pm=credit", actor="i1") == "bad_permission"
 
 
-def test_the_distributors_credit_log_adds_up(ledger: Path) -> None:
+def test_the_distributors_credit_log_adds_up(ledger: LedgerAt) -> None:
     log = ok(ledger, "credit-log", actor="d1")
     assert (log["available"], log["total"], log["used"]) == (500, 1000, 500)
     assert [(e["amount"], e["remaining"]) for e in log["log"]] == [(1000, 1000), (-300, 700), (-200, 500)]
 
 
 # -- 3. orders (DOMAIN.md Paying; seed 001 line 284; seed 002 line 186; seed 000 lines 157-167) ----------------
-def test_an_order_waits_15_minutes_for_its_payment(ledger: Path) -> None:
+def test_an_order_waits_15_minutes_for_its_payment(ledger: LedgerAt) -> None:
     placed = ok(ledger, "order", *APP1, "--source", "stripe", actor="i1")
     assert placed["status"] == "pending"
     assert len(placed["txn"]) == 17
@@ -195,7 +196,7 @@ def test_an_order_waits_15_minutes_for_its_payment(ledger: Path) -> None:
     assert ok(ledger, "payments", actor="d1") == []  # per payer
 
 
-def test_auto_renewal_is_one_recorded_order_per_cycle_until_cancelled(ledger: Path) -> None:
+def test_auto_renewal_is_one_recorded_order_per_cycle_until_cancelled(ledger: LedgerAt) -> None:
     ok(ledger, "renew", *APP1, "--source", "stripe", "--auto-renew", actor="i1")
     expires = next(s for s in ok(ledger, "services", "towers") if s["service"] == "app")["expires"]
     first = expires - T0_EPOCH
@@ -206,14 +207,14 @@ def test_auto_renewal_is_one_recorded_order_per_cycle_until_cancelled(ledger: Pa
     assert ok(ledger, "auto-renew", now=at(first + 3600)) == []  # once per cycle
     auto = [r for r in ok(ledger, "payments", actor="i1") if r["kind"] == "auto"]
     assert [(r["status"], r["source"], r["amount"], r["items"]) for r in auto] == [
-        ("paid", "stripe", 100, [["towers", "app", "account:r-1"]])
+        ("paid", "stripe", 100, [{"project": "towers", "service": "app", "subject": "account:r-1"}])
     ]
     assert ok(ledger, "cancel-auto-renew", "--item", "towers/app/account:r-1", actor="i1") == {"cancelled": 1}
     assert ok(ledger, "auto-renew", now=at(first + 30 * rules.DAY)) == []
     assert refused(ledger, "cancel-auto-renew", "--item", "towers/app/account:r-1", actor="i3") == "not_yours"
 
 
-def test_auto_renewal_after_a_long_outage_charges_one_cycle_from_now(ledger: Path) -> None:
+def test_auto_renewal_after_a_long_outage_charges_one_cycle_from_now(ledger: LedgerAt) -> None:
     ok(ledger, "renew", *APP1, "--source", "stripe", "--auto-renew", actor="i1")
     late = 200 * rules.DAY
     renewed = ok(ledger, "auto-renew", now=at(late))
@@ -222,7 +223,7 @@ def test_auto_renewal_after_a_long_outage_charges_one_cycle_from_now(ledger: Pat
 
 
 # -- 4. charges that match (seed 000 lines 147-149; seed 001 lines 256-257; seed 002 row 11) --------------------
-def test_an_item_named_twice_is_charged_once(ledger: Path) -> None:
+def test_an_item_named_twice_is_charged_once(ledger: LedgerAt) -> None:
     once = ok(ledger, "quote", *APP1, actor="i1")
     twice = ok(ledger, "quote", *APP1, "--item", "towers/app/account:r-1", actor="i1")
     assert (twice["amount"], len(twice["items"])) == (once["amount"], 1)
@@ -237,37 +238,37 @@ def test_an_item_named_twice_is_charged_once(ledger: Path) -> None:
         ("office/personnel_app/account:r-1", "unknown_account"),
     ],
 )
-def test_an_item_for_what_the_site_does_not_have_is_refused(ledger: Path, item: str, rule: str) -> None:
+def test_an_item_for_what_the_site_does_not_have_is_refused(ledger: LedgerAt, item: str, rule: str) -> None:
     length = ("--months", "1") if item.startswith("towers/") else ("--renew-to", "2027-01-31")
     assert refused(ledger, "quote", "--item", item, *length, actor="i1") == rule
 
 
-def test_all_doors_quotes_every_door_but_the_free_one(ledger: Path) -> None:
+def test_all_doors_quotes_every_door_but_the_free_one(ledger: LedgerAt) -> None:
     quoted = ok(ledger, "quote", "--site", "office", "--service", "door", "--renew-to", "2027-01-31", actor="i1")
-    assert [tuple(i[:3]) for i in quoted["items"]] == [
+    assert [(i["project"], i["service"], i["subject"]) for i in quoted["items"]] == [
         ("office", "door", "door:door-2"),
         ("office", "door", "door:door-3"),
     ]
     everything = ok(ledger, "quote", "--site", "office", "--renew-to", "2027-01-31", actor="i1")
-    assert {i[2] for i in everything["items"]} == {"door:door-2", "door:door-3", "account:a-1"}
+    assert {i["subject"] for i in everything["items"]} == {"door:door-2", "door:door-3", "account:a-1"}
 
 
-def test_renew_to_ends_at_the_last_second_of_the_day_in_the_sites_zone(ledger: Path) -> None:
+def test_renew_to_ends_at_the_last_second_of_the_day_in_the_sites_zone(ledger: LedgerAt) -> None:
     quoted = ok(ledger, "quote", *DOOR2, actor="i1")
-    assert quoted["items"][0][3] == datetime.fromisoformat("2027-01-31T23:59:59+08:00").timestamp()
+    assert quoted["items"][0]["expires"] == datetime.fromisoformat("2027-01-31T23:59:59+08:00").timestamp()
 
 
-def test_attendance_plans_are_priced_apart_and_bounded(ledger: Path) -> None:
+def test_attendance_plans_are_priced_apart_and_bounded(ledger: LedgerAt) -> None:
     item = ("--item", "office/attendance/project", "--renew-to", "2027-01-31")
     assert refused(ledger, "quote", *item, actor="i1") == "plan_needed"
     small = ok(ledger, "quote", *item, "--plan", "0-200", actor="i1")
     large = ok(ledger, "quote", *item, "--plan", "201+", actor="i1")
     assert large["amount"] > small["amount"] > 0
-    assert large["items"][0][4] == "201+"
-    book = Ledger(ledger)
+    assert large["items"][0]["plan"] == "201+"
+    book = ledger.open()
     try:
-        for n in range(rules.SMALL_PLAN_LIMIT):
-            book.add_app_account("office", f"p-{n}", "personnel", "P")  # 201 personnel with a-1
+        for n in range(rules.SMALL_PLAN_LIMIT):  # 201 personnel with a-1
+            call(book, sites.add_app_account, "i1", sites.AddAppAccount(project="office", id=f"p-{n}", role="personnel"))
     finally:
         book.close()
     assert refused(ledger, "quote", *item, "--plan", "0-200", actor="i1") == "plan_too_small"
@@ -275,7 +276,7 @@ def test_attendance_plans_are_priced_apart_and_bounded(ledger: Path) -> None:
 
 
 # -- 5. community services (seed 003) ---------------------------------------------------------------------------
-def test_only_three_services_are_set_per_apartment(ledger: Path) -> None:
+def test_only_three_services_are_set_per_apartment(ledger: LedgerAt) -> None:
     assert refused(ledger, "switch", "towers", "package_room", "--apartment", "101", actor="i1") == "not_per_apartment"
     assert refused(ledger, "add-apartment", "towers", "103", "--service", "booking=on", actor="i1") == (
         "not_per_apartment"
@@ -284,7 +285,7 @@ def test_only_three_services_are_set_per_apartment(ledger: Path) -> None:
         ok(ledger, "switch", "towers", service, "--apartment", "102", actor="i1")
 
 
-def test_with_indoor_monitor_on_an_apartment_needs_its_monitor_and_changes_the_app_charge(ledger: Path) -> None:
+def test_with_indoor_monitor_on_an_apartment_needs_its_monitor_and_changes_the_app_charge(ledger: LedgerAt) -> None:
     assert refused(ledger, "add-apartment", "towers", "103", actor="i1") == "indoor_monitor_needed"
     ok(ledger, "add-apartment", "towers", "103", "--device-mac", MONITOR_2, "--device-name", "IM 103", actor="i1")
     with_monitor = ok(ledger, "quote", *APP1, actor="i1")["amount"]
@@ -294,13 +295,13 @@ def test_with_indoor_monitor_on_an_apartment_needs_its_monitor_and_changes_the_a
     ok(ledger, "add-apartment", "towers", "104", actor="i1")  # no monitor needed now
 
 
-def test_pm_app_is_locked_on_while_a_pm_app_account_is_active(ledger: Path) -> None:
+def test_pm_app_is_locked_on_while_a_pm_app_account_is_active(ledger: LedgerAt) -> None:
     ok(ledger, "renew", "--item", "towers/pm_app/account:pm-7", "--months", "1", "--source", "stripe", actor="i1")
     assert refused(ledger, "switch", "towers", "pm_app", "--off", actor="i1") == "pm_app_locked"
     assert ok(ledger, "switch", "towers", "pm_app", "--off", actor="i1", now=at(31 * rules.DAY))["changed"] == 1
 
 
-def test_a_switched_off_service_cannot_be_paid_for_and_bulk_updates_cover_every_apartment(ledger: Path) -> None:
+def test_a_switched_off_service_cannot_be_paid_for_and_bulk_updates_cover_every_apartment(ledger: LedgerAt) -> None:
     landline = ("quote", "--item", "towers/landline/apartment:101", "--months", "1")
     assert refused(ledger, *landline, actor="i1") == "switched_off"
     assert refused(ledger, "quote", "--item", "towers/booking/project", "--months", "1", actor="i1") == "switched_off"
@@ -309,10 +310,10 @@ def test_a_switched_off_service_cannot_be_paid_for_and_bulk_updates_cover_every_
     ok(ledger, *landline, actor="i1")
     assert refused(ledger, "switch", "towers", "video_storage", "--all-apartments", actor="i1") == "not_bulk"
     quoted = ok(ledger, "quote", "--site", "towers", "--service", "landline", "--months", "1", actor="i1")
-    assert [i[2] for i in quoted["items"]] == ["apartment:101", "apartment:102"]
+    assert [i["subject"] for i in quoted["items"]] == ["apartment:101", "apartment:102"]
 
 
-def test_integration_is_set_by_a_pms_never_sold(ledger: Path) -> None:
+def test_integration_is_set_by_a_pms_never_sold(ledger: LedgerAt) -> None:
     quote = ("quote", "--item", "towers/integration/project", "--months", "1")
     assert refused(ledger, *quote, actor="i1") == "integration_is_automatic"
     assert refused(ledger, "switch", "towers", "integration", actor="i1") == "integration_is_automatic"
@@ -323,7 +324,7 @@ def test_integration_is_set_by_a_pms_never_sold(ledger: Path) -> None:
 
 
 # -- 6. notices and settings (seed 002 rows 9-10, line 195; DOMAIN.md site settings) -----------------------------
-def test_expiration_and_renewal_notices_follow_the_site_and_installer_settings(ledger: Path) -> None:
+def test_expiration_and_renewal_notices_follow_the_site_and_installer_settings(ledger: LedgerAt) -> None:
     ok(ledger, "renew", *APP1, "--source", "stripe", actor="i1")
     renewal = [(n["role"], n["recipient"]) for n in ok(ledger, "notices", "--site", "towers") if n["stage"] == 0]
     assert renewal == [("installer", "i1"), ("pm", "pm1")]
@@ -344,12 +345,12 @@ def test_expiration_and_renewal_notices_follow_the_site_and_installer_settings(l
     assert [(n["stage"], n["role"]) for n in raised if n["project"] == "house"] == [(1, "end_user")]
 
 
-def test_site_settings_reach_the_devices_document_and_bad_ones_are_refused(ledger: Path) -> None:
+def test_site_settings_reach_the_devices_document_and_bad_ones_are_refused(ledger: LedgerAt) -> None:
     ok(ledger, "site-set", "office", "time_format=24h", "landline=true", "visitor_call_door_log=false",
        "name=Head office", "timezone=Europe/Berlin", actor="i1")  # fmt: skip
-    book = Ledger(ledger)
+    book = ledger.open()
     try:
-        claims = issuing.claims_for(book, DOOR_PHONE)
+        claims = book.read(lambda uow: issuing.claims_for(uow, DOOR_PHONE))
     finally:
         book.close()
     assert claims["settings"] == {"time_format": "24h", "landline": True, "visitor_call_door_log": False,
@@ -361,7 +362,7 @@ def test_site_settings_reach_the_devices_document_and_bad_ones_are_refused(ledge
     assert run(ledger, "site-set", "office", "nonsense", actor="i1")[0] == 2
 
 
-def test_deleting_a_site_returns_its_devices_to_the_library(ledger: Path) -> None:
+def test_deleting_a_site_returns_its_devices_to_the_library(ledger: LedgerAt) -> None:
     gone = ok(ledger, "delete-site", "towers", actor="i1")
     assert (gone["devices"], gone["apartments"], gone["app_accounts"]) == (1, 2, 3)
     assert run(ledger, "services", "towers")[0] == 2  # unknown now
@@ -370,7 +371,7 @@ def test_deleting_a_site_returns_its_devices_to_the_library(ledger: Path) -> Non
 
 
 # -- 7. upgrades (seed 002 lines 445-448, 751) ---------------------------------------------------------------
-def test_upgrades_listed_by_status_edited_while_pending_and_deleted(ledger: Path, tmp_path: Path) -> None:
+def test_upgrades_listed_by_status_edited_while_pending_and_deleted(ledger: LedgerAt, tmp_path: Path) -> None:
     image = tmp_path / "r29.bin"
     image.write_bytes(os.urandom(512))
     for version in ("29.30.10.1", "29.30.10.2"):
@@ -387,14 +388,15 @@ def test_upgrades_listed_by_status_edited_while_pending_and_deleted(ledger: Path
     edited = ok(ledger, "edit-upgrade", "u-2", "--version", "29.30.10.2", "--right-now", actor="i1")
     assert (edited["version"], edited["at"]) == ("29.30.10.2", None)
     assert refused(ledger, "edit-upgrade", "u-2", "--version", "9.9", actor="i1") == "unknown_firmware"
-    book = Ledger(ledger)
+    book = ledger.open(lambda: T0_EPOCH)
     try:  # the device reports it is downloading u-1, then that it is done
         event = {"event_id": "e-1", "seq": 1, "type": "firmware", "kind": "downloading", "data": {"job_id": "u-1"}}
-        take_event(book, DOOR_PHONE, event, T0_EPOCH)
+        book.run(lambda uow: ingest.take_event(uow, DOOR_PHONE, event))
         assert listed("Processing") == ["u-1"]
         assert refused(ledger, "edit-upgrade", "u-1", "--right-now", actor="i1") == "already_started"
         assert refused(ledger, "delete-upgrade", "u-1", actor="i1") == "already_started"
-        take_event(book, DOOR_PHONE, {**event, "event_id": "e-2", "seq": 2, "kind": "executed"}, T0_EPOCH)
+        done = {**event, "event_id": "e-2", "seq": 2, "kind": "executed"}
+        book.run(lambda uow: ingest.take_event(uow, DOOR_PHONE, done))
     finally:
         book.close()
     assert listed("Executed") == ["u-1"]
@@ -421,9 +423,9 @@ def test_upgrades_listed_by_status_edited_while_pending_and_deleted(ledger: Path
         ("--now", "yesterday", "services", "office"),
     ],
 )  # fmt: skip
-def test_a_bad_argument_exits_2_with_one_line(ledger: Path, args: tuple[str, ...]) -> None:
+def test_a_bad_argument_exits_2_with_one_line(ledger: LedgerAt, args: tuple[str, ...]) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "cloud_stub.cli", "--ledger", str(ledger), "--as", "i1", *args],
+        [sys.executable, "-m", "cloud_stub.cli", *ledger.args(), "--as", "i1", *args],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 2, result
@@ -432,13 +434,13 @@ def test_a_bad_argument_exits_2_with_one_line(ledger: Path, args: tuple[str, ...
     assert "Traceback" not in result.stderr
 
 
-def test_serve_without_the_embedded_broker_says_what_to_install(ledger: Path) -> None:
+def test_serve_without_the_embedded_broker_says_what_to_install(ledger: LedgerAt) -> None:
     code = (
         "import sys; sys.modules['amqtt'] = None\n"  # as if the [embedded] extra were not installed
         "from cloud_stub.cli import main; main()"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code, "--ledger", str(ledger), "serve", "--port", "0", "--images-port", "0"],
+        [sys.executable, "-c", code, *ledger.args(), "serve", "--port", str(free_port()), "--images-port", "0"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 2, result
@@ -446,7 +448,7 @@ def test_serve_without_the_embedded_broker_says_what_to_install(ledger: Path) ->
     assert "Traceback" not in result.stderr
 
 
-def test_the_json_of_every_refusal_names_rule_and_seed(ledger: Path) -> None:
+def test_the_json_of_every_refusal_names_rule_and_seed(ledger: LedgerAt) -> None:
     code, out = run(ledger, "quote", *DOOR2, actor="i2")
     assert code == 1
     assert out["ok"] is False

@@ -39,16 +39,21 @@ class Allocate(Request):
     amount: Amount
 
 
-def allocate(uow: UnitOfWork, actor: Actor, request: Allocate) -> Balance:
+class Allocated(Result):
+    remaining: int  # what the receiver holds now
+    left: int  # what the giver holds now
+
+
+def allocate(uow: UnitOfWork, actor: Actor, request: Allocate) -> Allocated:
     """Credits go down the chain: to one's sub-distributors, installers and PMs (seed 000 line 193); never
     more than held (a conditional debit: two allocations at once cannot overdraw)."""
     receiver = uow.accounts.require(request.account)
     if actor.is_operator:
         raise Refused("not_yours", "the platform operator holds no credits", "seed 000 line 193")
     rules.check_allocation(actor.principal, receiver.role, uow.accounts.chain(receiver.id))
-    remaining = uow.credits.spend(actor.principal, request.amount, uow.now, f"allocated to {receiver.id}")
-    uow.credits.receive(receiver.id, request.amount, uow.now, f"allocated by {actor.principal}")
-    return Balance(remaining=remaining)
+    left = uow.credits.spend(actor.principal, request.amount, uow.now, f"allocated to {receiver.id}")
+    remaining = uow.credits.receive(receiver.id, request.amount, uow.now, f"allocated by {actor.principal}")
+    return Allocated(remaining=remaining, left=left)
 
 
 class Movement(Result):

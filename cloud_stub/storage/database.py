@@ -58,9 +58,11 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.writer = secrets.token_hex(8)  # NOTIFY's payload: a listener can tell its own writes apart
-        options: dict[str, Any] = {}
+        # preserve_rowcount: an INSERT ... ON CONFLICT DO NOTHING says whether its row went in (SQLAlchemy
+        # keeps rowcount for UPDATE and DELETE only, unless asked).
+        options: dict[str, Any] = {"execution_options": {"preserve_rowcount": True}}
         if url.startswith("postgresql"):
-            options = {"pool_size": pool_size, "max_overflow": 40, "pool_pre_ping": True}
+            options |= {"pool_size": pool_size, "max_overflow": 40, "pool_pre_ping": True}
         self.engine: Engine = sa.create_engine(url, **options)
         self.dialect: str = self.engine.dialect.name
         if self.dialect == "sqlite":
