@@ -1,5 +1,5 @@
-"""The HTTP API for the ledger and rollouts (cloud_stub/api.py) over real HTTP: its OpenAPI description,
-per-account tokens, and the same rules and refusals as the CLI."""
+"""The HTTP API for the ledger and rollouts (cloud_stub/api.py) over real HTTP (uvicorn): its OpenAPI
+description, per-account tokens, and the same rules and refusals as the CLI; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,17 +7,16 @@ import asyncio
 import http.client
 import json
 import os
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cloud_stub.api import ROUTES, Api
-from cloud_stub.ledger import Ledger
+from cloud_stub import api as http_api
+from cloud_stub.http import Served
 from tests.support.documents import DEVICE_ID
-from tests.support.ledger import DOOR2, cloud, setup_ledger
+from tests.support.ledger import DOOR2, LedgerAt, cloud, setup_ledger
 
 
 class Client:
@@ -44,12 +43,12 @@ class Client:
         return await asyncio.to_thread(self._call, method, path, token, data)
 
 
-API = tuple[Client, dict[str, str], Path]
+API = tuple[Client, dict[str, str], LedgerAt]
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[tuple[Client, dict[str, str], Path]]:
-    ledger = tmp_path / "cloud" / "ledger.db"
+async def api(ledger_at: LedgerAt, tmp_path: Path) -> AsyncIterator[tuple[Client, dict[str, str], LedgerAt]]:
+    ledger = ledger_at
     setup_ledger(ledger)
     assert cloud(ledger, "add-account", "i2", "--role", "installer", "--name", "J", "--parent", "d1")[0] == 0
     image = tmp_path / "r29.bin"
@@ -57,15 +56,17 @@ async def api(tmp_path: Path) -> AsyncIterator[tuple[Client, dict[str, str], Pat
     assert cloud(ledger, "add-firmware", "R29", "29.30.10.1", str(image))[0] == 0
     tokens = {}
     for account in ("i1", "i2"):
-        code, out = cloud(ledger, "api-token", account)
+        code, out = cloud(ledger, "api-token", "create", account)
         assert code == 0
-        tokens[account] = out["result"]
-    assert cloud(ledger, "api-token", "nobody")[0] != 0
-    server = await Api(Ledger(ledger), time.time).start()
+        tokens[account] = out["result"]["token"]
+    assert cloud(ledger, "api-token", "create", "nobody")[0] != 0
+    book = ledger.open()
+    server = await Served(http_api.app(book)).start()
     try:
         yield Client(server.port), tokens, ledger
     finally:
-        await server.close()
+        await server.stop()
+        book.close()
 
 
 async def test_the_openapi_description_is_generated_from_the_routes(api: API) -> None:
@@ -74,13 +75,17 @@ async def test_the_openapi_description_is_generated_from_the_routes(api: API) ->
     assert status == 200
     assert document["openapi"].startswith("3.1")
     listed = {(method.upper(), path) for path, ops in document["paths"].items() for method in ops}
-    assert listed == {(r.method, r.path) for r in ROUTES}
-    upgrade = document["components"]["schemas"]["UpgradeBody"]
+    routes = {(m, r.path) for r in http_api.router.routes for m in getattr(r, "methods", ())}
+    assert listed == routes
+    upgrade = document["components"]["schemas"]["StageUpgrade"]
     assert {"id", "project", "model", "version", "wave_size", "max_failures"} <= set(upgrade["properties"])
+    assert "not" in upgrade  # wave_size or wave_percent, not both: in the schema, not only in the server
     assert document["paths"]["/v1/upgrades"]["post"]["requestBody"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/UpgradeBody"
+        "$ref": "#/components/schemas/StageUpgrade"
     }
-    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    ok = document["paths"]["/v1/orders"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/Placed"}  # responses are described too
+    assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
 
 async def test_a_token_names_the_account_and_nothing_works_without_one(api: API) -> None:

@@ -268,7 +268,9 @@ def test_attendance_plans_are_priced_apart_and_bounded(ledger: LedgerAt) -> None
     book = ledger.open()
     try:
         for n in range(rules.SMALL_PLAN_LIMIT):  # 201 personnel with a-1
-            call(book, sites.add_app_account, "i1", sites.AddAppAccount(project="office", id=f"p-{n}", role="personnel"))
+            call(
+                book, sites.add_app_account, "i1", sites.AddAppAccount(project="office", id=f"p-{n}", role="personnel")
+            )
     finally:
         book.close()
     assert refused(ledger, "quote", *item, "--plan", "0-200", actor="i1") == "plan_too_small"
