@@ -8,6 +8,7 @@ fails at the cloud, not on a fleet), and signs. ``serve`` builds from the ledger
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -22,7 +23,9 @@ ISSUER: Final = "smartplus-cloud"
 
 
 def _checked(model: type[wire.Claims], claims: dict[str, Any]) -> dict[str, Any]:
-    model.model_validate(claims)  # a ValidationError here is a defect of the cloud's, never sent
+    """``claims`` as a device reads them (from JSON, strictly): a ValidationError here is a defect of the
+    cloud's, raised before anything is signed or sent."""
+    model.model_validate_json(json.dumps(claims))
     return claims
 
 

@@ -46,7 +46,8 @@ class Served:
         for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
             logging.getLogger(name).setLevel(logging.WARNING)
         config = uvicorn.Config(
-            self.app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=self.grace,
+            self.app, interface="asgi3", log_level="warning", access_log=False, lifespan="off",
+            timeout_graceful_shutdown=self.grace,
             server_header=False, date_header=True,
         )  # fmt: skip
         self._server = _Server(config)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any, Final
@@ -39,7 +39,7 @@ class ImageServer(Served):
     def __init__(self, directory: Path, host: str = "127.0.0.1", port: int = 0) -> None:
         self.directory = directory
         self.sent: Counter[str] = Counter()
-        self.requests: deque[tuple[str, str | None]] = deque(maxlen=KEPT)  # (name, Range header)
+        self.requests: list[tuple[str, str | None]] = []  # (name, Range header): the last KEPT
         app = Starlette(routes=[Route("/{name}", self._image, methods=["GET", "HEAD"])])
         super().__init__(self._counted(app), host, port, grace=1)
 
@@ -49,6 +49,7 @@ class ImageServer(Served):
         if not _NAME.match(name) or not path.is_file():
             return PlainTextResponse("no such image\n", status_code=404)
         self.requests.append((name, request.headers.get("range")))
+        del self.requests[:-KEPT]
         return FileResponse(path, media_type="application/octet-stream")
 
     def _counted(self, app: Any) -> Any:

@@ -8,23 +8,34 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
-from datetime import date
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.control import server as control
-from cloud_stub import ingest
 from cloud_stub.images import ImageServer
 from cloud_stub.ledger import Ledger
-from cloud_stub.rules import DAY
+from cloud_stub.operations import credits, ingest, keys
+from cloud_stub.operations.authority import OPERATOR
 from cloud_stub.service import CloudService
 from protocol import jws
 from tests.support.brokers import Broker, NatsCluster
 from tests.support.daemons import USERS, SupervisedDaemon, device_config, raise_event
 from tests.support.documents import DEVICE_ID
+from tests.support.ledger import (
+    add_firmware,
+    alarms,
+    call,
+    device_state,
+    office_ledger,
+    place,
+    renew_door_2,
+    stage,
+    statuses,
+    unsent,
+)
 from tests.support.sync import status_until
 
 
@@ -34,17 +45,10 @@ def broker(process_broker: Broker) -> Broker:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
-    (tmp_path / "cloud").mkdir()
-    book = Ledger(tmp_path / "cloud" / "ledger.db")
-    now = time.time()
-    book.add_account("d1", "distributor", "Distributor")
-    book.add_account("i1", "installer", "Installer", parent="d1", permission="credit")
-    book.add_project("office", "commercial", "i1", date(2025, 7, 1), doors=("door-1", "door-2"))
-    book.add_device(DEVICE_ID, "d1", "R29", project="office")
-    book.buy_credits("d1", 1000, "stripe", now)
-    book.allocate("d1", "i1", 500, now)
-    return book
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    book = office_ledger(tmp_path / "cloud" / "ledger.db")
+    yield book
+    book.close()
 
 
 @contextlib.asynccontextmanager
@@ -84,14 +88,13 @@ async def test_a_renewal_in_the_ledger_reaches_a_running_agent_and_flips_its_che
         denied = await check(daemon, "issue_access", "door:door-1")
         assert (denied["allowed"], denied["reason"]) == (False, "doors_limited")
 
-        now = time.time()
-        quote = ledger.quote("i1", [("office", "door", "door:door-2")], now, renew_to=now + 90 * DAY)
-        ledger.pay(ledger.order("i1", quote, "credit", now), now)
+        renewed = renew_door_2(ledger)
         service.poke()
         await status_until(daemon.data_dir, lambda s: s["mode"] == "normal")
         allowed = await check(daemon, "issue_access", "door:door-1")
         assert (allowed["allowed"], allowed["reason"]) == (True, "active")
-        assert ledger.credit_log("i1")[-1]["amount"] == -quote["amount"]
+        log = call(ledger, credits.credit_log, "i1", credits.CreditLogQuery()).log
+        assert log[-1].amount == -renewed.quote.amount
 
 
 async def test_keys_rotate_under_a_running_agent(broker: Broker, ledger: Ledger, tmp_path: Path) -> None:
@@ -109,9 +112,7 @@ async def test_keys_rotate_under_a_running_agent(broker: Broker, ledger: Ledger,
         )
         assert sorted(both["trust"]["signing_keys"]) == sorted([*signers, new_kid])
 
-        from cloud_stub import trustkeys
-
-        [old_billing] = trustkeys.retire(ledger, "billing")
+        [old_billing] = ledger.run(lambda uow: keys.retire(uow, OPERATOR, "billing"))
         service.poke()
         only_new = await status_until(daemon.data_dir, lambda s: s["trust"]["seq"] == 3)
         assert sorted(only_new["trust"]["signing_keys"]) == sorted([k for k in signers if k != old_billing] + [new_kid])
@@ -123,12 +124,11 @@ async def test_a_signer_outside_its_scope_is_refused_and_the_commands_signer_is_
 ) -> None:
     """A firmware job signed with the billing key (as a leaked billing key would sign one) is refused as
     key_not_allowed; a command from the commands signer is carried out and answered."""
-    from cloud_stub import trustkeys
     from cloud_stub.link import DeviceLink
 
     async with cloud_and_device(broker, ledger, tmp_path) as (service, daemon):
         await status_until(daemon.data_dir, lambda s: s["document"] is not None and s["connected"])
-        billing = trustkeys.active(ledger, tmp_path / "cloud" / "keys", "billing")
+        billing = ledger.read(lambda uow: keys.signer(uow, tmp_path / "cloud" / "keys", "billing"))
         now = int(time.time())
         job = {"aud": DEVICE_ID, "iat": now, "exp": now + 600, "seq": 50, "job_id": "j-leak", "model": "R29",
                "version": "99.0", "url": "http://127.0.0.1:9/x", "size": 1, "sha256": "0" * 64}  # fmt: skip
@@ -148,8 +148,6 @@ async def test_a_signer_outside_its_scope_is_refused_and_the_commands_signer_is_
 async def test_the_root_rotates_under_a_running_agent(broker: Broker, ledger: Ledger, tmp_path: Path) -> None:
     """rotate-root: trust carries old and new with the new one's proof, signed by the old; retire-root: the
     new root signs trust alone. The agent follows both steps, and after a restart the old root is gone."""
-    from cloud_stub import trustkeys
-
     async with cloud_and_device(broker, ledger, tmp_path) as (service, daemon):
         first = await status_until(daemon.data_dir, lambda s: s["trust"] is not None)
         [old_root] = first["trust"]["roots"]
@@ -157,7 +155,7 @@ async def test_the_root_rotates_under_a_running_agent(broker: Broker, ledger: Le
         service.poke()
         both = await status_until(daemon.data_dir, lambda s: s["trust"]["seq"] == first["trust"]["seq"] + 1)
         assert sorted(both["trust"]["roots"]) == sorted([old_root, new_root])
-        assert trustkeys.retire_root(ledger) == old_root
+        assert ledger.run(lambda uow: keys.retire_root(uow, OPERATOR)) == old_root
         service.poke()
         only_new = await status_until(daemon.data_dir, lambda s: s["trust"]["seq"] == both["trust"]["seq"] + 1)
         assert only_new["trust"]["roots"] == [new_root]
@@ -170,21 +168,19 @@ async def test_the_root_rotates_under_a_running_agent(broker: Broker, ledger: Le
 
 async def test_what_the_device_sends_is_kept_once_per_project(broker: Broker, ledger: Ledger, tmp_path: Path) -> None:
     async with cloud_and_device(broker, ledger, tmp_path) as (service, daemon):
-        now = time.time()
-        quote = ledger.quote("i1", [("office", "door", "door:door-2")], now, renew_to=now + 90 * DAY)
-        ledger.pay(ledger.order("i1", quote, "credit", now), now)
+        renew_door_2(ledger)
         service.poke()
         await status_until(daemon.data_dir, lambda s: s["mode"] == "normal")
         raised = await raise_event(daemon.data_dir, "alarm", "tamper", data={"door": "door-1"})
         assert raised["ok"]
         deadline = time.monotonic() + 20
-        while not ingest.alarms(ledger, "office"):  # the ledger has no event to wait on
+        while not alarms(ledger):  # the ledger has no event to wait on
             assert time.monotonic() < deadline, "the alarm never reached the ledger"
             await asyncio.sleep(0.05)
-        [alarm] = ingest.alarms(ledger, "office")
+        [alarm] = alarms(ledger)
         assert (alarm["kind"], alarm["event_id"]) == ("tamper", raised["event_id"])
-        assert ingest.gaps(ledger, DEVICE_ID) == []
-        state = ingest.state(ledger, DEVICE_ID)
+        assert ledger.read(lambda uow: ingest.gaps(uow, DEVICE_ID)) == []
+        state = device_state(ledger, DEVICE_ID)
         assert state is not None
         assert state["online"] is True
 
@@ -196,26 +192,18 @@ async def test_a_firmware_rollout_reaches_the_device_and_its_status_comes_back(
     device's status from its own events: Pending, Processing, Executed. Never gated by billing."""
     import os
 
-    from cloud_stub import rollouts
-
     image = tmp_path / "r29.bin"
     image.write_bytes(os.urandom(256 * 1024))
     async with cloud_and_device(broker, ledger, tmp_path) as (service, daemon):
-        rollouts.add_firmware(ledger, tmp_path / "cloud" / "images", "R29", "29.30.10.1", image, "fixes", time.time())
-        assert rollouts.add_upgrade(ledger, "u-1", "office", "R29", "29.30.10.1", time.time()) == [DEVICE_ID]
+        add_firmware(ledger, tmp_path / "cloud" / "images", image)
+        assert stage(ledger, "u-1") == [DEVICE_ID]
         service.poke()
         await status_until(daemon.data_dir, lambda s: s["firmware"]["version"] == "29.30.10.1", seconds=60)
         deadline = time.monotonic() + 20
-        while rollouts.statuses(ledger, "u-1") != {DEVICE_ID: "Executed"}:  # the ledger has no event to wait on
-            assert time.monotonic() < deadline, rollouts.statuses(ledger, "u-1")
+        while statuses(ledger, "u-1") != {DEVICE_ID: "Executed"}:  # the ledger has no event to wait on
+            assert time.monotonic() < deadline, statuses(ledger, "u-1")
             await asyncio.sleep(0.05)
         assert 75 in daemon.exits  # it rebooted into the new slot
-
-
-def renew_door_2(ledger: Ledger) -> None:
-    now = time.time()
-    quote = ledger.quote("i1", [("office", "door", "door:door-2")], now, renew_to=now + 90 * DAY)
-    ledger.pay(ledger.order("i1", quote, "credit", now), now)
 
 
 async def fleet_reports(ledger: Ledger, macs: list[str], mode_and_seq: tuple[str, int], *, seconds: float) -> None:
@@ -224,7 +212,7 @@ async def fleet_reports(ledger: Ledger, macs: list[str], mode_and_seq: tuple[str
     def modes() -> set[tuple[str, int]]:
         found = set()
         for mac in macs:
-            state = ingest.state(ledger, mac)
+            state = device_state(ledger, mac)
             found.add((state["entitlements"]["mode"], state["entitlements"]["seq"]) if state else ("none", 0))
         return found
 
@@ -242,14 +230,11 @@ async def test_a_document_issued_just_before_the_cloud_stopped_still_goes_out(
     publishes it, rather than waiting for the next change or the half-bound re-issue (15 days)."""
     import aiomqtt
 
-    from cloud_stub import issuing
-    from protocol import jws
-
-    keys = tmp_path / "cloud" / "keys"
-    stopped = CloudService(ledger, keys, host=broker.host, port=broker.port)
-    assert stopped.documents(time.time()) == 2  # issued, never published
-    assert [(d.key, d.seq) for d in issuing.unsent(ledger)] == [("trust:*", 1), (DEVICE_ID, 1)]
-    service = CloudService(ledger, keys, host=broker.host, port=broker.port, username="cloud", password="cloud")
+    keys_dir = tmp_path / "cloud" / "keys"
+    stopped = CloudService(ledger, keys_dir, host=broker.host, port=broker.port)
+    assert stopped.documents() == 2  # issued, never published
+    assert unsent(ledger) == [("trust:*", 1), (DEVICE_ID, 1)]
+    service = CloudService(ledger, keys_dir, host=broker.host, port=broker.port, username="cloud", password="cloud")
     cloud_task = asyncio.create_task(service.run())
     try:
         async with aiomqtt.Client(
@@ -261,8 +246,8 @@ async def test_a_document_issued_just_before_the_cloud_stopped_still_goes_out(
         assert isinstance(message.payload, bytes)
         assert json.loads(jws.parse(message.payload).payload)["seq"] == 1
         deadline = time.monotonic() + 10
-        while issuing.unsent(ledger):  # marked sent once the pass ends
-            assert time.monotonic() < deadline, issuing.unsent(ledger)
+        while unsent(ledger):  # marked sent once the pass ends
+            assert time.monotonic() < deadline, unsent(ledger)
             await asyncio.sleep(0.05)
     finally:
         cloud_task.cancel()
@@ -280,11 +265,11 @@ async def test_a_renewal_converges_on_a_simulated_fleet(broker: Broker, ledger: 
 
     macs = [f"0c1105{i:06x}" for i in range(30)]
     for mac in macs:
-        ledger.add_device(mac, "d1", "R29", project="office")
-    keys = tmp_path / "cloud" / "keys"
-    service = CloudService(ledger, keys, host=broker.host, port=broker.port, username="cloud", password="cloud",
+        place(ledger, mac)
+    keys_dir = tmp_path / "cloud" / "keys"
+    service = CloudService(ledger, keys_dir, host=broker.host, port=broker.port, username="cloud", password="cloud",
                            interval=0.2)  # fmt: skip
-    root = load_pem_public_key((keys / "root.pub.pem").read_bytes())
+    root = load_pem_public_key((keys_dir / "root.pub.pem").read_bytes())
     assert isinstance(root, Ed25519PublicKey)
     cloud_task = asyncio.create_task(service.run())
     fleet = [SimulatedDevice(m) for m in macs]
@@ -311,19 +296,18 @@ async def test_a_renewal_reaches_the_fleet_while_a_cluster_node_dies(ledger: Led
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-    from cloud_stub import issuing
     from cloud_stub.fleet import SimulatedDevice, run_fleet
 
     cluster = NatsCluster(tmp_path / "cluster", USERS)
     await cluster.start()
     macs = [f"0c1106{i:06x}" for i in range(30)]
     for mac in macs:
-        ledger.add_device(mac, "d1", "R29", project="office")
-    keys = tmp_path / "cloud" / "keys"
+        place(ledger, mac)
+    keys_dir = tmp_path / "cloud" / "keys"
     (first, *others) = cluster.addresses()
-    service = CloudService(ledger, keys, host=first[0], port=first[1], fallbacks=others, username="cloud",
+    service = CloudService(ledger, keys_dir, host=first[0], port=first[1], fallbacks=others, username="cloud",
                            password="cloud", interval=0.2)  # fmt: skip
-    root = load_pem_public_key((keys / "root.pub.pem").read_bytes())
+    root = load_pem_public_key((keys_dir / "root.pub.pem").read_bytes())
     assert isinstance(root, Ed25519PublicKey)
     fleet = [SimulatedDevice(m) for m in macs]
     tasks = [
@@ -341,8 +325,8 @@ async def test_a_renewal_reaches_the_fleet_while_a_cluster_node_dies(ledger: Led
         assert all(device.node != 0 and device.moves for device in on_killed)
         assert {device.seq for device in fleet} == {2}
         deadline = time.monotonic() + 10
-        while issuing.unsent(ledger):
-            assert time.monotonic() < deadline, issuing.unsent(ledger)
+        while unsent(ledger):
+            assert time.monotonic() < deadline, unsent(ledger)
             await asyncio.sleep(0.05)
     finally:
         for task in tasks:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from agent.config import load_config
-from cloud_stub.images import Fault, ImageServer
+from tests.support.images import Fault, FaultyImageServer
 from firmware.backends import backend
 from firmware.slots import FileBootloader, FileSlot
 from tests.support.bootloaders import bootloader_settings
@@ -71,7 +71,7 @@ def final(kind_list: list[str]) -> bool:
     return bool(kind_list) and kind_list[-1] in {"executed", "failed", "cancelled", "rolled_back", "rejected"}
 
 
-def job(image: tuple[Path, str], server: ImageServer, **fields: Any) -> dict[str, Any]:
+def job(image: tuple[Path, str], server: FaultyImageServer, **fields: Any) -> dict[str, Any]:
     path, digest = image
     return {"version": NEWER, "url": server.url(path.name), "size": IMAGE_SIZE, "sha256": digest, **fields}
 
@@ -86,10 +86,10 @@ def booted(config_file: Path) -> tuple[str, str | None]:
 @contextlib.asynccontextmanager
 async def running(
     broker: Broker, config_file: Path, docs: Docs, image: tuple[Path, str], services: list[dict[str, Any]], **kw: Any
-) -> AsyncIterator[tuple[SupervisedDaemon, ImageServer, CloudPeer]]:
+) -> AsyncIterator[tuple[SupervisedDaemon, FaultyImageServer, CloudPeer]]:
     """The supervised daemon holding ``services``, the image server and the cloud; stopped on the way out."""
     daemon = SupervisedDaemon(config_file, **kw)
-    async with ImageServer(image[0].parent) as server, CloudPeer(broker) as cloud:
+    async with FaultyImageServer(image[0].parent) as server, CloudPeer(broker) as cloud:
         await provision(cloud, docs, services)
         await daemon.start()
         try:

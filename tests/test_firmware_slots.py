@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import DownloadError
-from cloud_stub.images import Fault, ImageServer
+from tests.support.images import Fault, FaultyImageServer
 from firmware.download import fetch
 from firmware.slots import CHUNK as SLOT_CHUNK
 from firmware.slots import DeviceSlot
@@ -55,16 +55,16 @@ def test_a_slot_that_is_a_plain_file(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[tuple[ImageServer, bytes]]:
+async def served(tmp_path: Path) -> AsyncIterator[tuple[FaultyImageServer, bytes]]:
     (tmp_path / "www").mkdir()
     data = os.urandom(5 * SLOT_CHUNK + 4321)  # not a whole number of blocks
     (tmp_path / "www" / "img").write_bytes(data)
-    async with ImageServer(tmp_path / "www") as server:
+    async with FaultyImageServer(tmp_path / "www") as server:
         yield server, data
 
 
 async def test_a_download_streams_straight_into_a_device_slot(
-    served: tuple[ImageServer, bytes], tmp_path: Path
+    served: tuple[FaultyImageServer, bytes], tmp_path: Path
 ) -> None:
     """One pass: the bytes go from the socket into the device (O_DIRECT), hashed on the way; nothing is
     written in the data directory but the slot's small records; sealing gives the slot its version."""
@@ -87,7 +87,7 @@ async def test_a_download_streams_straight_into_a_device_slot(
 
 
 async def test_a_streamed_download_cut_short_resumes_at_the_recorded_offset(
-    served: tuple[ImageServer, bytes], tmp_path: Path
+    served: tuple[FaultyImageServer, bytes], tmp_path: Path
 ) -> None:
     """The connection drops mid-image: the device was fsync'd and its offset recorded every step, so the
     next attempt asks for the rest with Range from there (whole MiB), and the digest goes on from the

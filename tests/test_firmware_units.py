@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from agent.errors import DownloadError, IllegalTransition
-from cloud_stub.images import Fault, ImageServer
+from tests.support.images import Fault, FaultyImageServer
 from firmware import machine
 from firmware.admission import HEADROOM, admit
 from firmware.download import CHUNK, fetch
@@ -118,7 +118,7 @@ async def served(tmp_path: Path) -> Any:
     (tmp_path / "www").mkdir()
     data = os.urandom(CHUNK * 10 + 17)
     (tmp_path / "www" / "img").write_bytes(data)
-    async with ImageServer(tmp_path / "www") as server:
+    async with FaultyImageServer(tmp_path / "www") as server:
         yield server, data
 
 

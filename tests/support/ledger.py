@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from cloud_stub.cli import main
 from cloud_stub.ledger import Ledger, UnitOfWork
-from cloud_stub.operations import authority
+from cloud_stub.operations import accounts, authority
 from cloud_stub.operations.authority import Actor
 from tests.support.documents import DEVICE_ID
 
@@ -89,3 +89,82 @@ def setup_ledger(ledger: LedgerAt | Path) -> None:
     ]:  # fmt: skip
         code, out = cloud(ledger, *args, actor=actor)
         assert code == 0, (args, out)
+
+
+# -- the ledger as the end-to-end tests drive it, through the operations ------------------------------------
+def office_ledger(where: LedgerAt | Path, clock: Callable[[], float] | None = None) -> Ledger:
+    """A ledger with a distributor, an installer with credits, a new office (door-2 unpaid) and the device."""
+    from datetime import date
+
+    from cloud_stub.operations import credits, sites
+
+    book = at(where).open(clock)
+    for request in (
+        accounts.AddAccount(id="d1", role="distributor", name="Distributor"),
+        accounts.AddAccount(id="i1", role="installer", name="Installer", parent="d1", permission="credit"),
+    ):
+        call(book, accounts.add_account, None, request)
+    call(book, sites.add_site, None, sites.AddSite(id="office", type="commercial", installer="i1",
+                                                   created=date(2025, 7, 1), doors=["door-1", "door-2"]))  # fmt: skip
+    place(book, DEVICE_ID)
+    call(book, credits.buy, "d1", credits.BuyCredits(amount=1000))
+    call(book, credits.allocate, "d1", credits.Allocate(account="i1", amount=500))
+    return book
+
+
+def place(book: Ledger, mac: str, project: str = "office", model: str = "R29") -> None:
+    """Register ``mac`` in d1's library and put it in ``project`` (as its installer, i1)."""
+    from cloud_stub.operations import sites
+
+    call(book, sites.add_device, "i1", sites.AddDevice(mac=mac, distributor="d1", model=model, project=project))
+
+
+def renew_door_2(book: Ledger, days: int = 90) -> Any:
+    """i1 pays door-2 of the office with credits, to ``days`` from now."""
+    from datetime import UTC, datetime, timedelta
+
+    from cloud_stub.operations import paying
+
+    renew_to = (datetime.fromtimestamp(book.clock(), UTC) + timedelta(days=days)).date()
+    asked = paying.Renew(items=[DOOR2], renew_to=renew_to, source="credit")
+    return call(book, paying.renew, "i1", asked)
+
+
+def add_firmware(book: Ledger, images: Path, image: Path, model: str = "R29", version: str = "29.30.10.1") -> None:
+    """Put ``image`` in the firmware list (as the operator)."""
+    from cloud_stub.operations import upgrades
+
+    name, size, digest = upgrades.store_image(images, model, version, image)
+    asked = upgrades.AddFirmware(model=model, version=version, log="fixes", file=name, size=size, sha256=digest)
+    call(book, upgrades.add_firmware, None, asked)
+
+
+def stage(book: Ledger, ident: str, **fields: Any) -> list[str]:
+    """i1 stages upgrade ``ident`` of the office's R29s to 29.30.10.1 (``fields``: waves...)."""
+    from cloud_stub.operations import upgrades
+
+    asked = upgrades.StageUpgrade(id=ident, project="office", model="R29", version="29.30.10.1", **fields)
+    return call(book, upgrades.stage, "i1", asked)
+
+
+def statuses(book: Ledger, ident: str) -> dict[str, str]:
+    from cloud_stub.operations import upgrades
+
+    return book.read(lambda uow: upgrades.statuses(uow, authority.OPERATOR, ident))
+
+
+def alarms(book: Ledger, project: str = "office") -> list[dict[str, Any]]:
+    from cloud_stub.operations import ingest
+
+    return book.read(lambda uow: ingest.alarms(uow, authority.OPERATOR, project))
+
+
+def device_state(book: Ledger, mac: str) -> dict[str, Any] | None:
+    from cloud_stub.operations import ingest
+
+    return book.read(lambda uow: ingest.state(uow, mac))
+
+
+def unsent(book: Ledger) -> list[tuple[str, int]]:
+    """(key, seq) of every document issued and not yet acknowledged by a broker."""
+    return [(d.key, d.seq) for d in book.read(lambda uow: uow.issued.unsent())]
