@@ -156,13 +156,16 @@ async def test_serve_runs_the_cloud_for_a_real_agent(tmp_path: Path) -> None:
             code, out = await asyncio.to_thread(cloud, ledger, "reboot", DEVICE_ID, "--wait", "0", actor="d2")
             assert code == 2  # no such account: not_found
             # the HTTP API beside it, on the same ledger: the renewal made above is in i1's payments
-            token = cloud(ledger, "api-token", "i1")[1]["result"]
+            token = cloud(ledger, "api-token", "create", "i1")[1]["result"]["token"]
 
             def payments() -> tuple[int, Any]:
                 connection = http.client.HTTPConnection("127.0.0.1", api_port, timeout=10)
-                connection.request("GET", "/v1/payments", headers={"Authorization": f"Bearer {token}"})
-                response = connection.getresponse()
-                return response.status, json.loads(response.read())
+                try:
+                    connection.request("GET", "/v1/payments", headers={"Authorization": f"Bearer {token}"})
+                    response = connection.getresponse()
+                    return response.status, json.loads(response.read())
+                finally:
+                    connection.close()
 
             status, records = await asyncio.to_thread(payments)
             assert status == 200
@@ -182,7 +185,9 @@ def test_renew_chosen_sites_and_service_types(tmp_path: Path) -> None:
     assert cloud(ledger, "renew", "--item", DOOR2, "--renew-to", "2027-01-31", "--source", "credit", actor="i1")[0] == 0
     code, out = cloud(ledger, "quote", "--site", "office", "--service", "door", "--renew-to", "2027-06-30", actor="i1")
     assert code == 0, out
-    assert [item[:3] for item in out["result"]["items"]] == [["office", "door", "door:door-2"]]
+    assert [(i["project"], i["service"], i["subject"]) for i in out["result"]["items"]] == [
+        ("office", "door", "door:door-2")
+    ]
     assert cloud(ledger, "quote", "--site", "office", "--service", "admin_app", "--renew-to", "2027-06-30",
                  actor="i1")[1]["rule"] == "nothing_selected"  # fmt: skip
     assert cloud(ledger, "quote", "--site", "office", "--item", DOOR2, "--months", "1", actor="i1")[0] == 2

@@ -7,21 +7,23 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
-from datetime import date
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from cloud_stub import rollouts, waves
+from cloud_stub import waves
+from cloud_stub.errors import Refused
 from cloud_stub.images import ImageServer
 from cloud_stub.ledger import Ledger
-from cloud_stub.rules import Refused
+from cloud_stub.operations import upgrades
 from cloud_stub.service import CloudService
 from tests.support.brokers import Broker
 from tests.support.daemons import SupervisedDaemon, device_config
 from tests.support.documents import DEVICE_ID
+from tests.support.ledger import add_firmware, call, office_ledger, place, stage, statuses
 
 PLAN = waves.Plan(size=2, percent=None, wait=10.0, max_failures=0.4)
 SPLIT = [["a", "b"], ["c", "d"], ["e"]]
@@ -75,31 +77,39 @@ def test_waves_by_size_and_by_share() -> None:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
-    (tmp_path / "cloud").mkdir()
-    book = Ledger(tmp_path / "cloud" / "ledger.db")
-    book.add_account("d1", "distributor", "Distributor")
-    book.add_account("i1", "installer", "Installer", parent="d1", permission="credit")
-    book.add_project("office", "commercial", "i1", date(2025, 7, 1), doors=("door-1", "door-2"))
-    return book
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    """The office and its door phone (DEVICE_ID); each test places the other devices it needs."""
+    book = office_ledger(tmp_path / "cloud" / "ledger.db")
+    yield book
+    book.close()
 
 
 def _firmware(ledger: Ledger, tmp_path: Path) -> None:
     image = tmp_path / "r29.bin"
     image.write_bytes(os.urandom(128 * 1024))
-    rollouts.add_firmware(ledger, tmp_path / "cloud" / "images", "R29", "29.30.10.1", image, "fixes", time.time())
+    add_firmware(ledger, tmp_path / "cloud" / "images", image)
 
 
-def test_a_rollout_plan_that_makes_no_sense_is_refused(ledger: Ledger, tmp_path: Path) -> None:
-    ledger.add_device("0c1105000001", "d1", "R29", project="office")
+def rollout(ledger: Ledger, ident: str) -> upgrades.RolloutView:
+    return call(ledger, lambda uow, who, _: upgrades.rollout(uow, who, ident), "i1", None)
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [{"wave_size": 2, "wave_percent": 50.0}, {"wave_size": 0}, {"wave_size": 1, "wave_wait": -1},
+     {"wave_size": 1, "max_failures": 1.0}, {"wave_percent": 0}],
+)  # fmt: skip
+def test_a_rollout_plan_that_makes_no_sense_is_refused(plan: dict[str, Any]) -> None:
+    """Both a size and a share, a wave of none, a negative wait, a threshold of all: refused before asking."""
+    with pytest.raises(ValidationError, match=r"wave|max_failures"):
+        upgrades.StageUpgrade(id="u", project="office", model="R29", version="29.30.10.1", **plan)
+
+
+def test_an_upgrade_that_is_not_phased_cannot_be_resumed(ledger: Ledger, tmp_path: Path) -> None:
     _firmware(ledger, tmp_path)
-    for plan in (waves.Plan(2, 50.0, 0, 0.2), waves.Plan(None, None, 0, 0.2), waves.Plan(0, None, 0, 0.2),
-                 waves.Plan(1, None, -1, 0.2), waves.Plan(1, None, 0, 1.0)):  # fmt: skip
-        with pytest.raises(Refused, match="wave"):
-            rollouts.add_upgrade(ledger, "u", "office", "R29", "29.30.10.1", time.time(), phased=plan)
-    rollouts.add_upgrade(ledger, "u-all", "office", "R29", "29.30.10.1", time.time())
+    stage(ledger, "u-all")
     with pytest.raises(Refused, match="not a phased"):
-        rollouts.resume_rollout(ledger, "u-all")
+        call(ledger, lambda uow, who, _: upgrades.resume(uow, who, "u-all"), "i1", None)
 
 
 @contextlib.asynccontextmanager
@@ -139,7 +149,7 @@ async def test_a_rollout_on_the_fleet_pauses_when_a_wave_fails_and_goes_on_when_
 
     macs = [f"0c1105{i:06x}" for i in range(10)]
     for mac in macs:
-        ledger.add_device(mac, "d1", "R29", project="office")
+        place(ledger, mac)
     _firmware(ledger, tmp_path)
     fleet = [SimulatedDevice(mac, fails_upgrades=(i == 4)) for i, mac in enumerate(macs)]
     async with serving(ledger, mosquitto, tmp_path) as (service, _):
@@ -151,31 +161,27 @@ async def test_a_rollout_on_the_fleet_pauses_when_a_wave_fails_and_goes_on_when_
             run_fleet(fleet, [(mosquitto.host, mosquitto.port)], root, username="cloud", password="cloud")
         )
         try:
-            plan = waves.Plan(size=2, percent=None, wait=0.0, max_failures=0.4)
-            assert rollouts.add_upgrade(ledger, "u-w", "office", "R29", "29.30.10.1", time.time(), phased=plan) == macs
+            chosen = stage(ledger, "u-w", devices=macs, wave_size=2, wave_wait=0.0, max_failures=0.4)
+            assert chosen == macs
             service.poke()
-            await until("the pause", lambda: rollouts.rollout_status(ledger, "u-w")["state"] == waves.PAUSED)
-            status = rollouts.rollout_status(ledger, "u-w")
-            assert status["released"] == 3
-            assert status["reason"] == "wave 3: 1 of 2 devices failed (50%, more than 40%)"
-            assert [w["failed"] for w in status["waves"]] == [0, 0, 1, 0, 0]
+            await until("the pause", lambda: rollout(ledger, "u-w").state == waves.PAUSED)
+            status = rollout(ledger, "u-w")
+            assert status.released == 3
+            assert status.reason == "wave 3: 1 of 2 devices failed (50%, more than 40%)"
+            assert [w.failed for w in status.waves] == [0, 0, 1, 0, 0]
             await until(
                 "wave 3 to end",
-                lambda: all(
-                    s in waves.FINISHED for s in rollouts.rollout_status(ledger, "u-w")["waves"][2]["devices"].values()
-                ),
+                lambda: all(s in waves.FINISHED for s in rollout(ledger, "u-w").waves[2].devices.values()),
             )
             passes = service.passes
             await until("three more passes", lambda: service.passes >= passes + 3)  # none releases a wave
             assert [d.jobs for d in fleet[6:]] == [[]] * 4
-            assert rollouts.rollout_status(ledger, "u-w")["released"] == 3
-            rollouts.resume_rollout(ledger, "u-w")
+            assert rollout(ledger, "u-w").released == 3
+            call(ledger, lambda uow, who, _: upgrades.resume(uow, who, "u-w"), "i1", None)
             service.poke()
-            await until("completion", lambda: rollouts.rollout_status(ledger, "u-w")["state"] == waves.COMPLETED)
+            await until("completion", lambda: rollout(ledger, "u-w").state == waves.COMPLETED)
             assert [d.jobs for d in fleet] == [["u-w"]] * 10
-            assert rollouts.statuses(ledger, "u-w") == {
-                m: "Failed" if i == 4 else "Executed" for i, m in enumerate(macs)
-            }
+            assert statuses(ledger, "u-w") == {m: "Failed" if i == 4 else "Executed" for i, m in enumerate(macs)}
         finally:
             fleet_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, BaseExceptionGroup):
@@ -194,9 +200,8 @@ async def test_a_real_agent_whose_health_check_fails_pauses_the_rollout(
     from cloud_stub.fleet import SimulatedDevice, run_fleet
 
     others = [f"0c1199{i:06x}" for i in range(1, 5)]  # after the agent's MAC: it is wave 1
-    ledger.add_device(DEVICE_ID, "d1", "R29", project="office")
     for mac in others:
-        ledger.add_device(mac, "d1", "R29", project="office")
+        place(ledger, mac)
     _firmware(ledger, tmp_path)
     fleet = [SimulatedDevice(mac) for mac in others]
     async with serving(ledger, mosquitto, tmp_path) as (service, _):
@@ -212,19 +217,18 @@ async def test_a_real_agent_whose_health_check_fails_pauses_the_rollout(
             run_fleet(fleet, [(mosquitto.host, mosquitto.port)], root, username="cloud", password="cloud")
         )
         try:
-            plan = waves.Plan(size=1, percent=None, wait=0.0, max_failures=0.0)
-            chosen = rollouts.add_upgrade(ledger, "u-r", "office", "R29", "29.30.10.1", time.time(), phased=plan)
+            chosen = stage(ledger, "u-r", wave_size=1, wave_wait=0.0, max_failures=0.0)
             assert chosen[0] == DEVICE_ID  # the agent first (sorted MACs), alone in wave 1
             service.poke()
-            await until("the pause", lambda: rollouts.rollout_status(ledger, "u-r")["state"] == waves.PAUSED, 90)
-            assert rollouts.statuses(ledger, "u-r")[DEVICE_ID] == "Failed"
+            await until("the pause", lambda: rollout(ledger, "u-r").state == waves.PAUSED, 90)
+            assert statuses(ledger, "u-r")[DEVICE_ID] == "Failed"
             assert 75 in daemon.exits  # it did install and reboot before its check failed
-            rollouts.cancel_rollout(ledger, "u-r")
+            call(ledger, lambda uow, who, _: upgrades.cancel(uow, who, "u-r"), "i1", None)
             passes = service.passes
             service.poke()
             await until("three more passes", lambda: service.passes >= passes + 3)  # none releases a wave
-            status = rollouts.rollout_status(ledger, "u-r")
-            assert (status["state"], status["released"]) == (waves.CANCELLED, 1)
+            status = rollout(ledger, "u-r")
+            assert (status.state, status.released) == (waves.CANCELLED, 1)
             assert [d.jobs for d in fleet] == [[]] * 4
         finally:
             fleet_task.cancel()
