@@ -15,7 +15,6 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import aiomqtt
@@ -23,36 +22,30 @@ import aiomqtt
 from bench.bench_outbox import _percentile
 from bench.common import Result
 from cloud_stub.ledger import Ledger
-from cloud_stub.rules import DAY
 from cloud_stub.service import CloudService
 from tests.support.brokers import Mosquitto
 from tests.support.daemons import USERS, ProcessDaemon, device_config
 from tests.support.documents import DEVICE_ID
+from tests.support.ledger import office_ledger, renew_door_2
 
 ROUNDS = 20
 
 
 def _prepare(path: Path) -> None:
-    book = Ledger(path)
-    book.add_account("d1", "distributor", "D")
-    book.add_account("i1", "installer", "I", parent="d1", permission="credit")
-    book.add_project("office", "commercial", "i1", date(2025, 7, 1), doors=("door-1", "door-2"))
-    book.add_device(DEVICE_ID, "d1", "R29", project="office")
-    book.close()
+    office_ledger(path).close()
 
 
 def _flip(path: Path, paid: bool) -> None:
-    """As the CLI would, from a connection of its own."""
-    book = Ledger(path)
-    with book.transaction() as db:
+    """As the CLI would, from connections of its own: a renewal paid, or (to start the next round from a
+    lapse) the door's service removed."""
+    book = Ledger.open(path)
+    try:
         if paid:
-            db.execute(
-                "INSERT INTO services (project, service, subject, expires) VALUES ('office', 'door', 'door:door-2', ?)",
-                (time.time() + 90 * DAY,),
-            )
+            renew_door_2(book)
         else:
-            db.execute("DELETE FROM services WHERE project = 'office' AND service = 'door'")
-    book.close()
+            book.run(lambda uow: uow.holdings.remove("office", "door"))
+    finally:
+        book.close()
 
 
 async def _measure(directory: Path) -> tuple[list[float], list[float]]:
@@ -63,7 +56,7 @@ async def _measure(directory: Path) -> tuple[list[float], list[float]]:
     ledger_path = directory / "cloud" / "ledger.db"
     _prepare(ledger_path)
     service = CloudService(
-        Ledger(ledger_path), directory / "cloud" / "keys", host=broker.host, port=broker.port,
+        Ledger.open(ledger_path), directory / "cloud" / "keys", host=broker.host, port=broker.port,
         username="cloud", password="cloud", interval=5.0,
     )  # fmt: skip
     task = asyncio.create_task(service.run())

@@ -27,18 +27,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import aiomqtt
 
 from bench.common import Result
-from cloud_stub import issuing
 from cloud_stub.fleet import raise_file_limit
 from cloud_stub.ledger import Ledger
-from cloud_stub.rules import DAY
+from cloud_stub.operations import sites
 from cloud_stub.service import CloudService
 from tests.support.brokers import Mosquitto, NatsCluster
+from tests.support.ledger import call, office_ledger, renew_door_2, unsent
 
 CLOUD = str(Path(sys.executable).parent / "smartplus-cloud")
 SIZES = tuple(int(n) for n in os.environ.get("FLEET_SIZES", "1000,10000").split(",") if n)
@@ -50,25 +49,16 @@ def _macs(count: int) -> list[str]:
 
 
 def _prepare(path: Path, count: int) -> None:
-    book = Ledger(path)
-    book.add_account("d1", "distributor", "D")
-    book.add_account("i1", "installer", "I", parent="d1", permission="credit")
-    book.add_project("office", "commercial", "i1", date(2025, 7, 1), doors=("door-1", "door-2"))
-    with book.transaction() as db:
-        db.executemany(
-            "INSERT INTO devices (mac, distributor, project, model) VALUES (?, 'd1', 'office', 'R29')",
-            [(mac,) for mac in _macs(count)],
-        )
+    book = office_ledger(path)
+    asked = sites.RegisterFleet(macs=_macs(count), distributor="d1", project="office")
+    call(book, sites.register_fleet, None, asked)
     book.close()
 
 
 def _renew(path: Path) -> None:
-    book = Ledger(path)
-    with book.transaction() as db:
-        db.execute(
-            "INSERT INTO services (project, service, subject, expires) VALUES ('office', 'door', 'door:door-2', ?)",
-            (time.time() + 90 * DAY,),
-        )
+    """A renewal of door-2, as the CLI would make it (from connections of its own)."""
+    book = Ledger.open(path)
+    renew_door_2(book)
     book.close()
 
 
@@ -128,7 +118,7 @@ async def _measure(directory: Path, count: int) -> tuple[float, float, float]:
     (directory / "cloud").mkdir()
     ledger_path = directory / "cloud" / "ledger.db"
     _prepare(ledger_path, count)
-    service = CloudService(Ledger(ledger_path), directory / "cloud" / "keys", host=broker.host, port=broker.port,
+    service = CloudService(Ledger.open(ledger_path), directory / "cloud" / "keys", host=broker.host, port=broker.port,
                            interval=1.0)  # fmt: skip
     cloud = asyncio.create_task(service.run())
     log = (directory / "fleet.log").open("wb")
@@ -182,7 +172,7 @@ async def _measure_cluster(directory: Path, count: int) -> dict[str, float]:
     (directory / "cloud").mkdir()
     ledger_path = directory / "cloud" / "ledger.db"
     _prepare(ledger_path, count)
-    ledger = Ledger(ledger_path)
+    ledger = Ledger.open(ledger_path)
     service = CloudService(ledger, directory / "cloud" / "keys", host=brokers[0][0], port=brokers[0][1],
                            fallbacks=brokers[1:], interval=1.0)  # fmt: skip
     token_size = 1500
@@ -207,8 +197,8 @@ async def _measure_cluster(directory: Path, count: int) -> dict[str, float]:
         await cluster.nodes[0].stop(hard=True)
         done = await converged
         deadline = time.monotonic() + 60
-        while issuing.unsent(ledger):  # every issued document acknowledged by a broker
-            assert time.monotonic() < deadline, f"{len(issuing.unsent(ledger))} documents never published"
+        while unsent(ledger):  # every issued document acknowledged by a broker
+            assert time.monotonic() < deadline, f"{len(unsent(ledger))} documents never published"
             await asyncio.sleep(0.1)
     finally:
         fleet.terminate()

@@ -298,7 +298,6 @@ def list_upgrades(ctx: click.Context, project: str | None, status: str | None) -
     run(ctx, lambda book, actor: book.read(lambda uow: upgrades.upgrades(uow, actor, asked)))
 
 
-
 @main.command("edit-upgrade")
 @click.argument("ident")
 @click.option("--at", "at_text", help="The new time (ISO 8601 with a zone).")

@@ -73,11 +73,14 @@ CATALOGUE: Final[dict[str, tuple[Offer, ...]]] = {
 }
 
 
+_OFFERS: Final = {(kind, o.service): o for kind, offers in CATALOGUE.items() for o in offers}
+
+
 def offer(project_type: str, service: str) -> Offer:
-    for item in CATALOGUE[project_type]:
-        if item.service == service:
-            return item
-    raise Refused("not_sold", f"{project_type} projects do not sell {service}", "DOMAIN.md project types")
+    found = _OFFERS.get((project_type, service))
+    if found is None:
+        raise Refused("not_sold", f"{project_type} projects do not sell {service}", "DOMAIN.md project types")
+    return found
 
 
 def check_subject(item: Offer, subject: str, doors: list[str]) -> None:

@@ -6,8 +6,7 @@ account, and the bearer tokens of the HTTP API (kept as SHA-256 digests). The ``
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -42,8 +41,7 @@ api_tokens = sa.Table(
 )
 
 
-@dataclass(frozen=True)
-class Account:
+class Account(NamedTuple):
     id: str
     role: str
     parent: str | None
@@ -52,8 +50,7 @@ class Account:
     end_user_email: bool
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):
     id: str
     account: str
     label: str

@@ -7,7 +7,7 @@ end; the remaining balance is read back from the same statement. The ``credit_ba
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import sqlalchemy as sa
 
@@ -38,8 +38,7 @@ credit_log = sa.Table(
 )
 
 
-@dataclass(frozen=True)
-class Movement:
+class Movement(NamedTuple):
     at: float
     amount: int
     remaining: int

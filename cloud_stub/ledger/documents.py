@@ -11,7 +11,7 @@ document to the first. The ``signing_keys``, ``roots`` and ``issued`` tables' SQ
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import sqlalchemy as sa
 
@@ -50,8 +50,7 @@ issued = sa.Table(
 )
 
 
-@dataclass(frozen=True)
-class SigningKey:
+class SigningKey(NamedTuple):
     kid: str
     file: str
     created: float
@@ -60,15 +59,13 @@ class SigningKey:
     purpose: str
 
 
-@dataclass(frozen=True)
-class Root:
+class Root(NamedTuple):
     kid: str
     file: str
     state: str
 
 
-@dataclass(frozen=True)
-class Issue:
+class Issue(NamedTuple):
     """What was last issued under a key."""
 
     key: str
@@ -77,8 +74,7 @@ class Issue:
     issued_at: float
 
 
-@dataclass(frozen=True)
-class Unsent:
+class Unsent(NamedTuple):
     """A signed document issued and not yet acknowledged by the broker."""
 
     key: str

@@ -10,9 +10,11 @@ moved since (another payment, an auto-renewal) is not extended twice; the paymen
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from cloud_stub.errors import Refused
 from cloud_stub.storage.database import Transaction
@@ -29,14 +31,19 @@ services = sa.Table(
     sa.Column("auto_renew", sa.Integer, nullable=False, server_default="0"),
     sa.Column("auto_source", sa.Text),
     sa.Column("auto_payer", sa.Text, sa.ForeignKey("accounts.id")),
-    sa.Index("ix_services_auto_renew_expires", "auto_renew", "expires"),
+    # the auto-renewals due: only auto-renewing rows are in it, so a payment's 1,000 extensions do not touch it
+    sa.Index(
+        "ix_services_auto_expires",
+        "expires",
+        sqlite_where=sa.text("auto_renew = 1"),
+        postgresql_where=sa.text("auto_renew = 1"),
+    ),
 )
 
 NEVER: float = 253402300799.0  # 9999-12-31T23:59:59Z: a service with no end (Integration)
 
 
-@dataclass(frozen=True)
-class Holding:
+class Holding(NamedTuple):
     project: str
     service: str
     subject: str
@@ -47,8 +54,7 @@ class Holding:
     auto_payer: str | None
 
 
-@dataclass(frozen=True)
-class Extension:
+class Extension(NamedTuple):
     """One item of a payment: ``expires`` replaces ``base`` (what it was priced from)."""
 
     project: str
@@ -59,6 +65,28 @@ class Extension:
     plan: str | None
 
 
+# A payment's extension of each item from the expiry it was priced from (:meth:`Holdings.extend`), and the
+# rows of items held for the first time, as module constants: run for many rows at once (Transaction.bulk).
+_EXTEND = (
+    sa.update(services)
+    .where(
+        services.c.project == sa.bindparam("p"),
+        services.c.service == sa.bindparam("s"),
+        services.c.subject == sa.bindparam("subj"),
+        services.c.expires.is_not_distinct_from(sa.bindparam("base", type_=sa.Float)),
+    )
+    .values(
+        expires=sa.bindparam("new", type_=sa.Float),
+        plan=sa.func.coalesce(sa.bindparam("plan_", type_=sa.Text), services.c.plan),
+        auto_renew=sa.bindparam("auto_", type_=sa.Integer),
+        auto_source=sa.bindparam("source_", type_=sa.Text),
+        auto_payer=sa.bindparam("payer_", type_=sa.Text),
+    )
+)
+_FRESH = {
+    dialect: insert(services).on_conflict_do_nothing()
+    for dialect, insert in (("sqlite", sqlite_insert), ("postgresql", postgresql_insert))
+}
 _HOLDING = sa.select(
     services.c.project, services.c.service, services.c.subject, services.c.expires, services.c.plan,
     services.c.auto_renew, services.c.auto_source, services.c.auto_payer,
@@ -82,6 +110,16 @@ class Holdings:
             _HOLDING.where(services.c.project == project).order_by(services.c.service, services.c.subject)
         )
         return [_holding(r) for r in rows]
+
+    def expiries(self, projects: Iterable[str]) -> dict[tuple[str, str, str], float | None]:
+        """(site, service, subject) -> expiry (None: switched on, never paid), for every service of the sites:
+        what a quote is priced from, in four columns."""
+        rows = self.tx.all(
+            sa.select(services.c.project, services.c.service, services.c.subject, services.c.expires).where(
+                services.c.project.in_(list(projects))
+            )
+        )
+        return {(p, s, subject): expires for p, s, subject, expires in rows}
 
     def of_sites(self, projects: Iterable[str]) -> dict[tuple[str, str, str], Holding]:
         rows = self.tx.all(_HOLDING.where(services.c.project.in_(list(projects))))
@@ -123,33 +161,20 @@ class Holdings:
     def extend(self, entries: Sequence[Extension], *, auto_source: str | None, payer: str | None) -> None:
         """Every entry's service moves from its ``base`` expiry to its new one, or nothing does
         (``quote_stale``: one moved since it was priced)."""
-        auto = {"auto_renew": int(auto_source is not None), "auto_source": auto_source,
-                "auto_payer": payer if auto_source else None}  # fmt: skip
-        statement = (
-            sa.update(services)
-            .where(
-                services.c.project == sa.bindparam("p"),
-                services.c.service == sa.bindparam("s"),
-                services.c.subject == sa.bindparam("subj"),
-                services.c.expires.is_not_distinct_from(sa.bindparam("base", type_=sa.Float)),
-            )
-            .values(expires=sa.bindparam("new"), plan=sa.func.coalesce(sa.bindparam("plan_", type_=sa.Text),
-                                                                       services.c.plan), **auto)
+        auto = {"auto_": int(auto_source is not None), "source_": auto_source, "payer_": payer if auto_source else None}
+        changed = self.tx.bulk(
+            _EXTEND,
+            [{"p": e.project, "s": e.service, "subj": e.subject, "base": e.base, "new": e.expires, "plan_": e.plan,
+              **auto} for e in entries],
         )  # fmt: skip
-        parameters = [
-            {"p": e.project, "s": e.service, "subj": e.subject, "base": e.base, "new": e.expires, "plan_": e.plan}
-            for e in entries
-        ]
-        changed = int(self.tx.execute(statement, parameters).rowcount) if parameters else 0
         if changed < len(entries):
             fresh = [
                 {"project": e.project, "service": e.service, "subject": e.subject, "expires": e.expires,
-                 "plan": e.plan, **auto}
+                 "plan": e.plan, "auto_renew": auto["auto_"], "auto_source": auto_source, "auto_payer": auto["payer_"]}
                 for e in entries
                 if e.base is None
             ]  # fmt: skip
-            if fresh:
-                changed += int(self.tx.execute(self.tx.insert_ignore(services), fresh).rowcount)
+            changed += self.tx.bulk(_FRESH[self.tx.database.dialect], fresh)
         if changed != len(entries):
             raise Refused(
                 "quote_stale",

@@ -4,7 +4,7 @@ passes or ``serve`` processes raise it. The ``notices`` table's SQL is here and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import sqlalchemy as sa
 
@@ -25,8 +25,7 @@ notices = sa.Table(
 )
 
 
-@dataclass(frozen=True)
-class Notice:
+class Notice(NamedTuple):
     at: float
     project: str
     stage: int

@@ -13,8 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -42,8 +41,7 @@ orders = sa.Table(
 )
 
 
-@dataclass(frozen=True)
-class Order:
+class Order(NamedTuple):
     id: int
     txn: str
     payer: str
@@ -95,17 +93,18 @@ class Orders:
         *,
         kind: str = "manual",
         paid: bool = False,
-    ) -> tuple[int, str]:
-        """A new order (pending, or paid at once: an auto-renewal); its id and transaction number."""
-        txn = self._txn()
+    ) -> Order:
+        """A new order (pending, or paid at once: an auto-renewal), as recorded."""
+        txn, entries, status = self._txn(), [list(i) for i in items], "paid" if paid else "pending"
         ident = self.tx.execute(
             sa.insert(orders)
-            .values(payer=payer, items=json.dumps([list(i) for i in items]), method=method, source=source,
-                    amount=amount, status="paid" if paid else "pending", created=now, summary=json.dumps(summary),
-                    txn=txn, kind=kind, paid_at=now if paid else None)
+            .values(payer=payer, items=json.dumps(entries), method=method, source=source, amount=amount,
+                    status=status, created=now, summary=json.dumps(summary), txn=txn, kind=kind,
+                    paid_at=now if paid else None)
             .returning(orders.c.id)
         ).scalar_one()  # fmt: skip
-        return int(ident), txn
+        return Order(int(ident), txn, payer, entries, method, source, amount, status, now, now if paid else None, kind,
+                     summary)  # fmt: skip
 
     def by_txn(self, txn: str) -> Order:
         row = self.tx.first(_ORDER.where(orders.c.txn == txn))

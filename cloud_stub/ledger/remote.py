@@ -6,8 +6,7 @@ here and nowhere else."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -27,8 +26,7 @@ commands = sa.Table(
 )
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):
     id: str
     device: str
     op: str

@@ -6,7 +6,7 @@ the answer. The ``idempotency`` table's SQL is here and nowhere else."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import sqlalchemy as sa
 
@@ -26,8 +26,7 @@ idempotency = sa.Table(
 )
 
 
-@dataclass(frozen=True)
-class Answer:
+class Answer(NamedTuple):
     fingerprint: str
     status: int | None
     body: str | None

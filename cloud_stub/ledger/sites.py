@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import date
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import sqlalchemy as sa
 
@@ -76,8 +75,7 @@ devices = sa.Table(
 APARTMENT_SWITCHES: Final = ("with_indoor_monitor", "landline", "video_storage")  # rules.APARTMENT_SERVICES
 
 
-@dataclass(frozen=True)
-class Site:
+class Site(NamedTuple):
     """A site (project) as the rules need it."""
 
     id: str
@@ -96,23 +94,20 @@ class Site:
     integration: str | None
 
 
-@dataclass(frozen=True)
-class Apartment:
+class Apartment(NamedTuple):
     id: str
     name: str
     switches: dict[str, bool | None]  # its own switch, or None: the community's
 
 
-@dataclass(frozen=True)
-class AppAccount:
+class AppAccount(NamedTuple):
     id: str
     role: str
     apartment: str | None
     name: str
 
 
-@dataclass(frozen=True)
-class Device:
+class Device(NamedTuple):
     mac: str
     distributor: str
     project: str | None

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -71,8 +70,7 @@ rollouts = sa.Table(
 )
 
 
-@dataclass(frozen=True)
-class Firmware:
+class Firmware(NamedTuple):
     model: str
     version: str
     file: str
@@ -82,8 +80,7 @@ class Firmware:
     created: float
 
 
-@dataclass(frozen=True)
-class Upgrade:
+class Upgrade(NamedTuple):
     id: str
     project: str
     model: str

@@ -16,6 +16,7 @@ from datetime import date
 from typing import Annotated, Final, Literal
 
 from pydantic import ConfigDict, Field, model_validator
+from typing_extensions import TypedDict
 
 from cloud_stub import rules
 from cloud_stub.errors import Refused
@@ -59,7 +60,9 @@ class Selection(Request):
         return self
 
 
-class QuotedItem(Result):
+class QuotedItem(TypedDict):
+    """One item of a quote (a dict, not a model: a payment may hold thousands, each built for ~0.2 µs)."""
+
     project: str
     service: str
     subject: str
@@ -123,7 +126,7 @@ def quote(uow: UnitOfWork, actor: Actor, request: Selection) -> Quote:
         items = list(dict.fromkeys(item_parts(i) for i in request.items))
     else:
         items = select(uow, list(request.sites or []), list(request.services) or None)
-    sites = {p: uow.sites.require(p) for p, _, _ in items}
+    sites = {p: uow.sites.require(p) for p in dict.fromkeys(p for p, _, _ in items)}
     methods = {rules.payment_method(s.type, s.created) for s in sites.values()}
     if len(methods) != 1:
         raise Refused("mixed_methods", "one order pays with one method", "seed 000 lines 115-133")
@@ -133,13 +136,16 @@ def quote(uow: UnitOfWork, actor: Actor, request: Selection) -> Quote:
             "no_payment_needed", "commercial projects created before 2025-06-01 need no payment", "DOMAIN.md Paying"
         )
     authority.payer(uow, actor, sites.values(), method)
-    facts = {p: pricing.facts(uow, s) for p, s in sites.items()}
-    held = uow.holdings.of_sites(sites)
+    held = uow.holdings.expiries(sites)
+    facts = {
+        p: pricing.facts(uow, s, frozenset(key[1] for key in held if key[0] == p and key[2] == "project"))
+        for p, s in sites.items()
+    }
     now, priced, summary = uow.now, [], Summary().model_dump()
     for project, service, subject in items:
         site = sites[project]
         monthly = pricing.monthly(facts[project], service, subject, request.plan)
-        current = held[(project, service, subject)].expires if (project, service, subject) in held else None
+        current = held.get((project, service, subject))
         start = max(current or now, now)
         if method == "credit":
             if request.renew_to is None:
@@ -160,8 +166,13 @@ def quote(uow: UnitOfWork, actor: Actor, request: Selection) -> Quote:
         key = SUMMARY_KEYS.get(service) or ("apps" if service in ("app", "additional_app", "pm_app") else
                                             "premium_features")  # fmt: skip
         summary[key] += 1
-    return Quote(method=method, amount=sum(i.amount for i in priced), items=priced, summary=Summary(**summary),
-                 renew_to=request.renew_to)  # fmt: skip
+    return Quote.model_construct(  # from the ledger's own values: nothing to validate
+        method=method,
+        amount=sum(i["amount"] for i in priced),
+        items=priced,
+        summary=Summary(**summary),
+        renew_to=request.renew_to,
+    )
 
 
 class PlaceOrder(Selection):
@@ -176,14 +187,19 @@ class Placed(Result):
     quote: Quote
 
 
+def _place(uow: UnitOfWork, actor: Actor, selection: Selection, source: str) -> tuple[Quote, Order]:
+    offer = quote(uow, actor, selection)
+    rules.check_source(offer.method, source)
+    entries = [[i["project"], i["service"], i["subject"], i["expires"], i["plan"], i["current"]] for i in offer.items]
+    order = uow.orders.place(actor.principal, entries, offer.method, source, offer.amount, uow.now,
+                             offer.summary.model_dump())  # fmt: skip
+    return offer, order
+
+
 def place(uow: UnitOfWork, actor: Actor, request: PlaceOrder) -> Placed:
     """A pending order for the selection, with its transaction number; to be paid within 15 minutes."""
-    offer = quote(uow, actor, request)
-    rules.check_source(offer.method, request.source)
-    entries = [[i.project, i.service, i.subject, i.expires, i.plan, i.current] for i in offer.items]
-    _, txn = uow.orders.place(actor.principal, entries, offer.method, request.source, offer.amount, uow.now,
-                              offer.summary.model_dump())  # fmt: skip
-    return Placed(txn=txn, status="pending", amount=offer.amount, pay_by=uow.now + rules.ORDER_TTL, quote=offer)
+    offer, order = _place(uow, actor, request, request.source)
+    return Placed(txn=order.txn, status="pending", amount=offer.amount, pay_by=uow.now + rules.ORDER_TTL, quote=offer)
 
 
 class PayOptions(Request):
@@ -222,16 +238,22 @@ def pay(uow: UnitOfWork, actor: Actor, request: Pay) -> Paid:
         raise Refused("order_expired", "a pending order must be paid within 15 minutes", "DOMAIN.md Paying")
     if order.status != "pending":
         raise Refused("not_pending", f"order {order.txn} is {order.status}", "DOMAIN.md Paying")
+    return _settle(uow, order, request.auto_renew)
+
+
+def _settle(uow: UnitOfWork, order: Order, auto_renew: bool) -> Paid:
+    """The payment itself, in the caller's transaction: pending → paid (once), the credits debited, each
+    service extended from the expiry it was priced from, the renewal told."""
     extensions = _extensions(order)
-    sites = {e.project: uow.sites.require(e.project) for e in extensions}
-    if request.auto_renew:
+    sites = {p: uow.sites.require(p) for p in dict.fromkeys(e.project for e in extensions)}
+    if auto_renew:
         for site in sites.values():
             rules.check_auto_renew(site.type, site.created, order.source)
     if not uow.orders.mark_paid(order.id, uow.now):  # another payer got here first
         raise Refused("not_pending", f"order {order.txn} is no longer pending", "DOMAIN.md Paying")
     if order.method == "credit":
         uow.credits.spend(order.payer, order.amount, uow.now, f"order {order.txn}", order=order.id)
-    uow.holdings.extend(extensions, auto_source=order.source if request.auto_renew else None, payer=order.payer)
+    uow.holdings.extend(extensions, auto_source=order.source if auto_renew else None, payer=order.payer)
     for project in {e.project for e in extensions if e.service == "pm_app"}:
         uow.holdings.force_on(project, "pm_app")  # seed 003 line 225: a PM App active forces the option on
     _renewal_notices(uow, order.id, order.txn, extensions, sites)
@@ -247,10 +269,10 @@ class Renewed(Paid):
 
 
 def renew(uow: UnitOfWork, actor: Actor, request: Renew) -> Renewed:
-    """Quote, order and pay in one step."""
-    placed = place(uow, actor, PlaceOrder(**request.model_dump(exclude={"auto_renew"})))
-    paid = pay(uow, actor, Pay(txn=placed.txn, auto_renew=request.auto_renew))
-    return Renewed(quote=placed.quote, **paid.model_dump())
+    """Quote, order and pay in one step, in one transaction: one payment."""
+    offer, order = _place(uow, actor, request, request.source)
+    paid = _settle(uow, order, request.auto_renew)
+    return Renewed(quote=offer, **paid.model_dump())
 
 
 class PaymentItem(Result):
@@ -336,10 +358,10 @@ def auto_renew(uow: UnitOfWork, actor: Actor) -> list[Renewal]:
         if not uow.holdings.renew_auto(holding, new):
             continue  # renewed by another process since it was read
         entry = [holding.project, holding.service, holding.subject, new, holding.plan, holding.expires]
-        order, txn = uow.orders.place(holding.auto_payer, [entry], "regular", holding.auto_source or "stripe",
-                                      monthly, uow.now, {}, kind="auto", paid=True)  # fmt: skip
+        order = uow.orders.place(holding.auto_payer, [entry], "regular", holding.auto_source or "stripe", monthly,
+                                 uow.now, {}, kind="auto", paid=True)  # fmt: skip
         extension = Extension(holding.project, holding.service, holding.subject, holding.expires, new, holding.plan)
-        _renewal_notices(uow, order, txn, [extension], {holding.project: site_facts.site})
+        _renewal_notices(uow, order.id, order.txn, [extension], {holding.project: site_facts.site})
         renewed.append(Renewal(project=holding.project, service=holding.service, subject=holding.subject, expires=new))
     return renewed
 

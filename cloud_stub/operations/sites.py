@@ -4,6 +4,7 @@ has each rule with its seed."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from typing import Annotated, Any, Final, Literal
 
@@ -12,7 +13,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 from cloud_stub import rules
 from cloud_stub.errors import Refused
 from cloud_stub.ledger import UnitOfWork
-from cloud_stub.ledger.sites import Site
+from cloud_stub.ledger.sites import AppAccount, Site
 from cloud_stub.operations import authority
 from cloud_stub.operations.authority import Actor
 from cloud_stub.operations.types import Ident, Mac, Request, Result, Text, WireId, check_text, given, not_both, refusal
@@ -295,11 +296,13 @@ class ApartmentView(Result):
     video_storage: bool
 
 
-def apartment_switches(uow: UnitOfWork, site: Site) -> list[ApartmentView]:
-    """Each apartment's services: its own switch, else the community's."""
-    community = {s: uow.holdings.switched(site.id, s) for s in rules.APARTMENT_SERVICES}
+def apartment_switches(uow: UnitOfWork, site: Site, switched: frozenset[str] | None = None) -> list[ApartmentView]:
+    """Each apartment's services: its own switch, else the community's (``switched``: the site-level
+    services switched on, when the caller has read them already)."""
+    if switched is None:
+        switched = frozenset(s for s in rules.APARTMENT_SERVICES if uow.holdings.switched(site.id, s))
     return [
-        ApartmentView(id=a.id, name=a.name, **{s: community[s] if v is None else v for s, v in a.switches.items()})
+        ApartmentView(id=a.id, name=a.name, **{s: s in switched if v is None else v for s, v in a.switches.items()})
         for a in uow.sites.apartments(site.id)
     ]
 
@@ -388,11 +391,14 @@ class AddAppAccount(AppAccountFields):
     project: WireId
 
 
-def account_services(uow: UnitOfWork, site: Site) -> dict[str, tuple[str, str]]:
+def account_services(
+    uow: UnitOfWork, site: Site, entries: Sequence[AppAccount] | None = None
+) -> dict[str, tuple[str, str]]:
     """Each app account of a site: (role, the service that pays for it). Family members beyond the
-    project's free number, in the order they were added, are Additional App (DOMAIN.md)."""
+    project's free number, in the order they were added, are Additional App (DOMAIN.md). ``entries``: the
+    site's app accounts, when the caller has read them already."""
     shown, family = {}, 0
-    for entry in uow.sites.app_accounts(site.id):
+    for entry in uow.sites.app_accounts(site.id) if entries is None else entries:
         service = rules.ACCOUNT_SERVICES[entry.role][0]
         if entry.role == "family":
             service = "app" if family < site.free_apps else "additional_app"
