@@ -29,7 +29,8 @@ from agent.entitlements.notices import expiry_notices
 from agent.errors import ControlError, DocumentRefused
 from agent.local.stimuli import Stimulus
 from cloud_stub import broker as embedded_broker
-from cloud_stub.issuer import Issuer, service
+from cloud_stub.documents import Issuer
+from cloud_stub.documents import service_entry as service
 from cloud_stub.keys import write_keypair
 from cloud_stub.link import DeviceLink
 from protocol import jws, logs
@@ -295,23 +296,37 @@ async def the_cloud(workdir: Path, interactive: bool = False) -> None:
     from datetime import date
 
     from agent.daemon import Outcome
-    from cloud_stub import ingest, rollouts
     from cloud_stub.ledger import Ledger
+    from cloud_stub.operations import accounts, authority, credits, ingest, paying, sites, upgrades
 
     home = workdir / "cloud"
     home.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger(home / "ledger.db")
+    ledger = Ledger.open(home / "ledger.db")
+    operator = authority.OPERATOR
     mac = "0c110512ab35"
     now = time.time()
     port, images_port = _free_port(), _free_port()
     say("\n15. The cloud's ledger: a distributor buys 1000 credits and gives 600 to an installer allowed to pay")
     say("    with credits; the installer creates office p-200 (created 2025-07-01: credits only) with three doors.")
-    ledger.add_account("dist-1", "distributor", "Distributor")
-    ledger.add_account("inst-1", "installer", "Installer", parent="dist-1", permission="credit")
-    ledger.buy_credits("dist-1", 1000, "stripe", now)
-    ledger.allocate("dist-1", "inst-1", 600, now)
-    ledger.add_project("p-200", "commercial", "inst-1", date(2025, 7, 1), doors=("door-1", "door-2", "door-3"))
-    ledger.add_device(mac, "dist-1", "R29", project="p-200")
+    ledger.call(
+        accounts.add_account, operator, accounts.AddAccount(id="dist-1", role="distributor", name="Distributor")
+    )
+    ledger.call(accounts.add_account, operator, accounts.AddAccount(id="inst-1", role="installer", name="Installer",
+                                                                    parent="dist-1", permission="credit"))  # fmt: skip
+    distributor = ledger.read(lambda uow: authority.resolve(uow, "dist-1"))
+    installer = ledger.read(lambda uow: authority.resolve(uow, "inst-1"))
+    ledger.call(credits.buy, distributor, credits.BuyCredits(amount=1000))
+    ledger.call(credits.allocate, distributor, credits.Allocate(account="inst-1", amount=600))
+    office = sites.AddSite(
+        id="p-200",
+        type="commercial",
+        installer="inst-1",
+        created=date(2025, 7, 1),
+        doors=["door-1", "door-2", "door-3"],
+    )
+    ledger.call(sites.add_site, installer, office)
+    ledger.call(sites.add_device, installer, sites.AddDevice(mac=mac, distributor="dist-1", model="R29",
+                                                             project="p-200"))  # fmt: skip
     serve_log = (home / "serve.log").open("ab")
     serve = subprocess.Popen(  # noqa: ASYNC220, S603 -- our own command, started once, stopped in finally
         [sys.executable, "-m", "cloud_stub.cli", "--ledger", str(home / "ledger.db"), "serve", "--port", str(port),
@@ -369,24 +384,28 @@ async def the_cloud(workdir: Path, interactive: bool = False) -> None:
 
         say("\n16. The installer asks for a quote, renewing door-2, door-3 and sensor call alerts to a year")
         say("    from now, and pays with credits.")
-        items = [
-            ("p-200", "door", "door:door-2"),
-            ("p-200", "door", "door:door-3"),
-            ("p-200", "sensor_call_alert", "project"),
-        ]
-        quote = ledger.quote("inst-1", items, now, renew_to=now + 365 * DAY)
-        say(f"    quote: {quote['amount']} credits; renewal summary {json.dumps(quote['summary'])}")
-        ledger.pay(ledger.order("inst-1", quote, "credit", now), now)
+        items = ["p-200/door/door:door-2", "p-200/door/door:door-3", "p-200/sensor_call_alert/project"]
+        renew_to = date.fromtimestamp(now + 365 * DAY)
+        quote = ledger.call(paying.quote, installer, paying.Selection(items=items, renew_to=renew_to))
+        say(f"    quote: {quote.amount} credits; renewal summary {quote.summary.model_dump_json()}")
+        placed = ledger.call(paying.place, installer, paying.PlaceOrder(items=items, renew_to=renew_to,
+                                                                        source="credit"))  # fmt: skip
+        ledger.call(paying.pay, installer, paying.Pay(txn=placed.txn))
         found = await until(lambda s: s["mode"] == "normal")
-        say(f"    paid; {ledger.credit_log('inst-1')[-1]['remaining']} credits left. The device: mode {found['mode']},"
+        left = ledger.call(credits.credit_log, installer, credits.CreditLogQuery()).available
+        say(f"    paid (order {placed.txn}); {left} credits left. The device: mode {found['mode']},"
             f" entitlements seq {found['document']['seq']}")  # fmt: skip
 
         say("\n17. The MR01 at a bedside detects a fall.")
         daemon = current[0]
         done = await daemon.local.handle(Stimulus("fall", "mr01-bed-4", {}, daemon.device.clock.now()))
         say(f"    the device: {'; '.join(done['notes'])}")
-        await _poll(lambda: bool(ingest.alarms(ledger, "p-200")))
-        alert = ingest.alarms(ledger, "p-200")[0]
+
+        def alerts() -> list[dict[str, Any]]:
+            return ledger.read(lambda uow: ingest.alarms(uow, installer, "p-200"))
+
+        await _poll(lambda: bool(alerts()))
+        alert = alerts()[0]
         say(f"    the cloud lists for p-200: {alert['type']} {alert['kind']} from {alert['source']}")
 
         say("\n18. Firmware 29.30.10.1 goes to the firmware list and is staged for p-200's R29s, now.")
@@ -395,24 +414,36 @@ async def the_cloud(workdir: Path, interactive: bool = False) -> None:
         for version in ("29.30.10.1", "29.30.10.2"):
             image = home / f"build-{version}.bin"
             image.write_bytes(os.urandom(512 * 1024))
-            rollouts.add_firmware(ledger, home / "images", "R29", version, image, f"release {version}", time.time())
-        rollouts.add_upgrade(ledger, "up-1", "p-200", "R29", "29.30.10.1", time.time())
+            name, size, digest = upgrades.store_image(home / "images", "R29", version, image)
+            entry = upgrades.AddFirmware(
+                model="R29", version=version, log=f"release {version}", file=name, size=size, sha256=digest
+            )
+            ledger.call(upgrades.add_firmware, operator, entry)
+
+        def stage(ident: str, version: str) -> None:
+            asked = upgrades.StageUpgrade(id=ident, project="p-200", model="R29", version=version)
+            ledger.call(upgrades.stage, installer, asked)
+
+        def upgrade_status(ident: str) -> dict[str, str]:
+            return ledger.read(lambda uow: upgrades.statuses(uow, installer, ident))
+
+        stage("up-1", "29.30.10.1")
         # rolled_back is recorded before the reboot into the old slot: wait until that slot runs again
         found = await until(
             lambda s: (s["firmware"]["job"] or {}).get("state") == "rolled_back" and s["firmware"]["slot"] == "a", 90
         )
-        await _poll(lambda: rollouts.statuses(ledger, "up-1") == {mac: "Failed"})  # serve takes the event
+        await _poll(lambda: upgrade_status("up-1") == {mac: "Failed"})  # serve takes the event
         say(f"    the device: job up-1 {found['firmware']['job']['state']} ({found['firmware']['job']['reason']});"
             f" still running {found['firmware']['version']} on slot {found['firmware']['slot']}")  # fmt: skip
-        say(f"    the cloud's upgrade status: {rollouts.statuses(ledger, 'up-1')}")
+        say(f"    the cloud's upgrade status: {upgrade_status('up-1')}")
 
         say("\n19. A fixed build, 29.30.10.2, is staged.")
         flag.unlink()
-        rollouts.add_upgrade(ledger, "up-2", "p-200", "R29", "29.30.10.2", time.time())
+        stage("up-2", "29.30.10.2")
         found = await until(lambda s: s["firmware"]["version"] == "29.30.10.2", 90)
-        await _poll(lambda: rollouts.statuses(ledger, "up-2") == {mac: "Executed"})
+        await _poll(lambda: upgrade_status("up-2") == {mac: "Executed"})
         say(f"    the device runs {found['firmware']['version']} on slot {found['firmware']['slot']};"
-            f" the cloud's upgrade status: {rollouts.statuses(ledger, 'up-2')}")  # fmt: skip
+            f" the cloud's upgrade status: {upgrade_status('up-2')}")  # fmt: skip
         if interactive:
             conf, book = device_dir / "agent.toml", home / "ledger.db"
             say("\nEverything stays up (Ctrl-C ends it). In another terminal, try:")
