@@ -417,6 +417,7 @@ def retire_root(ctx: click.Context) -> None:
               help="mqtt://HOST:PORT of a broker (default: start the embedded amqtt); repeated: the nodes of a"
                    " cluster, the next one tried when a connection is lost.")  # fmt: skip
 @click.option("--user", help="The broker user (default: cloud).")
+@click.option("--client-id", help="The MQTT client id (default: smartplus-cloud-PORT; one per serve on a broker).")
 @click.option("--password", envvar="SMARTPLUS_CLOUD_PASSWORD", help="The broker password (default: cloud).")
 @click.option("--port", type=int, help="The embedded broker's port (default 1883).")
 @click.option("--images-port", type=int, help="The image server's port (0: any free one; default 8080).")
@@ -453,6 +454,7 @@ def serve(ctx: click.Context, /, config_file: Path | None, **options: Any) -> No
         "port": ("broker", "embedded_port"), "ca_file": ("broker", "ca_file"), "cert_file": ("broker", "cert_file"),
         "key_file": ("broker", "key_file"), "images_port": ("images", "port"), "image_base": ("images", "base"),
         "api_port": ("api", "port"), "api_host": ("api", "host"), "interval": (None, "interval"),
+        "client_id": ("broker", "client_id"),
     }  # fmt: skip
     for option, value in options.items():
         if value is None or value == ():

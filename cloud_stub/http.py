@@ -13,7 +13,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Iterator
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import uvicorn
 
@@ -38,7 +38,7 @@ class Served:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/{path.lstrip('/')}"
 
-    async def start(self) -> Served:
+    async def start(self) -> Self:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.create_server((self.host, self.port), family=family, backlog=512)
         sock.setblocking(False)
@@ -73,7 +73,7 @@ class Served:
                 await self._task
         self._server = self._task = None
 
-    async def __aenter__(self) -> Served:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:

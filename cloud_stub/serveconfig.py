@@ -14,6 +14,7 @@ embedded_port = 1883
 username = "cloud"
 password = "cloud"
 prefix = "smartplus/v1"
+# client_id = "smartplus-cloud-1883"  # default: smartplus-cloud-<port>; one per serve process on a broker
 # ca_file, cert_file, key_file: TLS (mqtts://), the cloud's certificate for mutual TLS
 
 [images]
@@ -67,6 +68,9 @@ class BrokerConfig(_Frozen):
     username: str | None = "cloud"
     password: SecretStr | None = SecretStr("cloud")
     prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_/-]{1,64}$")] = "smartplus/v1"
+    # The MQTT client id: one persistent session, whichever node holds it. Several serve processes on one
+    # broker each need their own (the broker drops a session taken over by another connection).
+    client_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None

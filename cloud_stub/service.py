@@ -76,11 +76,12 @@ class CloudService:
         offline_days: float = issuing.OFFLINE_DAYS,
         fallbacks: Sequence[tuple[str, int]] = (),
         tls: ssl.SSLContext | None = None,
+        client_id: str | None = None,
     ) -> None:
         self.ledger, self.keys, self.prefix = ledger, keys_dir, prefix
         # The nodes of a clustered broker: on a lost connection the next one is tried.
         self.brokers = [Broker(h, p, username, password, tls) for h, p in [(host, port), *fallbacks]]
-        self.identifier = f"smartplus-cloud-{port}"  # one session, whichever node holds it
+        self.identifier = client_id or f"smartplus-cloud-{port}"  # one session, whichever node holds it
         self.options = issuing.Options(prefix, image_base, offline_days)
         self.interval = interval
         self.published: deque[tuple[str, str]] = deque(maxlen=KEPT)  # (topic, token) for the operator, tests

@@ -96,6 +96,7 @@ async def _serve(config: ServeConfig) -> int:
                 ledger, home / "keys", host=host, port=port, username=config.broker.username, password=password,
                 prefix=config.broker.prefix, image_base=config.images.base or images.url(""),
                 interval=config.interval, offline_days=config.offline_days, fallbacks=fallbacks, tls=_tls(config),
+                client_id=config.broker.client_id,
             )  # fmt: skip
         except (CloudError, OSError, ssl.SSLError) as exc:
             raise _CannotStart(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None

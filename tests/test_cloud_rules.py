@@ -53,7 +53,7 @@ class Cloud:
         return self.pay(payer, self.order(payer, items, source, **length), auto_renew=auto_renew)
 
     def app_account(self, project: str, ident: str, role: str, apartment: str | None = None) -> str:
-        asked = sites.AddAppAccount(project=project, id=ident, role=role, apartment=apartment)  # type: ignore[arg-type]
+        asked = sites.AddAppAccount(project=project, id=ident, role=role, apartment=apartment)
         return self(sites.add_app_account, "i1" if project != "house" else "i3", asked)  # type: ignore[no-any-return]
 
     def services(self, project: str) -> list[sites.HoldingView]:
@@ -85,8 +85,10 @@ def cloud(ledger_at: LedgerAt) -> Iterator[Cloud]:
     cloud_(credits.buy, "d1", credits.BuyCredits(amount=1000))
     cloud_(credits.allocate, "d1", credits.Allocate(account="i1", amount=500))
     cloud_(sites.add_device, operator, sites.AddDevice(mac="0c1100000101", distributor="d1", model="X933"))
-    cloud_(sites.add_apartment, "i1", sites.AddApartment(project="towers", id="101", name="101",
-                                                         device_mac="0c1100000101", device_name="monitor 101"))  # fmt: skip
+    apartment = sites.AddApartment(
+        project="towers", id="101", name="101", device_mac="0c1100000101", device_name="monitor 101"
+    )
+    cloud_(sites.add_apartment, "i1", apartment)
     cloud_.app_account("towers", "r-1", "master", apartment="101")
     cloud_.app_account("towers", "pm-7", "pm")
     cloud_.app_account("house", "h-1", "master")
@@ -131,7 +133,7 @@ RULES: list[tuple[str, Callable[[Cloud], Any], str | None]] = [
         "coupon cannot pay auto-renewal",
         lambda c: c.buy("i1", APP, "coupon", months=1, auto_renew=True),
         "coupon_auto_renew",
-    ),  # fmt: skip
+    ),
     # seed 000 line 167: new commercial projects do not support auto-renewal
     (
         "new commercial cannot auto-renew",
@@ -154,38 +156,38 @@ RULES: list[tuple[str, Callable[[Cloud], Any], str | None]] = [
         "PM granted credit",
         lambda c: c(accounts.grant, "i1", accounts.Grant(account="pm1", permission="credit")),
         "pay_by_pm_is_a_site_setting",
-    ),  # fmt: skip
+    ),
     (
         "PM granted regular by its installer",
         lambda c: c(accounts.grant, "i1", accounts.Grant(account="pm1", permission="regular")),
         "pay_by_pm_is_a_site_setting",
-    ),  # fmt: skip
+    ),
     (
         "PM granted by another installer",
         lambda c: c(accounts.grant, "i3", accounts.Grant(account="pm1", permission="regular")),
         "not_yours",
-    ),  # fmt: skip
+    ),
     # DOMAIN.md "Paying": a pending order must be paid within 15 minutes
     (
         "order paid after 15 minutes",
         lambda c: c.pay("i1", c.order("i1", APP, "stripe", months=1), at=NOW + 16 * 60),
         "order_expired",
-    ),  # fmt: skip
+    ),
     (
         "order paid within 15 minutes",
         lambda c: c.pay("i1", c.order("i1", APP, "stripe", months=1), at=NOW + 14 * 60),
         None,
-    ),  # fmt: skip
+    ),
     (
         "an order paid twice",
         lambda c: [c.pay("i1", txn) for txn in [c.order("i1", APP, "stripe", months=1)] * 2],
         "not_pending",
-    ),  # fmt: skip
+    ),
     (
         "an order paid by another account",
         lambda c: c.pay("i3", c.order("i1", APP, "stripe", months=1)),
         "not_yours",
-    ),  # fmt: skip
+    ),
     # seed 000 line 177: credits are bought from the vendor by distributors
     ("an installer buys credits", lambda c: c(credits.buy, "i1", credits.BuyCredits(amount=10)), "not_distributor"),
     # seed 000 line 193: allocated down the chain
@@ -193,30 +195,30 @@ RULES: list[tuple[str, Callable[[Cloud], Any], str | None]] = [
         "allocate to someone not under you",
         lambda c: c(credits.allocate, "i1", credits.Allocate(account="i3", amount=10)),
         "not_yours",
-    ),  # fmt: skip
+    ),
     (
         "installer allocates to its PM",
         lambda c: c(credits.allocate, "i1", credits.Allocate(account="pm1", amount=10)),
         None,
-    ),  # fmt: skip
+    ),
     # seed 000 line 197: only what is available
     (
         "allocate more than held",
         lambda c: c(credits.allocate, "d1", credits.Allocate(account="i3", amount=10_000)),
         "not_enough_credits",
-    ),  # fmt: skip
+    ),
     (
         "pay more credits than held",
         lambda c: c.buy("i1", DOOR2, "credit", renew_to=day_after(3650)),
         "not_enough_credits",
-    ),  # fmt: skip
+    ),
     # seed 003: PM App is forced on and locked while any PM App is active
     ("switch PM App off while one is active", switch_off_after_paying_pm_app, "pm_app_locked"),
     (
         "switch PM App off while none is active",
         lambda c: c(sites.switch, "i1", sites.Switch(project="towers", service="pm_app", on=False)),
         None,
-    ),  # fmt: skip
+    ),
     # seed 003: resident accounts belong to apartments; DOMAIN.md: each project type has its account roles
     ("a resident without an apartment", lambda c: c.app_account("towers", "r-9", "master"), "apartment_needed"),
     ("personnel in a community", lambda c: c.app_account("towers", "p-1", "personnel"), "bad_role"),
@@ -224,38 +226,38 @@ RULES: list[tuple[str, Callable[[Cloud], Any], str | None]] = [
         "apartments only in communities",
         lambda c: c(sites.add_apartment, "i1", sites.AddApartment(project="new-office", id="101")),
         "not_community",
-    ),  # fmt: skip
+    ),
     # seed 002 line 773; DOMAIN.md: one free door per project, every further door is paid
     (
         "pay for the free door",
         lambda c: c.quote("i1", ["new-office/door/door:door-1"], renew_to=day_after(60)),
         "free_door",
-    ),  # fmt: skip
+    ),
     (
         "a door the project does not have",
         lambda c: c.quote("i1", ["new-office/door/door:door-9"], renew_to=day_after(60)),
         "unknown_door",
-    ),  # fmt: skip
+    ),
     ("an app sold for a door", lambda c: c.quote("i1", ["towers/app/door:door-1"], months=1), "bad_subject"),
     # DOMAIN.md project types: each sells its own services
     (
         "a package room for an office",
         lambda c: c.quote("i1", ["new-office/package_room/project"], renew_to=day_after(60)),
         "not_sold",
-    ),  # fmt: skip
+    ),
     # seed 001: a single-family house's end users are the installer's: it has no property manager
     (
         "a PM for a single-family house",
         lambda c: c(sites.edit_site, "i3", sites.EditSite(project="house", changes={"pm": "pm1"})),
         "no_pm_here",
-    ),  # fmt: skip
+    ),
     # DOMAIN.md who is who: the platform operator runs the platform; it pays for nothing, acts for no site
     ("the operator pays", lambda c: c(paying.quote, None, paying.Selection(items=APP, months=1)), "no_permission"),
     (
         "an installer adds an account",
         lambda c: c(accounts.add_account, "i1", accounts.AddAccount(id="x", role="pm", name="X", parent="i1")),
         "operator_only",
-    ),  # fmt: skip
+    ),
 ]
 
 
@@ -317,7 +319,8 @@ def test_manual_renewal_extends_the_upcoming_expiry_by_the_chosen_length(cloud: 
     first = next(s for s in cloud.services("towers") if s.service == "app").expires
     cloud.buy("i1", APP, "paypal", months=2)
     second = next(s for s in cloud.services("towers") if s.service == "app").expires
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     assert (first - NOW, second - first) == (30 * DAY, 60 * DAY)
 
 
@@ -343,6 +346,7 @@ def test_expiration_notices_go_to_the_right_recipients_once(cloud: Cloud) -> Non
     assert expires is not None
 
     def raised(days: float) -> list[tuple[int, str]]:
+        assert expires is not None
         cloud.now = expires - days * DAY
         return [(n.stage, n.role) for n in cloud(paying.raise_notices, None)]
 

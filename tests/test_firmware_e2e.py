@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 
 from agent.config import load_config
-from tests.support.images import Fault, FaultyImageServer
 from firmware.backends import backend
 from firmware.slots import FileBootloader, FileSlot
 from tests.support.bootloaders import bootloader_settings
 from tests.support.brokers import Broker
 from tests.support.cloud import CloudPeer
 from tests.support.daemons import SupervisedDaemon, device_config
+from tests.support.images import Fault, FaultyImageServer
 from tests.support.loops import loop_slots
 from tests.support.rauc import RaucSystem
 from tests.support.sync import PAID, Docs, mode_is, provision, status_until

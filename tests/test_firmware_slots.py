@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from agent.errors import DownloadError
-from tests.support.images import Fault, FaultyImageServer
 from firmware.download import fetch
 from firmware.slots import CHUNK as SLOT_CHUNK
 from firmware.slots import DeviceSlot
+from tests.support.images import Fault, FaultyImageServer
 from tests.support.loops import loop_device
 
 

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from agent.errors import DownloadError, IllegalTransition
-from tests.support.images import Fault, FaultyImageServer
 from firmware import machine
 from firmware.admission import HEADROOM, admit
 from firmware.download import CHUNK, fetch
@@ -20,6 +19,7 @@ from firmware.machine import RESUME, TERMINAL, TRANSITIONS, State
 from firmware.slots import FileBootloader, FileSlot
 from protocol.claims import FirmwareJobClaims
 from protocol.version import newer, parse
+from tests.support.images import Fault, FaultyImageServer
 
 
 @pytest.mark.parametrize(
