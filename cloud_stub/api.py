@@ -30,6 +30,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Qu
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -42,7 +43,7 @@ from cloud_stub.operations.types import MAC_PATTERN, WIRE_ID_PATTERN, Result
 
 log = structlog.get_logger("cloud_stub.api")
 T = TypeVar("T")
-MAX_BODY: Final = 64 * 1024
+MAX_BODY: Final = 1024 * 1024  # above the largest body the schemas allow (2,000 items of at most 200 characters)
 KEY_HOURS: Final = 24
 KEY_PATTERN: Final = r"^[\x21-\x7e]{1,255}$"
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
@@ -64,7 +65,7 @@ ERRORS: Final[dict[int | str, dict[str, Any]]] = {
         (403, "the account does not act for this (not_yours)"),
         (404, "no such thing (not_found)"),
         (409, "refused by a rule: its code and seed"),
-        (413, "a body over 64 KiB"),
+        (413, "a body over 1 MiB"),
         (415, "a body that is not application/json"),
         (422, "an Idempotency-Key used before for another request"),
         (503, "the ledger is unavailable: try again"),
@@ -443,8 +444,21 @@ async def _on_unavailable(_request: Request, exc: LedgerError) -> JSONResponse:
     return _json(503, Error(message="the ledger is unavailable: try again"), {"Retry-After": "1"})
 
 
-async def _on_http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return _json(exc.status_code, Error(message=str(exc.detail)), dict(exc.headers or {}))
+async def _on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # every method the path takes (Starlette names only the first route's)
+        headers["Allow"] = ", ".join(sorted(_methods(request)))
+    return _json(exc.status_code, Error(message=str(exc.detail)), headers)
+
+
+def _methods(request: Request) -> set[str]:
+    from starlette.routing import Match
+
+    found: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, APIRoute) and route.matches(request.scope)[0] != Match.NONE:
+            found |= route.methods or set()
+    return found
 
 
 class _BodyRules:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from fastapi.routing import APIRoute
 
 from cloud_stub import api as http_api
@@ -123,7 +122,7 @@ async def test_orders_and_payments_follow_the_ledgers_rules(api: API) -> None:
     assert "colour" in bad["message"]
     assert (await client("POST", "/v1/quotes", tokens["i1"], raw=b"{not json"))[0] == 400
     assert (await client("POST", "/v1/quotes", tokens["i1"], {"items": [DOOR2]}))[0] == 400  # no length
-    assert (await client("POST", "/v1/quotes", tokens["i1"], raw=b"x" * (65 * 1024)))[0] == 413
+    assert (await client("POST", "/v1/quotes", tokens["i1"], raw=b"x" * (1025 * 1024)))[0] == 413
     assert (await client("POST", "/v1/orders/00000000000000000/pay", tokens["i1"], {}))[0] == 404
 
 

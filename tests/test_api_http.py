@@ -105,7 +105,7 @@ async def test_what_a_hand_written_server_got_wrong(server: Server) -> None:
         "application/json\r\nContent-Length: -5\r\nConnection: close\r\n\r\n".encode(),
     )
     assert answer.startswith(b"HTTP/1.1 400"), answer[:100]
-    big = b'{"items": ["' + b"x" * (70 * 1024) + b'"]}'
+    big = b'{"items": ["' + b"x" * (1025 * 1024) + b'"]}'
     answer = await asyncio.to_thread(server.raw, _chunked(big, "/v1/quotes", server.token))
     assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
 

@@ -42,7 +42,7 @@ class Selection(Request):
 
     model_config = ConfigDict(json_schema_extra={"allOf": [present("items", "sites"), present("months", "renew_to")]})
 
-    items: Annotated[list[Item], Field(min_length=1, max_length=5000)] | None = None
+    items: Annotated[list[Item], Field(min_length=1, max_length=2000)] | None = None
     sites: Annotated[list[WireId], Field(min_length=1, max_length=1000)] | None = None
     services: Annotated[list[Annotated[str, Field(pattern=r"^[a-z_]{1,64}$")]], Field(max_length=64)] = Field(
         default_factory=list
@@ -310,7 +310,7 @@ def payments(uow: UnitOfWork, actor: Actor) -> list[PaymentRecord]:
 
 
 class CancelAutoRenew(Request):
-    items: Annotated[list[Item], Field(min_length=1, max_length=5000)]
+    items: Annotated[list[Item], Field(min_length=1, max_length=2000)]
 
 
 class Cancelled(Result):

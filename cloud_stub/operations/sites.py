@@ -121,7 +121,10 @@ class SiteChanges(Request):
     """Any of the site's fields (name, timezone, pm, pay_by_pm, pm_notices, renew_notices) and the settings
     that reach its devices (``protocol/settings.py``)."""
 
-    changes: Annotated[dict[str, str | bool | int | None], Field(min_length=1, max_length=32)]
+    changes: Annotated[
+        dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=200)] | bool | int | None],
+        Field(min_length=1, max_length=32),
+    ]
 
 
 class EditSite(SiteChanges):

@@ -22,8 +22,8 @@ from pydantic_core import PydanticCustomError
 # regular expressions read it alike), so a client is told the same rule the server keeps.
 _REFUSED: Final = (
     r"\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u180e\u200b-\u200f\u2028-\u202e"
-    r"\u2060-\u206f\ufeff\ufff9-\ufffb\ue000-\uf8ff\ud800-\udfff"
-)
+    r"\u2060-\u206f\ufeff\ufff9-\ufffb\ue000-\uf8ff"
+)  # lone surrogates (not Unicode text at all) are refused apart: JSON Schema engines cannot name them
 TEXT_PATTERN: Final = rf"^[^{_REFUSED}]*$"
 IDENT_PATTERN: Final = rf"^[^/ {_REFUSED}](?:[^/{_REFUSED}]*[^/ {_REFUSED}])?$"  # no '/', no space at an end
 _TEXT: Final = re.compile(TEXT_PATTERN)
@@ -31,6 +31,10 @@ _IDENT: Final = re.compile(IDENT_PATTERN)
 
 
 def _printable(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a lone surrogate is not Unicode text") from None
     if not _TEXT.match(value):
         bad = next(c for c in value if not _TEXT.match(c))
         raise ValueError(f"U+{ord(bad):04X} is not allowed in text (a control or invisible formatting character)")
