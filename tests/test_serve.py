@@ -1,0 +1,119 @@
+"""``smartplus-cloud serve`` from one configuration (a TOML file, SMARTPLUS_SERVE_* variables, its options):
+whatever cannot start is one line and exit 2 (a bad key or port, a port in use, a missing file, a key file
+the ledger names gone, an unreachable or outdated ledger); SIGTERM stops it gracefully, exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.brokers import free_port
+from tests.support.ledger import CLOUD, LedgerAt, cloud, setup_ledger
+
+
+def serve(ledger: LedgerAt, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """serve that must not start: its exit code and output."""
+    return subprocess.run(
+        [CLOUD, *ledger.args(), "serve", *args], capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, result
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> LedgerAt:
+    where = LedgerAt.sqlite(tmp_path / "cloud" / "ledger.db")
+    setup_ledger(where)
+    return where
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "toml", "says"),
+    [
+        (("--port", "0"), {}, None, "broker.embedded_port"),
+        (("--port", "70000"), {}, None, "broker.embedded_port"),
+        (("--api-port", "65536"), {}, None, "api.port"),
+        (("--images-port", "-1"), {}, None, "images.port"),
+        (("--ca-file", "/nonexistent/ca.pem", "--broker", "mqtts://127.0.0.1:8883"), {}, None, "no such file"),
+        (("--cert-file", "/etc/hostname"), {}, None, "cert_file and key_file go together"),
+        (("--image-base", "ftp://x/"), {}, None, "images.base"),
+        ((), {"SMARTPLUS_SERVE_API__PORT": "eighty"}, None, "api.port"),
+        ((), {}, "interval = 5\nbogus = 1\n", "bogus"),
+        ((), {}, "[broker]\nurls = ['tcp://x']\n", "is not mqtt://HOST[:PORT]"),
+        ((), {}, "not toml ===", "not TOML"),
+    ],
+)  # fmt: skip
+def test_a_configuration_that_cannot_work_is_one_line_and_exit_2(
+    ledger: LedgerAt, tmp_path: Path, args: tuple[str, ...], env: dict[str, str], toml: str | None, says: str
+) -> None:
+    """Each bad value is named by its key (the option's, the file's or the variable's)."""
+    extra = list(args)
+    if toml is not None:
+        (tmp_path / "serve.toml").write_text(toml)
+        extra = ["--config", str(tmp_path / "serve.toml"), *extra]
+    result = serve(ledger, *extra, env=env)
+    assert result.returncode == 2, result
+    assert says in one_line(result)
+
+
+def test_what_cannot_start_is_one_line_and_exit_2(ledger: LedgerAt, tmp_path: Path) -> None:
+    """A port in use; a key file the ledger names, gone; a PostgreSQL that is not there; a ledger at an
+    older schema: each one line naming it, exit 2, nothing started."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = serve(ledger, "--port", str(free_port()), "--images-port", str(port))
+        assert result.returncode == 2, result
+        assert "in use" in one_line(result)
+    assert cloud(ledger, "rotate-key", "--purpose", "billing")[0] == 0  # a signer the ledger names
+    signer = next((ledger.home / "keys").glob("billing-*.key.pem"))
+    signer.unlink()
+    result = serve(ledger, "--port", str(free_port()), "--images-port", "0")
+    assert result.returncode == 2, result
+    assert signer.name in one_line(result)
+    nowhere = LedgerAt(f"postgresql://nobody@127.0.0.1:{free_port()}/ledger", tmp_path)
+    result = serve(nowhere, "--port", str(free_port()), "--images-port", "0")
+    assert result.returncode == 2, result
+    assert "cannot be used" in one_line(result)
+
+
+async def test_sigterm_stops_serve_gracefully(ledger: LedgerAt, tmp_path: Path) -> None:
+    """SIGTERM: the fleet side, the API, the image server and the broker stop; exit 0, said in the log."""
+    api_port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    server = subprocess.Popen(  # noqa: ASYNC220 -- started once, stopped below
+        [CLOUD, *ledger.args(), "serve", "--port", str(free_port()), "--images-port", "0", "--api-port",
+         str(api_port)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(30):
+            while True:  # until the API answers: serve is up
+                with contextlib.suppress(OSError):
+                    _, writer = await asyncio.open_connection("127.0.0.1", api_port)
+                    writer.close()
+                    await writer.wait_closed()
+                    break
+                assert server.poll() is None, (tmp_path / "serve.log").read_text()
+                await asyncio.sleep(0.1)
+        server.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(server.wait, 30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+        log.close()
+    text = (tmp_path / "serve.log").read_text()
+    assert "serve_stopped" in text
+    assert "Traceback" not in text
