@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,10 @@ T0 = 1_795_000_000.0
 DAY = 86_400.0
 DOORS = [f"office/door/door:door-{n}" for n in range(2, 6)]
 APPS = [f"towers/app/account:r-{n}" for n in range(4)]
+
+
+def _resolve(account: str, uow: Any) -> Actor:
+    return authority.resolve(uow, account)
 
 
 def expected(refused: Refused, *rules: str) -> None:
@@ -52,7 +57,7 @@ def ledger_machine(open_ledger: Callable[[], Ledger]) -> type[RuleBasedStateMach
                 accounts.AddAccount(id="pm1", role="pm", name="P", parent="i1"),
             ):
                 self.book.call(accounts.add_account, operator, request)
-            self.who = {a: self.book.read(lambda uow, a=a: authority.resolve(uow, a)) for a in ("d1", "i1", "i2")}
+            self.who = {a: self.book.read(partial(_resolve, a)) for a in ("d1", "i1", "i2")}
             self.book.call(sites.add_site, operator, sites.AddSite(id="office", type="commercial", installer="i1",
                            created=date(2025, 7, 1), doors=[f"door-{n}" for n in range(1, 6)]))  # fmt: skip
             self.book.call(sites.add_site, operator, sites.AddSite(id="towers", type="community", installer="i2",
@@ -154,7 +159,7 @@ def ledger_machine(open_ledger: Callable[[], Ledger]) -> type[RuleBasedStateMach
             for order in self.book.read(lambda uow: uow.orders.all()):
                 if order.status == "paid":
                     for entry in order.items:
-                        bases.setdefault(tuple(entry[:3]), []).append(entry[5])  # type: ignore[arg-type]
+                        bases.setdefault((entry[0], entry[1], entry[2]), []).append(entry[5])
             for key, froms in bases.items():
                 known = [b for b in froms if b is not None]
                 assert len(known) == len(set(known)), (key, froms)  # each expiry extended from once
