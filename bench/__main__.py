@@ -8,6 +8,7 @@ import sys
 
 from bench import (
     bench_access,
+    bench_api,
     bench_backlog,
     bench_check_cli,
     bench_cloud,
@@ -41,6 +42,7 @@ BENCHES = {
     "slots": bench_slots.run,
     "cloud": bench_cloud.run,
     "ledger": bench_ledger.run,
+    "api": bench_api.run,
     "fleet": bench_fleet.run,
 }
 

@@ -473,6 +473,46 @@ def serve(ctx: click.Context, /, config_file: Path | None, **options: Any) -> No
     sys.exit(code)
 
 
+@main.command("api")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Where the HTTP API listens.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8081, show_default=True, help="0: any free port.")
+@click.pass_context
+def api_only(ctx: click.Context, host: str, port: int) -> None:
+    """Serve the HTTP API alone, without the issuer, ingest or image server: more of them beside one serve,
+    on one PostgreSQL ledger, answer more requests (docs/cloud.md "Growing past one machine")."""
+    import asyncio
+    import signal
+
+    from cloud_stub import api
+    from cloud_stub.errors import LedgerError
+    from cloud_stub.http import Served
+    from protocol import logs
+
+    state: Context = ctx.obj
+    try:
+        book = state.ledger()
+    except LedgerError as exc:
+        fail(str(exc))
+    logs.configure("info")
+
+    async def serve_api() -> None:
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+        try:
+            served = await Served(api.app(book), host, port).start()
+        except OSError as exc:
+            fail(f"the API cannot listen on {host}:{port}: {exc.strerror or exc}")
+        click.echo(f"smartplus-cloud: serving the API at {served.url('v1/')}", err=True)
+        await stop.wait()
+        await served.stop()
+
+    try:
+        asyncio.run(serve_api())
+    finally:
+        book.close()
+
+
 @main.command()
 @click.option("--devices", "count", default=100, show_default=True, help="How many simulated devices.")
 @click.option("--broker", "brokers", type=BROKER, multiple=True, default=["mqtt://127.0.0.1:1883"], show_default=True,
