@@ -82,17 +82,28 @@ def _ledger(request: Request) -> Ledger:
     return book
 
 
-def _actor(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Actor:
+def _token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
+    """The bearer token (the scheme in any case, RFC 9110); whose it is, is read with the request's own work,
+    in its transaction (:func:`_who`)."""
     if credentials is None or not credentials.credentials:
         raise HTTPException(401, "an Authorization: Bearer token of an account is needed",
                             headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
-    found = _ledger(request).read(lambda uow: accounts.token_actor(uow, credentials.credentials))
+    return credentials.credentials
+
+
+def _who(uow: UnitOfWork, token: str) -> Actor:
+    found = accounts.token_actor(uow, token)
     if found is None:
         raise HTTPException(401, "the token is unknown, expired or revoked", headers={"WWW-Authenticate": "Bearer"})
     return found
 
 
-Who = Annotated[Actor, Depends(_actor)]
+def _read(book: Ledger, token: str, work: Callable[[UnitOfWork, Actor], T]) -> T:
+    """A read as the token's account: who it is and what it asks, in one transaction."""
+    return book.read(lambda uow: work(uow, _who(uow, token)))
+
+
+Caller = Annotated[str, Depends(_token)]
 Book = Annotated[Ledger, Depends(_ledger)]
 IdempotencyKey = Annotated[
     str | None,
@@ -112,19 +123,23 @@ async def _fingerprint(request: Request) -> str:
 Fingerprint = Annotated[str, Depends(_fingerprint)]
 
 
-def _write(book: Ledger, actor: Actor, key: str | None, fingerprint: str, work: Callable[[UnitOfWork], Any]) -> Any:
-    """Run a write; with a key, keep its answer with it (or answer as the first request with that key did)."""
+def _write(
+    book: Ledger, token: str, key: str | None, fingerprint: str, work: Callable[[UnitOfWork, Actor], Any]
+) -> Any:
+    """A write as the token's account, in one transaction; with a key, its answer kept with it (or the answer
+    the first request with that key had)."""
     if key is None:
-        return book.run(work)
+        return book.run(lambda uow: work(uow, _who(uow, token)))
 
     def once(uow: UnitOfWork) -> Any:
+        actor = _who(uow, token)
         known = uow.requests.claim(actor.id, key, fingerprint, uow.now)
         if known is not None:
             if known.fingerprint != fingerprint:
                 raise IdempotencyMismatch(f"Idempotency-Key {key!r} was used for another request")
             return JSONResponse(json.loads(known.body or "null"), status_code=known.status or 200,
                                 headers={"Idempotent-Replayed": "true"})  # fmt: skip
-        result = jsonable_encoder(work(uow))
+        result = jsonable_encoder(work(uow, actor))
         uow.requests.answer(actor.id, key, 200, json.dumps(result))
         return JSONResponse(result)
 
@@ -132,7 +147,7 @@ def _write(book: Ledger, actor: Actor, key: str | None, fingerprint: str, work: 
         return book.run(once)
     except Refused as refused:  # refused writes change nothing; the refusal is the key's answer all the same
         status, body = _refusal(refused)
-        book.run(lambda uow: _keep_refusal(uow, actor, key, fingerprint, status, body))
+        book.run(lambda uow: _keep_refusal(uow, _who(uow, token), key, fingerprint, status, body))
         raise
 
 
@@ -157,56 +172,60 @@ class Done(Result):
 
 
 @router.get("/sites", summary="The sites the account acts for")
-def list_sites(book: Book, actor: Who) -> list[sites.SiteSummary]:
-    return book.read(lambda uow: sites.sites(uow, actor))
+def list_sites(book: Book, caller: Caller) -> list[sites.SiteSummary]:
+    return _read(book, caller, lambda uow, actor: sites.sites(uow, actor))
 
 
 @router.post("/sites", summary="A new site (an installer's own)", response_model=sites.SiteView)
-def add_site(body: sites.AddSite, book: Book, actor: Who, fingerprint: Fingerprint, key: IdempotencyKey = None) -> Any:
-    return _write(book, actor, key, fingerprint, lambda uow: sites.add_site(uow, actor, body))
+def add_site(
+    body: sites.AddSite, book: Book, caller: Caller, fingerprint: Fingerprint, key: IdempotencyKey = None
+) -> Any:
+    return _write(book, caller, key, fingerprint, lambda uow, actor: sites.add_site(uow, actor, body))
 
 
 @router.get("/sites/{project}", summary="A site and its settings")
-def get_site(project: SiteId, book: Book, actor: Who) -> sites.SiteView:
-    return book.read(lambda uow: sites.get_site(uow, actor, project))
+def get_site(project: SiteId, book: Book, caller: Caller) -> sites.SiteView:
+    return _read(book, caller, lambda uow, actor: sites.get_site(uow, actor, project))
 
 
 @router.patch(
     "/sites/{project}", summary="Edit a site and the settings that reach its devices", response_model=sites.SiteView
 )
 def edit_site(
-    project: SiteId, body: sites.SiteChanges, book: Book, actor: Who, fingerprint: Fingerprint,
+    project: SiteId, body: sites.SiteChanges, book: Book, caller: Caller, fingerprint: Fingerprint,
     key: IdempotencyKey = None,
 ) -> Any:  # fmt: skip
     asked = sites.EditSite(project=project, changes=body.changes)
-    return _write(book, actor, key, fingerprint, lambda uow: sites.edit_site(uow, actor, asked))
+    return _write(book, caller, key, fingerprint, lambda uow, actor: sites.edit_site(uow, actor, asked))
 
 
 @router.delete(
     "/sites/{project}", summary="Delete a site (its devices go back to the library)", response_model=sites.Deleted
 )
-def delete_site(project: SiteId, book: Book, actor: Who, fingerprint: Fingerprint, key: IdempotencyKey = None) -> Any:
+def delete_site(
+    project: SiteId, book: Book, caller: Caller, fingerprint: Fingerprint, key: IdempotencyKey = None
+) -> Any:
     asked = sites.DeleteSite(project=project)
-    return _write(book, actor, key, fingerprint, lambda uow: sites.delete_site(uow, actor, asked))
+    return _write(book, caller, key, fingerprint, lambda uow, actor: sites.delete_site(uow, actor, asked))
 
 
 @router.get("/sites/{project}/services", summary="A site's services and their expiry")
-def site_services(project: SiteId, book: Book, actor: Who) -> list[sites.HoldingView]:
-    return book.read(lambda uow: sites.services(uow, actor, project))
+def site_services(project: SiteId, book: Book, caller: Caller) -> list[sites.HoldingView]:
+    return _read(book, caller, lambda uow, actor: sites.services(uow, actor, project))
 
 
 @router.get("/sites/{project}/apartments", summary="A community's apartments and their services")
-def site_apartments(project: SiteId, book: Book, actor: Who) -> list[sites.ApartmentView]:
-    return book.read(lambda uow: sites.apartments(uow, actor, project))
+def site_apartments(project: SiteId, book: Book, caller: Caller) -> list[sites.ApartmentView]:
+    return _read(book, caller, lambda uow, actor: sites.apartments(uow, actor, project))
 
 
 @router.post("/sites/{project}/apartments", summary="Add an apartment to a community", response_model=Done)
 def add_apartment(
-    project: SiteId, body: sites.ApartmentFields, book: Book, actor: Who, fingerprint: Fingerprint,
+    project: SiteId, body: sites.ApartmentFields, book: Book, caller: Caller, fingerprint: Fingerprint,
     key: IdempotencyKey = None,
 ) -> Any:  # fmt: skip
     asked = sites.AddApartment(project=project, **body.model_dump())
-    return _write(book, actor, key, fingerprint, lambda uow: Done(done=sites.add_apartment(uow, actor, asked)))
+    return _write(book, caller, key, fingerprint, lambda uow, actor: Done(done=sites.add_apartment(uow, actor, asked)))
 
 
 class AccountAdded(Result):
@@ -220,117 +239,117 @@ class AccountAdded(Result):
     response_model=AccountAdded,
 )
 def add_app_account(
-    project: SiteId, body: sites.AppAccountFields, book: Book, actor: Who, fingerprint: Fingerprint,
+    project: SiteId, body: sites.AppAccountFields, book: Book, caller: Caller, fingerprint: Fingerprint,
     key: IdempotencyKey = None,
 ) -> Any:  # fmt: skip
     asked = sites.AddAppAccount(project=project, **body.model_dump())
     return _write(
-        book, actor, key, fingerprint,
-        lambda uow: AccountAdded(account=asked.id, service=sites.add_app_account(uow, actor, asked)),
+        book, caller, key, fingerprint,
+        lambda uow, actor: AccountAdded(account=asked.id, service=sites.add_app_account(uow, actor, asked)),
     )  # fmt: skip
 
 
 @router.get("/sites/{project}/devices", summary="A site's devices")
-def site_devices(project: SiteId, book: Book, actor: Who) -> list[sites.DeviceView]:
-    return book.read(lambda uow: sites.site_devices(uow, actor, project))
+def site_devices(project: SiteId, book: Book, caller: Caller) -> list[sites.DeviceView]:
+    return _read(book, caller, lambda uow, actor: sites.site_devices(uow, actor, project))
 
 
 @router.post(
     "/sites/{project}/devices", summary="Put a device of the distributor's library in the site", response_model=Done
 )
 def add_device(
-    project: SiteId, body: sites.DeviceFields, book: Book, actor: Who, fingerprint: Fingerprint,
+    project: SiteId, body: sites.DeviceFields, book: Book, caller: Caller, fingerprint: Fingerprint,
     key: IdempotencyKey = None,
 ) -> Any:  # fmt: skip
     asked = sites.AddDevice(project=project, **body.model_dump())
-    return _write(book, actor, key, fingerprint, lambda uow: Done(done=sites.add_device(uow, actor, asked)))
+    return _write(book, caller, key, fingerprint, lambda uow, actor: Done(done=sites.add_device(uow, actor, asked)))
 
 
 @router.post("/sites/{project}/switch", summary="Switch a community's service on or off", response_model=sites.Switched)
 def switch(
-    project: SiteId, body: sites.SwitchFields, book: Book, actor: Who, fingerprint: Fingerprint,
+    project: SiteId, body: sites.SwitchFields, book: Book, caller: Caller, fingerprint: Fingerprint,
     key: IdempotencyKey = None,
 ) -> Any:  # fmt: skip
     asked = sites.Switch(project=project, **body.model_dump())
-    return _write(book, actor, key, fingerprint, lambda uow: sites.switch(uow, actor, asked))
+    return _write(book, caller, key, fingerprint, lambda uow, actor: sites.switch(uow, actor, asked))
 
 
 @router.get("/sites/{project}/notices", summary="The renewal and expiry notices of a site")
-def site_notices(project: SiteId, book: Book, actor: Who) -> list[paying.NoticeView]:
-    return book.read(lambda uow: paying.notices_of(uow, actor, project))
+def site_notices(project: SiteId, book: Book, caller: Caller) -> list[paying.NoticeView]:
+    return _read(book, caller, lambda uow, actor: paying.notices_of(uow, actor, project))
 
 
 @router.get("/sites/{project}/alarms", summary="Alarms and call alerts the site's devices reported")
-def site_alarms(project: SiteId, book: Book, actor: Who) -> list[dict[str, Any]]:
-    return book.read(lambda uow: ingest.alarms(uow, actor, project))
+def site_alarms(project: SiteId, book: Book, caller: Caller) -> list[dict[str, Any]]:
+    return _read(book, caller, lambda uow, actor: ingest.alarms(uow, actor, project))
 
 
 @router.post("/quotes", summary="The price first: what paying for the selection costs")
-def quote(body: paying.Selection, book: Book, actor: Who) -> paying.Quote:
-    return book.read(lambda uow: paying.quote(uow, actor, body))
+def quote(body: paying.Selection, book: Book, caller: Caller) -> paying.Quote:
+    return _read(book, caller, lambda uow, actor: paying.quote(uow, actor, body))
 
 
 @router.post(
     "/orders", summary="A pending order for the selection: its transaction number", response_model=paying.Placed
 )
 def place_order(
-    body: paying.PlaceOrder, book: Book, actor: Who, fingerprint: Fingerprint, key: IdempotencyKey = None
+    body: paying.PlaceOrder, book: Book, caller: Caller, fingerprint: Fingerprint, key: IdempotencyKey = None
 ) -> Any:
-    return _write(book, actor, key, fingerprint, lambda uow: paying.place(uow, actor, body))
+    return _write(book, caller, key, fingerprint, lambda uow, actor: paying.place(uow, actor, body))
 
 
 @router.post("/orders/{txn}/pay", summary="Pay a pending order within 15 minutes", response_model=paying.Paid)
 def pay(
-    txn: Annotated[str, Path(pattern=r"^[0-9]{17}$")], body: paying.PayOptions, book: Book, actor: Who,
+    txn: Annotated[str, Path(pattern=r"^[0-9]{17}$")], body: paying.PayOptions, book: Book, caller: Caller,
     fingerprint: Fingerprint, key: IdempotencyKey = None,
 ) -> Any:  # fmt: skip
     asked = paying.Pay(txn=txn, auto_renew=body.auto_renew)
-    return _write(book, actor, key, fingerprint, lambda uow: paying.pay(uow, actor, asked))
+    return _write(book, caller, key, fingerprint, lambda uow, actor: paying.pay(uow, actor, asked))
 
 
 @router.get("/payments", summary="The account's payment records, newest first")
-def list_payments(book: Book, actor: Who) -> list[paying.PaymentRecord]:
-    return book.read(lambda uow: paying.payments(uow, actor))
+def list_payments(book: Book, caller: Caller) -> list[paying.PaymentRecord]:
+    return _read(book, caller, lambda uow, actor: paying.payments(uow, actor))
 
 
 @router.post("/auto-renew/cancel", summary="Stop auto-renewing these items", response_model=paying.Cancelled)
 def cancel_auto_renew(
-    body: paying.CancelAutoRenew, book: Book, actor: Who, fingerprint: Fingerprint, key: IdempotencyKey = None
+    body: paying.CancelAutoRenew, book: Book, caller: Caller, fingerprint: Fingerprint, key: IdempotencyKey = None
 ) -> Any:
-    return _write(book, actor, key, fingerprint, lambda uow: paying.cancel_auto_renew(uow, actor, body))
+    return _write(book, caller, key, fingerprint, lambda uow, actor: paying.cancel_auto_renew(uow, actor, body))
 
 
 @router.get("/credits", summary="Available, total and used credit, and each movement")
-def credit_log(book: Book, actor: Who) -> credits.CreditLog:
-    return book.read(lambda uow: credits.credit_log(uow, actor, credits.CreditLogQuery()))
+def credit_log(book: Book, caller: Caller) -> credits.CreditLog:
+    return _read(book, caller, lambda uow, actor: credits.credit_log(uow, actor, credits.CreditLogQuery()))
 
 
 @router.post("/credits/allocate", summary="Give credits to an account under this one", response_model=credits.Allocated)
 def allocate(
-    body: credits.Allocate, book: Book, actor: Who, fingerprint: Fingerprint, key: IdempotencyKey = None
+    body: credits.Allocate, book: Book, caller: Caller, fingerprint: Fingerprint, key: IdempotencyKey = None
 ) -> Any:
-    return _write(book, actor, key, fingerprint, lambda uow: credits.allocate(uow, actor, body))
+    return _write(book, caller, key, fingerprint, lambda uow, actor: credits.allocate(uow, actor, body))
 
 
 @router.get("/firmware", summary="The firmware list")
-def firmware(book: Book, actor: Who) -> list[upgrades.FirmwareView]:
-    return book.read(lambda uow: upgrades.firmware_list(uow, actor))
+def firmware(book: Book, caller: Caller) -> list[upgrades.FirmwareView]:
+    return _read(book, caller, lambda uow, actor: upgrades.firmware_list(uow, actor))
 
 
 @router.get("/upgrades", summary="Upgrades of the account's sites, newest first")
 def list_upgrades(
-    book: Book, actor: Who, project: Annotated[str | None, Query(pattern=WIRE_ID_PATTERN)] = None,
+    book: Book, caller: Caller, project: Annotated[str | None, Query(pattern=WIRE_ID_PATTERN)] = None,
     status: Literal["Pending", "Processing", "Executed"] | None = None,
 ) -> list[upgrades.UpgradeView]:  # fmt: skip
     asked = upgrades.UpgradeQuery(project=project, status=status)
-    return book.read(lambda uow: upgrades.upgrades(uow, actor, asked))
+    return _read(book, caller, lambda uow, actor: upgrades.upgrades(uow, actor, asked))
 
 
 @router.post("/upgrades", summary="Stage an upgrade, at once or phased; the devices it names", response_model=list[str])
 def stage_upgrade(
-    body: upgrades.StageUpgrade, book: Book, actor: Who, fingerprint: Fingerprint, key: IdempotencyKey = None
+    body: upgrades.StageUpgrade, book: Book, caller: Caller, fingerprint: Fingerprint, key: IdempotencyKey = None
 ) -> Any:
-    return _write(book, actor, key, fingerprint, lambda uow: upgrades.stage(uow, actor, body))
+    return _write(book, caller, key, fingerprint, lambda uow, actor: upgrades.stage(uow, actor, body))
 
 
 @router.patch(
@@ -339,37 +358,37 @@ def stage_upgrade(
     response_model=upgrades.UpgradeView,
 )
 def edit_upgrade(
-    ident: UpgradeId, body: upgrades.UpgradeChanges, book: Book, actor: Who, fingerprint: Fingerprint,
+    ident: UpgradeId, body: upgrades.UpgradeChanges, book: Book, caller: Caller, fingerprint: Fingerprint,
     key: IdempotencyKey = None,
 ) -> Any:  # fmt: skip
     asked = upgrades.EditUpgrade(id=ident, **body.model_dump())
-    return _write(book, actor, key, fingerprint, lambda uow: upgrades.edit(uow, actor, asked))
+    return _write(book, caller, key, fingerprint, lambda uow, actor: upgrades.edit(uow, actor, asked))
 
 
 @router.delete("/upgrades/{ident}", summary="Delete an upgrade no device has started", response_model=Done)
 def delete_upgrade(
-    ident: UpgradeId, book: Book, actor: Who, fingerprint: Fingerprint, key: IdempotencyKey = None
+    ident: UpgradeId, book: Book, caller: Caller, fingerprint: Fingerprint, key: IdempotencyKey = None
 ) -> Any:
-    return _write(book, actor, key, fingerprint, lambda uow: Done(done=upgrades.delete(uow, actor, ident)))
+    return _write(book, caller, key, fingerprint, lambda uow, actor: Done(done=upgrades.delete(uow, actor, ident)))
 
 
 @router.get("/upgrades/{ident}/rollout", summary="A phased rollout's state and waves")
-def rollout(ident: UpgradeId, book: Book, actor: Who) -> upgrades.RolloutView:
-    return book.read(lambda uow: upgrades.rollout(uow, actor, ident))
+def rollout(ident: UpgradeId, book: Book, caller: Caller) -> upgrades.RolloutView:
+    return _read(book, caller, lambda uow, actor: upgrades.rollout(uow, actor, ident))
 
 
 @router.post("/upgrades/{ident}/rollout/resume", summary="Resume a paused rollout", response_model=upgrades.RolloutView)
 def resume_rollout(
-    ident: UpgradeId, book: Book, actor: Who, fingerprint: Fingerprint, key: IdempotencyKey = None
+    ident: UpgradeId, book: Book, caller: Caller, fingerprint: Fingerprint, key: IdempotencyKey = None
 ) -> Any:
-    return _write(book, actor, key, fingerprint, lambda uow: upgrades.resume(uow, actor, ident))
+    return _write(book, caller, key, fingerprint, lambda uow, actor: upgrades.resume(uow, actor, ident))
 
 
 @router.post("/upgrades/{ident}/rollout/cancel", summary="Cancel a rollout", response_model=upgrades.RolloutView)
 def cancel_rollout(
-    ident: UpgradeId, book: Book, actor: Who, fingerprint: Fingerprint, key: IdempotencyKey = None
+    ident: UpgradeId, book: Book, caller: Caller, fingerprint: Fingerprint, key: IdempotencyKey = None
 ) -> Any:
-    return _write(book, actor, key, fingerprint, lambda uow: upgrades.cancel(uow, actor, ident))
+    return _write(book, caller, key, fingerprint, lambda uow, actor: upgrades.cancel(uow, actor, ident))
 
 
 class Asked(Result):
@@ -380,11 +399,11 @@ class Asked(Result):
     "/devices/{mac}/{op}", summary="Reboot a device, or ask it to report its state again", response_model=Asked
 )
 def ask_device(
-    mac: Annotated[str, Path(pattern=MAC_PATTERN)], op: Literal["reboot", "resync"], book: Book, actor: Who,
+    mac: Annotated[str, Path(pattern=MAC_PATTERN)], op: Literal["reboot", "resync"], book: Book, caller: Caller,
     fingerprint: Fingerprint, key: IdempotencyKey = None,
 ) -> Any:  # fmt: skip
     asked = remote.AskDevice(mac=mac, op=op)
-    return _write(book, actor, key, fingerprint, lambda uow: Asked(id=remote.ask(uow, actor, asked)))
+    return _write(book, caller, key, fingerprint, lambda uow, actor: Asked(id=remote.ask(uow, actor, asked)))
 
 
 class Reply(Result):
@@ -393,8 +412,8 @@ class Reply(Result):
 
 
 @router.get("/commands/{ident}", summary="A device's reply to a command")
-def command_reply(ident: Annotated[str, Path(pattern=r"^cmd-[0-9a-f]{12}$")], book: Book, actor: Who) -> Reply:
-    return Reply(id=ident, reply=book.read(lambda uow: remote.reply(uow, actor, ident)))
+def command_reply(ident: Annotated[str, Path(pattern=r"^cmd-[0-9a-f]{12}$")], book: Book, caller: Caller) -> Reply:
+    return Reply(id=ident, reply=_read(book, caller, lambda uow, actor: remote.reply(uow, actor, ident)))
 
 
 # -- the application ---------------------------------------------------------------------------------------
@@ -455,7 +474,7 @@ def _methods(request: Request) -> set[str]:
     from starlette.routing import Match
 
     found: set[str] = set()
-    for route in request.app.router.routes:
+    for route in router.routes:
         if isinstance(route, APIRoute) and route.matches(request.scope)[0] != Match.NONE:
             found |= route.methods or set()
     return found

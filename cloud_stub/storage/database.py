@@ -62,7 +62,9 @@ class Database:
         # keeps rowcount for UPDATE and DELETE only, unless asked).
         options: dict[str, Any] = {"execution_options": {"preserve_rowcount": True}}
         if url.startswith("postgresql"):
-            options |= {"pool_size": pool_size, "max_overflow": 40, "pool_pre_ping": True}
+            # No ping before each use (a round trip per transaction): a connection found dead is dropped by
+            # the pool and the request answered 503, the next one gets a fresh connection.
+            options |= {"pool_size": pool_size, "max_overflow": 40}
         self.engine: Engine = sa.create_engine(url, **options)
         self.dialect: str = self.engine.dialect.name
         if self.dialect == "sqlite":
