@@ -77,12 +77,12 @@ ERRORS: Final[dict[int | str, dict[str, Any]]] = {
 _bearer = HTTPBearer(auto_error=False, description="A token from `smartplus-cloud api-token create ACCOUNT`")
 
 
-def _ledger(request: Request) -> Ledger:
+async def _ledger(request: Request) -> Ledger:  # async: no I/O, no trip to the thread pool
     book: Ledger = request.app.state.ledger
     return book
 
 
-def _token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
+async def _token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
     """The bearer token (the scheme in any case, RFC 9110); whose it is, is read with the request's own work,
     in its transaction (:func:`_who`)."""
     if credentials is None or not credentials.credentials:

@@ -476,41 +476,23 @@ def serve(ctx: click.Context, /, config_file: Path | None, **options: Any) -> No
 @main.command("api")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Where the HTTP API listens.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8081, show_default=True, help="0: any free port.")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Worker processes sharing the port (default: one per CPU).")  # fmt: skip
 @click.pass_context
-def api_only(ctx: click.Context, host: str, port: int) -> None:
-    """Serve the HTTP API alone, without the issuer, ingest or image server: more of them beside one serve,
-    on one PostgreSQL ledger, answer more requests (docs/cloud.md "Growing past one machine")."""
-    import asyncio
-    import signal
+def api_only(ctx: click.Context, host: str, port: int, workers: int | None) -> None:
+    """Serve the HTTP API alone, without the issuer, ingest or image server: workers sharing one port (a
+    Python process answers on one CPU), and more of them on other machines beside one serve, on one
+    PostgreSQL ledger (docs/cloud.md "Growing past one machine"). SIGTERM stops them gracefully."""
+    from cloud_stub import serving
+    from cloud_stub.errors import CloudError
 
-    from cloud_stub import api
-    from cloud_stub.errors import LedgerError
-    from cloud_stub.http import Served
-    from protocol import logs
-
-    state: Context = ctx.obj
     try:
-        book = state.ledger()
-    except LedgerError as exc:
+        code = serving.run_api(ctx.obj.where, host, port, workers or os.cpu_count() or 1)
+    except CloudError as exc:
         fail(str(exc))
-    logs.configure("info")
-
-    async def serve_api() -> None:
-        stop = asyncio.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-        try:
-            served = await Served(api.app(book), host, port).start()
-        except OSError as exc:
-            fail(f"the API cannot listen on {host}:{port}: {exc.strerror or exc}")
-        click.echo(f"smartplus-cloud: serving the API at {served.url('v1/')}", err=True)
-        await stop.wait()
-        await served.stop()
-
-    try:
-        asyncio.run(serve_api())
-    finally:
-        book.close()
+    except OSError as exc:
+        fail(f"the API cannot listen on {host}:{port}: {exc.strerror or exc}")
+    sys.exit(code)
 
 
 @main.command()

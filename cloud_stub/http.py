@@ -26,11 +26,31 @@ class _Server(uvicorn.Server):
         yield
 
 
+def listening(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on ``host``:``port`` (0: any free port): bound here so that a port in use is an
+    ``OSError`` now, and so that several worker processes can share it (:meth:`Served.start`)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and without
+    # it every response waits 40 ms for the client's delayed ACK (Nagle: the headers, then the body).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
 class Served:
     """An ASGI app on ``host``:``port`` (0: any free port; :attr:`port` once started)."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *, grace: int = 5) -> None:
-        self.app, self.host, self.port, self.grace = app, host, port, grace
+    def __init__(
+        self, app: Any, host: str = "127.0.0.1", port: int = 0, *, grace: int = 5, sock: socket.socket | None = None
+    ) -> None:
+        self.app, self.host, self.port, self.grace, self.sock = app, host, port, grace, sock
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -39,9 +59,7 @@ class Served:
         return f"http://{host}:{self.port}/{path.lstrip('/')}"
 
     async def start(self) -> Self:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.create_server((self.host, self.port), family=family, backlog=512)
-        sock.setblocking(False)
+        sock = self.sock or listening(self.host, self.port)  # given: shared with other worker processes
         self.port = sock.getsockname()[1]
         for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
             logging.getLogger(name).setLevel(logging.WARNING)

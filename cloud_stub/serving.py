@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import ssl
 import sys
@@ -135,3 +136,61 @@ async def _embedded(host: str, port: int) -> Any:
         return await start(host, port, None, None)
     except Exception as exc:  # amqtt reports a port in use as its own BrokerError
         raise _CannotStart(f"the embedded broker cannot listen on {host}:{port}: {exc}") from None
+
+
+def run_api(ledger: str, host: str, port: int, workers: int) -> int:
+    """The HTTP API alone: ``workers`` processes forked after the port is bound, each with its own ledger
+    connections and event loop, accepting on the one socket (the kernel hands each connection to one). The
+    first process forwards SIGTERM and SIGINT to them and waits; exit 0 once all stopped cleanly."""
+    import os
+
+    from cloud_stub.http import listening
+    from cloud_stub.ledger import Ledger
+    from protocol import logs
+
+    logs.configure("info")
+    Ledger.open(ledger).close()  # reachable, at the current schema: said once, before any worker starts
+    sock = listening(host, port)
+    _say(f"serving the API at http://{host}:{sock.getsockname()[1]}/v1/ ({workers} worker process(es))")
+    if workers == 1:
+        return asyncio.run(_api_worker(ledger, sock))
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # a worker: its own event loop and database connections, made after the fork
+            os._exit(asyncio.run(_api_worker(ledger, sock)))
+        children.append(pid)
+    sock.close()
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, forward)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) for child in children]
+    return 0 if all(code == 0 for code in codes) else 1
+
+
+async def _api_worker(ledger_where: str, sock: Any) -> int:
+    from cloud_stub import api
+    from cloud_stub.http import Served
+    from cloud_stub.ledger import Ledger
+
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    try:
+        book = Ledger.open(ledger_where)
+    except CloudError as exc:
+        _say(f"error: {exc}")
+        return 2
+    try:
+        served = await Served(api.app(book), sock=sock).start()
+        gc.freeze()  # what start-up made stays: the collector no longer walks it (~0.1 s pauses at random requests)
+        await stop.wait()
+        await served.stop()
+    finally:
+        book.close()
+    return 0

@@ -65,6 +65,17 @@ _ACCOUNT = sa.select(
 )  # fmt: skip
 
 
+# The statements every request asks, built once with their parameters bound by name: SQLAlchemy then keeps
+# their compiled form and cache key with them instead of making both again per request (~0.3 ms each).
+_BY_ID = _ACCOUNT.where(accounts.c.id == sa.bindparam("ident"))
+_PARENT = sa.select(accounts.c.parent).where(accounts.c.id == sa.bindparam("ident"))
+_BY_TOKEN = _ACCOUNT.join_from(accounts, api_tokens, api_tokens.c.account == accounts.c.id).where(
+    api_tokens.c.digest == sa.bindparam("digest"),
+    api_tokens.c.revoked.is_(None),
+    api_tokens.c.expires > sa.bindparam("now", type_=sa.Float),
+)
+
+
 def _account(row: Any) -> Account:
     return Account(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
 
@@ -76,7 +87,7 @@ class Accounts:
         self.tx = tx
 
     def get(self, ident: str) -> Account | None:
-        row = self.tx.first(_ACCOUNT.where(accounts.c.id == ident))
+        row = self.tx.first(_BY_ID, {"ident": ident})
         return None if row is None else _account(row)
 
     def require(self, ident: str) -> Account:
@@ -104,7 +115,7 @@ class Accounts:
         found: list[str] = []
         above = ident
         for _ in range(depth):
-            parent = self.tx.scalar(sa.select(accounts.c.parent).where(accounts.c.id == above))
+            parent = self.tx.scalar(_PARENT, {"ident": above})
             if parent is None:
                 break
             found.append(parent)
@@ -136,14 +147,10 @@ class Accounts:
             )
         )
 
-    def token_account(self, digest: str, now: float) -> str | None:
-        """The account of a token that is neither revoked nor expired."""
-        row = self.tx.first(
-            sa.select(api_tokens.c.account).where(
-                api_tokens.c.digest == digest, api_tokens.c.revoked.is_(None), api_tokens.c.expires > now
-            )
-        )
-        return None if row is None else str(row[0])
+    def token_account(self, digest: str, now: float) -> Account | None:
+        """The account of a token that is neither revoked nor expired (one query: asked on every request)."""
+        row = self.tx.first(_BY_TOKEN, {"digest": digest, "now": now})
+        return None if row is None else _account(row)
 
     def tokens(self, account: str | None) -> Sequence[Token]:
         query = sa.select(

@@ -92,6 +92,9 @@ _HOLDING = sa.select(
     services.c.auto_renew, services.c.auto_source, services.c.auto_payer,
 )  # fmt: skip
 _KEY = (services.c.project, services.c.service, services.c.subject)
+_OF_SITE = _HOLDING.where(services.c.project == sa.bindparam("project")).order_by(
+    services.c.service, services.c.subject
+)
 
 
 def _holding(row: Sequence[object]) -> Holding:
@@ -106,10 +109,7 @@ class Holdings:
         self.tx = tx
 
     def of(self, project: str) -> list[Holding]:
-        rows = self.tx.all(
-            _HOLDING.where(services.c.project == project).order_by(services.c.service, services.c.subject)
-        )
-        return [_holding(r) for r in rows]
+        return [_holding(r) for r in self.tx.all(_OF_SITE, {"project": project})]
 
     def expiries(self, projects: Iterable[str]) -> dict[tuple[str, str, str], float | None]:
         """(site, service, subject) -> expiry (None: switched on, never paid), for every service of the sites:

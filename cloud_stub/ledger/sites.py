@@ -126,6 +126,10 @@ _DEVICE = sa.select(
 )
 
 
+_SITE_BY_ID = _SITE.where(projects.c.id == sa.bindparam("ident"))  # built once: asked on every request
+_DEVICE_BY_MAC = _DEVICE.where(devices.c.mac == sa.bindparam("mac"))
+
+
 def _site(row: Sequence[Any]) -> Site:
     (ident, kind, installer, pm, created, zone, free, doors, settings, pm_notices, pay_by_pm, renew, name,
      integration) = row  # fmt: skip
@@ -143,7 +147,7 @@ class Sites:
 
     # -- sites ------------------------------------------------------------------------------------------
     def get(self, ident: str) -> Site | None:
-        row = self.tx.first(_SITE.where(projects.c.id == ident))
+        row = self.tx.first(_SITE_BY_ID, {"ident": ident})
         return None if row is None else _site(row)
 
     def require(self, ident: str) -> Site:
@@ -264,7 +268,7 @@ class Sites:
 
     # -- devices (the MAC library) ---------------------------------------------------------------------
     def device(self, mac: str) -> Device | None:
-        row = self.tx.first(_DEVICE.where(devices.c.mac == mac))
+        row = self.tx.first(_DEVICE_BY_MAC, {"mac": mac})
         return None if row is None else Device(*row)
 
     def register(self, mac: str, distributor: str, model: str) -> bool:

@@ -175,4 +175,4 @@ def revoke_token(uow: UnitOfWork, actor: Actor, request: RevokeToken) -> str:
 def token_actor(uow: UnitOfWork, token: str) -> Actor | None:
     """Who a bearer token speaks for: None when unknown, expired or revoked."""
     account = uow.accounts.token_account(_digest(token), uow.now)
-    return None if account is None else authority.resolve(uow, account)
+    return None if account is None else authority.actor_of(account)

@@ -88,9 +88,21 @@ class Database:
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
-        """One reading transaction: a consistent view (SQLite: a deferred transaction)."""
-        with self._transaction(write=False) as connection:
-            yield connection
+        """One read: on SQLite a deferred transaction (one snapshot for every statement); on PostgreSQL each
+        statement on its own (autocommit): READ COMMITTED gives each statement its own snapshot anyway, and
+        BEGIN and COMMIT would cost two round trips a request."""
+        if self.is_sqlite:
+            with self._transaction(write=False) as connection:
+                yield connection
+            return
+        try:
+            with self.engine.connect() as connection:
+                yield connection.execution_options(isolation_level="AUTOCOMMIT")
+        except sa.exc.DBAPIError as exc:
+            mapped = _mapped(exc, self.url)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[Connection]:
