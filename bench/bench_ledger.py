@@ -121,7 +121,7 @@ def _databases(directory: Path, cluster: Cluster | None, count: int) -> Iterator
 
 def run() -> list[Result]:
     rows = []
-    cluster = Cluster().start()
+    cluster = Cluster(durable=True).start()
     try:
         with tempfile.TemporaryDirectory(dir="/var/tmp") as directory:
             for count in SIZES:

@@ -478,8 +478,10 @@ def serve(ctx: click.Context, /, config_file: Path | None, **options: Any) -> No
 @click.option("--port", type=click.IntRange(0, 65535), default=8081, show_default=True, help="0: any free port.")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="Worker processes sharing the port (default: one per CPU).")  # fmt: skip
+@click.option("--threads", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Requests at the ledger at once in each worker (more only queue for Python's GIL).")  # fmt: skip
 @click.pass_context
-def api_only(ctx: click.Context, host: str, port: int, workers: int | None) -> None:
+def api_only(ctx: click.Context, host: str, port: int, workers: int | None, threads: int) -> None:
     """Serve the HTTP API alone, without the issuer, ingest or image server: workers sharing one port (a
     Python process answers on one CPU), and more of them on other machines beside one serve, on one
     PostgreSQL ledger (docs/cloud.md "Growing past one machine"). SIGTERM stops them gracefully."""
@@ -487,7 +489,7 @@ def api_only(ctx: click.Context, host: str, port: int, workers: int | None) -> N
     from cloud_stub.errors import CloudError
 
     try:
-        code = serving.run_api(ctx.obj.where, host, port, workers or os.cpu_count() or 1)
+        code = serving.run_api(ctx.obj.where, host, port, workers or os.cpu_count() or 1, threads)
     except CloudError as exc:
         fail(str(exc))
     except OSError as exc:

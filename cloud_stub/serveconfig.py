@@ -25,6 +25,7 @@ port = 8080                         # 0: any free port
 [api]                               # the HTTP API, off unless port is given
 host = "127.0.0.1"
 # port = 8081
+threads = 2                         # requests at the ledger at once (more only queue for Python's GIL)
 ```
 
 A variable ``SMARTPLUS_SERVE_<KEY>`` sets a top-level key, ``SMARTPLUS_SERVE_<TABLE>__<KEY>`` a key of a table
@@ -118,6 +119,7 @@ class ApiConfig(_Frozen):
 
     host: str = "127.0.0.1"
     port: AnyPort | None = None
+    threads: Annotated[int, Field(ge=1, le=64)] = 2
 
 
 class ServeConfig(_Frozen):

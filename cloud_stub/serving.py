@@ -89,6 +89,7 @@ async def _serve(config: ServeConfig) -> int:
             if config.api.port is not None:
                 api_ledger = Ledger.open(config.ledger)  # its own connections: its writes are news to the issuer
                 ledgers.append(api_ledger)
+                _thread_budget(config.api.threads)
                 served_api = await Served(api.app(api_ledger), config.api.host, config.api.port).start()
                 started.append(served_api)
             password = config.broker.password.get_secret_value() if config.broker.password else None
@@ -138,10 +139,11 @@ async def _embedded(host: str, port: int) -> Any:
         raise _CannotStart(f"the embedded broker cannot listen on {host}:{port}: {exc}") from None
 
 
-def run_api(ledger: str, host: str, port: int, workers: int) -> int:
+def run_api(ledger: str, host: str, port: int, workers: int, threads: int = 2) -> int:
     """The HTTP API alone: ``workers`` processes forked after the port is bound, each with its own ledger
-    connections and event loop, accepting on the one socket (the kernel hands each connection to one). The
-    first process forwards SIGTERM and SIGINT to them and waits; exit 0 once all stopped cleanly."""
+    connections and event loop, accepting on the one socket (the kernel hands each connection to one), and
+    ``threads`` requests at a time at the ledger in each. The first process forwards SIGTERM and SIGINT to
+    them and waits; exit 0 once all stopped cleanly."""
     import os
 
     from cloud_stub.http import listening
@@ -153,12 +155,12 @@ def run_api(ledger: str, host: str, port: int, workers: int) -> int:
     sock = listening(host, port)
     _say(f"serving the API at http://{host}:{sock.getsockname()[1]}/v1/ ({workers} worker process(es))")
     if workers == 1:
-        return asyncio.run(_api_worker(ledger, sock))
+        return asyncio.run(_api_worker(ledger, sock, threads))
     children = []
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:  # a worker: its own event loop and database connections, made after the fork
-            os._exit(asyncio.run(_api_worker(ledger, sock)))
+            os._exit(asyncio.run(_api_worker(ledger, sock, threads)))
         children.append(pid)
     sock.close()
 
@@ -173,7 +175,17 @@ def run_api(ledger: str, host: str, port: int, workers: int) -> int:
     return 0 if all(code == 0 for code in codes) else 1
 
 
-async def _api_worker(ledger_where: str, sock: Any) -> int:
+def _thread_budget(threads: int) -> None:
+    """At most ``threads`` requests do their ledger work at once in this process (the API's handlers run in
+    anyio's worker threads; its default is 40). The work is mostly Python, holding the GIL: threads beyond a
+    couple add no speed, only a queue for the GIL, whose 5 ms turns pile up at the tail (bench api at 20
+    clients: p99 0.7 to 1.1 s with 40 threads, under 40 ms with 2; docs/performance.md)."""
+    import anyio.to_thread
+
+    anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+
+
+async def _api_worker(ledger_where: str, sock: Any, threads: int) -> int:
     from cloud_stub import api
     from cloud_stub.http import Served
     from cloud_stub.ledger import Ledger
@@ -187,6 +199,7 @@ async def _api_worker(ledger_where: str, sock: Any) -> int:
         _say(f"error: {exc}")
         return 2
     try:
+        _thread_budget(threads)
         served = await Served(api.app(book), sock=sock).start()
         gc.freeze()  # what start-up made stays: the collector no longer walks it (~0.1 s pauses at random requests)
         await stop.wait()

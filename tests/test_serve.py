@@ -7,15 +7,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.brokers import free_port
 from tests.support.ledger import CLOUD, LedgerAt, cloud, setup_ledger
+from tests.support.postgres import Cluster
 
 
 def serve(ledger: LedgerAt, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -51,6 +54,7 @@ def ledger(tmp_path: Path) -> LedgerAt:
         (("--cert-file", "/etc/hostname"), {}, None, "cert_file and key_file go together"),
         (("--image-base", "ftp://x/"), {}, None, "images.base"),
         ((), {"SMARTPLUS_SERVE_API__PORT": "eighty"}, None, "api.port"),
+        ((), {"SMARTPLUS_SERVE_API__THREADS": "0"}, None, "api.threads"),
         ((), {}, "interval = 5\nbogus = 1\n", "bogus"),
         ((), {}, "[broker]\nurls = ['tcp://x']\n", "is not mqtt://HOST[:PORT]"),
         ((), {}, "not toml ===", "not TOML"),
@@ -117,3 +121,64 @@ async def test_sigterm_stops_serve_gracefully(ledger: LedgerAt, tmp_path: Path) 
     text = (tmp_path / "serve.log").read_text()
     assert "serve_stopped" in text
     assert "Traceback" not in text
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_the_api_alone_in_worker_processes(postgres: Cluster, tmp_path: Path) -> None:
+    """``smartplus-cloud api --workers 2`` on PostgreSQL: two worker processes under the first, answering on
+    one port (any free one, said on its first line); requests on many connections at once all answered;
+    SIGTERM stops the workers and the first, exit 0. A port in use is one line and exit 2."""
+    ledger = LedgerAt(postgres.database(), tmp_path / "cloud")
+    setup_ledger(ledger)
+    token = cloud(ledger, "api-token", "create", "i1")[1]["result"]["token"]
+    log_path = tmp_path / "api.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(  # noqa: ASYNC220 -- started once, stopped below
+            [CLOUD, *ledger.args(), "api", "--port", "0", "--workers", "2", "--threads", "1"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        async with asyncio.timeout(30):
+            while not (said := re.search(r"http://127\.0\.0\.1:(\d+)/v1/", log_path.read_text())) or (
+                len(_children(server.pid)) < 2
+            ):
+                assert server.poll() is None, log_path.read_text()
+                await asyncio.sleep(0.05)
+        port = int(said.group(1))
+        assert len(_children(server.pid)) == 2
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                                     headers={"Authorization": f"Bearer {token}"}) as client:  # fmt: skip
+            answers = await asyncio.gather(*(client.get("/v1/sites") for _ in range(40)))
+        assert {answer.status_code for answer in answers} == {200}
+        with socket.create_server(("127.0.0.1", 0)) as taken:
+            refused = subprocess.run(  # noqa: ASYNC221 -- a command that stops at once
+                [CLOUD, *ledger.args(), "api", "--port", str(taken.getsockname()[1])],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+        assert refused.returncode == 2, refused
+        assert "cannot listen" in one_line(refused)
+        workers = _children(server.pid)
+        server.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(server.wait, 30) == 0
+        assert not any(map(_alive, workers))
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert "Traceback" not in log_path.read_text()

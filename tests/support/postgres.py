@@ -32,9 +32,14 @@ def _binary(name: str) -> str:
 
 
 class Cluster:
-    """A PostgreSQL cluster in a temporary directory; :meth:`database` makes a fresh database."""
+    """A PostgreSQL cluster in a temporary directory; :meth:`database` makes a fresh database.
 
-    def __init__(self) -> None:
+    Tests run it without flushing to disk (``fsync=off``: a crash loses the cluster, and tests make a new one
+    each session); ``durable=True`` keeps PostgreSQL's own defaults, as a deployment runs it, for benches.
+    """
+
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable
         self.directory = Path(tempfile.mkdtemp(prefix="ledger-pg-", dir="/tmp"))
         self.port = free_port()
         self._names = itertools.count(1)
@@ -48,10 +53,9 @@ class Cluster:
     def start(self) -> Cluster:
         data = self.directory / "data"
         self._run(_binary("initdb"), "-D", str(data), "-A", "trust", "-U", USER, "--no-sync", "-E", "UTF8")
-        options = (
-            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
-            " -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
-        )
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c max_connections=300"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(_binary("pg_ctl"), "-D", str(data), "-o", options, "-l", str(self.directory / "log"), "-w",
                   "-t", "60", "start")  # fmt: skip
         self.sql(f"CREATE DATABASE {TEMPLATE}")
