@@ -26,15 +26,18 @@ class _Server(uvicorn.Server):
         yield
 
 
-def listening(host: str, port: int) -> socket.socket:
-    """A TCP socket listening on ``host``:``port`` (0: any free port): bound here so that a port in use is an
-    ``OSError`` now, and so that several worker processes can share it (:meth:`Served.start`)."""
+def listening(host: str, port: int, *, shared: bool = False) -> socket.socket:
+    """A TCP socket listening on ``host``:``port`` (0: any free port), bound here so that a port in use is an
+    ``OSError`` now. ``shared``: with SO_REUSEPORT, for one socket per worker process on one port
+    (:func:`listening_each`)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and without
     # it every response waits 40 ms for the client's delayed ACK (Nagle: the headers, then the body).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(1024)
     except OSError:
@@ -42,6 +45,27 @@ def listening(host: str, port: int) -> socket.socket:
         raise
     sock.setblocking(False)
     return sock
+
+
+def listening_each(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` sockets listening on one port, one for each worker process: the kernel spreads new
+    connections over them evenly (SO_REUSEPORT). One socket shared by all would not: the worker that wakes
+    first accepts every connection waiting, and keep-alive clients stay where they landed (bench api saw
+    all 20 of its connections on one of two workers, and half the throughput).
+
+    The port is first bound plainly, so that one in use by any other program is refused here as it would be
+    without sharing; the shared sockets take it a moment later (0: the free port that bind found)."""
+    with listening(host, port) as probe:
+        port = probe.getsockname()[1]
+    found: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            found.append(listening(host, port, shared=True))
+    except OSError:
+        for each in found:
+            each.close()
+        raise
+    return found
 
 
 class Served:

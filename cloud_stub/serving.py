@@ -140,29 +140,33 @@ async def _embedded(host: str, port: int) -> Any:
 
 
 def run_api(ledger: str, host: str, port: int, workers: int, threads: int = 2) -> int:
-    """The HTTP API alone: ``workers`` processes forked after the port is bound, each with its own ledger
-    connections and event loop, accepting on the one socket (the kernel hands each connection to one), and
-    ``threads`` requests at a time at the ledger in each. The first process forwards SIGTERM and SIGINT to
-    them and waits; exit 0 once all stopped cleanly."""
+    """The HTTP API alone: ``workers`` processes forked after the port is bound, each with its own socket on
+    it (the kernel spreads connections over them), ledger connections and event loop, and ``threads``
+    requests at a time at the ledger. The first process forwards SIGTERM and SIGINT to them and waits; exit
+    0 once all stopped cleanly. A worker that dies takes its socket with it: the others get its share."""
     import os
 
-    from cloud_stub.http import listening
+    from cloud_stub.http import listening_each
     from cloud_stub.ledger import Ledger
     from protocol import logs
 
     logs.configure("info")
     Ledger.open(ledger).close()  # reachable, at the current schema: said once, before any worker starts
-    sock = listening(host, port)
-    _say(f"serving the API at http://{host}:{sock.getsockname()[1]}/v1/ ({workers} worker process(es))")
+    sockets = listening_each(host, port, workers)
+    _say(f"serving the API at http://{host}:{sockets[0].getsockname()[1]}/v1/ ({workers} worker process(es))")
     if workers == 1:
-        return asyncio.run(_api_worker(ledger, sock, threads))
+        return asyncio.run(_api_worker(ledger, sockets[0], threads))
     children = []
-    for _ in range(workers):
+    for mine in sockets:
         pid = os.fork()
-        if pid == 0:  # a worker: its own event loop and database connections, made after the fork
-            os._exit(asyncio.run(_api_worker(ledger, sock, threads)))
+        if pid == 0:  # a worker: its own socket, event loop and database connections, made after the fork
+            for other in sockets:
+                if other is not mine:
+                    other.close()
+            os._exit(asyncio.run(_api_worker(ledger, mine, threads)))
         children.append(pid)
-    sock.close()
+    for each in sockets:
+        each.close()
 
     def forward(signum: int, _frame: Any) -> None:
         for child in children:
