@@ -91,6 +91,9 @@ _HOLDING = sa.select(
     services.c.project, services.c.service, services.c.subject, services.c.expires, services.c.plan,
     services.c.auto_renew, services.c.auto_source, services.c.auto_payer,
 )  # fmt: skip
+_EXPIRIES = sa.select(services.c.project, services.c.service, services.c.subject, services.c.expires).where(
+    services.c.project == sa.bindparam("project")
+)  # read raw (Transaction.rows): a quote prices from every service of its sites
 _KEY = (services.c.project, services.c.service, services.c.subject)
 _OF_SITE = _HOLDING.where(services.c.project == sa.bindparam("project")).order_by(
     services.c.service, services.c.subject
@@ -114,12 +117,11 @@ class Holdings:
     def expiries(self, projects: Iterable[str]) -> dict[tuple[str, str, str], float | None]:
         """(site, service, subject) -> expiry (None: switched on, never paid), for every service of the sites:
         what a quote is priced from, in four columns."""
-        rows = self.tx.all(
-            sa.select(services.c.project, services.c.service, services.c.subject, services.c.expires).where(
-                services.c.project.in_(list(projects))
-            )
-        )
-        return {(p, s, subject): expires for p, s, subject, expires in rows}
+        return {
+            (p, s, subject): expires
+            for project in projects
+            for p, s, subject, expires in self.tx.rows(_EXPIRIES, {"project": project})
+        }
 
     def of_sites(self, projects: Iterable[str]) -> dict[tuple[str, str, str], Holding]:
         rows = self.tx.all(_HOLDING.where(services.c.project.in_(list(projects))))

@@ -128,6 +128,11 @@ _DEVICE = sa.select(
 
 _SITE_BY_ID = _SITE.where(projects.c.id == sa.bindparam("ident"))  # built once: asked on every request
 _DEVICE_BY_MAC = _DEVICE.where(devices.c.mac == sa.bindparam("mac"))
+_APP_ACCOUNTS = (  # read raw (Transaction.rows): a payment prices from every account of the site
+    sa.select(app_accounts.c.id, app_accounts.c.role, app_accounts.c.apartment, app_accounts.c.name)
+    .where(app_accounts.c.project == sa.bindparam("project"))
+    .order_by(app_accounts.c.position, app_accounts.c.id)
+)
 
 
 def _site(row: Sequence[Any]) -> Site:
@@ -252,12 +257,7 @@ class Sites:
 
     def app_accounts(self, project: str) -> list[AppAccount]:
         """A site's app accounts in the order they were added."""
-        rows = self.tx.all(
-            sa.select(app_accounts.c.id, app_accounts.c.role, app_accounts.c.apartment, app_accounts.c.name)
-            .where(app_accounts.c.project == project)
-            .order_by(app_accounts.c.position, app_accounts.c.id)
-        )
-        return [AppAccount(*row) for row in rows]
+        return [AppAccount(*row) for row in self.tx.rows(_APP_ACCOUNTS, {"project": project})]
 
     def count_app_accounts(self, project: str, role: str) -> int:
         return int(
