@@ -236,13 +236,16 @@ def api_token() -> None:
 
 @api_token.command("create")
 @click.argument("account")
-@click.option("--days", type=int, default=accounts.TOKEN_DAYS, show_default=True,
-              help=f"How long it is valid (1 to {accounts.MAX_TOKEN_DAYS} days).")  # fmt: skip
+@click.option("--days", type=int, default=None,
+              help=f"Valid for 1 to {accounts.MAX_TOKEN_DAYS} days (default {accounts.TOKEN_DAYS}).")  # fmt: skip
+@click.option("--expires", "expires_text", metavar="ISO-8601",
+              help="Or until when (2027-03-31T00:00:00Z), within as many days.")  # fmt: skip
 @click.option("--label", default="", help="What it is for (shown in the list).")
 @click.pass_context
-def api_token_create(ctx: click.Context, account: str, days: int, label: str) -> None:
+def api_token_create(ctx: click.Context, account: str, days: int | None, expires_text: str | None, label: str) -> None:
     """A new token for ACCOUNT: printed once (the ledger keeps its SHA-256), with its id and expiry."""
-    asked = request(ctx, accounts.CreateToken, account=account, days=days, label=label)
+    expires = None if expires_text is None else instant(expires_text, "--expires")
+    asked = request(ctx, accounts.CreateToken, account=account, days=days, expires=expires, label=label)
     run(ctx, lambda book, actor: book.call(accounts.create_token, actor, asked))
 
 

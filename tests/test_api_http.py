@@ -127,6 +127,13 @@ async def test_tokens_expire_and_are_revoked(server: Server) -> None:
     assert cloud(server.ledger, "api-token", "revoke", current["id"])[0] == 2  # not twice
     assert cloud(server.ledger, "api-token", "list", "i1", actor="i1")[0] == 0  # an account sees its own
     assert cloud(server.ledger, "api-token", "revoke", current["id"], actor="i1")[1]["rule"] == "operator_only"
+    until = cloud(server.ledger, "--now", "2026-01-01T00:00:00Z", "api-token", "create", "i1", "--expires",
+                  "2026-03-31T12:00:00+02:00")[1]["result"]  # fmt: skip
+    assert until["expires"] == 1_774_951_200.0  # 2026-03-31T10:00:00Z
+    code, said = cloud(server.ledger, "--now", "2026-01-01T00:00:00Z", "api-token", "create", "i1", "--expires",
+                       "2025-12-31T00:00:00Z")  # fmt: skip
+    assert (code, said["rule"]) == (1, "bad_expiry")  # in the past, or beyond 366 days
+    assert cloud(server.ledger, "api-token", "create", "i1", "--days", "3", "--expires", "2027-01-01T00:00:00Z")[0] == 2
 
 
 async def test_the_same_idempotency_key_answers_once_and_does_nothing_more(server: Server) -> None:

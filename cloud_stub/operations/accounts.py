@@ -7,14 +7,14 @@ import hashlib
 import secrets
 from typing import Annotated, Final, Literal
 
-from pydantic import Field
+from pydantic import AwareDatetime, ConfigDict, Field, model_validator
 
 from cloud_stub import rules
 from cloud_stub.errors import Refused
 from cloud_stub.ledger import UnitOfWork
 from cloud_stub.operations import authority
 from cloud_stub.operations.authority import Actor
-from cloud_stub.operations.types import Ident, Request, Result, Text
+from cloud_stub.operations.types import Ident, Request, Result, Text, given, not_both
 
 DAY: Final = 86_400.0
 TOKEN_DAYS: Final = 90  # a token's life unless told otherwise
@@ -105,9 +105,20 @@ def email_setting(uow: UnitOfWork, actor: Actor, request: EmailSetting) -> str:
 
 # -- API tokens -----------------------------------------------------------------------------------------
 class CreateToken(Request):
+    """A token for ``account``, valid ``days`` from now (90 by default) or until ``expires``, not both."""
+
+    model_config = ConfigDict(json_schema_extra=not_both(given("days"), given("expires")))
+
     account: Ident
-    days: Annotated[int, Field(ge=1, le=MAX_TOKEN_DAYS)] = TOKEN_DAYS
+    days: Annotated[int, Field(ge=1, le=MAX_TOKEN_DAYS)] | None = None
+    expires: AwareDatetime | None = None
     label: Text = ""
+
+    @model_validator(mode="after")
+    def _one_end(self) -> CreateToken:
+        if self.days is not None and self.expires is not None:
+            raise ValueError("days or expires, not both")
+        return self
 
 
 class NewToken(Result):
@@ -135,9 +146,14 @@ def create_token(uow: UnitOfWork, actor: Actor, request: CreateToken) -> NewToke
     """The operator makes an account a token for the HTTP API, valid ``days`` (shown once)."""
     authority.operator_only(actor, "making API tokens")
     uow.accounts.require(request.account)
+    if request.expires is None:
+        expires = uow.now + (request.days or TOKEN_DAYS) * DAY
+    else:
+        expires = request.expires.timestamp()
+        if not uow.now < expires <= uow.now + MAX_TOKEN_DAYS * DAY:
+            raise Refused("bad_expiry", f"a token expires within {MAX_TOKEN_DAYS} days from now", "docs/cloud.md")
     token = secrets.token_urlsafe(32)
     handle = f"tok-{secrets.token_hex(6)}"
-    expires = uow.now + request.days * DAY
     uow.accounts.add_token(_digest(token), handle, request.account, uow.now, expires, request.label)
     return NewToken(id=handle, account=request.account, token=token, expires=expires)
 

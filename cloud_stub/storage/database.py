@@ -233,7 +233,7 @@ class Transaction:
         )
         result = self.connection.exec_driver_sql(str(compiled), given)
         try:
-            found: Any = result.cursor.fetchall()
+            found: list[tuple[Any, ...]] = result.cursor.fetchall()  # type: ignore[assignment]
         finally:
             result.close()
         return found
