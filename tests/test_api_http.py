@@ -79,6 +79,10 @@ async def test_what_a_hand_written_server_got_wrong(server: Server) -> None:
     assert (status, listed) == (200, [])
     status, _, _ = await asyncio.to_thread(server.call, "GET", "/v1/upgrades?status=Nonsense")
     assert status == 400
+    status, _, site = await asyncio.to_thread(server.call, "GET", "/v1/sites/%6Fffice")  # paths decoded too
+    assert (status, site["id"]) == (200, "office")
+    status, _, error = await asyncio.to_thread(server.call, "GET", "/v1/sites/caf%C3%A9-1")
+    assert (status, "A-Za-z0-9_-" in error["message"]) == (400, True), error  # PROTOCOL.md's ids: not a 404
     placed = cloud(server.ledger, "order", "--item", DOOR2, "--renew-to", "2027-01-31", "--source", "credit",
                    actor="i1")[1]["result"]  # fmt: skip
     pay = f"/v1/orders/{placed['txn']}/pay"

@@ -56,7 +56,7 @@ async def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
             await asyncio.sleep(0.1)
         run = await asyncio.create_subprocess_exec(
             SCHEMATHESIS, "--config-file", str(CONFIG), "--no-color", "run", f"http://127.0.0.1:{api_port}/v1/openapi.json",
-            "--checks", "all", "--header", f"Authorization: Bearer {token}", "--max-examples", "25", "--workers", "2",
+            "--checks", "all", "--header", f"Authorization: Bearer {token}", "--max-examples", "25", "--workers", "1",
             "--seed", "23", "--request-timeout", "30", "--generation-database", "none",
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path,
         )  # fmt: skip
