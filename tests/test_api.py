@@ -143,6 +143,9 @@ async def test_a_phased_rollout_over_http(api: API) -> None:
     assert [u["id"] for u in listed] == ["u-h"]
     both = {**body, "id": "u-x", "wave_percent": 10.0}
     assert (await client("POST", "/v1/upgrades", tokens["i1"], both))[0] == 400
+    status, zoneless = await client("POST", "/v1/upgrades", tokens["i1"], {**body, "id": "u-z",
+                                                                           "at": "2027-01-31T09:00:00"})  # fmt: skip
+    assert (status, "timezone" in zoneless["message"]) == (400, True), zoneless  # when, in which zone?
     assert (await client("GET", "/v1/upgrades/none/rollout", tokens["i1"]))[0] == 404
 
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from tests.support.brokers import free_port
-from tests.support.ledger import CLOUD, LedgerAt, cloud, setup_ledger
+from tests.support.ledger import LedgerAt, cloud, setup_ledger, start_serve
 
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 CONFIG = Path(__file__).parent / "data" / "schemathesis.toml"
@@ -42,12 +42,7 @@ async def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
     setup_ledger(ledger)
     token = cloud(ledger, "api-token", "create", "i1")[1]["result"]["token"]
     api_port = free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    server = subprocess.Popen(  # noqa: ASYNC220 -- started once, stopped below
-        [CLOUD, *ledger.args(), "serve", "--port", str(free_port()), "--images-port", "0", "--api-port",
-         str(api_port)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    server = start_serve(ledger, tmp_path / "serve.log", api_port)
     try:
         deadline = time.monotonic() + 30
         while not await asyncio.to_thread(_serving, api_port):  # polled, with a deadline: serve is starting
@@ -67,4 +62,3 @@ async def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
     finally:
         server.send_signal(signal.SIGTERM)
         await asyncio.to_thread(server.wait, 30)
-        log.close()

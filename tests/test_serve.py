@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.support.brokers import free_port
-from tests.support.ledger import CLOUD, LedgerAt, cloud, setup_ledger
+from tests.support.ledger import CLOUD, LedgerAt, cloud, setup_ledger, start_serve
 from tests.support.postgres import Cluster
 
 
@@ -96,12 +96,7 @@ def test_what_cannot_start_is_one_line_and_exit_2(ledger: LedgerAt, tmp_path: Pa
 async def test_sigterm_stops_serve_gracefully(ledger: LedgerAt, tmp_path: Path) -> None:
     """SIGTERM: the fleet side, the API, the image server and the broker stop; exit 0, said in the log."""
     api_port = free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    server = subprocess.Popen(  # noqa: ASYNC220 -- started once, stopped below
-        [CLOUD, *ledger.args(), "serve", "--port", str(free_port()), "--images-port", "0", "--api-port",
-         str(api_port)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    server = start_serve(ledger, tmp_path / "serve.log", api_port)
     try:
         async with asyncio.timeout(30):
             while True:  # until the API answers: serve is up
@@ -117,7 +112,6 @@ async def test_sigterm_stops_serve_gracefully(ledger: LedgerAt, tmp_path: Path) 
     finally:
         if server.poll() is None:
             server.kill()
-        log.close()
     text = (tmp_path / "serve.log").read_text()
     assert "serve_stopped" in text
     assert "Traceback" not in text

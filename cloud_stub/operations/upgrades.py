@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, ConfigDict, Field, model_validator
 
 from cloud_stub import waves
 from cloud_stub.errors import Refused
@@ -93,19 +92,12 @@ class StageUpgrade(Request):
     model: Model
     version: Version
     devices: Annotated[list[Mac], Field(min_length=1, max_length=10_000)] | None = None
-    at: datetime | None = None
+    at: AwareDatetime | None = None
     reset: bool = False
     wave_size: Annotated[int, Field(ge=1, le=100_000)] | None = None
     wave_percent: Annotated[float, Field(gt=0, le=100)] | None = None
     wave_wait: Annotated[float, Field(ge=0, le=30 * 86_400)] = 0.0
     max_failures: Annotated[float, Field(ge=0, lt=1)] = 0.2
-
-    @field_validator("at")
-    @classmethod
-    def _zoned(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("at needs its time zone (Z or +08:00)")
-        return value
 
     @model_validator(mode="after")
     def _one_size(self) -> StageUpgrade:
@@ -192,16 +184,9 @@ class UpgradeChanges(Request):
         )
     )
 
-    at: datetime | None = None
+    at: AwareDatetime | None = None
     right_now: bool = False
     version: Version | None = None
-
-    @field_validator("at")
-    @classmethod
-    def _zoned(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("at needs its time zone (Z or +08:00)")
-        return value
 
     @model_validator(mode="after")
     def _one_time(self) -> UpgradeChanges:

@@ -96,34 +96,27 @@ class Database:
             with self._transaction(write=False) as connection:
                 yield connection
             return
-        try:
-            with self.engine.connect() as connection:
-                yield connection.execution_options(isolation_level="AUTOCOMMIT")
-        except sa.exc.DBAPIError as exc:
-            mapped = _mapped(exc, self.url)
-            if mapped is None:
-                raise
-            raise mapped from exc
+        with self._ledger_errors(), self.engine.connect() as connection:
+            yield connection.execution_options(isolation_level="AUTOCOMMIT")
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[Connection]:
-        try:
-            with self.engine.connect() as connection:
-                connection = connection.execution_options(ledger_write=write)
-                with connection.begin():
-                    yield connection
-        except sa.exc.DBAPIError as exc:
-            mapped = _mapped(exc, self.url)
-            if mapped is None:
-                raise
-            raise mapped from exc
+        with self._ledger_errors(), self.engine.connect() as connection:
+            connection = connection.execution_options(ledger_write=write)
+            with connection.begin():
+                yield connection
 
     @contextmanager
     def raw(self) -> Iterator[Connection]:
         """A connection outside any transaction (migrations begin their own)."""
+        with self._ledger_errors(), self.engine.connect() as connection:
+            yield connection
+
+    @contextmanager
+    def _ledger_errors(self) -> Iterator[None]:
+        """A driver's error as the ledger's (unavailable, conflict); a defect of ours as it is."""
         try:
-            with self.engine.connect() as connection:
-                yield connection
+            yield
         except sa.exc.DBAPIError as exc:
             mapped = _mapped(exc, self.url)
             if mapped is None:

@@ -6,6 +6,7 @@ device."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from cloud_stub.cli import main
 from cloud_stub.ledger import Ledger, UnitOfWork
 from cloud_stub.operations import accounts, authority
 from cloud_stub.operations.authority import Actor
+from tests.support.brokers import free_port
 from tests.support.documents import DEVICE_ID
 
 CLOUD = str(Path(sys.executable).parent / "smartplus-cloud")
@@ -168,3 +170,14 @@ def device_state(book: Ledger, mac: str) -> dict[str, Any] | None:
 def unsent(book: Ledger) -> list[tuple[str, int]]:
     """(key, seq) of every document issued and not yet acknowledged by a broker."""
     return [(d.key, d.seq) for d in book.read(lambda uow: uow.issued.unsent())]
+
+
+def start_serve(ledger: LedgerAt, log: Path, api_port: int) -> subprocess.Popen[bytes]:
+    """``smartplus-cloud serve`` as its own process (the embedded broker on a free port, images on any),
+    its API on ``api_port``, its output in ``log``; the caller waits for it and stops it."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [CLOUD, *ledger.args(), "serve", "--port", str(free_port()), "--images-port", "0", "--api-port",
+             str(api_port)],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
