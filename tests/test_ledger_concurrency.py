@@ -23,8 +23,10 @@ import pytest
 from cloud_stub import api as http_api
 from cloud_stub.errors import Refused
 from cloud_stub.http import Served
+from cloud_stub.keys import load_private_key
 from cloud_stub.ledger import Ledger
-from cloud_stub.operations import credits, paying
+from cloud_stub.operations import credits, keys, paying
+from protocol import jws
 from tests.support.brokers import Broker
 from tests.support.ledger import CLOUD, DOOR2, LedgerAt, as_account, call, cloud, setup_ledger
 from tests.support.postgres import Cluster
@@ -116,6 +118,27 @@ def race(count: int, work: Any) -> list[Any]:
     for thread in threads:
         thread.join(120)
     return results
+
+
+def test_serve_processes_starting_at_once_make_the_first_keys_once(ledger_at: LedgerAt, tmp_path: Path) -> None:
+    """Four ledgers (as four ``serve`` starting at one moment) each make sure the keys exist: one root, its
+    file the key the ledger names, and one active signer per purpose (two serve processes on PostgreSQL
+    once both made the root and crashed on the second's insert)."""
+    directory = tmp_path / "keys"
+    directory.mkdir()
+    books = [ledger_at.open() for _ in range(4)]
+    try:
+        made = race(4, lambda n: books[n].run(lambda uow: keys.ensure(uow, directory)))
+        assert not [r for r in made if isinstance(r, Exception)], made
+        roots = books[0].read(lambda uow: uow.keys.roots())
+        signers = books[0].read(lambda uow: uow.keys.trusted())
+    finally:
+        for book in books:
+            book.close()
+    assert len(roots) == 1
+    assert jws.key_thumbprint(load_private_key(directory / roots[0].file).public_key()) == roots[0].kid
+    assert sorted(k.purpose for k in signers if k.state == "active") == sorted(keys.PURPOSES)
+    assert all((directory / k.file).is_file() for k in signers)
 
 
 def test_payers_in_threads_and_allocations_racing_for_one_balance(ledger_at: LedgerAt) -> None:

@@ -89,6 +89,11 @@ class Keys:
     def __init__(self, tx: Transaction) -> None:
         self.tx = tx
 
+    def lock(self) -> None:
+        """Changes to the keys one process at a time: each reads what exists before it adds (two ``serve``
+        starting at once must not both make the first root, or a signer each)."""
+        self.tx.exclusive("signing-keys")
+
     def count(self) -> int:
         return int(self.tx.scalar(sa.select(sa.func.count()).select_from(signing_keys)))
 

@@ -70,9 +70,10 @@ def _add(uow: UnitOfWork, directory: Path, purpose: str) -> str:
 def ensure(uow: UnitOfWork, directory: Path) -> bool:
     """A root key and an active signer per purpose exist; whether signers changed (every device's documents
     are then signed again, by the new signers)."""
-    if not (directory / f"{FIRST_ROOT}.key.pem").exists():
-        write_keypair(directory, FIRST_ROOT)
-    if not uow.keys.roots():
+    uow.keys.lock()  # another serve may be starting too: it finds what this one made
+    if not uow.keys.roots():  # the first root; once the ledger names one, its file is never made anew
+        if not (directory / f"{FIRST_ROOT}.key.pem").exists():
+            write_keypair(directory, FIRST_ROOT)
         key = _load(directory, f"{FIRST_ROOT}.key.pem")
         uow.keys.add_root(jws.key_thumbprint(key.public_key()), f"{FIRST_ROOT}.key.pem", uow.now)
     missing = [purpose for purpose in PURPOSES if uow.keys.active(purpose) is None]
@@ -96,6 +97,7 @@ def rotate(uow: UnitOfWork, actor: Actor, directory: Path, purpose: str | None =
     """Bring in a new signer for ``purpose`` (every purpose when None); the old one stays listed until
     retired, and every device's documents are signed again by the new one. The new kids."""
     authority.operator_only(actor, "rotating keys")
+    uow.keys.lock()
     kids = [_add(uow, directory, p) for p in _purposes(purpose) if p != LEGACY]
     uow.issued.forget_digests()
     return kids
@@ -105,6 +107,7 @@ def retire(uow: UnitOfWork, actor: Actor, purpose: str | None = None) -> list[st
     """Drop the listed (no longer signing) keys of ``purpose`` (every purpose, the legacy one included, when
     None) from the trust document. The kids retired."""
     authority.operator_only(actor, "retiring keys")
+    uow.keys.lock()
     purposes = [*_purposes(purpose), LEGACY] if purpose is None else _purposes(purpose)
     kids = uow.keys.listed(purposes)
     if not kids:
@@ -143,6 +146,7 @@ def trust_document(uow: UnitOfWork, directory: Path, seq: int) -> str:
 def rotate_root(uow: UnitOfWork, actor: Actor, directory: Path) -> str:
     """Make a new root, trusted beside the current one from the next trust document on; its kid."""
     authority.operator_only(actor, "rotating the root")
+    uow.keys.lock()
     if len(uow.keys.roots(active_only=True)) > 1:
         raise Refused("rotation_under_way", "retire the old root before rotating again", "PROTOCOL.md root rotation")
     name = f"root-{len(uow.keys.roots()) + 1}"
@@ -156,6 +160,7 @@ def retire_root(uow: UnitOfWork, actor: Actor) -> str:
     """Drop the oldest root once a newer one is trusted: the trust document is signed by the new one from
     now on, and lists it alone. The kid retired."""
     authority.operator_only(actor, "retiring the root")
+    uow.keys.lock()
     active = uow.keys.roots(active_only=True)
     if len(active) < 2:
         raise Refused("nothing_to_retire", "no newer root to hand over to: rotate-root first", "PROTOCOL.md")

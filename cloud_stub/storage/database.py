@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import operator
 import secrets
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -240,6 +241,13 @@ class Transaction:
 
     def all(self, statement: Any, parameters: Any = None) -> Sequence[Any]:
         return self.connection.execute(statement, parameters).all()
+
+    def exclusive(self, name: str) -> None:
+        """Hold the lock called ``name`` until this transaction ends, so that work which reads then writes
+        across processes (making the first keys) is done once: on PostgreSQL an advisory transaction lock;
+        on SQLite every writing transaction holds the database's one write lock already."""
+        if not self.database.is_sqlite:
+            self.connection.execute(sa.select(sa.func.pg_advisory_xact_lock(zlib.crc32(name.encode()))))
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
