@@ -140,41 +140,52 @@ async def _embedded(host: str, port: int) -> Any:
 
 
 def run_api(ledger: str, host: str, port: int, workers: int, threads: int = 2) -> int:
-    """The HTTP API alone: ``workers`` processes forked after the port is bound, each with its own socket on
-    it (the kernel spreads connections over them), ledger connections and event loop, and ``threads``
-    requests at a time at the ledger. The first process forwards SIGTERM and SIGINT to them and waits; exit
-    0 once all stopped cleanly. A worker that dies takes its socket with it: the others get its share."""
+    """The HTTP API alone: ``workers`` processes forked after the port is bound, each with its own ledger
+    connections and event loop, and ``threads`` requests at a time at the ledger. The first process accepts
+    the connections and deals them to the workers in turn (:func:`cloud_stub.http.deal`); on SIGTERM or
+    SIGINT it stops accepting, passes the signal on and waits; exit 0 once all stopped cleanly."""
     import os
+    import socket
 
-    from cloud_stub.http import listening_each
+    from cloud_stub.http import Dealt, deal, listening
     from cloud_stub.ledger import Ledger
     from protocol import logs
 
     logs.configure("info")
     Ledger.open(ledger).close()  # reachable, at the current schema: said once, before any worker starts
-    sockets = listening_each(host, port, workers)
-    _say(f"serving the API at http://{host}:{sockets[0].getsockname()[1]}/v1/ ({workers} worker process(es))")
+    sock = listening(host, port)
+    _say(f"serving the API at http://{host}:{sock.getsockname()[1]}/v1/ ({workers} worker process(es))")
     if workers == 1:
-        return asyncio.run(_api_worker(ledger, sockets[0], threads))
-    children = []
-    for mine in sockets:
+        return asyncio.run(_api_worker(ledger, sock, threads))
+    children: list[int] = []
+    channels: list[socket.socket] = []
+    for _ in range(workers):
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
-        if pid == 0:  # a worker: its own socket, event loop and database connections, made after the fork
-            for other in sockets:
-                if other is not mine:
-                    other.close()
-            os._exit(asyncio.run(_api_worker(ledger, mine, threads)))
+        if pid == 0:  # a worker: its own event loop and database connections, made after the fork
+            for each in (sock, mine, *channels):
+                each.close()
+            os._exit(asyncio.run(_api_worker(ledger, theirs, threads, dealt=True)))
+        theirs.close()
         children.append(pid)
-    for each in sockets:
-        each.close()
+        channels.append(mine)
 
     def forward(signum: int, _frame: Any) -> None:
         for child in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signum)
+        raise Dealt
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, forward)
+    sock.setblocking(True)
+    with contextlib.suppress(Dealt):
+        deal(sock, channels)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)  # passed on already: now only waiting
+    sock.close()
+    for channel in channels:
+        channel.close()
     codes = [os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) for child in children]
     return 0 if all(code == 0 for code in codes) else 1
 
@@ -189,7 +200,7 @@ def _thread_budget(threads: int) -> None:
     anyio.to_thread.current_default_thread_limiter().total_tokens = threads
 
 
-async def _api_worker(ledger_where: str, sock: Any, threads: int) -> int:
+async def _api_worker(ledger_where: str, sock: Any, threads: int, *, dealt: bool = False) -> int:
     from cloud_stub import api
     from cloud_stub.http import Served
     from cloud_stub.ledger import Ledger
@@ -204,7 +215,7 @@ async def _api_worker(ledger_where: str, sock: Any, threads: int) -> int:
         return 2
     try:
         _thread_budget(threads)
-        served = await Served(api.app(book), sock=sock).start()
+        served = await (Served(api.app(book), dealt=sock) if dealt else Served(api.app(book), sock=sock)).start()
         gc.freeze()  # what start-up made stays: the collector no longer walks it (~0.1 s pauses at random requests)
         await stop.wait()
         await served.stop()

@@ -127,6 +127,22 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+def _connections(pid: int, port: int) -> int:
+    """How many established TCP connections on ``port`` the process ``pid`` holds (/proc: its descriptors'
+    socket inodes, matched in the table of IPv4 sockets)."""
+    inodes = set()
+    for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if (target := os.readlink(descriptor)).startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01" and fields[9] in inodes:
+            count += 1
+    return count
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -137,8 +153,9 @@ def _alive(pid: int) -> bool:
 
 async def test_the_api_alone_in_worker_processes(postgres: Cluster, tmp_path: Path) -> None:
     """``smartplus-cloud api --workers 2`` on PostgreSQL: two worker processes under the first, answering on
-    one port (any free one, said on its first line); requests on many connections at once all answered;
-    SIGTERM stops the workers and the first, exit 0. A port in use is one line and exit 2."""
+    one port (any free one, said on its first line); requests on many connections at once all answered, the
+    connections dealt evenly between the workers; SIGTERM stops the workers and the first, exit 0. A port in
+    use is one line and exit 2."""
     ledger = LedgerAt(postgres.database(), tmp_path / "cloud")
     setup_ledger(ledger)
     token = cloud(ledger, "api-token", "create", "i1")[1]["result"]["token"]
@@ -158,9 +175,12 @@ async def test_the_api_alone_in_worker_processes(postgres: Cluster, tmp_path: Pa
         port = int(said.group(1))
         assert len(_children(server.pid)) == 2
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                                     limits=httpx.Limits(max_connections=10, max_keepalive_connections=10),
                                      headers={"Authorization": f"Bearer {token}"}) as client:  # fmt: skip
             answers = await asyncio.gather(*(client.get("/v1/sites") for _ in range(40)))
+            held = [_connections(worker, port) for worker in sorted(_children(server.pid))]
         assert {answer.status_code for answer in answers} == {200}
+        assert held == [5, 5]  # ten kept alive, dealt in turn (accepted by whichever woke first: often 10 and 0)
         with socket.create_server(("127.0.0.1", 0)) as taken:
             refused = subprocess.run(  # noqa: ASYNC221 -- a command that stops at once
                 [CLOUD, *ledger.args(), "api", "--port", str(taken.getsockname()[1])],
