@@ -194,7 +194,7 @@ def _thread_budget(threads: int) -> None:
     """At most ``threads`` requests do their ledger work at once in this process (the API's handlers run in
     anyio's worker threads; its default is 40). The work is mostly Python, holding the GIL: threads beyond a
     couple add no speed, only a queue for the GIL, whose 5 ms turns pile up at the tail (bench api at 20
-    clients: p99 0.7 to 1.1 s with 40 threads, under 40 ms with 2; docs/performance.md)."""
+    clients: p99 0.7 to 1.1 s with 40 threads, 32 to 55 ms with 2; docs/performance.md)."""
     import anyio.to_thread
 
     anyio.to_thread.current_default_thread_limiter().total_tokens = threads
