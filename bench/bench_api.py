@@ -18,7 +18,6 @@ import http.client
 import os
 import random
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Final
 
-from bench.common import Result
+from bench.common import Result, tool
 from cloud_stub.ledger import Ledger, UnitOfWork
 from cloud_stub.ledger.holdings import Extension
 from cloud_stub.ledger.sites import Site
@@ -124,22 +123,12 @@ end
 _UNITS: Final = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
-def _wrk() -> str:
-    found = shutil.which("wrk")
-    if found is None:
-        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], capture_output=True, check=False)
-        found = shutil.which("wrk")
-    if found is None:
-        sys.exit("bench api: wrk is not installed and could not be (apt-get install wrk)")
-    return found
-
-
 def _with_wrk(port: int, token: str, sites: list[str], seconds: int, directory: str) -> dict[str, float]:
     """wrk's figures: requests per second and the latency percentiles (seconds)."""
     script = Path(directory) / "sites.lua"
     script.write_text(WRK_SCRIPT % (", ".join(f'"{s}"' for s in sites), token))
     out = subprocess.run(
-        [_wrk(), "-t", "1", "-c", str(CLIENTS), "-d", f"{seconds}s", "--latency", "-s", str(script),
+        [tool("api", "wrk", "wrk"), "-t", "1", "-c", str(CLIENTS), "-d", f"{seconds}s", "--latency", "-s", str(script),
          f"http://127.0.0.1:{port}"],
         capture_output=True, text=True, check=True, timeout=seconds + 60,
     ).stdout  # fmt: skip

@@ -13,7 +13,6 @@ import asyncio
 import http.server
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -25,21 +24,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.config import load_config
-from bench.common import Result
+from bench.common import Result, tool
 from tests.support.daemons import EDGE_AGENT, device_config, wait_for_control
 from tests.support.documents import write_public_key
 
 SETTLE = 15.0  # seconds both run before they are measured
-
-
-def _mender() -> str:
-    found = shutil.which("mender")
-    if found is None:
-        subprocess.run(["apt-get", "install", "-y", "-q", "mender-client"], capture_output=True, check=False)
-        found = shutil.which("mender")
-    if found is None:
-        sys.exit("bench idle: mender-client is not installed and could not be (apt-get install mender-client)")
-    return found
 
 
 class _Refuse(http.server.BaseHTTPRequestHandler):
@@ -76,7 +65,7 @@ def _nobody() -> int:
 
 
 def run() -> list[Result]:
-    mender = _mender()
+    mender = tool("idle", "mender", "mender-client")
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refuse)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     with tempfile.TemporaryDirectory(dir="/var/tmp") as directory:

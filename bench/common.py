@@ -8,7 +8,10 @@ ratios.
 
 from __future__ import annotations
 
+import shutil
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +37,18 @@ class Result:
         if self.goal.startswith(">="):
             return self.ratio >= float(self.goal[2:])
         return None
+
+
+def tool(bench: str, command: str, package: str) -> str:
+    """The path of ``command``, installed here with apt if it is missing (a bench measures against a real
+    peer); the bench stops, saying so, if it cannot be."""
+    found = shutil.which(command)
+    if found is None:
+        subprocess.run(["apt-get", "install", "-y", "-q", package], capture_output=True, check=False)
+        found = shutil.which(command)
+    if found is None:
+        sys.exit(f"bench {bench}: {package} is not installed and could not be (apt-get install {package})")
+    return found
 
 
 def _batch(fn: Callable[[], object], number: int) -> float:
