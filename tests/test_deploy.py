@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -191,6 +192,24 @@ def test_the_systemd_unit() -> None:
     assert settings["WatchdogSec"] == "30"
     assert settings["RestartForceExitStatus"] == "75"
     assert settings["ExecStart"].split()[1:3] == ["run", "--config"]
+
+
+@pytest.mark.parametrize("drop_ins", [(), ("hardware.conf",), ("slots.conf",), ("hardware.conf", "slots.conf")])
+def test_the_unit_is_hardened_with_and_without_its_drop_ins(tmp_path: Path, drop_ins: tuple[str, ...]) -> None:
+    """systemd's own judge, ``systemd-analyze security``: 2.0 or lower ("OK") for the unit alone and with
+    the hardware and slots drop-ins a board adds (each gives back only the devices it names). That the
+    agent still works under all of it is tests/test_package.py's (a real systemd boot)."""
+    shutil.copy(REPO / "deploy" / "systemd" / "edge-agent.service", tmp_path)
+    (tmp_path / "edge-agent.service.d").mkdir()
+    for name in drop_ins:
+        shutil.copy(REPO / "deploy" / "systemd" / "edge-agent.service.d" / name, tmp_path / "edge-agent.service.d")
+    judged = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(tmp_path / "edge-agent.service")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    score = re.search(r"Overall exposure level for edge-agent.service: ([0-9.]+) (\w+)", judged.stdout)
+    assert score is not None, judged.stdout + judged.stderr
+    assert float(score.group(1)) <= 2.0, judged.stdout
 
 
 async def test_log_lines_carry_their_syslog_priority_under_journald(tmp_path: Path) -> None:
