@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo check lint bench clean deploy-files
+.PHONY: setup demo check lint bench clean deploy-files deb
+ARCH ?= amd64
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +28,12 @@ lint: setup
 deploy-files: setup
 	$(PY) deploy/generate.py
 
+# The Debian package for ARCH (amd64 or arm64) in dist/ (deploy/debian/build.py; docs/operations.md).
+deb: setup
+	$(PY) deploy/debian/build.py --arch $(ARCH) --out dist
+
 bench: setup
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) demo-data dist .mypy_cache .ruff_cache .pytest_cache .hypothesis
