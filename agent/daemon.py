@@ -289,16 +289,17 @@ class Daemon:
     async def serve(self) -> Outcome:
         """Run until :attr:`stop` is set; then stop cleanly and say how it ended."""
         control = ControlServer(self.config.control_socket, self.ops.table(), group=self._control_gid)
-        server = await control.start()
-        self.firmware.boot()  # what the bootloader chose is what runs: a pending try is spent now
-        await self.firmware.resume()
-        await self.housekeeping.refresh_when_possible()  # enforce from the store before the first connection
-        log.info(
-            "daemon_started",
-            device_id=self.config.device_id,
-            mode=policy.mode(self.device.entitlements, self.device.clock.now()),
-        )
-        try:
+        server: asyncio.Server | None = None
+        try:  # whatever fails from here, the store is closed: its thread would keep the process from exiting
+            server = await control.start()
+            self.firmware.boot()  # what the bootloader chose is what runs: a pending try is spent now
+            await self.firmware.resume()
+            await self.housekeeping.refresh_when_possible()  # enforce from the store before the first connection
+            log.info(
+                "daemon_started",
+                device_id=self.config.device_id,
+                mode=policy.mode(self.device.entitlements, self.device.clock.now()),
+            )
             async with asyncio.TaskGroup() as tasks:
                 writer = tasks.create_task(self.outbox.run(), name="outbox")
                 if self._quarantined is not None:  # its durability needs the writer running
@@ -342,9 +343,10 @@ class Daemon:
                     log.error("outbox_close_timeout", seconds=_STOP_SECONDS)
                     writer.cancel()
         finally:
-            server.close()
-            with contextlib.suppress(OSError):
-                control.path.unlink()
+            if server is not None:  # ours to remove (not another daemon's, when that one refused this start)
+                server.close()
+                with contextlib.suppress(OSError):
+                    control.path.unlink()
             await self.device.close()
         log.info("daemon_stopped", outcome=self._outcome.value)
         return self._outcome

@@ -123,3 +123,17 @@ async def test_an_unknown_group_stops_the_daemon_with_one_line(
     with pytest.raises(AssertionError, match="exited with 2"):
         await daemon.start()
     assert "control.group" in daemon.log.read_text()
+
+
+async def test_a_socket_that_cannot_be_made_stops_the_daemon_with_one_line(tmp_path: Path, root_pem: Path) -> None:
+    """A socket in a directory that is not there (a unit without RuntimeDirectory=): one line naming it,
+    exit 2, at once (the store closed: its thread once kept the process alive until systemd's timeout)."""
+    config_file = device_config(
+        tmp_path / "device", "mqtt://127.0.0.1:1", root_pem, control={"socket": str(tmp_path / "gone" / "c.sock")}
+    )
+    daemon = ProcessDaemon(config_file)
+    with pytest.raises(AssertionError, match="exited with 2"):
+        await daemon.start()
+    text = daemon.log.read_text()
+    assert "cannot make the control socket" in text
+    assert "Traceback" not in text

@@ -194,11 +194,21 @@ def test_the_systemd_unit() -> None:
     assert settings["ExecStart"].split()[1:3] == ["run", "--config"]
 
 
-@pytest.mark.parametrize("drop_ins", [(), ("hardware.conf",), ("slots.conf",), ("hardware.conf", "slots.conf")])
+@pytest.mark.parametrize(
+    "drop_ins",
+    [
+        (),
+        ("hardware.conf",),
+        ("slots.conf",),
+        ("control-group.conf",),
+        ("hardware.conf", "slots.conf", "control-group.conf"),
+    ],
+)
 def test_the_unit_is_hardened_with_and_without_its_drop_ins(tmp_path: Path, drop_ins: tuple[str, ...]) -> None:
     """systemd's own judge, ``systemd-analyze security``: 2.0 or lower ("OK") for the unit alone and with
-    the hardware and slots drop-ins a board adds (each gives back only the devices it names). That the
-    agent still works under all of it is tests/test_package.py's (a real systemd boot)."""
+    the drop-ins a board adds (serial lines, A/B slots, a control socket open to a group: each gives back
+    only what it names). That the agent still works under all of it is tests/test_package.py's (a real
+    systemd boot)."""
     shutil.copy(REPO / "deploy" / "systemd" / "edge-agent.service", tmp_path)
     (tmp_path / "edge-agent.service.d").mkdir()
     for name in drop_ins:

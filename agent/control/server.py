@@ -89,10 +89,19 @@ class ControlServer:
         previous = os.umask(0o177)
         try:
             server = await asyncio.start_unix_server(self._connection, str(self.path), limit=MAX_LINE)
+        except OSError as exc:  # its directory missing or not ours (a unit without RuntimeDirectory=, say)
+            raise ControlError("unavailable", f"cannot make the control socket {self.path}: {exc.strerror}") from exc
         finally:
             os.umask(previous)
         if self._group is not None:
-            os.chown(self.path, -1, self._group)
+            try:
+                os.chown(self.path, -1, self._group)
+            except OSError as exc:  # not a member, or chown filtered out (the unit's control-group.conf)
+                server.close()
+                self.path.unlink(missing_ok=True)
+                raise ControlError(
+                    "unavailable", f"cannot give the control socket to group {self._group}: {exc.strerror}"
+                ) from exc
             os.chmod(self.path, 0o660)
             try:  # the group must be able to reach it; the directory is the socket's own (config checks it)
                 os.chown(self.path.parent, -1, self._group)
