@@ -71,6 +71,17 @@ def arm64_root() -> Path:
     return _root("bookworm-arm64", ["--arch=arm64", "--variant=extract", "--include=python3.11"])
 
 
+def emulate_aarch64() -> None:
+    """arm64 programs run here through qemu-user (Debian's qemu-user-static and binfmt-support, which
+    .ci/run installs): binfmt_misc mounted and qemu-aarch64 enabled, as root."""
+    binfmt = Path("/proc/sys/fs/binfmt_misc")
+    if not (binfmt / "status").exists():
+        subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(binfmt)], check=True, capture_output=True)
+    if not (binfmt / "qemu-aarch64").exists():
+        subprocess.run(["update-binfmts", "--enable", "qemu-aarch64"], check=True, capture_output=True)
+    assert (binfmt / "qemu-aarch64").read_text().startswith("enabled"), "qemu-aarch64 is not enabled"
+
+
 def package(arch: str, out: Path) -> Path:
     """The edge-agent package for ``arch``, built as ``make deb`` builds it."""
     built = subprocess.run([sys.executable, str(REPO / "deploy" / "debian" / "build.py"), "--arch", arch, "--out",
