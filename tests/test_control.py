@@ -137,3 +137,20 @@ async def test_a_socket_that_cannot_be_made_stops_the_daemon_with_one_line(tmp_p
     text = daemon.log.read_text()
     assert "cannot make the control socket" in text
     assert "Traceback" not in text
+
+
+async def test_a_socket_under_a_long_path_is_made_and_reached(broker: Broker, tmp_path: Path, root_pem: Path) -> None:
+    """A data directory deeper than a Unix socket's 107-byte path: the daemon makes its socket there and
+    the CLI's client reaches it (through a descriptor of the directory); before, the daemon could not
+    start its socket and the demo, run from a deep directory, waited for it in vain."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    config_file = device_config(deep / "device", broker, root_pem)
+    config = load_config(config_file, {})
+    assert len(str(config.control_socket)) > 107
+    daemon = ProcessDaemon(config_file)
+    await daemon.start()
+    try:
+        answer = await control.request(config.data_dir, {"op": "hello", "id": 1})
+    finally:
+        await daemon.stop()
+    assert answer["ok"] is True

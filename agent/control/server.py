@@ -23,7 +23,7 @@ import json
 import os
 import socket
 import struct
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -61,9 +61,29 @@ def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
     return int(uid)
 
 
+_SUN_PATH: Final = 108  # sockaddr_un.sun_path: a Unix socket's path is at most 107 bytes and a NUL
+
+
+@contextlib.contextmanager
+def _short(path: Path) -> Iterator[str]:
+    """A name of ``path`` a Unix socket can take: the path itself, or for a longer one (a data directory
+    deep in a file system) the same file through a descriptor of its directory, ``/proc/self/fd/N/NAME``,
+    which Linux resolves for bind and connect alike. Without it, a socket under a long path could be
+    neither made nor reached ("AF_UNIX path too long")."""
+    if len(os.fsencode(path)) < _SUN_PATH:
+        yield str(path)
+        return
+    directory = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{directory}/{path.name}"
+    finally:
+        os.close(directory)
+
+
 async def _alive(path: Path) -> bool:
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 1)
+        with _short(path) as name:
+            _, writer = await asyncio.wait_for(asyncio.open_unix_connection(name), 1)
     except (OSError, TimeoutError):
         return False
     writer.close()
@@ -88,7 +108,8 @@ class ControlServer:
             self.path.unlink()
         previous = os.umask(0o177)
         try:
-            server = await asyncio.start_unix_server(self._connection, str(self.path), limit=MAX_LINE)
+            with _short(self.path) as name:
+                server = await asyncio.start_unix_server(self._connection, name, limit=MAX_LINE)
         except OSError as exc:  # its directory missing or not ours (a unit without RuntimeDirectory=, say)
             raise ControlError("unavailable", f"cannot make the control socket {self.path}: {exc.strerror}") from exc
         finally:
@@ -187,9 +208,8 @@ async def request(where: Path, payload: dict[str, Any]) -> dict[str, Any]:
     path = socket_path(where)
     data_dir = where
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(str(path), limit=MAX_LINE), CONNECT_SECONDS
-        )
+        with _short(path) as name:
+            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(name, limit=MAX_LINE), CONNECT_SECONDS)
     except (OSError, TimeoutError):
         raise ControlError("no_daemon", f"no edge-agent is running on {data_dir} (no answer on {path})") from None
     try:
