@@ -17,9 +17,11 @@ setup: $(VENV)/.installed
 demo: setup
 	$(PY) -m demo $(ARGS)
 
-# ruff and mypy run inside the test suite (tests/test_static.py), so this is the one test command.
+# ruff and mypy run inside the test suite (tests/test_static.py), so this is the one test command. Two
+# workers, a test file each at a time (its module and session fixtures built once per worker): most tests
+# wait on brokers, daemons, disks and containers rather than CPUs (17 minutes in one process, ~10 in two).
 check: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy
