@@ -106,7 +106,7 @@ async def _serve(config: ServeConfig) -> int:
         where = f", API {served_api.url('v1/')}" if served_api is not None else ""
         _say(
             f"serving: broker {scheme}://{host}:{port}, images {config.images.base or images.url('')}{where},"
-            f" ledger {ledger.database.url.split('://', 1)[1] if ledger.database.is_sqlite else 'PostgreSQL'}"
+            f" ledger {ledger.database.engine.url.database if ledger.database.is_sqlite else 'PostgreSQL'}"
         )
         fleet_side = asyncio.create_task(service.run())
         stopped = asyncio.create_task(stop.wait())
