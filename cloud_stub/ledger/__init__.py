@@ -15,6 +15,9 @@ docs/architecture.md).
 | ``remote`` | commands |
 | ``reports`` | events, device_state, replies |
 | ``requests`` | idempotency (API writes by Idempotency-Key) |
+| ``logins`` | logins, portal_sessions, login_codes, account_settings, portal_secrets (the portal's people) |
+| ``mail`` | mail (queued in the transaction that tells it, sent after) |
+| ``audit`` | audit (logins, money, authority) |
 
 The catalogue and its prices are data and pure functions (``cloud_stub/rules.py``,
 ``cloud_stub/operations/pricing.py``): they own no table.

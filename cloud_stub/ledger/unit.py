@@ -19,9 +19,12 @@ from typing import Final, TypeVar
 
 from cloud_stub.errors import LedgerConflict
 from cloud_stub.ledger.accounts import Accounts
+from cloud_stub.ledger.audit import Audit
 from cloud_stub.ledger.credits import Credits
 from cloud_stub.ledger.documents import Issued, Keys
 from cloud_stub.ledger.holdings import Holdings
+from cloud_stub.ledger.logins import Logins
+from cloud_stub.ledger.mail import Mail
 from cloud_stub.ledger.notices import Notices
 from cloud_stub.ledger.orders import Orders
 from cloud_stub.ledger.remote import Remote
@@ -91,6 +94,18 @@ class UnitOfWork:
     @cached_property
     def requests(self) -> Requests:
         return Requests(self.tx)
+
+    @cached_property
+    def logins(self) -> Logins:
+        return Logins(self.tx)
+
+    @cached_property
+    def mail(self) -> Mail:
+        return Mail(self.tx)
+
+    @cached_property
+    def audit(self) -> Audit:
+        return Audit(self.tx)
 
     def commit(self) -> None:
         """Keep what was written so far even though the operation goes on to refuse (an order found

@@ -410,6 +410,23 @@ def account_services(
     return shown
 
 
+class AppAccountView(Result):
+    id: str
+    role: str
+    name: str
+    apartment: str | None
+    service: str  # what pays for it
+
+
+def app_accounts(uow: UnitOfWork, actor: Actor, project: str) -> list[AppAccountView]:
+    """A site's app accounts, in the order they were added, with the service that pays for each."""
+    site = authority.site(uow, actor, project, read=True)
+    entries = uow.sites.app_accounts(site.id)
+    paid = account_services(uow, site, entries)
+    return [AppAccountView(id=e.id, role=e.role, name=e.name, apartment=e.apartment, service=paid[e.id][1])
+            for e in entries]  # fmt: skip
+
+
 def add_app_account(uow: UnitOfWork, actor: Actor, request: AddAppAccount) -> str:
     """An app account; the service that pays for it (master: app; family beyond the project's free
     number: additional_app; pm: pm_app; personnel: personnel_app; admin: admin_app)."""

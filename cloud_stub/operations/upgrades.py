@@ -230,6 +230,14 @@ def statuses(uow: UnitOfWork, actor: Actor, ident: str) -> dict[str, str]:
     return uow.upgrades.statuses(authority.upgrade(uow, actor, ident, read=True))
 
 
+def current_version(uow: UnitOfWork, mac: str) -> str:
+    """The firmware version a device last reported on its state topic (PROTOCOL.md), "-" before any."""
+    state = uow.reports.state(mac) or {}
+    firmware = state.get("firmware")
+    version = firmware.get("version") if isinstance(firmware, dict) else None
+    return str(version)[:64] if version else "-"
+
+
 # -- phased rollouts ---------------------------------------------------------------------------------------
 class Wave(Result):
     wave: int

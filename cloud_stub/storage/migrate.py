@@ -23,7 +23,7 @@ from cloud_stub.storage import legacy
 from cloud_stub.storage.database import Database, redacted
 from cloud_stub.storage.metadata import metadata
 
-HEAD: Final = "0002"  # the newest revision under migrations/versions (tests/test_ledger_storage.py checks)
+HEAD: Final = "0003"  # the newest revision under migrations/versions (tests/test_ledger_storage.py checks)
 BASELINE: Final = "0001"  # what a legacy ledger at version 8 is
 _LOCK: Final = 0x5350_4C44  # pg_advisory_xact_lock key while a ledger is created ("SPLD")
 _VERSION_TABLE: Final = "alembic_version"

@@ -1,0 +1,190 @@
+"""What the portal's lists and dashboard show, read in bulk (a query per table, never one per site): the
+Dashboard of seed 002, the Sites list with its counts, the Users module's people, the MAC Library.
+Authority is the same as everywhere: ``authority.sites`` and ``authority.account``; making a person
+(a property manager, a sub-installer) is an installer's, for itself (seed 002 "Add Property Manager
+Account", "Add Sub-Installer Account")."""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal
+
+from pydantic import Field
+
+from cloud_stub.errors import Refused
+from cloud_stub.ledger import UnitOfWork
+from cloud_stub.operations import authority, logins
+from cloud_stub.operations.authority import Actor
+from cloud_stub.operations.types import Ident, Mac, Request, Result, Text
+
+DAY: Final = 86_400.0
+EXPIRING_DAYS: Final = 15  # the Dashboard's "services expiring within 15 days"
+
+
+class SiteRow(Result):
+    id: str
+    name: str
+    type: str
+    installer: str
+    pm: str | None
+    timezone: str
+    devices: int
+    apartments: int
+    app_accounts: int
+
+
+class Expiring(Result):
+    project: str
+    name: str
+    service: str
+    subject: str
+    expires: float
+    auto_renew: bool
+
+
+class Dashboard(Result):
+    communities: int
+    offices: int
+    single_family: int
+    devices: int
+    app_accounts: int
+    expiring: list[Expiring]
+
+
+def site_rows(uow: UnitOfWork, actor: Actor) -> list[SiteRow]:
+    """Every site ``actor`` acts for, with its counts (the Sites list)."""
+    sites = authority.sites(uow, actor)
+    counts = uow.sites.counts([s.id for s in sites])
+    return [
+        SiteRow(id=s.id, name=s.name, type=s.type, installer=s.installer, pm=s.pm, timezone=s.timezone,
+                devices=counts[s.id][0], apartments=counts[s.id][1], app_accounts=counts[s.id][2])  # fmt: skip
+        for s in sites
+    ]
+
+
+def dashboard(uow: UnitOfWork, actor: Actor) -> Dashboard:
+    """Counts of communities, offices and single-family sites; devices and app accounts; the services that
+    expire within :data:`EXPIRING_DAYS` days."""
+    rows = site_rows(uow, actor)
+    names = {r.id: r.name for r in rows}
+    held = uow.holdings.of_sites(list(names)) if names else {}
+    soon = uow.now + EXPIRING_DAYS * DAY
+    expiring = sorted(
+        (
+            Expiring(project=h.project, name=names[h.project], service=h.service, subject=h.subject,
+                     expires=h.expires, auto_renew=h.auto_renew)  # fmt: skip
+            for h in held.values()
+            if h.expires is not None and uow.now < h.expires <= soon
+        ),
+        key=lambda e: (e.expires, e.project, e.service, e.subject),
+    )
+    return Dashboard(
+        communities=sum(r.type == "community" for r in rows),
+        offices=sum(r.type == "commercial" for r in rows),
+        single_family=sum(r.type == "single_family" for r in rows),
+        devices=sum(r.devices for r in rows),
+        app_accounts=sum(r.app_accounts for r in rows),
+        expiring=expiring,
+    )
+
+
+# -- people -------------------------------------------------------------------------------------------------
+class Person(Result):
+    id: str
+    role: str
+    name: str
+    email: str
+    two_factor: bool
+    permission: str
+    sites: list[str]
+
+
+def people(uow: UnitOfWork, actor: Actor) -> list[Person]:
+    """The accounts under ``actor``'s principal: an installer's property managers and sub-installers (with
+    the sites each PM is assigned to), a distributor's installers and sub-distributors."""
+    if actor.is_operator:
+        raise Refused("not_yours", "the operator lists accounts with the CLI", "docs/cloud.md")
+    under = uow.accounts.under(actor.principal)
+    found = uow.logins.of([a.id for a in under])
+    assigned: dict[str, list[str]] = {}
+    if actor.principal_role == "installer":
+        for site in authority.sites(uow, actor):
+            if site.pm:
+                assigned.setdefault(site.pm, []).append(site.name)
+    return [
+        Person(id=a.id, role=a.role, name=a.name, email=found[a.id].email if a.id in found else "",
+               two_factor=found[a.id].two_factor if a.id in found else False, permission=a.permission,
+               sites=assigned.get(a.id, []))  # fmt: skip
+        for a in under
+    ]
+
+
+class AddPerson(Request):
+    id: Ident
+    role: Literal["pm", "sub_installer"]
+    name: Text
+    email: logins.Email
+    two_factor: bool = False
+    base: Annotated[str, Field(max_length=300)]
+
+
+def add_person(uow: UnitOfWork, actor: Actor, request: AddPerson) -> Person:
+    """An installer makes a property manager or a sub-installer account under itself, with a portal login
+    whose password link is mailed to it."""
+    if actor.principal_role != "installer":
+        raise Refused("not_yours", "property managers and sub accounts are an installer's to make", "seed 002 Users")
+    if request.name.strip() == "":
+        raise Refused("bad_name", "a name is needed", "seed 002 Users")
+    if not uow.accounts.add(request.id, request.role, request.name, actor.principal, "none"):
+        raise Refused("already_exists", f"there is an account {request.id} already", "ledger")
+    logins.set_login(uow, actor, logins.SetLogin(account=request.id, email=request.email,
+                                                 two_factor=request.two_factor, base=request.base))  # fmt: skip
+    uow.audit.add(uow.now, actor.id, "account_added", request.id, role=request.role, parent=actor.principal)
+    return Person(id=request.id, role=request.role, name=request.name, email=request.email,
+                  two_factor=request.two_factor, permission="none", sites=[])  # fmt: skip
+
+
+# -- the MAC library ----------------------------------------------------------------------------------------
+class MacRow(Result):
+    mac: str
+    model: str
+    distributor: str
+    project: str | None
+    name: str | None
+
+
+def _libraries(uow: UnitOfWork, actor: Actor) -> list[str]:
+    role = actor.principal_role
+    if role in ("distributor", "sub_distributor"):
+        return [actor.principal]
+    if role == "installer":
+        parent = uow.accounts.require(actor.principal).parent
+        return [] if parent is None else [parent]
+    return []
+
+
+def mac_library(uow: UnitOfWork, actor: Actor) -> list[MacRow]:
+    """The MACs a distributor registered: all of its own; for an installer, its distributor's that are in
+    no site yet and those in its own sites (never another installer's)."""
+    mine = {s.id for s in authority.sites(uow, actor)} if actor.principal_role == "installer" else None
+    return [
+        MacRow(mac=d.mac, model=d.model, distributor=d.distributor, project=d.project, name=d.name)
+        for d in uow.sites.library(_libraries(uow, actor))
+        if mine is None or d.project is None or d.project in mine
+    ]
+
+
+class RemoveMac(Request):
+    mac: Mac
+
+
+def remove_mac(uow: UnitOfWork, actor: Actor, request: RemoveMac) -> str:
+    """Remove a MAC that is in no site from the library it is in (its distributor, or an installer of it)."""
+    found = uow.sites.device(request.mac)
+    if found is None or found.distributor not in _libraries(uow, actor):
+        raise Refused("not_found", f"no MAC {request.mac} in your library", "seed 002 MAC Library")
+    if found.project is not None:
+        raise Refused("device_placed", f"{request.mac} is in site {found.project}: remove it there first",
+                      "seed 002 MAC Library")  # fmt: skip
+    uow.sites.remove_mac(request.mac)
+    uow.audit.add(uow.now, actor.id, "mac_removed", request.mac)
+    return request.mac
