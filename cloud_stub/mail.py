@@ -10,6 +10,7 @@ claim's minute (at least once, as mail is).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import smtplib
 import ssl
 from dataclasses import dataclass
@@ -74,10 +75,8 @@ class Mailer:
                 await asyncio.to_thread(self.send_due)
             except LedgerError as exc:
                 log.warning("mail_ledger_unavailable", error=str(exc)[:200])
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poked.wait(), self.interval)
-            except TimeoutError:
-                pass
             self._poked.clear()
 
     def send_due(self) -> int:
@@ -85,19 +84,23 @@ class Mailer:
         sent = 0
         due = self.ledger.read(lambda uow: uow.mail.due(uow.now))
         for message in due:
-            if not self.ledger.run(lambda uow, m=message: uow.mail.claim(m.id, uow.now)):
-                continue
-            try:
-                _send(self.relay, message)
-            except (OSError, smtplib.SMTPException) as exc:
-                wait = retry_after(message.attempts)
-                self.ledger.run(lambda uow, m=message, e=exc, w=wait: uow.mail.failed(m.id, uow.now + w, _said(e)))
-                log.warning("mail_deferred", id=message.id, kind=message.kind, error=_said(exc), retry_in=wait)
-                continue
-            self.ledger.run(lambda uow, m=message: uow.mail.sent(m.id, uow.now))
-            log.info("mail_sent", id=message.id, kind=message.kind)  # never its body: codes and links
-            sent += 1
+            sent += self._send_one(message)
         return sent
+
+    def _send_one(self, message: Message) -> int:
+        ident = message.id
+        if not self.ledger.run(lambda uow: uow.mail.claim(ident, uow.now)):
+            return 0  # another sender has it
+        try:
+            _send(self.relay, message)
+        except (OSError, smtplib.SMTPException) as exc:
+            wait, said = retry_after(message.attempts), _said(exc)
+            self.ledger.run(lambda uow: uow.mail.failed(ident, uow.now + wait, said))
+            log.warning("mail_deferred", id=ident, kind=message.kind, error=said, retry_in=wait)
+            return 0
+        self.ledger.run(lambda uow: uow.mail.sent(ident, uow.now))
+        log.info("mail_sent", id=ident, kind=message.kind)  # never its body: codes and links
+        return 1
 
 
 def _said(exc: BaseException) -> str:

@@ -26,6 +26,13 @@ port = 8080                         # 0: any free port
 host = "127.0.0.1"
 # port = 8081
 threads = 2                         # requests at the ledger at once (more only queue for Python's GIL)
+# tls = false                       # true: served behind an HTTPS proxy: Secure cookies, HSTS (docs/portal.md)
+
+[mail]                              # the portal's mail (codes, links, notices); off unless relay is given
+# relay = "smtp.example:587"        # HOST:PORT of an SMTP relay
+sender = "SmartPlus <no-reply@localhost>"
+starttls = false
+# username = "..."; password = "..."
 ```
 
 A variable ``SMARTPLUS_SERVE_<KEY>`` sets a top-level key, ``SMARTPLUS_SERVE_<TABLE>__<KEY>`` a key of a table
@@ -120,6 +127,33 @@ class ApiConfig(_Frozen):
     host: str = "127.0.0.1"
     port: AnyPort | None = None
     threads: Annotated[int, Field(ge=1, le=64)] = 2
+    tls: bool = False  # the portal is reached over HTTPS (a proxy in front): Secure cookies, HSTS
+
+
+class MailConfig(_Frozen):
+    """``[mail]``: the SMTP relay the portal's mail goes through (off without one: it waits in the ledger)."""
+
+    relay: str | None = None
+    sender: Annotated[str, Field(min_length=3, max_length=200)] = "SmartPlus <no-reply@localhost>"
+    starttls: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+
+    @field_validator("relay")
+    @classmethod
+    def _relay(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"HOST:PORT, not {value!r}")
+        return value
+
+    def address(self) -> tuple[str, int] | None:
+        if self.relay is None:
+            return None
+        host, _, port = self.relay.rpartition(":")
+        return host.strip("[]"), int(port)
 
 
 class ServeConfig(_Frozen):
@@ -130,6 +164,7 @@ class ServeConfig(_Frozen):
     broker: BrokerConfig = BrokerConfig()
     images: ImagesConfig = ImagesConfig()
     api: ApiConfig = ApiConfig()
+    mail: MailConfig = MailConfig()
 
     @property
     def keys_home(self) -> Path:

@@ -58,7 +58,7 @@ class _CannotStart(Exception):
 
 
 async def _serve(config: ServeConfig) -> int:
-    from cloud_stub import api
+    from cloud_stub import asgi
     from cloud_stub.http import Served
     from cloud_stub.images import ImageServer
     from cloud_stub.ledger import Ledger
@@ -86,11 +86,13 @@ async def _serve(config: ServeConfig) -> int:
             images = await ImageServer(home / "images", config.images.host, config.images.port).start()
             started.append(images)
             served_api = None
+            mailer = _mailer(config, ledger)
             if config.api.port is not None:
                 api_ledger = Ledger.open(config.ledger)  # its own connections: its writes are news to the issuer
                 ledgers.append(api_ledger)
                 _thread_budget(config.api.threads)
-                served_api = await Served(api.app(api_ledger), config.api.host, config.api.port).start()
+                web = asgi.application(api_ledger, tls=config.api.tls, poke=mailer.poke if mailer else None)
+                served_api = await Served(web, config.api.host, config.api.port).start()
                 started.append(served_api)
             password = config.broker.password.get_secret_value() if config.broker.password else None
             (host, port), *fallbacks = addresses
@@ -103,17 +105,20 @@ async def _serve(config: ServeConfig) -> int:
         except (CloudError, OSError, ssl.SSLError) as exc:
             raise _CannotStart(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
         scheme = "mqtts" if config.broker.ca_file else "mqtt"
-        where = f", API {served_api.url('v1/')}" if served_api is not None else ""
+        where = f", API {served_api.url('v1/')}, portal {served_api.url('')}" if served_api is not None else ""
         _say(
             f"serving: broker {scheme}://{host}:{port}, images {config.images.base or images.url('')}{where},"
             f" ledger {ledger.database.engine.url.database if ledger.database.is_sqlite else 'PostgreSQL'}"
         )
         fleet_side = asyncio.create_task(service.run())
+        mail_side = asyncio.create_task(mailer.run()) if mailer is not None else None
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({fleet_side, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        fleet_side.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await fleet_side
+        for side in (fleet_side, mail_side):
+            if side is not None:
+                side.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await side
         stopped.cancel()
         log.info("serve_stopped")
         return 0
@@ -123,6 +128,18 @@ async def _serve(config: ServeConfig) -> int:
                 await (each.shutdown() if hasattr(each, "shutdown") else each.stop())
         for each in ledgers:
             each.close()
+
+
+def _mailer(config: ServeConfig, ledger: Any) -> Any:
+    """The mail sender for ``[mail] relay`` (None without one: mail waits in the ledger)."""
+    from cloud_stub.mail import Mailer, Relay
+
+    address = config.mail.address()
+    if address is None:
+        return None
+    password = config.mail.password.get_secret_value() if config.mail.password else None
+    relay = Relay(address[0], address[1], config.mail.sender, config.mail.starttls, config.mail.username, password)
+    return Mailer(ledger, relay)
 
 
 async def _embedded(host: str, port: int) -> Any:
@@ -201,7 +218,7 @@ def _thread_budget(threads: int) -> None:
 
 
 async def _api_worker(ledger_where: str, sock: Any, threads: int, *, dealt: bool = False) -> int:
-    from cloud_stub import api
+    from cloud_stub import asgi
     from cloud_stub.http import Served
     from cloud_stub.ledger import Ledger
 
@@ -215,7 +232,8 @@ async def _api_worker(ledger_where: str, sock: Any, threads: int, *, dealt: bool
         return 2
     try:
         _thread_budget(threads)
-        served = await (Served(api.app(book), dealt=sock) if dealt else Served(api.app(book), sock=sock)).start()
+        web = asgi.application(book)
+        served = await (Served(web, dealt=sock) if dealt else Served(web, sock=sock)).start()
         gc.freeze()  # what start-up made stays: the collector no longer walks it (~0.1 s pauses at random requests)
         await stop.wait()
         await served.stop()

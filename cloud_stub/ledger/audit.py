@@ -43,7 +43,9 @@ class Audit:
     def __init__(self, tx: Transaction) -> None:
         self.tx = tx
 
-    def add(self, at: float, actor: str, action: str, subject: str, acting_for: str | None = None, **detail: Any) -> None:
+    def add(
+        self, at: float, actor: str, action: str, subject: str, acting_for: str | None = None, **detail: Any
+    ) -> None:
         self.tx.execute(
             self.tx.insert(audit).values(
                 at=at, actor=actor, acting_for=acting_for, action=action, subject=subject,

@@ -217,7 +217,9 @@ class Logins:
         return bool(result.rowcount == 1)
 
     def tried(self, digest: str) -> int:
-        self.tx.execute(sa.update(login_codes).where(login_codes.c.digest == digest).values(tries=login_codes.c.tries + 1))
+        self.tx.execute(
+            sa.update(login_codes).where(login_codes.c.digest == digest).values(tries=login_codes.c.tries + 1)
+        )
         return int(self.tx.scalar(sa.select(login_codes.c.tries).where(login_codes.c.digest == digest)))
 
     def void_codes(self, account: str, purpose: str) -> None:
@@ -231,7 +233,9 @@ class Logins:
     # -- settings pages ----------------------------------------------------------------------------------
     def setting(self, account: str, name: str) -> Any:
         value = self.tx.scalar(
-            sa.select(account_settings.c.value).where(account_settings.c.account == account, account_settings.c.name == name)
+            sa.select(account_settings.c.value).where(
+                account_settings.c.account == account, account_settings.c.name == name
+            )
         )
         return None if value is None else json.loads(value)
 

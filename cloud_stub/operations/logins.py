@@ -100,7 +100,9 @@ def _open(uow: UnitOfWork, account: str, code_owed: bool, acting_for: str | None
     token = secrets.token_urlsafe(32)
     stage = "code" if code_owed else "in"
     created = uow.now
-    uow.logins.open_session(Session(digest(token), account, acting_for, stage, created, created + SESSION_SECONDS), created)
+    uow.logins.open_session(
+        Session(digest(token), account, acting_for, stage, created, created + SESSION_SECONDS), created
+    )
     return token
 
 
@@ -461,7 +463,7 @@ class Setting(Request):
     value: dict[Annotated[str, Field(max_length=40)], Text | bool] | bool | Text
 
 
-def set_setting(uow: UnitOfWork, actor: Actor, request: Setting) -> None:
+def set_setting(uow: UnitOfWork, actor: Actor, request: Setting) -> str:
     """One of the account's Setting pages (seed 002 "Setting")."""
     if actor.is_operator:
         raise Refused("not_yours", "the operator has no settings pages", "seed 002 Setting")
@@ -471,6 +473,7 @@ def set_setting(uow: UnitOfWork, actor: Actor, request: Setting) -> None:
         rules.check_zone(str(request.value))
     uow.logins.set_setting(actor.principal, request.name, request.value)
     uow.audit.add(uow.now, actor.id, "setting_changed", actor.principal, name=request.name)
+    return request.name
 
 
 def settings(uow: UnitOfWork, actor: Actor, name: str) -> object:
@@ -489,4 +492,3 @@ class SessionLabel(Result):
 def label(uow: UnitOfWork, session: SessionView) -> SessionLabel:
     account = uow.accounts.require(session.account)
     return SessionLabel(account=account.id, name=account.name, role=account.role, acting_for=session.acting_for)
-

@@ -55,8 +55,17 @@ def site_rows(uow: UnitOfWork, actor: Actor) -> list[SiteRow]:
     sites = authority.sites(uow, actor)
     counts = uow.sites.counts([s.id for s in sites])
     return [
-        SiteRow(id=s.id, name=s.name, type=s.type, installer=s.installer, pm=s.pm, timezone=s.timezone,
-                devices=counts[s.id][0], apartments=counts[s.id][1], app_accounts=counts[s.id][2])  # fmt: skip
+        SiteRow(
+            id=s.id,
+            name=s.name,
+            type=s.type,
+            installer=s.installer,
+            pm=s.pm,
+            timezone=s.timezone,
+            devices=counts[s.id][0],
+            apartments=counts[s.id][1],
+            app_accounts=counts[s.id][2],
+        )
         for s in sites
     ]
 
@@ -70,8 +79,14 @@ def dashboard(uow: UnitOfWork, actor: Actor) -> Dashboard:
     soon = uow.now + EXPIRING_DAYS * DAY
     expiring = sorted(
         (
-            Expiring(project=h.project, name=names[h.project], service=h.service, subject=h.subject,
-                     expires=h.expires, auto_renew=h.auto_renew)  # fmt: skip
+            Expiring(
+                project=h.project,
+                name=names[h.project],
+                service=h.service,
+                subject=h.subject,
+                expires=h.expires,
+                auto_renew=h.auto_renew,
+            )
             for h in held.values()
             if h.expires is not None and uow.now < h.expires <= soon
         ),
@@ -111,9 +126,15 @@ def people(uow: UnitOfWork, actor: Actor) -> list[Person]:
             if site.pm:
                 assigned.setdefault(site.pm, []).append(site.name)
     return [
-        Person(id=a.id, role=a.role, name=a.name, email=found[a.id].email if a.id in found else "",
-               two_factor=found[a.id].two_factor if a.id in found else False, permission=a.permission,
-               sites=assigned.get(a.id, []))  # fmt: skip
+        Person(
+            id=a.id,
+            role=a.role,
+            name=a.name,
+            email=found[a.id].email if a.id in found else "",
+            two_factor=found[a.id].two_factor if a.id in found else False,
+            permission=a.permission,
+            sites=assigned.get(a.id, []),
+        )
         for a in under
     ]
 

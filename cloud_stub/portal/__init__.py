@@ -104,8 +104,8 @@ ROUTES = [
 
 
 async def _not_found(request: Request, _exc: Exception) -> Response:
-    return HTMLResponse("<!DOCTYPE html><title>Not found</title><p>There is no such page.</p><p><a href='/'>Dashboard</a>",
-                        status_code=404)  # fmt: skip
+    portal: Portal = request.app.state.portal
+    return portal.render(request, "refused.html", None, code=404, title="Not found", message="There is no such page.")
 
 
 async def _not_allowed(request: Request, _exc: Exception) -> Response:

@@ -28,7 +28,12 @@ STATUSES: Final = ("Pending", "Processing", "Executed")
 def firmware(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[str, Any]:
     rows = listing.searched(upgrades.firmware_list(uow, actor), request, lambda f: f.model, lambda f: f.version)
     rows, pages = listing.paged(rows, request)
-    return {"rows": rows, "pages": pages, "query": listing.query_maker(request), "q": request.query_params.get("q", "")[:100]}
+    return {
+        "rows": rows,
+        "pages": pages,
+        "query": listing.query_maker(request),
+        "q": request.query_params.get("q", "")[:100],
+    }
 
 
 def _upgrades_context(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[str, Any]:
@@ -55,7 +60,7 @@ upgrade_list = page("upgrades.html", "Upgrade")(_upgrades_context)
 def _new_context(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[str, Any]:
     """The New upgrade form, step by step in the query string: project type, site, model/firmware; then the
     devices of that model in the site with their current version."""
-    site_rows = [s for s in overview.site_rows(uow, actor)]
+    site_rows = list(overview.site_rows(uow, actor))
     kind = request.query_params.get("type", "")
     project = request.query_params.get("site", "")
     chosen = request.query_params.get("firmware", "")
@@ -121,7 +126,9 @@ def _one_context(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[str
 upgrade_page = page("upgrade.html", "Upgrade")(_one_context)
 
 
-@action("upgrade.html", "Upgrade", then=lambda r, _v: f"/upgrades/{_ident(r)}", done="upgrade_saved", again=_one_context)
+@action(
+    "upgrade.html", "Upgrade", then=lambda r, _v: f"/upgrades/{_ident(r)}", done="upgrade_saved", again=_one_context
+)
 def edit_upgrade(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: Request) -> upgrades.UpgradeView:
     at = _at(form)
     return upgrades.edit(uow, actor, upgrades.EditUpgrade(id=_ident(request), at=at, right_now=at is None))
@@ -132,12 +139,16 @@ def delete_upgrade(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], reque
     return upgrades.delete(uow, actor, _ident(request))
 
 
-@action("upgrade.html", "Upgrade", then=lambda r, _v: f"/upgrades/{_ident(r)}", done="rollout_resumed", again=_one_context)
+@action(
+    "upgrade.html", "Upgrade", then=lambda r, _v: f"/upgrades/{_ident(r)}", done="rollout_resumed", again=_one_context
+)
 def resume(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: Request) -> upgrades.RolloutView:
     return upgrades.resume(uow, actor, _ident(request))
 
 
-@action("upgrade.html", "Upgrade", then=lambda r, _v: f"/upgrades/{_ident(r)}", done="rollout_cancelled", again=_one_context)
+@action(
+    "upgrade.html", "Upgrade", then=lambda r, _v: f"/upgrades/{_ident(r)}", done="rollout_cancelled", again=_one_context
+)
 def cancel(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: Request) -> upgrades.RolloutView:
     return upgrades.cancel(uow, actor, _ident(request))
 
@@ -148,7 +159,12 @@ def macs(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[str, Any]:
     rows = listing.searched(overview.mac_library(uow, actor), request, lambda m: m.mac, lambda m: m.model,
                             lambda m: m.name or "")  # fmt: skip
     rows, pages = listing.paged(rows, request)
-    return {"rows": rows, "pages": pages, "query": listing.query_maker(request), "q": request.query_params.get("q", "")[:100]}
+    return {
+        "rows": rows,
+        "pages": pages,
+        "query": listing.query_maker(request),
+        "q": request.query_params.get("q", "")[:100],
+    }
 
 
 @action("refused.html", "MAC Library", then=lambda _r, _m: "/macs", done="mac_removed")

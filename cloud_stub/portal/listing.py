@@ -15,7 +15,7 @@ LINES: Final = (10, 20, 50, 100)
 
 class Pages(NamedTuple):
     number: int
-    count: int
+    last: int
     total: int
     lines: int
 
@@ -27,10 +27,10 @@ def _int(text: str, default: int) -> int:
 def paged(rows: Sequence[T], request: Request) -> tuple[list[T], Pages]:
     lines = _int(request.query_params.get("lines", ""), LINES[0])
     lines = lines if lines in LINES else LINES[0]
-    count = max(1, -(-len(rows) // lines))
-    number = min(max(1, _int(request.query_params.get("page", ""), 1)), count)
+    last = max(1, -(-len(rows) // lines))
+    number = min(max(1, _int(request.query_params.get("page", ""), 1)), last)
     start = (number - 1) * lines
-    return list(rows[start : start + lines]), Pages(number, count, len(rows), lines)
+    return list(rows[start : start + lines]), Pages(number, last, len(rows), lines)
 
 
 def searched(rows: Sequence[T], request: Request, *fields: Callable[[T], str]) -> list[T]:

@@ -247,8 +247,9 @@ async def confirm(request: Request) -> Response:
         asked = logins.Confirm(token=_token(request))
         await run_in_threadpool(portal.book.run, lambda uow: logins.confirm_email(uow, VISITOR, asked))
     except (Refused, ValidationError) as exc:
-        return _anonymous(request, "Confirm your email address", request.url.path, (), "Confirm",
-                          code=status_of(exc) if isinstance(exc, Refused) else 400, error=refusal_text(exc))  # fmt: skip
+        code = status_of(exc) if isinstance(exc, Refused) else 400
+        return _anonymous(request, "Confirm your email address", request.url.path, (), "Confirm", code=code,
+                          error=refusal_text(exc))  # fmt: skip
     return portal.go("/", "email_confirmed")
 
 

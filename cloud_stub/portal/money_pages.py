@@ -16,14 +16,14 @@ from typing import Any, Final
 from pydantic import ValidationError
 from starlette.requests import Request
 
-from cloud_stub.errors import Refused
-
 from cloud_stub import rules
+from cloud_stub.errors import Refused
 from cloud_stub.ledger import UnitOfWork
 from cloud_stub.operations import credits, overview, paying
 from cloud_stub.operations.authority import Actor
 from cloud_stub.portal import listing
 from cloud_stub.portal.guard import as_bool
+from cloud_stub.portal.site_pages import TYPES
 from cloud_stub.portal.web import action, page, refusal_text
 
 SOURCES: Final = (("credit", "Credits"), ("stripe", "Card (Stripe)"), ("paypal", "PayPal"), ("coupon", "Coupon"))
@@ -52,8 +52,7 @@ def _selection(form: Mapping[str, str], rows: list[overview.SiteRow] | None = No
 def _chooser(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[str, Any]:
     rows = overview.site_rows(uow, actor)
     kind = request.query_params.get("type", "")
-    types = [(code, text) for code, text in (("community", "Community"), ("commercial", "Office"),
-                                               ("single_family", "Single-Family House")) if any(r.type == code for r in rows)]  # fmt: skip
+    types = [(code, text) for code, text in TYPES if any(r.type == code for r in rows)]
     kind = kind if kind in dict(types) else (types[0][0] if types else "community")
     services = [o.service for o in rules.CATALOGUE[kind] if o.monthly > 0]
     asked = {k: "\n".join(request.query_params.getlist(k)) for k in request.query_params}
@@ -101,7 +100,7 @@ def pay_order(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: R
 # -- Payments -------------------------------------------------------------------------------------------------
 def _payments_context(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[str, Any]:
     automatic = request.url.path.endswith("/automatic")
-    records = [p for p in paying.payments(uow, actor) if (p.kind == "auto") == automatic or not automatic and p.kind != "auto"]
+    records = [p for p in paying.payments(uow, actor) if (p.kind == "auto") == automatic]
     status = request.query_params.get("status", "")
     if status in ("pending", "paid", "expired"):
         records = [p for p in records if p.status == status]
@@ -134,9 +133,13 @@ credit_logs = page("credits.html", "Credit Logs")(_credits_context)
 
 @action("credits.html", "Credit Logs", then=lambda _r, _b: "/credits", done="credits_bought", again=_credits_context)
 def buy_credits(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: Request) -> credits.Balance:
-    return credits.buy(uow, actor, credits.BuyCredits(amount=form.get("amount", ""), source=form.get("source", "stripe")))
+    return credits.buy(
+        uow, actor, credits.BuyCredits(amount=form.get("amount", ""), source=form.get("source", "stripe"))
+    )
 
 
 @action("credits.html", "Credit Logs", then=lambda _r, _a: "/credits", done="allocated", again=_credits_context)
 def allocate(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: Request) -> credits.Allocated:
-    return credits.allocate(uow, actor, credits.Allocate(account=form.get("account", ""), amount=form.get("amount", "")))
+    return credits.allocate(
+        uow, actor, credits.Allocate(account=form.get("account", ""), amount=form.get("amount", ""))
+    )

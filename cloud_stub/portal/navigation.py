@@ -51,17 +51,27 @@ _DISTRIBUTOR: Final = (
     Item("Firmware", "/firmware"),
     Item("MAC Library", "/macs"),
     Item("Payments", "/payments"),
-    Item("Setting", "/settings/time-zone", (("Credit Logs", "/credits"), ("Time Zone", "/settings/time-zone"),
-                                              ("Billing Information", "/settings/billing"),
-                                              ("Notification", "/settings/notification"))),  # fmt: skip
+    Item(
+        "Setting",
+        "/settings/time-zone",
+        (
+            ("Credit Logs", "/credits"),
+            ("Time Zone", "/settings/time-zone"),
+            ("Billing Information", "/settings/billing"),
+            ("Notification", "/settings/notification"),
+        ),
+    ),
     Item("Privacy Policy", "/privacy"),
 )
 _PM: Final = (
     Item("Dashboard", "/"),
     Item("Sites", "/sites"),
     Item("Subscriptions", "/subscriptions", SUBSCRIPTIONS[:2]),
-    Item("Setting", "/settings/time-zone", (("Time Zone", "/settings/time-zone"),
-                                              ("Notification", "/settings/notification"))),  # fmt: skip
+    Item(
+        "Setting",
+        "/settings/time-zone",
+        (("Time Zone", "/settings/time-zone"), ("Notification", "/settings/notification")),
+    ),
     Item("Privacy Policy", "/privacy"),
 )
 MENUS: Final = {

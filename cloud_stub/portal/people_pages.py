@@ -30,7 +30,9 @@ def _users_context(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[s
     tab = tab if tab in TABS else "pm"
     shown = [p for p in everyone if p.role == tab] if installer else everyone
     shown = listing.searched(shown, request, lambda p: p.name, lambda p: p.id, lambda p: p.email)
-    rows, pages = listing.paged(listing.sorted_by(shown, request, {"name": lambda p: p.name.casefold()}, "name"), request)
+    rows, pages = listing.paged(
+        listing.sorted_by(shown, request, {"name": lambda p: p.name.casefold()}, "name"), request
+    )
     return {"rows": rows, "pages": pages, "tab": tab, "tabs": TABS, "installer": installer,
             "distributor": actor.principal_role in ("distributor", "sub_distributor"), "permissions": PERMISSIONS,
             "query": listing.query_maker(request), "q": request.query_params.get("q", "")[:100]}  # fmt: skip

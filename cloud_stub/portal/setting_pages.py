@@ -103,7 +103,9 @@ def save_setting(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request
     setting = _setting(request)
     values: dict[str, Any] = {}
     for field in setting.fields:
-        values[field.name] = guard.as_bool(form, field.name) if field.kind == "switch" else form.get(field.name, "").strip()
+        values[field.name] = (
+            guard.as_bool(form, field.name) if field.kind == "switch" else form.get(field.name, "").strip()
+        )
         if field.required and not values[field.name]:
             raise ValueError(f"{field.label}: this is needed")
     if setting.name == "single_family_email":

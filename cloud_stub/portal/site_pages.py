@@ -72,10 +72,14 @@ sites_list = page("sites.html", "Sites")(_sites_context)
 
 # -- New, Edit, Delete -----------------------------------------------------------------------------------------------
 def _form_context(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[str, Any]:
-    pms = [(p.id, p.name) for p in overview.people(uow, actor) if p.role == "pm"] if actor.principal_role == "installer" else []
+    pms = (
+        [(p.id, p.name) for p in overview.people(uow, actor) if p.role == "pm"]
+        if actor.principal_role == "installer"
+        else []
+    )
     kind = request.query_params.get("type", "community")
     return {"types": TYPES, "zones": zones(), "time_formats": TIME_FORMATS, "date_formats": DATE_FORMATS,
-            "orders": ORDERS, "pay_by_pm": PAY_BY_PM, "pms": [("", "None")] + pms,
+            "orders": ORDERS, "pay_by_pm": PAY_BY_PM, "pms": [("", "None"), *pms],
             "kind": kind if kind in dict(TYPES) else "community", "site": None}  # fmt: skip
 
 
@@ -120,7 +124,9 @@ def _edit_context(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[st
 edit_site_page = page("site_form.html", "Edit site")(_edit_context)
 
 
-@action("site_form.html", "Edit site", then=lambda r, _s: f"/sites/{_project(r)}", done="site_saved", again=_edit_context)
+@action(
+    "site_form.html", "Edit site", then=lambda r, _s: f"/sites/{_project(r)}", done="site_saved", again=_edit_context
+)
 def edit_site(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: Request) -> sites.SiteView:
     site = sites.get_site(uow, actor, _project(request))
     changes = _site_changes(form, site.type)
