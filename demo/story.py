@@ -445,6 +445,7 @@ async def the_cloud(workdir: Path, interactive: bool = False) -> None:
         say(f"    the device runs {found['firmware']['version']} on slot {found['firmware']['slot']};"
             f" the cloud's upgrade status: {upgrade_status('up-2')}")  # fmt: skip
         if interactive:
+            await until(lambda s: s["firmware"]["version"] == "29.30.10.2")  # its control socket answers now
             conf, book = device_dir / "agent.toml", home / "ledger.db"
             say("\nEverything stays up (Ctrl-C ends it). In another terminal, try:")
             say(f"   .venv/bin/edge-agent simulate fall --source mr01-bed-4 --config {conf}")

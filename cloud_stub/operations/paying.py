@@ -257,6 +257,8 @@ def _settle(uow: UnitOfWork, order: Order, auto_renew: bool) -> Paid:
     for project in {e.project for e in extensions if e.service == "pm_app"}:
         uow.holdings.force_on(project, "pm_app")  # seed 003 line 225: a PM App active forces the option on
     _renewal_notices(uow, order.id, order.txn, extensions, sites)
+    uow.audit.add(uow.now, order.payer, "order_paid", order.txn, amount=order.amount, method=order.method,
+                  source=order.source, auto_renew=auto_renew, items=len(extensions))  # fmt: skip
     return Paid(order=order.id, txn=order.txn, paid=order.amount, method=order.method, projects=sorted(sites))
 
 
@@ -322,7 +324,9 @@ def cancel_auto_renew(uow: UnitOfWork, actor: Actor, request: CancelAutoRenew) -
     items = list(dict.fromkeys(item_parts(i) for i in request.items))
     for project in dict.fromkeys(p for p, _, _ in items):
         authority.site(uow, actor, project)
-    return Cancelled(cancelled=uow.holdings.cancel_auto(items))
+    cancelled = uow.holdings.cancel_auto(items)
+    uow.audit.add(uow.now, actor.id, "auto_renew_cancelled", actor.principal, items=len(items), cancelled=cancelled)
+    return Cancelled(cancelled=cancelled)
 
 
 # -- what the platform does on its own (serve's passes; the operator from the CLI) --------------------------

@@ -24,6 +24,7 @@ _REFUSED: Final = (
     r"\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u180e\u200b-\u200f\u2028-\u202e"
     r"\u2060-\u206f\ufeff\ufff9-\ufffb\ue000-\uf8ff"
 )  # lone surrogates (not Unicode text at all) are refused apart: JSON Schema engines cannot name them
+REFUSED_CHARACTERS: Final = _REFUSED  # for a character class: what no text field takes
 TEXT_PATTERN: Final = rf"^[^{_REFUSED}]*$"
 IDENT_PATTERN: Final = rf"^[^/ {_REFUSED}](?:[^/{_REFUSED}]*[^/ {_REFUSED}])?$"  # no '/', no space at an end
 _TEXT: Final = re.compile(TEXT_PATTERN)

@@ -9,6 +9,7 @@ the operations and nothing else; no rule, authority check or SQL is here.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from cloud_stub.ledger import Ledger, UnitOfWork
 from cloud_stub.operations import logins
 from cloud_stub.operations.authority import Actor
 from cloud_stub.operations.logins import SessionLabel, SessionView
+from cloud_stub.operations.types import REFUSED_CHARACTERS
 from cloud_stub.portal import guard, navigation
 from protocol.claims import describe_validation_error
 
@@ -137,6 +139,15 @@ class Portal:
         return form
 
 
+_HIDDEN: Final = re.compile(f"[{REFUSED_CHARACTERS}]")
+
+
+def _shown(form: Mapping[str, str]) -> dict[str, str]:
+    """A refused form as it is shown again: the characters the rules refuse (controls, bidirectional
+    overrides such as U+202E) replaced by U+FFFD, so that what was refused is not echoed into the page."""
+    return {k: _HIDDEN.sub("\ufffd", v) for k, v in form.items() if k != "csrf"}
+
+
 def refusal_text(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         return describe_validation_error(exc).replace("Value error, ", "")
@@ -198,10 +209,15 @@ def action(
                 result = await run_in_threadpool(portal.book.run, lambda uow: work(uow, who.actor, form, request))
             except (Refused, ValidationError, ValueError) as exc:
                 context: Mapping[str, Any] = {}
-                if again is not None:
-                    context = await run_in_threadpool(portal.book.read, lambda uow: again(uow, who.actor, request))
-                return portal.render(request, template, who, code=status_of(exc), title=title, form=form,
-                                     error=refusal_text(exc), **context)  # fmt: skip
+                try:
+                    if again is not None:
+                        context = await run_in_threadpool(portal.book.read, lambda uow: again(uow, who.actor, request))
+                except Refused:  # the page itself is not the actor's: only the refusal is shown
+                    return portal.render(request, "refused.html", who, code=status_of(exc), title=title,
+                                         message=refusal_text(exc))  # fmt: skip
+                return portal.render(request, template, who, code=status_of(exc), title=title, form=_shown(form),
+                                     error="" if template == "refused.html" else refusal_text(exc),
+                                     message=refusal_text(exc), **context)  # fmt: skip
             portal.poke()
             return portal.go(then(request, result), done)
 

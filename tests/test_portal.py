@@ -1,0 +1,362 @@
+"""The portal over real HTTP (uvicorn), on SQLite and PostgreSQL, with a real SMTP server: logging in as a
+security reviewer expects (lockout, emailed codes and links, Privacy Policy, rotated HttpOnly cookies), CSRF
+on every form, security headers, each tenant seeing and changing only its own, hostile text shown escaped,
+money moved once, a pending order expiring after 15 minutes, mail that waits for a relay that is down."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.routing import Route
+
+from cloud_stub import portal
+from cloud_stub.mail import Mailer, Relay
+from cloud_stub.operations import logins
+from tests.support.brokers import free_port
+from tests.support.ledger import LedgerAt, call
+from tests.support.portal import PASSWORD, TENANTS, Mailbox, PortalServer, body, code_in, link_in, portal_server
+
+
+class Clock:
+    """The ledger's clock, moved by the test (a lockout's 15 minutes, an order's)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def server(ledger_at: LedgerAt) -> AsyncIterator[PortalServer]:
+    clock = Clock()
+    async with portal_server(ledger_at, clock) as served:
+        served.extra["clock"] = clock
+        served.extra["clients"] = []
+        try:
+            yield served
+        finally:
+            for client in served.extra["clients"]:
+                await client.aclose()
+
+
+def _csrf(page: str) -> str:
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+    assert found, page[:500]
+    return found.group(1)
+
+
+async def _client(server: PortalServer, **cookies: str) -> httpx.AsyncClient:
+    """A browser of its own (closed with the server)."""
+    client = httpx.AsyncClient(base_url=server.url, follow_redirects=True, timeout=30, cookies=cookies)
+    server.extra["clients"].append(client)
+    return client
+
+
+async def log_in(server: PortalServer, account: str, password: str = PASSWORD) -> httpx.AsyncClient:
+    """A browser logged in as ``account`` (Privacy Policy agreed)."""
+    client = await _client(server)
+    page = await client.get("/login")
+    answer = await client.post("/login", data={"csrf": _csrf(page.text), "account": account, "password": password})
+    if answer.url.path == "/login/privacy":
+        answer = await client.post("/login/privacy", data={"csrf": _csrf(answer.text), "answer": "agree"})
+    assert answer.url.path == "/", (answer.url, answer.text[:300])
+    return client
+
+
+async def test_a_login_step_by_step_with_lockout_rotation_and_headers(server: PortalServer) -> None:
+    client = await _client(server)
+    page = await client.get("/sites")  # not logged in: to the login, the page kept in next
+    assert page.url.path == "/login"
+    assert "next=%2Fsites" in str(page.url)
+    headers = page.headers
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert "unsafe-inline" not in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["cache-control"] == "no-store"
+    pre = page.headers["set-cookie"]
+    assert "HttpOnly" in pre
+    assert "SameSite=strict" in pre.replace("Strict", "strict")
+    token = _csrf(page.text)
+    for attempt in range(1, logins.LOCK_AFTER + 1):
+        wrong = await client.post("/login", data={"csrf": token, "account": "i1", "password": f"wrong {attempt}"})
+        assert wrong.status_code == 401
+        assert "user name or the password is wrong" in wrong.text
+    unknown = await client.post("/login", data={"csrf": token, "account": "nobody", "password": "whatever it is"})
+    assert unknown.status_code == 401
+    assert "user name or the password is wrong" in unknown.text
+    locked = await client.post("/login", data={"csrf": token, "account": "i1", "password": PASSWORD})
+    assert locked.status_code == 429
+    assert "try again in 15 minutes" in locked.text
+    server.extra["clock"].now += logins.LOCK_SECONDS + 1
+    first = await client.post("/login", data={"csrf": token, "account": "i1", "password": PASSWORD, "next": "/sites"})
+    assert first.url.path == "/login/privacy"
+    cookie = first.history[0].headers["set-cookie"]
+    assert "sp_session=" in cookie
+    assert "HttpOnly" in cookie
+    assert "SameSite=lax" in cookie.replace("Lax", "lax")
+    assert "Secure" not in cookie  # served over plain HTTP here; behind TLS it is (docs/portal.md)
+    before = client.cookies["sp_session"]
+    assert (await client.get("/sites")).url.path == "/login/privacy"  # no page before the policy is answered
+    agreed = await client.post("/login/privacy", data={"csrf": _csrf(first.text), "answer": "agree"})
+    assert agreed.url.path == "/"
+    after = client.cookies["sp_session"]
+    assert after != before  # rotated at the step
+    stale = await _client(server, sp_session=before)
+    assert (await stale.get("/")).url.path == "/login"  # the old cookie is worth nothing
+    lines = server.book.read(lambda uow: uow.audit.lines("i1"))
+    actions = [line.action for line in lines]
+    assert "login_locked" in actions
+    assert "privacy_agreed" in actions
+    assert actions.count("login") == 1
+    assert all(PASSWORD not in str(line.detail) for line in lines)
+
+
+async def test_disagreeing_with_the_privacy_policy_keeps_one_out(server: PortalServer) -> None:
+    client = await _client(server)
+    page = await client.get("/login")
+    first = await client.post("/login", data={"csrf": _csrf(page.text), "account": "pm1", "password": PASSWORD})
+    refused = await client.post("/login/privacy", data={"csrf": _csrf(first.text), "answer": "disagree"})
+    assert refused.status_code == 403
+    assert "cannot log into the platform" in refused.text
+    assert (await client.get("/")).url.path == "/login"
+
+
+async def test_email_two_factor_code_and_first_email_confirmation(server: PortalServer) -> None:
+    call(server.book, logins.set_login, None, logins.SetLogin(account="i1", email="i1@example.com", two_factor=True))
+    server.book.run(lambda uow: uow.logins.update("i1", email_confirmed=None))  # as a login made before email
+    client = await _client(server)
+    page = await client.get("/login")
+    step = await client.post("/login", data={"csrf": _csrf(page.text), "account": "i1", "password": PASSWORD})
+    assert step.url.path == "/login/code"
+    mail = await server.mailbox.wait("i1@example.com", "verification code")
+    code = code_in(mail)
+    wrong = await client.post(
+        "/login/code", data={"csrf": _csrf(step.text), "code": "000000" if code != "000000" else "1"}
+    )
+    assert wrong.status_code == 401
+    assert "the code is wrong" in wrong.text
+    step = await client.post("/login/code", data={"csrf": _csrf(step.text), "code": code})
+    assert step.url.path == "/login/privacy"
+    step = await client.post("/login/privacy", data={"csrf": _csrf(step.text), "answer": "agree"})
+    assert step.url.path == "/login/email"
+    step = await client.post("/login/email", data={"csrf": _csrf(step.text), "email": "new-i1@example.com"})
+    assert "confirmation link was emailed" in step.text
+    assert (await client.get("/sites")).url.path == "/login/email"
+    link = link_in(await server.mailbox.wait("new-i1@example.com", "Confirm"))
+    elsewhere = await _client(server)  # followed from the phone's mail app: another browser
+    form = await elsewhere.get(link)
+    assert "Confirm" in form.text
+    confirmed = await elsewhere.post(link, data={"csrf": _csrf(form.text)})
+    assert confirmed.status_code == 200
+    assert (await client.get("/sites")).url.path == "/sites"  # the first browser goes on
+    again = await elsewhere.post(link, data={"csrf": _csrf(form.text)})
+    assert again.status_code == 409
+    assert "used or expired" in again.text
+
+
+async def test_a_password_reset_link_works_once_and_ends_every_session(server: PortalServer) -> None:
+    logged = await log_in(server, "pm1")
+    client = await _client(server)
+    page = await client.get("/forgot")
+    asked = await client.post("/forgot", data={"csrf": _csrf(page.text), "account": "pm1"})
+    assert "If there is such an account" in asked.text
+    nobody = await client.post("/forgot", data={"csrf": _csrf(page.text), "account": "nobody@example.com"})
+    assert nobody.text.count("If there is such an account") == 1  # the same answer: nobody learns who exists
+    link = link_in(await server.mailbox.wait("pm1@example.com", "Reset"))
+    form = await client.get(link)
+    short = await client.post(link, data={"csrf": _csrf(form.text), "password": "short", "again": "short"})
+    assert short.status_code == 400
+    assert "10 characters" in short.text
+    done = await client.post(
+        link, data={"csrf": _csrf(form.text), "password": "a new long secret", "again": "a new long secret"}
+    )
+    assert done.url.path == "/login"
+    assert "The password was set" in done.text
+    assert (await logged.get("/")).url.path == "/login"  # the other session ended
+    used = await client.get(link)
+    assert used.status_code == 410
+    assert "used or expired" in used.text
+    await log_in(server, "pm1", "a new long secret")
+
+
+async def test_every_form_refuses_a_missing_or_foreign_csrf_token(server: PortalServer) -> None:
+    client = await log_in(server, "i1")
+    other = await log_in(server, "i2")
+    foreign = _csrf((await other.get("/")).text)  # a valid token, of another session
+    posts = [r for r in portal.ROUTES if isinstance(r, Route) and "POST" in (r.methods or set())]
+    assert len(posts) > 30
+    fills = {"project": "elm", "account": "pm1", "txn": "00000000000000000", "ident": "u-1", "mac": "0c1100000001",
+             "token": "x", "slug": "billing"}  # fmt: skip
+    for route in posts:
+        path = route.path.format(**fills)
+        for token in (None, foreign):
+            data = {"name": "x"} if token is None else {"name": "x", "csrf": token}
+            answer = await client.post(path, data=data, follow_redirects=False)
+            if path in ("/login/code", "/login/privacy", "/login/email"):  # not this session's step: sent on
+                assert (answer.status_code, answer.headers["location"]) == (303, "/"), path
+                continue
+            assert answer.status_code == 403, (path, token, answer.status_code, answer.text[:200])
+    cross = await client.post("/sites/new", data={"csrf": _csrf((await client.get("/")).text), "name": "x"},
+                              headers={"Origin": "https://evil.example"})  # fmt: skip
+    assert cross.status_code == 403
+    not_form = await client.post("/sites/new", content=b'{"name": "x"}', headers={"Content-Type": "application/json"})
+    assert not_form.status_code == 415
+    huge = await client.post("/sites/new", content=b"a=" + b"x" * 70_000,
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert huge.status_code == 413
+
+
+def _get_paths(tenant: dict[str, Any]) -> list[str]:
+    return [
+        "/", "/sites", f"/sites/{tenant['site']}", f"/sites/{tenant['site']}/edit", "/users", "/users/new",
+        "/firmware", "/upgrades", "/upgrades/new", f"/upgrades/new?site={tenant['site']}", "/macs",
+        "/subscriptions", f"/subscriptions?type=community&sites[]={tenant['site']}&all_services=on&months=1&price=1",
+        "/payments", "/payments/automatic", "/credits", "/settings/time-zone", "/settings/billing",
+        "/settings/customer-service", "/settings/account", "/settings/password", "/settings/coupons",
+        "/settings/notification", "/settings/log", "/settings/single-family-email", "/privacy",
+    ]  # fmt: skip
+
+
+async def test_no_account_sees_or_changes_another_tenants(server: PortalServer) -> None:
+    """Every page for each of the five roles of tenant 2 (and a sub-distributor's view is the distributor's),
+    asked with tenant 1's ids: never a name, id, MAC or person of tenant 1 in the answer; every change of
+    tenant 1's things refused."""
+    mine, theirs = TENANTS["t2"], TENANTS["t1"]
+    secrets_of_t1 = [theirs["site_name"], theirs["mac"], "Alice", f"Apt {theirs['apartment']}", "pm1@example.com",
+                     "si1@example.com", "Installer i1"]  # fmt: skip
+    for role in ("distributor", "installer", "pm", "sub"):
+        client = await log_in(server, mine[role])
+        seen = 0
+        for path in _get_paths(mine) + _get_paths(theirs):
+            answer = await client.get(path)
+            assert answer.status_code in (200, 403, 404), (role, path, answer.status_code)
+            for secret in secrets_of_t1:
+                assert secret not in answer.text, (role, path, secret)
+            seen += answer.status_code == 200
+        assert seen > 10, role
+        token = _csrf((await client.get("/")).text)
+        for path, data in (
+            (f"/sites/{theirs['site']}/edit", {"name": "taken", "timezone": "UTC"}),
+            (f"/sites/{theirs['site']}/delete", {}),
+            (f"/sites/{theirs['site']}/apartments", {"id": "x1"}),
+            (f"/sites/{theirs['site']}/switch", {"service": "landline", "scope": "site", "on": "on"}),
+            (f"/users/{theirs['pm']}/reset", {}),
+            (f"/users/{theirs['installer']}/grant", {"permission": "regular"}),
+            (f"/users/{theirs['installer']}/switch", {}),
+            (f"/macs/{theirs['mac']}/remove", {}),
+            ("/credits/allocate", {"account": theirs["installer"], "amount": "1"}),
+        ):
+            answer = await client.post(path, data={"csrf": token, **data})
+            assert answer.status_code in (403, 404, 409), (role, path, answer.status_code)
+            assert answer.url.path == path
+    site = server.book.read(lambda uow: uow.sites.require(theirs["site"]))
+    assert site.name == theirs["site_name"]
+    assert server.book.read(lambda uow: uow.credits.balance(theirs["installer"])) == 500
+
+
+async def test_hostile_text_is_shown_escaped_or_refused(server: PortalServer) -> None:
+    client = await log_in(server, "i1")
+    token = _csrf((await client.get("/sites/new")).text)
+    hostile = "<script>alert(1)</script> \"quoted\" 'single'"
+    made = await client.post("/sites/new", data={"csrf": token, "type": "community", "name": hostile, "timezone": "UTC",
+                                                 "time_format": "24h", "date_format": "Y-M-D"})  # fmt: skip
+    assert made.status_code == 200
+    assert "The site was created" in made.text
+    for path in ("/sites?type=community", made.url.path, "/"):
+        page = (await client.get(path)).text
+        assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in (await client.get("/sites?type=community")).text
+    bidi = await client.post("/sites/new", data={"csrf": token, "type": "community", "name": "Elm\u202eCourt",
+                                                 "timezone": "UTC"})  # fmt: skip
+    assert bidi.status_code == 400
+    assert "U+202E is not allowed" in bidi.text
+    assert "\u202e" not in bidi.text
+    person = await client.post("/users/new", data={"csrf": token, "role": "pm", "id": "pm-x", "name": hostile,
+                                                   "email": "x@example.com"})  # fmt: skip
+    assert person.status_code == 200
+    assert "<script>alert(1)</script>" not in person.text
+
+
+async def test_renewing_with_credits_moves_money_once(server: PortalServer) -> None:
+    client = await log_in(server, "i1")
+    server.book.run(lambda uow: uow.holdings.switch("elm", "landline", True))
+    quoted = await client.get("/subscriptions", params={"type": "community", "sites[]": "elm", "all_services": "on",
+                                                        "months": "1", "price": "1"})  # fmt: skip
+    assert "Price:" in quoted.text, quoted.text[:2000]
+    placed = await client.post("/subscriptions/order", data={
+        "csrf": _csrf(quoted.text), "type": "community", "sites[]": "elm", "all_services": "on", "months": "1",
+        "source": "stripe"})  # fmt: skip
+    assert placed.url.path.startswith("/orders/")
+    assert "pay it within 15 minutes" in placed.text
+    txn = placed.url.path.rsplit("/", 1)[1]
+    token = _csrf(placed.text)
+    twice = await asyncio.gather(*(client.post(f"/orders/{txn}/pay", data={"csrf": token, "auto_renew": "off"})
+                                   for _ in range(4)))  # fmt: skip
+    assert sorted(a.status_code for a in twice) == [200, 409, 409, 409]
+    records = [r for r in server.book.read(lambda uow: uow.orders.of("i1")) if r.txn == txn]
+    assert len(records) == 1
+    assert records[0].status == "paid"
+    lines = [line for line in server.book.read(lambda uow: uow.audit.lines("i1")) if line.action == "order_paid"]
+    assert len(lines) == 1
+
+
+async def test_a_pending_order_expires_after_15_minutes(server: PortalServer) -> None:
+    client = await log_in(server, "i1")
+    server.book.run(lambda uow: uow.holdings.switch("elm", "landline", True))
+    placed = await client.post("/subscriptions/order", data={
+        "csrf": _csrf((await client.get("/")).text), "type": "community", "sites[]": "elm", "all_services": "on",
+        "months": "1", "source": "paypal"})  # fmt: skip
+    txn = placed.url.path.rsplit("/", 1)[1]
+    server.extra["clock"].now += 15 * 60 + 1
+    late = await client.post(f"/orders/{txn}/pay", data={"csrf": _csrf(placed.text), "auto_renew": "off"})
+    assert late.status_code == 409
+    assert "within 15 minutes" in late.text
+    assert "Expired" in (await client.get("/payments")).text
+
+
+async def test_a_distributor_acts_for_an_installer_only_with_its_permission(server: PortalServer) -> None:
+    client = await log_in(server, "d1")
+    token = _csrf((await client.get("/users")).text)
+    inside = await client.post("/users/i1/switch", data={"csrf": token})
+    assert "acting in the portal of installer" in inside.text
+    assert "Elm Court" in (await client.get("/sites")).text
+    back = await client.post("/switch/back", data={"csrf": _csrf(inside.text)})
+    assert "back in your own portal" in back.text
+    installer = await log_in(server, "i1")
+    setting = await installer.get("/settings/account")
+    await installer.post("/settings/account", data={"csrf": _csrf(setting.text)})  # the switch off
+    refused = await client.post("/users/i1/switch", data={"csrf": _csrf(back.text)})
+    assert refused.status_code == 403
+    assert "has not granted access" in refused.text
+    actions = [line.action for line in server.book.read(lambda uow: uow.audit.lines("d1"))]
+    assert "acting_for" in actions
+    assert "acting_for_ended" in actions
+
+
+async def test_mail_waits_for_a_relay_that_is_down(ledger_at: LedgerAt) -> None:
+    book = ledger_at.open()
+    try:
+        book.run(lambda uow: uow.mail.queue("notice", "x@example.com", "Hello", "Body", uow.now))
+        down = Mailer(book, Relay("127.0.0.1", free_port(), "a@example.com"))  # nobody listens there
+        assert await asyncio.to_thread(down.send_due) == 0
+        assert book.read(lambda uow: uow.mail.waiting()) == 1
+        box = Mailbox().start()
+        try:
+            book.run(lambda uow: uow.mail.failed(1, uow.now, "made due again for the test"))
+            up = Mailer(book, Relay("127.0.0.1", box.port, "a@example.com"))
+            assert await asyncio.to_thread(up.send_due) == 1
+            assert body(await box.wait("x@example.com", "Hello")).strip() == "Body"
+            assert book.read(lambda uow: uow.mail.waiting()) == 0
+        finally:
+            box.stop()
+    finally:
+        book.close()
