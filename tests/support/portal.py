@@ -65,7 +65,7 @@ class Mailbox:
                     return message
             await asyncio.sleep(0.05)
         raise AssertionError(
-            f"no mail to {to} about {subject!r} in {timeout} s: {[m['Subject'] for m in self.messages]}"
+            f"no mail to {to} about {subject!r} in {seconds} s: {[m['Subject'] for m in self.messages]}"
         )
 
 
