@@ -22,7 +22,7 @@ import click
 from cloud_stub import cli_billing
 from cloud_stub.cli_common import DEFAULT_LEDGER, Context, fail, instant, json_option, moment, request, run
 from cloud_stub.keys import load_private_key, write_keypair
-from cloud_stub.operations import accounts, ingest, keys, remote, upgrades
+from cloud_stub.operations import accounts, ingest, keys, logins, remote, upgrades
 
 
 class BrokerAddress(click.ParamType[tuple[str, int]]):
@@ -265,6 +265,25 @@ def api_token_revoke(ctx: click.Context, token_id: str) -> None:
     """Revoke a token by its id: from now on it is refused (401)."""
     asked = request(ctx, accounts.RevokeToken, id=token_id)
     run(ctx, lambda book, actor: book.call(accounts.revoke_token, actor, asked))
+
+
+@main.command("portal-login")
+@click.argument("account")
+@click.option("--email", required=True, help="Where its codes, links and notices go.")
+@click.option("--two-factor/--no-two-factor", default=False, help="Email Two-Factor Authorization for Login.")
+@click.option("--password-stdin", is_flag=True, help="Read its password from standard input (else a link is mailed).")
+@click.option("--url", "base", default="http://localhost:8081", show_default=True,
+              help="The portal's address, for the link.")  # fmt: skip
+@click.pass_context
+def portal_login(
+    ctx: click.Context, account: str, email: str, two_factor: bool, password_stdin: bool, base: str
+) -> None:
+    """Give ACCOUNT a login to the web portal (docs/portal.md): without --password-stdin a link to set its
+    password is mailed to --email (it works once, for 7 days). The password never appears on a command line."""
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    asked = request(ctx, logins.SetLogin, account=account, email=email, two_factor=two_factor, password=password,
+                    base=base)  # fmt: skip
+    run(ctx, lambda book, actor: book.call(logins.set_login, actor, asked))
 
 
 def _rollout_command(name: str, action: Callable[..., Any], doc: str) -> None:

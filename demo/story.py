@@ -327,11 +327,21 @@ async def the_cloud(workdir: Path, interactive: bool = False) -> None:
     ledger.call(sites.add_site, installer, office)
     ledger.call(sites.add_device, installer, sites.AddDevice(mac=mac, distributor="dist-1", model="R29",
                                                              project="p-200"))  # fmt: skip
+    web: list[str] = []
+    environment = dict(os.environ)
+    mailbox = None
+    if interactive:  # the portal on serve's web port, a login per role, mail to files
+        web_port = _free_port()
+        web = ["--api-port", str(web_port)]
+        logins_made = _portal_logins(ledger)
+        mailbox = _mailbox(home / "mail")
+        if mailbox is not None:
+            environment["SMARTPLUS_SERVE_MAIL__RELAY"] = f"127.0.0.1:{mailbox.port}"
     serve_log = (home / "serve.log").open("ab")
     serve = subprocess.Popen(  # noqa: ASYNC220, S603 -- our own command, started once, stopped in finally
         [sys.executable, "-m", "cloud_stub.cli", "--ledger", str(home / "ledger.db"), "serve", "--port", str(port),
-         "--images-port", str(images_port), "--interval", "1"],
-        stdout=serve_log, stderr=subprocess.STDOUT,
+         "--images-port", str(images_port), "--interval", "1", *web],
+        stdout=serve_log, stderr=subprocess.STDOUT, env=environment,
     )  # fmt: skip
     say(f"    `smartplus-cloud serve` runs (pid {serve.pid}, log {home / 'serve.log'}): embedded broker on port"
         f" {port}, images on port {images_port}; it notices every ledger commit within 50 ms.")  # fmt: skip
@@ -454,6 +464,12 @@ async def the_cloud(workdir: Path, interactive: bool = False) -> None:
             say(f"   .venv/bin/smartplus-cloud --ledger {book} alarms p-200")
             say(f"   .venv/bin/smartplus-cloud --ledger {book} --as inst-1 quote --site p-200 --renew-to 2028-12-31")
             say(f"   mosquitto_sub -p {port} -u cloud -t 'smartplus/v1/devices/+/events' -v   (if installed)")
+            say(f"\nThe portal: http://127.0.0.1:{web_port}/ (docs/portal.md). Log in as any of these, password"
+                f" {DEMO_PASSWORD!r}:")  # fmt: skip
+            for account, role in logins_made:
+                say(f"   {account:<12} {role}")
+            if mailbox is not None:
+                say(f"Its mail (two-factor codes, links, notices) is written to {home / 'mail'}/")
             await asyncio.Event().wait()
     finally:
         stopping.set()
@@ -470,6 +486,45 @@ async def the_cloud(workdir: Path, interactive: bool = False) -> None:
             await asyncio.to_thread(serve.wait, 15)
         serve_log.close()
         ledger.close()
+        if mailbox is not None:
+            mailbox.stop()
+
+
+DEMO_PASSWORD = "smartplus-demo"  # noqa: S105 -- printed for the demo's people, on this machine only
+
+
+def _portal_logins(ledger: Any) -> list[tuple[str, str]]:
+    """A portal login for each role: the distributor and installer above, a sub-distributor, a property
+    manager of the installer's (assigned to p-200), a sub-installer (docs/portal.md)."""
+    from cloud_stub.operations import accounts, authority, logins, sites
+
+    operator = authority.OPERATOR
+    for ident, role, parent in (("sub-dist-1", "sub_distributor", "dist-1"), ("pm-1", "pm", "inst-1"),
+                                ("sub-inst-1", "sub_installer", "inst-1")):  # fmt: skip
+        ledger.call(accounts.add_account, operator, accounts.AddAccount(id=ident, role=role, name=ident.title(),
+                                                                        parent=parent))  # fmt: skip
+    installer = ledger.read(lambda uow: authority.resolve(uow, "inst-1"))
+    ledger.call(sites.edit_site, installer, sites.EditSite(project="p-200", changes={"pm": "pm-1", "name": "Office"}))
+    made = [("dist-1", "distributor"), ("sub-dist-1", "sub-distributor"), ("inst-1", "installer"),
+            ("sub-inst-1", "sub-installer"), ("pm-1", "property manager")]  # fmt: skip
+    for ident, _ in made:
+        ledger.call(logins.set_login, operator, logins.SetLogin(account=ident, email=f"{ident}@example.com",
+                                                                password=DEMO_PASSWORD))  # fmt: skip
+    return made
+
+
+def _mailbox(directory: Path) -> Any:
+    """An SMTP server on this machine writing each message to ``directory`` (aiosmtpd, a development
+    dependency; without it, mail waits in the ledger)."""
+    try:
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.handlers import Mailbox
+    except ImportError:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    controller = Controller(Mailbox(directory), hostname="127.0.0.1", port=_free_port())
+    controller.start()
+    return controller
 
 
 def _free_port() -> int:

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from typing import Annotated, Final, Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from cloud_stub.errors import Refused
 from cloud_stub.ledger import UnitOfWork
@@ -64,7 +65,16 @@ def _code_digest(session: str, code: str) -> str:
     return digest(f"{session}:{code}")
 
 
-Email = Annotated[str, Field(min_length=3, max_length=254, pattern=r"^[^@\s<>\"',;]+@[^@\s<>\"',;]+\.[^@\s<>\"',;]+$")]
+_EMAIL: Final = re.compile(r"^[^@\s<>\"',;]+@[^@\s<>\"',;.]+(\.[^@\s<>\"',;.]+)+$")
+
+
+def _email(value: str) -> str:
+    if not _EMAIL.match(value):
+        raise ValueError("not an email address (name@example.com)")
+    return value
+
+
+Email = Annotated[str, Field(min_length=3, max_length=254), AfterValidator(_email)]
 Password = Annotated[str, Field(max_length=128)]
 
 
