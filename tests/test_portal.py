@@ -227,13 +227,13 @@ def _get_paths(tenant: dict[str, Any]) -> list[str]:
 
 
 async def test_no_account_sees_or_changes_another_tenants(server: PortalServer) -> None:
-    """Every page for each of the five roles of tenant 2 (and a sub-distributor's view is the distributor's),
-    asked with tenant 1's ids: never a name, id, MAC or person of tenant 1 in the answer; every change of
-    tenant 1's things refused."""
+    """Every page for each of the five roles of tenant 2 (distributor, sub-distributor, installer, property
+    manager, sub-installer), asked with tenant 1's ids: never a name, id, MAC or person of tenant 1 in the
+    answer; every change of tenant 1's things refused."""
     mine, theirs = TENANTS["t2"], TENANTS["t1"]
     secrets_of_t1 = [theirs["site_name"], theirs["mac"], "Alice", f"Apt {theirs['apartment']}", "pm1@example.com",
                      "si1@example.com", "Installer i1"]  # fmt: skip
-    for role in ("distributor", "installer", "pm", "sub"):
+    for role in ("distributor", "subdist", "installer", "pm", "sub"):
         client = await log_in(server, mine[role])
         seen = 0
         for path in _get_paths(mine) + _get_paths(theirs):

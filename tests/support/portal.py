@@ -29,12 +29,12 @@ from tests.support.ledger import LedgerAt, call
 PASSWORD = "correct horse battery"
 # Each tenant: its accounts (id, role, parent, permission), and the site its installer made.
 TENANTS: dict[str, dict[str, Any]] = {
-    "t1": {"distributor": "d1", "installer": "i1", "pm": "pm1", "sub": "si1", "site": "elm", "site_name": "Elm Court",
-           "mac": "0c1100000001", "apartment": "a101", "app": "alice"},
-    "t2": {"distributor": "d2", "installer": "i2", "pm": "pm2", "sub": "si2", "site": "oak", "site_name": "Oak House",
-           "mac": "0c1100000002", "apartment": "b202", "app": "bob"},
+    "t1": {"distributor": "d1", "subdist": "sd1", "installer": "i1", "pm": "pm1", "sub": "si1", "site": "elm",
+           "site_name": "Elm Court", "mac": "0c1100000001", "apartment": "a101", "app": "alice"},
+    "t2": {"distributor": "d2", "subdist": "sd2", "installer": "i2", "pm": "pm2", "sub": "si2", "site": "oak",
+           "site_name": "Oak House", "mac": "0c1100000002", "apartment": "b202", "app": "bob"},
 }  # fmt: skip
-ROLES = ("distributor", "installer", "pm", "sub")
+ROLES = ("distributor", "subdist", "installer", "pm", "sub")
 
 
 class Mailbox:
@@ -94,6 +94,9 @@ def seed(book: Ledger) -> None:
         d, i = tenant["distributor"], tenant["installer"]
         for request in (
             accounts.AddAccount(id=d, role="distributor", name=f"Distributor {d}"),
+            accounts.AddAccount(
+                id=tenant["subdist"], role="sub_distributor", name=f"Sub {tenant['subdist']}", parent=d
+            ),
             accounts.AddAccount(id=i, role="installer", name=f"Installer {i}", parent=d, permission="credit"),
             accounts.AddAccount(id=tenant["pm"], role="pm", name=f"PM {tenant['pm']}", parent=i),
             accounts.AddAccount(id=tenant["sub"], role="sub_installer", name=f"Sub {tenant['sub']}", parent=i),

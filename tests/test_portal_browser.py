@@ -1,0 +1,232 @@
+"""The portal in a real browser: Debian's chromium driven by Playwright, against the portal served by uvicorn
+with a real SMTP server. An installer logs in with its emailed code, creates a site, adds an apartment and a
+device, renews an office's door with credits, stages a phased upgrade and sees it pause when a device fails;
+every page of every role without a console error (a CSP violation is one), without a serious or critical
+axe-core violation, every control reachable by keyboard; hostile text never runs.
+
+Screenshots of the dashboard, the checkout and the upgrade list are taken on the way; with
+``PORTAL_SCREENSHOTS=docs/screenshots`` they are written there (the README shows them)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from axe_playwright_python.async_playwright import Axe  # type: ignore[import-untyped]
+from playwright.async_api import Browser, Page, async_playwright
+
+from cloud_stub.operations import authority, ingest, logins, sites, upgrades
+from cloud_stub.operations.authority import OPERATOR
+from tests.support.ledger import LedgerAt, add_firmware, call
+from tests.support.portal import PASSWORD, TENANTS, PortalServer, code_in, portal_server
+
+CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium") if Path(p).exists()), "chromium")
+SERIOUS = ("serious", "critical")
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[PortalServer]:
+    async with portal_server(LedgerAt.sqlite(tmp_path / "cloud" / "ledger.db")) as served:
+        yield served
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        await launched.close()
+
+
+class Watched:
+    """A page whose console errors, uncaught exceptions and dialogs (an ``alert`` run by injected script)
+    are kept."""
+
+    def __init__(self, page: Page, base: str) -> None:
+        self.page, self.base = page, base
+        self.errors: list[str] = []
+        page.on("console", lambda m: self.errors.append(f"{page.url}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(f"{page.url}: {e}"))
+        page.on("dialog", self._dialog)
+
+    async def _dialog(self, dialog: Any) -> None:
+        if dialog.type != "confirm":
+            self.errors.append(f"a {dialog.type} dialog: {dialog.message}")
+        await dialog.accept()
+
+    async def go(self, path: str) -> Page:
+        await self.page.goto(self.base + path)
+        return self.page
+
+
+async def _open(browser: Browser, server: PortalServer) -> Watched:
+    context = await browser.new_context()
+    return Watched(await context.new_page(), server.url)
+
+
+async def log_in(watched: Watched, server: PortalServer, account: str) -> Page:
+    page = await watched.go("/login")
+    await page.get_by_label("User Name").fill(account)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Login").click()
+    if "/login/code" in page.url:
+        mail = await server.mailbox.wait(f"{account}@example.com", "verification code")
+        await page.get_by_label("The code emailed to you").fill(code_in(mail))
+        await page.get_by_role("button", name="Verify").click()
+    if "/login/privacy" in page.url:
+        await page.get_by_role("button", name="Agree", exact=True).click()
+    await page.wait_for_url(re.compile(r".*/$"))
+    return page
+
+
+def _shot(page: Page, name: str, tmp_path: Path) -> Any:
+    target = Path(os.environ.get("PORTAL_SCREENSHOTS") or tmp_path)
+    target.mkdir(parents=True, exist_ok=True)
+    return page.screenshot(path=str(target / f"{name}.png"), full_page=True)
+
+
+async def test_an_installer_at_work(server: PortalServer, browser: Browser, tmp_path: Path) -> None:
+    call(server.book, logins.set_login, None, logins.SetLogin(account="i1", email="i1@example.com", two_factor=True))
+    # The distributor registered the indoor monitor's MAC (seed 002 "Prior to the Management").
+    call(server.book, sites.add_device, "d1", sites.AddDevice(mac="0c1100000033", distributor="d1", model="IT83"))
+    watched = await _open(browser, server)
+    page = await log_in(watched, server, "i1")
+    assert await page.get_by_role("heading", name="Dashboard").is_visible()
+    await _shot(page, "dashboard", tmp_path)
+
+    # A community site, an apartment with its indoor monitor, the device in the site's page.
+    await page.get_by_role("link", name="+ Add Community Site").click()
+    await page.get_by_role("textbox", name="Name (required)").fill("Birch Gardens")
+    await page.get_by_label("Time Zone").select_option("Europe/Paris")
+    await page.get_by_role("button", name="Submit").click()
+    await page.get_by_text("The site was created.").wait_for()
+    await page.get_by_text("Add an apartment").click()
+    await page.locator("#f-apt-id").fill("c303")
+    await page.locator("#f-apt-name").fill("Apt 303")
+    await page.get_by_label("Indoor monitor MAC").fill("0c:11:00:00:00:33")
+    await page.get_by_label("Indoor monitor name").fill("Monitor 303")
+    await page.get_by_role("button", name="Add apartment").click()
+    await page.get_by_text("The apartment was added.").wait_for()
+    assert await page.get_by_role("cell", name="Apt 303", exact=True).is_visible()
+    assert await page.get_by_role("cell", name="0c1100000033", exact=True).is_visible()
+
+    # An office created now pays with credits: its second door renewed to a day, the price, the order, paid.
+    await watched.go("/sites/new?type=commercial")
+    await page.get_by_role("textbox", name="Name (required)").fill("Head Office")
+    await page.get_by_label("Doors").fill("front back")
+    await page.get_by_role("button", name="Submit").click()
+    await page.get_by_text("The site was created.").wait_for()
+    await watched.go("/subscriptions?type=commercial")
+    await page.get_by_label("Head Office").check()
+    await page.get_by_label("Or renew to").fill(time.strftime("%Y-%m-%d", time.gmtime(time.time() + 90 * 86400)))
+    await page.get_by_role("button", name="See the price").click()
+    price = await page.get_by_role("heading", name=re.compile(r"Price: \d+ credits")).inner_text()
+    amount = int(re.findall(r"\d+", price)[0])
+    await page.get_by_role("button", name="Place the order").click()
+    await page.get_by_text("pay it within 15 minutes").wait_for()
+    await _shot(page, "checkout", tmp_path)
+    await page.get_by_role("button", name=re.compile("^Pay ")).click()
+    await page.get_by_text("Paid. The services were extended.").wait_for()
+    assert server.book.read(lambda uow: uow.credits.balance("i1")) == 500 - amount
+
+    # A phased upgrade of two R29s, a wave at a time: the first fails, the rollout pauses.
+    call(server.book, lambda uow, who, _: _place_second(uow), "i1", None)
+    image = tmp_path / "fw.bin"
+    image.write_bytes(b"firmware" * 100)
+    add_firmware(server.book, tmp_path / "images", image)
+    await watched.go("/upgrades/new")
+    await page.get_by_label("Site").select_option(label=TENANTS["t1"]["site_name"])
+    await page.get_by_label("Model / Firmware").select_option(label="R29 29.30.10.1")
+    await page.get_by_role("button", name="Show the devices").click()
+    await page.get_by_label(re.compile("Devices per wave")).fill("1")
+    await page.get_by_role("button", name="Submit").click()
+    await page.get_by_text("The upgrade was created.").wait_for()
+    await _shot(page, "upgrades", tmp_path)
+    ident = server.book.read(lambda uow: uow.upgrades.of_sites(["elm"]))[0].id
+    staged = server.book.read(lambda uow: uow.upgrades.get(ident))
+    assert staged is not None
+    failed = {"seq": 1, "event_id": "e1", "type": "firmware", "kind": "rolled_back", "data": {"job_id": ident}}
+    server.book.run(lambda uow: ingest.take_event(uow, staged.devices[0], failed))
+    server.book.run(lambda uow: upgrades.advance_rollouts(uow, OPERATOR))
+    await page.get_by_role("link", name=re.compile("^Open")).first.click()
+    await page.get_by_role("heading", name=re.compile("Rollout: Paused")).wait_for()
+    await page.get_by_role("button", name="Cancel the rollout").click()
+    await page.get_by_text("The rollout was cancelled.").wait_for()
+    assert watched.errors == []
+
+
+def _place_second(uow: Any) -> None:
+    actor = authority.resolve(uow, "i1")
+    sites.add_device(uow, actor, sites.AddDevice(mac="0c1100000099", distributor="d1", model="R29", project="elm"))
+
+
+PAGES = {
+    "installer": ["/", "/sites", "/sites/elm", "/sites/new", "/sites/elm/edit", "/users", "/users/new", "/firmware",
+                  "/upgrades", "/upgrades/new", "/macs", "/subscriptions", "/payments", "/payments/automatic",
+                  "/credits", "/settings/time-zone", "/settings/billing", "/settings/customer-service",
+                  "/settings/account", "/settings/log", "/settings/notification", "/settings/password",
+                  "/settings/coupons", "/privacy"],
+    "distributor": ["/", "/sites", "/users", "/macs", "/payments", "/credits", "/settings/time-zone"],
+    "pm": ["/", "/sites", "/sites/elm", "/subscriptions", "/payments", "/settings/notification"],
+    "sub": ["/", "/sites", "/sites/elm", "/users"],
+}  # fmt: skip
+
+
+async def test_every_page_is_accessible_by_keyboard_and_clean(server: PortalServer, browser: Browser) -> None:
+    axe = Axe()
+    for role, paths in PAGES.items():
+        watched = await _open(browser, server)
+        await log_in(watched, server, TENANTS["t1"][role])
+        for path in paths:
+            page = await watched.go(path)
+            results = await axe.run(page)
+            serious = [v for v in results.response["violations"] if v["impact"] in SERIOUS]
+            assert serious == [], (role, path, [(v["id"], v["nodes"][0]["html"]) for v in serious])
+            await _every_control_reached_by_tab(page, f"{role} {path}")
+        assert watched.errors == [], watched.errors
+
+
+async def _every_control_reached_by_tab(page: Page, where: str) -> None:
+    """Tab from the top through the page: each visible link, button and field takes the focus once."""
+    count = await page.evaluate(
+        "() => [...document.querySelectorAll('a[href], button, input:not([type=hidden]), select, summary')]"
+        ".filter(e => e.checkVisibility({visibilityProperty: true})).length"
+    )
+    await page.evaluate("() => { document.activeElement && document.activeElement.blur(); window.__seen = new Set(); }")
+    await page.evaluate("() => document.addEventListener('focusin', e => window.__seen.add(e.target), true)")
+    for _ in range(count + 3):
+        await page.keyboard.press("Tab")
+    missed = await page.evaluate(
+        "() => [...document.querySelectorAll('a[href], button, input:not([type=hidden]), select, summary')]"
+        ".filter(e => e.checkVisibility({visibilityProperty: true}) && !window.__seen.has(e))"
+        ".map(e => e.outerHTML.slice(0, 80))"
+    )
+    # Radio buttons of one group take one tab stop (the arrows move within it), as browsers do.
+    missed = [m for m in missed if 'type="radio"' not in m]
+    assert missed == [], (where, missed)
+
+
+async def test_hostile_text_never_runs(server: PortalServer, browser: Browser) -> None:
+    watched = await _open(browser, server)
+    page = await log_in(watched, server, "i1")
+    await watched.go("/sites/new?type=community")
+    await page.get_by_role("textbox", name="Name (required)").fill(
+        '<script>alert("site")</script><img src=x onerror=alert("img")>'
+    )
+    await page.get_by_role("button", name="Submit").click()
+    await page.get_by_text("The site was created.").wait_for()
+    for path in ("/sites", "/", "/subscriptions", "/upgrades/new"):
+        await watched.go(path)
+    assert watched.errors == []
+    shown = await (await watched.go("/sites")).get_by_role("link", name=re.compile("^<script>")).inner_text()
+    assert shown.startswith("<script>")  # shown as the text it is
+
+
+def test_chromium_is_debians() -> None:
+    assert CHROMIUM.startswith("/usr/"), f"Debian's chromium is not installed ({shutil.which('chromium')})"
