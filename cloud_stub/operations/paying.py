@@ -241,6 +241,27 @@ def pay(uow: UnitOfWork, actor: Actor, request: Pay) -> Paid:
     return _settle(uow, order, request.auto_renew)
 
 
+class ProviderPaid(Request):
+    """A payment provider's word that an order was paid (its webhook, signature checked by the adapter)."""
+
+    txn: Annotated[str, Field(pattern=r"^[0-9]{17}$")]
+    provider: Literal["stripe", "paypal"]
+    auto_renew: bool = False
+
+
+def provider_paid(uow: UnitOfWork, actor: Actor, request: ProviderPaid) -> Paid:
+    """Settle an order its payment provider reports paid, as its payer would (the same checks: pending,
+    within 15 minutes, once); the provider must be the order's source. Only the platform (the webhook's
+    adapter, having checked the provider's signature) asks this."""
+    authority.operator_only(actor, "confirming a provider's payment")
+    order = uow.orders.by_txn(request.txn)
+    if order.source != request.provider:
+        raise Refused("wrong_source", f"order {order.txn} is paid by {order.source}, not {request.provider}",
+                      "seed 000 lines 115-133")  # fmt: skip
+    payer = authority.resolve(uow, order.payer)
+    return pay(uow, payer, Pay(txn=request.txn, auto_renew=request.auto_renew))
+
+
 def _settle(uow: UnitOfWork, order: Order, auto_renew: bool) -> Paid:
     """The payment itself, in the caller's transaction: pending → paid (once), the credits debited, each
     service extended from the expiry it was priced from, the renewal told."""

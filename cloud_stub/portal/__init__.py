@@ -14,6 +14,7 @@ runs one operation; no rule, authority check or SQL lives here.
 | ``site_pages`` | Dashboard, Sites, a site's apartments, devices, app accounts and switches |
 | ``people_pages`` | Users: property managers, sub accounts, installers and Pay by Installer, switching in |
 | ``money_pages`` | Subscriptions, orders, Payments, Automatic Payments, Credit Logs |
+| ``provider`` | card and PayPal payments: the provider interface, the simulated checkout and its webhook |
 | ``fleet_pages`` | Firmware, Upgrade (phased rollouts), MAC Library |
 | ``setting_pages`` | Setting's sub-pages, Change Password |
 """
@@ -31,7 +32,15 @@ from starlette.staticfiles import StaticFiles
 
 from cloud_stub.errors import LedgerError
 from cloud_stub.ledger import Ledger
-from cloud_stub.portal import fleet_pages, login_pages, money_pages, people_pages, setting_pages, site_pages
+from cloud_stub.portal import (
+    fleet_pages,
+    login_pages,
+    money_pages,
+    people_pages,
+    provider,
+    setting_pages,
+    site_pages,
+)
 from cloud_stub.portal.guard import SecurityHeaders
 from cloud_stub.portal.web import Portal
 
@@ -77,6 +86,10 @@ ROUTES = [
     Route("/subscriptions/order", money_pages.place_order, methods=["POST"]),
     Route("/orders/{txn}", money_pages.order_page, methods=["GET"]),
     Route("/orders/{txn}/pay", money_pages.pay_order, methods=["POST"]),
+    Route("/orders/{txn}/checkout", money_pages.to_checkout, methods=["POST"]),
+    Route("/provider/checkout/{txn}", provider.checkout_page, methods=["GET"]),
+    Route("/provider/checkout/{txn}", provider.checkout_pay, methods=["POST"]),
+    Route("/webhooks/payments", provider.webhook, methods=["POST"]),
     Route("/payments", money_pages.payments, methods=["GET"]),
     Route("/payments/automatic", money_pages.automatic_payments, methods=["GET"]),
     Route("/payments/automatic/cancel", money_pages.cancel_auto, methods=["POST"]),

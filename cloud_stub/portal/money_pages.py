@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
 
 from cloud_stub import rules
 from cloud_stub.errors import Refused
@@ -23,8 +24,9 @@ from cloud_stub.operations import credits, overview, paying
 from cloud_stub.operations.authority import Actor
 from cloud_stub.portal import listing
 from cloud_stub.portal.guard import as_bool
+from cloud_stub.portal.provider import SimulatedProvider
 from cloud_stub.portal.site_pages import TYPES
-from cloud_stub.portal.web import action, page, refusal_text
+from cloud_stub.portal.web import Portal, action, page, refusal_text
 
 SOURCES: Final = (("credit", "Credits"), ("stripe", "Card (Stripe)"), ("paypal", "PayPal"), ("coupon", "Coupon"))
 MONTHS: Final = tuple((str(n), f"{n} month{'s' if n > 1 else ''}") for n in (1, 3, 6, 12, 24))
@@ -92,9 +94,30 @@ def _order_context(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[s
 order_page = page("order.html", "Order")(_order_context)
 
 
+PROVIDERS: Final = ("stripe", "paypal")  # paid on the provider's checkout (cloud_stub/portal/provider.py)
+
+
 @action("order.html", "Order", then=lambda _r, _p: "/payments", done="paid", again=_order_context)
 def pay_order(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: Request) -> paying.Paid:
+    """Credits and coupons are taken here; a card or PayPal goes through its provider's checkout."""
+    record = _order_context(uow, actor, request)["order"]
+    if record.source in PROVIDERS:
+        raise Refused("use_checkout", f"an order paid by {record.source} is paid on its checkout", "docs/portal.md")
     return paying.pay(uow, actor, paying.Pay(txn=_txn(request), auto_renew=as_bool(form, "auto_renew")))
+
+
+async def to_checkout(request: Request) -> Response:
+    """The order's provider checkout, for a card or PayPal order."""
+    portal: Portal = request.app.state.portal
+    who = await portal.who(request)
+    if isinstance(who, Response):
+        return who
+    form = await portal.form(request, who.session.digest)
+    if isinstance(form, Response):
+        return form
+    base = str(request.base_url).rstrip("/")
+    checkout = SimulatedProvider(portal.secret()).checkout_url(base, _txn(request), as_bool(form, "auto_renew"))
+    return RedirectResponse(checkout, 303)
 
 
 # -- Payments -------------------------------------------------------------------------------------------------
