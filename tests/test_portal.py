@@ -385,3 +385,27 @@ async def test_mail_waits_for_a_relay_that_is_down(ledger_at: LedgerAt) -> None:
             box.stop()
     finally:
         book.close()
+
+
+async def test_expiry_notices_are_mailed_to_whom_the_settings_name(server: PortalServer) -> None:
+    """Seed 002 row 9: five days before an expiry, the installer and (Send Expiration Email to PM on) the
+    property manager are mailed; an account whose Notification is off is not; each notice once."""
+    from cloud_stub.ledger.holdings import Extension
+    from cloud_stub.operations import paying
+    from cloud_stub.operations.authority import OPERATOR
+
+    soon = server.clock() + 4 * 86_400
+    server.book.run(lambda uow: uow.holdings.extend([Extension("elm", "landline", "project", None, soon, None)],
+                                                    auto_source=None, payer="i1"))  # fmt: skip
+    server.book.run(lambda uow: uow.holdings.extend([Extension("oak", "landline", "project", None, soon, None)],
+                                                    auto_source=None, payer="i2"))  # fmt: skip
+    server.book.run(lambda uow: uow.logins.set_setting("pm2", "notification", False))
+    raised = server.book.run(lambda uow: paying.raise_notices(uow, OPERATOR))
+    assert {(n.project, n.recipient) for n in raised} == {("elm", "i1"), ("elm", "pm1"), ("oak", "i2"), ("oak", "pm2")}
+    server.mailer.poke()
+    for who in ("i1", "pm1", "i2"):
+        mail = await server.mailbox.wait(f"{who}@example.com", "expires in 5 day(s)")
+        assert "landline" in body(mail)
+    assert server.book.run(lambda uow: paying.raise_notices(uow, OPERATOR)) == []  # once
+    assert server.book.read(lambda uow: uow.mail.waiting()) == 0
+    assert [m["To"] for m in server.mailbox.messages].count("pm2@example.com") == 0

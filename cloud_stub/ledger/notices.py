@@ -14,7 +14,7 @@ from cloud_stub.storage.metadata import metadata
 notices = sa.Table(
     "notices",
     metadata,
-    sa.Column("key", sa.Text, primary_key=True),  # stage:service:subject:expires:recipient, or renewed:...
+    sa.Column("key", sa.Text, primary_key=True),  # stage:project:service:subject:expires:role, or renewed:...
     sa.Column("at", sa.Float, nullable=False),
     sa.Column("project", sa.Text, nullable=False),
     sa.Column("stage", sa.Integer, nullable=False),

@@ -421,9 +421,22 @@ def _renewal_notices(
             if recipient is None:
                 continue
             text = f"{count} service(s) of {project} renewed (order {txn})"
-            uow.notices.raise_once(
+            if uow.notices.raise_once(
                 f"renewed:{order}:{project}:{role}", Notice(uow.now, project, 0, role, recipient, text)
-            )
+            ):
+                _mail_notice(uow, recipient, f"SmartPlus: {site.name} renewed", text)
+
+
+def _mail_notice(uow: UnitOfWork, recipient: str | None, subject: str, text: str) -> None:
+    """A notice mailed, in its transaction, to an account with a confirmed address whose Notification
+    setting is on (docs/portal.md "Mail"). End users' notices stay in the ledger: the platform holds no
+    address of theirs (their app shows them)."""
+    if recipient is None:
+        return
+    login = uow.logins.get(recipient)
+    if login is None or login.email_confirmed is None or uow.logins.setting(recipient, "notification") is False:
+        return
+    uow.mail.queue("notice", login.email, subject, text + "\n", uow.now)
 
 
 def raise_notices(uow: UnitOfWork, actor: Actor) -> list[NoticeView]:
@@ -453,9 +466,10 @@ def _expiry_notices(
     raised = []
     for role in rules.expiry_recipients(stage, site.pm_notices, site.type, emails[site.installer]):
         recipient = {"installer": site.installer, "pm": site.pm, "end_user": holding.subject}[role]
-        key = f"{stage}:{holding.service}:{holding.subject}:{holding.expires}:{role}"
+        key = f"{stage}:{site.id}:{holding.service}:{holding.subject}:{holding.expires}:{role}"
         text = f"{holding.service} for {holding.subject} in {site.id} expires in {stage} day(s)"
         if uow.notices.raise_once(key, Notice(uow.now, site.id, stage, role, recipient, text)):
+            _mail_notice(uow, recipient, f"SmartPlus: {site.name} expires in {stage} day(s)", text)
             raised.append(NoticeView(at=uow.now, project=site.id, stage=stage, role=role, recipient=recipient,
                                      text=text))  # fmt: skip
     return raised

@@ -3,8 +3,9 @@ PostgreSQL, say), every table copied in one transaction on the target and then c
 
 Both must speak the current schema: the source is migrated first (``smartplus-cloud migrate``), the target
 is empty (it is given the schema here). Tables go parents first (foreign keys hold at every row); on
-PostgreSQL the sequences behind ``orders.id`` and ``credit_log.id`` are moved past the copied rows, so the
-next order does not collide with a copied one.
+PostgreSQL the sequence behind every numbered key (``orders.id``, ``credit_log.id``, ``mail.id``,
+``audit.id``: read from the tables) is moved past the copied rows, so the next row does not collide with a
+copied one.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from cloud_stub.storage.database import Database, redacted
 from cloud_stub.storage.metadata import metadata
 
 BATCH: Final = 1000
-SERIAL: Final = (("orders", "id"), ("credit_log", "id"))  # the columns a sequence numbers on PostgreSQL
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,16 @@ class Copied:
     table: str
     rows: int
     same: bool
+
+
+def _serial(tables: list[sa.Table]) -> list[tuple[str, str]]:
+    """The integer keys PostgreSQL numbers from a sequence."""
+    return [
+        (table.name, column.name)
+        for table in tables
+        for column in table.primary_key.columns
+        if isinstance(column.type, sa.Integer) and column.autoincrement is True
+    ]
 
 
 def _tables() -> list[sa.Table]:
@@ -69,7 +79,7 @@ def copy(source: Database, target: Database) -> list[Copied]:
             for chunk in _rows(reading, table):
                 writing.execute(sa.insert(table), chunk)
         if not target.is_sqlite:
-            for name, column in SERIAL:  # our own names, never input
+            for name, column in _serial(tables):  # our own names, never input
                 restart = f"COALESCE((SELECT MAX({column}) FROM {name}), 0) + 1"  # noqa: S608
                 writing.execute(
                     sa.text(f"SELECT setval(pg_get_serial_sequence('{name}', '{column}'), {restart}, false)")

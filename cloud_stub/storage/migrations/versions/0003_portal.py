@@ -1,5 +1,6 @@
 """The portal: logins (argon2id passwords, Privacy Policy, email two-factor, lockout), browser sessions,
 one-time codes and links, account settings, the portal's secret, mail queued after commit, the audit trail.
+Expiry notices' keys name their site (two sites' same service expiring at the same moment were one notice).
 
 Revision ID: 0003
 Revises: 0002
@@ -88,3 +89,9 @@ def upgrade() -> None:
         sa.Column("detail", T, nullable=False),
     )
     op.create_index("ix_audit_actor", "audit", ["actor"])
+    # stage:service:subject:expires:role -> stage:project:service:subject:expires:role (renewals named theirs)
+    cut = "instr(key, ':')" if op.get_bind().dialect.name == "sqlite" else "strpos(key, ':')"
+    op.execute(
+        f"UPDATE notices SET key = substr(key, 1, {cut}) || project || ':' || substr(key, {cut} + 1)"  # noqa: S608
+        " WHERE key NOT LIKE 'renewed:%'"
+    )
