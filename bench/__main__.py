@@ -22,6 +22,7 @@ from bench import (
     bench_intake,
     bench_ledger,
     bench_outbox,
+    bench_portal,
     bench_slots,
 )
 from bench.common import Result, report
@@ -43,6 +44,7 @@ BENCHES = {
     "cloud": bench_cloud.run,
     "ledger": bench_ledger.run,
     "api": bench_api.run,
+    "portal": bench_portal.run,
     "fleet": bench_fleet.run,
 }
 

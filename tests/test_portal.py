@@ -409,3 +409,27 @@ async def test_expiry_notices_are_mailed_to_whom_the_settings_name(server: Porta
     assert server.book.run(lambda uow: paying.raise_notices(uow, OPERATOR)) == []  # once
     assert server.book.read(lambda uow: uow.mail.waiting()) == 0
     assert [m["To"] for m in server.mailbox.messages].count("pm2@example.com") == 0
+
+
+async def test_automatic_payments_lists_and_cancels_auto_renewal(server: PortalServer) -> None:
+    from cloud_stub.ledger.holdings import Extension
+
+    soon = server.clock() + 20 * 86_400
+    server.book.run(lambda uow: uow.holdings.extend([Extension("elm", "landline", "project", None, soon, None)],
+                                                    auto_source="stripe", payer="i1"))  # fmt: skip
+    client = await log_in(server, "i1")
+    page = await client.get("/payments/automatic")
+    assert "Services renewing themselves" in page.text
+    assert "elm/landline/project" in page.text
+    other = await log_in(server, "i2")
+    assert "elm/landline/project" not in (await other.get("/payments/automatic")).text
+    refused = await other.post("/payments/automatic/cancel", data={"csrf": _csrf((await other.get("/")).text),
+                                                                   "items[]": "elm/landline/project"})  # fmt: skip
+    assert refused.status_code == 403
+    done = await client.post(
+        "/payments/automatic/cancel", data={"csrf": _csrf(page.text), "items[]": "elm/landline/project"}
+    )
+    assert "Auto-renewal was cancelled." in done.text
+    assert "No service renews itself." in done.text
+    held = server.book.read(lambda uow: uow.holdings.of("elm"))
+    assert [h.auto_renew for h in held if h.service == "landline"] == [False]

@@ -102,6 +102,36 @@ def dashboard(uow: UnitOfWork, actor: Actor) -> Dashboard:
     )
 
 
+class AutoRenewing(Result):
+    project: str
+    name: str
+    service: str
+    subject: str
+    expires: float | None
+    source: str | None
+
+
+def auto_renewing(uow: UnitOfWork, actor: Actor) -> list[AutoRenewing]:
+    """The services of the actor's sites that renew themselves (Automatic Payments), soonest first."""
+    names = {s.id: s.name for s in authority.sites(uow, actor)}
+    held = uow.holdings.of_sites(list(names)) if names else {}
+    return sorted(
+        (
+            AutoRenewing(
+                project=h.project,
+                name=names[h.project],
+                service=h.service,
+                subject=h.subject,
+                expires=h.expires,
+                source=h.auto_source,
+            )
+            for h in held.values()
+            if h.auto_renew
+        ),
+        key=lambda a: (a.expires or 0.0, a.project, a.service, a.subject),
+    )
+
+
 # -- people -------------------------------------------------------------------------------------------------
 class Person(Result):
     id: str

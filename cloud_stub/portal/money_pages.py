@@ -128,7 +128,8 @@ def _payments_context(uow: UnitOfWork, actor: Actor, request: Request) -> Mappin
     if status in ("pending", "paid", "expired"):
         records = [p for p in records if p.status == status]
     rows, pages = listing.paged(records, request)
-    return {"rows": rows, "pages": pages, "automatic": automatic, "status": status,
+    renewing = overview.auto_renewing(uow, actor) if automatic else []
+    return {"rows": rows, "pages": pages, "automatic": automatic, "status": status, "renewing": renewing,
             "query": listing.query_maker(request)}  # fmt: skip
 
 

@@ -23,6 +23,7 @@ SETTING: Final = (
     ("Time Zone", "/settings/time-zone"),
     ("Billing Information", "/settings/billing"),
     ("Customer Service", "/settings/customer-service"),
+    ("Service Provider Information", "/settings/service-provider"),
     ("Account Setting", "/settings/account"),
     ("Single-Family Email Setting", "/settings/single-family-email"),
     ("Log Setting", "/settings/log"),

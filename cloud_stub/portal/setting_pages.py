@@ -51,6 +51,11 @@ SETTINGS: Final = {
             Field("email", "Email", "email", True, "Residents can contact you through this email address"),
             Field("feedback", "Receive Feedback", "switch"),
         )),
+        Setting("service-provider", "Service Provider Information", "service_provider", (
+            Field("company", "Company"), Field("address", "Company Address"), Field("phone", "Mobile Number", "tel"),
+            Field("email", "Email", "email"), Field("tax_id", "Tax id"), Field("website", "Company Website"),
+        ), "If you are the service provider for the users, this is shown in their privacy policy; otherwise the"
+           " service provider shown there is the platform's."),
         Setting("account", "Account Setting", "access_permission", (
             Field("value", "Permission Granted", "switch",
                   hint="Give authorisation to your distributor to access your account. If you turn off the feature, "
