@@ -168,8 +168,12 @@ def upgrades(uow: UnitOfWork, actor: Actor, request: UpgradeQuery) -> list[Upgra
     else:
         projects = [s.id for s in authority.sites(uow, actor)]
     shown = []
-    for upgrade in uow.upgrades.of_sites(projects):
-        found = _view(upgrade, uow.upgrades.statuses(upgrade))
+    listed = uow.upgrades.of_sites(projects)
+    reported = uow.upgrades.statuses_of([u.id for u in listed])  # one query for them all, not one each
+    for upgrade in listed:
+        statuses = dict.fromkeys(upgrade.devices, "Pending")
+        statuses.update({d: s for d, s in reported.get(upgrade.id, {}).items() if d in statuses})
+        found = _view(upgrade, statuses)
         if request.status is None or found.status == request.status:
             shown.append(found)
     return shown
