@@ -124,7 +124,7 @@ class Holdings:
         }
 
     def of_sites(self, projects: Iterable[str]) -> dict[tuple[str, str, str], Holding]:
-        rows = self.tx.all(_HOLDING.where(services.c.project.in_(list(projects))))
+        rows = self.tx.all(_HOLDING.where(self.tx.among(services.c.project, list(projects))))
         return {(h.project, h.service, h.subject): h for h in map(_holding, rows)}
 
     def switched(self, project: str, service: str, subject: str = "project") -> bool:

@@ -176,7 +176,7 @@ class Sites:
         """Sites made by ``installers``, or assigned to ``pm``; every site when neither is given."""
         query = _SITE.order_by(projects.c.id)
         if installers is not None:
-            query = query.where(projects.c.installer.in_(list(installers)))
+            query = query.where(self.tx.among(projects.c.installer, list(installers)))
         if pm is not None:
             query = query.where(projects.c.pm == pm)
         return [_site(row) for row in self.tx.all(query)]
@@ -309,7 +309,7 @@ class Sites:
             return {}
         for index, table in enumerate((devices, apartments, app_accounts)):
             column = table.c.project
-            statement = sa.select(column, sa.func.count()).where(column.in_(list(projects))).group_by(column)
+            statement = sa.select(column, sa.func.count()).where(self.tx.among(column, projects)).group_by(column)
             for project, count in self.tx.all(statement):
                 found[project][index] = int(count)
         return {p: (c[0], c[1], c[2]) for p, c in found.items()}

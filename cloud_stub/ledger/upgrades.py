@@ -163,7 +163,9 @@ class Upgrades:
     def of_sites(self, projects: Iterable[str]) -> list[Upgrade]:
         """The upgrades (not deleted) of these sites, newest first."""
         rows = self.tx.all(
-            _UPGRADE.where(upgrades.c.deleted == 0, upgrades.c.project.in_(list(projects))).order_by(*_NEWEST_FIRST)
+            _UPGRADE.where(upgrades.c.deleted == 0, self.tx.among(upgrades.c.project, list(projects))).order_by(
+                *_NEWEST_FIRST
+            )
         )
         return [_upgrade(r) for r in rows]
 
@@ -199,7 +201,7 @@ class Upgrades:
         found: dict[str, dict[str, str]] = {}
         rows = self.tx.all(
             sa.select(device_upgrades.c.upgrade, device_upgrades.c.device, device_upgrades.c.status).where(
-                device_upgrades.c.upgrade.in_(list(upgrades_))
+                self.tx.among(device_upgrades.c.upgrade, list(upgrades_))
             )
         )
         for upgrade, device, status in rows:

@@ -197,6 +197,14 @@ class Transaction:
     def execute(self, statement: Any, parameters: Any = None) -> sa.CursorResult[Any]:
         return self.connection.execute(statement, parameters)
 
+    def among(self, column: Any, values: Sequence[Any]) -> Any:
+        """``column`` is one of ``values``: on PostgreSQL ``= ANY(array)``, one parameter however many values
+        (an IN list of a thousand is a thousand parameters, each parsed and bound: ~7 ms a statement with
+        psycopg); on SQLite ``IN (...)``, which it binds cheaply."""
+        if self.database.is_sqlite:
+            return column.in_(list(values))
+        return column == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
+
     def bulk(self, statement: Any, rows: Sequence[Mapping[str, Any]]) -> int:
         """One statement for many rows (``executemany``), compiled once per back end and handed to the driver
         as it is: SQLAlchemy's per-row parameter processing, ~12 µs a row, would cost more than the
