@@ -6,6 +6,7 @@ page reads, without HTTP, session, rendering)."""
 
 from __future__ import annotations
 
+import gc
 import http.client
 import statistics
 import subprocess
@@ -116,6 +117,8 @@ def _measure(where: str, label: str) -> list[Result]:
     book = Ledger.open(where)
     cookie = _populate(book)
     actor = book.read(lambda uow: authority.resolve(uow, "i1"))
+    gc.collect()
+    gc.freeze()  # as the server does after its start: the floor's p95 is not the collector walking the set-up
     port = free_port()
     rows = []
     with tempfile.TemporaryDirectory() as home:
