@@ -14,19 +14,16 @@ from cloud_stub.errors import Refused
 from cloud_stub.ledger import UnitOfWork
 from cloud_stub.operations import authority, logins
 from cloud_stub.operations.authority import Actor
+from cloud_stub.operations.sites import SiteSummary
 from cloud_stub.operations.types import Ident, Mac, Request, Result, Text
 
 DAY: Final = 86_400.0
 EXPIRING_DAYS: Final = 15  # the Dashboard's "services expiring within 15 days"
 
 
-class SiteRow(Result):
-    id: str
-    name: str
-    type: str
-    installer: str
-    pm: str | None
-    timezone: str
+class SiteRow(SiteSummary):
+    """A site as the Sites list shows it: its summary and its counts."""
+
     devices: int
     apartments: int
     app_accounts: int

@@ -146,6 +146,17 @@ async def _step(request: Request, stage: str) -> tuple[Any, Response | None]:
     return session, None
 
 
+async def _step_form(request: Request, stage: str) -> tuple[Any, dict[str, str]] | Response:
+    """The session at ``stage`` and its POSTed form, checked; or where it must go instead."""
+    session, away = await _step(request, stage)
+    if away is not None:
+        return away
+    form = await _portal(request).form(request, session.digest)
+    if isinstance(form, Response):
+        return form
+    return session, form
+
+
 def _step_page(request: Request, stage: str, session: Any, *, code: int = 200, error: str = "",
                form: dict[str, str] | None = None) -> Response:  # fmt: skip
     title, fields, submit = STEPS[stage]
@@ -161,13 +172,11 @@ async def code_page(request: Request) -> Response:
 
 
 async def code(request: Request) -> Response:
-    session, away = await _step(request, "code")
-    if away is not None:
-        return away
     portal = _portal(request)
-    form = await portal.form(request, session.digest)
-    if isinstance(form, Response):
-        return form
+    stepped = await _step_form(request, "code")
+    if isinstance(stepped, Response):
+        return stepped
+    session, form = stepped
     try:
         asked = logins.GiveCode(code=form.get("code", ""))
         opened = await run_in_threadpool(portal.book.run, lambda uow: logins.give_code(uow, session, asked))
@@ -189,13 +198,11 @@ async def privacy_page(request: Request) -> Response:
 
 
 async def privacy(request: Request) -> Response:
-    session, away = await _step(request, "privacy")
-    if away is not None:
-        return away
     portal = _portal(request)
-    form = await portal.form(request, session.digest)
-    if isinstance(form, Response):
-        return form
+    stepped = await _step_form(request, "privacy")
+    if isinstance(stepped, Response):
+        return stepped
+    session, form = stepped
     asked = logins.Agree(agree=form.get("answer") == "agree")
     opened = await run_in_threadpool(portal.book.run, lambda uow: logins.privacy(uow, session, asked))
     if opened is None:
@@ -213,13 +220,11 @@ async def email_page(request: Request) -> Response:
 
 
 async def email(request: Request) -> Response:
-    session, away = await _step(request, "email")
-    if away is not None:
-        return away
     portal = _portal(request)
-    form = await portal.form(request, session.digest)
-    if isinstance(form, Response):
-        return form
+    stepped = await _step_form(request, "email")
+    if isinstance(stepped, Response):
+        return stepped
+    session, form = stepped
     try:
         asked = logins.GiveEmail(email=form.get("email", "").strip(), base=_base(request))
         await run_in_threadpool(portal.book.run, lambda uow: logins.give_email(uow, session, asked))

@@ -26,7 +26,7 @@ from cloud_stub.portal import listing
 from cloud_stub.portal.guard import as_bool
 from cloud_stub.portal.provider import SimulatedProvider
 from cloud_stub.portal.site_pages import TYPES
-from cloud_stub.portal.web import Portal, action, page, refusal_text
+from cloud_stub.portal.web import Portal, action, checked, page, refusal_text
 
 SOURCES: Final = (("credit", "Credits"), ("stripe", "Card (Stripe)"), ("paypal", "PayPal"), ("coupon", "Coupon"))
 MONTHS: Final = tuple((str(n), f"{n} month{'s' if n > 1 else ''}") for n in (1, 3, 6, 12, 24))
@@ -109,12 +109,10 @@ def pay_order(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: R
 async def to_checkout(request: Request) -> Response:
     """The order's provider checkout, for a card or PayPal order."""
     portal: Portal = request.app.state.portal
-    who = await portal.who(request)
-    if isinstance(who, Response):
-        return who
-    form = await portal.form(request, who.session.digest)
-    if isinstance(form, Response):
-        return form
+    got = await checked(request)
+    if isinstance(got, Response):
+        return got
+    _, form = got
     base = str(request.base_url).rstrip("/")
     checkout = SimulatedProvider(portal.secret()).checkout_url(base, _txn(request), as_bool(form, "auto_renew"))
     return RedirectResponse(checkout, 303)

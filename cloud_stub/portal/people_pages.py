@@ -17,7 +17,7 @@ from cloud_stub.operations import accounts, logins, overview
 from cloud_stub.operations.authority import Actor
 from cloud_stub.portal import guard, listing
 from cloud_stub.portal.guard import as_bool
-from cloud_stub.portal.web import Portal, action, page, refusal_text
+from cloud_stub.portal.web import Portal, action, checked, page, refusal_text
 
 PERMISSIONS: Final = (("none", "No Permission"), ("regular", "Stripe/PayPal/Coupon"), ("credit", "Credits"))
 TABS: Final = {"pm": "Property Manager", "sub_installer": "Sub Account"}
@@ -78,12 +78,10 @@ def grant(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: Reque
 async def switch_into(request: Request) -> Response:
     """A distributor into an installer's portal (its permission granted): a new session cookie."""
     portal: Portal = request.app.state.portal
-    who = await portal.who(request)
-    if isinstance(who, Response):
-        return who
-    form = await portal.form(request, who.session.digest)
-    if isinstance(form, Response):
-        return form
+    got = await checked(request)
+    if isinstance(got, Response):
+        return got
+    who, _ = got
     try:
         opened = await run_in_threadpool(
             portal.book.run, lambda uow: logins.switch_into(uow, who.session, _account(request))
@@ -97,12 +95,10 @@ async def switch_into(request: Request) -> Response:
 
 async def switch_back(request: Request) -> Response:
     portal: Portal = request.app.state.portal
-    who = await portal.who(request)
-    if isinstance(who, Response):
-        return who
-    form = await portal.form(request, who.session.digest)
-    if isinstance(form, Response):
-        return form
+    got = await checked(request)
+    if isinstance(got, Response):
+        return got
+    who, _ = got
     opened = await run_in_threadpool(portal.book.run, lambda uow: logins.switch_back(uow, who.session))
     response = portal.go("/", "switched_back")
     guard.set_cookie(response, guard.SESSION_COOKIE, opened.token, secure=portal.tls)

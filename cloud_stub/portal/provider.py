@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from cloud_stub.errors import Refused
 from cloud_stub.operations import paying
 from cloud_stub.operations.authority import OPERATOR
-from cloud_stub.portal.web import Portal, refusal_text
+from cloud_stub.portal.web import Portal, checked, refusal_text
 
 SIGNATURE_HEADER: Final = "X-Signature"
 TOLERANCE: Final = 300.0  # seconds a signed event is good for (replays of old events are refused)
@@ -138,12 +138,10 @@ async def checkout_pay(request: Request) -> Response:
     """Pay on the simulated checkout: the provider's webhook is delivered (over HTTP, to this portal), then
     the payer is sent back."""
     portal: Portal = request.app.state.portal
-    who = await portal.who(request)
-    if isinstance(who, Response):
-        return who
-    form = await portal.form(request, who.session.digest)
-    if isinstance(form, Response):
-        return form
+    got = await checked(request)
+    if isinstance(got, Response):
+        return got
+    who, form = got
     txn = _txn(request)
     try:
         order = await run_in_threadpool(portal.book.read, lambda uow: paying.payments(uow, who.actor))

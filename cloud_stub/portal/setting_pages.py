@@ -18,7 +18,7 @@ from cloud_stub.operations import accounts, logins
 from cloud_stub.operations.authority import Actor
 from cloud_stub.portal import guard
 from cloud_stub.portal.site_pages import zones
-from cloud_stub.portal.web import Portal, action, page, refusal_text
+from cloud_stub.portal.web import Portal, action, checked, page, refusal_text
 
 
 class Field(NamedTuple):
@@ -127,12 +127,10 @@ def password_page(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[st
 
 async def change_password(request: Request) -> Response:
     portal: Portal = request.app.state.portal
-    who = await portal.who(request)
-    if isinstance(who, Response):
-        return who
-    form = await portal.form(request, who.session.digest)
-    if isinstance(form, Response):
-        return form
+    got = await checked(request)
+    if isinstance(got, Response):
+        return got
+    who, form = got
     try:
         if form.get("new", "") != form.get("again", ""):
             raise ValueError("the two new passwords differ")

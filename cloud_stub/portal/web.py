@@ -148,6 +148,18 @@ def _shown(form: Mapping[str, str]) -> dict[str, str]:
     return {k: _HIDDEN.sub("\ufffd", v) for k, v in form.items() if k != "csrf"}
 
 
+async def checked(request: Request) -> tuple[Who, dict[str, str]] | Response:
+    """A logged-in request's POSTed form, checked (:meth:`Portal.form`); or where it must go instead."""
+    portal: Portal = request.app.state.portal
+    who = await portal.who(request)
+    if isinstance(who, Response):
+        return who
+    form = await portal.form(request, who.session.digest)
+    if isinstance(form, Response):
+        return form
+    return who, form
+
+
 def refusal_text(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         return describe_validation_error(exc).replace("Value error, ", "")
@@ -199,12 +211,10 @@ def action(
     def wrap(work: Work) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             portal: Portal = request.app.state.portal
-            who = await portal.who(request)
-            if isinstance(who, Response):
-                return who
-            form = await portal.form(request, who.session.digest)
-            if isinstance(form, Response):
-                return form
+            got = await checked(request)
+            if isinstance(got, Response):
+                return got
+            who, form = got
             try:
                 result = await run_in_threadpool(portal.book.run, lambda uow: work(uow, who.actor, form, request))
             except (Refused, ValidationError, ValueError) as exc:
