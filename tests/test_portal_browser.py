@@ -189,6 +189,11 @@ async def test_every_page_is_accessible_by_keyboard_and_clean(server: PortalServ
             serious = [v for v in results.response["violations"] if v["impact"] in SERIOUS]
             assert serious == [], (role, path, [(v["id"], v["nodes"][0]["html"]) for v in serious])
             await _every_control_reached_by_tab(page, f"{role} {path}")
+            twice = await page.evaluate(
+                "() => { const ids = [...document.querySelectorAll('[id]')].map(e => e.id);"
+                " return ids.filter((id, i) => ids.indexOf(id) !== i); }"
+            )
+            assert twice == [], (role, path, twice)  # a label names one field only
         assert watched.errors == [], watched.errors
 
 
@@ -230,3 +235,72 @@ async def test_hostile_text_never_runs(server: PortalServer, browser: Browser) -
 
 def test_chromium_is_debians() -> None:
     assert CHROMIUM.startswith("/usr/"), f"Debian's chromium is not installed ({shutil.which('chromium')})"
+
+
+class Clock:
+    """The ledger's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_distributor_a_property_manager_and_an_order_that_expires(browser: Browser, tmp_path: Path) -> None:
+    """The distributor buys credits and allocates them to its installer, sets its Pay by Installer, and opens
+    the installer's portal (the bar says whose); the property manager of a site whose Pay by PM allows it
+    orders a renewal and, the clock moved 15 minutes on, finds the order expired."""
+    clock = Clock()
+    async with portal_server(LedgerAt.sqlite(tmp_path / "cloud" / "ledger.db"), clock) as server:
+        watched = await _open(browser, server)
+        page = await log_in(watched, server, "d1")
+        await watched.go("/credits")
+        await page.locator("form[action='/credits/buy']").get_by_label("Credits").fill("250")
+        await page.get_by_role("button", name="Buy").click()
+        await page.get_by_text("The credits were added.").wait_for()
+        await page.locator("form[action='/credits/allocate']").get_by_label("To").select_option("i1")
+        await page.locator("form[action='/credits/allocate']").get_by_label("Credits").fill("40")
+        await page.get_by_role("button", name="Allocate").click()
+        await page.get_by_text("The credits were allocated.").wait_for()
+        assert server.book.read(lambda uow: uow.credits.balance("i1")) == 540
+        await watched.go("/users")
+        await page.get_by_label("Pay by Installer for Installer i1").select_option("regular")
+        await page.get_by_role("button", name="Save").first.click()
+        await page.get_by_text("Pay by Installer was saved.").wait_for()
+        await page.get_by_role("button", name="Open portal of Installer i1").click()
+        await page.get_by_text("acting in the portal of installer").wait_for()
+        assert await page.get_by_role("link", name="Elm Court").count() == 0  # the dashboard: counts only
+        await watched.go("/sites?type=community")
+        assert await page.get_by_role("link", name="Elm Court", exact=True).is_visible()
+        await page.get_by_role("button", name="Back to my portal").click()
+        await page.get_by_text("back in your own portal").wait_for()
+        assert watched.errors == []
+
+        installer = await _open(browser, server)
+        own = await log_in(installer, server, "i1")
+        await installer.go("/sites/elm/edit")
+        await own.get_by_label("Pay by PM").select_option("regular")
+        await own.get_by_role("button", name="Submit").click()
+        await own.get_by_text("The site was saved.").wait_for()
+        server.book.run(lambda uow: uow.holdings.switch("elm", "landline", True))
+
+        manager = await _open(browser, server)
+        pm = await log_in(manager, server, "pm1")
+        await manager.go("/subscriptions?type=community")
+        await pm.get_by_label("Elm Court").check()
+        await pm.get_by_role("button", name="See the price").click()
+        await pm.get_by_role("heading", name=re.compile(r"Price: \$")).wait_for()
+        await pm.get_by_role("radio", name="PayPal").check()
+        await pm.get_by_role("button", name="Place the order").click()
+        await pm.get_by_text("pay it within 15 minutes").wait_for()
+        clock.now += 15 * 60 + 1
+        await pm.get_by_role("button", name=re.compile("^Go to checkout")).click()
+        await pm.get_by_role("button", name="Pay", exact=True).click()
+        await pm.get_by_text("within 15 minutes").first.wait_for()
+        await manager.go("/payments")
+        assert await pm.get_by_role("cell", name="Expired").is_visible()
+        expected = [e for e in manager.errors if "/provider/checkout/" in e and "409 (Conflict)" in e]
+        assert len(expected) == 1  # the refused payment's page is a 409, which the console reports
+        assert [e for e in manager.errors if e not in expected] == []
+        assert installer.errors == []
