@@ -433,3 +433,37 @@ async def test_automatic_payments_lists_and_cancels_auto_renewal(server: PortalS
     assert "No service renews itself." in done.text
     held = server.book.read(lambda uow: uow.holdings.of("elm"))
     assert [h.auto_renew for h in held if h.service == "landline"] == [False]
+
+
+async def test_an_installer_edits_and_deletes_its_property_manager(server: PortalServer) -> None:
+    """Edit Property Manager (name, email, two-factor) and Delete: the PM can no longer log in, its session
+    ends, it is no site's PM any more, it is no longer listed; another installer can do neither."""
+    pm = await log_in(server, "pm1")
+    client = await log_in(server, "i1")
+    form = await client.get("/users/pm1/edit")
+    assert form.status_code == 200
+    assert "PM pm1" in form.text
+    other = await log_in(server, "i2")
+    assert (await other.get("/users/pm1/edit")).status_code == 403
+    token = _csrf(form.text)
+    edited = {"csrf": token, "name": "Paula <b>M</b>", "email": "paula@example.com", "two_factor": "on"}
+    saved = await client.post("/users/pm1/edit", data=edited)
+    assert saved.url.path == "/users"
+    assert "Paula &lt;b&gt;M&lt;/b&gt;" in saved.text
+    login = server.book.read(lambda uow: uow.logins.get("pm1"))
+    assert login is not None
+    assert (login.email, login.two_factor) == ("paula@example.com", True)
+    refused = await other.post("/users/pm1/delete", data={"csrf": _csrf((await other.get("/")).text)})
+    assert refused.status_code == 403
+    deleted = await client.post("/users/pm1/delete", data={"csrf": token})
+    assert "can no longer log in" in deleted.text
+    assert "Paula" not in deleted.text
+    assert (await pm.get("/")).url.path == "/login"
+    page = await client.get("/login")  # logged in: sent on
+    assert page.url.path == "/"
+    fresh = await _client(server)
+    attempt = await fresh.post("/login", data={"csrf": _csrf((await fresh.get("/login")).text), "account": "pm1",
+                                               "password": PASSWORD})  # fmt: skip
+    assert attempt.status_code == 401
+    assert server.book.read(lambda uow: uow.sites.require("elm")).pm is None
+    assert "account_removed" in [line.action for line in server.book.read(lambda uow: uow.audit.lines("i1"))]

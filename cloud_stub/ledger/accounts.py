@@ -104,6 +104,9 @@ class Accounts:
         )
         return result.rowcount == 1
 
+    def rename(self, ident: str, name: str) -> None:
+        self.tx.execute(sa.update(accounts).where(accounts.c.id == ident).values(name=name))
+
     def set_permission(self, ident: str, permission: str) -> None:
         self.tx.execute(sa.update(accounts).where(accounts.c.id == ident).values(permission=permission))
 

@@ -143,6 +143,12 @@ class Logins:
         statement = self.tx.insert_ignore(logins).values(account=account, email=email, two_factor=int(two_factor))
         return bool(self.tx.execute(statement).rowcount == 1)
 
+    def remove(self, account: str) -> None:
+        """The account's login goes, with its sessions, codes and settings (the account stays: its history
+        of payments and notices names it)."""
+        for table in (portal_sessions, login_codes, account_settings, logins):
+            self.tx.execute(sa.delete(table).where(table.c.account == account))
+
     def update(self, account: str, **values: Any) -> None:
         self.tx.execute(sa.update(logins).where(logins.c.account == account).values(**values))
 

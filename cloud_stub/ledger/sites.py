@@ -191,6 +191,10 @@ class Sites:
         if values:
             self.tx.execute(sa.update(projects).where(projects.c.id == ident).values(**values))
 
+    def unassign_pm(self, pm: str) -> int:
+        """``pm`` is no longer any site's property manager; how many sites had it."""
+        return int(self.tx.execute(sa.update(projects).where(projects.c.pm == pm).values(pm=None)).rowcount)
+
     def set_integration(self, ident: str, pms: str | None) -> None:
         self.tx.execute(sa.update(projects).where(projects.c.id == ident).values(integration=pms))
 

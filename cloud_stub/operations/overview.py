@@ -145,7 +145,7 @@ def people(uow: UnitOfWork, actor: Actor) -> list[Person]:
     the sites each PM is assigned to), a distributor's installers and sub-distributors."""
     if actor.is_operator:
         raise Refused("not_yours", "the operator lists accounts with the CLI", "docs/cloud.md")
-    under = uow.accounts.under(actor.principal)
+    under = [a for a in uow.accounts.under(actor.principal) if not uow.logins.setting(a.id, "removed")]
     found = uow.logins.of([a.id for a in under])
     assigned: dict[str, list[str]] = {}
     if actor.principal_role == "installer":
@@ -189,6 +189,57 @@ def add_person(uow: UnitOfWork, actor: Actor, request: AddPerson) -> Person:
     uow.audit.add(uow.now, actor.id, "account_added", request.id, role=request.role, parent=actor.principal)
     return Person(id=request.id, role=request.role, name=request.name, email=request.email,
                   two_factor=request.two_factor, permission="none", sites=[])  # fmt: skip
+
+
+class EditPerson(Request):
+    id: Ident
+    name: Text
+    email: logins.Email
+    two_factor: bool = False
+
+
+def _mine(uow: UnitOfWork, actor: Actor, ident: str) -> None:
+    """A property manager or sub-installer of the actor's (an installer's) own."""
+    if actor.principal_role != "installer":
+        raise Refused("not_yours", "property managers and sub accounts are an installer's", "seed 002 Users")
+    found = authority.child(uow, actor, ident)
+    if found.role not in ("pm", "sub_installer"):
+        raise Refused("not_yours", f"{ident} is not a property manager or sub account", "seed 002 Users")
+
+
+def edit_person(uow: UnitOfWork, actor: Actor, request: EditPerson) -> Person:
+    """Edit Property Manager / Sub Account: the name, the email address (its login's, confirmed as the
+    installer gives it), Email Two-Factor Authorization for Login."""
+    _mine(uow, actor, request.id)
+    if not request.name.strip():
+        raise Refused("bad_name", "a name is needed", "seed 002 Users")
+    uow.accounts.rename(request.id, request.name)
+    if uow.logins.get(request.id) is None:
+        raise Refused("no_login", f"{request.id} has no portal login", "seed 002 Users")
+    uow.logins.update(request.id, email=request.email, two_factor=int(request.two_factor))
+    uow.audit.add(uow.now, actor.id, "account_edited", request.id, two_factor=request.two_factor)
+    return next(p for p in people(uow, actor) if p.id == request.id)
+
+
+class RemovePerson(Request):
+    id: Ident
+
+
+class Removed(Result):
+    id: str
+    sites_unassigned: int
+
+
+def remove_person(uow: UnitOfWork, actor: Actor, request: RemovePerson) -> Removed:
+    """Delete (seed 002 "Edit/Delete Property Manager Account", "Delete Sub-Installer Account"): the person
+    can no longer log in, its sessions end, it is no site's property manager any more. Its account stays in
+    the ledger, named by the payments and notices it took part in, and no longer listed."""
+    _mine(uow, actor, request.id)
+    uow.logins.remove(request.id)
+    unassigned = uow.sites.unassign_pm(request.id)
+    uow.logins.set_setting(request.id, "removed", True)
+    uow.audit.add(uow.now, actor.id, "account_removed", request.id, sites_unassigned=unassigned)
+    return Removed(id=request.id, sites_unassigned=unassigned)
 
 
 # -- the MAC library ----------------------------------------------------------------------------------------

@@ -65,6 +65,29 @@ def _account(request: Request) -> str:
     return str(request.path_params["account"])[:64]
 
 
+def _edit_context(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[str, Any]:
+    found = [p for p in overview.people(uow, actor) if p.id == _account(request) and p.role in TABS]
+    if not found or actor.principal_role != "installer":
+        raise Refused("not_yours", f"{_account(request)} is not one of your users", "seed 002 Users")
+    return {"person": found[0], "role": found[0].role, "tabs": TABS}
+
+
+edit_user_page = page("user_form.html", "Edit user")(_edit_context)
+
+
+@action("user_form.html", "Edit user", then=lambda _r, p: f"/users?tab={p.role}", done="pm_saved", again=_edit_context)
+def edit_user(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: Request) -> overview.Person:
+    return overview.edit_person(uow, actor, overview.EditPerson(
+        id=_account(request), name=form.get("name", "").strip(), email=form.get("email", "").strip(),
+        two_factor=as_bool(form, "two_factor"),
+    ))  # fmt: skip
+
+
+@action("refused.html", "Users", then=lambda _r, _p: "/users", done="user_removed")
+def delete_user(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: Request) -> overview.Removed:
+    return overview.remove_person(uow, actor, overview.RemovePerson(id=_account(request)))
+
+
 @action("refused.html", "Users", then=lambda _r, _e: "/users", done="reset_sent")
 def send_reset(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: Request) -> str:
     return logins.send_reset(uow, actor, logins.AdminReset(account=_account(request), base=_base(request)))
