@@ -32,6 +32,7 @@ projects = sa.Table(
     sa.Column("renew_notices", sa.Integer, nullable=False, server_default="1"),  # Send Renew Email To PM
     sa.Column("name", sa.Text, nullable=False, server_default=""),
     sa.Column("integration", sa.Text),  # the third-party PMS, set by its integration
+    sa.Column("address", sa.Text, nullable=False, server_default=""),  # seed 002 row 3: the indoor monitors' weather
     sa.Index("ix_projects_installer", "installer"),
     sa.Index("ix_projects_pm", "pm"),
 )
@@ -92,6 +93,7 @@ class Site(NamedTuple):
     renew_notices: bool
     name: str
     integration: str | None
+    address: str = ""
 
 
 class Apartment(NamedTuple):
@@ -119,7 +121,7 @@ class Device(NamedTuple):
 _SITE = sa.select(
     projects.c.id, projects.c.type, projects.c.installer, projects.c.pm, projects.c.created, projects.c.timezone,
     projects.c.free_apps, projects.c.doors, projects.c.settings, projects.c.pm_notices, projects.c.pay_by_pm,
-    projects.c.renew_notices, projects.c.name, projects.c.integration,
+    projects.c.renew_notices, projects.c.name, projects.c.integration, projects.c.address,
 )  # fmt: skip
 _DEVICE = sa.select(
     devices.c.mac, devices.c.distributor, devices.c.project, devices.c.model, devices.c.apartment, devices.c.name
@@ -137,10 +139,10 @@ _APP_ACCOUNTS = (  # read raw (Transaction.rows): a payment prices from every ac
 
 def _site(row: Sequence[Any]) -> Site:
     (ident, kind, installer, pm, created, zone, free, doors, settings, pm_notices, pay_by_pm, renew, name,
-     integration) = row  # fmt: skip
+     integration, address) = row  # fmt: skip
     return Site(
         ident, kind, installer, pm, date.fromisoformat(created), zone, int(free), json.loads(doors),
-        json.loads(settings), bool(pm_notices), pay_by_pm, bool(renew), name, integration,
+        json.loads(settings), bool(pm_notices), pay_by_pm, bool(renew), name, integration, address,
     )  # fmt: skip
 
 
@@ -167,7 +169,7 @@ class Sites:
             self.tx.insert_ignore(projects).values(
                 id=site.id, type=site.type, installer=site.installer, pm=site.pm, created=site.created.isoformat(),
                 timezone=site.timezone, free_apps=site.free_apps, doors=json.dumps(site.doors),
-                settings=json.dumps(site.settings), name=site.name, pay_by_pm=site.pay_by_pm,
+                settings=json.dumps(site.settings), name=site.name, pay_by_pm=site.pay_by_pm, address=site.address,
             )
         )  # fmt: skip
         return result.rowcount == 1

@@ -21,7 +21,7 @@ from cloud_stub.operations.types import Ident, Mac, Request, Result, Text, WireI
 ProjectType = Literal["community", "single_family", "commercial"]
 ApartmentService = Literal["with_indoor_monitor", "landline", "video_storage"]
 # Site fields an installer edits (seed 002 rows 1-11), beside the settings that reach the device.
-SITE_FIELDS: Final = ("name", "timezone", "pm", "pay_by_pm", "pm_notices", "renew_notices")
+SITE_FIELDS: Final = ("name", "timezone", "pm", "pay_by_pm", "pm_notices", "renew_notices", "address")
 
 
 class SiteSummary(Result):
@@ -42,6 +42,7 @@ class SiteView(SiteSummary):
     pay_by_pm: str
     renew_notices: bool
     integration: str | None
+    address: str = ""
 
 
 def summary(site: Site) -> SiteSummary:
@@ -54,7 +55,7 @@ def view(site: Site) -> SiteView:
         id=site.id, name=site.name, type=site.type, installer=site.installer, pm=site.pm, timezone=site.timezone,
         created=site.created, doors=site.doors, free_apps=site.free_apps, settings=site.settings,
         pm_notices=site.pm_notices, pay_by_pm=site.pay_by_pm, renew_notices=site.renew_notices,
-        integration=site.integration,
+        integration=site.integration, address=site.address,
     )  # fmt: skip
 
 
@@ -69,6 +70,7 @@ class AddSite(Request):
     pm: Ident | None = None
     name: Text = ""
     free_apps: Annotated[int, Field(ge=0, le=100)] = 0
+    address: Text = ""
 
 
 def _check_pm(uow: UnitOfWork, pm: str, installer: str) -> None:
@@ -100,6 +102,7 @@ def add_site(uow: UnitOfWork, actor: Actor, request: AddSite) -> SiteView:
         id=request.id, type=request.type, installer=request.installer, pm=request.pm, created=request.created,
         timezone=request.timezone, free_apps=request.free_apps, doors=list(request.doors), settings={},
         pm_notices=True, pay_by_pm="none", renew_notices=True, name=request.name or request.id, integration=None,
+        address=request.address,
     )  # fmt: skip
     if not uow.sites.add(site):
         raise Refused("already_exists", f"there is a site {request.id} already", "ledger")
@@ -150,13 +153,15 @@ def edit_site(uow: UnitOfWork, actor: Actor, request: EditSite) -> SiteView:
     for flag in ("pm_notices", "renew_notices"):
         if flag in fields and not isinstance(fields[flag], bool):
             raise Refused("bad_setting", f"{flag} is true or false", "seed 002 rows 9-10")
-    if "name" in fields:
-        if not isinstance(fields["name"], str) or not 0 < len(fields["name"]) <= 200:
-            raise Refused("bad_setting", "name is text of 1 to 200 characters", "seed 002")
-        try:
-            check_text(fields["name"])
-        except ValueError as exc:
-            raise Refused("bad_setting", f"name: {exc}", "seed 002") from None
+    for text, least in (("name", 1), ("address", 0)):
+        if text in fields:
+            value = fields[text]
+            if not isinstance(value, str) or not least <= len(value) <= 200:
+                raise Refused("bad_setting", f"{text} is text of {least} to 200 characters", "seed 002")
+            try:
+                check_text(value)
+            except ValueError as exc:
+                raise Refused("bad_setting", f"{text}: {exc}", "seed 002") from None
     zone = settings.get("timezone", fields.get("timezone"))
     if zone is not None:
         rules.check_zone(str(zone))

@@ -17,7 +17,7 @@ from cloud_stub.errors import LedgerError, Refused
 from cloud_stub.operations import logins
 from cloud_stub.operations.logins import VISITOR, Opened
 from cloud_stub.portal import guard
-from cloud_stub.portal.web import STAGE_PAGES, Portal, refusal_text, status_of
+from cloud_stub.portal.web import STAGE_PAGES, Portal, refusal_text, shown, status_of
 
 
 class Field(NamedTuple):
@@ -107,7 +107,7 @@ async def login(request: Request) -> Response:
     except (Refused, ValidationError) as exc:
         status = 429 if isinstance(exc, Refused) and exc.rule == "locked" else 401
         return _anonymous(request, "Log in", "/login", LOGIN_FIELDS, "Login", code=status, error=refusal_text(exc),
-                          form={"account": form.get("account", "")}, links=LINKS,
+                          form=shown({"account": form.get("account", "")}), links=LINKS,
                           hidden={"next": _next(request, form)})  # fmt: skip
     portal.poke()
     return _opened(portal, opened, _next(request, form))
@@ -229,7 +229,7 @@ async def email(request: Request) -> Response:
         asked = logins.GiveEmail(email=form.get("email", "").strip(), base=_base(request))
         await run_in_threadpool(portal.book.run, lambda uow: logins.give_email(uow, session, asked))
     except (Refused, ValidationError) as exc:
-        return _step_page(request, "email", session, code=400, error=refusal_text(exc), form=form)
+        return _step_page(request, "email", session, code=400, error=refusal_text(exc), form=shown(form))
     portal.poke()
     return portal.go("/login/email", "email_sent")
 

@@ -110,6 +110,7 @@ def new_site(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: Re
     added = sites.add_site(uow, actor, sites.AddSite(
         id=f"s-{secrets.token_hex(5)}", type=kind, installer=actor.principal, created=created,
         timezone=form.get("timezone", "UTC"), name=form.get("name", "").strip(), doors=doors,
+        address=form.get("address", "").strip(),
     ))  # fmt: skip
     return sites.edit_site(uow, actor, sites.EditSite(project=added.id, changes=_site_changes(form, kind)))
 
@@ -130,7 +131,8 @@ edit_site_page = page("site_form.html", "Edit site")(_edit_context)
 def edit_site(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: Request) -> sites.SiteView:
     site = sites.get_site(uow, actor, _project(request))
     changes = _site_changes(form, site.type)
-    changes.update(name=form.get("name", "").strip(), timezone=form.get("timezone", site.timezone))
+    changes.update(name=form.get("name", "").strip(), timezone=form.get("timezone", site.timezone),
+                   address=form.get("address", "").strip())  # fmt: skip
     return sites.edit_site(uow, actor, sites.EditSite(project=site.id, changes=changes))
 
 

@@ -142,7 +142,7 @@ class Portal:
 _HIDDEN: Final = re.compile(f"[{REFUSED_CHARACTERS}]")
 
 
-def _shown(form: Mapping[str, str]) -> dict[str, str]:
+def shown(form: Mapping[str, str]) -> dict[str, str]:
     """A refused form as it is shown again: the characters the rules refuse (controls, bidirectional
     overrides such as U+202E) replaced by U+FFFD, so that what was refused is not echoed into the page."""
     return {k: _HIDDEN.sub("\ufffd", v) for k, v in form.items() if k != "csrf"}
@@ -225,7 +225,7 @@ def action(
                 except Refused:  # the page itself is not the actor's: only the refusal is shown
                     return portal.render(request, "refused.html", who, code=status_of(exc), title=title,
                                          message=refusal_text(exc))  # fmt: skip
-                return portal.render(request, template, who, code=status_of(exc), title=title, form=_shown(form),
+                return portal.render(request, template, who, code=status_of(exc), title=title, form=shown(form),
                                      error="" if template == "refused.html" else refusal_text(exc),
                                      message=refusal_text(exc), **context)  # fmt: skip
             portal.poke()

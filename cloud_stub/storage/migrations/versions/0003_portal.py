@@ -1,6 +1,7 @@
 """The portal: logins (argon2id passwords, Privacy Policy, email two-factor, lockout), browser sessions,
 one-time codes and links, account settings, the portal's secret, mail queued after commit, the audit trail.
-Expiry notices' keys name their site (two sites' same service expiring at the same moment were one notice).
+A site's address (seed 002 row 3). Expiry notices' keys name their site (two sites' same service expiring
+at the same moment were one notice).
 
 Revision ID: 0003
 Revises: 0002
@@ -20,6 +21,7 @@ T, Int, F = sa.Text, sa.Integer, sa.Float
 
 
 def upgrade() -> None:
+    op.add_column("projects", sa.Column("address", T, nullable=False, server_default=""))
     op.create_table(
         "logins",
         sa.Column("account", T, sa.ForeignKey("accounts.id"), primary_key=True),
