@@ -302,6 +302,7 @@ _rollout_command(
     upgrades.rollout,
     "A phased rollout: its state (running, paused and why, cancelled, completed) and each wave's devices.",
 )
+_rollout_command("rollout-pause", upgrades.pause, "Hold a running rollout: no wave more until rollout-resume.")
 _rollout_command("rollout-resume", upgrades.resume, "Resume a paused rollout (the waves that paused it are excused).")
 _rollout_command(
     "rollout-cancel",

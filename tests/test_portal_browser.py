@@ -148,12 +148,21 @@ async def test_an_installer_at_work(server: PortalServer, browser: Browser, tmp_
     await page.get_by_role("button", name="Submit").click()
     await page.get_by_text("The upgrade was created.").wait_for()
     await _shot(page, "upgrades", tmp_path)
+    await page.get_by_role("link", name=re.compile("^Open")).first.click()
+    await page.get_by_role("button", name="Pause").click()
+    await page.get_by_text("The rollout is paused").wait_for()
+    assert await page.get_by_role("heading", name="Rollout: Paused (paused by i1)").is_visible()
+    await page.get_by_role("button", name="Resume").click()
+    await page.get_by_text("The rollout goes on.").wait_for()
+    await watched.go("/upgrades")
     ident = server.book.read(lambda uow: uow.upgrades.of_sites(["elm"]))[0].id
     staged = server.book.read(lambda uow: uow.upgrades.get(ident))
     assert staged is not None
-    failed = {"seq": 1, "event_id": "e1", "type": "firmware", "kind": "rolled_back", "data": {"job_id": ident}}
-    server.book.run(lambda uow: ingest.take_event(uow, staged.devices[0], failed))
-    server.book.run(lambda uow: upgrades.advance_rollouts(uow, OPERATOR))
+    # Resumed, the first wave is excused: it succeeds, the second is released, and its device fails.
+    for seq, (device, kind) in enumerate(((staged.devices[0], "executed"), (staged.devices[1], "rolled_back"))):
+        event = {"seq": seq + 1, "event_id": f"e{seq}", "type": "firmware", "kind": kind, "data": {"job_id": ident}}
+        server.book.run(lambda uow, d=device, e=event: ingest.take_event(uow, d, e))  # type: ignore[misc]
+        server.book.run(lambda uow: upgrades.advance_rollouts(uow, OPERATOR))
     await page.get_by_role("link", name=re.compile("^Open")).first.click()
     await page.get_by_role("heading", name=re.compile("Rollout: Paused")).wait_for()
     await page.get_by_role("button", name="Cancel the rollout").click()

@@ -299,6 +299,19 @@ def resume(uow: UnitOfWork, actor: Actor, ident: str) -> RolloutView:
     return rollout(uow, actor, ident)
 
 
+def pause(uow: UnitOfWork, actor: Actor, ident: str) -> RolloutView:
+    """An operator of the site holds a running rollout: no wave more until it is resumed (the devices of
+    released waves go on)."""
+    upgrade = authority.upgrade(uow, actor, ident)
+    _, progress = _phased(uow, upgrade)
+    if progress.state != waves.RUNNING:
+        raise Refused("not_running", f"rollout {ident} is {progress.state}", _PHASED)
+    held = progress._replace(state=waves.PAUSED, reason=f"paused by {actor.id}")
+    if not uow.upgrades.save_rollout(upgrade.id, progress, held):
+        raise Refused("not_running", f"rollout {ident} changed meanwhile", _PHASED)
+    return rollout(uow, actor, ident)
+
+
 def cancel(uow: UnitOfWork, actor: Actor, ident: str) -> RolloutView:
     """No wave more; released devices that have not started get a cancel."""
     upgrade = authority.upgrade(uow, actor, ident)

@@ -107,6 +107,7 @@ ROUTES = [
     Route("/upgrades/{ident}/edit", fleet_pages.edit_upgrade, methods=["POST"]),
     Route("/upgrades/{ident}/delete", fleet_pages.delete_upgrade, methods=["POST"]),
     Route("/upgrades/{ident}/resume", fleet_pages.resume, methods=["POST"]),
+    Route("/upgrades/{ident}/pause", fleet_pages.pause, methods=["POST"]),
     Route("/upgrades/{ident}/cancel", fleet_pages.cancel, methods=["POST"]),
     Route("/macs", fleet_pages.macs, methods=["GET"]),
     Route("/macs/{mac}/remove", fleet_pages.remove_mac, methods=["POST"]),

@@ -120,7 +120,8 @@ def _one_context(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[str
         if exc.rule != "not_phased":
             raise
         rollout = None
-    return {"upgrade": one, "rollout": rollout, "writable": actor.principal_role == "installer"}
+    versions = [f.version for f in upgrades.firmware_list(uow, actor) if f.model == one.model]
+    return {"upgrade": one, "rollout": rollout, "writable": actor.principal_role == "installer", "versions": versions}
 
 
 upgrade_page = page("upgrade.html", "Upgrade")(_one_context)
@@ -131,7 +132,9 @@ upgrade_page = page("upgrade.html", "Upgrade")(_one_context)
 )
 def edit_upgrade(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: Request) -> upgrades.UpgradeView:
     at = _at(form)
-    return upgrades.edit(uow, actor, upgrades.EditUpgrade(id=_ident(request), at=at, right_now=at is None))
+    version = form.get("version", "").strip() or None
+    asked = upgrades.EditUpgrade(id=_ident(request), at=at, right_now=at is None, version=version)
+    return upgrades.edit(uow, actor, asked)
 
 
 @action("upgrade.html", "Upgrade", then=lambda _r, _v: "/upgrades", done="upgrade_deleted", again=_one_context)
@@ -144,6 +147,13 @@ def delete_upgrade(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], reque
 )
 def resume(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: Request) -> upgrades.RolloutView:
     return upgrades.resume(uow, actor, _ident(request))
+
+
+@action(
+    "upgrade.html", "Upgrade", then=lambda r, _v: f"/upgrades/{_ident(r)}", done="rollout_paused", again=_one_context
+)
+def pause(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: Request) -> upgrades.RolloutView:
+    return upgrades.pause(uow, actor, _ident(request))
 
 
 @action(

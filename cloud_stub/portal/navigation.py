@@ -118,6 +118,7 @@ DONE: Final = {
     "upgrade_saved": "The upgrade was saved.",
     "upgrade_deleted": "The upgrade was deleted.",
     "rollout_resumed": "The rollout goes on.",
+    "rollout_paused": "The rollout is paused: no wave more until it is resumed.",
     "rollout_cancelled": "The rollout was cancelled.",
     "mac_removed": "The MAC was removed from the library.",
     "setting_saved": "Saved.",
