@@ -523,3 +523,15 @@ async def test_every_text_field_of_every_form_takes_hostile_text_safely(server: 
         page = (await client.get(path)).text
         assert "<script>alert(1)</script>" not in page
         assert "onerror=alert" not in page.replace("onerror=alert(2)&gt;", "")
+
+
+async def test_the_log_setting_reaches_every_site_of_the_installer(server: PortalServer) -> None:
+    """Setting > Log Setting, Visitor Call Snapshots off: every site of the installer's now tells its devices
+    so (visitor_call_snapshot in the settings they are issued); another installer's sites keep theirs."""
+    client = await log_in(server, "i1")
+    page = await client.get("/settings/log")
+    assert 'name="snapshots" value="on" checked' in page.text  # on by default (seed 002)
+    saved = await client.post("/settings/log", data={"csrf": _csrf(page.text)})  # the box unticked
+    assert "Saved." in saved.text
+    assert server.book.read(lambda uow: uow.sites.require("elm")).settings["visitor_call_snapshot"] is False
+    assert "visitor_call_snapshot" not in server.book.read(lambda uow: uow.sites.require("oak")).settings

@@ -482,6 +482,12 @@ def set_setting(uow: UnitOfWork, actor: Actor, request: Setting) -> str:
 
         rules.check_zone(str(request.value))
     uow.logins.set_setting(actor.principal, request.name, request.value)
+    if request.name == "log_setting" and actor.principal_role == "installer" and isinstance(request.value, dict):
+        # Log Setting reaches the devices: every site of the installer's keeps visitor call snapshots or not
+        # (DOMAIN.md "Site settings that reach the device": visitor_call_snapshot).
+        on = bool(request.value.get("snapshots", True))
+        for site in authority.sites(uow, actor):
+            uow.sites.update(site.id, {}, {"visitor_call_snapshot": on})
     uow.audit.add(uow.now, actor.id, "setting_changed", actor.principal, name=request.name)
     return request.name
 
