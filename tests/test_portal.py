@@ -535,3 +535,27 @@ async def test_the_log_setting_reaches_every_site_of_the_installer(server: Porta
     assert "Saved." in saved.text
     assert server.book.read(lambda uow: uow.sites.require("elm")).settings["visitor_call_snapshot"] is False
     assert "visitor_call_snapshot" not in server.book.read(lambda uow: uow.sites.require("oak")).settings
+
+
+async def test_a_distributor_pays_for_an_installers_site(server: PortalServer) -> None:
+    """Seed 000 lines 147-149 for a distributor: the installer first, then its sites; the order is the
+    distributor's own; another distributor's installer is not offered and cannot be chosen."""
+    server.book.run(lambda uow: uow.holdings.switch("elm", "landline", True))
+    client = await log_in(server, "d1")
+    page = await client.get("/subscriptions", params={"installer": "i2"})  # not its installer: its own shown
+    assert "Elm Court" in page.text
+    assert "Oak House" not in page.text
+    assert 'value="i2"' not in page.text
+    quoted = await client.get("/subscriptions", params={"installer": "i1", "type": "community", "sites[]": "elm",
+                                                        "all_services": "on", "months": "1", "price": "1"})  # fmt: skip
+    assert "Price: $" in quoted.text
+    placed = await client.post("/subscriptions/order", data={
+        "csrf": _csrf(quoted.text), "type": "community", "installer": "i1", "sites[]": "elm", "all_services": "on",
+        "months": "1", "source": "stripe"})  # fmt: skip
+    assert placed.url.path.startswith("/orders/")
+    txn = placed.url.path.rsplit("/", 1)[1]
+    assert server.book.read(lambda uow: uow.orders.by_txn(txn)).payer == "d1"
+    stolen = await client.post("/subscriptions/order", data={
+        "csrf": _csrf(quoted.text), "type": "community", "sites[]": "oak", "all_services": "on", "months": "1",
+        "source": "stripe"})  # fmt: skip
+    assert stolen.status_code == 403

@@ -181,7 +181,7 @@ PAGES = {
                   "/credits", "/settings/time-zone", "/settings/billing", "/settings/customer-service",
                   "/settings/account", "/settings/log", "/settings/notification", "/settings/password",
                   "/settings/coupons", "/privacy"],
-    "distributor": ["/", "/sites", "/users", "/macs", "/payments", "/credits", "/settings/time-zone"],
+    "distributor": ["/", "/sites", "/users", "/macs", "/subscriptions", "/payments", "/credits", "/settings/time-zone"],
     "pm": ["/", "/sites", "/sites/elm", "/subscriptions", "/payments", "/settings/notification"],
     "sub": ["/", "/sites", "/sites/elm", "/users"],
 }  # fmt: skip

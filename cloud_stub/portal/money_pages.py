@@ -52,7 +52,16 @@ def _selection(form: Mapping[str, str], rows: list[overview.SiteRow] | None = No
 
 
 def _chooser(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[str, Any]:
+    """Seed 000 lines 147-149: (a distributor: the installer, then) the project type, the sites or all, the
+    services or All, how long; the price."""
     rows = overview.site_rows(uow, actor)
+    installers = (
+        sorted({r.installer for r in rows}) if actor.principal_role in ("distributor", "sub_distributor") else []
+    )
+    installer = request.query_params.get("installer", "")
+    if installers:
+        installer = installer if installer in installers else installers[0]
+        rows = [r for r in rows if r.installer == installer]
     kind = request.query_params.get("type", "")
     types = [(code, text) for code, text in TYPES if any(r.type == code for r in rows)]
     kind = kind if kind in dict(types) else (types[0][0] if types else "community")
@@ -64,7 +73,8 @@ def _chooser(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[str, An
             quote = paying.quote(uow, actor, _selection(asked, rows))
         except (Refused, ValidationError, ValueError) as exc:
             problem = refusal_text(exc)
-    return {"types": types, "kind": kind, "sites": [r for r in rows if r.type == kind], "services": services,
+    return {"installers": installers, "installer": installer,
+            "types": types, "kind": kind, "sites": [r for r in rows if r.type == kind], "services": services,
             "sources": SOURCES, "months": MONTHS, "quote": quote, "problem": problem, "asked": asked}  # fmt: skip
 
 

@@ -51,7 +51,7 @@ _DISTRIBUTOR: Final = (
     Item("Users", "/users"),
     Item("Firmware", "/firmware"),
     Item("MAC Library", "/macs"),
-    Item("Payments", "/payments"),
+    Item("Subscriptions", "/subscriptions", SUBSCRIPTIONS[:2]),
     Item(
         "Setting",
         "/settings/time-zone",
