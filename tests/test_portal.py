@@ -559,3 +559,33 @@ async def test_a_distributor_pays_for_an_installers_site(server: PortalServer) -
         "csrf": _csrf(quoted.text), "type": "community", "sites[]": "oak", "all_services": "on", "months": "1",
         "source": "stripe"})  # fmt: skip
     assert stolen.status_code == 403
+
+
+async def test_a_property_manager_is_assigned_to_the_sites_ticked(server: PortalServer) -> None:
+    client = await log_in(server, "i1")
+    token = _csrf((await client.get("/users/pm1/edit")).text)
+    base = {"csrf": token, "name": "PM pm1", "email": "pm1@example.com", "assigning": "on"}
+    await client.post("/users/pm1/edit", data=base)  # nothing ticked: no longer Elm Court's PM
+    assert server.book.read(lambda uow: uow.sites.require("elm")).pm is None
+    await client.post("/users/pm1/edit", data={**base, "sites[]": "elm"})
+    assert server.book.read(lambda uow: uow.sites.require("elm")).pm == "pm1"
+    stolen = await client.post("/users/pm1/edit", data={**base, "sites[]": ["elm", "oak"]})
+    assert stolen.status_code < 500
+    assert server.book.read(lambda uow: uow.sites.require("oak")).pm == "pm2"  # not its site: untouched
+
+
+async def test_the_checkout_shows_the_billing_information(server: PortalServer) -> None:
+    server.book.run(lambda uow: uow.holdings.switch("elm", "landline", True))
+    client = await log_in(server, "i1")
+    asked = {"type": "community", "sites[]": "elm", "all_services": "on", "months": "1", "price": "1"}
+    assert "No billing information yet" in (await client.get("/subscriptions", params=asked)).text
+    page = await client.get("/settings/billing")
+    missing = await client.post("/settings/billing", data={"csrf": _csrf(page.text), "company": "Luna Ltd"})
+    assert missing.status_code == 400
+    assert "ATTN: this is needed" in missing.text
+    filled = {"csrf": _csrf(page.text), "company": "Luna Ltd", "attn": "Luna", "address": "1 Elm St", "tel": "+1 555",
+              "email": "bills@example.com"}  # fmt: skip
+    assert "Saved." in (await client.post("/settings/billing", data=filled)).text
+    quoted = (await client.get("/subscriptions", params=asked)).text
+    assert "Luna Ltd, attn. Luna" in quoted
+    assert "bills@example.com" in quoted

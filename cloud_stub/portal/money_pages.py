@@ -20,7 +20,7 @@ from starlette.responses import RedirectResponse, Response
 from cloud_stub import rules
 from cloud_stub.errors import Refused
 from cloud_stub.ledger import UnitOfWork
-from cloud_stub.operations import credits, overview, paying
+from cloud_stub.operations import credits, logins, overview, paying
 from cloud_stub.operations.authority import Actor
 from cloud_stub.portal import listing
 from cloud_stub.portal.guard import as_bool
@@ -73,7 +73,8 @@ def _chooser(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[str, An
             quote = paying.quote(uow, actor, _selection(asked, rows))
         except (Refused, ValidationError, ValueError) as exc:
             problem = refusal_text(exc)
-    return {"installers": installers, "installer": installer,
+    billing = logins.settings(uow, actor, "billing") if quote is not None else None
+    return {"installers": installers, "installer": installer, "billing": billing,
             "types": types, "kind": kind, "sites": [r for r in rows if r.type == kind], "services": services,
             "sources": SOURCES, "months": MONTHS, "quote": quote, "problem": problem, "asked": asked}  # fmt: skip
 

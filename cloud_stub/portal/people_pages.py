@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from cloud_stub.errors import Refused
 from cloud_stub.ledger import UnitOfWork
-from cloud_stub.operations import accounts, logins, overview
+from cloud_stub.operations import accounts, logins, overview, sites
 from cloud_stub.operations.authority import Actor
 from cloud_stub.portal import guard, listing
 from cloud_stub.portal.guard import as_bool
@@ -69,7 +69,8 @@ def _edit_context(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[st
     found = [p for p in overview.people(uow, actor) if p.id == _account(request) and p.role in TABS]
     if not found or actor.principal_role != "installer":
         raise Refused("not_yours", f"{_account(request)} is not one of your users", "seed 002 Users")
-    return {"person": found[0], "role": found[0].role, "tabs": TABS}
+    assignable = [s for s in overview.site_rows(uow, actor) if s.type != "single_family"]
+    return {"person": found[0], "role": found[0].role, "tabs": TABS, "assignable": assignable}
 
 
 edit_user_page = page("user_form.html", "Edit user")(_edit_context)
@@ -77,10 +78,18 @@ edit_user_page = page("user_form.html", "Edit user")(_edit_context)
 
 @action("user_form.html", "Edit user", then=lambda _r, p: f"/users?tab={p.role}", done="pm_saved", again=_edit_context)
 def edit_user(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: Request) -> overview.Person:
-    return overview.edit_person(uow, actor, overview.EditPerson(
+    person = overview.edit_person(uow, actor, overview.EditPerson(
         id=_account(request), name=form.get("name", "").strip(), email=form.get("email", "").strip(),
         two_factor=as_bool(form, "two_factor"),
     ))  # fmt: skip
+    if person.role == "pm" and form.get("assigning") == "on":  # seed 002: the sites it manages, ticked
+        ticked = {v for v in form.get("sites[]", "").split("\n") if v}
+        for site in overview.site_rows(uow, actor):
+            if site.type == "single_family" or (site.id in ticked) == (site.pm == person.id):
+                continue
+            changes: dict[str, Any] = {"pm": person.id if site.id in ticked else None}
+            sites.edit_site(uow, actor, sites.EditSite(project=site.id, changes=changes))
+    return person
 
 
 @action("refused.html", "Users", then=lambda _r, _p: "/users", done="user_removed")
