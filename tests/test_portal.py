@@ -589,3 +589,36 @@ async def test_the_checkout_shows_the_billing_information(server: PortalServer) 
     quoted = (await client.get("/subscriptions", params=asked)).text
     assert "Luna Ltd, attn. Luna" in quoted
     assert "bills@example.com" in quoted
+
+
+async def test_a_new_email_address_is_used_once_confirmed(server: PortalServer) -> None:
+    client = await log_in(server, "pm1")
+    page = await client.get("/settings/notification")
+    saved = await client.post("/settings/notification", data={"csrf": _csrf(page.text), "value": "on",
+                                                              "email": "pm1-new@example.com"})  # fmt: skip
+    assert "Saved." in saved.text
+    login = server.book.read(lambda uow: uow.logins.get("pm1"))
+    assert login is not None
+    assert login.email == "pm1@example.com"
+    link = link_in(await server.mailbox.wait("pm1-new@example.com", "Confirm"))
+    form = await client.get(link)
+    await client.post(link, data={"csrf": _csrf(form.text)})
+    login = server.book.read(lambda uow: uow.logins.get("pm1"))
+    assert login is not None
+    assert login.email == "pm1-new@example.com"
+
+
+async def test_sub_installers_share_their_main_accounts_data(server: PortalServer) -> None:
+    """Seed 002: several sub-installer logins of one main account see the same data; a site one makes is the
+    main installer's."""
+    sub = await log_in(server, "si1")
+    page = await sub.get("/sites/new?type=commercial")
+    fields = {"csrf": _csrf(page.text), "type": "commercial", "name": "Annex", "timezone": "UTC", "time_format": "24h",
+              "date_format": "Y-M-D"}  # fmt: skip
+    made = await sub.post("/sites/new", data=fields)
+    assert "The site was created." in made.text
+    main = await log_in(server, "i1")
+    assert "Annex" in (await main.get("/sites?type=commercial")).text
+    assert "Elm Court" in (await sub.get("/sites?type=community")).text
+    annex = [s for s in server.book.read(lambda uow: uow.sites.listed(installers=["i1"])) if s.name == "Annex"]
+    assert [s.installer for s in annex] == ["i1"]

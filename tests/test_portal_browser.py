@@ -184,6 +184,7 @@ PAGES = {
     "distributor": ["/", "/sites", "/users", "/macs", "/subscriptions", "/payments", "/credits", "/settings/time-zone"],
     "pm": ["/", "/sites", "/sites/elm", "/subscriptions", "/payments", "/settings/notification"],
     "sub": ["/", "/sites", "/sites/elm", "/users"],
+    "subdist": ["/", "/sites", "/users", "/subscriptions", "/credits"],
 }  # fmt: skip
 
 

@@ -282,6 +282,16 @@ def give_email(uow: UnitOfWork, session: SessionView, request: GiveEmail) -> str
     return request.email
 
 
+def change_email(uow: UnitOfWork, actor: Actor, request: GiveEmail) -> str:
+    """Setting > Notification: a new address for the account's own login; it is used once its emailed link
+    is followed (until then codes, links and notices go to the confirmed one)."""
+    if actor.is_operator or uow.logins.get(actor.id) is None:
+        raise Refused("no_login", f"{actor.id} has no portal login", _SEED)
+    _confirmation(uow, actor.id, request.email, request.base)
+    uow.audit.add(uow.now, actor.id, "email_given", actor.id)
+    return request.email
+
+
 class Confirm(Request):
     token: Annotated[str, Field(min_length=1, max_length=100)]
 

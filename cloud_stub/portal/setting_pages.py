@@ -115,6 +115,12 @@ def save_setting(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request
             raise ValueError(f"{field.label}: this is needed")
     if setting.name == "single_family_email":
         return accounts.email_setting(uow, actor, accounts.EmailSetting(on=bool(values["value"])))
+    if setting.name == "notification":
+        current = uow.logins.get(actor.id)
+        wanted = form.get("email", "").strip()
+        if wanted and current is not None and wanted != current.email:
+            base = str(request.base_url).rstrip("/")
+            logins.change_email(uow, actor, logins.GiveEmail(email=wanted, base=base))
     value = values["value"] if list(values) == ["value"] else values
     return logins.set_setting(uow, actor, logins.Setting(name=setting.name, value=value))
 
