@@ -622,3 +622,31 @@ async def test_sub_installers_share_their_main_accounts_data(server: PortalServe
     assert "Elm Court" in (await sub.get("/sites?type=community")).text
     annex = [s for s in server.book.read(lambda uow: uow.sites.listed(installers=["i1"])) if s.name == "Annex"]
     assert [s.installer for s in annex] == ["i1"]
+
+
+async def test_a_password_spray_from_one_address_is_throttled(server: PortalServer) -> None:
+    """Ten refused logins across ten accounts from one address (no account locked: one try each): the
+    eleventh login from there waits, even with the right password."""
+    client = await _client(server)
+    token = _csrf((await client.get("/login")).text)
+    for n in range(10):
+        wrong = await client.post("/login", data={"csrf": token, "account": f"someone-{n}", "password": "Summer2026!"})
+        assert wrong.status_code == 401
+    held = await client.post("/login", data={"csrf": token, "account": "i1", "password": PASSWORD})
+    assert held.status_code == 429
+    assert "Too many attempts from here" in held.text
+    login = server.book.read(lambda uow: uow.logins.get("i1"))
+    assert login is not None
+    assert login.failures == 0
+
+
+def test_the_throttle_forgets_a_window_that_has_passed() -> None:
+    from cloud_stub.portal.guard import Throttle
+
+    throttle = Throttle(limit=3, window=60.0)
+    for second in (0.0, 1.0, 2.0):
+        assert throttle.wait("10.0.0.1", second) is None
+        throttle.count("10.0.0.1", second)
+    assert throttle.wait("10.0.0.1", 30.0) == pytest.approx(30.0)
+    assert throttle.wait("10.0.0.2", 30.0) is None  # another address
+    assert throttle.wait("10.0.0.1", 60.5) is None  # the first failure has left the window

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -92,6 +93,37 @@ async def read_form(request: Request) -> dict[str, str]:
         else:
             form[name] = value
     return form
+
+
+class Throttle:
+    """At most ``limit`` failures (a refused login or code, a used link) or reset requests per ``window``
+    seconds from one client address; beyond it, 429 until the window has moved on. Kept in the process (each
+    API worker its own), for at most :data:`THROTTLE_CLIENTS` addresses (the oldest forgotten first): it
+    slows a password spray across accounts, which the per-account lockout does not see."""
+
+    def __init__(self, limit: int = 10, window: float = 60.0) -> None:
+        self.limit, self.window = limit, window
+        self._seen: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def _times(self, client: str, now: float) -> deque[float]:
+        times = self._seen.pop(client, None) or deque()
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        self._seen[client] = times
+        if len(self._seen) > THROTTLE_CLIENTS:
+            self._seen.popitem(last=False)
+        return times
+
+    def wait(self, client: str, now: float) -> float | None:
+        """None when ``client`` may try now; else the seconds until it may."""
+        times = self._times(client, now)
+        return times[0] + self.window - now if len(times) >= self.limit else None
+
+    def count(self, client: str, now: float) -> None:
+        self._times(client, now).append(now)
+
+
+THROTTLE_CLIENTS: Final = 10_000
 
 
 def empty_form() -> FormData:

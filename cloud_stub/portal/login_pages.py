@@ -17,7 +17,7 @@ from cloud_stub.errors import LedgerError, Refused
 from cloud_stub.operations import logins
 from cloud_stub.operations.logins import VISITOR, Opened
 from cloud_stub.portal import guard
-from cloud_stub.portal.web import STAGE_PAGES, Portal, refusal_text, shown, status_of
+from cloud_stub.portal.web import STAGE_PAGES, Portal, failed, refusal_text, shown, status_of
 
 
 class Field(NamedTuple):
@@ -98,6 +98,8 @@ async def login_page(request: Request) -> Response:
 
 async def login(request: Request) -> Response:
     portal = _portal(request)
+    if (slow := portal.throttled(request)) is not None:
+        return slow
     form = await _pre_form(request)
     if isinstance(form, Response):
         return form
@@ -105,6 +107,7 @@ async def login(request: Request) -> Response:
         asked = logins.LogIn(account=form.get("account", ""), password=form.get("password", ""))
         opened = await run_in_threadpool(portal.book.run, lambda uow: logins.log_in(uow, VISITOR, asked))
     except (Refused, ValidationError) as exc:
+        failed(request)
         status = 429 if isinstance(exc, Refused) and exc.rule == "locked" else 401
         return _anonymous(request, "Log in", "/login", LOGIN_FIELDS, "Login", code=status, error=refusal_text(exc),
                           form=shown({"account": form.get("account", "")}), links=LINKS,
@@ -173,6 +176,8 @@ async def code_page(request: Request) -> Response:
 
 async def code(request: Request) -> Response:
     portal = _portal(request)
+    if (slow := portal.throttled(request)) is not None:
+        return slow
     stepped = await _step_form(request, "code")
     if isinstance(stepped, Response):
         return stepped
@@ -181,6 +186,7 @@ async def code(request: Request) -> Response:
         asked = logins.GiveCode(code=form.get("code", ""))
         opened = await run_in_threadpool(portal.book.run, lambda uow: logins.give_code(uow, session, asked))
     except (Refused, ValidationError) as exc:
+        failed(request)
         return _step_page(request, "code", session, code=401, error=refusal_text(exc))
     return _opened(portal, opened)
 
@@ -245,6 +251,8 @@ async def confirm_page(request: Request) -> Response:
 
 async def confirm(request: Request) -> Response:
     portal = _portal(request)
+    if (slow := portal.throttled(request)) is not None:
+        return slow
     form = await _pre_form(request)
     if isinstance(form, Response):
         return form
@@ -252,6 +260,7 @@ async def confirm(request: Request) -> Response:
         asked = logins.Confirm(token=_token(request))
         await run_in_threadpool(portal.book.run, lambda uow: logins.confirm_email(uow, VISITOR, asked))
     except (Refused, ValidationError) as exc:
+        failed(request)
         code = status_of(exc) if isinstance(exc, Refused) else 400
         return _anonymous(request, "Confirm your email address", request.url.path, (), "Confirm", code=code,
                           error=refusal_text(exc))  # fmt: skip
@@ -267,6 +276,8 @@ async def forgot_page(request: Request) -> Response:
 
 async def forgot(request: Request) -> Response:
     portal = _portal(request)
+    if (slow := portal.throttled(request)) is not None:
+        return slow
     form = await _pre_form(request)
     if isinstance(form, Response):
         return form
@@ -275,6 +286,7 @@ async def forgot(request: Request) -> Response:
     except ValidationError as exc:
         return _anonymous(request, "Forgot password", "/forgot", FORGOT_FIELDS, "Send a link", code=400,
                           error=refusal_text(exc))  # fmt: skip
+    failed(request)  # every reset asked counts: a mailbox is not flooded from one address
     await run_in_threadpool(portal.book.run, lambda uow: logins.forgot_password(uow, VISITOR, asked))
     portal.poke()
     return portal.go("/login", "reset_asked")
@@ -298,6 +310,8 @@ async def reset_page(request: Request) -> Response:
 
 async def reset(request: Request) -> Response:
     portal = _portal(request)
+    if (slow := portal.throttled(request)) is not None:
+        return slow
     form = await _pre_form(request)
     if isinstance(form, Response):
         return form
@@ -307,6 +321,7 @@ async def reset(request: Request) -> Response:
         asked = logins.ResetPassword(token=_token(request), password=form.get("password", ""))
         await run_in_threadpool(portal.book.run, lambda uow: logins.reset_password(uow, VISITOR, asked))
     except (Refused, ValidationError, ValueError) as exc:
+        failed(request)
         return _anonymous(request, "Set a password", request.url.path, RESET_FIELDS, "Set the password",
                           code=400, error=refusal_text(exc))  # fmt: skip
     return portal.go("/login", "password_set")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -65,6 +66,16 @@ class Portal:
         self.templates.filters["money"] = navigation.money
         self.templates.filters["label"] = navigation.label
         self._secret: bytes | None = None
+        self.throttle = guard.Throttle()
+
+    def throttled(self, request: Request) -> Response | None:
+        """429 when this client has failed too often (logins, codes, links); None when it may go on."""
+        wait = self.throttle.wait(_client(request), time.monotonic())
+        if wait is None:
+            return None
+        log.warning("portal_throttled", path=request.url.path)
+        message = f"Too many attempts from here: try again in {max(1, round(wait))} seconds."
+        return self.render(request, "refused.html", None, code=429, title="Too many attempts", message=message)
 
     # -- the CSRF secret, one per ledger -------------------------------------------------------------------
     def secret(self) -> bytes:
@@ -158,6 +169,16 @@ async def checked(request: Request) -> tuple[Who, dict[str, str]] | Response:
     if isinstance(form, Response):
         return form
     return who, form
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "-"
+
+
+def failed(request: Request) -> None:
+    """One more failure (or reset request) from this client, for its throttle."""
+    portal: Portal = request.app.state.portal
+    portal.throttle.count(_client(request), time.monotonic())
 
 
 def refusal_text(exc: Exception) -> str:
