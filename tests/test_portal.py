@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from starlette.routing import Route
 
 from cloud_stub import portal
@@ -650,3 +651,17 @@ def test_the_throttle_forgets_a_window_that_has_passed() -> None:
     assert throttle.wait("10.0.0.1", 30.0) == pytest.approx(30.0)
     assert throttle.wait("10.0.0.2", 30.0) is None  # another address
     assert throttle.wait("10.0.0.1", 60.5) is None  # the first failure has left the window
+
+
+async def test_a_session_ends_after_12_hours_and_is_forgotten(server: PortalServer) -> None:
+    from cloud_stub.ledger.logins import portal_sessions
+
+    first = await log_in(server, "pm1")
+    server.extra["clock"].now += logins.SESSION_SECONDS + 1
+    assert (await first.get("/")).url.path == "/login"
+    await log_in(server, "i1")  # any login forgets ended sessions
+
+    def count(uow: Any) -> int:
+        return len(uow.tx.all(sa.select(portal_sessions.c.digest).where(portal_sessions.c.account == "pm1")))
+
+    assert server.book.read(count) == 0

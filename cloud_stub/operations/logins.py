@@ -170,6 +170,7 @@ def log_in(uow: UnitOfWork, actor: Actor, request: LogIn) -> Opened:
         uow.audit.add(uow.now, login.account, "login_refused", login.account, reason="password", failures=count)
         uow.commit()
         raise Refused("login_refused", _WRONG, _SEED)
+    uow.logins.forget_expired(uow.now)  # ended sessions and spent codes go at each login: nothing else keeps them
     values: dict[str, object] = {"failures": 0, "locked_until": None}
     if _hasher.check_needs_rehash(login.password):
         values["password"] = _hasher.hash(request.password)
