@@ -440,7 +440,8 @@ async def the_cloud(workdir: Path, interactive: bool = False) -> None:
         stage("up-1", "29.30.10.1")
         # rolled_back is recorded before the reboot into the old slot: wait until that slot runs again
         found = await until(
-            lambda s: (s["firmware"]["job"] or {}).get("state") == "rolled_back" and s["firmware"]["slot"] == "a", 90
+            lambda s: (s["firmware"]["job"] or {}).get("state") == "rolled_back" and s["firmware"]["slot"] == "a",
+            UPGRADE_SECONDS,
         )
         await _poll(lambda: upgrade_status("up-1") == {mac: "Failed"})  # serve takes the event
         say(f"    the device: job up-1 {found['firmware']['job']['state']} ({found['firmware']['job']['reason']});"
@@ -450,7 +451,7 @@ async def the_cloud(workdir: Path, interactive: bool = False) -> None:
         say("\n19. A fixed build, 29.30.10.2, is staged.")
         flag.unlink()
         stage("up-2", "29.30.10.2")
-        found = await until(lambda s: s["firmware"]["version"] == "29.30.10.2", 90)
+        found = await until(lambda s: s["firmware"]["version"] == "29.30.10.2", UPGRADE_SECONDS)
         await _poll(lambda: upgrade_status("up-2") == {mac: "Executed"})
         say(f"    the device runs {found['firmware']['version']} on slot {found['firmware']['slot']};"
             f" the cloud's upgrade status: {upgrade_status('up-2')}")  # fmt: skip
@@ -490,6 +491,9 @@ async def the_cloud(workdir: Path, interactive: bool = False) -> None:
             mailbox.stop()
 
 
+# An upgrade's download, install, reboot and health check: seconds here, but a loaded CI machine (two test
+# workers and the demo on two CPUs) once took over 90; the wait ends as soon as the device is there.
+UPGRADE_SECONDS = 240.0
 DEMO_PASSWORD = "smartplus-demo"  # noqa: S105 -- printed for the demo's people, on this machine only
 
 

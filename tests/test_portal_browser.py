@@ -314,3 +314,45 @@ async def test_a_distributor_a_property_manager_and_an_order_that_expires(browse
         assert len(expected) == 1  # the refused payment's page is a 409, which the console reports
         assert [e for e in manager.errors if e not in expected] == []
         assert installer.errors == []
+
+
+async def test_an_installers_housekeeping(server: PortalServer, browser: Browser) -> None:
+    """Users (edit a PM, delete a sub account), Setting (billing information), MAC Library (remove a MAC in
+    no site) and Automatic Payments (cancel a renewal), in the browser."""
+    from cloud_stub.ledger.holdings import Extension
+
+    call(server.book, sites.add_device, "d1", sites.AddDevice(mac="0c11000000aa", distributor="d1", model="R29"))
+    soon = time.time() + 20 * 86_400
+    server.book.run(lambda uow: uow.holdings.extend([Extension("elm", "landline", "project", None, soon, None)],
+                                                    auto_source="stripe", payer="i1"))  # fmt: skip
+    watched = await _open(browser, server)
+    page = await log_in(watched, server, "i1")
+    await watched.go("/users")
+    await page.get_by_role("link", name="Edit PM pm1").click()
+    await page.get_by_role("textbox", name="Name (required)").fill("Paula")
+    await page.get_by_role("button", name="Submit").click()
+    await page.get_by_text("Saved.").wait_for()
+    assert await page.get_by_role("cell", name="Paula", exact=True).is_visible()
+    await watched.go("/users?tab=sub_installer")
+    await page.get_by_role("link", name="Edit Sub si1").click()
+    await page.get_by_role("button", name="Delete").click()  # the confirm dialog is accepted
+    await page.get_by_text("can no longer log in").wait_for()
+    assert await page.get_by_text("Nobody yet.").is_visible()
+
+    await watched.go("/settings/billing")
+    for label, value in (("Company/Family", "Luna Ltd"), ("ATTN", "Luna"), ("Address", "1 Elm St"),
+                         ("TEL", "+1 555 0100"), ("Email", "bills@example.com")):  # fmt: skip
+        await page.get_by_label(label, exact=False).first.fill(value)
+    await page.get_by_role("button", name="Submit").click()
+    await page.get_by_text("Saved.").wait_for()
+
+    await watched.go("/macs")
+    await page.get_by_role("button", name="Remove 0c11000000aa").click()
+    await page.get_by_text("The MAC was removed from the library.").wait_for()
+    assert server.book.read(lambda uow: uow.sites.device("0c11000000aa")) is None
+
+    await watched.go("/payments/automatic")
+    await page.get_by_label("Cancel Landline of Elm Court").check()
+    await page.get_by_role("button", name="Cancel auto-renewal of the ticked services").click()
+    await page.get_by_text("Auto-renewal was cancelled.").wait_for()
+    assert watched.errors == []

@@ -227,6 +227,7 @@ class RemovePerson(Request):
 
 class Removed(Result):
     id: str
+    role: str
     sites_unassigned: int
 
 
@@ -235,11 +236,12 @@ def remove_person(uow: UnitOfWork, actor: Actor, request: RemovePerson) -> Remov
     can no longer log in, its sessions end, it is no site's property manager any more. Its account stays in
     the ledger, named by the payments and notices it took part in, and no longer listed."""
     _mine(uow, actor, request.id)
+    role = uow.accounts.require(request.id).role
     uow.logins.remove(request.id)
     unassigned = uow.sites.unassign_pm(request.id)
     uow.logins.set_setting(request.id, "removed", True)
     uow.audit.add(uow.now, actor.id, "account_removed", request.id, sites_unassigned=unassigned)
-    return Removed(id=request.id, sites_unassigned=unassigned)
+    return Removed(id=request.id, role=role, sites_unassigned=unassigned)
 
 
 # -- the MAC library ----------------------------------------------------------------------------------------

@@ -92,7 +92,7 @@ def edit_user(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: R
     return person
 
 
-@action("refused.html", "Users", then=lambda _r, _p: "/users", done="user_removed")
+@action("refused.html", "Users", then=lambda _r, gone: f"/users?tab={gone.role}", done="user_removed")
 def delete_user(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: Request) -> overview.Removed:
     return overview.remove_person(uow, actor, overview.RemovePerson(id=_account(request)))
 
