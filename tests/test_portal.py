@@ -356,6 +356,10 @@ async def test_a_distributor_acts_for_an_installer_only_with_its_permission(serv
     inside = await client.post("/users/i1/switch", data={"csrf": token})
     assert "acting in the portal of installer" in inside.text
     assert "Elm Court" in (await client.get("/sites")).text
+    zone = await client.get("/settings/time-zone")
+    await client.post("/settings/time-zone", data={"csrf": _csrf(zone.text), "value": "Europe/Paris"})
+    changed = [line for line in server.book.read(lambda uow: uow.audit.lines("i1")) if line.action == "setting_changed"]
+    assert [(line.actor, line.acting_for) for line in changed] == [("d1", "i1")]  # the distributor, for i1
     back = await client.post("/switch/back", data={"csrf": _csrf(inside.text)})
     assert "back in your own portal" in back.text
     installer = await log_in(server, "i1")

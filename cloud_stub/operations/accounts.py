@@ -66,7 +66,7 @@ def add_account(uow: UnitOfWork, actor: Actor, request: AddAccount) -> AccountVi
         )
     if not uow.accounts.add(request.id, request.role, request.name, request.parent, request.permission):
         raise Refused("already_exists", f"there is an account {request.id} already", "ledger")
-    uow.audit.add(uow.now, actor.id, "account_added", request.id, role=request.role, parent=request.parent)
+    authority.audit(uow, actor, "account_added", request.id, role=request.role, parent=request.parent)
     return AccountView(id=request.id, role=request.role, parent=request.parent, name=request.name,
                        permission=request.permission)  # fmt: skip
 
@@ -87,7 +87,7 @@ def grant(uow: UnitOfWork, actor: Actor, request: Grant) -> AccountView:
             "bad_permission", f"a {found.role} may have {rules.PAY_PERMISSIONS.get(found.role)}", "seed 002 line 247"
         )
     uow.accounts.set_permission(found.id, request.permission)
-    uow.audit.add(uow.now, actor.id, "permission_granted", found.id, permission=request.permission)
+    authority.audit(uow, actor, "permission_granted", found.id, permission=request.permission)
     return AccountView(id=found.id, role=found.role, parent=found.parent, name=found.name,
                        permission=request.permission)  # fmt: skip
 

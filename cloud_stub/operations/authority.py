@@ -42,6 +42,7 @@ class Actor:
     role: str
     parent: str | None = None
     permission: str = "none"
+    by: str | None = None  # the distributor acting in this installer's portal (docs/portal.md)
 
     @property
     def is_operator(self) -> bool:
@@ -62,6 +63,12 @@ OPERATOR: Final = Actor("operator", OPERATOR_ROLE)
 
 def actor_of(account: Account) -> Actor:
     return Actor(account.id, account.role, account.parent, account.permission)
+
+
+def audit(uow: UnitOfWork, actor: Actor, action: str, subject: str, **detail: object) -> None:
+    """An audit line for what ``actor`` did, naming the distributor behind it when one acts for an installer."""
+    who, behalf = (actor.by, actor.id) if actor.by else (actor.id, None)
+    uow.audit.add(uow.now, who, action, subject, acting_for=behalf, **detail)
 
 
 def resolve(uow: UnitOfWork, ident: str) -> Actor:

@@ -32,7 +32,7 @@ def buy(uow: UnitOfWork, actor: Actor, request: BuyCredits) -> Balance:
         raise Refused("not_distributor", "only distributors buy credits from the vendor", "seed 000 line 177")
     rules.check_source("regular", request.source)
     remaining = uow.credits.receive(actor.id, request.amount, uow.now, f"bought by {request.source}")
-    uow.audit.add(uow.now, actor.id, "credits_bought", actor.id, amount=request.amount, source=request.source)
+    authority.audit(uow, actor, "credits_bought", actor.id, amount=request.amount, source=request.source)
     return Balance(remaining=remaining)
 
 
@@ -55,7 +55,7 @@ def allocate(uow: UnitOfWork, actor: Actor, request: Allocate) -> Allocated:
     rules.check_allocation(actor.principal, receiver.role, uow.accounts.chain(receiver.id))
     left = uow.credits.spend(actor.principal, request.amount, uow.now, f"allocated to {receiver.id}")
     remaining = uow.credits.receive(receiver.id, request.amount, uow.now, f"allocated by {actor.principal}")
-    uow.audit.add(uow.now, actor.id, "credits_allocated", receiver.id, amount=request.amount, by=actor.principal)
+    authority.audit(uow, actor, "credits_allocated", receiver.id, amount=request.amount, by=actor.principal)
     return Allocated(remaining=remaining, left=left)
 
 

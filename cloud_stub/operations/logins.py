@@ -20,6 +20,7 @@ The mail is queued in the same transaction (``uow.mail``) and sent after it comm
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import re
@@ -203,8 +204,11 @@ def session_of(uow: UnitOfWork, token: str) -> SessionView | None:
 
 
 def actor_of(uow: UnitOfWork, session: SessionView) -> Actor:
-    """Who a logged-in session acts as: its account, or the installer its distributor switched into."""
-    return authority.resolve(uow, session.acting_for or session.account)
+    """Who a logged-in session acts as: its account, or the installer its distributor switched into (with the
+    distributor named, for the audit)."""
+    if session.acting_for is None:
+        return authority.resolve(uow, session.account)
+    return dataclasses.replace(authority.resolve(uow, session.acting_for), by=session.account)
 
 
 def _rotated(uow: UnitOfWork, session: SessionView, *, acting_for: str | None = None, code: bool = False) -> str:
@@ -289,7 +293,7 @@ def change_email(uow: UnitOfWork, actor: Actor, request: GiveEmail) -> str:
     if actor.is_operator or uow.logins.get(actor.id) is None:
         raise Refused("no_login", f"{actor.id} has no portal login", _SEED)
     _confirmation(uow, actor.id, request.email, request.base)
-    uow.audit.add(uow.now, actor.id, "email_given", actor.id)
+    authority.audit(uow, actor, "email_given", actor.id)
     return request.email
 
 
@@ -436,7 +440,7 @@ def set_login(uow: UnitOfWork, actor: Actor, request: SetLogin) -> LoginView:
         uow.logins.update(account.id, password=_hasher.hash(request.password), password_set=uow.now)
     elif existing is None:
         _password_link(uow, _login(uow, account.id), request.base, WELCOME_SECONDS, "welcome")
-    uow.audit.add(uow.now, actor.id, "login_set", account.id, two_factor=request.two_factor,
+    authority.audit(uow, actor, "login_set", account.id, two_factor=request.two_factor,
                   password="given" if request.password else "link")  # fmt: skip
     return view(_login(uow, account.id), uow.now)
 
@@ -451,7 +455,7 @@ def send_reset(uow: UnitOfWork, actor: Actor, request: AdminReset) -> str:
     authority.child(uow, actor, request.account)
     login = _login(uow, request.account)
     _password_link(uow, login, request.base, LINK_SECONDS, "reset")
-    uow.audit.add(uow.now, actor.id, "reset_sent", request.account)
+    authority.audit(uow, actor, "reset_sent", request.account)
     return login.email
 
 
@@ -499,7 +503,7 @@ def set_setting(uow: UnitOfWork, actor: Actor, request: Setting) -> str:
         on = bool(request.value.get("snapshots", True))
         for site in authority.sites(uow, actor):
             uow.sites.update(site.id, {}, {"visitor_call_snapshot": on})
-    uow.audit.add(uow.now, actor.id, "setting_changed", actor.principal, name=request.name)
+    authority.audit(uow, actor, "setting_changed", actor.principal, name=request.name)
     return request.name
 
 

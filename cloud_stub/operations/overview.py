@@ -186,7 +186,7 @@ def add_person(uow: UnitOfWork, actor: Actor, request: AddPerson) -> Person:
         raise Refused("already_exists", f"there is an account {request.id} already", "ledger")
     logins.set_login(uow, actor, logins.SetLogin(account=request.id, email=request.email,
                                                  two_factor=request.two_factor, base=request.base))  # fmt: skip
-    uow.audit.add(uow.now, actor.id, "account_added", request.id, role=request.role, parent=actor.principal)
+    authority.audit(uow, actor, "account_added", request.id, role=request.role, parent=actor.principal)
     return Person(id=request.id, role=request.role, name=request.name, email=request.email,
                   two_factor=request.two_factor, permission="none", sites=[])  # fmt: skip
 
@@ -217,7 +217,7 @@ def edit_person(uow: UnitOfWork, actor: Actor, request: EditPerson) -> Person:
     if uow.logins.get(request.id) is None:
         raise Refused("no_login", f"{request.id} has no portal login", "seed 002 Users")
     uow.logins.update(request.id, email=request.email, two_factor=int(request.two_factor))
-    uow.audit.add(uow.now, actor.id, "account_edited", request.id, two_factor=request.two_factor)
+    authority.audit(uow, actor, "account_edited", request.id, two_factor=request.two_factor)
     return next(p for p in people(uow, actor) if p.id == request.id)
 
 
@@ -240,7 +240,7 @@ def remove_person(uow: UnitOfWork, actor: Actor, request: RemovePerson) -> Remov
     uow.logins.remove(request.id)
     unassigned = uow.sites.unassign_pm(request.id)
     uow.logins.set_setting(request.id, "removed", True)
-    uow.audit.add(uow.now, actor.id, "account_removed", request.id, sites_unassigned=unassigned)
+    authority.audit(uow, actor, "account_removed", request.id, sites_unassigned=unassigned)
     return Removed(id=request.id, role=role, sites_unassigned=unassigned)
 
 
@@ -287,5 +287,5 @@ def remove_mac(uow: UnitOfWork, actor: Actor, request: RemoveMac) -> str:
         raise Refused("device_placed", f"{request.mac} is in site {found.project}: remove it there first",
                       "seed 002 MAC Library")  # fmt: skip
     uow.sites.remove_mac(request.mac)
-    uow.audit.add(uow.now, actor.id, "mac_removed", request.mac)
+    authority.audit(uow, actor, "mac_removed", request.mac)
     return request.mac

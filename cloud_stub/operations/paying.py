@@ -346,7 +346,7 @@ def cancel_auto_renew(uow: UnitOfWork, actor: Actor, request: CancelAutoRenew) -
     for project in dict.fromkeys(p for p, _, _ in items):
         authority.site(uow, actor, project)
     cancelled = uow.holdings.cancel_auto(items)
-    uow.audit.add(uow.now, actor.id, "auto_renew_cancelled", actor.principal, items=len(items), cancelled=cancelled)
+    authority.audit(uow, actor, "auto_renew_cancelled", actor.principal, items=len(items), cancelled=cancelled)
     return Cancelled(cancelled=cancelled)
 
 
