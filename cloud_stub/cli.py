@@ -22,7 +22,7 @@ import click
 from cloud_stub import cli_billing
 from cloud_stub.cli_common import DEFAULT_LEDGER, Context, fail, instant, json_option, moment, request, run
 from cloud_stub.keys import load_private_key, write_keypair
-from cloud_stub.operations import accounts, ingest, keys, logins, remote, upgrades
+from cloud_stub.operations import accounts, coupons, ingest, keys, logins, remote, upgrades
 
 
 class BrokerAddress(click.ParamType[tuple[str, int]]):
@@ -265,6 +265,18 @@ def api_token_revoke(ctx: click.Context, token_id: str) -> None:
     """Revoke a token by its id: from now on it is refused (401)."""
     asked = request(ctx, accounts.RevokeToken, id=token_id)
     run(ctx, lambda book, actor: book.call(accounts.revoke_token, actor, asked))
+
+
+@main.command("coupon-issue")
+@click.argument("account")
+@click.option("--value", type=int, required=True, help="What it pays, in cents.")
+@click.option("--days", type=int, default=90, show_default=True, help="How long it can be used.")
+@click.pass_context
+def coupon_issue(ctx: click.Context, account: str, value: int, days: int) -> None:
+    """Give ACCOUNT a coupon (the operator, or --as a distributor for an account below it): its code, which
+    pays one coupon order of the account's that it covers (docs/portal.md)."""
+    asked = request(ctx, coupons.IssueCoupon, account=account, value=value, days=days)
+    run(ctx, lambda book, actor: book.call(coupons.issue, actor, asked))
 
 
 @main.command("portal-login")

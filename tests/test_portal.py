@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from cloud_stub import portal
 from cloud_stub.mail import Mailer, Relay
-from cloud_stub.operations import logins
+from cloud_stub.operations import coupons, logins, paying
 from cloud_stub.portal.provider import SimulatedProvider
 from tests.support.brokers import free_port
 from tests.support.ledger import LedgerAt, call
@@ -669,3 +669,44 @@ async def test_a_session_ends_after_12_hours_and_is_forgotten(server: PortalServ
         return len(uow.tx.all(sa.select(portal_sessions.c.digest).where(portal_sessions.c.account == "pm1")))
 
     assert server.book.read(count) == 0
+
+
+async def test_a_coupon_pays_one_order_it_covers_once(server: PortalServer) -> None:
+    """A distributor gives its installer a coupon (another's installer refused); the installer's coupon
+    order is paid with its code once; a wrong, another's or too small coupon is refused; Coupon Details
+    lists it Normal, then Used."""
+    server.book.run(lambda uow: uow.holdings.switch("elm", "landline", True))
+    distributor = await log_in(server, "d1")
+    page = await distributor.get("/settings/coupons")
+    given = await distributor.post("/settings/coupons", data={"csrf": _csrf(page.text), "account": "i1",
+                                                              "value": "500", "days": "30"})  # fmt: skip
+    assert "The coupon was given." in given.text
+    refused = await distributor.post("/settings/coupons", data={"csrf": _csrf(page.text), "account": "i2",
+                                                                "value": "500", "days": "30"})  # fmt: skip
+    assert refused.status_code == 403
+    small = call(server.book, coupons.issue, None, coupons.IssueCoupon(account="i1", value=1))
+    theirs = call(server.book, coupons.issue, None, coupons.IssueCoupon(account="i2", value=100_000))
+    client = await log_in(server, "i1")
+    listed = await client.get("/settings/coupons")
+    code = re.findall(r"SP(?:-[0-9A-Z]{4}){3}", listed.text)
+    assert small.code in code
+    assert len(code) == 2
+    good = next(c for c in code if c != small.code)
+    placed = await client.post("/subscriptions/order", data={
+        "csrf": _csrf(listed.text), "type": "community", "sites[]": "elm", "all_services": "on", "months": "1",
+        "source": "coupon"})  # fmt: skip
+    txn = placed.url.path.rsplit("/", 1)[1]
+    token = _csrf(placed.text)
+    for wrong, why in (("", "give the code"), ("SP-AAAA-BBBB-CCCC", "no such coupon"), (theirs.code, "no such coupon"),
+                       (small.code, "covers 1")):  # fmt: skip
+        answer = await client.post(f"/orders/{txn}/pay", data={"csrf": token, "coupon": wrong, "auto_renew": "off"})
+        assert answer.status_code in (400, 409), wrong
+        assert why in answer.text, (wrong, why)
+    paid = await client.post(f"/orders/{txn}/pay", data={"csrf": token, "coupon": good.lower(), "auto_renew": "off"})
+    assert "Paid. The services were extended." in paid.text
+    used = await client.get("/settings/coupons?state=used")
+    assert good in used.text
+    again = call(server.book, paying.place, "i1", paying.PlaceOrder(sites=["elm"], months=1, source="coupon"))
+    twice = await client.post(f"/orders/{again.txn}/pay", data={"csrf": token, "coupon": good, "auto_renew": "off"})
+    assert twice.status_code == 409
+    assert "used already" in twice.text

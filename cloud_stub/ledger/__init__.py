@@ -18,6 +18,7 @@ docs/architecture.md).
 | ``logins`` | logins, portal_sessions, login_codes, account_settings, portal_secrets (the portal's people) |
 | ``mail`` | mail (queued in the transaction that tells it, sent after) |
 | ``audit`` | audit (logins, money, authority) |
+| ``coupons`` | coupons (a value to pay one order) |
 
 The catalogue and its prices are data and pure functions (``cloud_stub/rules.py``,
 ``cloud_stub/operations/pricing.py``): they own no table.

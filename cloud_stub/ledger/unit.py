@@ -20,6 +20,7 @@ from typing import Final, TypeVar
 from cloud_stub.errors import LedgerConflict
 from cloud_stub.ledger.accounts import Accounts
 from cloud_stub.ledger.audit import Audit
+from cloud_stub.ledger.coupons import Coupons
 from cloud_stub.ledger.credits import Credits
 from cloud_stub.ledger.documents import Issued, Keys
 from cloud_stub.ledger.holdings import Holdings
@@ -106,6 +107,10 @@ class UnitOfWork:
     @cached_property
     def audit(self) -> Audit:
         return Audit(self.tx)
+
+    @cached_property
+    def coupons(self) -> Coupons:
+        return Coupons(self.tx)
 
     def commit(self) -> None:
         """Keep what was written so far even though the operation goes on to refuse (an order found

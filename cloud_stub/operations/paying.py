@@ -25,7 +25,7 @@ from cloud_stub.ledger.holdings import Extension, Holding
 from cloud_stub.ledger.notices import Notice
 from cloud_stub.ledger.orders import Order
 from cloud_stub.ledger.sites import Site
-from cloud_stub.operations import authority, pricing
+from cloud_stub.operations import authority, coupons, pricing
 from cloud_stub.operations.authority import Actor
 from cloud_stub.operations.sites import account_services, apartment_switches
 from cloud_stub.operations.types import Item, Request, Result, WireId, item_parts, present
@@ -208,6 +208,7 @@ class PayOptions(Request):
 
 class Pay(PayOptions):
     txn: Annotated[str, Field(pattern=r"^[0-9]{17}$")]
+    coupon: Annotated[str, Field(max_length=20)] | None = None  # a coupon order's code (seed 002 Coupon Details)
 
 
 class Paid(Result):
@@ -238,6 +239,11 @@ def pay(uow: UnitOfWork, actor: Actor, request: Pay) -> Paid:
         raise Refused("order_expired", "a pending order must be paid within 15 minutes", "DOMAIN.md Paying")
     if order.status != "pending":
         raise Refused("not_pending", f"order {order.txn} is {order.status}", "DOMAIN.md Paying")
+    if request.coupon is not None:
+        if order.source != "coupon":
+            raise Refused("wrong_source", f"order {order.txn} is paid by {order.source}, not a coupon",
+                          "seed 000 lines 115-133")  # fmt: skip
+        coupons.redeem(uow, request.coupon, order)
     return _settle(uow, order, request.auto_renew)
 
 

@@ -114,6 +114,7 @@ ROUTES = [
     Route("/settings/password", setting_pages.password_page, methods=["GET"]),
     Route("/settings/password", setting_pages.change_password, methods=["POST"]),
     Route("/settings/coupons", setting_pages.coupons, methods=["GET"]),
+    Route("/settings/coupons", setting_pages.give_coupon, methods=["POST"]),
     Route("/settings/{slug}", setting_pages.setting_page, methods=["GET"]),
     Route("/settings/{slug}", setting_pages.save_setting, methods=["POST"]),
     Mount("/static", StaticFiles(directory=STATIC), name="static"),

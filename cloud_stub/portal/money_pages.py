@@ -114,7 +114,10 @@ def pay_order(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: R
     record = _order_context(uow, actor, request)["order"]
     if record.source in PROVIDERS:
         raise Refused("use_checkout", f"an order paid by {record.source} is paid on its checkout", "docs/portal.md")
-    return paying.pay(uow, actor, paying.Pay(txn=_txn(request), auto_renew=as_bool(form, "auto_renew")))
+    code = form.get("coupon", "").strip() or None
+    if record.source == "coupon" and code is None:
+        raise ValueError("Coupon code: give the code of one of your coupons (Setting > Coupon Details)")
+    return paying.pay(uow, actor, paying.Pay(txn=_txn(request), auto_renew=as_bool(form, "auto_renew"), coupon=code))
 
 
 async def to_checkout(request: Request) -> Response:

@@ -56,6 +56,7 @@ _DISTRIBUTOR: Final = (
         "Setting",
         "/settings/time-zone",
         (
+            ("Coupon Details", "/settings/coupons"),
             ("Credit Logs", "/credits"),
             ("Time Zone", "/settings/time-zone"),
             ("Billing Information", "/settings/billing"),
@@ -122,6 +123,7 @@ DONE: Final = {
     "rollout_cancelled": "The rollout was cancelled.",
     "mac_removed": "The MAC was removed from the library.",
     "setting_saved": "Saved.",
+    "coupon_given": "The coupon was given.",
     "password_changed": "The password was changed. Other sessions were logged out.",
     "switched_into": "You are acting in this installer's portal.",
     "switched_back": "You are back in your own portal.",

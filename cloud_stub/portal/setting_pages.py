@@ -14,7 +14,8 @@ from starlette.responses import Response
 
 from cloud_stub.errors import Refused
 from cloud_stub.ledger import UnitOfWork
-from cloud_stub.operations import accounts, logins
+from cloud_stub.operations import accounts, logins, overview
+from cloud_stub.operations import coupons as coupon_ops
 from cloud_stub.operations.authority import Actor
 from cloud_stub.portal import guard
 from cloud_stub.portal.site_pages import zones
@@ -150,6 +151,27 @@ async def change_password(request: Request) -> Response:
     return response
 
 
-@page("coupons.html", "Coupon Details")
-def coupons(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[str, Any]:
-    return {}
+def _coupons_context(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[str, Any]:
+    state = request.query_params.get("state", "normal")
+    state = state if state in ("normal", "used", "expired") else "normal"
+    mine = [c for c in coupon_ops.coupons(uow, actor) if c.state == state]
+    giver = actor.principal_role in ("distributor", "sub_distributor")
+    below = [(p.id, p.name) for p in overview.people(uow, actor)] if giver else []
+    return {"coupons": mine, "state": state, "below": below}
+
+
+coupons = page("coupons.html", "Coupon Details")(_coupons_context)
+
+
+@action("coupons.html", "Coupon Details", then=lambda _r, _c: "/settings/coupons", done="coupon_given",
+        again=_coupons_context)  # fmt: skip
+def give_coupon(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: Request) -> coupon_ops.CouponView:
+    dollars = form.get("value", "").strip()
+    if not dollars.replace(".", "", 1).isdigit():
+        raise ValueError("Value: an amount in dollars, such as 25 or 25.50")
+    cents = round(float(dollars) * 100)
+    days = form.get("days", "90")
+    asked = coupon_ops.IssueCoupon(
+        account=form.get("account", ""), value=cents, days=int(days) if days.isdigit() else 0
+    )
+    return coupon_ops.issue(uow, actor, asked)

@@ -1,6 +1,6 @@
 """The portal: logins (argon2id passwords, Privacy Policy, email two-factor, lockout), browser sessions,
 one-time codes and links, account settings, the portal's secret, mail queued after commit, the audit trail.
-A site's address (seed 002 row 3). Expiry notices' keys name their site (two sites' same service expiring
+Coupons. A site's address (seed 002 row 3). Expiry notices' keys name their site (two sites' same service expiring
 at the same moment were one notice).
 
 Revision ID: 0003
@@ -91,6 +91,17 @@ def upgrade() -> None:
         sa.Column("detail", T, nullable=False),
     )
     op.create_index("ix_audit_actor", "audit", ["actor"])
+    op.create_table(
+        "coupons",
+        sa.Column("code", T, primary_key=True),
+        sa.Column("account", T, sa.ForeignKey("accounts.id"), nullable=False),
+        sa.Column("value", Int, nullable=False),
+        sa.Column("created", F, nullable=False),
+        sa.Column("expires", F, nullable=False),
+        sa.Column("used", F),
+        sa.Column("order_id", Int),
+    )
+    op.create_index("ix_coupons_account", "coupons", ["account"])
     # stage:service:subject:expires:role -> stage:project:service:subject:expires:role (renewals named theirs)
     cut = "instr(key, ':')" if op.get_bind().dialect.name == "sqlite" else "strpos(key, ':')"
     op.execute(
