@@ -25,6 +25,7 @@ from cloud_stub.ledger import Ledger
 from cloud_stub.ledger.mail import Message
 
 log = structlog.get_logger("cloud_stub.mail")
+KEEP_SENT: Final = 30 * 86_400.0  # a sent message is kept this long (what was sent, when), then forgotten
 FIRST_RETRY: Final = 30.0
 LAST_RETRY: Final = 3600.0
 TIMEOUT: Final = 20.0
@@ -83,6 +84,8 @@ class Mailer:
         """Send every message due now; how many went."""
         sent = 0
         due = self.ledger.read(lambda uow: uow.mail.due(uow.now))
+        if not due:  # an idle moment: sent mail past its keeping goes
+            self.ledger.run(lambda uow: uow.mail.forget_sent(uow.now - KEEP_SENT))
         for message in due:
             sent += self._send_one(message)
         return sent

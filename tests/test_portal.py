@@ -710,3 +710,21 @@ async def test_a_coupon_pays_one_order_it_covers_once(server: PortalServer) -> N
     twice = await client.post(f"/orders/{again.txn}/pay", data={"csrf": token, "coupon": good, "auto_renew": "off"})
     assert twice.status_code == 409
     assert "used already" in twice.text
+
+
+def test_sent_mail_is_forgotten_after_30_days(ledger_at: LedgerAt) -> None:
+    from cloud_stub.mail import KEEP_SENT
+
+    clock = Clock()
+    book = ledger_at.open(clock)
+    try:
+        book.run(lambda uow: uow.mail.queue("code", "x@example.com", "Code", "123456", uow.now))
+        book.run(lambda uow: uow.mail.sent(1, uow.now))
+        mailer = Mailer(book, Relay("127.0.0.1", free_port(), "a@example.com"))
+        mailer.send_due()
+        assert len(book.read(lambda uow: uow.mail.to("x@example.com"))) == 1  # kept a while
+        clock.now += KEEP_SENT + 1
+        mailer.send_due()
+        assert book.read(lambda uow: uow.mail.to("x@example.com")) == []
+    finally:
+        book.close()

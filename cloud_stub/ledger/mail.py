@@ -95,5 +95,9 @@ class Mail:
         )
         return [Message(*r) for r in rows]
 
+    def forget_sent(self, before: float) -> int:
+        """Messages sent before ``before`` go (their bodies held codes and links)."""
+        return int(self.tx.execute(sa.delete(mail).where(mail.c.sent < before)).rowcount)
+
     def waiting(self) -> int:
         return int(self.tx.scalar(sa.select(sa.func.count()).select_from(mail).where(mail.c.sent.is_(None))))
