@@ -27,13 +27,7 @@ STATUSES: Final = ("Pending", "Processing", "Executed")
 @page("firmware.html", "Firmware")
 def firmware(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[str, Any]:
     rows = listing.searched(upgrades.firmware_list(uow, actor), request, lambda f: f.model, lambda f: f.version)
-    rows, pages = listing.paged(rows, request)
-    return {
-        "rows": rows,
-        "pages": pages,
-        "query": listing.query_maker(request),
-        "q": request.query_params.get("q", "")[:100],
-    }
+    return listing.listed(rows, request)
 
 
 def _upgrades_context(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[str, Any]:
@@ -168,13 +162,7 @@ def cancel(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: Requ
 def macs(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[str, Any]:
     rows = listing.searched(overview.mac_library(uow, actor), request, lambda m: m.mac, lambda m: m.model,
                             lambda m: m.name or "")  # fmt: skip
-    rows, pages = listing.paged(rows, request)
-    return {
-        "rows": rows,
-        "pages": pages,
-        "query": listing.query_maker(request),
-        "q": request.query_params.get("q", "")[:100],
-    }
+    return listing.listed(rows, request)
 
 
 @action("refused.html", "MAC Library", then=lambda _r, _m: "/macs", done="mac_removed")

@@ -47,6 +47,12 @@ def sorted_by(rows: Sequence[T], request: Request, keys: dict[str, Callable[[T],
     return sorted(rows, key=key, reverse=asked.startswith("-"))
 
 
+def listed(rows: Sequence[T], request: Request) -> dict[str, Any]:
+    """A list page's context: this page's rows, the pages, the query maker and the search as typed."""
+    shown, pages = paged(rows, request)
+    return {"rows": shown, "pages": pages, "query": query_maker(request), "q": request.query_params.get("q", "")[:100]}
+
+
 def query_maker(request: Request) -> Callable[..., str]:
     """``query(page=2)``: this page's query string with some values changed (for links in templates)."""
 

@@ -79,7 +79,11 @@ def _anonymous(
     return response
 
 
-async def _pre_form(request: Request) -> dict[str, str] | Response:
+async def _visitor_form(request: Request) -> dict[str, str] | Response:
+    """A form posted before a login (login, reset, confirmation), its client not throttled, checked against
+    the pre-login cookie's token."""
+    if (slow := _portal(request).throttled(request)) is not None:
+        return slow
     pre = request.cookies.get(guard.PRE_COOKIE)
     return await _portal(request).form(request, f"pre:{pre}" if pre else None)
 
@@ -98,9 +102,7 @@ async def login_page(request: Request) -> Response:
 
 async def login(request: Request) -> Response:
     portal = _portal(request)
-    if (slow := portal.throttled(request)) is not None:
-        return slow
-    form = await _pre_form(request)
+    form = await _visitor_form(request)
     if isinstance(form, Response):
         return form
     try:
@@ -251,9 +253,7 @@ async def confirm_page(request: Request) -> Response:
 
 async def confirm(request: Request) -> Response:
     portal = _portal(request)
-    if (slow := portal.throttled(request)) is not None:
-        return slow
-    form = await _pre_form(request)
+    form = await _visitor_form(request)
     if isinstance(form, Response):
         return form
     try:
@@ -276,9 +276,7 @@ async def forgot_page(request: Request) -> Response:
 
 async def forgot(request: Request) -> Response:
     portal = _portal(request)
-    if (slow := portal.throttled(request)) is not None:
-        return slow
-    form = await _pre_form(request)
+    form = await _visitor_form(request)
     if isinstance(form, Response):
         return form
     try:
@@ -310,9 +308,7 @@ async def reset_page(request: Request) -> Response:
 
 async def reset(request: Request) -> Response:
     portal = _portal(request)
-    if (slow := portal.throttled(request)) is not None:
-        return slow
-    form = await _pre_form(request)
+    form = await _visitor_form(request)
     if isinstance(form, Response):
         return form
     try:
