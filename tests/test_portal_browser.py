@@ -356,3 +356,41 @@ async def test_an_installers_housekeeping(server: PortalServer, browser: Browser
     await page.get_by_role("button", name="Cancel auto-renewal of the ticked services").click()
     await page.get_by_text("Auto-renewal was cancelled.").wait_for()
     assert watched.errors == []
+
+
+async def test_a_coupon_payment_and_a_forgotten_password(server: PortalServer, browser: Browser) -> None:
+    """In the browser: an order paid with a coupon's code; then logged out, Forgot password?, the emailed
+    link, a new password, and a login with it."""
+    from cloud_stub.operations import coupons
+    from tests.support.portal import link_in
+
+    coupon = call(server.book, coupons.issue, None, coupons.IssueCoupon(account="i1", value=100_000))
+    server.book.run(lambda uow: uow.holdings.switch("elm", "landline", True))
+    watched = await _open(browser, server)
+    page = await log_in(watched, server, "i1")
+    await watched.go("/subscriptions?type=community")
+    await page.get_by_label("Elm Court").check()
+    await page.get_by_role("button", name="See the price").click()
+    await page.get_by_role("radio", name="Coupon").check()
+    await page.get_by_role("button", name="Place the order").click()
+    await page.get_by_label("Coupon code").fill(coupon.code)
+    await page.get_by_role("button", name=re.compile("^Pay ")).click()
+    await page.get_by_text("Paid. The services were extended.").wait_for()
+    await watched.go("/settings/coupons?state=used")
+    assert await page.get_by_role("cell", name=coupon.code).is_visible()
+
+    await page.get_by_role("button", name="Log out").click()
+    await page.get_by_role("link", name="Forgot password?").click()
+    await page.get_by_label("User Name or Email").fill("i1@example.com")
+    await page.get_by_role("button", name="Send a link").click()
+    await page.get_by_text("If there is such an account").wait_for()
+    await page.goto(link_in(await server.mailbox.wait("i1@example.com", "Reset")))
+    await page.get_by_label("New password", exact=False).first.fill("a brand new secret")
+    await page.get_by_label("The new password again").fill("a brand new secret")
+    await page.get_by_role("button", name="Set the password").click()
+    await page.get_by_text("The password was set. Log in with it.").wait_for()
+    await page.get_by_label("User Name").fill("i1")
+    await page.get_by_label("Password").fill("a brand new secret")
+    await page.get_by_role("button", name="Login").click()
+    await page.wait_for_url(re.compile(r".*/$"))
+    assert watched.errors == []
