@@ -394,3 +394,45 @@ async def test_a_coupon_payment_and_a_forgotten_password(server: PortalServer, b
     await page.get_by_role("button", name="Login").click()
     await page.wait_for_url(re.compile(r".*/$"))
     assert watched.errors == []
+
+
+async def test_a_sub_installer_and_a_property_managers_two_factor_login(server: PortalServer, browser: Browser) -> None:
+    """In the browser: a sub-installer creates a site its main installer then sees; the installer switches on
+    Email Two-Factor Authorization for its property manager, who then logs in with the emailed code and
+    changes its email address through the confirmation link; a sub-distributor sees its pages."""
+    from tests.support.portal import link_in
+
+    sub = await _open(browser, server)
+    page = await log_in(sub, server, "si1")
+    await sub.go("/sites/new?type=commercial")
+    await page.get_by_role("textbox", name="Name (required)").fill("Annex")
+    await page.get_by_role("button", name="Submit").click()
+    await page.get_by_text("The site was created.").wait_for()
+
+    main = await _open(browser, server)
+    own = await log_in(main, server, "i1")
+    await main.go("/sites?type=commercial")
+    assert await own.get_by_role("link", name="Annex", exact=True).is_visible()
+    await main.go("/users/pm1/edit")
+    await own.get_by_label("Email Two-Factor Authorization for Login").check()
+    await own.get_by_role("button", name="Submit").click()
+    await own.get_by_text("Saved.").wait_for()
+
+    manager = await _open(browser, server)
+    pm = await log_in(manager, server, "pm1")  # the code is read from the mail the server sent
+    await manager.go("/settings/notification")
+    await pm.get_by_label("Email", exact=True).fill("pm1-new@example.com")
+    await pm.get_by_role("button", name="Submit").click()
+    await pm.get_by_text("Saved.").wait_for()
+    await pm.goto(link_in(await server.mailbox.wait("pm1-new@example.com", "Confirm")))
+    await pm.get_by_role("button", name="Confirm").click()
+    await pm.get_by_text("The email address was confirmed.").wait_for()
+
+    subdist = await _open(browser, server)
+    await log_in(subdist, server, "sd1")
+    for path in ("/sites", "/users", "/credits"):
+        await subdist.go(path)
+    assert sub.errors == []
+    assert main.errors == []
+    assert manager.errors == []
+    assert subdist.errors == []
