@@ -245,6 +245,17 @@ class Logins:
         )
         return None if value is None else json.loads(value)
 
+    def flagged(self, accounts: Sequence[str], name: str) -> set[str]:
+        """Which of ``accounts`` have the setting ``name`` set true (one query for them all)."""
+        if not accounts:
+            return set()
+        rows = self.tx.all(
+            sa.select(account_settings.c.account, account_settings.c.value).where(
+                account_settings.c.name == name, self.tx.among(account_settings.c.account, list(accounts))
+            )
+        )
+        return {account for account, value in rows if json.loads(value) is True}
+
     def set_setting(self, account: str, name: str, value: Any) -> None:
         text = json.dumps(value, sort_keys=True)
         self.tx.execute(

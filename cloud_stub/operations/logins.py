@@ -98,8 +98,10 @@ class SessionView(Result):
 
 def stage_of(login: Login, session: Session) -> Stage:
     """Where a login stands: the table above."""
-    if session.stage == "code":
-        return "code"
+    return "code" if session.stage == "code" else _after_code(login)
+
+
+def _after_code(login: Login) -> Stage:
     if login.privacy_agreed is None:
         return "privacy"
     if login.email_confirmed is None:
@@ -180,8 +182,7 @@ def log_in(uow: UnitOfWork, actor: Actor, request: LogIn) -> Opened:
     if login.two_factor:
         _send_code(uow, login, digest(token))
     uow.audit.add(uow.now, login.account, "login", login.account, two_factor=login.two_factor)
-    stage = "code" if login.two_factor else stage_of(login, Session("", "", None, "in", 0, 0))
-    return Opened(token=token, stage=stage, account=login.account)
+    return Opened(token=token, stage="code" if login.two_factor else _after_code(login), account=login.account)
 
 
 def _verify(hashed: str, password: str) -> bool:

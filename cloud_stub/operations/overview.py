@@ -12,6 +12,7 @@ from pydantic import Field
 
 from cloud_stub.errors import Refused
 from cloud_stub.ledger import UnitOfWork
+from cloud_stub.ledger.holdings import Holding
 from cloud_stub.operations import authority, logins
 from cloud_stub.operations.authority import Actor
 from cloud_stub.operations.sites import SiteSummary
@@ -71,24 +72,19 @@ def dashboard(uow: UnitOfWork, actor: Actor) -> Dashboard:
     """Counts of communities, offices and single-family sites; devices and app accounts; the services that
     expire within :data:`EXPIRING_DAYS` days."""
     rows = site_rows(uow, actor)
-    names = {r.id: r.name for r in rows}
-    held = uow.holdings.of_sites(list(names)) if names else {}
     soon = uow.now + EXPIRING_DAYS * DAY
-    expiring = sorted(
-        (
-            Expiring(
-                project=h.project,
-                name=names[h.project],
-                service=h.service,
-                subject=h.subject,
-                expires=h.expires,
-                auto_renew=h.auto_renew,
-            )
-            for h in held.values()
-            if h.expires is not None and uow.now < h.expires <= soon
-        ),
-        key=lambda e: (e.expires, e.project, e.service, e.subject),
-    )
+    expiring = [
+        Expiring(
+            project=h.project,
+            name=name,
+            service=h.service,
+            subject=h.subject,
+            expires=h.expires,
+            auto_renew=h.auto_renew,
+        )
+        for name, h in _held(uow, {r.id: r.name for r in rows})
+        if h.expires is not None and uow.now < h.expires <= soon
+    ]
     return Dashboard(
         communities=sum(r.type == "community" for r in rows),
         offices=sum(r.type == "commercial" for r in rows),
@@ -110,23 +106,20 @@ class AutoRenewing(Result):
 
 def auto_renewing(uow: UnitOfWork, actor: Actor) -> list[AutoRenewing]:
     """The services of the actor's sites that renew themselves (Automatic Payments), soonest first."""
-    names = {s.id: s.name for s in authority.sites(uow, actor)}
+    return [
+        AutoRenewing(
+            project=h.project, name=name, service=h.service, subject=h.subject, expires=h.expires, source=h.auto_source
+        )
+        for name, h in _held(uow, {s.id: s.name for s in authority.sites(uow, actor)})
+        if h.auto_renew
+    ]
+
+
+def _held(uow: UnitOfWork, names: dict[str, str]) -> list[tuple[str, Holding]]:
+    """What the named sites hold, each with its site's name, soonest expiry first (one query)."""
     held = uow.holdings.of_sites(list(names)) if names else {}
-    return sorted(
-        (
-            AutoRenewing(
-                project=h.project,
-                name=names[h.project],
-                service=h.service,
-                subject=h.subject,
-                expires=h.expires,
-                source=h.auto_source,
-            )
-            for h in held.values()
-            if h.auto_renew
-        ),
-        key=lambda a: (a.expires or 0.0, a.project, a.service, a.subject),
-    )
+    order = sorted(held.values(), key=lambda h: (h.expires or 0.0, h.project, h.service, h.subject))
+    return [(names[h.project], h) for h in order]
 
 
 # -- people -------------------------------------------------------------------------------------------------
@@ -145,7 +138,9 @@ def people(uow: UnitOfWork, actor: Actor) -> list[Person]:
     the sites each PM is assigned to), a distributor's installers and sub-distributors."""
     if actor.is_operator:
         raise Refused("not_yours", "the operator lists accounts with the CLI", "docs/cloud.md")
-    under = [a for a in uow.accounts.under(actor.principal) if not uow.logins.setting(a.id, "removed")]
+    every = uow.accounts.under(actor.principal)
+    removed = uow.logins.flagged([a.id for a in every], "removed")
+    under = [a for a in every if a.id not in removed]
     found = uow.logins.of([a.id for a in under])
     assigned: dict[str, list[str]] = {}
     if actor.principal_role == "installer":

@@ -327,15 +327,24 @@ def payments(uow: UnitOfWork, actor: Actor) -> list[PaymentRecord]:
     a pending order past its 15 minutes shows as expired."""
     if actor.is_operator:
         raise Refused("not_yours", "the platform operator pays for nothing", "seed 002 line 186")
-    return [
-        PaymentRecord(
-            txn=o.txn, kind=o.kind, method=o.method, source=o.source, amount=o.amount, created=o.created,
-            paid_at=o.paid_at,
-            status="expired" if o.status == "pending" and rules.order_expired(o.created, uow.now) else o.status,
-            items=[PaymentItem(project=e[0], service=e[1], subject=e[2]) for e in o.items],
-        )
-        for o in uow.orders.of(actor.principal)
-    ]  # fmt: skip
+    return [_record(o, uow.now) for o in uow.orders.of(actor.principal)]
+
+
+def payment(uow: UnitOfWork, actor: Actor, txn: str) -> PaymentRecord:
+    """One payment record of the actor's account (``not_found`` for another's: nobody learns it exists)."""
+    order = uow.orders.by_txn(txn) if not actor.is_operator else None
+    if order is None or order.payer != actor.principal:
+        raise Refused("not_found", "no such order of yours", "seed 002 Payments")
+    return _record(order, uow.now)
+
+
+def _record(o: Order, now: float) -> PaymentRecord:
+    return PaymentRecord(
+        txn=o.txn, kind=o.kind, method=o.method, source=o.source, amount=o.amount, created=o.created,
+        paid_at=o.paid_at,
+        status="expired" if o.status == "pending" and rules.order_expired(o.created, now) else o.status,
+        items=[PaymentItem(project=e[0], service=e[1], subject=e[2]) for e in o.items],
+    )  # fmt: skip
 
 
 class CancelAutoRenew(Request):

@@ -229,6 +229,12 @@ def delete(uow: UnitOfWork, actor: Actor, ident: str) -> str:
     return f"{upgrade.id} deleted"
 
 
+def upgrade_view(uow: UnitOfWork, actor: Actor, ident: str) -> UpgradeView:
+    """One upgrade of a site the actor acts for, with its status and its devices'."""
+    upgrade = authority.upgrade(uow, actor, ident, read=True)
+    return _view(upgrade, uow.upgrades.statuses(upgrade))
+
+
 def statuses(uow: UnitOfWork, actor: Actor, ident: str) -> dict[str, str]:
     """Each device's status: Pending, Processing, Executed, Failed, Cancelled."""
     return uow.upgrades.statuses(authority.upgrade(uow, actor, ident, read=True))

@@ -126,6 +126,14 @@ async def _not_found(request: Request, _exc: Exception) -> Response:
     return portal.render(request, "refused.html", None, code=404, title="Not found", message="There is no such page.")
 
 
+async def _unavailable(request: Request, _exc: Exception) -> Response:
+    portal: Portal = request.app.state.portal
+    response = portal.render(request, "refused.html", None, code=503, title="Unavailable",
+                             message="The ledger is unavailable: try again in a moment.")  # fmt: skip
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 async def _not_allowed(request: Request, _exc: Exception) -> Response:
     return HTMLResponse("<!DOCTYPE html><title>Not allowed</title><p>This page is not changed that way.</p>",
                         status_code=405)  # fmt: skip
@@ -135,6 +143,6 @@ def app(book: Ledger, *, tls: bool = False, poke: Callable[[], None] | None = No
     """The portal over ``book`` as an ASGI application (``tls``: it is served over HTTPS, so its cookies are
     Secure and HSTS is sent; ``poke``: wakes the mailer when a change queued mail)."""
     portal = Starlette(routes=ROUTES, exception_handlers={404: _not_found, 405: _not_allowed,
-                                                         LedgerError: login_pages.unavailable})  # fmt: skip
+                                                         LedgerError: _unavailable})  # fmt: skip
     portal.state.portal = Portal(book, tls=tls, poke=poke)
     return SecurityHeaders(portal, tls=tls)

@@ -104,10 +104,7 @@ def _ident(request: Request) -> str:
 
 
 def _one_context(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[str, Any]:
-    shown = [u for u in upgrades.upgrades(uow, actor, upgrades.UpgradeQuery()) if u.id == _ident(request)]
-    if not shown:
-        raise Refused("not_found", f"no upgrade {_ident(request)}", "seed 002 line 445")
-    one = shown[0]
+    one = upgrades.upgrade_view(uow, actor, _ident(request))
     try:
         rollout = upgrades.rollout(uow, actor, one.id)
     except Refused as exc:

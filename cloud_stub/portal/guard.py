@@ -25,7 +25,6 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping
 from typing import Any, Final
 
-from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -126,10 +125,6 @@ class Throttle:
 THROTTLE_CLIENTS: Final = 10_000
 
 
-def empty_form() -> FormData:
-    return FormData()
-
-
 def set_cookie(response: Response, name: str, value: str, *, secure: bool, strict: bool = False) -> None:
     response.set_cookie(name, value, httponly=True, secure=secure, samesite="strict" if strict else "lax", path="/")
 
@@ -187,11 +182,6 @@ def origin_ok(request: Request) -> bool:
         return origin is None
     host = request.headers.get("host", "")
     return origin.split("://", 1)[-1] == host
-
-
-def query(request: Request, name: str, default: str = "", limit: int = 200) -> str:
-    value = request.query_params.get(name, default)
-    return value[:limit]
 
 
 def as_bool(form: Mapping[str, Any], name: str) -> bool:

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from cloud_stub.errors import LedgerError, Refused
+from cloud_stub.errors import Refused
 from cloud_stub.operations import logins
 from cloud_stub.operations.logins import VISITOR, Opened
 from cloud_stub.portal import guard
@@ -321,13 +321,3 @@ async def reset(request: Request) -> Response:
         return _anonymous(request, "Set a password", request.url.path, RESET_FIELDS, "Set the password",
                           code=400, error=refusal_text(exc))  # fmt: skip
     return portal.go("/login", "password_set")
-
-
-async def unavailable(_request: Request, _exc: Exception) -> Response:
-    from starlette.responses import HTMLResponse
-
-    return HTMLResponse("<p>The ledger is unavailable: try again in a moment.</p>", status_code=503,
-                        headers={"Retry-After": "1"})  # fmt: skip
-
-
-__all__ = ["LedgerError"]

@@ -95,10 +95,7 @@ def _txn(request: Request) -> str:
 
 
 def _order_context(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[str, Any]:
-    found = [p for p in paying.payments(uow, actor) if p.txn == _txn(request)]
-    if not found:
-        raise Refused("not_found", "no such order of yours", "seed 002 Payments")
-    record = found[0]
+    record = paying.payment(uow, actor, _txn(request))
     return {"order": record, "pay_by": record.created + rules.ORDER_TTL, "now": uow.now}
 
 

@@ -144,9 +144,9 @@ async def checkout_pay(request: Request) -> Response:
     who, form = got
     txn = _txn(request)
     try:
-        order = await run_in_threadpool(portal.book.read, lambda uow: paying.payments(uow, who.actor))
-        source = next(o.source for o in order if o.txn == txn)
-    except (Refused, StopIteration):
+        record = await run_in_threadpool(portal.book.read, lambda uow: paying.payment(uow, who.actor, txn))
+        source = record.source
+    except Refused:
         return portal.render(
             request, "refused.html", who, code=404, title="Checkout", message="No such order of yours."
         )

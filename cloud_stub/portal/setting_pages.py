@@ -97,11 +97,7 @@ def _context(uow: UnitOfWork, actor: Actor, request: Request) -> Mapping[str, An
     return {"setting": setting, "values": values, "zones": zones(), "email": login.email if login else ""}
 
 
-async def setting_page(request: Request) -> Response:
-    return await _page(request)
-
-
-_page = page("setting.html", "Setting")(_context)
+setting_page = page("setting.html", "Setting")(_context)
 
 
 @action("setting.html", "Setting", then=lambda r, _v: r.url.path, done="setting_saved", again=_context)
