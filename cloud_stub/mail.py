@@ -76,8 +76,11 @@ class Mailer:
                 await asyncio.to_thread(self.send_due)
             except LedgerError as exc:
                 log.warning("mail_ledger_unavailable", error=str(exc)[:200])
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that arrives as the
+            # doorbell rings, and the sender then outlives its stop (a test's teardown hung on it)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poked.wait(), self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._poked.wait()
             self._poked.clear()
 
     def send_due(self) -> int:
