@@ -9,7 +9,6 @@ Screenshots of the dashboard, the checkout and the upgrade list are taken on the
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import time
@@ -19,15 +18,13 @@ from typing import Any
 
 import pytest
 from axe_playwright_python.async_playwright import Axe  # type: ignore[import-untyped]
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from cloud_stub.operations import authority, ingest, logins, sites, upgrades
 from cloud_stub.operations.authority import OPERATOR
+from tests.support.browser import CHROMIUM, SERIOUS, chromium, log_in, opened, shot
 from tests.support.ledger import LedgerAt, add_firmware, call
-from tests.support.portal import PASSWORD, TENANTS, PortalServer, code_in, portal_server
-
-CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium") if Path(p).exists()), "chromium")
-SERIOUS = ("serious", "critical")
+from tests.support.portal import TENANTS, PortalServer, portal_server
 
 
 @pytest.fixture
@@ -38,67 +35,18 @@ async def server(tmp_path: Path) -> AsyncIterator[PortalServer]:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    async with chromium() as launched:
         yield launched
-        await launched.close()
-
-
-class Watched:
-    """A page whose console errors, uncaught exceptions and dialogs (an ``alert`` run by injected script)
-    are kept."""
-
-    def __init__(self, page: Page, base: str) -> None:
-        self.page, self.base = page, base
-        self.errors: list[str] = []
-        page.on("console", lambda m: self.errors.append(f"{page.url}: {m.text}") if m.type == "error" else None)
-        page.on("pageerror", lambda e: self.errors.append(f"{page.url}: {e}"))
-        page.on("dialog", self._dialog)
-
-    async def _dialog(self, dialog: Any) -> None:
-        if dialog.type != "confirm":
-            self.errors.append(f"a {dialog.type} dialog: {dialog.message}")
-        await dialog.accept()
-
-    async def go(self, path: str) -> Page:
-        await self.page.goto(self.base + path)
-        return self.page
-
-
-async def _open(browser: Browser, server: PortalServer) -> Watched:
-    context = await browser.new_context()
-    return Watched(await context.new_page(), server.url)
-
-
-async def log_in(watched: Watched, server: PortalServer, account: str) -> Page:
-    page = await watched.go("/login")
-    await page.get_by_label("User Name").fill(account)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Login").click()
-    if "/login/code" in page.url:
-        mail = await server.mailbox.wait(f"{account}@example.com", "verification code")
-        await page.get_by_label("The code emailed to you").fill(code_in(mail))
-        await page.get_by_role("button", name="Verify").click()
-    if "/login/privacy" in page.url:
-        await page.get_by_role("button", name="Agree", exact=True).click()
-    await page.wait_for_url(re.compile(r".*/$"))
-    return page
-
-
-def _shot(page: Page, name: str, tmp_path: Path) -> Any:
-    target = Path(os.environ.get("PORTAL_SCREENSHOTS") or tmp_path)
-    target.mkdir(parents=True, exist_ok=True)
-    return page.screenshot(path=str(target / f"{name}.png"), full_page=True)
 
 
 async def test_an_installer_at_work(server: PortalServer, browser: Browser, tmp_path: Path) -> None:
     call(server.book, logins.set_login, None, logins.SetLogin(account="i1", email="i1@example.com", two_factor=True))
     # The distributor registered the indoor monitor's MAC (seed 002 "Prior to the Management").
     call(server.book, sites.add_device, "d1", sites.AddDevice(mac="0c1100000033", distributor="d1", model="IT83"))
-    watched = await _open(browser, server)
+    watched = await opened(browser, server)
     page = await log_in(watched, server, "i1")
     assert await page.get_by_role("heading", name="Dashboard").is_visible()
-    await _shot(page, "dashboard", tmp_path)
+    await shot(page, "dashboard", tmp_path)
 
     # A community site, an apartment with its indoor monitor, the device in the site's page.
     await page.get_by_role("link", name="+ Add Community Site").click()
@@ -130,7 +78,7 @@ async def test_an_installer_at_work(server: PortalServer, browser: Browser, tmp_
     amount = int(re.findall(r"\d+", price)[0])
     await page.get_by_role("button", name="Place the order").click()
     await page.get_by_text("pay it within 15 minutes").wait_for()
-    await _shot(page, "checkout", tmp_path)
+    await shot(page, "checkout", tmp_path)
     await page.get_by_role("button", name=re.compile("^Pay ")).click()
     await page.get_by_text("Paid. The services were extended.").wait_for()
     assert server.book.read(lambda uow: uow.credits.balance("i1")) == 500 - amount
@@ -147,7 +95,7 @@ async def test_an_installer_at_work(server: PortalServer, browser: Browser, tmp_
     await page.get_by_label(re.compile("Devices per wave")).fill("1")
     await page.get_by_role("button", name="Submit").click()
     await page.get_by_text("The upgrade was created.").wait_for()
-    await _shot(page, "upgrades", tmp_path)
+    await shot(page, "upgrades", tmp_path)
     await page.get_by_role("link", name=re.compile("^Open")).first.click()
     await page.get_by_role("button", name="Pause").click()
     await page.get_by_text("The rollout is paused").wait_for()
@@ -191,7 +139,7 @@ PAGES = {
 async def test_every_page_is_accessible_by_keyboard_and_clean(server: PortalServer, browser: Browser) -> None:
     axe = Axe()
     for role, paths in PAGES.items():
-        watched = await _open(browser, server)
+        watched = await opened(browser, server)
         await log_in(watched, server, TENANTS["t1"][role])
         for path in paths:
             page = await watched.go(path)
@@ -228,7 +176,7 @@ async def _every_control_reached_by_tab(page: Page, where: str) -> None:
 
 
 async def test_hostile_text_never_runs(server: PortalServer, browser: Browser) -> None:
-    watched = await _open(browser, server)
+    watched = await opened(browser, server)
     page = await log_in(watched, server, "i1")
     await watched.go("/sites/new?type=community")
     await page.get_by_role("textbox", name="Name (required)").fill(
@@ -263,7 +211,7 @@ async def test_a_distributor_a_property_manager_and_an_order_that_expires(browse
     orders a renewal and, the clock moved 15 minutes on, finds the order expired."""
     clock = Clock()
     async with portal_server(LedgerAt.sqlite(tmp_path / "cloud" / "ledger.db"), clock) as server:
-        watched = await _open(browser, server)
+        watched = await opened(browser, server)
         page = await log_in(watched, server, "d1")
         await watched.go("/credits")
         await page.locator("form[action='/credits/buy']").get_by_label("Credits").fill("250")
@@ -287,7 +235,7 @@ async def test_a_distributor_a_property_manager_and_an_order_that_expires(browse
         await page.get_by_text("back in your own portal").wait_for()
         assert watched.errors == []
 
-        installer = await _open(browser, server)
+        installer = await opened(browser, server)
         own = await log_in(installer, server, "i1")
         await installer.go("/sites/elm/edit")
         await own.get_by_label("Pay by PM").select_option("regular")
@@ -295,7 +243,7 @@ async def test_a_distributor_a_property_manager_and_an_order_that_expires(browse
         await own.get_by_text("The site was saved.").wait_for()
         server.book.run(lambda uow: uow.holdings.switch("elm", "landline", True))
 
-        manager = await _open(browser, server)
+        manager = await opened(browser, server)
         pm = await log_in(manager, server, "pm1")
         await manager.go("/subscriptions?type=community")
         await pm.get_by_label("Elm Court").check()
@@ -325,7 +273,7 @@ async def test_an_installers_housekeeping(server: PortalServer, browser: Browser
     soon = time.time() + 20 * 86_400
     server.book.run(lambda uow: uow.holdings.extend([Extension("elm", "landline", "project", None, soon, None)],
                                                     auto_source="stripe", payer="i1"))  # fmt: skip
-    watched = await _open(browser, server)
+    watched = await opened(browser, server)
     page = await log_in(watched, server, "i1")
     await watched.go("/users")
     await page.get_by_role("link", name="Edit PM pm1").click()
@@ -366,7 +314,7 @@ async def test_a_coupon_payment_and_a_forgotten_password(server: PortalServer, b
 
     coupon = call(server.book, coupons.issue, None, coupons.IssueCoupon(account="i1", value=100_000))
     server.book.run(lambda uow: uow.holdings.switch("elm", "landline", True))
-    watched = await _open(browser, server)
+    watched = await opened(browser, server)
     page = await log_in(watched, server, "i1")
     await watched.go("/subscriptions?type=community")
     await page.get_by_label("Elm Court").check()
@@ -402,14 +350,14 @@ async def test_a_sub_installer_and_a_property_managers_two_factor_login(server: 
     changes its email address through the confirmation link; a sub-distributor sees its pages."""
     from tests.support.portal import link_in
 
-    sub = await _open(browser, server)
+    sub = await opened(browser, server)
     page = await log_in(sub, server, "si1")
     await sub.go("/sites/new?type=commercial")
     await page.get_by_role("textbox", name="Name (required)").fill("Annex")
     await page.get_by_role("button", name="Submit").click()
     await page.get_by_text("The site was created.").wait_for()
 
-    main = await _open(browser, server)
+    main = await opened(browser, server)
     own = await log_in(main, server, "i1")
     await main.go("/sites?type=commercial")
     assert await own.get_by_role("link", name="Annex", exact=True).is_visible()
@@ -418,7 +366,7 @@ async def test_a_sub_installer_and_a_property_managers_two_factor_login(server: 
     await own.get_by_role("button", name="Submit").click()
     await own.get_by_text("Saved.").wait_for()
 
-    manager = await _open(browser, server)
+    manager = await opened(browser, server)
     pm = await log_in(manager, server, "pm1")  # the code is read from the mail the server sent
     await manager.go("/settings/notification")
     await pm.get_by_label("Email", exact=True).fill("pm1-new@example.com")
@@ -428,7 +376,7 @@ async def test_a_sub_installer_and_a_property_managers_two_factor_login(server: 
     await pm.get_by_role("button", name="Confirm").click()
     await pm.get_by_text("The email address was confirmed.").wait_for()
 
-    subdist = await _open(browser, server)
+    subdist = await opened(browser, server)
     await log_in(subdist, server, "sd1")
     for path in ("/sites", "/users", "/credits"):
         await subdist.go(path)

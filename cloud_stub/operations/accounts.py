@@ -98,10 +98,10 @@ class EmailSetting(Request):
 
 def email_setting(uow: UnitOfWork, actor: Actor, request: EmailSetting) -> str:
     """An installer's Single-Family Email Setting (seed 002 line 195): renewal and expiration emails to the
-    end users of its single-family sites."""
-    if actor.role != "installer":
+    end users of its single-family sites; a sub-installer sets its main installer's, whose data it shares."""
+    if actor.principal_role != "installer":
         raise Refused("not_installer", "the Single-Family Email Setting is an installer's", "seed 002 line 195")
-    uow.accounts.set_end_user_email(actor.id, request.on)
+    uow.accounts.set_end_user_email(actor.principal, request.on)
     return f"single-family email {'on' if request.on else 'off'}"
 
 

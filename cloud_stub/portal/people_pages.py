@@ -53,7 +53,8 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-@action("user_form.html", "New user", then=lambda _r, p: f"/users?tab={p.role}", done="pm_added", again=_new_context)
+@action("user_form.html", "New user", then=lambda _r, p: f"/users?tab={p.role}",
+        done=lambda p: "sub_added" if p.role == "sub_installer" else "pm_added", again=_new_context)  # fmt: skip
 def new_user(uow: UnitOfWork, actor: Actor, form: Mapping[str, str], request: Request) -> overview.Person:
     return overview.add_person(uow, actor, overview.AddPerson(
         id=form.get("id", "").strip(), role=form.get("role", ""), name=form.get("name", "").strip(),

@@ -222,12 +222,12 @@ Work = Callable[[UnitOfWork, Actor, Mapping[str, str], Request], Any]
 
 
 def action(
-    template: str, title: str, *, then: Callable[[Request, Any], str], done: str,
+    template: str, title: str, *, then: Callable[[Request, Any], str], done: str | Callable[[Any], str],
     again: Callable[[UnitOfWork, Actor, Request], Mapping[str, Any]] | None = None,
 ) -> Callable[[Work], Endpoint]:  # fmt: skip
     """A change: ``work(uow, actor, form, request)`` in one writing transaction, then a redirect to
-    ``then(request, result)`` with the ``done`` message; refused, ``template`` again with the form as
-    given and the reason (its context read by ``again``)."""
+    ``then(request, result)`` with the ``done`` message (or ``done(result)``'s); refused, ``template``
+    again with the form as given and the reason (its context read by ``again``)."""
 
     def wrap(work: Work) -> Endpoint:
         async def endpoint(request: Request) -> Response:
@@ -250,7 +250,7 @@ def action(
                                      error="" if template == "refused.html" else refusal_text(exc),
                                      message=refusal_text(exc), **context)  # fmt: skip
             portal.poke()
-            return portal.go(then(request, result), done)
+            return portal.go(then(request, result), done if isinstance(done, str) else done(result))
 
         endpoint.__name__ = work.__name__
         return endpoint
