@@ -90,6 +90,14 @@ async def _change_setting(watched: Watched, href: str, where: str) -> None:
         assert await field.input_value() != "", where
 
 
+async def _new_user(page: Page, kind: str, account: str, name: str) -> None:
+    await page.get_by_role("link", name=f"New {kind}").click()
+    await page.get_by_role("textbox", name="Account (required)").fill(account)
+    await page.get_by_role("textbox", name="Name (required)").fill(name)
+    await page.get_by_role("textbox", name="Email (required)").fill(f"{account}@example.com")
+    await page.get_by_role("button", name="Submit").click()
+
+
 async def test_an_installers_people_services_upgrades_and_password(
     server: PortalServer, browser: Browser, tmp_path: Path
 ) -> None:
@@ -100,11 +108,7 @@ async def test_an_installers_people_services_upgrades_and_password(
     watched = await opened(browser, server)
     page = await log_in(watched, server, "i1")
     await page.get_by_role("navigation", name="Modules").get_by_role("link", name="Users").click()
-    await page.get_by_role("link", name="New Property Manager").click()
-    await page.get_by_role("textbox", name="Account (required)").fill("pm9")
-    await page.get_by_role("textbox", name="Name (required)").fill("Petra")
-    await page.get_by_role("textbox", name="Email (required)").fill("pm9@example.com")
-    await page.get_by_role("button", name="Submit").click()
+    await _new_user(page, "Property Manager", "pm9", "Petra")
     await _done(page, "pm_added")
     welcome = await server.mailbox.wait("pm9@example.com", "portal account")
     await page.get_by_role("link", name="Edit Petra").click()
@@ -117,11 +121,7 @@ async def test_an_installers_people_services_upgrades_and_password(
     await _done(page, "reset_sent")
     await server.mailbox.wait("pm9@example.com", "Reset your SmartPlus password")
     await page.get_by_role("link", name="Sub Account").click()
-    await page.get_by_role("link", name="New Sub Account").click()
-    await page.get_by_role("textbox", name="Account (required)").fill("si9")
-    await page.get_by_role("textbox", name="Name (required)").fill("Sam")
-    await page.get_by_role("textbox", name="Email (required)").fill("si9@example.com")
-    await page.get_by_role("button", name="Submit").click()
+    await _new_user(page, "Sub Account", "si9", "Sam")
     await _done(page, "sub_added")
     assert await page.get_by_role("cell", name="si9", exact=True).is_visible()
 
