@@ -9,7 +9,9 @@
   the download streamed into the inactive one) takes a signed job for the image and goes
   from the job's publication to its ``rebooting`` event's time (download, verify, write the slot, read it
   back or not, set the try), beside a floor that GETs the image into a file with fsync and hashes it, in
-  the same run (goal of issue 17: at least 0.8x);
+  the same run. The goal (issue 26: at least 0.8x) is on what a board ships: block-device slots with the
+  slot read back (``read_back`` is on by default). File slots (the development default, in the data
+  directory) are shown: their read-back re-reads the page cache after the download, ~45 ms;
 * resume: a process downloading the image is SIGKILLed once half is on disk; a fresh one resumes.
   Bytes the device fetches again = what the dead process had written minus where the resumed request
   starts (goal: at most one 64 KiB chunk). Also shown: what the server had pushed into the sockets'
@@ -281,7 +283,7 @@ def job_to_rebooting(directory: Path, read_back: bool, device: bool = False) -> 
     passes = "with the slot read back" if read_back else "without reading the slot back"
     slots = "block-device slots (streamed)" if device else "file slots"
     return Result(f"firmware job -> rebooting, 64 MiB, {slots}, {passes}", "GET into a file with fsync, hashed",
-                  f, o, f / o, ">= 0.8" if not read_back else "info")  # fmt: skip
+                  f, o, f / o, ">= 0.8" if device and read_back else "info")  # fmt: skip
 
 
 def run() -> list[Result]:

@@ -24,6 +24,7 @@ the worker at the next chunk (at most ``stall`` seconds).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import http.client
 import queue
@@ -125,12 +126,32 @@ class FileSink:
             self._file = None
 
 
-def _connect(url: str, timeout: float, context: ssl.SSLContext | None) -> tuple[http.client.HTTPConnection, str]:
+def tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """The context for https downloads, built once per CA file and its modification time (a CA file
+    replaced is read again): reading the CA store takes ~18 ms, more than a tenth of a 64 MiB image's
+    download (bench/bench_firmware.py), and http:// never needs it."""
+    try:
+        stamp = ca_file.stat().st_mtime_ns if ca_file is not None else 0
+    except OSError:
+        stamp = -1  # missing: create_default_context says so
+    try:
+        return _tls_context(ca_file, stamp)
+    except (OSError, ssl.SSLError) as exc:
+        raise DownloadError("bad_ca_file", f"the CA file {ca_file} cannot be used: {exc}") from None
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_context(ca_file: Path | None, _stamp: int) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+
+
+def _connect(url: str, timeout: float, ca_file: Path | None) -> tuple[http.client.HTTPConnection, str]:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise DownloadError("bad_url", f"{url!r} is not an http(s) URL")
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if parts.scheme == "https":
+        context = tls_context(ca_file)
         return http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=context), path
     return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout), path
 
@@ -141,7 +162,7 @@ def _download(
     size: int,
     stall: float,
     deadline: float,
-    context: ssl.SSLContext | None,
+    ca_file: Path | None,
     progress: Callable[[int], None] | None,
     stop: threading.Event,
     monotonic: Callable[[], float],
@@ -153,7 +174,7 @@ def _download(
     if have == size:
         return digest.hexdigest()
     for _ in range(MAX_REDIRECTS + 1):
-        connection, path = _connect(url, stall, context)
+        connection, path = _connect(url, stall, ca_file)
         headers = {"Range": f"bytes={have}-"} if have else {}
         response: http.client.HTTPResponse | None = None
         try:
@@ -238,11 +259,10 @@ async def fetch(
 
     ``monotonic`` times the deadline (injected, as the engine's clocks are).
     """
-    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
     sink = FileSink(destination) if isinstance(destination, Path) else destination
     stop = threading.Event()
     worker = asyncio.ensure_future(
-        asyncio.to_thread(_download, url, sink, size, stall, deadline, context, progress, stop, monotonic)
+        asyncio.to_thread(_download, url, sink, size, stall, deadline, ca_file, progress, stop, monotonic)
     )
     worker.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved, even if abandoned
     try:

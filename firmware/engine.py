@@ -35,7 +35,7 @@ from firmware.backends import Backend, backend
 from firmware.download import Sink, fetch
 from firmware.jobs import Job, Unreadable
 from firmware.machine import TERMINAL, State
-from firmware.slots import Bootloader, Slot, StreamingSlot, sha256_file
+from firmware.slots import Bootloader, DeviceStream, Slot, StreamingSlot, sha256_file
 from protocol.backoff import Backoff
 from protocol.claims import FirmwareJobClaims
 from protocol.timefmt import epoch_of
@@ -101,6 +101,7 @@ class Engine:
         # (job id, SHA-256) of the image this process streamed and hashed: verifying it again would be a second
         # pass over it for nothing. After a restart it is hashed again (the rare path).
         self._streamed: tuple[str, str] | None = None
+        self._read_back: tuple[str, str] | None = None  # (job, the slot's digest read back as it was streamed)
 
     # -- what runs ---------------------------------------------------------------------------------
     def slot(self, name: str) -> Slot:
@@ -416,6 +417,8 @@ class Engine:
             if digest != claims.sha256:
                 log.warning("firmware_digest_mismatch_while_streaming", job_id=job.job_id)
             self._streamed = (job.job_id, digest)
+            read_back = destination.read_back if isinstance(destination, DeviceStream) else None
+            self._read_back = (job.job_id, read_back) if read_back else None
             await self._move(job, "downloaded", {"bytes": claims.size})
             return
         self._discard(job)
@@ -513,7 +516,7 @@ class Engine:
             else:
                 await asyncio.to_thread(slot.write, self._image(job), job.version, sha256)
             crash_point("firmware:slot_written")
-            written = await asyncio.to_thread(slot.digest) if self._settings.read_back else sha256
+            written = await self._written(job, slot) if self._settings.read_back else sha256
         except OSError as exc:
             await self._move(job, "install_failed", {"reason": "install_failed", "detail": str(exc)})
             return False
@@ -530,6 +533,12 @@ class Engine:
         await self._move(job, "installed", {"slot": target})
         self._discard(job)
         return True
+
+    async def _written(self, job: Job, slot: Slot) -> str:
+        """The slot's SHA-256 as the device holds it: read back while it was streamed into, or now."""
+        if self._read_back is not None and self._read_back[0] == job.job_id and self._streamed_into(job):
+            return self._read_back[1]
+        return await asyncio.to_thread(slot.digest)
 
     async def _commit(self, job: Job) -> bool:
         """The health check on the new slot: commit it (and reset if asked), or roll back. Whether healthy."""

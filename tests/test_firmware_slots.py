@@ -4,9 +4,11 @@ fsync'd and read back from the device; a file where O_DIRECT is refused falls ba
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,6 +80,7 @@ async def test_a_download_streams_straight_into_a_device_slot(
         assert await fetch(server.url("img"), stream, len(data), stall=2, deadline=10) == digest
         assert stream.direct is True
         assert stream.kept(len(data)) == len(data)  # recorded complete
+        assert stream.read_back == digest  # each durable part read back from the device as it went
         assert slot.version() is None  # not until it is sealed (verified by the engine)
         slot.seal("29.30.10.1", digest, len(data))
         assert (slot.version(), slot.digest()) == ("29.30.10.1", digest)  # read back from the device
@@ -104,13 +107,47 @@ async def test_a_streamed_download_cut_short_resumes_at_the_recorded_offset(
         assert stream.step == SLOT_CHUNK  # an eighth of the image, at least a MiB
         with pytest.raises(DownloadError):
             await fetch(server.url("img"), stream, len(data), stall=2, deadline=10)
+        assert stream.read_back is None  # incomplete: nothing to vouch for
         assert slot.version() is None
         assert stream.kept(len(data)) == 3 * SLOT_CHUNK
         assert slot.stream("0" * 64, len(data)).kept(len(data)) == 0  # another image starts from zero
         del server.faults["img"]
-        assert await fetch(server.url("img"), slot.stream(digest, len(data)), len(data), stall=2, deadline=10) == digest
+        resumed = slot.stream(digest, len(data))
+        assert await fetch(server.url("img"), resumed, len(data), stall=2, deadline=10) == digest
+        assert resumed.read_back is None  # not all of it read back as it went: the engine reads the slot
         assert server.requests[-1] == ("img", f"bytes={3 * SLOT_CHUNK}-")
         with device.open("rb") as raw:
             assert raw.read(len(data)) == data
         slot.stream(digest, len(data)).clear()
         assert slot.stream(digest, len(data)).kept(len(data)) == 0
+
+
+async def test_a_device_that_keeps_other_bytes_than_written_is_caught_as_it_streams(
+    served: tuple[FaultyImageServer, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bytes received hash right, but the device stores one of them wrong (a failing flash, stood in for
+    by a write that flips a byte on its way down): the stream's read-back, from the device, differs."""
+    server, data = served
+    digest = hashlib.sha256(data).hexdigest()
+    real_pwrite = os.pwrite
+    flipped: list[int] = []
+
+    def failing_flash(fd: int, buffer: Any, offset: int) -> int:
+        if offset == 2 * SLOT_CHUNK and not flipped:
+            flipped.append(offset)
+            with mmap.mmap(-1, len(buffer)) as spoiled:  # page-aligned, as O_DIRECT wants
+                spoiled[:] = bytes(buffer)
+                spoiled[100] ^= 0xFF
+                return real_pwrite(fd, spoiled, offset)
+        return real_pwrite(fd, buffer, offset)
+
+    with loop_device(tmp_path / "slot-b.backing", 8 * 1024 * 1024) as device:
+        slot = DeviceSlot(device, tmp_path / "meta", "b")
+        stream = slot.stream(digest, len(data))
+        monkeypatch.setattr(os, "pwrite", failing_flash)
+        assert await fetch(server.url("img"), stream, len(data), stall=2, deadline=10) == digest  # as received
+        assert flipped == [2 * SLOT_CHUNK]
+        assert stream.read_back is not None
+        assert stream.read_back != digest
+        slot.seal("29.30.10.1", digest, len(data))
+        assert slot.digest() == stream.read_back  # the same bytes, read back again after the stream

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import http.server
 import os
 import random
+import ssl
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.errors import DownloadError, IllegalTransition
-from firmware import machine
+from firmware import download, machine
 from firmware.admission import HEADROOM, admit
 from firmware.download import CHUNK, fetch
 from firmware.jobs import Job
@@ -19,7 +25,9 @@ from firmware.machine import RESUME, TERMINAL, TRANSITIONS, State
 from firmware.slots import FileBootloader, FileSlot
 from protocol.claims import FirmwareJobClaims
 from protocol.version import newer, parse
+from tests.support.brokers import free_port
 from tests.support.images import Fault, FaultyImageServer
+from tests.support.pki import make_pki
 
 
 @pytest.mark.parametrize(
@@ -169,6 +177,46 @@ async def test_the_overall_deadline_bounds_a_slow_server(served: Any, tmp_path: 
     with pytest.raises(DownloadError) as caught:
         await fetch(server.url("img"), tmp_path / "part", len(data), stall=1, deadline=0.5)
     assert caught.value.reason == "deadline"
+
+
+@contextlib.contextmanager
+def _https(directory: Path, cert: Path, key: Path) -> Iterator[str]:
+    """The standard library's HTTP server behind TLS, serving ``directory`` (the server end of a test)."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_https_downloads_read_the_ca_file_once_and_refuse_a_stranger(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki", "dev-1")
+    (tmp_path / "www").mkdir()
+    data = os.urandom(CHUNK * 3 + 5)
+    (tmp_path / "www" / "img").write_bytes(data)
+    download._tls_context.cache_clear()
+    with _https(tmp_path / "www", pki.server.cert, pki.server.key) as base:
+        for n in range(2):
+            got = await fetch(f"{base}/img", tmp_path / f"img-{n}", len(data), stall=5, deadline=20, ca_file=pki.ca)
+            assert got == hashlib.sha256(data).hexdigest()
+        assert download._tls_context.cache_info().misses == 1  # the CA file was read once
+        with pytest.raises(DownloadError) as stranger:
+            await fetch(f"{base}/img", tmp_path / "x", len(data), stall=5, deadline=20, ca_file=pki.other_ca)
+        assert "CERTIFICATE_VERIFY_FAILED" in str(stranger.value)
+        with pytest.raises(DownloadError) as missing:
+            await fetch(f"{base}/img", tmp_path / "y", len(data), stall=5, deadline=20, ca_file=tmp_path / "nope")
+        assert (missing.value.reason, missing.value.transient) == ("bad_ca_file", False)
+    with pytest.raises(DownloadError) as refused:  # nothing listens there
+        await fetch(f"http://127.0.0.1:{free_port()}/img", tmp_path / "z", 10, stall=1, deadline=2, ca_file=pki.ca)
+    assert refused.value.reason == "connection"
+    assert download._tls_context.cache_info().currsize == 2  # plain http built no context
 
 
 def test_on_start_goes_on_from_each_persisted_state_and_rolls_back_anything_else() -> None:
