@@ -103,5 +103,15 @@ async def test_the_packed_credential_index_round_trips_and_survives_an_older_age
         assert index.find("door-1", "card", "04A1B2") == credentials.Held("c-1", "card", 1767225600.0, None, True, ())
         assert index.find("door-1", "pin", "2468") == credentials.Held("p-1", "pin", None, None, False, ())
         assert len(index) == 2
+        assert len(index.repaired) == 2
+        # what was packed at load is kept: the next load reads both packed, and finds the same
+        async with store.transaction() as tx:
+            assert await credentials.save_repaired(tx, index) == 2
+        async with store.transaction("DEFERRED") as tx:
+            assert await tx.fetchall("SELECT id FROM credentials WHERE lookup IS NULL OR held IS NULL") == []
+            again = await CredentialIndex.load(tx)
+        assert again.repaired == []
+        assert again.find("door-1", "card", "04A1B2") == index.find("door-1", "card", "04A1B2")
+        assert again.find("door-1", "pin", "2468") == index.find("door-1", "pin", "2468")
     finally:
         await store.close()

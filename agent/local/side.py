@@ -26,10 +26,10 @@ from agent.config import Config
 from agent.device import Device
 from agent.drivers.interfaces import Outputs, perform
 from agent.drivers.registry import Input
-from agent.errors import OutboxFull, StoreError
+from agent.errors import OutboxFull, StoreError, StoreFull
 from agent.intake.commands import effective_settings
 from agent.local import door_actions
-from agent.local.credentials import CredentialIndex
+from agent.local.credentials import CredentialIndex, save_repaired
 from agent.local.reactions import Context, LocalState, Reaction, busy, react
 from agent.local.stimuli import Stimulus
 from agent.outbox import Outbox, Queued
@@ -74,6 +74,8 @@ class LocalSide:
             self.credentials = await CredentialIndex.load(tx)
             self.settings = await effective_settings(tx, ents.settings if ents else {}, ents.iat if ents else 0.0)
             waiting = await door_actions.pending(tx)
+        if self.credentials.repaired:
+            await self._save_repaired(self.credentials)
         for action in waiting:
             seconds = action.seconds or self._config.drivers.relay_seconds
             await self.outputs.relay.open(action.door, seconds)
@@ -84,6 +86,17 @@ class LocalSide:
                 await door_actions.done(tx, action)
                 await self._outbox.add_in(tx, [NewEvent("door_log", "granted", None, data, now)])
             log.info("door_opened_remotely", door=action.door, command_id=action.command_id)
+
+    async def _save_repaired(self, index: CredentialIndex) -> None:
+        """Keep the index entries packed at this load beside their credentials (the next start reads them)."""
+        count = len(index.repaired)
+        try:
+            async with self._device.store.transaction() as tx:
+                await save_repaired(tx, index)
+        except StoreFull as exc:  # the index in memory is whole: only the next start pays again
+            log.warning("credentials_repack_not_saved", count=count, error=str(exc))
+            return
+        log.info("credentials_repacked", count=count)
 
     async def _refresh_if_stale(self) -> None:
         # Under a lock: a stimulus must not be judged on the old index while a reload is under way.
