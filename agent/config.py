@@ -34,7 +34,7 @@ from pydantic import (
     model_validator,
 )
 
-from agent.drivers.wiring import DoorWiring, Elevator, ModbusModule, OsdpBus, Reader, Wiring
+from agent.drivers.wiring import DoorWiring, Elevator, ModbusModule, OsdpBus, Reader, Wiring, relative_to_config
 from agent.drivers.wiring import check as check_wiring
 from agent.errors import ConfigError
 from protocol import boundedjson
@@ -42,13 +42,6 @@ from protocol import boundedjson
 ENV_PREFIX: Final = "EDGE_AGENT_"
 ENV_CONFIG: Final = "EDGE_AGENT_CONFIG"
 _LIST_KEYS: Final = frozenset({"trust_roots"})
-
-
-def _relative_to_config(value: Path | None, info: ValidationInfo) -> Path | None:
-    base = info.context.get("base_dir") if isinstance(info.context, dict) else None
-    if value is None or value.is_absolute() or base is None:
-        return value
-    return Path(base) / value
 
 
 class _Frozen(BaseModel):
@@ -102,7 +95,7 @@ class MqttConfig(_Frozen):
     @field_validator("ca_file", "cert_file", "key_file")
     @classmethod
     def _paths(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return _relative_to_config(value, info)
+        return relative_to_config(value, info)
 
     @model_validator(mode="after")
     def _consistent(self) -> MqttConfig:
@@ -195,7 +188,7 @@ class DriversConfig(_Frozen):
     @field_validator("mr01_keys")
     @classmethod
     def _keys_path(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return _relative_to_config(value, info)
+        return relative_to_config(value, info)
 
 
 class FirmwareConfig(_Frozen):
@@ -222,7 +215,7 @@ class FirmwareConfig(_Frozen):
     @field_validator("ca_file", "uboot_env_config", "grubenv", "cmdline")
     @classmethod
     def _paths(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return _relative_to_config(value, info)
+        return relative_to_config(value, info)
 
     @model_validator(mode="after")
     def _devices(self) -> FirmwareConfig:
@@ -244,7 +237,7 @@ class ControlConfig(_Frozen):
     @field_validator("socket")
     @classmethod
     def _socket(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return _relative_to_config(value, info)
+        return relative_to_config(value, info)
 
 
 class MetricsConfig(_Frozen):
@@ -259,7 +252,7 @@ class MetricsConfig(_Frozen):
     @field_validator("tls_cert", "tls_key", "tls_client_ca")
     @classmethod
     def _paths(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return _relative_to_config(value, info)
+        return relative_to_config(value, info)
 
     @field_validator("address")
     @classmethod
@@ -290,7 +283,7 @@ class InventoryConfig(_Frozen):
     @field_validator("directory")
     @classmethod
     def _directory(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return _relative_to_config(value, info)
+        return relative_to_config(value, info)
 
 
 # Top-level strings with a fixed format: the pattern, and what to tell the installer when it does not match.
@@ -342,12 +335,12 @@ class Config(_Frozen):
     @field_validator("data_dir")
     @classmethod
     def _data_dir(cls, value: Path, info: ValidationInfo) -> Path:
-        return _relative_to_config(value, info) or value
+        return relative_to_config(value, info) or value
 
     @field_validator("trust_roots")
     @classmethod
     def _trust_roots(cls, value: tuple[Path, ...], info: ValidationInfo) -> tuple[Path, ...]:
-        return tuple(_relative_to_config(p, info) or p for p in value)
+        return tuple(relative_to_config(p, info) or p for p in value)
 
 
 def _env_overlay(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:

@@ -12,7 +12,7 @@ The tasks that run, all in one :class:`asyncio.TaskGroup` (``Daemon.serve``):
     clock persisted (``agent/runtime/housekeeping.py``);
 ``local``
     the doors and sensors: input drivers' stimuli through the local logic to the outputs
-    (``agent/local/side.py``);
+    (``agent/local/side.py``; each input source runs as a task of the local side's own TaskGroup);
 ``firmware``
     the one active firmware job through its state machine (``firmware/engine.py``);
 ``refusals``
@@ -21,6 +21,8 @@ The tasks that run, all in one :class:`asyncio.TaskGroup` (``Daemon.serve``):
     after a ``reboot`` command: waits for its reply to leave, then stops the daemon to start afresh;
 ``quarantine``
     once, after a corrupt database was set aside: reports it as an event;
+``inventory``
+    once, after the start: what the device is made of, for the state report (``agent/runtime/inventory.py``);
 ``metrics``, ``watchdog``
     when configured: the Prometheus port, systemd's watchdog pings;
 ``stop``
@@ -28,7 +30,11 @@ The tasks that run, all in one :class:`asyncio.TaskGroup` (``Daemon.serve``):
 
 Beside them, the control socket's server (``agent/control/server.py``) serves each connection as a task of
 its own, answering with the ops of ``agent/control/ops.py``. Every view of the device's state (the
-socket's ``status``, the metrics, the state report) is one :class:`agent.status.View`.
+socket's ``status``, the metrics, the state report) is one :class:`agent.runtime.status.View`.
+
+Each part is handed what it uses: the session its ``[mqtt]`` section and a pump (``agent/sync/pump.py``),
+the firmware engine its settings and ports (``firmware/ports.py``, ``agent/runtime/firmware_ports.py``);
+the directions are import-linter contracts in pyproject.toml.
 
 Start: open the store, quarantining it if it is corrupt (``agent/store/quarantine.py``), load what is in
 force, boot the firmware slot and resume its job, and enforce from the store before the first
@@ -66,15 +72,15 @@ from agent.intake.dispatch import Intake
 from agent.intake.handlers import After
 from agent.intake.poison import PoisonList
 from agent.local.side import LocalSide
-from agent.outbox import Outbox
+from agent.outbox import Outbox, Pump
 from agent.outbox.events import NewEvent
 from agent.runtime import diagnostics, inventory, sdnotify
+from agent.runtime.firmware_ports import FirmwareEvents, ResetAfterUpgrade
 from agent.runtime.housekeeping import Housekeeping, notices_raised
 from agent.runtime.metrics import Metrics, tls_context
 from agent.runtime.status import Running, View, gather
 from agent.runtime.version import build_info
 from agent.store.quarantine import Salvage, restore, salvage_and_move
-from agent.store.reset import reset_after_upgrade
 from agent.store.rollback import restore_snapshot
 from agent.sync.session import Session
 from agent.sync.state import StateReport
@@ -125,14 +131,14 @@ class Daemon:
         self.firmware = Engine(
             firmware_settings(config),
             device.store,
-            outbox,
+            FirmwareEvents(outbox),
             device.clock.now,
             config.data_dir,
             backend=firmware_backend(config),
             connected=connected,
             on_change=self._firmware_changed,
             on_reboot=self._reboot,
-            reset=functools.partial(reset_after_upgrade, outbox=outbox),
+            reset=ResetAfterUpgrade(outbox),
             busy=self.local.busy,
             zone=self.local.zone,
         )
@@ -142,10 +148,11 @@ class Daemon:
         )
         self.intake = Intake(device, outbox, poison, table, after=self._taken)
         self.session = Session(
-            config,
+            config.mqtt,
+            config.device_id,
             self.topics,
             handle=self.intake.take,
-            outbox=outbox,
+            pump=Pump(outbox),
             state=self._state_report,
             clock=device.clock,
             connected=connected,

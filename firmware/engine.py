@@ -25,16 +25,14 @@ from typing import Any, Final, NamedTuple
 import structlog
 
 from agent.errors import DownloadError, Transient
-from agent.outbox import Outbox
-from agent.outbox.events import NewEvent
 from agent.runtime.faults import crash_point, fault_point
-from agent.store.database import Store, Transaction
 from firmware import jobs, machine, window
 from firmware.admission import Verdict, admit
 from firmware.backends import Backend, backend
 from firmware.download import Sink, fetch
 from firmware.jobs import Job, Unreadable
 from firmware.machine import TERMINAL, State
+from firmware.ports import Events, Store, Transaction
 from firmware.slots import Bootloader, DeviceStream, Slot, StreamingSlot, sha256_file
 from protocol.backoff import Backoff
 from protocol.claims import FirmwareJobClaims
@@ -70,7 +68,7 @@ class Engine:
         self,
         settings: Settings,
         store: Store,
-        outbox: Outbox,
+        events: Events,
         now: Callable[[], float],
         data_dir: Path,
         *,
@@ -85,7 +83,7 @@ class Engine:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
-        self._settings, self._store, self._outbox, self._now = settings, store, outbox, now
+        self._settings, self._store, self._events, self._now = settings, store, events, now
         self._monotonic, self._sleep_for = monotonic, sleep  # injected, as trusted time is
         self._rng = rng or random.Random()  # noqa: S311 -- spreading retries, not secrets
         self._reset = reset  # Reset After Upgrade: the agent's wipe, in the commit's transaction
@@ -141,10 +139,7 @@ class Engine:
         now = self._now()
         if verdict.action == "reject":
             log.warning("firmware_job_refused", job_id=claims.job_id, reason=verdict.reason, detail=verdict.detail)
-            event = NewEvent(
-                "firmware", "rejected", "firmware", {**data, "reason": verdict.reason, "detail": verdict.detail}, now
-            )
-            await self._outbox.add_in(tx, [event])
+            await self._events.add_in(tx, "rejected", {**data, "reason": verdict.reason, "detail": verdict.detail}, now)
             return
         if verdict.replaces is not None:
             old = verdict.replaces
@@ -154,7 +149,7 @@ class Engine:
         if verdict.action in ("new", "edit"):
             await jobs.insert(tx, claims, now, replacing=verdict.action == "edit")
             at = _at(claims)
-            await self._outbox.add_in(tx, [NewEvent("firmware", "pending", "firmware", {**data, "at": at}, now)])
+            await self._events.add_in(tx, "pending", {**data, "at": at}, now)
             log.info("firmware_job_pending", job_id=claims.job_id, version=claims.version, at=at)
 
     def wake(self) -> None:
@@ -174,7 +169,7 @@ class Engine:
         event = {"job_id": job.job_id, "version": job.version, **(data or {})}
         if reason is not None:
             event["reason"] = reason
-        await self._outbox.add_in(tx, [NewEvent("firmware", state.value, "firmware", event, self._now())])
+        await self._events.add_in(tx, state.value, event, self._now())
         log.info("firmware_transition", job_id=job.job_id, state=state.value, happened=happened, reason=reason)
         return job._replace(state=state, transitions=transitions, reason=reason)
 
@@ -236,7 +231,7 @@ class Engine:
                     tx, found.job_id, State.ROLLED_BACK, transitions=found.transitions + 1, reason="unresumable",
                     target=found.target, now=self._now(),
                 )  # fmt: skip
-                await self._outbox.add_in(tx, [NewEvent("firmware", "rolled_back", "firmware", data, self._now())])
+                await self._events.add_in(tx, "rolled_back", data, self._now())
             self._on_change()
         if found.target is not None:
             self.bootloader.mark_bad(found.target)
@@ -499,7 +494,7 @@ class Engine:
         if job.claims.window is not None:
             data["window"] = {"start": job.claims.window.start, "end": job.claims.window.end, "zone": self._zone()}
         log.info("firmware_deferred", job_id=job.job_id, reason=reason)
-        await self._outbox.add(NewEvent("firmware", "deferred", "firmware", data, self._now()))
+        await self._events.add("deferred", data, self._now())
 
     async def _install(self, job: Job) -> bool:
         """Write the inactive slot, check it, set it to be tried once; whether to reboot now."""

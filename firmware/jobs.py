@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Final, NamedTuple
 
-from agent.store.database import Transaction
 from firmware.machine import TERMINAL, State
+from firmware.ports import Transaction
 from protocol.claims import FirmwareJobClaims
 
 _COLUMNS: Final = "job_id, seq, state, claims, target, transitions, reason"

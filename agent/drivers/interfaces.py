@@ -94,16 +94,6 @@ class Booking(Protocol):
         """Let a booked amenity's holder in."""
 
 
-class InputSource(Protocol):
-    """Any input driver: it hands stimuli to the daemon until closed."""
-
-    async def start(self, sink: StimulusSink) -> None:
-        """Begin delivering stimuli to ``sink``."""
-
-    def close(self) -> None:
-        """Stop delivering."""
-
-
 class Outputs(Protocol):
     """Every output the daemon drives, reached by driver name (``Action.driver``)."""
 

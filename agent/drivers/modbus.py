@@ -132,7 +132,7 @@ class ModbusModuleDriver:
         self._lock = asyncio.Lock()
         self._sink: StimulusSink | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._poller: asyncio.Task[None] | None = None
+        self._group: asyncio.TaskGroup | None = None  # while run() runs
         self.online: bool | None = None  # None until the first answer or failure
         self._inputs = sorted({*self._contacts, *self._exits})
         hold = module.debounce_ms / 1000
@@ -140,7 +140,21 @@ class ModbusModuleDriver:
         self.pulses = self.polls = self.failures = 0
 
     # -- lifecycle -----------------------------------------------------------------------------------------
-    async def start(self, sink: StimulusSink) -> None:
+    async def run(self, sink: StimulusSink) -> None:
+        """Poll the module's inputs and finish the pulses a stop interrupted, until cancelled; then close.
+        Pulses started meanwhile (:meth:`pulse`) end within this run's TaskGroup too."""
+        self._open(sink)
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                for coil, until in self._journal.pending(self.module_name).items():  # a pulse a stop interrupted
+                    group.create_task(self._clear_at(coil, until))
+                group.create_task(self._poll())
+        finally:
+            self._group = None
+            self.close()
+
+    def _open(self, sink: StimulusSink) -> None:
         from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # its own retries and hex dumps: ours are events
@@ -154,14 +168,10 @@ class ModbusModuleDriver:
             self._client = AsyncModbusSerialClient(
                 str(m.port), baudrate=m.baudrate, timeout=m.timeout_seconds, retries=0, reconnect_delay=0
             )
-        loop = asyncio.get_running_loop()
-        for coil, until in self._journal.pending(self.module_name).items():  # a pulse a stop interrupted
-            self._spawn(self._clear_at(coil, until))
-        self._poller = loop.create_task(self._poll())
         log.info("modbus_started", module=self.module_name, at=m.where(), transport=m.transport)
 
     def close(self) -> None:
-        for task in [*self._tasks, *([self._poller] if self._poller else [])]:
+        for task in self._tasks:
             task.cancel()
         if self._client is not None:
             self._client.close()
@@ -176,6 +186,10 @@ class ModbusModuleDriver:
         }
 
     def _spawn(self, coro: Any) -> None:
+        """A pulse's end: a task of the running module's TaskGroup (one kept here if it is not running)."""
+        if self._group is not None:
+            self._group.create_task(coro)
+            return
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -262,10 +262,14 @@ class Mr01Input:
         self._address, self._now, self._keys = address, now, keys
         self.listener: Mr01Udp | None = None
 
-    async def start(self, sink: Callable[[Stimulus], None]) -> None:
-        """Bind and deliver each new frame to ``sink``."""
+    async def run(self, sink: Callable[[Stimulus], None]) -> None:
+        """Bind and deliver each new frame to ``sink`` until cancelled; then stop listening."""
         self.listener = await listen(self._address, sink, self._now, self._keys)
         log.info("mr01_listening", address=self._address, port=self.listener.port)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.close()
 
     def close(self) -> None:
         """Stop listening."""

@@ -203,7 +203,6 @@ class OsdpReaders:
         self._fd: int | None = None
         self._sink: StimulusSink | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._watch: asyncio.Task[None] | None = None
         self.cards = self.pins = self.signals = 0
 
     # -- lifecycle --------------------------------------------------------------------------------------
@@ -223,12 +222,17 @@ class OsdpReaders:
             infos.append(osdp.PDInfo(state.reader.address, FdChannel(self._fd), scbk=key, name=state.name, flags=flags))
         self._cp = _panel_class(osdp)(infos, log_level=osdp.LogLevel.Emergency, event_handler=self._from_thread)
         self._cp.start()
-        self._watch = asyncio.get_running_loop().create_task(self._watchdog())
         log.info("osdp_started", bus=self.name, port=str(self._bus.port), readers=[s.name for s in self._readers])
 
+    async def run(self, sink: StimulusSink) -> None:
+        """Open the bus (:meth:`start`) and watch its readers until cancelled; then close it."""
+        await self.start(sink)
+        try:
+            await self._watchdog()
+        finally:
+            self.close()
+
     def close(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
         if self._cp is not None:
             with contextlib.suppress(RuntimeError):  # its thread had not started
                 self._cp.teardown()

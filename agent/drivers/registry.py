@@ -25,12 +25,13 @@ from agent.errors import ConfigError
 
 
 class Input(Protocol):
-    """An input source the local side starts and closes."""
+    """An input source: the local side runs it as a task of its own TaskGroup (agent/local/side.py)."""
 
     name: str
 
-    async def start(self, sink: StimulusSink) -> None: ...
-    def close(self) -> None: ...
+    async def run(self, sink: StimulusSink) -> None:
+        """Deliver stimuli to ``sink`` until cancelled; what it opened is closed as it ends."""
+
     def stats(self) -> dict[str, Any] | None: ...
 
 

@@ -23,6 +23,15 @@ NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _POINT: Final = re.compile(r"([A-Za-z0-9_-]{1,32}):(\d{1,5})")
 
 
+def relative_to_config(value: Path | None, info: ValidationInfo) -> Path | None:
+    """``value`` under the config file's directory (``base_dir`` in the validation context) if relative: paths
+    in the config file are relative to the file (the one rule, for these models and agent/config.py's)."""
+    base = info.context.get("base_dir") if isinstance(info.context, dict) else None
+    if value is None or value.is_absolute() or base is None:
+        return value
+    return Path(base) / value
+
+
 class Point(NamedTuple):
     """Coil or discrete input ``index`` of ``module``."""
 
@@ -63,9 +72,7 @@ class Reader(_Frozen):
     @field_validator("scbk_file")
     @classmethod
     def _path(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        from agent.config import _relative_to_config  # agent.config imports this module
-
-        return _relative_to_config(value, info)
+        return relative_to_config(value, info)
 
 
 class ModbusModule(_Frozen):

@@ -175,36 +175,36 @@ class LocalSide:
             log.error("driver_event_not_queued", error=str(exc))
 
     async def run(self) -> None:
-        """Start the input sources and handle driver stimuli until cancelled."""
-        for source in self.inputs:
-            await source.start(self.feed)
-        silence = max(1.0, self._config.drivers.sensor_silence_seconds / 4)
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout(silence):
-                        stimulus = await self._queue.get()
-                except TimeoutError:
-                    stimulus = Stimulus("silence_check", None, {}, 0.0)
-                batch = [stimulus, *(self._queue.get_nowait() for _ in range(self._queue.qsize()))]
-                await self._refresh_if_stale()  # after taking the batch: no wake-up is taken without its refresh
-                now = self._device.clock.now()
-                for item in batch:
-                    if item is _WAKE:
-                        continue
-                    try:
-                        _, futures = await self._react(item._replace(at=now) if item.kind in _TIMED else item)
-                    except Exception as exc:  # a defect: this stimulus is lost (and said so), the door goes on
-                        self.failed += 1
-                        log.exception("stimulus_failed", kind=item.kind, source=item.source, error=repr(exc)[:200])
-                        continue
-                    for future in futures:
-                        self._pending.add(future)
-                        future.add_done_callback(self._settled)
-                await asyncio.sleep(0)  # let the writer and the session run between batches
-        finally:
+        """Run the input sources, each a task of this TaskGroup, and handle their stimuli until cancelled."""
+        async with asyncio.TaskGroup() as sources:
             for source in self.inputs:
-                source.close()
+                sources.create_task(source.run(self.feed), name=f"input-{source.name}")
+            await self._handle()
+
+    async def _handle(self) -> None:
+        silence = max(1.0, self._config.drivers.sensor_silence_seconds / 4)
+        while True:
+            try:
+                async with asyncio.timeout(silence):
+                    stimulus = await self._queue.get()
+            except TimeoutError:
+                stimulus = Stimulus("silence_check", None, {}, 0.0)
+            batch = [stimulus, *(self._queue.get_nowait() for _ in range(self._queue.qsize()))]
+            await self._refresh_if_stale()  # after taking the batch: no wake-up is taken without its refresh
+            now = self._device.clock.now()
+            for item in batch:
+                if item is _WAKE:
+                    continue
+                try:
+                    _, futures = await self._react(item._replace(at=now) if item.kind in _TIMED else item)
+                except Exception as exc:  # a defect: this stimulus is lost (and said so), the door goes on
+                    self.failed += 1
+                    log.exception("stimulus_failed", kind=item.kind, source=item.source, error=repr(exc)[:200])
+                    continue
+                for future in futures:
+                    self._pending.add(future)
+                    future.add_done_callback(self._settled)
+            await asyncio.sleep(0)  # let the writer and the session run between batches
 
     def busy(self) -> str | None:
         """Why a reboot must wait now (a call in progress, a door still open), or None (the firmware engine asks)."""

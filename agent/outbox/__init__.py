@@ -40,8 +40,8 @@ of the ``outbox`` and ``counters`` tables), ``writer.py`` (group commit), ``read
 """
 
 from agent.outbox.box import FETCH, Outbox, Queued
-from agent.outbox.reader import Reader
+from agent.outbox.reader import Pump, Reader
 from agent.outbox.rows import OutRow, queued, salvage
 from agent.outbox.rows import restore as restore_in
 
-__all__ = ["FETCH", "OutRow", "Outbox", "Queued", "Reader", "queued", "restore_in", "salvage"]
+__all__ = ["FETCH", "OutRow", "Outbox", "Pump", "Queued", "Reader", "queued", "restore_in", "salvage"]

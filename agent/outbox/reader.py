@@ -8,12 +8,34 @@ connection (a new connection starts a new reader: everything not acknowledged go
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from agent.outbox.box import FETCH, Outbox
+from agent.outbox.events import wire_payload
 from agent.outbox.rows import OutRow
 
 
+class Outgoing(NamedTuple):
+    """A row as it goes on the wire: its id (to acknowledge), its leaf topic, its payload."""
+
+    id: int
+    leaf: str  # "events" or "replies"
+    payload: bytes
+
+
+class Pump:
+    """The session's source of what to publish (agent/sync/pump.py's protocol): a :class:`Reader` per
+    connection."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
+
+    def cursor(self) -> Reader:
+        return Reader(self._outbox)
+
+
 class Reader:
-    """Call :meth:`next_rows` for rows to publish; :meth:`published` once the broker acknowledged one."""
+    """Call :meth:`next` for what to publish; :meth:`published` once the broker acknowledged one."""
 
     def __init__(self, outbox: Outbox) -> None:
         self._outbox = outbox
@@ -40,6 +62,10 @@ class Reader:
                     fresh.append(row)
             if fresh:
                 return fresh
+
+    async def next(self) -> list[Outgoing]:
+        """The next rows to publish as they go on the wire, in queue order; waits until there are some."""
+        return [Outgoing(r.id, r.topic, wire_payload(r.body, r.seq, r.held_since)) for r in await self.next_rows()]
 
     def published(self, row_id: int) -> None:
         """The broker acknowledged the row."""

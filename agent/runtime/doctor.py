@@ -121,7 +121,7 @@ async def broker(config: Config, seconds: float = 5.0) -> Finding:
         identifier=f"{config.device_id}-doctor",
         username=mqtt.username,
         password=mqtt.password.get_secret_value() if mqtt.password else None,
-        tls_context=tls_context(config),
+        tls_context=tls_context(mqtt),
         timeout=seconds,
     )
     try:

@@ -9,8 +9,10 @@ take a lock: statements of two coroutines never end up in one transaction. A doc
 checked again inside its transaction: a second process (``edge-agent accept`` beside the daemon)
 cannot slip an older document past a newer one.
 
-Each module owns the SQL of its tables (``outbox.py`` the outbox, ``commands.py`` settings and
-credentials); this one owns documents, derived rows and the clock, and the connection.
+Each module owns the SQL of its tables (``agent/outbox/rows.py`` the outbox, ``agent/intake/commands.py``
+settings and commands, ``agent/local/credentials.py`` and ``door_actions.py`` what the doors need,
+``firmware/jobs.py`` the firmware jobs); this one owns documents, derived rows and the clock, and the
+connection.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.config import Config
+from agent.config import MqttConfig
 from agent.sync.state import offline_payload
 from protocol.topics import Topics
 
@@ -43,9 +43,8 @@ MAX_QUEUED_INCOMING: Final = 256
 MAX_PACKET_BYTES: Final = 320 * 1024  # a document is at most 256 KiB (PROTOCOL.md), plus topic and headers
 
 
-def tls_context(config: Config) -> ssl.SSLContext | None:
+def tls_context(mqtt: MqttConfig) -> ssl.SSLContext | None:
     """Server verification against ``ca_file`` (or the system store), plus the client certificate if set."""
-    mqtt = config.mqtt
     if not mqtt.tls:
         return None
     context = ssl.create_default_context(cafile=str(mqtt.ca_file) if mqtt.ca_file else None)
@@ -77,18 +76,19 @@ class PahoErrors(logging.Handler):
         self.last = message
 
 
-def make_client(config: Config, topics: Topics, *, tls: ssl.SSLContext | None) -> tuple[aiomqtt.Client, PahoErrors]:
+def make_client(
+    mqtt: MqttConfig, device_id: str, topics: Topics, *, tls: ssl.SSLContext | None
+) -> tuple[aiomqtt.Client, PahoErrors]:
     """A client for one connection attempt, and what its paho logs."""
     errors = PahoErrors()
     paho_log = logging.Logger("agent.mqtt.paho", logging.WARNING)  # one per client, unregistered; and paho
     paho_log.addHandler(errors)  # logs every packet at DEBUG: below WARNING no record is even made
     paho_log.propagate = False
-    mqtt = config.mqtt
-    will = aiomqtt.Will(topics.state, offline_payload(config.device_id), qos=1, retain=True)
+    will = aiomqtt.Will(topics.state, offline_payload(device_id), qos=1, retain=True)
     common = {
         "username": mqtt.username,
         "password": mqtt.password.get_secret_value() if mqtt.password else None,
-        "identifier": config.device_id,
+        "identifier": device_id,
         "will": will,
         "keepalive": mqtt.keepalive,
         "timeout": mqtt.timeout,

@@ -3,8 +3,9 @@
 Theory of operation. :meth:`Session.run` is an outer loop around one connection at a time, each with
 a fresh client (aiomqtt's advice, docs/reconnection.md there). A connection lives as three tasks in
 one TaskGroup: receiving (each message verified, then acknowledged only once what it caused is
-durable), pumping the outbox (at most ``mqtt.in_flight`` publishes awaiting PUBACK, a row deleted
-only after its PUBACK), and publishing the retained state report (on connect and on every change).
+durable), pumping what it is handed (agent/sync/pump.py, the outbox's rows: at most ``mqtt.in_flight``
+publishes awaiting PUBACK, a row deleted only after its PUBACK), and publishing the retained state report
+(on connect and on every change).
 When the connection breaks, all three end together and the loop waits a backoff: capped
 exponential with full jitter, slower when the broker *refused* the device (bad login, certificate,
 subscription) than when it was merely unreachable, and logged with the real cause either way.
@@ -25,11 +26,10 @@ import structlog
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.clock import TrustedClock
-from agent.config import Config
+from agent.config import MqttConfig
 from agent.errors import EdgeAgentError
-from agent.outbox import Outbox, OutRow, Reader
-from agent.outbox.events import wire_payload
 from agent.sync import client as mqtt
+from agent.sync.pump import Message, Pump
 from agent.sync.state import StateReport, offline_payload
 from protocol.backoff import Backoff
 from protocol.topics import Topics
@@ -76,26 +76,27 @@ class Session:
 
     def __init__(
         self,
-        config: Config,
+        config: MqttConfig,
+        device_id: str,
         topics: Topics,
         *,
         handle: Callable[[str, bytes], Awaitable[Taken]],
-        outbox: Outbox,
+        pump: Pump,
         state: Callable[[], Awaitable[StateReport]],
         clock: TrustedClock,
         connected: asyncio.Event | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self._config = config
+        self._config, self._device_id = config, device_id
         self._topics = topics
         self._handle = handle
-        self._outbox = outbox
+        self._outgoing = pump
         self._state = state
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 -- jitter, not security
         self._tls = mqtt.tls_context(config)
-        self._backoff = Backoff(config.mqtt.reconnect_min, config.mqtt.reconnect_max)
-        self._refused_backoff = Backoff(config.mqtt.refused_min, config.mqtt.refused_max)
+        self._backoff = Backoff(config.reconnect_min, config.reconnect_max)
+        self._refused_backoff = Backoff(config.refused_min, config.refused_max)
         self._retry = Backoff(_RETRY_MIN, _RETRY_MAX)
         self.state_changed = asyncio.Event()
         self.force_state = False
@@ -121,14 +122,14 @@ class Session:
         """Stay connected until cancelled."""
         attempt = 0
         while True:
-            client, paho_errors = mqtt.make_client(self._config, self._topics, tls=self._tls)
+            client, paho_errors = mqtt.make_client(self._config, self._device_id, self._topics, tls=self._tls)
             self._paho = paho_errors
             refused = False
             try:
                 async with client:
                     attempt = 0
                     self.connections += 1
-                    log.info("mqtt_connected", host=self._config.mqtt.host, port=self._config.mqtt.port)
+                    log.info("mqtt_connected", host=self._config.host, port=self._config.port)
                     try:
                         await self._serve(client)
                     except asyncio.CancelledError:
@@ -212,24 +213,23 @@ class Session:
             mqtt.acknowledge(client, message)
 
     async def _pump(self, client: aiomqtt.Client) -> None:
-        queue: asyncio.Queue[OutRow] = asyncio.Queue(maxsize=self._config.mqtt.in_flight)
-        reader = Reader(self._outbox)  # one per connection: what is not acknowledged goes again
+        queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=self._config.in_flight)
+        cursor = self._outgoing.cursor()  # one per connection: what is not acknowledged goes again
         leaf_topics = {"events": self._topics.events, "replies": self._topics.replies}
 
         async def worker() -> None:
             while True:
-                row = await queue.get()
-                topic = leaf_topics[row.topic]
-                await client.publish(topic, wire_payload(row.body, row.seq, row.held_since), qos=1)
-                reader.published(row.id)
+                message = await queue.get()
+                await client.publish(leaf_topics[message.leaf], message.payload, qos=1)
+                cursor.published(message.id)
                 _not_cancelled()
 
         async with asyncio.TaskGroup() as workers:
-            for _ in range(self._config.mqtt.in_flight):
+            for _ in range(self._config.in_flight):
                 workers.create_task(worker())
             while True:
-                for row in await reader.next_rows():
-                    await queue.put(row)
+                for message in await cursor.next():
+                    await queue.put(message)
 
     async def _publish_state(self, client: aiomqtt.Client) -> None:
         last: StateReport | None = None
@@ -248,4 +248,4 @@ class Session:
         """A clean stop: say we are offline (the will is only for an unclean one)."""
         with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
             async with asyncio.timeout(_GOODBYE_SECONDS):
-                await client.publish(self._topics.state, offline_payload(self._config.device_id), qos=1, retain=True)
+                await client.publish(self._topics.state, offline_payload(self._device_id), qos=1, retain=True)
