@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import grp
 import os
 import signal
@@ -77,7 +76,7 @@ from agent.outbox.events import NewEvent
 from agent.runtime import diagnostics, inventory, sdnotify
 from agent.runtime.firmware_ports import FirmwareEvents, ResetAfterUpgrade
 from agent.runtime.housekeeping import Housekeeping, notices_raised
-from agent.runtime.metrics import Metrics, tls_context
+from agent.runtime.metrics import Metrics, Tls
 from agent.runtime.status import Running, View, gather
 from agent.runtime.version import build_info
 from agent.store.quarantine import Salvage, restore, salvage_and_move
@@ -323,9 +322,7 @@ class Daemon:
                 m = self.config.metrics
                 if self.metrics is not None and m.port is not None:
                     tls = (
-                        None
-                        if m.tls_cert is None
-                        else functools.partial(tls_context, m.tls_cert, m.tls_key, m.tls_client_ca)
+                        None if m.tls_cert is None or m.tls_key is None else Tls(m.tls_cert, m.tls_key, m.tls_client_ca)
                     )
                     working.append(tasks.create_task(self.metrics.serve(m.address, m.port, tls), name="metrics"))
                 period = sdnotify.watchdog_period()

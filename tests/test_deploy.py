@@ -278,7 +278,7 @@ async def _scrape(port: int, tls: ssl.SSLContext | None = None) -> str:
         response = (await reader.read()).decode()
     writer.close()
     head, _, body = response.partition("\r\n\r\n")
-    assert head.startswith("HTTP/1.1 200"), head
+    assert re.match(r"HTTP/1\.[01] 200 ", head), head
     return body
 
 

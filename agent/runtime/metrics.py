@@ -9,37 +9,43 @@
 * Everything but the decisions is sampled from the daemon's state when Prometheus scrapes (nothing is
   counted on the hot paths but the decisions the daemon takes for a caller: ``check`` and the
   hardware's reactions, never the in-process fast path).
-* Served by a few lines of asyncio on ``[metrics] address`` (127.0.0.1 unless configured, so nobody off
-  the device reads it unproxied), over TLS when ``tls_cert``/``tls_key`` are set, requiring a client
-  certificate signed by ``tls_client_ca`` when that is set too (a fleet's scraper with mutual TLS).
+* Served by prometheus_client's own server (``start_http_server``, a thread) on ``[metrics] address``
+  (127.0.0.1 unless configured, so nobody off the device reads it unproxied), over TLS when
+  ``tls_cert``/``tls_key`` are set, requiring a client certificate signed by ``tls_client_ca`` when that is
+  set too (a fleet's scraper with mutual TLS). A scrape samples the daemon's state on its event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, Final, NamedTuple
 
 import structlog
 
 log = structlog.get_logger("agent.metrics")
 
 Sample = dict[str, Any]
+_SAMPLE_SECONDS: Final = 10.0  # a scrape waits this long for the daemon's state
 
 
 class _Sampled:
     """A prometheus_client collector of the families sampled from the daemon's state at scrape time."""
 
     def __init__(self) -> None:
-        self.last: Sample | None = None
+        self.fetch: Callable[[], Sample] | None = None  # set by serve(): runs in the server's thread
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        s = self.last
-        if s is None:
+        if self.fetch is None:
+            return
+        try:
+            s = self.fetch()
+        except Exception as exc:  # the daemon is stopping, or too slow: this scrape has the rest
+            log.warning("metrics_not_sampled", error=repr(exc)[:200])
             return
         yield GaugeMetricFamily("edge_outbox_depth", "Events and replies queued, not yet acknowledged", s["depth"])
         yield GaugeMetricFamily("edge_outbox_held", "Queued events held back by a denied decision", s["held"])
@@ -80,7 +86,7 @@ class _Sampled:
 class Metrics:
     """The daemon's metrics; ``sample`` returns the current values when scraped."""
 
-    def __init__(self, sample: Callable[[], Awaitable[Sample]], build: dict[str, str]) -> None:
+    def __init__(self, sample: Callable[[], Coroutine[Any, Any, Sample]], build: dict[str, str]) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 
         self._sample = sample
@@ -98,55 +104,41 @@ class Metrics:
     def decided(self, action: str, reason: str) -> None:
         self.decisions.labels(action=action, reason=reason).inc()
 
-    async def render(self) -> bytes:
-        from prometheus_client import generate_latest
-
-        self._sampled.last = await self._sample()
-        return bytes(generate_latest(self.registry))
-
-    async def serve(self, address: str, port: int, tls: Callable[[], ssl.SSLContext] | None = None) -> None:
-        """Serve ``GET /metrics`` on ``address``:``port`` until cancelled (over TLS when ``tls`` makes a
-        context). A taken port or unreadable certificates are logged, not fatal: the metrics are then not
+    async def serve(self, address: str, port: int, tls: Tls | None = None) -> None:
+        """Serve ``GET /metrics`` on ``address``:``port`` until cancelled, with prometheus_client's own server
+        (a thread; each scrape samples the daemon's state on the event loop), over TLS when ``tls`` names the
+        files. A taken port or unreadable certificates are logged, not fatal: the metrics are then not
         served (never in clear when TLS was asked for)."""
+        from prometheus_client import start_http_server
+
+        loop = asyncio.get_running_loop()
+        self._sampled.fetch = lambda: asyncio.run_coroutine_threadsafe(self._sample(), loop).result(_SAMPLE_SECONDS)
+        files: dict[str, Any] = {}
+        if tls is not None:
+            files = {"certfile": str(tls.cert), "keyfile": str(tls.key), "tls_min_version": ssl.TLSVersion.TLSv1_2}
+            if tls.client_ca is not None:
+                files |= {"client_cafile": str(tls.client_ca), "client_auth_required": True}
         try:
-            context = tls() if tls is not None else None
-            server = await asyncio.start_server(self._connection, address, port, ssl=context)
+            server, thread = await asyncio.to_thread(
+                start_http_server, port, addr=address, registry=self.registry, **files
+            )
         except (OSError, ssl.SSLError) as exc:
             log.error("metrics_not_served", address=address, port=port, error=str(exc))
             await asyncio.Event().wait()
             return
-        log.info("metrics_serving", address=address, port=server.sockets[0].getsockname()[1], tls=context is not None)
-        async with server:
-            await server.serve_forever()
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        log.info("metrics_serving", address=address, port=server.server_port, tls=tls is not None)
         try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-            path = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b""
-            if path.split(b"?")[0] != b"/metrics":
-                writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            else:
-                body = await self.render()
-                head = (
-                    f"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-                )
-                writer.write(head.encode() + body)
-            await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ssl.SSLError):
-            pass
+            await asyncio.Event().wait()
         finally:
-            writer.close()
-            with contextlib.suppress(OSError, ssl.SSLError):
-                await writer.wait_closed()
+            await asyncio.to_thread(server.shutdown)  # the scrape under way ends first
+            server.server_close()
+            thread.join()
 
 
-def tls_context(cert: Any, key: Any, client_ca: Any | None) -> ssl.SSLContext:
-    """The scrape endpoint's TLS: its certificate; client certificates required when ``client_ca`` is set."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(cert), str(key))
-    if client_ca is not None:
-        context.load_verify_locations(cafile=str(client_ca))
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
+class Tls(NamedTuple):
+    """The scrape endpoint's TLS: its certificate and key; client certificates signed by ``client_ca``
+    required when it is set (a fleet's scraper with mutual TLS)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
