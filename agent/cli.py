@@ -21,6 +21,7 @@ from agent.errors import BadRequest, ConfigError, ControlError, DocumentRefused,
 T = TypeVar("T")
 
 EXIT_OK = 0
+STATUS_SECONDS = 5.0  # edge-agent status waits this long for a running daemon before reading the store
 EXIT_REFUSED = 1
 EXIT_ERROR = 2
 
@@ -143,6 +144,47 @@ def check(action: str, subject: str | None, config_file: str | None, as_json: bo
     sys.exit(EXIT_OK if decision.allowed else EXIT_REFUSED)
 
 
+def _daemon_status(config_file: str | None) -> dict[str, Any] | None:
+    """The running daemon's status (its control socket's ``status``), or None if none answers."""
+    from agent.config import config_path, load_config
+    from agent.control import server as control
+
+    try:
+        config = load_config(config_path(config_file, os.environ), os.environ)
+    except ConfigError as exc:
+        _fail(f"config error: {exc}")
+
+    async def ask() -> dict[str, Any]:
+        async with asyncio.timeout(STATUS_SECONDS):
+            return await control.request(config.control_socket, {"op": "status"})
+
+    try:
+        response = asyncio.run(ask())
+    except (ControlError, TimeoutError):
+        return None  # no daemon (or a stuck one): what the store says
+    status = response.get("status") if response.get("ok") else None
+    return {**status, "daemon": True} if isinstance(status, dict) else None
+
+
+def _running_lines(status: dict[str, Any]) -> list[str]:
+    """What only a running daemon knows, for the text status."""
+    if not status.get("daemon"):
+        return ["daemon       not running (read from the store)"]
+    outbox = status["outbox"]
+    lines = [
+        f"daemon       running, {'connected' if status['connected'] else 'not connected'}; outbox {outbox['depth']}"
+        f" queued, {outbox['held']} held"
+    ]
+    drivers = status["drivers"]
+    doors = ", ".join(f"{door} {state}" for door, state in drivers["doors"].items())
+    lines.append(f"doors        {doors or '-'}")
+    for name, stats in drivers.items():
+        if isinstance(stats, dict) and name != "doors":
+            shown = ", ".join(f"{k} {v}" for k, v in stats.items() if not isinstance(v, dict))
+            lines.append(f"  {name:<10} {shown}")
+    return lines
+
+
 def _print_status(status: dict[str, Any]) -> None:
     lines = [
         f"device       {status['device_id']} ({status['model']}, firmware {status['firmware_version']})",
@@ -168,6 +210,7 @@ def _print_status(status: dict[str, Any]) -> None:
             reason = f" ({job['reason']})" if job["reason"] else ""
             line += f"; job {job['job_id']} -> {job['version']}: {job['state']}{reason}"
         lines.append(line)
+    lines += _running_lines(status)
     if status["services"]:
         lines.append("services")
         for s in status["services"]:
@@ -182,7 +225,11 @@ def _print_status(status: dict[str, Any]) -> None:
 @config_option
 @json_option
 def status(config_file: str | None, as_json: bool) -> None:
-    """The device, its mode, the document in force, each service, trusted time, the next expiry."""
+    """The device, its mode, the document in force, each service, trusted time, the next expiry; with a
+    running daemon, what it knows too (doors, readers, modules, the outbox, the connection).
+
+    Asks the daemon over the control socket when one runs (``"daemon": true``); otherwise reads the store
+    (``"daemon": false``, without what only a running daemon knows)."""
 
     async def read(device: Any) -> Any:
         from agent.runtime.status import gather
@@ -190,7 +237,9 @@ def status(config_file: str | None, as_json: bool) -> None:
 
         return gather(device, await offline_status(device.config, device.store)).as_json()
 
-    result = _with_device(config_file, read)
+    result = _daemon_status(config_file)
+    if result is None:
+        result = {**_with_device(config_file, read), "daemon": False}
     if as_json:
         click.echo(json.dumps(result))
     else:

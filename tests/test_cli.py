@@ -133,6 +133,8 @@ def test_status_reports_mode_document_services_and_time(config_file: Path, docum
     """status --json moves from unprovisioned to limited to normal as documents arrive."""
     status = json.loads(run("status", "--config", str(config_file), "--json").stdout)
     assert (status["mode"], status["document"], status["services"]) == ("unprovisioned", None, [])
+    assert status["daemon"] is False  # read from the store: no daemon runs
+    assert "drivers" not in status
     for name in ("trust", "limited"):
         run("accept", str(documents[name]), "--config", str(config_file))
     assert json.loads(run("status", "--config", str(config_file), "--json").stdout)["mode"] == "limited"
@@ -147,6 +149,7 @@ def test_status_reports_mode_document_services_and_time(config_file: Path, docum
     assert status["next_expiry"] == status["document"]["exp"]
     text = run("status", "--config", str(config_file))
     assert "mode         normal" in text.stdout
+    assert "daemon       not running" in text.stdout
 
 
 def test_the_config_may_come_from_the_environment(config_file: Path) -> None:

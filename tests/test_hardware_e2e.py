@@ -224,6 +224,11 @@ async def test_a_module_that_stops_answering_makes_the_door_unknown(rig: Rig) ->
     assert offline["data"]["doors"] == ["door-1"]
     status = await status_until(rig.daemon.data_dir, lambda s: s["drivers"]["doors"].get("door-1") == "unknown")
     assert status["drivers"]["modbus:io-1"]["online"] is False
+    shown = await _cli_status(rig.config_file, "--json")  # what an installer runs: the daemon's view
+    assert shown["daemon"] is True
+    assert shown["drivers"]["doors"]["door-1"] == "unknown"
+    assert shown["drivers"]["modbus:io-1"]["online"] is False
+    assert "door-1 unknown" in await _cli_status(rig.config_file)
     code, findings = await doctor(rig.config_file)
     assert code == 1
     assert findings["module io-1"]["status"] == "fail"
@@ -231,6 +236,17 @@ async def test_a_module_that_stops_answering_makes_the_door_unknown(rig: Rig) ->
     await rig.module.start_tcp(port)
     await rig.cloud.wait_until(lambda: bool(at_cloud(rig.cloud, "health", "hardware_online")), what="back online")
     await status_until(rig.daemon.data_dir, lambda s: s["drivers"]["doors"].get("door-1") == "closed")
+
+
+async def _cli_status(config_file: Path, *flags: str) -> Any:
+    """``edge-agent status`` as a separate process (``--json``: parsed)."""
+    process = await asyncio.create_subprocess_exec(
+        EDGE_AGENT, "status", "--config", str(config_file), *flags, stdout=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(30):
+        out, _ = await process.communicate()
+    assert process.returncode == 0
+    return json.loads(out) if flags else out.decode()
 
 
 async def test_a_pulse_cut_by_a_crash_is_ended_at_the_next_start(rig: Rig) -> None:
