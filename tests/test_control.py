@@ -3,6 +3,7 @@ opened to a configured group, whose members may ask (hello, check, status) and n
 
 from __future__ import annotations
 
+import asyncio
 import grp
 import json
 import shutil
@@ -154,3 +155,24 @@ async def test_a_socket_under_a_long_path_is_made_and_reached(broker: Broker, tm
     finally:
         await daemon.stop()
     assert answer["ok"] is True
+
+
+async def test_a_stop_with_a_control_connection_open_is_quiet(broker: Broker, tmp_path: Path, root_pem: Path) -> None:
+    """A client still connected (a status poller, an installer's shell) when the daemon stops: it stops
+    cleanly, without a traceback of the connection's cancelled task in its log."""
+    config_file = device_config(tmp_path / "device", broker, root_pem)
+    config = load_config(config_file, {})
+    daemon = ProcessDaemon(config_file)
+    await daemon.start()
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(config.control_socket))
+        writer.write(b'{"op": "hello", "id": 1}\n')
+        await writer.drain()
+        assert json.loads(await reader.readline())["ok"] is True  # served, and the connection kept open
+    finally:
+        await daemon.stop()
+    writer.close()
+    logged = daemon.log.read_text()
+    assert "Traceback" not in logged, logged[-3000:]
+    assert "CancelledError" not in logged
+    assert daemon.log_events()[-1]["event"] == "daemon_stopped"
