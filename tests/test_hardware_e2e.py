@@ -147,6 +147,16 @@ async def test_card_and_pin_at_an_osdp_reader_release_the_modbus_relay(rig: Rig)
     assert pin[0]["data"]["credential"] == "p-1"
     await rig.module.wait_for(lambda _: len(rig.module.coil_writes(0)) == 4, what="the second pulse")
     assert rig.module.coil_writes(0) == [True, False, True, False]
+    # the journal says what the device drove, and for which stimulus, without the credentials' values
+    done = [
+        (e["driver"], e["op"], e["args"], e["cause"]) for e in rig.daemon.log_events() if e["event"] == "output_action"
+    ]
+    assert ("relay", "open", {"door": "door-1", "seconds": 1}, "card") in done, done
+    assert ("elevator", "call", {"floors": ["3"], "door": "door-1"}, "card") in done, done
+    assert ("reader", "signal", {"door": "door-1", "pattern": "granted"}, "pin") in done, done
+    logged = rig.daemon.log.read_text()
+    assert "04A1B2C0" not in logged
+    assert "2468" not in logged
     _code, findings = await doctor(rig.config_file)
     assert findings["reader entry"]["status"] == "ok", findings
     assert findings["module io-1"]["status"] == "ok", findings

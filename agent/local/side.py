@@ -127,6 +127,11 @@ class LocalSide:
         reaction = react(stimulus, self.context(), self.state)
         for action in reaction.actions:  # the relay first: a person at the door waits for it
             await perform(self.outputs, action)
+            # what the device did, in the journal for an installer (never a credential's value: none is an
+            # argument; a forwarding number is left out)
+            shown = {k: v for k, v in action.args.items() if k not in _PRIVATE}
+            log.info("output_action", driver=action.driver, op=action.op, args=shown, cause=stimulus.kind,
+                     source=stimulus.source)  # fmt: skip
         loop = asyncio.get_running_loop()
         for timer in reaction.timers:
             loop.call_later(timer.delay, self._timer, timer.stimulus)
@@ -230,5 +235,6 @@ class LocalSide:
         }
 
 
+_PRIVATE = frozenset({"target", "value", "pin", "code"})  # action arguments never logged
 _WAKE = Stimulus("wake", None, {}, 0.0)  # not a stimulus: tells run() to refresh
 _TIMED = frozenset({"held_open_check", "silence_check"})  # their time is when they fire
