@@ -141,6 +141,15 @@ async def test_a_fall_raises_a_call_alert_only_while_the_service_is_active(
         ]
         await cloud.wait_until(lambda: len(at_cloud(cloud, "sensor")) == 2)
         assert [e["kind"] for e in at_cloud(cloud, "call_alert")] == ["fall_detected"]
+        # renewed: the bed exit of the lapse brings no late alert; a new fall raises one again
+        await cloud.publish("entitlements", docs.entitlements(PAID), retain=True)
+        await status_until(daemon.data_dir, lambda s: s["document"]["seq"] == 3)
+        code, again = await simulate(config_file, "fall", source="mr01-bed2")  # another: bed1 is debounced
+        assert [e["type"] for e in again["events"]] == ["sensor", "call_alert"]
+        await cloud.wait_until(lambda: len(at_cloud(cloud, "sensor")) == 3)
+        await cloud.wait_until(lambda: len(at_cloud(cloud, "call_alert")) == 2)
+        assert [e["kind"] for e in at_cloud(cloud, "call_alert")] == ["fall_detected", "fall_detected"]
+        assert all(e["held_since"] is None for e in at_cloud(cloud, "call_alert"))
 
 
 async def test_mr01_frames_over_udp_reach_the_cloud(broker: Broker, config_file: Path, docs: Docs) -> None:

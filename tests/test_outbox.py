@@ -200,6 +200,20 @@ async def test_a_closed_gate_holds_and_an_open_one_releases(box: Box, clock: Set
     assert await outbox.held() == 0
 
 
+async def test_a_call_alert_raised_while_paid_goes_out_after_the_service_lapses(box: Box) -> None:
+    """A call alert was raised while sensor_call_alert was active (the only time one is raised); the service
+    lapses before it leaves: it is not held, it goes out now, without held_since (docs/entitlements.md)."""
+    outbox = box.outbox
+    assert outbox is not None
+    alert = await outbox.add(event("call_alert", "fall_detected"))
+    await outbox.set_denied(frozenset({"report_alarm", "sensor_call_alert"}))
+    assert not outbox.holds("call_alert")
+    assert outbox.holds("alarm")
+    [sent] = await outbox.sendable(0)
+    assert (sent.seq, sent.held_since) == (alert.seq, None)
+    assert await outbox.held() == 0
+
+
 async def test_rows_queued_before_a_gate_closes_are_held_from_then(box: Box, clock: SettableClock) -> None:
     """An alarm queued while allowed but not yet sent is held (and stamped) once the gate closes."""
     outbox = box.outbox

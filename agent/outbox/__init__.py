@@ -18,8 +18,8 @@ Theory of operation.
   empty: ``policy.prune_excess``; dropped first when the disk is full), and the cloud, seeing a gap
   in seq, asks for them again (``resync`` with ``from_seq``: :meth:`Outbox.replay_in`); the event ids
   let it drop duplicates.
-* **Held, never dropped.** An event whose gate (``report_alarm`` for alarms, ``sensor_call_alert``
-  for call alerts) is denied stays in the queue with ``held_since`` set, is counted in the state
+* **Held, never dropped.** An event whose gate (``report_alarm`` for alarms; call alerts have none:
+  ``events.GATES``) is denied stays in the queue with ``held_since`` set, is counted in the state
   report, and goes out with ``held_since`` once the gate opens. ``policy.is_held`` is the one rule.
 * **Bounded.** At ``max_events`` a new event evicts the oldest row of the lowest priority class, if
   that class is not above its own (health first, then door logs, then the device's own reports;

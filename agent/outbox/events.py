@@ -38,7 +38,11 @@ RESERVED_TYPES: Final = frozenset({"alarm", "sensor", "call_alert", "door_log"})
 
 # The decision that must allow an event out; while it is denied the event is held, never dropped
 # (DOMAIN.md: a device with limited doors cannot report alarms; no call alerts without the service).
-GATES: Final[Mapping[str, str]] = {"alarm": "report_alarm", "call_alert": "sensor_call_alert"}
+# An alarm raised while report_alarm is denied is held and sent, marked held_since, once it is allowed. A call
+# alert is different: it is raised only while sensor_call_alert is active at the fall (agent/local/reactions.py),
+# and one raised then goes out as soon as it can, even if the service lapsed meanwhile; a fall while it is not
+# active raises none, and a renewal brings none afterwards (a carer told hours late of a fall is misled).
+GATES: Final[Mapping[str, str]] = {"alarm": "report_alarm"}
 GATED_ACTIONS: Final = frozenset(GATES.values())
 
 _KIND = re.compile(r"[a-z0-9_]{1,64}")

@@ -2,8 +2,8 @@
 
 No I/O and no state: the outbox (``agent/outbox/__init__.py``) asks, the rows module (``rows.py``)
 carries the answer out in SQL. Held-ness is decided here and nowhere else: an event is *held* while the
-decision that must allow it out (its gate: ``report_alarm`` for alarms, ``sensor_call_alert`` for call
-alerts) is denied; the SQL that selects sendable or held rows is built from the same answer.
+decision that must allow it out (its gate: ``report_alarm`` for alarms; call alerts have none, see
+``events.GATES``) is denied; the SQL that selects sendable or held rows is built from the same answer.
 """
 
 from __future__ import annotations
