@@ -14,3 +14,18 @@ def test_the_firmware_state_diagram_in_docs_is_current() -> None:
     text = FIRMWARE_DOC.read_text()
     assert "stateDiagram-v2" in text
     assert firmware_rendered(text) == text, "docs/firmware.md is stale: run python -m tests.support.behaviour --write"
+
+
+def test_the_configuration_reference_is_the_models() -> None:
+    """Every key, its default and its bounds, in docs/configuration.md and (the bounded ones) README.md."""
+    from tests.support import configdoc
+
+    doc, readme = configdoc.DOC.read_text(), configdoc.README.read_text()
+    stale = "stale: run python -m tests.support.configdoc --write"
+    assert configdoc.rendered(doc, configdoc.TABLE, configdoc.table()) == doc, f"docs/configuration.md is {stale}"
+    assert configdoc.rendered(readme, configdoc.LIMITS, configdoc.limits()) == readme, f"README.md is {stale}"
+    for prefix, page in configdoc.SECTIONS.items():
+        text = page.read_text()
+        assert configdoc.rendered(text, configdoc.LIMITS, configdoc.limits(prefix)) == text, f"{page} is {stale}"
+    assert "| `drivers.held_open_seconds` | >= 5, <= 3,600 | `30` |" in readme
+    assert "| `drivers.sensor_silence_seconds` | >= 10, <= 86,400 | `300` |" in readme
