@@ -148,3 +148,14 @@ def test_only_damage_counts_as_corruption(error: sqlite3.DatabaseError, corrupt:
     mapped = store_error(Path("agent.db"), error)
     assert isinstance(mapped, StoreCorrupt) is corrupt
     assert str(error) in str(mapped)
+
+
+def test_each_migration_says_who_may_still_use_the_database() -> None:
+    """READABLE_FROM has one entry per migration (docs/firmware.md "Writing a migration"): never above the
+    migration's own number, and never lower than the one before (a database cannot become readable again
+    by agents a migration shut out)."""
+    from agent.store.migrations import MIGRATIONS, READABLE_FROM, SCHEMA_VERSION
+
+    assert len(READABLE_FROM) == len(MIGRATIONS) == SCHEMA_VERSION
+    assert all(1 <= readable <= n for n, readable in enumerate(READABLE_FROM, start=1))
+    assert list(READABLE_FROM) == sorted(READABLE_FROM)
