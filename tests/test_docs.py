@@ -29,3 +29,16 @@ def test_the_configuration_reference_is_the_models() -> None:
         assert configdoc.rendered(text, configdoc.LIMITS, configdoc.limits(prefix)) == text, f"{page} is {stale}"
     assert "| `drivers.held_open_seconds` | >= 5, <= 3,600 | `30` |" in readme
     assert "| `drivers.sensor_silence_seconds` | >= 10, <= 86,400 | `300` |" in readme
+
+
+def test_the_event_shapes_table_tells_a_wrong_event_from_a_right_one() -> None:
+    """The check every test's cloud runs (tests/support/cloud.py) can fail: a credential's value in a door
+    log, a key missing, are found; the device's own shapes pass; an integrator's own kinds are left alone."""
+    from tests.support.eventshapes import problem
+
+    granted = {"type": "door_log", "kind": "granted", "data": {"door": "door-1", "method": "card", "credential": "c-1"}}
+    assert problem(granted) is None
+    leaking = {**granted, "data": {**granted["data"], "value": "04A1B2C0"}}
+    assert problem(leaking) is not None
+    assert problem({"type": "alarm", "kind": "held_open", "data": {"door": "door-1"}}) is not None  # open_seconds
+    assert problem({"type": "health", "kind": "telemetry", "data": {"anything": 1}}) is None

@@ -96,7 +96,7 @@ async def test_a_rollback_after_a_new_schema_starts_the_old_agent_and_loses_no_e
             await status_until(data_dir, lambda s: (s["firmware"]["job"] or {}).get("state") == "committing", 60)
             with sqlite3.connect(data_dir / DB_NAME) as db:  # the newer build has migrated
                 assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
-            raised = [await raise_event(data_dir, "alarm", "tamper", data={"n": n}) for n in range(3)]
+            raised = [await raise_event(data_dir, "alarm", "tamper", data={"device": f"panel-{n}"}) for n in range(3)]
             assert all(r["ok"] and r["held"] for r in raised), raised
             await cloud.wait_until(lambda: "rolled_back" in kinds(cloud, "j-1"), seconds=60, what="rolled_back")
             status = await status_until(
@@ -115,7 +115,7 @@ async def test_a_rollback_after_a_new_schema_starts_the_old_agent_and_loses_no_e
         "pending", "downloading", "verifying", "installing", "rebooting", "committing", "rolled_back"
     ]  # fmt: skip
     alarms = [e for e in cloud.events.values() if e["kind"] == "tamper"]
-    assert sorted(e["data"]["n"] for e in alarms) == [0, 1, 2]
+    assert sorted(e["data"]["device"] for e in alarms) == ["panel-0", "panel-1", "panel-2"]
     assert all(e["held_since"] is not None for e in alarms)
     assert daemon.exits.count(75) == 2  # into the newer build, and back
     restored = [e for e in daemon.log_events() if e.get("event") == "store_restored_after_rollback"]

@@ -47,7 +47,7 @@ async def test_a_full_disk_keeps_alarms_answers_reads_and_takes_a_renewal_as_spa
         config_file = device_config(device, broker, root_pem, store={"reserve_bytes": 256 * 1024})
         async with provisioned(broker, config_file, docs, LAPSED, mode="limited") as (daemon, cloud):
             for i in range(20):
-                assert (await raise_event(data_dir, "alarm", "tamper", data={"i": i}))["held"]
+                assert (await raise_event(data_dir, "alarm", "tamper", data={"device": f"panel-{i}"}))["held"]
             await status_until(data_dir, lambda s: s["reserve"]["held"])
             fill(data_dir / "filler")
             refused = None
@@ -60,7 +60,7 @@ async def test_a_full_disk_keeps_alarms_answers_reads_and_takes_a_renewal_as_spa
             assert refused["code"] == "outbox_full"
             assert "disk is full" in refused["message"]
 
-            answer = await raise_event(data_dir, "alarm", "tamper", data={"i": 20})
+            answer = await raise_event(data_dir, "alarm", "tamper", data={"device": "panel-20"})
             assert answer["ok"], answer
             assert answer["held"]
             status = await status_until(data_dir, lambda s: s["reserve"]["released"] == 1)

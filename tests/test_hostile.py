@@ -287,7 +287,9 @@ async def test_a_flood_of_refused_documents_keeps_the_bound_and_the_alarms(
     config_file = device_config(tmp_path / "device", broker, root_pem, outbox={"max_events": 100})
     lapsed = [svc("door", "door:door-2", days=-1)]
     async with provisioned(broker, config_file, docs, lapsed, mode="limited") as (daemon, cloud):
-        answers = [await raise_event(daemon.data_dir, "alarm", "tamper", data={"i": i}) for i in range(60)]
+        answers = [
+            await raise_event(daemon.data_dir, "alarm", "tamper", data={"device": f"panel-{i}"}) for i in range(60)
+        ]
         assert all(a["ok"] and a["held"] for a in answers)
         depths: list[int] = []
         forgeries = _forgeries(docs, 5000)

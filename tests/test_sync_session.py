@@ -67,8 +67,8 @@ async def test_events_reach_the_cloud_in_order_with_seq_and_event_id(
     await provision(cloud, docs)
     async with InProcessDaemon(config_file) as device:
         answers = [
-            await raise_event(device.data_dir, "sensor", kind, "mr01-bedroom")
-            for kind in ("fall_detected", "bed_exit", "presence")
+            await raise_event(device.data_dir, "sensor", kind, "mr01-bedroom", {"sensor": "mr01-bedroom", **extra})
+            for kind, extra in (("fall_detected", {}), ("bed_exit", {}), ("presence", {"present": True}))
         ]
         await cloud.wait_until(lambda: len(cloud.events) == 3, what="3 events")
     assert [a["seq"] for a in answers] == [1, 2, 3]

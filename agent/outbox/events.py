@@ -37,7 +37,7 @@ HIGHEST_PRIORITY: Final = 3
 RESERVED_TYPES: Final = frozenset({"alarm", "sensor", "call_alert", "door_log"})
 
 # The decision that must allow an event out; while it is denied the event is held, never dropped
-# (DOMAIN.md: a device with limited doors cannot report alarms; no call alerts without the service).
+# (DOMAIN.md: a device with limited doors cannot report alarms).
 # An alarm raised while report_alarm is denied is held and sent, marked held_since, once it is allowed. A call
 # alert is different: it is raised only while sensor_call_alert is active at the fall (agent/local/reactions.py),
 # and one raised then goes out as soon as it can, even if the service lapsed meanwhile; a fall while it is not

@@ -8,6 +8,7 @@ import ssl
 from cloud_stub.link import DeviceLink
 from tests.support.brokers import Broker
 from tests.support.documents import DEVICE_ID
+from tests.support.eventshapes import problem
 
 
 class CloudPeer(DeviceLink):
@@ -21,6 +22,12 @@ class CloudPeer(DeviceLink):
                 tls.load_cert_chain(str(broker.pki.cloud.cert), str(broker.pki.cloud.key))
         super().__init__(broker.host, broker.port, device_id, user="cloud", password="cloud", tls=tls)
         self.broker = broker
+
+    async def __aexit__(self, *exc: object) -> None:
+        await super().__aexit__(*exc)
+        if exc[0] is None:  # a test that passed: every event it received is as docs/sync.md says
+            wrong = [p for p in (problem(e) for e in self.events.values()) if p is not None]
+            assert not wrong, f'events unlike docs/sync.md "Event shapes": {wrong[:5]}'
 
     def assert_exactly_once(self, acknowledged: set[str]) -> None:
         """Every event the device acknowledged is here once after dedupe; no seq gap; no seq reused."""

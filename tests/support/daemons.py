@@ -253,7 +253,8 @@ async def raise_burst(
     answers: list[dict[str, Any]] = []
     try:
         for i in range(count):
-            event = {"type": type_, "kind": kind, "source": "burst", "data": {"i": i}}
+            # shaped as the device's own presence reports are (docs/sync.md "Event shapes"), numbered
+            event = {"type": type_, "kind": kind, "source": "burst", "data": {"sensor": f"burst-{i}", "present": True}}
             writer.write(json.dumps({"op": "raise", "id": i, "event": event}).encode() + b"\n")
         await writer.drain()
         while len(answers) < count:
