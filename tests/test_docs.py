@@ -36,9 +36,10 @@ def test_the_event_shapes_table_tells_a_wrong_event_from_a_right_one() -> None:
     log, a key missing, are found; the device's own shapes pass; an integrator's own kinds are left alone."""
     from tests.support.eventshapes import problem
 
-    granted = {"type": "door_log", "kind": "granted", "data": {"door": "door-1", "method": "card", "credential": "c-1"}}
+    data = {"door": "door-1", "method": "card", "credential": "c-1"}
+    granted: dict[str, object] = {"type": "door_log", "kind": "granted", "data": data}
     assert problem(granted) is None
-    leaking = {**granted, "data": {**granted["data"], "value": "04A1B2C0"}}
+    leaking = {**granted, "data": {**data, "value": "04A1B2C0"}}
     assert problem(leaking) is not None
     assert problem({"type": "alarm", "kind": "held_open", "data": {"door": "door-1"}}) is not None  # open_seconds
     assert problem({"type": "health", "kind": "telemetry", "data": {"anything": 1}}) is None

@@ -201,6 +201,7 @@ async def upgrade_path(
         status = await status_until(daemon.data_dir, lambda s: s["firmware"]["version"] == version)
         shown = status["firmware"]["job"]
         assert (shown["state"], shown["reason"]) == (expected[-1], reason) if shown else expected == ["rejected"]
+        assert cloud.state is not None
         assert cloud.state["firmware"]["slot"] == status["firmware"]["slot"] in ("a", "b")  # lower case, as documented
     slot, in_slot = booted(config_file)
     assert (in_slot or RUNNING) == version

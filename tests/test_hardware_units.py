@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from agent.drivers.modbus import Debouncer, PulseJournal
 from agent.drivers.osdp import PATTERNS, Keypad
 from agent.drivers.wiring import Point
 from agent.errors import ConfigError
+from tests.support.brokers import free_port
 from tests.support.documents import write_config
 
 GOOD: dict[str, Any] = {
@@ -227,3 +229,35 @@ async def test_doctor_asks_each_reader_and_module_itself_when_no_daemon_runs(tmp
         await peer.kill()
         await module.kill()
         line.close()
+
+
+async def test_a_modbus_module_stops_even_when_its_client_swallows_the_cancellation(tmp_path: Path) -> None:
+    """pymodbus's connect (asyncio.wait_for, Python 3.11) may answer False instead of passing a cancellation
+    on: the module's run() still ends when cancelled, so the daemon's stop is not held up by it."""
+    from agent.drivers.modbus import ModbusModuleDriver, PulseJournal
+    from agent.drivers.wiring import ModbusModule
+
+    module = ModbusModuleDriver(
+        "io-1", ModbusModule(host="127.0.0.1", port=free_port(), poll_ms=10, timeout_seconds=5.0),
+        contacts={0: "door-1"}, exits={}, inverted=frozenset(), journal=PulseJournal(tmp_path), now=time.time,
+    )  # fmt: skip
+    connecting = asyncio.Event()
+
+    async def connect_swallowing_cancellation() -> bool:
+        connecting.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            return False  # what wait_for does when the cancellation meets the end of the wait
+        return True
+
+    running = asyncio.create_task(module.run(lambda _stimulus: None))
+    await asyncio.sleep(0)  # run() made its client before its first await
+    assert module._client is not None
+    module._client.connect = connect_swallowing_cancellation
+    async with asyncio.timeout(5):
+        await connecting.wait()
+    running.cancel()
+    async with asyncio.timeout(5):  # before the fix: it polled on, and this timed out
+        await asyncio.gather(running, return_exceptions=True)
+    assert running.cancelled()
