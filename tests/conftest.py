@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -18,6 +19,9 @@ from tests.support.documents import Claims, Keys, SettableClock, write_config, w
 from tests.support.ledger import LedgerAt
 from tests.support.postgres import Cluster
 from tests.support.sync import Docs
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
 
 
 @pytest.fixture
@@ -111,3 +115,12 @@ def ledger_at(request: pytest.FixtureRequest, tmp_path: Path) -> LedgerAt:
         return LedgerAt.sqlite(tmp_path / "cloud" / "ledger.db")
     cluster: Cluster = request.getfixturevalue("postgres")
     return LedgerAt(cluster.database(), tmp_path / "cloud")
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's chromium, launched by Playwright (the portal's browser tests)."""
+    from tests.support.browser import chromium
+
+    async with chromium() as launched:
+        yield launched

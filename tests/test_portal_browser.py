@@ -22,7 +22,7 @@ from playwright.async_api import Browser, Page
 
 from cloud_stub.operations import authority, ingest, logins, sites, upgrades
 from cloud_stub.operations.authority import OPERATOR
-from tests.support.browser import CHROMIUM, SERIOUS, chromium, log_in, opened, shot
+from tests.support.browser import CHROMIUM, SERIOUS, log_in, opened, shot
 from tests.support.ledger import LedgerAt, add_firmware, call
 from tests.support.portal import TENANTS, PortalServer, portal_server
 
@@ -31,12 +31,6 @@ from tests.support.portal import TENANTS, PortalServer, portal_server
 async def server(tmp_path: Path) -> AsyncIterator[PortalServer]:
     async with portal_server(LedgerAt.sqlite(tmp_path / "cloud" / "ledger.db")) as served:
         yield served
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
 
 
 async def test_an_installer_at_work(server: PortalServer, browser: Browser, tmp_path: Path) -> None:

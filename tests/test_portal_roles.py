@@ -17,7 +17,7 @@ from playwright.async_api import Browser, Page
 
 from cloud_stub.operations import accounts
 from cloud_stub.portal.navigation import DONE, MENUS
-from tests.support.browser import Watched, chromium, log_in, opened
+from tests.support.browser import Watched, log_in, opened
 from tests.support.ledger import LedgerAt, add_firmware, call
 from tests.support.portal import TENANTS, PortalServer, link_in, portal_server
 
@@ -28,12 +28,6 @@ ROLES = {"distributor": "d1", "sub_distributor": "sd1", "installer": "i1", "sub_
 async def server(tmp_path: Path) -> AsyncIterator[PortalServer]:
     async with portal_server(LedgerAt.sqlite(tmp_path / "cloud" / "ledger.db")) as served:
         yield served
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
 
 
 async def _done(page: Page, key: str) -> None:
