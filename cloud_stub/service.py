@@ -155,6 +155,10 @@ class CloudService:
         cancelled."""
         self._changes = changes_of(self.ledger.database)
         try:
+            try:
+                await self._changes.start()
+            except CloudError as exc:  # the first wait listens again; the passes go on meanwhile
+                log.error("changes_not_heard", error=str(exc)[:300])
             for attempt in itertools.count():
                 broker = self.brokers[attempt % len(self.brokers)]
                 try:

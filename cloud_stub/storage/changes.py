@@ -23,6 +23,9 @@ POLL: Final = 0.05
 
 
 class Changes(Protocol):
+    async def start(self) -> None:
+        """Begin hearing changes now: one committed after this is never missed (before the first pass)."""
+
     async def wait(self, seconds: float) -> bool:
         """Until another writer changed the ledger (True) or ``seconds`` passed (False)."""
 
@@ -33,6 +36,9 @@ class SqliteChanges:
     def __init__(self, path: str) -> None:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._seen = self._version()
+
+    async def start(self) -> None:
+        """Nothing more: the version was read as this was made."""
 
     def _version(self) -> int:
         return int(self._db.execute("PRAGMA data_version").fetchone()[0])
@@ -58,6 +64,11 @@ class PostgresChanges:
     def __init__(self, url: str, ignore: str) -> None:
         self._url, self._ignore = url, ignore
         self._connection: object | None = None
+
+    async def start(self) -> None:
+        """LISTEN now, before the first pass: a change another process commits between that pass and the
+        first wait would otherwise go unheard until the next timed pass (a fresh clone's CI saw it)."""
+        await self._connected()
 
     async def _connected(self) -> object:
         import psycopg
