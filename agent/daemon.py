@@ -85,6 +85,7 @@ from agent.sync.session import Session
 from agent.sync.state import StateReport
 from firmware.backends import backend as firmware_backend
 from firmware.engine import Engine, firmware_settings
+from protocol import logs
 from protocol.topics import Topics
 
 log = structlog.get_logger("agent.daemon")
@@ -394,6 +395,7 @@ async def run(config: Config, roots: tuple[Ed25519PublicKey, ...], source: Clock
     """Open the daemon, serve until SIGTERM or SIGINT, stop cleanly. SIGUSR1 logs its tasks."""
     daemon = await Daemon.open(config, roots, source)
     loop = asyncio.get_running_loop()
+    logs.quiet_library_defects(loop)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, daemon.stop.set)
     loop.add_signal_handler(signal.SIGUSR1, log_tasks)

@@ -64,9 +64,11 @@ async def _serve(config: ServeConfig) -> int:
     from cloud_stub.ledger import Ledger
     from cloud_stub.operations import keys
     from cloud_stub.service import CloudService
+    from protocol import logs
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    logs.quiet_library_defects(loop)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     home = config.keys_home

@@ -14,6 +14,7 @@ engineer gets with ``collect_diagnostics`` (agent/runtime/diagnostics.py) withou
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import os
@@ -100,3 +101,29 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def quiet_library_defects(loop: asyncio.AbstractEventLoop) -> None:
+    """Let ``loop`` log, at debug and without a traceback, the one callback error a library defect raises
+    at every unlucky stop (docs/sync.md "Library defects met"): aiomqtt's ``_on_disconnect`` asks
+    ``exception()`` of a connect future that was cancelled, raising ``CancelledError`` in paho's callback.
+    Anything else goes to the loop's default handler as before."""
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, asyncio.CancelledError) and _raised_in(exc, "aiomqtt"):
+            structlog.get_logger("protocol.logs").debug("aiomqtt_cancelled_connect_callback")
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
+def _raised_in(exc: BaseException, package: str) -> bool:
+    """Whether the innermost frame of ``exc``'s traceback that is not the standard library's is ``package``'s."""
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_filename)
+        tb = tb.tb_next
+    return any(f"{os.sep}{package}{os.sep}" in name for name in frames)

@@ -8,6 +8,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -333,3 +334,32 @@ async def test_a_document_that_arrives_before_the_trust_bringing_its_key_is_take
 def mode_is_unprovisioned(cloud: CloudPeer) -> bool:
     state = cloud.state
     return bool(state and state.get("online") and state["entitlements"]["mode"] == "unprovisioned")
+
+
+async def test_aiomqtts_cancelled_connect_callback_is_logged_quietly() -> None:
+    """aiomqtt's _on_disconnect raises CancelledError in paho's callback when the connect it waited for was
+    cancelled (a stop while connecting): the loop's handler (protocol/logs.py) leaves it out of the log's
+    tracebacks; any other callback error still reaches the default handler."""
+    import aiomqtt
+
+    from protocol import logs
+
+    loop = asyncio.get_running_loop()
+    defaulted: list[dict[str, Any]] = []
+    logs.quiet_library_defects(loop)
+    loop.default_exception_handler = defaulted.append  # type: ignore[method-assign, assignment]
+    try:
+        client = aiomqtt.Client("127.0.0.1", 1)
+        client._connected.cancel()
+        loop.call_soon(client._on_disconnect, None, None, None, 0)  # type: ignore[arg-type]  # as paho calls it
+
+        def defect() -> None:
+            raise ValueError("a real defect")
+
+        loop.call_soon(defect)
+        for _ in range(3):
+            await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+        del loop.default_exception_handler
+    assert [type(c["exception"]).__name__ for c in defaulted] == ["ValueError"]
