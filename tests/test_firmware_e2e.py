@@ -369,11 +369,13 @@ async def test_reset_after_upgrade_wipes_credentials_and_history_but_keeps_ident
         [executed] = [e for e in cloud.events.values() if e["kind"] == "executed"]
         assert executed["data"]["reset"]["credentials"] == 1
         assert executed["data"]["reset"]["commands"] == 1
-        status = await status_until(daemon.data_dir, lambda s: s["firmware"]["version"] == NEWER)
+        # the local side reloads its credentials once told of the wipe (asynchronously): wait for it
+        status = await status_until(
+            daemon.data_dir, lambda s: s["firmware"]["version"] == NEWER and s["drivers"]["credentials"] == 0
+        )
         assert status["device_id"] == "0c110512ab34"
         assert status["trust"] is not None  # the trust document and the entitlements stay
         assert status["mode"] == "normal"
-        assert status["drivers"]["credentials"] == 0
 
 
 async def test_a_job_that_failed_with_its_try_set_never_runs_the_failed_slot(
