@@ -339,7 +339,6 @@ class Daemon:
                 stopping.cancel()
                 sdnotify.notify("STOPPING=1")
                 server.close()
-                control.close_connections()
                 for task in working:
                     task.cancel()
                 await asyncio.wait(working, timeout=_STOP_SECONDS)

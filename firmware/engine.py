@@ -96,10 +96,10 @@ class Engine:
         self._wake = asyncio.Event()
         self.job: Job | None = None
         self.progress: int | None = None
-        # (job id, SHA-256) of the image this process streamed and hashed: verifying it again would be a second
-        # pass over it for nothing. After a restart it is hashed again (the rare path).
-        self._streamed: tuple[str, str] | None = None
-        self._read_back: tuple[str, str] | None = None  # (job, the slot's digest read back as it was streamed)
+        # (job id, SHA-256, read back) of the image this process streamed and hashed: verifying it again would be
+        # a second pass over it for nothing (after a restart it is hashed again, the rare path); read back: the
+        # block-device slot's SHA-256 read from the device as it was streamed into, or None.
+        self._streamed: tuple[str, str, str | None] | None = None
 
     # -- what runs ---------------------------------------------------------------------------------
     def slot(self, name: str) -> Slot:
@@ -411,9 +411,8 @@ class Engine:
             self.progress = None
             if digest != claims.sha256:
                 log.warning("firmware_digest_mismatch_while_streaming", job_id=job.job_id)
-            self._streamed = (job.job_id, digest)
             read_back = destination.read_back if isinstance(destination, DeviceStream) else None
-            self._read_back = (job.job_id, read_back) if read_back else None
+            self._streamed = (job.job_id, digest, read_back)
             await self._move(job, "downloaded", {"bytes": claims.size})
             return
         self._discard(job)
@@ -531,8 +530,8 @@ class Engine:
 
     async def _written(self, job: Job, slot: Slot) -> str:
         """The slot's SHA-256 as the device holds it: read back while it was streamed into, or now."""
-        if self._read_back is not None and self._read_back[0] == job.job_id and self._streamed_into(job):
-            return self._read_back[1]
+        if self._streamed is not None and self._streamed[0] == job.job_id and self._streamed[2] is not None:
+            return self._streamed[2]
         return await asyncio.to_thread(slot.digest)
 
     async def _commit(self, job: Job) -> bool:

@@ -246,7 +246,7 @@ async def test_a_modbus_module_stops_even_when_its_client_swallows_the_cancellat
     async def connect_swallowing_cancellation() -> bool:
         connecting.set()
         try:
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # a connect that never completes
         except asyncio.CancelledError:
             return False  # what wait_for does when the cancellation meets the end of the wait
         return True

@@ -99,7 +99,6 @@ class ControlServer:
         self.path = path
         self._handlers = {"hello": self._hello, **handlers}
         self._group = group  # a gid whose members may use GROUP_OPS; None: owner-only
-        self._open: set[asyncio.StreamWriter] = set()  # the connections being served
 
     async def start(self) -> asyncio.Server:
         """Bind the socket (owner-only, or open to the group); :class:`AlreadyRunning` if a daemon holds it."""
@@ -132,11 +131,6 @@ class ControlServer:
                 log.warning("control_directory_not_opened", directory=str(self.path.parent), error=str(exc))
         return server
 
-    def close_connections(self) -> None:
-        """End every connection being served (the daemon stops): each handler sees its end and returns."""
-        for writer in list(self._open):
-            writer.close()
-
     async def _hello(self, request: dict[str, Any]) -> dict[str, Any]:
         return {"protocol": PROTOCOL, "ops": sorted(request["_allowed"])}
 
@@ -154,7 +148,6 @@ class ControlServer:
                 await writer.drain()
             slots.release()
 
-        self._open.add(writer)
         try:
             async with asyncio.TaskGroup() as requests:
                 while True:
@@ -174,7 +167,6 @@ class ControlServer:
             # Python 3.11's stream callback from logging the cancellation as an error with a traceback.
             pass
         finally:
-            self._open.discard(writer)
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()

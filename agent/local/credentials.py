@@ -122,9 +122,11 @@ class CredentialIndex:
 
     __slots__ = ("_entries", "repaired")
 
-    def __init__(self, entries: dict[bytes, bytes] | None = None) -> None:
+    def __init__(
+        self, entries: dict[bytes, bytes] | None = None, repaired: list[tuple[bytes, bytes, int]] | None = None
+    ) -> None:
         self._entries = entries or {}
-        self.repaired: list[tuple[bytes, bytes, int]] = []  # (lookup, held, rowid) packed by load()
+        self.repaired = repaired or []  # (lookup, held, rowid) packed by load(), for save_repaired()
 
     @classmethod
     def of(cls, held: Mapping[tuple[str, str, str], Held]) -> CredentialIndex:
@@ -160,9 +162,7 @@ class CredentialIndex:
             lookup, held = packed(door, ident, kind, body)
             entries[lookup] = held
             repaired.append((lookup, held, rowid))
-        index = cls(entries)
-        index.repaired = repaired
-        return index
+        return cls(entries, repaired)
 
     def find(self, door: str, kind: str, value: str) -> Held | None:
         """The credential of ``kind`` for ``door`` whose value is ``value``, if held."""
