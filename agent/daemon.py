@@ -73,7 +73,7 @@ from agent.intake.poison import PoisonList
 from agent.local.side import LocalSide
 from agent.outbox import Outbox, Pump
 from agent.outbox.events import NewEvent
-from agent.runtime import diagnostics, inventory, sdnotify
+from agent.runtime import diagnostics, heap, inventory, sdnotify
 from agent.runtime.firmware_ports import FirmwareEvents, ResetAfterUpgrade
 from agent.runtime.housekeeping import Housekeeping, notices_raised
 from agent.runtime.metrics import Metrics, Tls
@@ -393,6 +393,7 @@ def log_tasks() -> None:
 async def run(config: Config, roots: tuple[Ed25519PublicKey, ...], source: ClockSource) -> Outcome:
     """Open the daemon, serve until SIGTERM or SIGINT, stop cleanly. SIGUSR1 logs its tasks."""
     daemon = await Daemon.open(config, roots, source)
+    heap.freeze()  # what start-up built stays; full collections no longer walk it (agent/runtime/heap.py)
     loop = asyncio.get_running_loop()
     logs.quiet_library_defects(loop)
     for signum in (signal.SIGTERM, signal.SIGINT):

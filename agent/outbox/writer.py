@@ -127,6 +127,10 @@ class GroupCommit(Generic[T, R]):
                         if self._closing:
                             break
                         await asyncio.sleep(WRITE_RETRY)  # the acknowledgements are tried again then
+                    # Let the raisers just settled run before the next commit starts: the database thread
+                    # needs the GIL for every row it binds, and with the event loop busy meanwhile it waits
+                    # for the interpreter's switch interval (5 ms) again and again.
+                    await asyncio.sleep(0)
                     if (
                         not self.pending
                         and not self._closing
