@@ -73,7 +73,7 @@ from agent.intake.poison import PoisonList
 from agent.local.side import LocalSide
 from agent.outbox import Outbox, Pump
 from agent.outbox.events import NewEvent
-from agent.runtime import diagnostics, heap, inventory, sdnotify
+from agent.runtime import diagnostics, faults, heap, inventory, sdnotify
 from agent.runtime.firmware_ports import FirmwareEvents, ResetAfterUpgrade
 from agent.runtime.housekeeping import Housekeeping, notices_raised
 from agent.runtime.metrics import Metrics, Tls
@@ -84,7 +84,8 @@ from agent.store.rollback import restore_snapshot
 from agent.sync.session import Session
 from agent.sync.state import StateReport
 from firmware.backends import backend as firmware_backend
-from firmware.engine import Engine, firmware_settings
+from firmware.engine import Engine
+from firmware.settings import firmware_settings
 from protocol import logs
 from protocol.topics import Topics
 
@@ -141,6 +142,7 @@ class Daemon:
             reset=ResetAfterUpgrade(outbox),
             busy=self.local.busy,
             zone=self.local.zone,
+            faults=faults,
         )
         table = handlers.table(
             admit_job=self.firmware.admit_in,

@@ -34,3 +34,22 @@ class Events(Protocol):
 
     async def add(self, kind: str, data: dict[str, Any], at: float) -> None:
         """Queue the event in a transaction of its own."""
+
+
+class Faults(Protocol):
+    """Crash and fault points (``agent/runtime/faults.py`` in the daemon): where tests kill the daemon, or
+    make a step fail, at a chosen instant. A module with these two functions is one."""
+
+    def crash_point(self, name: str) -> None: ...
+
+    def fault_point(self, name: str) -> None: ...
+
+
+class NoFaults:
+    """No crash or fault points (the engine's default: a test that wants them hands the agent's)."""
+
+    def crash_point(self, name: str) -> None:
+        """Nothing."""
+
+    def fault_point(self, name: str) -> None:
+        """Nothing."""
