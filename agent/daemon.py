@@ -127,7 +127,7 @@ class Daemon:
         self._control_gid: int | None = None
         self.housekeeping = Housekeeping(device, outbox, raised, state_changed=lambda: self.session.republish_state())
         hardware = drivers.build(config.drivers, device.clock.now, config.data_dir)
-        self.local = LocalSide(config, device, outbox, hardware.outputs, hardware.inputs)
+        self.local = LocalSide(config.drivers, device, outbox, hardware.outputs, hardware.inputs)
         connected = asyncio.Event()  # set while the session is subscribed
         self.firmware = Engine(
             firmware_settings(config),

@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from agent.config import Config
+from agent.config import DriversConfig
 from agent.device import Device
 from agent.drivers.interfaces import Outputs, perform
 from agent.drivers.registry import Input
@@ -45,9 +45,9 @@ class LocalSide:
     """Stimuli to actions and events, for one daemon."""
 
     def __init__(
-        self, config: Config, device: Device, outbox: Outbox, outputs: Outputs, inputs: Sequence[Input] = ()
+        self, drivers: DriversConfig, device: Device, outbox: Outbox, outputs: Outputs, inputs: Sequence[Input] = ()
     ) -> None:
-        self._config, self._device, self._outbox, self.outputs = config, device, outbox, outputs
+        self._drivers, self._device, self._outbox, self.outputs = drivers, device, outbox, outputs  # [drivers] only
         self.inputs = list(inputs)  # started by run(), closed when it ends
         self.state = LocalState()
         self.credentials = CredentialIndex()
@@ -77,7 +77,7 @@ class LocalSide:
         if self.credentials.repaired:
             await self._save_repaired(self.credentials)
         for action in waiting:
-            seconds = action.seconds or self._config.drivers.relay_seconds
+            seconds = action.seconds or self._drivers.relay_seconds
             await self.outputs.relay.open(action.door, seconds)
             now = self._device.clock.now()
             self.state.door(action.door).released_until = now + seconds
@@ -118,7 +118,7 @@ class LocalSide:
             settings=self.settings,
             project_type=ents.project_type if ents else None,
             doors=ents.doors if ents else (),
-            timing=self._config.drivers,
+            timing=self._drivers,
         )
 
     # -- handling ------------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ class LocalSide:
             await self._handle()
 
     async def _handle(self) -> None:
-        silence = max(1.0, self._config.drivers.sensor_silence_seconds / 4)
+        silence = max(1.0, self._drivers.sensor_silence_seconds / 4)
         while True:
             try:
                 async with asyncio.timeout(silence):
@@ -213,7 +213,7 @@ class LocalSide:
 
     def busy(self) -> str | None:
         """Why a reboot must wait now (a call in progress, a door still open), or None (the firmware engine asks)."""
-        return busy(self.state, self._device.clock.now(), self._config.drivers)
+        return busy(self.state, self._device.clock.now(), self._drivers)
 
     def zone(self) -> str | None:
         """The site's time zone (its ``timezone`` setting), for a firmware job's window."""
@@ -223,7 +223,7 @@ class LocalSide:
     def status(self) -> dict[str, Any]:
         """For ``edge-agent status``."""
         return {
-            "kind": self._config.drivers.kind,
+            "kind": self._drivers.kind,
             "credentials": len(self.credentials),
             "stimuli_handled": self.handled,
             "stimuli_dropped": self.dropped,
