@@ -37,6 +37,7 @@ from agent.intake.commands import Credential
 from agent.local.credentials import CredentialIndex
 from agent.local.reactions import Context, LocalState, react
 from agent.local.stimuli import Stimulus
+from agent.runtime import heap
 from agent.store.database import Store
 from bench.bench_outbox import _percentile
 from bench.common import Result
@@ -146,6 +147,7 @@ async def _through_daemon(directory: Path) -> tuple[list[float], list[float], li
     await _store_credentials(data_dir, held)
     handle = InProcessDaemon(config_file)
     daemon = await handle.open()
+    heap.freeze()  # as the shipped entry point does once the daemon is open (agent/daemon.py run)
     opened: list[float] = []
     relay = daemon.local.outputs.relay
     original = relay.open
@@ -275,6 +277,7 @@ async def _burst(directory: Path) -> tuple[float, int, int]:
     config_file = _config(directory, mr01_udp="127.0.0.1:0")
     handle = InProcessDaemon(config_file)
     daemon = await handle.open()
+    heap.freeze()  # as the shipped entry point does once the daemon is open (agent/daemon.py run)
     await handle.serve()
     try:
         [mr01] = [source for source in daemon.local.inputs if isinstance(source, Mr01Input)]

@@ -25,6 +25,7 @@ from agent.clock import ClockSource, TrustedClock
 from agent.config import load_config
 from agent.outbox import Outbox
 from agent.outbox.events import NewEvent, wire_payload
+from agent.runtime import heap
 from agent.store.database import Store
 from bench.common import Result
 from tests.support.brokers import Mosquitto
@@ -102,6 +103,7 @@ async def _drain(directory: Path, backlog: int) -> tuple[float, float]:
 
         handle = InProcessDaemon(config_file)
         daemon = await handle.open()
+        heap.freeze()  # as the shipped entry point does once the daemon is open (agent/daemon.py run)
         daemon.outbox.on_puback = on_puback  # in place before it connects
         await handle.serve()
         await asyncio.wait_for(daemon.session.connected.wait(), 30)

@@ -150,6 +150,7 @@ async def _latency(directory: Path, seconds: float = 5.0, rate: int = 1000) -> t
         acked: dict[int, float] = {}
         async with InProcessDaemon(config_file) as handle:
             assert handle.daemon is not None
+            heap.freeze()  # as the shipped entry point does once the daemon is open (agent/daemon.py run)
             daemon = handle.daemon
             await asyncio.wait_for(daemon.session.connected.wait(), 10)
             total = int(seconds * rate)
