@@ -31,15 +31,26 @@ def _fail(message: str) -> NoReturn:
     sys.exit(EXIT_ERROR)
 
 
-def _with_device(config_file: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
-    """Load the config, open the device, run ``work(device)``, close; map errors to exit 2."""
+def _with_device(config_file: str | None, work: Callable[[Any], Awaitable[T]], *, whole: bool = False) -> T:
+    """Load the config, open the device, run ``work(device)``, close; map errors to exit 2.
+
+    Only the keys every command needs are read (``agent/core_config.py``) unless ``whole``: the daemon's
+    sections are the daemon's, and building their models was a third of a cold ``check``.
+    """
     from agent.clock import ClockSource
-    from agent.config import config_path, load_config, load_trust_roots
+    from agent.core_config import CoreConfig, config_path, load_core_config, load_trust_roots
     from agent.device import Device
     from protocol import logs
 
     async def run() -> T:
-        config = load_config(config_path(config_file, os.environ), os.environ)
+        path = config_path(config_file, os.environ)
+        config: CoreConfig
+        if whole:
+            from agent.config import load_config
+
+            config = load_config(path, os.environ)
+        else:
+            config = load_core_config(path, os.environ)
         logs.configure(config.log_level)
         device = await Device.open(config, load_trust_roots(config), ClockSource.system())
         try:
@@ -146,11 +157,11 @@ def check(action: str, subject: str | None, config_file: str | None, as_json: bo
 
 def _daemon_status(config_file: str | None) -> dict[str, Any] | None:
     """The running daemon's status (its control socket's ``status``), or None if none answers."""
-    from agent.config import config_path, load_config
     from agent.control import server as control
+    from agent.core_config import config_path, load_core_config
 
     try:
-        config = load_config(config_path(config_file, os.environ), os.environ)
+        config = load_core_config(config_path(config_file, os.environ), os.environ)
     except ConfigError as exc:
         _fail(f"config error: {exc}")
 
@@ -239,7 +250,7 @@ def status(config_file: str | None, as_json: bool) -> None:
 
     result = _daemon_status(config_file)
     if result is None:
-        result = {**_with_device(config_file, read), "daemon": False}
+        result = {**_with_device(config_file, read, whole=True), "daemon": False}
     if as_json:
         click.echo(json.dumps(result))
     else:

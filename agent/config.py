@@ -5,6 +5,9 @@ The file is named by ``--config FILE`` or ``EDGE_AGENT_CONFIG``. A variable
 (``EDGE_AGENT_MQTT__URL``); a value that starts with ``[`` or ``{`` is read as JSON, and
 ``trust_roots`` also takes a comma-separated list. Relative paths are relative to the config file.
 
+The keys every command needs (who the device is, where its data and keys are) are
+:class:`~agent.core_config.CoreConfig`'s, read by the same rules; :class:`Config` adds the daemon's sections.
+
 The overlay is written here rather than taken from pydantic-settings: that package costs 35 MB and
 0.28 s to import on the device against pydantic's 18 MB (docs/performance.md), and here every error
 can name the variable it came from. Every problem becomes one :class:`~agent.errors.ConfigError`
@@ -14,41 +17,38 @@ naming the key, which the CLI prints as one line.
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
+from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
+
+from agent.core_config import (
+    ENV_CONFIG,
+    ENV_PREFIX,
+    ControlConfig,
+    CoreConfig,
+    Frozen,
+    StoreConfig,
+    config_path,
+    load_core_config,
+    load_trust_roots,
+    relative_to_config,
+    validated,
 )
-
-from agent.drivers.wiring import DoorWiring, Elevator, ModbusModule, OsdpBus, Reader, Wiring, relative_to_config
+from agent.drivers.wiring import DoorWiring, Elevator, ModbusModule, OsdpBus, Reader, Wiring
 from agent.drivers.wiring import check as check_wiring
-from agent.errors import ConfigError
-from protocol import boundedjson
 
-ENV_PREFIX: Final = "EDGE_AGENT_"
-ENV_CONFIG: Final = "EDGE_AGENT_CONFIG"
-_LIST_KEYS: Final = frozenset({"trust_roots"})
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+__all__ = [  # the core's names too: what every command needs is importable from here, as before
+    "ENV_CONFIG", "ENV_PREFIX", "Config", "ControlConfig", "CoreConfig", "DriversConfig", "FirmwareConfig",
+    "InventoryConfig", "MetricsConfig", "MqttConfig", "OutboxConfig", "StoreConfig", "config_path", "load_config",
+    "load_core_config", "load_trust_roots",
+]  # fmt: skip
 
 
-class MqttConfig(_Frozen):
+class MqttConfig(Frozen):
     """``[mqtt]``: how to reach the broker (used by the sync daemon)."""
 
     url: str = "mqtt://127.0.0.1:1883"
@@ -125,7 +125,7 @@ class MqttConfig(_Frozen):
         return urlsplit(self.url).port or (8883 if self.tls else 1883)
 
 
-class OutboxConfig(_Frozen):
+class OutboxConfig(Frozen):
     """``[outbox]``: how much the device keeps while it cannot send."""
 
     max_events: Annotated[int, Field(ge=10, le=10_000_000)] = 100_000
@@ -134,16 +134,7 @@ class OutboxConfig(_Frozen):
     keep_sent: Annotated[int, Field(ge=0, le=10_000_000)] = 10_000
 
 
-class StoreConfig(_Frozen):
-    """``[store]``: the database."""
-
-    max_bytes: Annotated[int, Field(ge=0)] = 0  # 0: no cap; else writes beyond it fail as a full disk
-    # Space kept back for what must be written on a full disk: alarms, sensor events, call alerts, door
-    # logs and the documents that renew service (agent/store/reserve.py). Under max_bytes, at most a quarter of it.
-    reserve_bytes: Annotated[int, Field(ge=0, le=1 << 30)] = 1 << 20
-
-
-class DriversConfig(_Frozen):
+class DriversConfig(Frozen):
     """``[drivers]``: the hardware and the timings of the local logic (docs/drivers.md)."""
 
     kind: Literal["simulated"] = "simulated"  # the outputs (agent/drivers/registry.py OUTPUTS)
@@ -160,10 +151,10 @@ class DriversConfig(_Frozen):
     mr01_keys: Path | None = None  # lines "<sensor mac> <key hex>", readable by the agent only
     # Real door hardware (agent/drivers/wiring.py, docs/drivers.md "Wiring"): OSDP buses and readers,
     # Modbus relay and I/O modules, and what of them each door and the elevator use.
-    osdp: dict[str, OsdpBus] = {}
-    readers: dict[str, Reader] = {}
-    modbus: dict[str, ModbusModule] = {}
-    doors: dict[str, DoorWiring] = {}
+    osdp: dict[str, OsdpBus] = Field(default_factory=dict)
+    readers: dict[str, Reader] = Field(default_factory=dict)
+    modbus: dict[str, ModbusModule] = Field(default_factory=dict)
+    doors: dict[str, DoorWiring] = Field(default_factory=dict)
     elevator: Elevator = Elevator()
 
     @model_validator(mode="after")
@@ -191,7 +182,7 @@ class DriversConfig(_Frozen):
         return relative_to_config(value, info)
 
 
-class FirmwareConfig(_Frozen):
+class FirmwareConfig(Frozen):
     """``[firmware]``: the upgrade engine (docs/firmware.md)."""
 
     max_size: Annotated[int, Field(ge=1)] = 512 * 1024 * 1024  # a job with a larger image is refused
@@ -206,7 +197,8 @@ class FirmwareConfig(_Frozen):
     bootloader: Literal["file", "uboot", "grub", "rauc"] = "file"  # who chooses the slot (firmware/backends.py)
     slots: Literal["file", "device", "rauc"] = "file"  # where images are written (firmware/backends.py SLOTS)
     rauc_bus: str | None = None  # the D-Bus address of the RAUC service (default: the system bus)
-    slot_devices: dict[Literal["a", "b"], Path] = {}  # slots = "device": the two partitions (/dev/mmcblk0p2...)
+    # slots = "device": the two partitions (/dev/mmcblk0p2...)
+    slot_devices: dict[Literal["a", "b"], Path] = Field(default_factory=dict)
     uboot_env_config: Path | None = None  # fw_env.config for fw_printenv/fw_setenv (default: /etc/fw_env.config)
     grubenv: Path = Path("/boot/grub/grubenv")
     cmdline: Path = Path("/proc/cmdline")  # where the running slot is read (rauc.slot=A)
@@ -228,19 +220,7 @@ class FirmwareConfig(_Frozen):
         return self
 
 
-class ControlConfig(_Frozen):
-    """``[control]``: the local control socket (docs/control.md)."""
-
-    socket: Path | None = None  # default: data_dir/control.sock (owner-only, like data_dir)
-    group: str | None = None  # members may ask hello, check and status; needs a socket outside data_dir
-
-    @field_validator("socket")
-    @classmethod
-    def _socket(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return relative_to_config(value, info)
-
-
-class MetricsConfig(_Frozen):
+class MetricsConfig(Frozen):
     """``[metrics]``: Prometheus metrics, on loopback unless an address is given (docs/operations.md)."""
 
     port: Annotated[int, Field(ge=0, le=65535)] | None = None  # None: off; 0: any free port (logged)
@@ -271,7 +251,7 @@ class MetricsConfig(_Frozen):
         return self
 
 
-class InventoryConfig(_Frozen):
+class InventoryConfig(Frozen):
     """``[inventory]``: what the state report says about the device beyond its entitlements
     (docs/operations.md "Inventory")."""
 
@@ -287,158 +267,19 @@ class InventoryConfig(_Frozen):
 
 
 # Top-level strings with a fixed format: the pattern, and what to tell the installer when it does not match.
-_FORMATS: Final = {
-    "device_id": (r"[0-9a-f]{12}", "the MAC as 12 lowercase hex digits without separators"),
-    "model": (r"[A-Za-z0-9_-]{1,32}", "a model name like R29"),
-    "firmware_version": (r"[0-9]{1,9}(\.[0-9]{1,9}){0,7}", "dotted numbers like 29.30.2.805"),
-}
+class Config(CoreConfig):
+    """The agent's whole configuration, frozen once validated: the core keys and the daemon's sections."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-class Config(_Frozen):
-    """The agent's whole configuration, frozen once validated."""
-
-    device_id: str
-    model: str
-    firmware_version: str
-    data_dir: Path
-    trust_roots: Annotated[tuple[Path, ...], Field(min_length=1)]
     mqtt: MqttConfig = MqttConfig()
     outbox: OutboxConfig = OutboxConfig()
-    store: StoreConfig = StoreConfig()
     drivers: DriversConfig = DriversConfig()
     inventory: InventoryConfig = InventoryConfig()
     firmware: FirmwareConfig = FirmwareConfig()
     metrics: MetricsConfig = MetricsConfig()
-    control: ControlConfig = ControlConfig()
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-
-    @property
-    def control_socket(self) -> Path:
-        """Where the control socket is."""
-        return self.control.socket or self.data_dir / "control.sock"
-
-    @model_validator(mode="after")
-    def _control_reachable(self) -> Config:
-        # data_dir is owner-only: a socket inside it could never be reached by the group.
-        if self.control.group is not None and self.control_socket.parent == self.data_dir:
-            raise ValueError("control.group needs control.socket in a directory of its own (data_dir is owner-only)")
-        return self
-
-    @field_validator(*_FORMATS)
-    @classmethod
-    def _format(cls, value: str, info: ValidationInfo) -> str:
-        pattern, expected = _FORMATS[str(info.field_name)]
-        if not re.fullmatch(pattern, value):
-            raise ValueError(f"must be {expected}, not {value!r}")
-        return value
-
-    @field_validator("data_dir")
-    @classmethod
-    def _data_dir(cls, value: Path, info: ValidationInfo) -> Path:
-        return relative_to_config(value, info) or value
-
-    @field_validator("trust_roots")
-    @classmethod
-    def _trust_roots(cls, value: tuple[Path, ...], info: ValidationInfo) -> tuple[Path, ...]:
-        return tuple(relative_to_config(p, info) or p for p in value)
-
-
-def _env_overlay(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """The settings given by variables, and which variable gave each dotted key."""
-    overlay: dict[str, Any] = {}
-    origin: dict[str, str] = {}
-    for name, raw in sorted(env.items()):
-        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG:
-            continue
-        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
-        if not all(path):
-            raise ConfigError(name, "is not EDGE_AGENT_<KEY> or EDGE_AGENT_<TABLE>__<KEY>")
-        value: Any = raw
-        if raw[:1] in ("[", "{"):
-            try:
-                value = boundedjson.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(name, f"starts like JSON but is not ({exc.msg})") from None
-            except ValueError as exc:
-                raise ConfigError(name, f"starts like JSON but is not ({exc})") from None
-        elif path[-1] in _LIST_KEYS:
-            value = [item.strip() for item in raw.split(",") if item.strip()]
-        table = overlay
-        for part in path[:-1]:
-            table = table.setdefault(part, {})
-            if not isinstance(table, dict):
-                raise ConfigError(name, f"{part} is not a table")
-        table[path[-1]] = value
-        origin[".".join(path)] = name
-    return overlay, origin
-
-
-def _merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _dotted(loc: tuple[int | str, ...]) -> str:
-    key = ""
-    for part in loc:
-        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
-    return key or "config"
-
-
-def _describe(exc: ValidationError, origin: Mapping[str, str]) -> ConfigError:
-    error = exc.errors(include_url=False)[0]
-    key = _dotted(tuple(error["loc"]))
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] == "missing":
-        message = "is required"
-    elif error["type"] == "extra_forbidden":
-        message = "is not a setting (misspelt?)"
-    source = origin.get(key.split("[")[0])
-    return ConfigError(f"{key} (from {source})" if source else key, message)
-
-
-def config_path(cli_value: str | None, env: Mapping[str, str]) -> Path:
-    """The config file named by ``--config`` or, failing that, ``EDGE_AGENT_CONFIG``."""
-    value = cli_value or env.get(ENV_CONFIG)
-    if not value:
-        raise ConfigError("--config", f"no configuration file: pass --config FILE or set {ENV_CONFIG}")
-    return Path(value)
 
 
 def load_config(path: Path, env: Mapping[str, str]) -> Config:
-    """Read, overlay and validate the configuration; :class:`ConfigError` names what is wrong."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("--config", f"{path}: no such file") from None
-    except OSError as exc:
-        raise ConfigError("--config", f"{path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError("--config", f"{path}: not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("--config", f"{path}: invalid TOML: {exc}") from None
-    except RecursionError:  # tomllib recurses once per level of nesting: refuse, never crash
-        raise ConfigError("--config", f"{path}: invalid TOML: nested too deeply") from None
-    overlay, origin = _env_overlay(env)
-    try:
-        return Config.model_validate(_merge(data, overlay), context={"base_dir": path.resolve().parent})
-    except ValidationError as exc:
-        raise _describe(exc, origin) from None
-
-
-def load_trust_roots(config: Config) -> tuple[Ed25519PublicKey, ...]:
-    """The configured root keys; :class:`ConfigError` names the entry that cannot be used."""
-    from agent.entitlements.trust import load_root_key
-
-    keys = []
-    for index, path in enumerate(config.trust_roots):
-        try:
-            keys.append(load_root_key(path))
-        except ValueError as exc:
-            raise ConfigError(f"trust_roots[{index}]", str(exc)) from None
-    return tuple(keys)
+    """Read, overlay and validate the whole configuration; :class:`ConfigError` names what is wrong."""
+    return validated(Config, path, env)

@@ -26,7 +26,7 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.clock import Anchor, ClockSource, TrustedClock, newest_anchor
-from agent.config import Config
+from agent.core_config import CoreConfig
 from agent.entitlements import policy
 from agent.entitlements.index import Entitlements, Project, Service
 from agent.entitlements.intake import Duplicate, HighWater, Verified, verify
@@ -212,7 +212,7 @@ class Device:
 
     def __init__(
         self,
-        config: Config,
+        config: CoreConfig,
         roots: tuple[Ed25519PublicKey, ...],
         store: Store,
         clock: TrustedClock,
@@ -229,7 +229,7 @@ class Device:
 
     @classmethod
     async def open(
-        cls, config: Config, roots: tuple[Ed25519PublicKey, ...], source: ClockSource, *, daemon: bool = False
+        cls, config: CoreConfig, roots: tuple[Ed25519PublicKey, ...], source: ClockSource, *, daemon: bool = False
     ) -> Device:
         """Open the store and load what it holds, with the sidecar's floors; nothing here touches the network.
 

@@ -242,3 +242,19 @@ def test_events_lists_what_is_queued_and_what_is_held(config_file: Path, config:
     text = run("events", "--config", str(config_file)).stdout
     assert "fall_detected" in text
     assert "tamper" in text
+
+
+def test_check_reads_the_core_keys_and_status_the_whole_config(config_file: Path) -> None:
+    """check needs who the device is and where its store and keys are (agent/core_config.py): a daemon's
+    section it does not use is left to the daemon; status reads every section and refuses the same file.
+    A core key that is wrong is refused by both."""
+    odd = {**os.environ, "EDGE_AGENT_DRIVERS__KIND": "teleporter"}
+    checked = run("check", "issue_access", "door:door-1", "--config", str(config_file), env=odd)
+    assert checked.returncode in (0, 1), checked.stderr  # answered: allowed or denied
+    status = run("status", "--config", str(config_file), env=odd)
+    assert status.returncode == 2
+    assert status.stderr.startswith("edge-agent: config error: drivers.kind (from EDGE_AGENT_DRIVERS__KIND)")
+    env = {**os.environ, "EDGE_AGENT_DEVICE_ID": "not-a-mac"}
+    bad = run("check", "issue_access", "door:door-1", "--config", str(config_file), env=env)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("edge-agent: config error: device_id (from EDGE_AGENT_DEVICE_ID)")

@@ -72,5 +72,6 @@ def test_the_agent_is_grouped_by_what_it_is() -> None:
     subpackages (docs/architecture.md)."""
     top = sorted(p.name for p in (ROOT / "agent").glob("*.py"))
     assert top == [
-        "__init__.py", "__main__.py", "cli.py", "clock.py", "config.py", "daemon.py", "device.py", "errors.py",
+        "__init__.py", "__main__.py", "cli.py", "clock.py", "config.py", "core_config.py", "daemon.py", "device.py",
+        "errors.py",
     ]  # fmt: skip

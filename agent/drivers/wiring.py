@@ -19,17 +19,10 @@ from typing import Annotated, Final, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from agent.core_config import relative_to_config
+
 NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _POINT: Final = re.compile(r"([A-Za-z0-9_-]{1,32}):(\d{1,5})")
-
-
-def relative_to_config(value: Path | None, info: ValidationInfo) -> Path | None:
-    """``value`` under the config file's directory (``base_dir`` in the validation context) if relative: paths
-    in the config file are relative to the file (the one rule, for these models and agent/config.py's)."""
-    base = info.context.get("base_dir") if isinstance(info.context, dict) else None
-    if value is None or value.is_absolute() or base is None:
-        return value
-    return Path(base) / value
 
 
 class Point(NamedTuple):

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from agent import outbox
 from agent.clock import Anchor, newest_anchor
-from agent.config import Config
+from agent.core_config import CoreConfig
 from agent.store import sidecar
 from agent.store.database import DB_NAME, Store, salvage_anchor
 
@@ -45,7 +45,7 @@ def _read(path: Path) -> tuple[list[tuple[Any, ...]], int, Anchor | None]:
         db.close()
 
 
-async def restore(config: Config, salvage: Salvage) -> None:
+async def restore(config: CoreConfig, salvage: Salvage) -> None:
     """Put what was salvaged into the fresh database; the counter continues past everything used."""
     floor = sidecar.load(config.data_dir)
     next_seq = max(salvage.next_seq, floor.next_seq)
