@@ -1,7 +1,8 @@
 """What the firmware engine is handed (docs/firmware.md "Theory of operation"): a store for its own table,
 a place for its events, and the points where tests crash or fail it. Protocols, so that firmware/ imports
-nothing of the agent but its leaf modules (errors, durable files, crash and fault points: an import-linter
-contract in pyproject.toml); the daemon hands in the agent's store and outbox (agent/runtime/firmware_ports.py)."""
+nothing of the agent but its leaf modules (the errors, and the durable files the file slots write: an
+import-linter contract in pyproject.toml); the daemon hands in the agent's store and outbox
+(agent/runtime/firmware_ports.py) and its crash and fault points (agent/runtime/faults.py)."""
 
 from __future__ import annotations
 
