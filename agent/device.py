@@ -20,7 +20,7 @@ import errno
 import json
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Generic, NamedTuple, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar, overload
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -29,7 +29,7 @@ from agent.clock import Anchor, ClockSource, TrustedClock, newest_anchor
 from agent.core_config import CoreConfig
 from agent.entitlements import policy
 from agent.entitlements.index import Entitlements, Project, Service
-from agent.entitlements.intake import Duplicate, HighWater, Verified, verify
+from agent.entitlements.marks import Duplicate, HighWater
 from agent.entitlements.policy import Decision
 from agent.entitlements.trust import KeyRing, SigningKey
 from agent.errors import DocumentRefused, StoreCorrupt, StoreError, StoreFull
@@ -46,7 +46,11 @@ from agent.store.database import (
 )
 from agent.store.reserve import Reserve
 from protocol import reasons
-from protocol.claims import ENTITLEMENTS, TRUST, EntitlementsClaims, TrustClaims
+from protocol.names import ENTITLEMENTS, TRUST
+
+if TYPE_CHECKING:  # intake and its models load with the first document: opening and deciding build none
+    from agent.entitlements.intake import Verified
+    from protocol.claims import TrustClaims
 from protocol.timefmt import to_rfc3339, to_rfc3339_or_none
 
 log = structlog.get_logger("agent.device")
@@ -322,6 +326,8 @@ class Device:
             raise DocumentRefused(reasons.ROLLBACK, "newer documents kept arriving from another process")
 
     def _verify(self, token: str | bytes, expected_typ: str | None) -> Verified | Duplicate:
+        from agent.entitlements.intake import verify
+
         return verify(
             token,
             expected_typ=expected_typ,
@@ -333,6 +339,8 @@ class Device:
         )
 
     async def _commit(self, verified: Verified, handler: Handler[T] | None) -> tuple[bool, T | None]:
+        from protocol.claims import EntitlementsClaims, TrustClaims
+
         claims = verified.claims
         now = self.clock.now() if verified.clock_to is None else verified.clock_to
         document = StoredDocument(

@@ -16,18 +16,13 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Fiel
 from typing_extensions import TypedDict
 
 from protocol.jws import b64url_decode, thumbprint
+from protocol.names import COMMAND, ENTITLEMENTS, FIRMWARE_JOB, ID_PATTERN, ROOT_PROOF, TRUST, TYPES
 
-TRUST: Final = "trust"
-ENTITLEMENTS: Final = "entitlements"
-FIRMWARE_JOB: Final = "firmware-job"
-COMMAND: Final = "command"
-TYPES: Final = (TRUST, ENTITLEMENTS, FIRMWARE_JOB, COMMAND)
-ROOT_PROOF: Final = "root-proof"  # the typ of a proof of possession inside a trust document, never a topic's
+__all__ = ["COMMAND", "ENTITLEMENTS", "FIRMWARE_JOB", "ID_PATTERN", "ROOT_PROOF", "TRUST", "TYPES"]  # and the models
 
 MAX_EPOCH: Final = 253_402_300_799  # 9999-12-31T23:59:59Z: beyond it datetimes cannot represent
 MAX_SEQ: Final = 2**63 - 1  # SQLite INTEGER
 
-ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
 SUBJECT_PATTERN: Final = r"^(project|(door|account|apartment):[A-Za-z0-9_-]{1,64})$"
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]

@@ -258,3 +258,22 @@ def test_check_reads_the_core_keys_and_status_the_whole_config(config_file: Path
     bad = run("check", "issue_access", "door:door-1", "--config", str(config_file), env=env)
     assert bad.returncode == 2
     assert bad.stderr.startswith("edge-agent: config error: device_id (from EDGE_AGENT_DEVICE_ID)")
+
+
+def test_a_cold_check_builds_no_model_it_does_not_use(config_file: Path, documents: dict[str, Path]) -> None:
+    """edge-agent check opens the store and decides: it imports neither the daemon's section models
+    (agent/config.py, the drivers' wiring) nor the documents' models (protocol/claims.py, loaded with the
+    first document to verify). What a later change pulls back into that path shows here."""
+    assert run("accept", str(documents["trust"]), "--config", str(config_file)).returncode == 0
+    assert run("accept", str(documents["normal"]), "--config", str(config_file)).returncode == 0
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", EDGE_AGENT, "check", "issue_access", "door:door-1", "--config",
+         str(config_file)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    imported = {
+        line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
+    }
+    assert "agent.core_config" in imported
+    assert not imported & {"agent.config", "agent.drivers.wiring", "protocol.claims", "agent.entitlements.intake"}

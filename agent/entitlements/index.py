@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date
 from types import MappingProxyType
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from protocol.claims import EntitlementsClaims
+if TYPE_CHECKING:  # the models are intake's: opening a store and deciding build none
+    from protocol.claims import EntitlementsClaims
 
 KNOWN_SERVICES: Final = frozenset(
     {

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from agent.clock import SKEW, Correctable
+from agent.entitlements.marks import Duplicate, HighWater
 from agent.entitlements.trust import KeyRing
 from agent.errors import DocumentRefused
 from protocol import jws, reasons
@@ -52,14 +53,7 @@ from protocol.claims import (
 )
 from protocol.timefmt import to_rfc3339
 
-
-class HighWater(NamedTuple):
-    """The last accepted document of a type: its ``seq`` and the digest of its signed bytes; ``stored``
-    unless only the sidecar remembers it (the database that held it was lost)."""
-
-    seq: int
-    digest: bytes
-    stored: bool = True
+__all__ = ["Duplicate", "HighWater", "Verified", "verify"]  # the marks are marks.py's, named here as before
 
 
 class Verified(NamedTuple):
@@ -71,13 +65,6 @@ class Verified(NamedTuple):
     digest: bytes
     claims: Claims
     clock_to: float | None = None  # it vouched for a correction of trusted time to this instant
-
-
-class Duplicate(NamedTuple):
-    """A redelivery of the document of ``typ`` already in force (PROTOCOL.md: ignored quietly)."""
-
-    typ: str
-    seq: int
 
 
 def verify(

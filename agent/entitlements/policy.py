@@ -36,7 +36,7 @@ from typing import Final, NamedTuple
 
 from agent.entitlements.index import Entitlements, Service
 from agent.errors import BadRequest
-from protocol.claims import ID_PATTERN
+from protocol.names import ID_PATTERN
 from protocol.timefmt import to_rfc3339, to_rfc3339_or_none
 
 # -- decision reasons (the wire and the CLI carry these strings: never rename one) --------------

@@ -14,14 +14,17 @@ import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from agent.errors import DocumentRefused
 from protocol import reasons
-from protocol.claims import TRUST, TrustClaims
+from protocol.names import TRUST
+
+if TYPE_CHECKING:  # the models are intake's: opening a store and deciding build none
+    from protocol.claims import TrustClaims
 from protocol.jws import key_thumbprint
 from protocol.timefmt import to_rfc3339
 

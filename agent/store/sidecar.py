@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from agent.clock import Anchor, newest_anchor
-from agent.entitlements.intake import HighWater
+from agent.entitlements.marks import HighWater
 
 FILE_NAME = "agent.state"
 LEGACY_NAME = "agent.state.json"  # the single JSON file of earlier versions, read until slots exist
