@@ -84,6 +84,7 @@ from agent.store.rollback import restore_snapshot
 from agent.sync.session import Session
 from agent.sync.state import StateReport
 from firmware.backends import backend as firmware_backend
+from firmware.context import EngineContext
 from firmware.engine import Engine
 from firmware.settings import firmware_settings
 from protocol import logs
@@ -130,19 +131,21 @@ class Daemon:
         self.local = LocalSide(config.drivers, device, outbox, hardware.outputs, hardware.inputs)
         connected = asyncio.Event()  # set while the session is subscribed
         self.firmware = Engine(
-            firmware_settings(config),
-            device.store,
-            FirmwareEvents(outbox),
-            device.clock.now,
-            config.data_dir,
-            backend=firmware_backend(config),
-            connected=connected,
-            on_change=self._firmware_changed,
-            on_reboot=self._reboot,
-            reset=ResetAfterUpgrade(outbox),
-            busy=self.local.busy,
-            zone=self.local.zone,
-            faults=faults,
+            EngineContext(
+                firmware_settings(config),
+                device.store,
+                FirmwareEvents(outbox),
+                device.clock.now,
+                config.data_dir,
+                backend=firmware_backend(config),
+                connected=connected,
+                on_change=self._firmware_changed,
+                on_reboot=self._reboot,
+                reset=ResetAfterUpgrade(outbox),
+                busy=self.local.busy,
+                zone=self.local.zone,
+                faults=faults,
+            )
         )
         table = handlers.table(
             admit_job=self.firmware.admit_in,

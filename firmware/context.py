@@ -28,7 +28,8 @@ log = structlog.get_logger("firmware.engine")
 
 
 class EngineContext:
-    """What the steps work with (:class:`~firmware.steps.context.Context`), built by the engine."""
+    """What the steps work with (:class:`~firmware.steps.context.Context`), built by the daemon from its
+    ports and handed to the engine."""
 
     def __init__(
         self,

@@ -12,30 +12,26 @@ slot the bootloader just booted. Installing ends with the daemon exiting with
 by billing (DOMAIN.md: a lapsed device still takes security fixes).
 
 The engine keeps the loop and the choice of step (:data:`STEPS`); what each state does is a small module
-of ``firmware/steps/`` working against a :class:`~firmware.steps.context.Context`, which the engine builds
-(``firmware/context.py``) from the ports the daemon hands it (``firmware/ports.py``): the store, the
-events, the clocks, the local side's busy and zone, the crash and fault points.
+of ``firmware/steps/`` working against a :class:`~firmware.steps.context.Context`: the engine is handed one
+(``firmware/context.py``'s, which the daemon builds from its ports, ``firmware/ports.py``: the store, the
+events, the clocks, the local side's busy and zone, the crash and fault points).
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
-import time
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any, Final
 
 import structlog
 
 from firmware import jobs, machine
 from firmware.admission import Verdict, admit
-from firmware.backends import Backend, backend
+from firmware.backends import backend
 from firmware.context import EngineContext
 from firmware.jobs import Job, Unreadable
 from firmware.machine import State
-from firmware.ports import Events, Faults, Store, Transaction
-from firmware.settings import Settings
+from firmware.ports import Store, Transaction
 from firmware.slots import Bootloader, Slot
 from firmware.steps import commit, download, install, pending, rebooting, resume, verify
 from firmware.steps.context import Context
@@ -62,31 +58,9 @@ STEPS: Final[Mapping[State, tuple[Step, bool]]] = {
 class Engine:
     """Runs firmware jobs for one daemon: the loop, admission, and what the daemon asks of it."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        events: Events,
-        now: Callable[[], float],
-        data_dir: Path,
-        *,
-        backend: Backend,
-        connected: asyncio.Event,
-        on_change: Callable[[], None],
-        on_reboot: Callable[[], None],
-        reset: Callable[[Transaction], Awaitable[dict[str, int]]],
-        busy: Callable[[], str | None] = lambda: None,
-        zone: Callable[[], str | None] = lambda: None,
-        monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        rng: random.Random | None = None,
-        faults: Faults | None = None,
-    ) -> None:
-        self._ctx = EngineContext(
-            settings, store, events, now, data_dir, backend=backend, connected=connected, on_change=on_change,
-            on_reboot=on_reboot, reset=reset, busy=busy, zone=zone, monotonic=monotonic, sleep=sleep, rng=rng,
-            faults=faults,
-        )  # fmt: skip
+    def __init__(self, context: EngineContext) -> None:
+        """``context``: the ports the daemon hands the engine, built into what its steps work with."""
+        self._ctx = context
         self.bootloader: Bootloader = self._ctx.bootloader
 
     # -- what runs ---------------------------------------------------------------------------------
