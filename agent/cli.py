@@ -21,9 +21,9 @@ from agent.errors import BadRequest, ConfigError, ControlError, DocumentRefused,
 T = TypeVar("T")
 
 EXIT_OK = 0
-STATUS_SECONDS = 5.0  # edge-agent status waits this long for a running daemon before reading the store
 EXIT_REFUSED = 1
 EXIT_ERROR = 2
+STATUS_SECONDS = 5.0  # edge-agent status waits this long for a running daemon before reading the store
 
 
 def _fail(message: str) -> NoReturn:

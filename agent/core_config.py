@@ -186,7 +186,7 @@ def config_path(cli_value: str | None, env: Mapping[str, str]) -> Path:
     return Path(value)
 
 
-def read_config(path: Path, env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+def _read(path: Path, env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """The file overlaid by the variables, unvalidated, and which variable gave each dotted key."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -206,7 +206,7 @@ def read_config(path: Path, env: Mapping[str, str]) -> tuple[dict[str, Any], dic
 
 def validated(model: type[M], path: Path, env: Mapping[str, str]) -> M:
     """Read, overlay and validate the configuration as ``model``; :class:`ConfigError` names what is wrong."""
-    data, origin = read_config(path, env)
+    data, origin = _read(path, env)
     try:
         return model.model_validate(data, context={"base_dir": path.resolve().parent})
     except ValidationError as exc:

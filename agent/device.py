@@ -47,11 +47,11 @@ from agent.store.database import (
 from agent.store.reserve import Reserve
 from protocol import reasons
 from protocol.names import ENTITLEMENTS, TRUST
+from protocol.timefmt import to_rfc3339, to_rfc3339_or_none
 
 if TYPE_CHECKING:  # intake and its models load with the first document: opening and deciding build none
     from agent.entitlements.intake import Verified
     from protocol.claims import TrustClaims
-from protocol.timefmt import to_rfc3339, to_rfc3339_or_none
 
 log = structlog.get_logger("agent.device")
 

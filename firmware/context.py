@@ -58,8 +58,7 @@ class EngineContext:
         self.busy, self.zone = busy, zone  # ports to the local side: why not reboot now; the site's time zone
         self.bootloader, self._slot = backend.bootloader, backend.slot
         self.connected = connected
-        self._on_change = on_change
-        self.reboot = on_reboot
+        self.changed, self.reboot = on_change, on_reboot  # tell the daemon the job moved; ask it to reboot
         faults = faults or NoFaults()
         self.crash_point, self.fault_point = faults.crash_point, faults.fault_point
         self.dir = data_dir / "firmware"
@@ -146,10 +145,6 @@ class EngineContext:
         self.changed()
         self.crash_point(f"firmware:{moved.state.value}")  # persisted, its side effect not yet done
         return moved
-
-    def changed(self) -> None:
-        """Tell the daemon the job moved (its state report goes out again)."""
-        self._on_change()
 
     async def deferred(self, job: Job, reason: str) -> None:
         data: dict[str, Any] = {"job_id": job.job_id, "version": job.version, "reason": reason}

@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import sys
+import traceback
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Final
 
@@ -120,10 +121,6 @@ def quiet_library_defects(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def _raised_in(exc: BaseException, package: str) -> bool:
-    """Whether the innermost frame of ``exc``'s traceback that is not the standard library's is ``package``'s."""
-    frames = []
-    tb = exc.__traceback__
-    while tb is not None:
-        frames.append(tb.tb_frame.f_code.co_filename)
-        tb = tb.tb_next
-    return any(f"{os.sep}{package}{os.sep}" in name for name in frames)
+    """Whether a frame of ``exc``'s traceback is in ``package``."""
+    marker = f"{os.sep}{package}{os.sep}"
+    return any(marker in frame.f_code.co_filename for frame, _ in traceback.walk_tb(exc.__traceback__))

@@ -21,12 +21,12 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from agent.errors import DocumentRefused
 from protocol import reasons
+from protocol.jws import key_thumbprint
 from protocol.names import TRUST
+from protocol.timefmt import to_rfc3339
 
 if TYPE_CHECKING:  # the models are intake's: opening a store and deciding build none
     from protocol.claims import TrustClaims
-from protocol.jws import key_thumbprint
-from protocol.timefmt import to_rfc3339
 
 
 class SigningKey(NamedTuple):

@@ -60,7 +60,7 @@ class FaultyImageServer(ImageServer):
                     await send({"type": "http.response.body", "body": body[: max(0, limit - sent)], "more_body": True})
                     sent = limit
                     if limit == fault.stall_after:
-                        await asyncio.sleep(3600)  # quiet, the connection open: the client's stall timeout ends it
+                        await asyncio.Event().wait()  # quiet, the connection open, until the client's stall timeout
                     raise _Closed
             sent += len(body)
             if not more and fault.extra:
