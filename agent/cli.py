@@ -108,7 +108,7 @@ def accept(source: str, config_file: str | None, as_json: bool) -> None:
 
     Exit 0 when accepted (or already in force), 1 with the reason when refused.
     """
-    from agent.device import Accepted
+    from agent.ports import Accepted
 
     token = _read_document(source)
     try:

@@ -126,9 +126,13 @@ class Daemon:
         self._quarantined = quarantined
         self._restart_asked = asyncio.Event()
         self._control_gid: int | None = None
-        self.housekeeping = Housekeeping(device, outbox, raised, state_changed=lambda: self.session.republish_state())
+        self.housekeeping = Housekeeping(
+            device, device.store, device.clock.now, outbox, raised, state_changed=lambda: self.session.republish_state()
+        )
         hardware = drivers.build(config.drivers, device.clock.now, config.data_dir)
-        self.local = LocalSide(config.drivers, device, outbox, hardware.outputs, hardware.inputs)
+        self.local = LocalSide(
+            config.drivers, device, device.store, device.clock.now, outbox, hardware.outputs, hardware.inputs
+        )
         connected = asyncio.Event()  # set while the session is subscribed
         self.firmware = Engine(
             EngineContext(
@@ -151,7 +155,7 @@ class Daemon:
             admit_job=self.firmware.admit_in,
             commands_handler=handlers.Commands(outbox, device.decide, device.clock.now, self._diagnostics),
         )
-        self.intake = Intake(device, outbox, poison, table, after=self._taken)
+        self.intake = Intake(device.accept, device.store, device.clock.now, outbox, poison, table, after=self._taken)
         self.session = Session(
             config.mqtt,
             config.device_id,
@@ -164,7 +168,7 @@ class Daemon:
         )
         self.metrics = None if config.metrics.port is None else Metrics(self._metrics_sample, build_info(config))
         self.inventory: dict[str, Any] | None = None  # agent/runtime/inventory.py, once collected
-        self.ops = ControlOps(device, outbox, self.local, self.view, self.metrics)
+        self.ops = ControlOps(device.decide, device.clock.now, outbox, self.local, self.view, self.metrics)
 
     @classmethod
     async def open(cls, config: Config, roots: tuple[Ed25519PublicKey, ...], source: ClockSource) -> Daemon:

@@ -18,9 +18,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
-from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -33,6 +32,7 @@ from agent.entitlements.marks import Duplicate, HighWater
 from agent.entitlements.policy import Decision
 from agent.entitlements.trust import KeyRing, SigningKey
 from agent.errors import DocumentRefused, StoreCorrupt, StoreError, StoreFull
+from agent.ports import Accepted, Handler
 from agent.store import sidecar
 from agent.store.database import (
     ProjectRow,
@@ -56,28 +56,6 @@ if TYPE_CHECKING:  # intake and its models load with the first document: opening
 log = structlog.get_logger("agent.device")
 
 T = TypeVar("T")
-T_co = TypeVar("T_co", covariant=True)
-
-
-class Handler(Protocol[T_co]):
-    """What a document type writes besides the document, in the transaction that stores it (a firmware
-    job's admission, a command's effect and reply): a row of the intake table (``agent/intake/``)."""
-
-    @property
-    def renews(self) -> bool:
-        """Whether it may spend the data directory's reserve on a full disk (what lets held alarms out)."""
-
-    async def within(self, tx: Transaction, verified: Verified) -> T_co:
-        """Write in ``tx``; what to do once it has committed."""
-
-
-@dataclass(frozen=True)
-class Accepted(Generic[T]):
-    """A document now in force; ``after`` is what its handler said to do once it committed."""
-
-    typ: str
-    seq: int
-    after: T | None = None
 
 
 def _entitlements_of(document: StoredDocument, project: ProjectRow, services: list[ServiceRow]) -> Entitlements:

@@ -65,7 +65,9 @@ async def _refusals(directory: Path, count: int = 2_000) -> tuple[float, ...]:
     outbox = await Outbox.open(device.store, "0c110512ab34", device.clock, data_dir=directory, max_events=100)
     writer = asyncio.create_task(outbox.run())
     table = {"entitlements": handlers.Holdings()}
-    inbound = Intake(device, outbox, PoisonList([]), table, after=lambda typ, after: None)
+    inbound = Intake(
+        device.accept, device.store, device.clock.now, outbox, PoisonList([]), table, after=lambda typ, after: None
+    )
     claims = Claims(iat=time.time()).entitlements()
     good = forge(root, claims)
     forged = good.rsplit(".", 1)[0] + "." + b64(bytes(64))  # a bad signature: the costliest refusal

@@ -73,5 +73,5 @@ def test_the_agent_is_grouped_by_what_it_is() -> None:
     top = sorted(p.name for p in (ROOT / "agent").glob("*.py"))
     assert top == [
         "__init__.py", "__main__.py", "cli.py", "clock.py", "config.py", "core_config.py", "daemon.py", "device.py",
-        "errors.py",
+        "errors.py", "ports.py",
     ]  # fmt: skip

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, cast
 
-from agent.device import Device
 from agent.errors import BadRequest, ControlError, OutboxFull
 from agent.local import stimuli
 from agent.local.side import LocalSide
 from agent.outbox import Outbox
 from agent.outbox.events import NewEvent, validate
+from agent.ports import Decide, Now
 from agent.runtime.metrics import Metrics
 from agent.runtime.status import View
 
@@ -29,13 +29,15 @@ class ControlOps:
 
     def __init__(
         self,
-        device: Device,
+        decide: Decide,
+        now: Now,
         outbox: Outbox,
         local: LocalSide,
         view: Callable[[], Awaitable[View]],
         metrics: Metrics | None,
     ) -> None:
-        self._device, self._outbox, self._local, self._view, self._metrics = device, outbox, local, view, metrics
+        self._decide, self._now, self._outbox = decide, now, outbox
+        self._local, self._view, self._metrics = local, view, metrics
 
     def table(self) -> Mapping[str, Op]:
         """Op name to handler, for :class:`agent.control.ControlServer`."""
@@ -53,7 +55,7 @@ class ControlOps:
             fields = cast(
                 tuple[str, str | None, dict[str, Any]], (raw.get("kind"), raw.get("source"), raw.get("data", {}))
             )
-            event = validate(NewEvent(typ, *fields, self._device.clock.now()))
+            event = validate(NewEvent(typ, *fields, self._now()))
         except ValueError as exc:
             raise ControlError("bad_event", str(exc)) from None
         try:
@@ -69,9 +71,7 @@ class ControlOps:
     async def simulate(self, request: dict[str, Any]) -> dict[str, Any]:
         """A stimulus as the hardware would give it: what the local logic did and why."""
         try:
-            stimulus = stimuli.parse(
-                request.get("kind"), request.get("source"), request.get("data", {}), self._device.clock.now()
-            )
+            stimulus = stimuli.parse(request.get("kind"), request.get("source"), request.get("data", {}), self._now())
         except BadRequest as exc:
             raise ControlError("bad_stimulus", str(exc)) from None
         result = await self._local.handle(stimulus)
@@ -86,7 +86,7 @@ class ControlOps:
         if not isinstance(action, str) or not (subject is None or isinstance(subject, str | int)):
             raise ControlError("bad_request", "check needs an action and, optionally, a subject")
         try:
-            decision = self._device.decide(action, subject)
+            decision = self._decide(action, subject)
         except BadRequest as exc:
             raise ControlError("bad_request", str(exc)) from None
         if self._metrics is not None:

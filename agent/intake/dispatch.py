@@ -29,14 +29,15 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
-from agent.device import Accepted, Device, Handler
 from agent.errors import DocumentRefused, OutboxFull, StoreError
 from agent.intake.handlers import NOTHING, After
 from agent.intake.poison import PoisonList
 from agent.intake.refusals import Coalescer, Summary
 from agent.outbox import Outbox, Queued
 from agent.outbox.events import NewEvent
+from agent.ports import Accept, Accepted, Handler, Now
 from agent.runtime.faults import fault_point
+from agent.store.database import Store
 from agent.sync.session import Taken
 from protocol import reasons
 from protocol.claims import COMMAND, ENTITLEMENTS, FIRMWARE_JOB, TRUST
@@ -48,18 +49,23 @@ _REFUSAL_TYPE = {FIRMWARE_JOB: "firmware", COMMAND: "command"}  # anything else:
 
 
 class Intake:
-    """Takes documents through the table; reports refusals; tells the daemon what to do after each commit."""
+    """Takes documents through the table; reports refusals; tells the daemon what to do after each commit.
+
+    ``accept`` is the device's (``Device.accept``); ``store`` and ``now`` are for the poison list.
+    """
 
     def __init__(
         self,
-        device: Device,
+        accept: Accept[After],
+        store: Store,
+        now: Now,
         outbox: Outbox,
         poison: PoisonList,
         handlers: Mapping[str, Handler[After]],
         *,
         after: Callable[[str, After], None],
     ) -> None:
-        self._device = device
+        self._accept_document, self._store, self._now = accept, store, now
         self._outbox = outbox
         self._poison = poison
         self._handlers = handlers
@@ -100,7 +106,7 @@ class Intake:
             error = f"{type(exc).__name__}: {exc}"[:500]
             log.exception("message_failed", typ=typ, error=error, payload_sha256=digest.hex())
             try:  # remembered first: a stop right after the report must not let it fail (and be reported) again
-                await self._poison.remember(self._device.store, digest, typ, error, self._device.clock.now())
+                await self._poison.remember(self._store, digest, typ, error, self._now())
             except StoreError as failure:
                 log.error("poison_not_recorded", typ=typ, error=str(failure))  # remembered in memory still
             await self._report_refusal(
@@ -112,7 +118,7 @@ class Intake:
     async def _accept(self, typ: str, payload: bytes) -> Taken:
         fault_point(f"inbound:{typ}")
         try:
-            outcome = await self._device.accept(payload, typ, handler=self._handlers[typ])
+            outcome = await self._accept_document(payload, typ, handler=self._handlers[typ])
         except DocumentRefused as refused:
             if refused.reason == reasons.UNKNOWN_KID and typ in (ENTITLEMENTS, FIRMWARE_JOB):
                 self._awaiting_key[typ] = payload
@@ -139,7 +145,7 @@ class Intake:
         # The digest lets the cloud tell which of its documents this was; the token itself is not echoed.
         token_sha256 = hashlib.sha256(payload.strip()).hexdigest()
         detail = refused.detail[:500]
-        now = self._device.clock.now()
+        now = self._now()
         mono = asyncio.get_running_loop().time()
         if not self._refusals.offer(typ, refused.reason, detail, token_sha256, mono=mono, at=now):
             return  # counted: reported with the others of its kind when the window ends

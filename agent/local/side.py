@@ -23,7 +23,6 @@ from typing import Any
 import structlog
 
 from agent.config import DriversConfig
-from agent.device import Device
 from agent.drivers.interfaces import Outputs, perform
 from agent.drivers.registry import Input
 from agent.errors import OutboxFull, StoreError, StoreFull
@@ -34,7 +33,9 @@ from agent.local.reactions import Context, LocalState, Reaction, busy, react
 from agent.local.stimuli import Stimulus
 from agent.outbox import Outbox, Queued
 from agent.outbox.events import NewEvent
+from agent.ports import Now, Rights
 from agent.runtime.faults import fault_point
+from agent.store.database import Store
 
 log = structlog.get_logger("agent.local")
 
@@ -42,12 +43,21 @@ MAX_QUEUED = 20_000  # driver stimuli waiting to be handled (an MR01 burst of 10
 
 
 class LocalSide:
-    """Stimuli to actions and events, for one daemon."""
+    """Stimuli to actions and events, for one daemon: handed its ``[drivers]`` section, the device's
+    rights (entitlements and decisions), the store (credentials, settings, door actions) and trusted time."""
 
     def __init__(
-        self, drivers: DriversConfig, device: Device, outbox: Outbox, outputs: Outputs, inputs: Sequence[Input] = ()
+        self,
+        drivers: DriversConfig,
+        rights: Rights,
+        store: Store,
+        now: Now,
+        outbox: Outbox,
+        outputs: Outputs,
+        inputs: Sequence[Input] = (),
     ) -> None:
-        self._drivers, self._device, self._outbox, self.outputs = drivers, device, outbox, outputs  # [drivers] only
+        self._drivers, self._rights, self._store, self._now = drivers, rights, store, now
+        self._outbox, self.outputs = outbox, outputs
         self.inputs = list(inputs)  # started by run(), closed when it ends
         self.state = LocalState()
         self.credentials = CredentialIndex()
@@ -69,8 +79,8 @@ class LocalSide:
 
     async def refresh(self) -> None:
         """Reload the credential index and the settings; carry out remote door openings."""
-        ents = self._device.entitlements
-        async with self._device.store.transaction("DEFERRED") as tx:
+        ents = self._rights.entitlements
+        async with self._store.transaction("DEFERRED") as tx:
             self.credentials = await CredentialIndex.load(tx)
             self.settings = await effective_settings(tx, ents.settings if ents else {}, ents.iat if ents else 0.0)
             waiting = await door_actions.pending(tx)
@@ -79,10 +89,10 @@ class LocalSide:
         for action in waiting:
             seconds = action.seconds or self._drivers.relay_seconds
             await self.outputs.relay.open(action.door, seconds)
-            now = self._device.clock.now()
+            now = self._now()
             self.state.door(action.door).released_until = now + seconds
             data = {"door": action.door, "method": "remote", "command": action.command_id}
-            async with self._device.store.transaction() as tx:
+            async with self._store.transaction() as tx:
                 await door_actions.done(tx, action)
                 await self._outbox.add_in(tx, [NewEvent("door_log", "granted", None, data, now)])
             log.info("door_opened_remotely", door=action.door, command_id=action.command_id)
@@ -91,7 +101,7 @@ class LocalSide:
         """Keep the index entries packed at this load beside their credentials (the next start reads them)."""
         count = len(index.repaired)
         try:
-            async with self._device.store.transaction() as tx:
+            async with self._store.transaction() as tx:
                 await save_repaired(tx, index)
         except StoreFull as exc:  # the index in memory is whole: only the next start pays again
             log.warning("credentials_repack_not_saved", count=count, error=str(exc))
@@ -111,9 +121,9 @@ class LocalSide:
                 log.error("local_refresh_incomplete", error=str(exc))
 
     def context(self) -> Context:
-        ents = self._device.entitlements
+        ents = self._rights.entitlements
         return Context(
-            decide=self._device.decide,
+            decide=self._rights.decide,
             credentials=self.credentials,
             settings=self.settings,
             project_type=ents.project_type if ents else None,
@@ -196,7 +206,7 @@ class LocalSide:
                 stimulus = Stimulus("silence_check", None, {}, 0.0)
             batch = [stimulus, *(self._queue.get_nowait() for _ in range(self._queue.qsize()))]
             await self._refresh_if_stale()  # after taking the batch: no wake-up is taken without its refresh
-            now = self._device.clock.now()
+            now = self._now()
             for item in batch:
                 if item is _WAKE:
                     continue
@@ -213,7 +223,7 @@ class LocalSide:
 
     def busy(self) -> str | None:
         """Why a reboot must wait now (a call in progress, a door still open), or None (the firmware engine asks)."""
-        return busy(self.state, self._device.clock.now(), self._drivers)
+        return busy(self.state, self._now(), self._drivers)
 
     def zone(self) -> str | None:
         """The site's time zone (its ``timezone`` setting), for a firmware job's window."""

@@ -19,12 +19,12 @@ from typing import Any, Final
 
 import structlog
 
-from agent.device import Device
 from agent.entitlements import policy
 from agent.entitlements.notices import expiry_notices
 from agent.errors import OutboxFull, StoreError
 from agent.outbox import Outbox
 from agent.outbox.events import GATED_ACTIONS, NewEvent
+from agent.ports import Held, Now
 from agent.store.database import Store
 from protocol.timefmt import to_rfc3339
 
@@ -41,10 +41,22 @@ async def notices_raised(store: Store) -> set[str]:
 
 
 class Housekeeping:
-    """The daemon's housekeeping task; :meth:`poke` makes it look at once."""
+    """The daemon's housekeeping task; :meth:`poke` makes it look at once.
 
-    def __init__(self, device: Device, outbox: Outbox, raised: set[str], *, state_changed: Callable[[], None]) -> None:
-        self._device, self._outbox, self._raised = device, outbox, raised
+    ``held`` is the device's holdings (the entitlements and documents in force, the clock's floor).
+    """
+
+    def __init__(
+        self,
+        held: Held,
+        store: Store,
+        now: Now,
+        outbox: Outbox,
+        raised: set[str],
+        *,
+        state_changed: Callable[[], None],
+    ) -> None:
+        self._held, self._store, self._now, self._outbox, self._raised = held, store, now, outbox, raised
         self._state_changed = state_changed
         self._poke = asyncio.Event()
         self._watched: tuple[Any, ...] | None = None
@@ -56,11 +68,11 @@ class Housekeeping:
     async def run(self) -> None:
         """Follow the entitlements until cancelled."""
         since_clock = 0.0
-        reserve = self._device.store.reserve
+        reserve = self._store.reserve
         while True:
             await self.refresh_when_possible()
-            now = self._device.clock.now()
-            upcoming = policy.next_expiry(self._device.entitlements, now)
+            now = self._now()
+            upcoming = policy.next_expiry(self._held.entitlements, now)
             wait = CLOCK_EVERY if upcoming is None else min(CLOCK_EVERY, max(0.01, upcoming - now))
             if reserve is not None and reserve.size and not await asyncio.to_thread(reserve.restore):
                 wait = min(wait, RESERVE_EVERY)  # spent on a full disk: put back as soon as there is room
@@ -71,7 +83,7 @@ class Housekeeping:
             if since_clock >= CLOCK_EVERY:
                 since_clock = 0.0
                 try:
-                    await self._device.save_clock()
+                    await self._held.save_clock()
                 except StoreError as exc:
                     log.error("clock_not_saved", error=str(exc))  # the sidecar keeps a floor too
 
@@ -84,17 +96,17 @@ class Housekeeping:
 
     async def refresh(self) -> None:
         """Open or close the outbox's gates, ask for the state again if it changed, raise due notices."""
-        ents, now = self._device.entitlements, self._device.clock.now()
+        ents, now = self._held.entitlements, self._now()
         denied = frozenset(g for g in GATED_ACTIONS if not policy.decide(ents, now, g).allowed)
         await self._outbox.set_denied(denied)
-        watched = (policy.mode(ents, now), ents.seq if ents else None, denied, self._device.documents.get("trust"))
+        watched = (policy.mode(ents, now), ents.seq if ents else None, denied, self._held.documents.get("trust"))
         if watched != self._watched:
             self._watched = watched
             self._state_changed()
         await self._raise_notices(now)
 
     async def _raise_notices(self, now: float) -> None:
-        due = [n for n in expiry_notices(self._device.entitlements, now) if n.key not in self._raised]
+        due = [n for n in expiry_notices(self._held.entitlements, now) if n.key not in self._raised]
         if not due:
             return
         events = [
@@ -107,7 +119,7 @@ class Housekeeping:
             )
             for n in due
         ]
-        async with self._device.store.transaction() as tx:
+        async with self._store.transaction() as tx:
             await tx.executemany(
                 "INSERT OR IGNORE INTO notices (key, raised_at) VALUES (?, ?)", [(n.key, now) for n in due]
             )

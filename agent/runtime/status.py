@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from agent.device import Device
+from agent.ports import Described
 from agent.sync.state import StateReport
 
 
@@ -91,7 +91,7 @@ class View:
         }
 
 
-def gather(device: Device, firmware: dict[str, Any], running: Running | None = None) -> View:
+def gather(device: Described, firmware: dict[str, Any], running: Running | None = None) -> View:
     """The view of ``device`` with its firmware status, and what a running daemon adds."""
     return View(
         device=device.status(),
@@ -102,7 +102,7 @@ def gather(device: Device, firmware: dict[str, Any], running: Running | None = N
     )
 
 
-def _expiry(device: Device) -> dict[str, Any]:
+def _expiry(device: Described) -> dict[str, Any]:
     ents = device.entitlements
     if ents is None:
         return {"document": {}, "services": []}
