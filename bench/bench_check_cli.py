@@ -1,4 +1,8 @@
-"""``edge-agent check`` as a fresh process vs. ``python -c "import <the agent's dependencies>"`` (goal <= 1.5x)."""
+"""``edge-agent check`` as a fresh process vs. ``python -c "import <the agent's dependencies>"`` (goal <= 1.5x).
+
+Both as installed on a device (:func:`bench.common.as_on_a_device`: without the dev tools' ``rich``, which
+structlog would import, costing the floor and us alike what no device pays).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.clock import ClockSource
 from agent.config import load_config, load_trust_roots
 from agent.device import Device
-from bench.common import Result
+from bench.common import Result, as_on_a_device
 from tests.support.documents import DAY, Claims, forge, svc, write_config, write_public_key
 
 # The runtime dependencies in pyproject.toml, imported as the agent uses them.
@@ -42,21 +46,23 @@ async def _provision(directory: Path) -> Path:
     return config_file
 
 
-def _seconds(argv: list[str]) -> float:
+def _seconds(argv: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
-    subprocess.run(argv, check=True, capture_output=True)
+    subprocess.run(argv, check=True, capture_output=True, env=env)
     return time.perf_counter() - start
 
 
-def _compare(name: str, floor_label: str, floor: list[str], ours: list[str], goal: str, rounds: int) -> Result:
+def _compare(
+    name: str, floor_label: str, floor: list[str], ours: list[str], goal: str, rounds: int, env: dict[str, str]
+) -> Result:
     """Median wall times, interleaved; the ratio is the median of per-round ratios."""
-    _seconds(floor), _seconds(ours)
+    _seconds(floor, env), _seconds(ours, env)
     floors, our_times, ratios = [], [], []
     for round_ in range(rounds):
         if round_ % 2:
-            f, o = _seconds(floor), _seconds(ours)
+            f, o = _seconds(floor, env), _seconds(ours, env)
         else:
-            o, f = _seconds(ours), _seconds(floor)
+            o, f = _seconds(ours, env), _seconds(floor, env)
         floors.append(f)
         our_times.append(o)
         ratios.append(o / f)
@@ -81,6 +87,7 @@ def run(rounds: int = 21) -> list[Result]:
     with tempfile.TemporaryDirectory() as tmp:
         config_file = asyncio.run(_provision(Path(tmp)))
         check = [EDGE_AGENT, "check", "issue_access", "door:door-1", "--config", str(config_file)]
+        env = as_on_a_device(Path(tmp))  # both as installed on a device: without the dev tools' rich
         return [
             _compare(
                 "edge-agent check, fresh process",
@@ -89,6 +96,7 @@ def run(rounds: int = 21) -> list[Result]:
                 check,
                 "<= 1.5",
                 rounds,
+                env,
             ),
             _compare(
                 "edge-agent check, fresh process",
@@ -97,5 +105,6 @@ def run(rounds: int = 21) -> list[Result]:
                 check,
                 "info",
                 rounds,
+                env,
             ),
         ]

@@ -24,7 +24,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.config import load_config
-from bench.common import Result, tool
+from bench.common import Result, as_on_a_device, tool
 from tests.support.daemons import EDGE_AGENT, device_config, wait_for_control
 from tests.support.documents import write_public_key
 
@@ -80,16 +80,13 @@ def run() -> list[Result]:
         }))  # fmt: skip
         root = write_public_key(home / "root.pub.pem", Ed25519PrivateKey.generate())
         configs = [device_config(home / name, f"mqtt://127.0.0.1:{_nobody()}", root) for name in ("dev", "device")]
-        # `rich` is in this environment only through the dev tools (typer); structlog imports it when it is
-        # there. The second agent runs as installed on a device: rich is not importable.
-        (home / "norich" / "rich").mkdir(parents=True)
-        (home / "norich" / "rich" / "__init__.py").write_text('raise ImportError("not installed on a device")\n')
         outputs = [(home / name).open("wb") for name in ("mender.log", "agent-dev.log", "agent-device.log")]
         theirs = subprocess.Popen(
             [mender, "--config", str(conf), "--fallback-config", str(conf), "--data", str(home / "mender"),
              "daemon"], stdout=outputs[0], stderr=outputs[0],
         )  # fmt: skip
-        environments = [{**os.environ, "PYTHONPATH": str(home / "norich")}, dict(os.environ)]
+        # The first agent runs as installed on a device (rich not importable), the second in this environment.
+        environments = [as_on_a_device(home), dict(os.environ)]
         measured = []
         try:
             for config_file, env, output in zip(configs[::-1], environments, outputs[:0:-1], strict=True):

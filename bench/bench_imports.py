@@ -8,14 +8,13 @@ Mender's in bench_idle.py, and its parts here say where it goes.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Final
 
-from bench.common import Result
+from bench.common import Result, as_on_a_device
 
 # Standard library and dependencies first (what any Python daemon with these would pay), then the agent's
 # layers, each including what it imports.
@@ -56,10 +55,7 @@ def _probe(module: str, env: dict[str, str]) -> tuple[int, int, float]:
 
 def run() -> list[Result]:
     with tempfile.TemporaryDirectory() as directory:
-        norich = Path(directory) / "rich"
-        norich.mkdir()
-        (norich / "__init__.py").write_text('raise ImportError("not installed on a device")\n')
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([directory, os.environ.get("PYTHONPATH", "")])}
+        env = as_on_a_device(Path(directory))
         bare, _, bare_seconds = _probe("", env)
         rows = []
         for module in MODULES:
