@@ -26,6 +26,12 @@ MODULES: Final = (
     # what a daemon on the client's named dependencies pays before a line of its own (the floor under the
     # daemon's idle memory: compare bench_idle.py's Mender figures)
     "asyncio,ssl,sqlite3,cryptography.hazmat.primitives.asymmetric.ed25519,structlog,pydantic,aiomqtt,aiosqlite",
+    # what pydantic costs the device: the same without it, and with the models the daemon builds; then with
+    # msgspec, a lighter validation library, in its place (evidence for the choice: docs/performance.md)
+    "asyncio,ssl,sqlite3,cryptography.hazmat.primitives.asymmetric.ed25519,structlog,aiomqtt,aiosqlite",
+    "asyncio,ssl,sqlite3,cryptography.hazmat.primitives.asymmetric.ed25519,structlog,aiomqtt,aiosqlite,"
+    "agent.config,protocol.claims",
+    "asyncio,ssl,sqlite3,cryptography.hazmat.primitives.asymmetric.ed25519,structlog,aiomqtt,aiosqlite,msgspec",
 )  # fmt: skip
 _PROBE: Final = """
 import importlib, json, sys, time

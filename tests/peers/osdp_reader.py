@@ -2,7 +2,7 @@
 
 ``python -m tests.peers.osdp_reader --fd N --address A --key HEX`` (``--key -`` for none: the
 default install key). Stdin lines: ``{"card": "hex", "bits": 26}``, ``{"keys": "1234#"}``,
-``{"tamper": 1, "power": 0}``. Stdout lines: ``{"online": true}`` once the control panel has it in
+``{"tamper": 1, "power": 0}``. Stdout lines: ``{"started": true}`` once it reads the line, ``{"online": true}`` once the control panel has it in
 Secure Channel, then each command it received (``{"command": 2, ...}`` LED, 3 buzzer, 8 keyset).
 """
 
@@ -52,6 +52,7 @@ def main() -> None:
         command_handler=answer,
     )
     pd.start()
+    say({"started": True})  # reading the line from now: a panel started before would find stale polls queued
 
     def announce() -> None:
         while not (pd.is_online() and pd.is_sc_active()):

@@ -109,6 +109,10 @@ class OsdpReaderPeer(Peer):
             ],
             pass_fds=(line.master,),
         )
+        # Only then may the panel start: a pseudo-terminal keeps what the panel wrote meanwhile, and a reader
+        # that started late under load found it queued and failed the Secure Channel handshake (CI, once);
+        # the panel's watchdog then tries again only after offline_retry_seconds (10 s by default).
+        await self.wait_for(lambda line: line.get("started") is True, what="its start")
         return self
 
     async def card(self, hex_value: str, bits: int | None = None) -> None:
