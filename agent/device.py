@@ -32,7 +32,6 @@ from agent.entitlements.marks import Duplicate, HighWater
 from agent.entitlements.policy import Decision
 from agent.entitlements.trust import KeyRing, SigningKey
 from agent.errors import DocumentRefused, StoreCorrupt, StoreError, StoreFull
-from agent.ports import Accepted, Handler
 from agent.store import sidecar
 from agent.store.database import (
     ProjectRow,
@@ -51,6 +50,7 @@ from protocol.timefmt import to_rfc3339, to_rfc3339_or_none
 
 if TYPE_CHECKING:  # intake and its models load with the first document: opening and deciding build none
     from agent.entitlements.intake import Verified
+    from agent.ports import Accepted, Handler
     from protocol.claims import TrustClaims
 
 log = structlog.get_logger("agent.device")
@@ -283,6 +283,8 @@ class Device:
         row for that type); without one, the document alone is stored. Raises :class:`DocumentRefused`;
         then nothing held has changed.
         """
+        from agent.ports import Accepted  # with the first document, as intake is (a cold check needs neither)
+
         async with self._intake:
             for _ in range(2):
                 outcome = self._verify(token, expected_typ)
