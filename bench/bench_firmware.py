@@ -186,7 +186,8 @@ def resume(directory: Path) -> list[Result]:
 async def _job_to_rebooting(
     directory: Path, read_back: bool, devices: dict[str, str] | None = None, rounds: int = 3
 ) -> tuple[list[float], list[float]]:
-    """``devices``: block-device slots (the download streamed into slot b), else file slots."""
+    """``devices``: block-device slots (the download streamed into slot b), else file slots. Each round
+    times the floor, then a job on a fresh daemon."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from cloud_stub.images import ImageServer
@@ -272,18 +273,23 @@ async def _job_to_rebooting(
 
 
 def job_to_rebooting(directory: Path, read_back: bool, device: bool = False) -> Result:
+    """The median times, and the median of the rounds' ratios (each round's floor beside its job: a machine
+    that slows down between rounds moves both). The goal row (as shipped) takes seven rounds, the others three."""
+    goal = device and read_back
+    rounds = 7 if goal else 3
     if device:
         from tests.support.loops import loop_slots
 
         with loop_slots(directory, SIZE + 8 * 1024 * 1024, fill=b"") as devices:
-            floors, ours = asyncio.run(_job_to_rebooting(directory, read_back, devices))
+            floors, ours = asyncio.run(_job_to_rebooting(directory, read_back, devices, rounds))
     else:
-        floors, ours = asyncio.run(_job_to_rebooting(directory, read_back))
+        floors, ours = asyncio.run(_job_to_rebooting(directory, read_back, rounds=rounds))
     f, o = statistics.median(floors), statistics.median(ours)
+    ratio = statistics.median(floor / job for floor, job in zip(floors, ours, strict=True))
     passes = "with the slot read back" if read_back else "without reading the slot back"
     slots = "block-device slots (streamed)" if device else "file slots"
     return Result(f"firmware job -> rebooting, 64 MiB, {slots}, {passes}", "GET into a file with fsync, hashed",
-                  f, o, f / o, ">= 0.8" if device and read_back else "info")  # fmt: skip
+                  f, o, ratio, ">= 0.8" if goal else "info")  # fmt: skip
 
 
 def run() -> list[Result]:
