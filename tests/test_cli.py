@@ -263,7 +263,8 @@ def test_check_reads_the_core_keys_and_status_the_whole_config(config_file: Path
 def test_a_cold_check_builds_no_model_it_does_not_use(config_file: Path, documents: dict[str, Path]) -> None:
     """edge-agent check opens the store and decides: it imports neither the daemon's section models
     (agent/config.py, the drivers' wiring) nor the documents' models (protocol/claims.py, loaded with the
-    first document to verify), nor the parts' ports (agent/ports.py: the daemon's). What a later change pulls back into that path shows here."""
+    first document to verify), nor the parts' ports (agent/ports.py: the daemon's). What a later change
+    pulls back into that path shows here."""
     assert run("accept", str(documents["trust"]), "--config", str(config_file)).returncode == 0
     assert run("accept", str(documents["normal"]), "--config", str(config_file)).returncode == 0
     result = subprocess.run(

@@ -2,8 +2,9 @@
 
 ``python -m tests.peers.osdp_reader --fd N --address A --key HEX`` (``--key -`` for none: the
 default install key). Stdin lines: ``{"card": "hex", "bits": 26}``, ``{"keys": "1234#"}``,
-``{"tamper": 1, "power": 0}``. Stdout lines: ``{"started": true}`` once it reads the line, ``{"online": true}`` once the control panel has it in
-Secure Channel, then each command it received (``{"command": 2, ...}`` LED, 3 buzzer, 8 keyset).
+``{"tamper": 1, "power": 0}``. Stdout lines: ``{"started": true}`` once it reads the line,
+``{"online": true}`` once the control panel has it in Secure Channel, then each command it received
+(``{"command": 2, ...}`` LED, 3 buzzer, 8 keyset).
 """
 
 from __future__ import annotations
