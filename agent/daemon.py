@@ -33,8 +33,10 @@ its own, answering with the ops of ``agent/control/ops.py``. Every view of the d
 socket's ``status``, the metrics, the state report) is one :class:`agent.runtime.status.View`.
 
 Each part is handed what it uses: the session its ``[mqtt]`` section and a pump (``agent/sync/pump.py``),
-the firmware engine its settings and ports (``firmware/ports.py``, ``agent/runtime/firmware_ports.py``);
-the directions are import-linter contracts in pyproject.toml.
+the firmware engine its settings and ports (``firmware/ports.py``, ``agent/runtime/firmware_ports.py``),
+the local side its ``[drivers]`` section; the local side, intake, housekeeping, the control ops and the
+status view what they use of the device (``agent/ports.py``), the store and ``now`` (trusted time), never
+the :class:`~agent.device.Device` itself. The directions are import-linter contracts in pyproject.toml.
 
 Start: open the store, quarantining it if it is corrupt (``agent/store/quarantine.py``), load what is in
 force, boot the firmware slot and resume its job, and enforce from the store before the first
