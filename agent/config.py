@@ -266,7 +266,6 @@ class InventoryConfig(Frozen):
         return relative_to_config(value, info)
 
 
-# Top-level strings with a fixed format: the pattern, and what to tell the installer when it does not match.
 class Config(CoreConfig):
     """The agent's whole configuration, frozen once validated: the core keys and the daemon's sections."""
 

@@ -67,6 +67,7 @@ class ControlConfig(Frozen):
         return relative_to_config(value, info)
 
 
+# Top-level strings with a fixed format: the pattern, and what to tell the installer when it does not match.
 _FORMATS: Final = {
     "device_id": (r"[0-9a-f]{12}", "the MAC as 12 lowercase hex digits without separators"),
     "model": (r"[A-Za-z0-9_-]{1,32}", "a model name like R29"),

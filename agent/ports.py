@@ -83,19 +83,8 @@ class Rights(Protocol):
         """The policy's decision for a request at trusted time now."""
 
 
-class Held(Rights, Protocol):
-    """What housekeeping follows through time: the entitlements, the documents in force, the clock's floor."""
-
-    @property
-    def documents(self) -> dict[str, StoredDocument]:
-        """The document in force per type."""
-
-    async def save_clock(self) -> None:
-        """Persist trusted time's floor."""
-
-
-class Described(Protocol):
-    """What the status view reads (``agent/runtime/status.py``)."""
+class InForce(Protocol):
+    """The entitlements and the documents in force."""
 
     @property
     def entitlements(self) -> Entitlements | None:
@@ -104,6 +93,17 @@ class Described(Protocol):
     @property
     def documents(self) -> dict[str, StoredDocument]:
         """The document in force per type."""
+
+
+class Held(InForce, Protocol):
+    """What housekeeping follows through time: what is in force, and the clock's floor to persist."""
+
+    async def save_clock(self) -> None:
+        """Persist trusted time's floor."""
+
+
+class Described(InForce, Protocol):
+    """What the status view reads (``agent/runtime/status.py``): what is in force, and its summary."""
 
     def status(self) -> dict[str, Any]:
         """The ``edge-agent status --json`` object of the holdings."""
