@@ -110,7 +110,9 @@ class Container:
         while not self.leader:
             assert self._nspawn.poll() is None, self.log.read_text()
             assert time.monotonic() < deadline, "the container's init never started"
-            self.leader = next(iter(_children(self._nspawn.pid)), 0)
+            # nspawn's first child is a copy of itself that sets up the namespaces and forks the container's
+            # init: only a child that runs systemd is the leader (an nsenter into the copy fails once it exits).
+            self.leader = next((c for c in _children(self._nspawn.pid) if _comm(c) == "systemd"), 0)
             time.sleep(0.1)
         while True:  # systemd up: "running", or "degraded" (a unit of the minimal root that failed)
             state = self.run("systemctl", "is-system-running", check=False).stdout.strip()
@@ -150,6 +152,13 @@ class Container:
                 self._nspawn.kill()
                 self._nspawn.wait(30)
         self._nspawn = None
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:  # gone meanwhile
+        return ""
 
 
 def _children(pid: int) -> list[int]:
