@@ -81,10 +81,6 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 @click.version_option(package_name="smartplus-edge", prog_name="edge-agent", message="%(prog)s %(version)s")
 def main() -> None:
     """The intercom device agent: signed entitlements, enforced locally."""
-    # The agent uses no pydantic plugins; without this, the first model built reads the entry points of every
-    # installed distribution (219 files in the development environment: about 10 ms of a cold check). An
-    # operator's own setting is kept.
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 
 def _read_document(source: str) -> bytes:

@@ -14,57 +14,86 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, TypeVar
 
+import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from msgspec import Meta
 
 from agent.errors import ConfigError
 from protocol import boundedjson
+from protocol.invalid import locate, member
 
 ENV_PREFIX: Final = "EDGE_AGENT_"
 ENV_CONFIG: Final = "EDGE_AGENT_CONFIG"
 _LIST_KEYS: Final = frozenset({"trust_roots"})
 
-M = TypeVar("M", bound=BaseModel)
+
+class Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A section of the configuration: frozen once validated, unknown keys refused. A check of its own
+    (``__post_init__``) that concerns one key raises :func:`~protocol.invalid.member` naming it."""
 
 
-class Frozen(BaseModel):
-    """A section of the configuration: frozen once validated, unknown keys refused."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+M = TypeVar("M", bound=Section)
 
 
-def relative_to_config(value: Path | None, info: ValidationInfo) -> Path | None:
-    """``value`` under the config file's directory (``base_dir`` in the validation context) if relative: paths
-    in the config file are relative to the file (the one rule, for every section's model)."""
-    base = info.context.get("base_dir") if isinstance(info.context, dict) else None
-    if value is None or value.is_absolute() or base is None:
-        return value
-    return Path(base) / value
+class Secret:
+    """A string kept out of ``repr`` and logs (a password); :meth:`get_secret_value` gives it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        """The secret itself."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
 
 
-class StoreConfig(Frozen):
+def _hook(base: Path) -> Callable[[type, Any], Any]:
+    """What msgspec cannot build alone: a path, relative to the config file's directory ``base`` if
+    given relative (the one rule, for every section), and a secret."""
+
+    def build(kind: type, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValueError(f"Expected a string, got `{type(value).__name__}`")
+        if kind is Path:
+            path = Path(value)
+            return path if path.is_absolute() else base / path
+        if kind is Secret:
+            return Secret(value)
+        raise NotImplementedError(kind)
+
+    return build
+
+
+class StoreConfig(Section, frozen=True, kw_only=True):
     """``[store]``: the database."""
 
-    max_bytes: Annotated[int, Field(ge=0)] = 0  # 0: no cap; else writes beyond it fail as a full disk
+    max_bytes: Annotated[int, Meta(ge=0)] = 0  # 0: no cap; else writes beyond it fail as a full disk
     # Space kept back for what must be written on a full disk: alarms, sensor events, call alerts, door
     # logs and the documents that renew service (agent/store/reserve.py). Under max_bytes, at most a quarter of it.
-    reserve_bytes: Annotated[int, Field(ge=0, le=1 << 30)] = 1 << 20
+    reserve_bytes: Annotated[int, Meta(ge=0, le=1 << 30)] = 1 << 20
 
 
-class ControlConfig(Frozen):
+class ControlConfig(Section, frozen=True, kw_only=True):
     """``[control]``: the local control socket (docs/control.md)."""
 
     socket: Path | None = None  # default: data_dir/control.sock (owner-only, like data_dir)
     group: str | None = None  # members may ask hello, check and status; needs a socket outside data_dir
-
-    @field_validator("socket")
-    @classmethod
-    def _socket(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return relative_to_config(value, info)
 
 
 # Top-level strings with a fixed format: the pattern, and what to tell the installer when it does not match.
@@ -75,16 +104,14 @@ _FORMATS: Final = {
 }
 
 
-class CoreConfig(Frozen):
+class CoreConfig(Section, frozen=True, kw_only=True, forbid_unknown_fields=False):
     """The keys every command needs (the daemon's sections, if present, are left to :class:`~agent.config.Config`)."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
 
     device_id: str
     model: str
     firmware_version: str
     data_dir: Path
-    trust_roots: Annotated[tuple[Path, ...], Field(min_length=1)]
+    trust_roots: Annotated[tuple[Path, ...], Meta(min_length=1)]
     store: StoreConfig = StoreConfig()
     control: ControlConfig = ControlConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -94,30 +121,14 @@ class CoreConfig(Frozen):
         """Where the control socket is."""
         return self.control.socket or self.data_dir / "control.sock"
 
-    @model_validator(mode="after")
-    def _control_reachable(self) -> CoreConfig:
+    def __post_init__(self) -> None:
+        for name, (pattern, expected) in _FORMATS.items():
+            value = getattr(self, name)
+            if not re.fullmatch(pattern, value):
+                raise member(name, f"must be {expected}, not {value!r}")
         # data_dir is owner-only: a socket inside it could never be reached by the group.
         if self.control.group is not None and self.control_socket.parent == self.data_dir:
             raise ValueError("control.group needs control.socket in a directory of its own (data_dir is owner-only)")
-        return self
-
-    @field_validator(*_FORMATS)
-    @classmethod
-    def _format(cls, value: str, info: ValidationInfo) -> str:
-        pattern, expected = _FORMATS[str(info.field_name)]
-        if not re.fullmatch(pattern, value):
-            raise ValueError(f"must be {expected}, not {value!r}")
-        return value
-
-    @field_validator("data_dir")
-    @classmethod
-    def _data_dir(cls, value: Path, info: ValidationInfo) -> Path:
-        return relative_to_config(value, info) or value
-
-    @field_validator("trust_roots")
-    @classmethod
-    def _trust_roots(cls, value: tuple[Path, ...], info: ValidationInfo) -> tuple[Path, ...]:
-        return tuple(relative_to_config(p, info) or p for p in value)
 
 
 def _env_overlay(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -160,23 +171,61 @@ def _merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _dotted(loc: tuple[int | str, ...]) -> str:
+def _value_type(annotation: Any) -> Any:
+    """``annotation`` without ``Annotated`` and ``| None``."""
+    while True:
+        if typing.get_origin(annotation) is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+        else:
+            return annotation
+
+
+def _named(where: str, model: type, data: Any, hook: Callable[[type, Any], Any]) -> str:
+    """``where`` with each ``[...]`` (msgspec's word for a key of a table) replaced by the key whose
+    entry is refused, found by validating the table's entries one by one."""
+    parts = re.findall(r"\[[^\]]*\]|[^.\[]+", where)
+    kind: Any = model
     key = ""
-    for part in loc:
-        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
-    return key or "config"
+    for part in parts:
+        kind = _value_type(kind)
+        if part == "[...]" and isinstance(data, dict) and typing.get_origin(kind) is dict:
+            kind = typing.get_args(kind)[1]
+            for name, entry in data.items():
+                try:
+                    msgspec.convert(entry, kind, strict=False, dec_hook=hook)
+                except (msgspec.ValidationError, ValueError):
+                    part, data = str(name), entry
+                    break
+            key += f".{part}" if key else part
+            continue
+        if part.startswith("["):
+            kind = typing.get_args(kind)[0] if typing.get_args(kind) else Any
+            data = data[int(part[1:-1])] if isinstance(data, list) and part[1:-1].isdigit() else None
+            key += part
+            continue
+        hints = (
+            {f.name: f.type for f in msgspec.structs.fields(kind)}
+            if isinstance(kind, type) and issubclass(kind, msgspec.Struct)
+            else {}
+        )
+        kind = hints.get(part, Any)
+        data = data.get(part) if isinstance(data, dict) else None
+        key += f".{part}" if key else part
+    return key
 
 
-def _describe(exc: ValidationError, origin: Mapping[str, str]) -> ConfigError:
-    error = exc.errors(include_url=False)[0]
-    key = _dotted(tuple(error["loc"]))
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] == "missing":
-        message = "is required"
-    elif error["type"] == "extra_forbidden":
-        message = "is not a setting (misspelt?)"
+def _describe(
+    exc: msgspec.ValidationError, origin: Mapping[str, str], model: type, data: Any, hook: Callable[[type, Any], Any]
+) -> ConfigError:
+    where, problem, kind = locate(str(exc))
+    key = _named(where, model, data, hook) if "[...]" in where else where
+    key = key or "config"
+    if kind == "unknown":
+        problem = "is not a setting (misspelt?)"
     source = origin.get(key.split("[")[0])
-    return ConfigError(f"{key} (from {source})" if source else key, message)
+    return ConfigError(f"{key} (from {source})" if source else key, problem)
 
 
 def config_path(cli_value: str | None, env: Mapping[str, str]) -> Path:
@@ -208,10 +257,11 @@ def _read(path: Path, env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str,
 def validated(model: type[M], path: Path, env: Mapping[str, str]) -> M:
     """Read, overlay and validate the configuration as ``model``; :class:`ConfigError` names what is wrong."""
     data, origin = _read(path, env)
+    hook = _hook(path.resolve().parent)
     try:
-        return model.model_validate(data, context={"base_dir": path.resolve().parent})
-    except ValidationError as exc:
-        raise _describe(exc, origin) from None
+        return msgspec.convert(data, model, strict=False, dec_hook=hook)
+    except msgspec.ValidationError as exc:
+        raise _describe(exc, origin, model, data, hook) from None
 
 
 def load_core_config(path: Path, env: Mapping[str, str]) -> CoreConfig:

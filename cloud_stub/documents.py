@@ -23,9 +23,9 @@ ISSUER: Final = "smartplus-cloud"
 
 
 def _checked(model: type[wire.Claims], claims: dict[str, Any]) -> dict[str, Any]:
-    """``claims`` as a device reads them (from JSON, strictly): a ValidationError here is a defect of the
+    """``claims`` as a device reads them (from JSON, strictly): an ``Invalid`` here is a defect of the
     cloud's, raised before anything is signed or sent."""
-    model.model_validate_json(json.dumps(claims))
+    wire.decode(model, json.dumps(claims))
     return claims
 
 

@@ -323,10 +323,9 @@ def expiry_recipients(stage: int, pm_notices: bool, project_type: str, end_user_
 
 def check_site_settings(settings: dict[str, object]) -> dict[str, object]:
     """DOMAIN.md "Site settings that reach the device": the same model the device checks (protocol.settings)."""
-    from protocol.settings import SiteSettings, describe_settings_error
+    from protocol.settings import site_settings
 
     try:
-        parsed = SiteSettings.model_validate(settings)
+        return site_settings(settings)
     except ValueError as exc:
-        raise Refused("bad_setting", describe_settings_error(exc), "DOMAIN.md site settings") from None
-    return parsed.model_dump(exclude_none=True)
+        raise Refused("bad_setting", str(exc), "DOMAIN.md site settings") from None

@@ -35,7 +35,7 @@ from firmware.ports import Store, Transaction
 from firmware.slots import Bootloader, Slot
 from firmware.steps import commit, download, install, pending, rebooting, resume, verify
 from firmware.steps.context import Context
-from protocol.claims import FirmwareJobClaims
+from protocol.claims import FirmwareJobClaims, rfc3339
 
 log = structlog.get_logger("firmware.engine")
 
@@ -220,7 +220,7 @@ class Engine:
 
 def _at(claims: FirmwareJobClaims) -> str | None:
     """The job's ``at`` as the document wrote it (RFC 3339), for events and the status."""
-    return claims.model_dump(mode="json", include={"at"}).get("at")
+    return None if claims.at is None else rfc3339(claims.at)
 
 
 async def firmware_status(

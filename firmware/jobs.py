@@ -13,7 +13,7 @@ from typing import Any, Final, NamedTuple
 
 from firmware.machine import TERMINAL, State
 from firmware.ports import Transaction
-from protocol.claims import FirmwareJobClaims
+from protocol.claims import FirmwareJobClaims, decode, to_json
 
 _COLUMNS: Final = "job_id, seq, state, claims, target, transitions, reason"
 
@@ -52,8 +52,8 @@ def _load(row: tuple[Any, ...]) -> Job | Unreadable:
     except ValueError:
         return Unreadable(job_id, seq, state, target, transitions, f"state {state!r} is not one this version knows")
     try:
-        typed = FirmwareJobClaims.model_validate_json(claims)
-    except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+        typed = decode(FirmwareJobClaims, claims)
+    except ValueError as exc:  # protocol.claims.Invalid is one
         return Unreadable(job_id, seq, state, target, transitions, f"its claims do not read: {str(exc)[:200]}")
     return Job(job_id, seq, known, typed, target, transitions, reason)
 
@@ -79,7 +79,7 @@ async def insert(tx: Transaction, claims: FirmwareJobClaims, now: float, *, repl
         await tx.execute("DELETE FROM firmware_jobs WHERE job_id = ?", (claims.job_id,))
     await tx.execute(
         f"INSERT INTO firmware_jobs ({_COLUMNS}, updated) VALUES (?, ?, ?, ?, NULL, 0, NULL, ?)",  # noqa: S608
-        (claims.job_id, claims.seq, State.PENDING.value, claims.model_dump_json(), now),
+        (claims.job_id, claims.seq, State.PENDING.value, to_json(claims), now),
     )
 
 

@@ -1,20 +1,28 @@
 """Claims of the four signed document types, exactly as PROTOCOL.md names them.
 
-Models are strict (no ``"5"`` for 5, no ``true`` for 1), frozen, and ignore members they do not know
-(PROTOCOL.md: "a reader ignores fields it does not know"). They are validated straight from the
-payload bytes, which costs no more than ``json.loads`` (bench/bench_intake.py).
+The models are msgspec structs: strict (no ``"5"`` for 5, no ``true`` for 1), frozen, and they ignore
+members they do not know (PROTOCOL.md: "a reader ignores fields it does not know"). :func:`decode`
+validates straight from the payload bytes, which costs no more than ``json.loads``
+(bench/bench_intake.py). msgspec rather than pydantic: on the device the models and the library cost
+~1.5 MiB against ~12 and a few milliseconds against ~50 of a cold start (docs/performance.md); the cloud's
+own models stay on pydantic (FastAPI), and sign only what these decode (``cloud_stub/documents.py``).
+
+Every refusal is an :class:`Invalid` (a ``ValueError``) whose text names the first offending member,
+like ``services[2].expires: not an RFC 3339 time with its offset``.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import date, datetime
 from functools import lru_cache
-from typing import Annotated, Any, Final, Literal, NotRequired
+from typing import Annotated, Any, Final, Literal, NotRequired, TypedDict, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
-from typing_extensions import TypedDict
+import msgspec
+from msgspec import Meta
 
+from protocol.invalid import locate, member
 from protocol.jws import b64url_decode, thumbprint
 from protocol.names import COMMAND, ENTITLEMENTS, FIRMWARE_JOB, ID_PATTERN, ROOT_PROOF, TRUST, TYPES
 
@@ -25,32 +33,37 @@ MAX_SEQ: Final = 2**63 - 1  # SQLite INTEGER
 
 SUBJECT_PATTERN: Final = r"^(project|(door|account|apartment):[A-Za-z0-9_-]{1,64})$"
 
-Id = Annotated[str, Field(pattern=ID_PATTERN)]
-Epoch = Annotated[int, Field(ge=0, le=MAX_EPOCH)]
-Subject = Annotated[str, Field(pattern=SUBJECT_PATTERN)]
+Id = Annotated[str, Meta(pattern=ID_PATTERN)]
+Epoch = Annotated[int, Meta(ge=0, le=MAX_EPOCH)]
+Seq = Annotated[int, Meta(ge=0, le=MAX_SEQ)]
+Subject = Annotated[str, Meta(pattern=SUBJECT_PATTERN)]
 # Service names are open-ended (an unknown one is kept and reported), but printable and short.
-ServiceName = Annotated[str, Field(pattern=r"^[\x21-\x7e]{1,64}$")]
-Version = Annotated[str, Field(pattern=r"^[0-9]{1,9}(\.[0-9]{1,9}){0,7}$")]
+ServiceName = Annotated[str, Meta(pattern=r"^[\x21-\x7e]{1,64}$")]
+Version = Annotated[str, Meta(pattern=r"^[0-9]{1,9}(\.[0-9]{1,9}){0,7}$")]
+AwareDatetime = Annotated[datetime, Meta(tz=True)]  # RFC 3339 with its offset
 
 
-class _Model(BaseModel):
-    # defer_build: a process that never validates a document (``edge-agent check``) never pays for
-    # building the schemas; the first validation does (docs/performance.md).
-    model_config = ConfigDict(frozen=True, strict=True, extra="ignore", defer_build=True)
+class Invalid(ValueError):
+    """Claims (or a command's arguments, or site settings) that do not match the contract; the text names
+    the first offending member."""
 
 
-class Claims(_Model):
+class Model(msgspec.Struct, frozen=True, kw_only=True):
+    """A wire structure: frozen, keyword-only, members it does not know ignored."""
+
+
+class Claims(Model, frozen=True, kw_only=True):
     """Claims every document carries."""
 
-    iss: str | None = None
     aud: str
     iat: Epoch
     exp: Epoch
-    seq: Annotated[int, Field(ge=0, le=MAX_SEQ)]
+    seq: Seq
+    iss: str | None = None
     nbf: Epoch | None = None
 
 
-class Jwk(_Model):
+class Jwk(Model, frozen=True, kw_only=True):
     """An Ed25519 public key as an OKP JWK (RFC 8037)."""
 
     kty: Literal["OKP"]
@@ -61,58 +74,54 @@ class Jwk(_Model):
         """The 32 key bytes."""
         return b64url_decode(self.x)
 
-    @model_validator(mode="after")
-    def _x_is_32_bytes(self) -> Jwk:
+    def __post_init__(self) -> None:
         try:
             if len(self.raw()) != 32:
                 raise ValueError("x must encode 32 bytes")
         except ValueError as exc:
-            raise ValueError(f"x: {exc}") from None
-        return self
+            raise member("x", str(exc)) from None
 
 
-class RootEntry(_Model):
+class RootEntry(Model, frozen=True, kw_only=True):
     """A root key named by a trust document's ``roots`` (PROTOCOL.md "Root rotation")."""
 
     kid: str
     jwk: Jwk
 
-    @model_validator(mode="after")
-    def _kid_is_thumbprint(self) -> RootEntry:
+    def __post_init__(self) -> None:
         if thumbprint(self.jwk.raw()) != self.kid:
             raise ValueError("kid is not the RFC 7638 thumbprint of jwk")
-        return self
 
 
 # A document type a signing key may sign (PROTOCOL.md "Key scopes"). Names this agent does not know are
 # kept (a later contract may add a type) and simply never match a document it takes.
-ScopedTyp = Annotated[str, Field(pattern=r"^[a-z-]{1,32}$")]
+ScopedTyp = Annotated[str, Meta(pattern=r"^[a-z-]{1,32}$")]
 
 
-class SigningKeyEntry(RootEntry):
+class SigningKeyEntry(RootEntry, frozen=True, kw_only=True):
     """One signing key listed by a trust document; ``typs`` (absent: all three) are what it may sign."""
 
     not_after: AwareDatetime
-    typs: Annotated[tuple[ScopedTyp, ...], Field(max_length=16)] | None = None
+    typs: Annotated[tuple[ScopedTyp, ...], Meta(max_length=16)] | None = None
 
 
-class TrustClaims(Claims):
+class TrustClaims(Claims, frozen=True, kw_only=True):
     """``trust``: the signing keys that may sign the other types, replacing the previous list whole; and,
     with ``roots``, the complete new set of root keys, each new one proven by a ``root_proofs`` entry."""
 
     keys: tuple[SigningKeyEntry, ...]
-    roots: Annotated[tuple[RootEntry, ...], Field(min_length=1, max_length=16)] | None = None
-    root_proofs: Annotated[tuple[Annotated[str, Field(max_length=4096)], ...], Field(max_length=16)] = ()
+    roots: Annotated[tuple[RootEntry, ...], Meta(min_length=1, max_length=16)] | None = None
+    root_proofs: Annotated[tuple[Annotated[str, Meta(max_length=4096)], ...], Meta(max_length=16)] = ()
 
 
-class RootProofClaims(_Model):
+class RootProofClaims(Model, frozen=True, kw_only=True):
     """A ``root-proof``: the new root signs the very list and seq of the trust document that brings it."""
 
     roots: tuple[RootEntry, ...]
-    seq: Annotated[int, Field(ge=0, le=MAX_SEQ)]
+    seq: Seq
 
 
-class Project(_Model):
+class Project(Model, frozen=True, kw_only=True):
     """The project a device belongs to."""
 
     id: Id
@@ -120,7 +129,7 @@ class Project(_Model):
     created: date | None = None
     timezone: str | None = None
     doors: tuple[Id, ...] = ()
-    free_apps: Annotated[int, Field(ge=0)] = 0
+    free_apps: Annotated[int, Meta(ge=0)] = 0
 
 
 RFC3339: Final = re.compile(
@@ -128,26 +137,20 @@ RFC3339: Final = re.compile(
 )
 
 
+class Expiry(float):
+    """An RFC 3339 time with its offset on the wire, its epoch seconds once decoded (:func:`_epoch_of`)."""
+
+
 @lru_cache(maxsize=4096)  # a document's expiries repeat (services renewed together)
-def _epoch_of(text: str) -> float:
+def _epoch_of(text: str) -> Expiry:
     if not RFC3339.fullmatch(text):
         raise ValueError("not an RFC 3339 time with its offset (2027-01-01T00:00:00Z)")
-    return datetime.fromisoformat(text).timestamp()  # ValueError for an impossible date
-
-
-def _expiry(value: object) -> object:
-    if not isinstance(value, str):
-        raise ValueError("an expiry is an RFC 3339 time, as a string")
-    return _epoch_of(value)
-
-
-# An RFC 3339 time with its offset on the wire, epoch seconds once validated.
-Expiry = Annotated[float, BeforeValidator(_expiry)]
+    return Expiry(datetime.fromisoformat(text).timestamp())  # ValueError for an impossible date
 
 
 class ServiceEntry(TypedDict):
-    """A paid service and how long it runs (``expires`` in epoch seconds once validated). A dict, not a model:
-    a document may list thousands, and each costs ~0.7 µs so (bench/bench_intake.py, docs/performance.md)."""
+    """A paid service and how long it runs (``expires`` in epoch seconds once decoded). A dict, not a
+    struct: a document may list thousands (bench/bench_intake.py, docs/performance.md)."""
 
     service: ServiceName
     subject: Subject
@@ -155,52 +158,53 @@ class ServiceEntry(TypedDict):
     plan: NotRequired[str | None]
 
 
-class EntitlementsClaims(Claims):
+class EntitlementsClaims(Claims, frozen=True, kw_only=True):
     """``entitlements``: the project and its services."""
 
     project: Project
     services: tuple[ServiceEntry, ...] = ()
-    settings: dict[str, Any] = Field(default_factory=dict)
+    settings: dict[str, Any] = {}
 
 
-class Window(_Model):
+Time = Annotated[str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+
+class Window(Model, frozen=True, kw_only=True):
     """When a job may install and reboot: local times of the project's time zone, ``end`` before ``start``
     spanning midnight (PROTOCOL.md)."""
 
-    start: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
-    end: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+    start: Time
+    end: Time
 
 
-class FirmwareJobClaims(Claims):
+class FirmwareJobClaims(Claims, frozen=True, kw_only=True):
     """``firmware-job``: an upgrade to stage, or (``cancel``) a job to call off."""
 
     job_id: Id
     model: str | None = None
     version: Version | None = None
     url: str | None = None
-    size: Annotated[int, Field(ge=0)] | None = None
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    size: Annotated[int, Meta(ge=0)] | None = None
+    sha256: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")] | None = None
     at: AwareDatetime | None = None
     window: Window | None = None
     reset_after_upgrade: bool = False
     allow_downgrade: bool = False
     cancel: bool = False
 
-    @model_validator(mode="after")
-    def _complete_unless_cancel(self) -> FirmwareJobClaims:
+    def __post_init__(self) -> None:
         if not self.cancel:
             missing = [n for n in ("model", "version", "url", "size", "sha256") if getattr(self, n) is None]
             if missing:
                 raise ValueError(f"a job that is not a cancel needs {', '.join(missing)}")
-        return self
 
 
-class CommandClaims(Claims):
+class CommandClaims(Claims, frozen=True, kw_only=True):
     """``command``: one operation for the device to carry out and answer."""
 
-    id: Annotated[str, Field(min_length=1, max_length=128)]
-    op: Annotated[str, Field(pattern=r"^[a-z_]{1,64}$")]
-    args: dict[str, Any] = Field(default_factory=dict)
+    id: Annotated[str, Meta(min_length=1, max_length=128)]
+    op: Annotated[str, Meta(pattern=r"^[a-z_]{1,64}$")]
+    args: dict[str, Any] = {}
 
 
 CLAIMS_MODELS: Final[dict[str, type[Claims]]] = {
@@ -210,13 +214,65 @@ CLAIMS_MODELS: Final[dict[str, type[Claims]]] = {
     COMMAND: CommandClaims,
 }
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+S = TypeVar("S")
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line naming the first offending claim, e.g. ``services.2.expires: Input should ...``."""
-    first = exc.errors(include_url=False)[0]
-    where = ".".join(str(part) for part in first["loc"]) or "payload"
-    message = _CONTROL.sub("?", str(first["msg"]))
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{where}: {message}{more}"
+def _hook(kind: type, value: object) -> object:
+    if kind is Expiry:
+        if not isinstance(value, str):
+            raise ValueError("an expiry is an RFC 3339 time, as a string")
+        return _epoch_of(value)
+    raise NotImplementedError
+
+
+_DECODERS: Final[dict[type, msgspec.json.Decoder[Any]]] = {}
+
+
+def _decoder(model: type[S]) -> msgspec.json.Decoder[S]:
+    decoder = _DECODERS.get(model)
+    if decoder is None:  # built at the first document of its type, then kept
+        decoder = _DECODERS[model] = msgspec.json.Decoder(model, dec_hook=_hook)
+    return decoder
+
+
+def describe(exc: msgspec.MsgspecError) -> str:
+    """One line naming the first offending member, e.g. ``services[2].expires: Expected `str` ...``."""
+    where, problem, _ = locate(str(exc))
+    return f"{where or 'payload'}: {_CONTROL.sub('?', problem)}"
+
+
+def decode(model: type[S], payload: bytes | str) -> S:
+    """``payload`` (JSON) as ``model``, strictly; :class:`Invalid` names what is wrong."""
+    try:
+        return _decoder(model).decode(payload)
+    except msgspec.MsgspecError as exc:
+        raise Invalid(describe(exc)) from None
+    except RecursionError:  # arguments nested thousands deep: refused, never a crash
+        raise Invalid("payload: nested too deeply") from None
+
+
+def convert(model: type[S], value: Mapping[str, Any]) -> S:
+    """``value`` (as JSON would give it) as ``model``, strictly; :class:`Invalid` names what is wrong."""
+    try:
+        return msgspec.convert(value, model, dec_hook=_hook)
+    except msgspec.MsgspecError as exc:
+        raise Invalid(describe(exc)) from None
+    except RecursionError:  # arguments nested thousands deep: refused, never a crash
+        raise Invalid("payload: nested too deeply") from None
+
+
+def to_json(value: Model) -> str:
+    """``value`` as JSON text (what :func:`decode` reads back)."""
+    return msgspec.json.encode(value).decode()
+
+
+def rfc3339(value: datetime) -> str:
+    """``value`` as the wire writes it (``2027-01-01T00:00:00Z``, or with its offset)."""
+    return str(msgspec.to_builtins(value))
+
+
+def to_builtins(value: Model) -> dict[str, Any]:
+    """``value`` as JSON-ready builtins (a datetime as RFC 3339 text)."""
+    built: dict[str, Any] = msgspec.to_builtins(value)
+    return built

@@ -3,17 +3,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+import msgspec
 
-from protocol.claims import describe_validation_error
+from protocol.claims import Model, convert
+from protocol.invalid import member
 
 
-class SiteSettings(BaseModel):
+class SiteSettings(Model, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     """DOMAIN.md "Site settings that reach the device"; every field optional (a partial update)."""
-
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid", defer_build=True)
 
     timezone: str | None = None
     time_format: Literal["12h", "24h"] | None = None
@@ -26,19 +26,19 @@ class SiteSettings(BaseModel):
     auto_provisioning: bool | None = None
     transmission_type: Literal["tcp", "udp", "tls"] | None = None
 
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
+    def __post_init__(self) -> None:
+        if self.timezone is None:
+            return
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
         try:
-            ZoneInfo(value)
+            ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not an IANA time zone") from None
-        return value
+            raise member("timezone", f"{self.timezone!r} is not an IANA time zone") from None
 
 
-def describe_settings_error(exc: ValueError) -> str:
-    return describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+def site_settings(value: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings ``value`` sets (those given, not null), checked; :class:`~protocol.claims.Invalid` (a
+    ``ValueError``) names the first that is wrong."""
+    built: dict[str, Any] = msgspec.to_builtins(convert(SiteSettings, value))
+    return built

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import hashlib
 import http.server
+import json
 import os
 import random
 import ssl
@@ -23,7 +24,7 @@ from firmware.download import CHUNK, fetch
 from firmware.jobs import Job
 from firmware.machine import RESUME, TERMINAL, TRANSITIONS, State
 from firmware.slots import FileBootloader, FileSlot
-from protocol.claims import FirmwareJobClaims
+from protocol.claims import FirmwareJobClaims, decode
 from protocol.version import newer, parse
 from tests.support.brokers import free_port
 from tests.support.images import Fault, FaultyImageServer
@@ -54,7 +55,7 @@ def test_a_malformed_version_is_refused(bad: str) -> None:
 def _claims(**fields: Any) -> FirmwareJobClaims:
     body = {"aud": "0c110512ab34", "iat": 1, "exp": 2, "seq": 1, "job_id": "j-1", "model": "R29",
             "version": "29.30.10.1", "url": "http://x/i", "size": 100, "sha256": "0" * 64, **fields}  # fmt: skip
-    return FirmwareJobClaims.model_validate(body)
+    return decode(FirmwareJobClaims, json.dumps(body))
 
 
 def _job(state: State, job_id: str = "j-0") -> Job:
@@ -266,7 +267,7 @@ def test_a_window_in_the_sites_local_time(start: str, end: str, at: str, zone: s
     from firmware.window import opens_in
     from protocol.claims import Window
 
-    w = Window.model_validate({"start": start, "end": end})
+    w = Window(start=start, end=end)
     now = datetime.fromisoformat(at).timestamp()
     assert in_window(w, now, zone) is inside
     wait = opens_in(w, now, zone)

@@ -100,7 +100,7 @@ def test_wiring_mistakes_are_refused_naming_the_key(
     with pytest.raises(ConfigError) as error:
         load_config(path, {})
     assert error.value.key.startswith("drivers"), why
-    assert said in error.value.problem, error.value.problem
+    assert said in f"{error.value.key}: {error.value.problem}", error.value
 
 
 def test_good_wiring_is_taken(tmp_path: Path, root_pem: Path) -> None:

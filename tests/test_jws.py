@@ -129,7 +129,7 @@ def test_rfc3339_formatting_round_trips(epoch: float) -> None:
 def test_service_expiries_are_epoch_seconds_whatever_their_offset_and_unknown_members_are_ignored() -> None:
     """Service entries are validated as dicts (docs/performance.md): the expiry's offset is honoured, a member
     a newer cloud adds is ignored (PROTOCOL.md: a reader ignores fields it does not know)."""
-    from protocol.claims import EntitlementsClaims
+    from protocol.claims import EntitlementsClaims, decode
 
     payload = {
         "aud": "0c110512ab34", "iat": 1, "exp": 2, "seq": 1, "project": {"id": "p", "type": "community"},
@@ -138,6 +138,6 @@ def test_service_expiries_are_epoch_seconds_whatever_their_offset_and_unknown_me
             {"service": "door", "subject": "door:d", "expires": "2027-01-01T00:00:00.5Z", "plan": None},
         ],
     }  # fmt: skip
-    claims = EntitlementsClaims.model_validate_json(json.dumps(payload))
+    claims = decode(EntitlementsClaims, json.dumps(payload))
     assert [(s["expires"], s.get("plan")) for s in claims.services] == [(1798761600.0, None), (1798761600.5, None)]
     assert "tier" not in claims.services[0]

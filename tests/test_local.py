@@ -8,12 +8,14 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from agent.intake.commands import Credential
 from agent.local.credentials import CredentialIndex
 from agent.local.stimuli import Stimulus
 from agent.store.database import Transaction
+from protocol.claims import decode
 from tests.support.daemons import InProcessDaemon, device_config
 
 
@@ -74,7 +76,7 @@ async def test_the_packed_credential_index_round_trips_and_survives_an_older_age
 
     store = await Store.open(tmp_path)
     try:
-        issued = Credential.model_validate_json(
+        issued = decode(Credential,
             json.dumps({"id": "c-1", "kind": "card", "value": "04A1B2", "valid_from": "2026-01-01T00:00:00Z",
              "valid_until": "2027-01-01T00:00:00Z", "dynamic": True, "floors": ["3", "4"]})
         )  # fmt: skip
@@ -87,7 +89,7 @@ async def test_the_packed_credential_index_round_trips_and_survives_an_older_age
         assert index.find("door-2", "card", "04A1B2") is None  # the door is part of the key
         assert index.find("door-1", "pin", "04A1B2") is None  # and the kind
         # an older agent (no lookup/held columns) narrows the window and adds a PIN
-        narrowed = issued.model_copy(update={"valid_until": None, "floors": ()})
+        narrowed = msgspec.structs.replace(issued, valid_until=None, floors=())
         async with store.transaction() as tx:
             await tx.execute(
                 "UPDATE credentials SET body = ?, issued_at = 2 WHERE door = 'door-1' AND id = 'c-1'",

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from agent.entitlements.index import KNOWN_SERVICES, Entitlements
 from agent.entitlements.policy import ACTIONS, APP_SERVICES, decide
-from protocol.claims import EntitlementsClaims
+from protocol.claims import EntitlementsClaims, decode
 from protocol.timefmt import to_rfc3339
 from tests.support.documents import DAY, DEVICE_ID, T0
 
@@ -62,7 +62,7 @@ class Doc:
             "project": project,
             "services": services,
         }
-        return EntitlementsClaims.model_validate_json(json.dumps(raw))
+        return decode(EntitlementsClaims, json.dumps(raw))
 
 
 instants = st.integers(min_value=-5 * 24, max_value=70 * 24).map(lambda hours: T0 + hours * 3600.0)

@@ -14,7 +14,7 @@ from firmware.slots import FileBootloader
 
 
 def _names(model: type, field: str) -> set[str]:
-    annotation = model.model_fields[field].annotation  # type: ignore[attr-defined]
+    annotation = typing.get_type_hints(model)[field]
     while typing.get_origin(annotation) is tuple:
         annotation = typing.get_args(annotation)[0]
     return set(typing.get_args(annotation))

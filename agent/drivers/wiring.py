@@ -17,9 +17,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Final, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+import msgspec
+from msgspec import Meta
 
-from agent.core_config import relative_to_config
+from agent.core_config import Section
 
 NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _POINT: Final = re.compile(r"([A-Za-z0-9_-]{1,32}):(\d{1,5})")
@@ -41,50 +42,45 @@ def point(value: object) -> Point:
     return Point(m[1], int(m[2]))
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class OsdpBus(_Frozen):
+class OsdpBus(Section, frozen=True, kw_only=True):
     """``[drivers.osdp.<bus>]``: one serial line (an RS-485 adapter, any tty) with readers on it."""
 
     port: Path  # the tty, like /dev/ttyUSB0
     baudrate: Literal[9600, 19200, 38400, 57600, 115200, 230400] = 9600
-    offline_retry_seconds: Annotated[float, Field(ge=1, le=300)] = 10.0  # try an offline reader again after this
+    offline_retry_seconds: Annotated[float, Meta(ge=1, le=300)] = 10.0  # try an offline reader again after this
 
 
-class Reader(_Frozen):
+class Reader(Section, frozen=True, kw_only=True):
     """``[drivers.readers.<name>]``: an OSDP reader (peripheral device) at a door."""
 
     bus: str
-    address: Annotated[int, Field(ge=0, le=126)]
+    address: Annotated[int, Meta(ge=0, le=126)]
     door: str
     scbk_file: Path | None = None  # its Secure Channel Base Key: 32 hex digits, readable by the agent only
     install_mode: bool = False  # take a new reader on the default key and give it scbk_file's key (docs)
 
-    @field_validator("scbk_file")
-    @classmethod
-    def _path(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return relative_to_config(value, info)
 
-
-class ModbusModule(_Frozen):
+class ModbusModule(Section, frozen=True, kw_only=True):
     """``[drivers.modbus.<name>]``: a relay / I/O module, over TCP or RTU."""
 
     transport: Literal["tcp", "rtu"] = "tcp"
     host: str | None = None  # tcp
-    port: int | Path | None = None  # tcp: the port (502); rtu: the tty
+    port: int | str | None = None  # tcp: the port (502); rtu: the tty
     baudrate: Literal[9600, 19200, 38400, 57600, 115200] = 9600  # rtu
-    unit: Annotated[int, Field(ge=0, le=247)] = 1
-    poll_ms: Annotated[int, Field(ge=10, le=10_000)] = 50  # how often inputs are read
-    debounce_ms: Annotated[int, Field(ge=0, le=5_000)] = 100  # an input must hold its new level this long
-    timeout_seconds: Annotated[float, Field(gt=0, le=30)] = 1.0  # one request; no answer: the module is offline
+    unit: Annotated[int, Meta(ge=0, le=247)] = 1
+    poll_ms: Annotated[int, Meta(ge=10, le=10_000)] = 50  # how often inputs are read
+    debounce_ms: Annotated[int, Meta(ge=0, le=5_000)] = 100  # an input must hold its new level this long
+    timeout_seconds: Annotated[float, Meta(gt=0, le=30)] = 1.0  # one request; no answer: the module is offline
+
+    def __post_init__(self) -> None:
+        if self.transport == "tcp" and isinstance(self.port, str) and self.port.isdigit():
+            msgspec.structs.force_setattr(self, "port", int(self.port))  # a variable's "502"
 
     def where(self) -> str:
         return f"{self.host}:{self.port}" if self.transport == "tcp" else str(self.port)
 
 
-class DoorWiring(_Frozen):
+class DoorWiring(Section, frozen=True, kw_only=True):
     """``[drivers.doors.<door>]``: the relay that releases the door and the inputs that watch it."""
 
     relay: str | None = None
@@ -93,11 +89,11 @@ class DoorWiring(_Frozen):
     contact_closed_when_on: bool = False  # a contact wired the other way round (normally closed)
 
 
-class Elevator(_Frozen):
+class Elevator(Section, frozen=True, kw_only=True):
     """``[drivers.elevator]``: Elevator Control's floor relays (a premium feature, gated as such)."""
 
-    floors: dict[str, str] = {}  # floor -> relay point
-    pulse_seconds: Annotated[int, Field(ge=1, le=60)] = 5
+    floors: dict[str, str] = msgspec.field(default_factory=dict)  # floor -> relay point
+    pulse_seconds: Annotated[int, Meta(ge=1, le=60)] = 5
 
 
 class Wiring(NamedTuple):
@@ -133,7 +129,7 @@ def check(
     for name, module in modules.items():
         if module.transport == "tcp" and (module.host is None or not isinstance(module.port, int)):
             raise ValueError(f"modbus.{name}: a tcp module needs host and port (a number)")
-        if module.transport == "rtu" and not isinstance(module.port, Path):
+        if module.transport == "rtu" and not isinstance(module.port, str):
             raise ValueError(f"modbus.{name}: an rtu module needs port, the serial line (like /dev/ttyUSB1)")
     seen: dict[tuple[str, int], str] = {}
     for name, reader in readers.items():

@@ -34,7 +34,6 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from pydantic import ValidationError
 
 from agent.clock import SKEW, Correctable
 from agent.entitlements.marks import Duplicate, HighWater
@@ -46,10 +45,11 @@ from protocol.claims import (
     ROOT_PROOF,
     TRUST,
     Claims,
+    Invalid,
     RootEntry,
     RootProofClaims,
     TrustClaims,
-    describe_validation_error,
+    decode,
 )
 from protocol.timefmt import to_rfc3339
 
@@ -95,9 +95,9 @@ def verify(
     jws.verify_signature(parsed, keyring.key_for(parsed.kid, parsed.typ, key_time))
 
     try:
-        claims = model.model_validate_json(parsed.payload)
-    except ValidationError as exc:
-        raise DocumentRefused(reasons.INVALID_CLAIMS, describe_validation_error(exc)) from None
+        claims = decode(model, parsed.payload)
+    except Invalid as exc:
+        raise DocumentRefused(reasons.INVALID_CLAIMS, str(exc)) from None
     audience = "*" if parsed.typ == TRUST else device_id
     if claims.aud != audience:
         raise DocumentRefused(reasons.WRONG_AUD, f"aud {claims.aud!r} is not {audience!r}")
@@ -143,12 +143,12 @@ def _check_root_proofs(claims: TrustClaims, keyring: KeyRing) -> None:
             if entry is None:
                 raise DocumentRefused(reasons.UNKNOWN_KID, f"kid {parsed.kid} is not one of the new roots")
             jws.verify_signature(parsed, Ed25519PublicKey.from_public_bytes(entry.jwk.raw()))
-            stated = RootProofClaims.model_validate_json(parsed.payload)
+            stated = decode(RootProofClaims, parsed.payload)
         except DocumentRefused as refused:
             problems.append(f"root_proofs[{index}]: {refused.reason}")
             continue
-        except ValidationError as exc:
-            problems.append(f"root_proofs[{index}]: {describe_validation_error(exc)}")
+        except Invalid as exc:
+            problems.append(f"root_proofs[{index}]: {exc}")
             continue
         if stated.seq != claims.seq or _roots_of(stated.roots) != _roots_of(claims.roots):
             problems.append(f"root_proofs[{index}] signs another list or seq")

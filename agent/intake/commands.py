@@ -19,90 +19,110 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Literal, NamedTuple, TypeVar
+from typing import Annotated, Any, Final, Literal, NamedTuple, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from msgspec import Meta
 
 from agent.entitlements.policy import Decision
 from agent.local import credentials, door_actions
 from agent.local.credentials import value_digest
 from agent.store.database import Transaction
 from protocol import logs
-from protocol.claims import ID_PATTERN, CommandClaims, describe_validation_error
-from protocol.settings import SiteSettings
-
-Id = Annotated[str, Field(pattern=ID_PATTERN)]
+from protocol.claims import AwareDatetime, CommandClaims, Id, Invalid, Model, convert, to_builtins, to_json
+from protocol.settings import site_settings
 
 
-class _Args(BaseModel):
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid", defer_build=True)
+class _Args(Model, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
 
 
-class Credential(BaseModel):
+class Credential(Model, frozen=True, kw_only=True):
     """An access method for a door (agent/local/credentials.py uses it; docs/drivers.md).
 
     ``value`` is what the reader reads (a PIN, a card number, a face template id, a QR payload, a BLE
     key id); without it the reader must read the ``id``. It is stored only as its SHA-256. ``dynamic``
     marks a dynamic QR code (accepted only while ``dynamic_qr`` is active); ``floors`` are the floors
-    the elevator enables for its holder. Any further fields are kept for the reader.
+    the elevator enables for its holder. Any further members are kept for the reader (:meth:`stored`).
     """
-
-    model_config = ConfigDict(frozen=True, strict=True, extra="allow", defer_build=True)
 
     id: Id
     kind: Literal["pin", "card", "face", "qr", "ble"]
-    value: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    value: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
     valid_from: AwareDatetime | None = None
     valid_until: AwareDatetime | None = None
     dynamic: bool = False
-    floors: Annotated[tuple[Id, ...], Field(max_length=64)] = ()
+    floors: Annotated[tuple[Id, ...], Meta(max_length=64)] = ()
 
-    def stored(self) -> str:
-        """The body kept in the database: ``value`` replaced by its SHA-256 (a PIN is never on disk)."""
-        body = self.model_dump(mode="json", exclude={"value"})
+    def stored(self, extra: Mapping[str, Any] | None = None) -> str:
+        """The body kept in the database: the members, then ``extra`` (those of the command this struct
+        does not name), with ``value`` replaced by its SHA-256 (a PIN is never on disk)."""
+        body = to_builtins(self)
+        del body["value"]
+        for name, member in (extra or {}).items():
+            body.setdefault(name, member)
         body["value_sha256"] = value_digest(self.value if self.value is not None else self.id)
         return json.dumps(body, separators=(",", ":"))
 
 
-class IssueArgs(_Args):
+_CREDENTIAL_MEMBERS: Final = frozenset(Credential.__struct_fields__)
+
+
+class IssueArgs(_Args, frozen=True, kw_only=True):
     """``issue_credentials``."""
 
     door: Id
-    credentials: Annotated[tuple[Credential, ...], Field(min_length=1, max_length=10_000)]
+    credentials: Annotated[tuple[Credential, ...], Meta(min_length=1, max_length=10_000)]
 
 
-class RevokeArgs(_Args):
+class Issue(NamedTuple):
+    """Credentials to issue at a door, each as its id, kind and stored body."""
+
+    door: str
+    rows: list[tuple[str, str, str]]
+
+
+def _issue(args: Mapping[str, Any]) -> Issue:
+    issue = _parse(IssueArgs, args)
+    raw = args["credentials"]  # the list the struct was decoded from, with the members it does not name
+    rows: list[tuple[str, str, str]] = [
+        (c.id, c.kind, c.stored({k: v for k, v in given.items() if k not in _CREDENTIAL_MEMBERS}))
+        for c, given in zip(issue.credentials, raw, strict=True)
+    ]
+    return Issue(issue.door, rows)
+
+
+class RevokeArgs(_Args, frozen=True, kw_only=True):
     """``revoke_credentials``: these ids, on one door or on every door."""
 
     door: Id | None = None
-    ids: Annotated[tuple[Id, ...], Field(min_length=1, max_length=10_000)]
+    ids: Annotated[tuple[Id, ...], Meta(min_length=1, max_length=10_000)]
 
 
-class ResyncArgs(_Args):
+class ResyncArgs(_Args, frozen=True, kw_only=True):
     """``resync``: with ``from_seq``, the events to send again."""
 
-    from_seq: Annotated[int, Field(ge=1)] | None = None
-    to_seq: Annotated[int, Field(ge=1)] | None = None
+    from_seq: Annotated[int, Meta(ge=1)] | None = None
+    to_seq: Annotated[int, Meta(ge=1)] | None = None
 
 
-class OpenDoorArgs(_Args):
+class OpenDoorArgs(_Args, frozen=True, kw_only=True):
     """``open_door``."""
 
     door: Id
-    seconds: Annotated[int, Field(ge=1, le=60)] = 5
+    seconds: Annotated[int, Meta(ge=1, le=60)] = 5
 
 
-class DiagnosticsArgs(_Args):
+class DiagnosticsArgs(_Args, frozen=True, kw_only=True):
     """``collect_diagnostics``: how many of the last log lines to include."""
 
-    lines: Annotated[int, Field(ge=0, le=logs.RECENT)] = 200  # the log keeps RECENT lines
+    lines: Annotated[int, Meta(ge=0, le=logs.RECENT)] = 200  # the log keeps RECENT lines
 
 
 class Effect(NamedTuple):
     """What a command changes on the device, besides its reply."""
 
     settings: Mapping[str, Any] | None = None
-    issue: IssueArgs | None = None
+    issue: Issue | None = None
     revoke: RevokeArgs | None = None
     open_door: OpenDoorArgs | None = None
     restart: bool = False
@@ -118,12 +138,12 @@ class Plan(NamedTuple):
     effect: Effect
 
 
-_M = TypeVar("_M", bound=BaseModel)
+_A = TypeVar("_A", bound=_Args)
 
 
-def _parse(model: type[_M], args: Mapping[str, Any]) -> _M:
-    # Validated as the JSON it came as: strict JSON mode takes arrays for tuples, refuses "5" for 5.
-    return model.model_validate_json(json.dumps(args))
+def _parse(model: type[_A], args: Mapping[str, Any]) -> _A:
+    # Strictly, as the JSON it came as: arrays for tuples, no "5" for 5.
+    return convert(model, args)
 
 
 def _ok(claims: CommandClaims, **extra: Any) -> dict[str, Any]:
@@ -148,22 +168,21 @@ def plan(claims: CommandClaims, decide: Callable[[str, str | None], Decision]) -
         if op == "reboot":
             return Plan(_ok(claims), Effect(restart=True))
         if op == "set_settings":
-            settings = _parse(SiteSettings, args)
-            return Plan(_ok(claims), Effect(settings=settings.model_dump(exclude_none=True)))
+            return Plan(_ok(claims), Effect(settings=site_settings(args)))
         if op == "issue_credentials":
-            issue = _parse(IssueArgs, args)
+            issue = _issue(args)
             decision = decide("issue_access", f"door:{issue.door}")
             if not decision.allowed:
                 return Plan(_error(claims, "service_limited", f"{decision.reason}: {decision.detail}"), Effect())
-            return Plan(_ok(claims, issued=len(issue.credentials)), Effect(issue=issue))
+            return Plan(_ok(claims, issued=len(issue.rows)), Effect(issue=issue))
         if op == "revoke_credentials":
             return Plan(_ok(claims), Effect(revoke=_parse(RevokeArgs, args)))
         if op == "open_door":
             return Plan(_ok(claims, queued=True), Effect(open_door=_parse(OpenDoorArgs, args)))
         if op == "collect_diagnostics":
             return Plan(_ok(claims), Effect(diagnostics=_parse(DiagnosticsArgs, args).lines))
-    except ValidationError as exc:
-        return Plan(_error(claims, "invalid_args", describe_validation_error(exc)), Effect())
+    except Invalid as exc:
+        return Plan(_error(claims, "invalid_args", str(exc)), Effect())
     return Plan(_error(claims, "unknown_op", f"op {op!r} is not one this device carries out"), Effect())
 
 
@@ -177,12 +196,11 @@ async def apply(tx: Transaction, claims: CommandClaims, effect: Effect, now: flo
             [(name, json.dumps(value), float(claims.iat)) for name, value in effect.settings.items()],
         )
     if effect.issue is not None:
-        issued = [(c.id, c.kind, c.stored()) for c in effect.issue.credentials]
-        await credentials.issue(tx, effect.issue.door, issued, now)
+        await credentials.issue(tx, effect.issue.door, effect.issue.rows, now)
     if effect.revoke is not None:
         await credentials.revoke(tx, effect.revoke.ids, effect.revoke.door)
     if effect.open_door is not None:
-        await door_actions.queue_open(tx, claims.id, effect.open_door.door, effect.open_door.model_dump_json(), now)
+        await door_actions.queue_open(tx, claims.id, effect.open_door.door, to_json(effect.open_door), now)
 
 
 async def answered(tx: Transaction, command_id: str) -> bool:

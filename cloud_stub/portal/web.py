@@ -31,7 +31,6 @@ from cloud_stub.operations.authority import Actor
 from cloud_stub.operations.logins import SessionLabel, SessionView
 from cloud_stub.operations.types import REFUSED_CHARACTERS
 from cloud_stub.portal import guard, navigation
-from protocol.claims import describe_validation_error
 
 log = structlog.get_logger("cloud_stub.portal")
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -181,10 +180,18 @@ def failed(request: Request) -> None:
     portal.throttle.count(_client(request), time.monotonic())
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def refusal_text(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return describe_validation_error(exc).replace("Value error, ", "")
-    return str(exc)
+    """One line for a refused form: a field that does not fit names the first offending field."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    first = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "payload"
+    message = _CONTROL.sub("?", str(first["msg"]).removeprefix("Value error, "))
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {message}{more}"
 
 
 def status_of(exc: Exception) -> int:

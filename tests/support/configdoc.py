@@ -15,12 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import annotated_types
-from pydantic import BaseModel, SecretStr
-from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
+import msgspec
 
-from agent.config import Config
+from agent.config import Config, Secret
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "configuration.md"
@@ -30,25 +27,23 @@ SECTIONS = {"drivers.": ROOT / "docs" / "drivers.md", "firmware.": ROOT / "docs"
 TABLE = ("<!-- config reference: begin -->", "<!-- config reference: end -->")
 LIMITS = ("<!-- config limits: begin -->", "<!-- config limits: end -->")
 _BOUNDS = (
-    (annotated_types.Ge, "ge", ">="), (annotated_types.Gt, "gt", ">"), (annotated_types.Le, "le", "<="),
-    (annotated_types.Lt, "lt", "<"), (annotated_types.MinLen, "min_length", "length >="),
-    (annotated_types.MaxLen, "max_length", "length <="),
+    ("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"), ("min_length", "length >="), ("max_length", "length <="),
 )  # fmt: skip
 
 
-def _model_in(annotation: Any) -> tuple[str, type[BaseModel]] | None:
-    """("", Model) for a section, ("<name>", Model) for a table of named sections."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+def _section_in(annotation: Any) -> tuple[str, type[msgspec.Struct]] | None:
+    """("", Section) for a section, ("<name>", Section) for a table of named sections."""
+    if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
         return "", annotation
     if typing.get_origin(annotation) is dict:
         _, value = typing.get_args(annotation)
-        if isinstance(value, type) and issubclass(value, BaseModel):
+        if isinstance(value, type) and issubclass(value, msgspec.Struct):
             return "<name>", value
     return None
 
 
 def _type(annotation: Any) -> str:
-    if annotation is SecretStr:
+    if annotation is Secret:
         return "secret string"
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
@@ -65,20 +60,29 @@ def _type(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation)).replace("PosixPath", "Path")
 
 
-def _bounds(info: FieldInfo) -> str:
+def _metas(annotation: Any) -> Iterator[msgspec.Meta]:
+    """The constraints on ``annotation`` itself, or on what it is when given (``X | None``)."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        yield from (m for m in annotation.__metadata__ if isinstance(m, msgspec.Meta))
+    elif typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            yield from _metas(arg)
+
+
+def _bounds(annotation: Any) -> str:
     found = []
-    for item in info.metadata:
-        for kind, attribute, symbol in _BOUNDS:
-            if isinstance(item, kind):
-                found.append(f"{symbol} {getattr(item, attribute):,}")
+    for meta in _metas(annotation):
+        for attribute, symbol in _BOUNDS:
+            if getattr(meta, attribute) is not None:
+                found.append(f"{symbol} {getattr(meta, attribute):,}")
     return ", ".join(found)
 
 
-def _default(info: FieldInfo) -> str:
-    if info.default is PydanticUndefined:
-        return "required" if info.default_factory is None else "`" + repr(info.default_factory()) + "`"  # type: ignore[call-arg]
+def _default(info: msgspec.structs.FieldInfo) -> str:
+    if info.default is msgspec.NODEFAULT:
+        return "required" if info.default_factory is msgspec.NODEFAULT else "`" + repr(info.default_factory()) + "`"
     value = info.default
-    if isinstance(value, SecretStr):
+    if isinstance(value, Secret):
         return "(secret)"
     if value is None:
         return "-"
@@ -91,17 +95,17 @@ def _default(info: FieldInfo) -> str:
     return f"`{value}`"
 
 
-def fields(model: type[BaseModel] = Config, prefix: str = "") -> Iterator[tuple[str, str, str, str]]:
+def fields(model: type[msgspec.Struct] = Config, prefix: str = "") -> Iterator[tuple[str, str, str, str]]:
     """(key, type, default, bounds) of every key, sections after the top level's own keys."""
     later = []
-    for name, info in model.model_fields.items():
-        annotation = info.annotation
+    for info in msgspec.structs.fields(model):
+        annotation = info.type
         inner = typing.get_args(annotation)[0] if typing.get_origin(annotation) is typing.Annotated else annotation
-        section = _model_in(inner)
+        section = _section_in(inner)
         if section is not None:
-            later.append((f"{prefix}{name}{'.' + section[0] if section[0] else ''}.", section[1]))
+            later.append((f"{prefix}{info.name}{'.' + section[0] if section[0] else ''}.", section[1]))
             continue
-        yield f"{prefix}{name}", _type(annotation), _default(info), _bounds(info)
+        yield f"{prefix}{info.name}", _type(annotation), _default(info), _bounds(annotation)
     for deeper, section_model in later:
         yield from fields(section_model, deeper)
 

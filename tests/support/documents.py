@@ -213,7 +213,7 @@ def svc(
 def holdings(project: dict[str, Any], services: list[dict[str, Any]], exp_days: float = 30) -> Any:
     """The Entitlements a device would hold for this document (issued at T0, in force ``exp_days``)."""
     from agent.entitlements.index import Entitlements
-    from protocol.claims import EntitlementsClaims
+    from protocol.claims import EntitlementsClaims, decode
 
     claims = {
         "aud": DEVICE_ID,
@@ -223,4 +223,4 @@ def holdings(project: dict[str, Any], services: list[dict[str, Any]], exp_days: 
         "project": project,
         "services": services,
     }
-    return Entitlements.from_claims(EntitlementsClaims.model_validate_json(json.dumps(claims)))
+    return Entitlements.from_claims(decode(EntitlementsClaims, json.dumps(claims)))
