@@ -19,19 +19,18 @@ from bench.common import Result, as_on_a_device
 # Standard library and dependencies first (what any Python daemon with these would pay), then the agent's
 # layers, each including what it imports.
 MODULES: Final = (
-    "asyncio", "ssl", "sqlite3", "cryptography.hazmat.primitives.asymmetric.ed25519", "structlog", "pydantic",
+    "asyncio", "ssl", "sqlite3", "cryptography.hazmat.primitives.asymmetric.ed25519", "structlog", "msgspec",
     "paho.mqtt.client", "aiomqtt", "aiosqlite", "protocol.claims", "agent.config", "agent.store.database",
     "agent.entitlements.intake", "agent.intake.commands", "agent.sync.session", "agent.local.side",
     "firmware.engine", "agent.daemon", "agent.cli", "prometheus_client",
-    # what a daemon on the client's named dependencies pays before a line of its own (the floor under the
-    # daemon's idle memory: compare bench_idle.py's Mender figures)
-    "asyncio,ssl,sqlite3,cryptography.hazmat.primitives.asymmetric.ed25519,structlog,pydantic,aiomqtt,aiosqlite",
-    # what pydantic costs the device: the same without it, and with the models the daemon builds; then with
-    # msgspec, a lighter validation library, in its place (evidence for the choice: docs/performance.md)
-    "asyncio,ssl,sqlite3,cryptography.hazmat.primitives.asymmetric.ed25519,structlog,aiomqtt,aiosqlite",
-    "asyncio,ssl,sqlite3,cryptography.hazmat.primitives.asymmetric.ed25519,structlog,aiomqtt,aiosqlite,"
+    # what a daemon on its dependencies pays before a line of its own (the floor under the daemon's idle
+    # memory: compare bench_idle.py's Mender figures); then with our configuration and wire models on them
+    "asyncio,ssl,sqlite3,cryptography.hazmat.primitives.asymmetric.ed25519,structlog,msgspec,aiomqtt,aiosqlite",
+    "asyncio,ssl,sqlite3,cryptography.hazmat.primitives.asymmetric.ed25519,structlog,msgspec,aiomqtt,aiosqlite,"
     "agent.config,protocol.claims",
-    "asyncio,ssl,sqlite3,cryptography.hazmat.primitives.asymmetric.ed25519,structlog,aiomqtt,aiosqlite,msgspec",
+    # what pydantic, the client's named library and the device's before msgspec, would cost in msgspec's place
+    # (the evidence for the choice: docs/performance.md)
+    "asyncio,ssl,sqlite3,cryptography.hazmat.primitives.asymmetric.ed25519,structlog,pydantic,aiomqtt,aiosqlite",
 )  # fmt: skip
 _PROBE: Final = """
 import importlib, json, sys, time

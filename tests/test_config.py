@@ -216,3 +216,41 @@ def test_json_nested_too_deeply_in_a_variable_is_named(config_file: Path) -> Non
         load_config(config_file, {"EDGE_AGENT_TRUST_ROOTS": "[" * 5000 + "]" * 5000})
     assert error.value.key == "EDGE_AGENT_TRUST_ROOTS"
     assert "nested deeper" in error.value.problem
+
+
+@pytest.mark.parametrize(
+    ("table", "line", "key"),
+    [
+        ("drivers.modbus.io-2", "unit = 900", "drivers.modbus.io-2.unit"),
+        ("drivers.readers.exit", "address = 300", "drivers.readers.exit.address"),
+        ("firmware", 'slot_devices = { a = "/dev/a", c = "/dev/c" }', "firmware.slot_devices"),
+        ("mqtt", 'username = "u"\npassword = 5', "mqtt.password"),
+    ],
+    ids=["a module among two", "a reader among two", "a slot that is not a or b", "a password that is a number"],
+)
+def test_a_bad_key_inside_a_table_of_named_entries_is_named(config_file: Path, table: str, line: str, key: str) -> None:
+    """An entry of a table of named entries is named by its own name, not its position (each table here has
+    a good entry beside the bad one)."""
+    named = {
+        "drivers.modbus.io-1": "unit = 1", "drivers.readers.entry": 'bus = "b"\naddress = 1\ndoor = "d"',
+    } if table.startswith("drivers") else {}  # fmt: skip
+    text = config_file.read_text() + "".join(f"\n[{t}]\n{body}\n" for t, body in named.items())
+    config_file.write_text(text if f"[{table}]" in text else text + f"\n[{table}]\n")
+    _replace(config_file, line, table)
+    with pytest.raises(ConfigError) as error:
+        load_config(config_file, {})
+    assert error.value.key == key, str(error.value)
+
+
+def test_variables_are_taken_as_toml_would_give_them(config_file: Path) -> None:
+    """A variable is text: a number, a boolean or a path in it is read as the key's type."""
+    config = load_config(
+        config_file,
+        {"EDGE_AGENT_MQTT__KEEPALIVE": "60", "EDGE_AGENT_FIRMWARE__READ_BACK": "false",
+         "EDGE_AGENT_FIRMWARE__CA_FILE": "ca.pem", "EDGE_AGENT_MQTT__TIMEOUT": "2.5"},
+    )  # fmt: skip
+    assert (config.mqtt.keepalive, config.firmware.read_back, config.mqtt.timeout) == (60, False, 2.5)
+    assert config.firmware.ca_file == config_file.parent / "ca.pem"
+    with pytest.raises(ConfigError) as error:
+        load_config(config_file, {"EDGE_AGENT_MQTT__KEEPALIVE": "sixty"})
+    assert error.value.key == "mqtt.keepalive (from EDGE_AGENT_MQTT__KEEPALIVE)"

@@ -141,3 +141,33 @@ def test_service_expiries_are_epoch_seconds_whatever_their_offset_and_unknown_me
     claims = decode(EntitlementsClaims, json.dumps(payload))
     assert [(s["expires"], s.get("plan")) for s in claims.services] == [(1798761600.0, None), (1798761600.5, None)]
     assert "tier" not in claims.services[0]
+
+
+def test_claims_nested_thousands_deep_are_refused_naming_the_problem() -> None:
+    """A command's free-form ``args`` nested 100,000 deep is refused as invalid claims, not a crash of the
+    decoder (PROTOCOL.md: hostile payloads get a clear refusal)."""
+    from protocol.claims import CommandClaims, Invalid, decode
+
+    head = b'{"aud":"0c110512ab34","iat":1,"exp":2,"seq":1,"id":"c-1","op":"resync","args":{"a":'
+    with pytest.raises(Invalid, match="nested too deeply"):
+        decode(CommandClaims, head + b"[" * 100_000 + b"]" * 100_000 + b"}}")
+
+
+@pytest.mark.parametrize(
+    ("payload", "where"),
+    [
+        ({"services": [{"service": "door", "subject": "project", "expires": 4070908800}]}, "services[0].expires"),
+        ({"project": {"id": "p", "type": "castle"}}, "project.type"),
+        ({"project": None}, "project"),
+        ({"seq": "6"}, "seq"),
+    ],
+    ids=["an expiry as a number", "an unknown project type", "no project", "seq as a string"],
+)
+def test_a_refused_claim_is_named(payload: dict[str, object], where: str) -> None:
+    """The refusal's text starts with the offending member's path, as the device reports it."""
+    from protocol.claims import EntitlementsClaims, Invalid, decode
+
+    body = {"aud": "0c110512ab34", "iat": 1, "exp": 2, "seq": 1, "project": {"id": "p", "type": "community"}}
+    with pytest.raises(Invalid) as refused:
+        decode(EntitlementsClaims, json.dumps({**body, **payload}))
+    assert str(refused.value).startswith(f"{where}: "), refused.value

@@ -250,3 +250,33 @@ async def test_every_command_is_answered_exactly_once_across_kills(
         assert all(r == {"id": command_id, "ok": True, "issued": 1} for r in replies), replies
     assert query(config_file, "SELECT COUNT(*), COUNT(DISTINCT id) FROM commands") == [(len(sent), len(sent))]
     assert sorted(r[0] for r in query(config_file, "SELECT id FROM credentials")) == sorted(sent)
+
+
+def test_a_credentials_further_members_are_kept_for_the_reader_and_its_value_never() -> None:
+    """issue_credentials: the members the device does not name (a reader's own data) are stored with the
+    credential; its value only as a SHA-256; an argument of the wrong type is refused naming it."""
+    from agent.entitlements.policy import Decision
+    from agent.intake.commands import plan
+    from agent.local.credentials import value_digest
+    from protocol.claims import CommandClaims
+
+    def allowed(_action: str, _subject: str | None) -> Decision:
+        return Decision(True, "ok", None, "")
+
+    given = {"id": "c-1", "kind": "card", "value": "04A1B2", "reader_data": {"format": "wiegand26"}}
+    claims = CommandClaims(aud="0c110512ab34", iat=1, exp=2, seq=1, id="x-1", op="issue_credentials",
+                           args={"door": "door-1", "credentials": [given]})  # fmt: skip
+    issued = plan(claims, allowed)
+    assert issued.reply == {"id": "x-1", "ok": True, "issued": 1}
+    assert issued.effect.issue is not None
+    [(cid, kind, body)] = issued.effect.issue.rows
+    stored = json.loads(body)
+    assert (cid, kind, stored["reader_data"], stored["value_sha256"]) == (
+        "c-1", "card", {"format": "wiegand26"}, value_digest("04A1B2"),
+    )  # fmt: skip
+    assert "04A1B2" not in body
+    bad = CommandClaims(aud="0c110512ab34", iat=1, exp=2, seq=2, id="x-2", op="issue_credentials",
+                        args={"door": "door-1", "credentials": [{**given, "dynamic": "yes"}]})  # fmt: skip
+    refused = plan(bad, allowed).reply
+    assert refused["error"]["code"] == "invalid_args"
+    assert refused["error"]["message"].startswith("credentials[0].dynamic: "), refused
