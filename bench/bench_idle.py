@@ -116,8 +116,9 @@ def run() -> list[Result]:
     return [
         Result("daemon idle memory, PSS (as on a device: no rich)", "Mender client 3.4 (mender-client), PSS",
                their_pss, our_pss, our_pss / their_pss, "<= 1.0", unit="B"),
+        # issue 26: RSS is the headline, a board running one Python process (no libpython shared to halve)
         Result("daemon idle memory, RSS (as on a device: no rich)", "Mender client 3.4 (mender-client), RSS",
-               their_rss, our_rss, our_rss / their_rss, "info", unit="B"),
+               their_rss, our_rss, our_rss / their_rss, "<= 1.0", unit="B"),
         Result("daemon idle memory, PSS (this dev environment, with rich)", "Mender client 3.4, PSS",
                dev_their_pss, dev_pss, dev_pss / dev_their_pss, "info", unit="B"),
     ]  # fmt: skip

@@ -31,14 +31,12 @@ __all__ = ["COMMAND", "ENTITLEMENTS", "FIRMWARE_JOB", "ID_PATTERN", "ROOT_PROOF"
 MAX_EPOCH: Final = 253_402_300_799  # 9999-12-31T23:59:59Z: beyond it datetimes cannot represent
 MAX_SEQ: Final = 2**63 - 1  # SQLite INTEGER
 
-SUBJECT_PATTERN: Final = r"^(project|(door|account|apartment):[A-Za-z0-9_-]{1,64})$"
+_SUBJECT: Final = r"(?:project|(?:door|account|apartment):[A-Za-z0-9_-]{1,64})"
+_SERVICE_NAME: Final = r"[\x21-\x7e]{1,64}"  # open-ended (an unknown one is kept and reported), printable, short
 
 Id = Annotated[str, Meta(pattern=ID_PATTERN)]
 Epoch = Annotated[int, Meta(ge=0, le=MAX_EPOCH)]
 Seq = Annotated[int, Meta(ge=0, le=MAX_SEQ)]
-Subject = Annotated[str, Meta(pattern=SUBJECT_PATTERN)]
-# Service names are open-ended (an unknown one is kept and reported), but printable and short.
-ServiceName = Annotated[str, Meta(pattern=r"^[\x21-\x7e]{1,64}$")]
 Version = Annotated[str, Meta(pattern=r"^[0-9]{1,9}(\.[0-9]{1,9}){0,7}$")]
 AwareDatetime = Annotated[datetime, Meta(tz=True)]  # RFC 3339 with its offset
 
@@ -150,12 +148,39 @@ def _epoch_of(text: str) -> Expiry:
 
 class ServiceEntry(TypedDict):
     """A paid service and how long it runs (``expires`` in epoch seconds once decoded). A dict, not a
-    struct: a document may list thousands (bench/bench_intake.py, docs/performance.md)."""
+    struct: a document may list thousands (bench/bench_intake.py, docs/performance.md); their names and
+    subjects are checked together (:func:`_check_services`)."""
 
-    service: ServiceName
-    subject: Subject
+    service: str
+    subject: str
     expires: Expiry
     plan: NotRequired[str | None]
+
+
+# One pattern over all the services' names (subjects), joined by newlines, which neither may hold: one scan
+# in C instead of a Python call per service (a third of intake's cost per service, docs/performance.md).
+_ALL_NAMES: Final = re.compile(rf"(?:{_SERVICE_NAME}\n)*{_SERVICE_NAME}")
+_ALL_SUBJECTS: Final = re.compile(rf"(?:{_SUBJECT}\n)*{_SUBJECT}")
+_NAME: Final = re.compile(_SERVICE_NAME)
+_SUBJECT_ALONE: Final = re.compile(_SUBJECT)
+
+
+def _check_all(name: str, values: list[str], whole: re.Pattern[str], alone: re.Pattern[str], expected: str) -> None:
+    joined = "\n".join(values)
+    if whole.fullmatch(joined) and joined.count("\n") == len(values) - 1:
+        return
+    for index, value in enumerate(values):
+        if not alone.fullmatch(value):
+            raise member(f"services[{index}].{name}", f"must be {expected}, not {value[:80]!r}")
+
+
+def _check_services(services: tuple[ServiceEntry, ...]) -> None:
+    """Every service's name is 1-64 printable ASCII characters and its subject ``project``, ``door:<id>``,
+    ``account:<id>`` or ``apartment:<id>``; else :func:`~protocol.invalid.member` names the first that is not."""
+    _check_all("service", [s["service"] for s in services], _ALL_NAMES, _NAME,
+               "1-64 printable ASCII characters without spaces")  # fmt: skip
+    _check_all("subject", [s["subject"] for s in services], _ALL_SUBJECTS, _SUBJECT_ALONE,
+               "project, door:<id>, account:<id> or apartment:<id>")  # fmt: skip
 
 
 class EntitlementsClaims(Claims, frozen=True, kw_only=True):
@@ -164,6 +189,10 @@ class EntitlementsClaims(Claims, frozen=True, kw_only=True):
     project: Project
     services: tuple[ServiceEntry, ...] = ()
     settings: dict[str, Any] = {}
+
+    def __post_init__(self) -> None:
+        if self.services:
+            _check_services(self.services)
 
 
 Time = Annotated[str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
