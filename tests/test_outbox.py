@@ -476,3 +476,19 @@ def test_sent_rows_are_pruned_after_a_drain_not_during_it(
     from agent.outbox import policy
 
     assert policy.prune_excess(sent, adding, keep, queued_after=queued_after, slack=slack) == pruned
+
+
+def test_an_events_body_is_strict_json_whatever_its_data() -> None:
+    """A NaN or an infinity in an event's data becomes null (JSON has no word for them; a strict reader
+    refuses ``NaN``), non-ASCII text stays text, and the body reads back as what was raised."""
+    from agent.outbox.events import NewEvent, event_body
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not strict JSON: {constant}")
+
+    event = NewEvent("sensor", "presence", "mr01-1", {"t": float("nan"), "h": float("inf"), "room": "séjour"}, 1.5)
+    body = json.loads(event_body(event, "0190-id", "0c110512ab34"), parse_constant=refuse)
+    assert body["data"] == {"t": None, "h": None, "room": "séjour"}
+    assert (body["type"], body["kind"], body["source"], body["occurred_at"]) == (
+        "sensor", "presence", "mr01-1", "1970-01-01T00:00:01.500Z",
+    )  # fmt: skip

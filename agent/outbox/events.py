@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
-from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
+from collections.abc import Mapping
+from json.encoder import encode_basestring
 from typing import Any, Final, NamedTuple
+
+import msgspec
 
 from protocol.timefmt import to_rfc3339_ms
 
@@ -75,20 +77,14 @@ def validate(event: NewEvent) -> NewEvent:
     return event
 
 
-# ``json.dumps(value, separators=(",", ":"))`` with one C encoder kept rather than one built per call
-# (which ``JSONEncoder.encode`` does: 1.5 µs of a small object's 2.7), and without circular-reference
-# markers (0.2 µs more): a value that contains itself still fails, with the C encoder's RecursionError.
-_c_encoder: Callable[[Any, int], Sequence[str]] | None = (
-    None
-    if c_make_encoder is None  # pragma: no cover - CPython always has it
-    else c_make_encoder(None, json.JSONEncoder().default, encode_basestring, None, ":", ",", False, False, True)
-)
+# The free-form ``data`` as compact JSON, by msgspec's encoder (0.1 µs for a small object against json's
+# 0.7 with its C encoder kept: this runs for every event raised). A NaN or infinity becomes ``null``, as
+# JSON has no word for them (json.dumps would write ``NaN``, which a strict reader refuses).
+_encode: Final = msgspec.json.Encoder().encode
 
 
 def _compact(value: Any) -> str:
-    if _c_encoder is None:  # pragma: no cover
-        return json.dumps(value, separators=(",", ":"))
-    return "".join(_c_encoder(value, 0))
+    return _encode(value).decode()
 
 
 def event_body(event: NewEvent, event_id: str, device_id: str) -> str:
