@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 
 @dataclass(frozen=True)
@@ -53,17 +54,22 @@ def tool(bench: str, command: str, package: str) -> str:
     return found
 
 
-def as_on_a_device(directory: Path) -> dict[str, str]:
-    """This environment's variables with ``rich`` made unimportable (a shim under ``directory``), for a
-    process measured as installed on a device.
+# Installed here, not on a device, and imported by a device's libraries when they find them.
+NOT_ON_A_DEVICE: Final = (
+    "rich",  # the dev tools' (import-linter, typer): ``import structlog`` imports it (~60 ms and ~10 MiB)
+    "greenlet",  # SQLAlchemy's, the cloud's: ``import structlog`` imports it too (~1.1 MiB)
+)
 
-    ``rich`` is here only through the dev tools (import-linter, typer); structlog imports it at
-    ``import structlog`` when it is there (~60 ms and ~10 MiB), which no device pays.
-    """
-    shim = directory / "norich" / "rich"
-    shim.mkdir(parents=True, exist_ok=True)
-    (shim / "__init__.py").write_text('raise ImportError("not installed on a device")\n')
-    path = [str(shim.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+
+def as_on_a_device(directory: Path) -> dict[str, str]:
+    """This environment's variables with the packages of :data:`NOT_ON_A_DEVICE` made unimportable (shims
+    under ``directory``), for a process measured as installed on a device (the .deb installs the device's
+    dependencies alone: tests/test_package.py)."""
+    shims = directory / "not-on-a-device"
+    for name in NOT_ON_A_DEVICE:
+        (shims / name).mkdir(parents=True, exist_ok=True)
+        (shims / name / "__init__.py").write_text('raise ImportError("not installed on a device")\n')
+    path = [str(shims), *filter(None, [os.environ.get("PYTHONPATH")])]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
 
 

@@ -8,7 +8,6 @@ equal to ``end`` is the whole day. A job with no window may install at once.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from protocol.claims import Window
 
@@ -16,6 +15,9 @@ from protocol.claims import Window
 def _zone(name: str | None) -> tzinfo:
     if not name:
         return UTC
+    # Imported with the first window read in a zone (0.35 MiB that an idle daemon does not hold).
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

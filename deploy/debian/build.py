@@ -44,10 +44,13 @@ REVISION: Final = "1"  # the Debian revision of this packaging
 
 
 def _version() -> str:
-    import tomllib
+    """The agent's version (``agent.__version__``, which pyproject.toml reads too) and the revision."""
+    import re
 
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return f"{project['version']}-{REVISION}"
+    found = re.search(r'^__version__ = "([0-9][0-9A-Za-z.+~-]*)"$', (REPO / "agent" / "__init__.py").read_text(), re.M)
+    if found is None:
+        sys.exit("build.py: agent/__init__.py states no __version__")
+    return f"{found[1]}-{REVISION}"
 
 
 def _pip(*args: str) -> None:
