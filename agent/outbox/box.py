@@ -12,7 +12,7 @@ import errno
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import structlog
 
@@ -48,6 +48,8 @@ class Raised(NamedTuple):
 
 
 Outcome = Queued | OutboxFull
+# tuple.__new__ for the NamedTuples made once per event: their own __new__ costs 0.2 µs more each.
+_new: Final = tuple.__new__
 
 
 class Outbox:
@@ -132,12 +134,15 @@ class Outbox:
     # -- raising events ------------------------------------------------------------------------------
     def _raised(self, event: NewEvent) -> Raised:
         event_id = uuid7(self._clock.now())
-        return Raised(event, event_id, event_body(event, event_id, self._device_id))
+        raised: Raised = _new(Raised, (event, event_id, event_body(event, event_id, self._device_id)))
+        return raised
 
     def _raised_together(self, events: Sequence[NewEvent]) -> list[Raised]:
         """:meth:`_raised` for events raised at the same moment (one reading of the clock for all)."""
         now, device_id = self._clock.now(), self._device_id
-        return [Raised(event, event_id := uuid7(now), event_body(event, event_id, device_id)) for event in events]
+        return [
+            _new(Raised, (event, event_id := uuid7(now), event_body(event, event_id, device_id))) for event in events
+        ]
 
     def add(self, event: NewEvent) -> asyncio.Future[Queued]:
         """Queue ``event``; the future resolves once it is durable (or fails with :class:`OutboxFull`)."""
@@ -368,7 +373,7 @@ class Outbox:
             new_rows.append(
                 ("events", seq, r.event_id, typ, event.kind, event.source, priority, gate, held_since, now, r.body)
             )
-            outcomes.append(Queued(seq, r.event_id))
+            outcomes.append(_new(Queued, (seq, r.event_id)))
             seq += 1
         tx.claimed["next_seq"] = seq
         if new_rows:

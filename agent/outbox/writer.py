@@ -63,7 +63,7 @@ class GroupCommit(Generic[T, R]):
 
     def add(self, item: T, future: asyncio.Future[R]) -> None:
         """Queue ``item`` for the next commit, now; ``future`` gets its outcome."""
-        self._queue(Pending((item,), future, True))
+        self._queue(tuple.__new__(Pending, ((item,), future, True)))  # once per event: not Pending's own __new__
 
     def add_many(self, items: Sequence[T], future: asyncio.Future[list[Any]]) -> None:
         """Queue a burst for the next commit (one commit: keep it to ``MAX_BATCH``); ``future`` gets
