@@ -108,10 +108,10 @@ def refuse(ctx: click.Context, refused: Any) -> NoReturn:
 
 def describe(exc: Any) -> str:
     """One line naming the first field a pydantic model refused."""
-    first = exc.errors(include_url=False)[0]
-    where = ".".join(str(p) for p in first["loc"]) or "request"
-    message = str(first["msg"]).removeprefix("Value error, ")
-    return f"{where}: {message}" if first["loc"] else message
+    from cloud_stub.errors import first_invalid
+
+    where, message = first_invalid(exc)
+    return f"{where}: {message}" if where else message
 
 
 def run(

@@ -22,7 +22,16 @@ HTTP API to statuses (403/404/409 refused, 400 bad request, 422 mismatch, 503 un
 
 from __future__ import annotations
 
+from typing import Any
+
 from protocol.errors import SmartPlusError
+
+
+def first_invalid(exc: Any) -> tuple[str, str]:
+    """The first field a pydantic ``ValidationError`` refuses, dotted (``""``: the whole request), and what
+    it says, without pydantic's ``Value error, ``: what the CLI and the portal each put in one line."""
+    first = exc.errors(include_url=False)[0]
+    return ".".join(str(part) for part in first["loc"]), str(first["msg"]).removeprefix("Value error, ")
 
 
 class CloudError(SmartPlusError):

@@ -6,9 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-import msgspec
-
-from protocol.claims import Model, convert
+from protocol.claims import Model, convert, to_builtins
 from protocol.invalid import member
 
 
@@ -40,5 +38,4 @@ class SiteSettings(Model, frozen=True, kw_only=True, forbid_unknown_fields=True,
 def site_settings(value: Mapping[str, Any]) -> dict[str, Any]:
     """The settings ``value`` sets (those given, not null), checked; :class:`~protocol.claims.Invalid` (a
     ``ValueError``) names the first that is wrong."""
-    built: dict[str, Any] = msgspec.to_builtins(convert(SiteSettings, value))
-    return built
+    return to_builtins(convert(SiteSettings, value))

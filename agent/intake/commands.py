@@ -56,10 +56,8 @@ class Credential(Model, frozen=True, kw_only=True):
     def stored(self, extra: Mapping[str, Any] | None = None) -> str:
         """The body kept in the database: the members, then ``extra`` (those of the command this struct
         does not name), with ``value`` replaced by its SHA-256 (a PIN is never on disk)."""
-        body = to_builtins(self)
+        body = {**to_builtins(self), **(extra or {})}
         del body["value"]
-        for name, member in (extra or {}).items():
-            body.setdefault(name, member)
         body["value_sha256"] = value_digest(self.value if self.value is not None else self.id)
         return json.dumps(body, separators=(",", ":"))
 

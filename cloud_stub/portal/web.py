@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from cloud_stub.errors import LedgerError, Refused
+from cloud_stub.errors import LedgerError, Refused, first_invalid
 from cloud_stub.ledger import Ledger, UnitOfWork
 from cloud_stub.operations import logins
 from cloud_stub.operations.authority import Actor
@@ -187,11 +187,9 @@ def refusal_text(exc: Exception) -> str:
     """One line for a refused form: a field that does not fit names the first offending field."""
     if not isinstance(exc, ValidationError):
         return str(exc)
-    first = exc.errors(include_url=False)[0]
-    where = ".".join(str(part) for part in first["loc"]) or "payload"
-    message = _CONTROL.sub("?", str(first["msg"]).removeprefix("Value error, "))
+    where, message = first_invalid(exc)
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{where}: {message}{more}"
+    return f"{where or 'payload'}: {_CONTROL.sub('?', message)}{more}"
 
 
 def status_of(exc: Exception) -> int:
