@@ -4,6 +4,7 @@ project would: signed documents published with a plain MQTT client, events read 
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -14,7 +15,8 @@ import pytest
 import structlog
 
 from agent.control import server as control
-from tests.support.brokers import Broker, make_broker
+from agent.sync.inflight import InFlight
+from tests.support.brokers import Broker, Mosquitto, make_broker
 from tests.support.cloud import CloudPeer
 from tests.support.daemons import USERS, InProcessDaemon, ProcessDaemon, device_config, raise_event
 from tests.support.documents import DEVICE_ID, Keys, forge, svc
@@ -193,6 +195,49 @@ async def test_the_device_resubscribes_after_the_broker_restarts(
         )
         await cloud.publish("commands", docs.command("resync", command_id="after-restart"))
         await cloud.wait_until(lambda: "after-restart" in cloud.replies, what="the reply after the restart")
+
+
+async def test_a_broker_that_stops_acknowledging_is_left_after_the_timeout_and_nothing_is_lost(
+    mosquitto: Broker, tmp_path: Path, root_pem: Path
+) -> None:
+    """A broker that keeps the connection but answers nothing (frozen): a publish that has waited
+    ``mqtt.timeout`` for its PUBACK ends the connection (agent/sync/inflight.py, the pump's one deadline);
+    once the broker answers again the device reconnects and the event arrives."""
+    assert isinstance(mosquitto, Mosquitto)  # a process of its own, to freeze
+    config_file = device_config(tmp_path / "device", mosquitto, root_pem, mqtt={"timeout": 1.0, "keepalive": 60})
+    with structlog.testing.capture_logs() as logs:
+        async with CloudPeer(mosquitto) as cloud, InProcessDaemon(config_file) as device:
+            assert device.daemon is not None
+            session = device.daemon.session
+            await cloud.wait_until(  # logged once its PUBACK came: nothing of the session's awaits the broker now
+                lambda: any(e["event"] == "state_published" for e in logs), what="the state report"
+            )
+            failures = session.failures
+            mosquitto.pause()
+            try:
+                frozen_at = time.monotonic()
+                raised = await raise_event(device.data_dir, "health", "while_frozen")  # durable; its publish waits
+                await cloud.wait_until(lambda: session.failures > failures, 10, what="the connection left")
+                left_after = time.monotonic() - frozen_at
+            finally:
+                mosquitto.resume()
+            await cloud.wait_until(lambda: raised["event_id"] in cloud.events, what="the event, after the broker woke")
+    cause = next(e["cause"] for e in logs if e["event"] == "mqtt_disconnected")
+    assert cause == "no PUBACK within 1 s"
+    assert 1.0 <= left_after < 5.0  # the deadline, checked four times per timeout; not keepalive's 90 s
+
+
+def test_the_puback_deadline_counts_from_the_oldest_publish_in_flight() -> None:
+    now = 100.0
+    in_flight = InFlight(3, 2.0, lambda: now)
+    assert in_flight.overdue() == 0  # nothing in flight
+    in_flight.began[1], in_flight.began[2] = 99.0, 101.5
+    now = 101.0
+    assert in_flight.overdue() == 0
+    now = 101.5
+    assert in_flight.overdue() == 0.5  # slot 1's, 2.5 s old
+    in_flight.began[1] = math.inf  # its PUBACK came
+    assert in_flight.overdue() == 0
 
 
 async def test_a_refused_login_is_logged_with_its_cause_and_retried_slowly(

@@ -4,7 +4,8 @@ Theory of operation. :meth:`Session.run` is an outer loop around one connection 
 a fresh client (aiomqtt's advice, docs/reconnection.md there). A connection lives as three tasks in
 one TaskGroup: receiving (each message verified, then acknowledged only once what it caused is
 durable), pumping what it is handed (agent/sync/pump.py, the outbox's rows: at most ``mqtt.in_flight``
-publishes awaiting PUBACK, a row deleted only after its PUBACK), and publishing the retained state report
+publishes awaiting PUBACK, none of them longer than ``mqtt.timeout`` (agent/sync/inflight.py), a row
+deleted only after its PUBACK), and publishing the retained state report
 (on connect and on every change).
 When the connection breaks, all three end together and the loop waits a backoff: capped
 exponential with full jitter, slower when the broker *refused* the device (bad login, certificate,
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 from collections.abc import Awaitable, Callable
 from enum import Enum
@@ -29,6 +31,7 @@ from agent.clock import TrustedClock
 from agent.config import MqttConfig
 from agent.errors import EdgeAgentError
 from agent.sync import client as mqtt
+from agent.sync.inflight import InFlight
 from agent.sync.pump import Message, Pump
 from agent.sync.state import StateReport, offline_payload
 from protocol.backoff import Backoff
@@ -213,20 +216,28 @@ class Session:
             mqtt.acknowledge(client, message)
 
     async def _pump(self, client: aiomqtt.Client) -> None:
-        queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=self._config.in_flight)
+        workers = self._config.in_flight
+        queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=workers)
         cursor = self._outgoing.cursor()  # one per connection: what is not acknowledged goes again
         leaf_topics = {"events": self._topics.events, "replies": self._topics.replies}
+        now = asyncio.get_running_loop().time
+        in_flight = InFlight(workers, self._config.timeout, now)
+        began = in_flight.began
 
-        async def worker() -> None:
+        async def worker(slot: int) -> None:
             while True:
                 message = await queue.get()
-                await client.publish(leaf_topics[message.leaf], message.payload, qos=1)
+                began[slot] = now()
+                # No timeout of aiomqtt's (a task and a timer per publish): in_flight.watch bounds them all.
+                # Without wait_for's timeout no cancellation is swallowed here (_not_cancelled).
+                await client.publish(leaf_topics[message.leaf], message.payload, qos=1, timeout=math.inf)
+                began[slot] = math.inf
                 cursor.published(message.id)
-                _not_cancelled()
 
-        async with asyncio.TaskGroup() as workers:
-            for _ in range(self._config.in_flight):
-                workers.create_task(worker())
+        async with asyncio.TaskGroup() as tasks:
+            for slot in range(workers):
+                tasks.create_task(worker(slot))
+            tasks.create_task(in_flight.watch())
             while True:
                 for message in await cursor.next():
                     await queue.put(message)

@@ -128,8 +128,20 @@ class _Process(Broker):
             )
         await wait_listening(self.port, seconds=30.0)  # JetStream (NATS) takes its time on a loaded machine
 
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): its connections stay open, nothing is answered."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a frozen broker go on (SIGCONT)."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
+
     async def stop(self, *, hard: bool = False) -> None:
         process, self._process = self._process, None
+        if process is not None:
+            process.send_signal(signal.SIGCONT)  # a frozen broker cannot stop
         if process is None or process.poll() is not None:
             return
         process.send_signal(signal.SIGKILL if hard else signal.SIGTERM)
