@@ -42,6 +42,12 @@ from tests.support.ledger import call, office_ledger, renew_door_2, unsent
 CLOUD = str(Path(sys.executable).parent / "smartplus-cloud")
 SIZES = tuple(int(n) for n in os.environ.get("FLEET_SIZES", "1000,10000").split(",") if n)
 CLUSTER_SIZES = tuple(int(n) for n in os.environ.get("FLEET_CLUSTER_SIZES", "1000").split(",") if n)
+# Three NATS nodes sharing two cores sometimes stop converging: JetStream times out creating the sessions'
+# consumers ("Unable to add JetStream consumer ... timeout") and a device whose subscription came late never
+# gets its retained documents (docs/performance.md, "The drain without a timer per publish"). 1,000 devices
+# converge in 15-25 s when it works; a phase still short after this long is reported as a row (how many
+# devices got through it) and the bench goes on, rather than the whole run ending in a TimeoutError.
+CLUSTER_STALL = 300.0
 
 
 def _macs(count: int) -> list[str]:
@@ -148,11 +154,17 @@ async def _measure(directory: Path, count: int) -> tuple[float, float, float]:
 
 
 async def _watch(
-    brokers: list[tuple[str, int]], count: int, seq: int, seconds: float, at_quarter: asyncio.Event | None = None
+    brokers: list[tuple[str, int]],
+    count: int,
+    seq: int,
+    seconds: float,
+    at_quarter: asyncio.Event | None = None,
+    at_seq: set[str] | None = None,
 ) -> float:
     """When every device has reported ``seq``: watching the retained states, from the last node first
-    and moving on when a node goes away (a new subscription gets every retained state again)."""
-    at_seq: set[str] = set()
+    and moving on when a node goes away (a new subscription gets every retained state again).
+    ``at_seq`` collects the devices seen at ``seq`` (what a caller reads after a ``TimeoutError``)."""
+    at_seq = set() if at_seq is None else at_seq
     async with asyncio.timeout(seconds):
         for attempt in itertools.count():
             host, port = brokers[-1 - attempt % len(brokers)]
@@ -185,14 +197,20 @@ async def _measure_cluster(directory: Path, count: int) -> dict[str, float]:
         [CLOUD, "--ledger", str(ledger_path), "fleet", "--devices", str(count), *where],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
+    provisioned: set[str] = set()
+    renewed: set[str] = set()
+    phase = "first provisioning"
+    converged: asyncio.Task[float] | None = None
     try:
         started = time.perf_counter()
-        first = await _watch(brokers, count, 1, 900) - started
+        first = await _watch(brokers, count, 1, CLUSTER_STALL, at_seq=provisioned) - started
+        phase = "renewal"
         quarter = asyncio.Event()
         started = time.perf_counter()
         _renew(ledger_path)
-        converged = asyncio.create_task(_watch(brokers[1:], count, 2, 900, quarter))
-        await quarter.wait()
+        converged = asyncio.create_task(_watch(brokers[1:], count, 2, CLUSTER_STALL, quarter, renewed))
+        async with asyncio.timeout(CLUSTER_STALL):
+            await quarter.wait()
         killed = time.perf_counter()
         await cluster.nodes[0].stop(hard=True)
         done = await converged
@@ -200,7 +218,12 @@ async def _measure_cluster(directory: Path, count: int) -> dict[str, float]:
         while unsent(ledger):  # every issued document acknowledged by a broker
             assert time.monotonic() < deadline, f"{len(unsent(ledger))} documents never published"
             await asyncio.sleep(0.1)
+    except TimeoutError:  # the cluster stopped converging (see CLUSTER_STALL): said as a row, the run goes on
+        reached = len(provisioned if phase == "first provisioning" else renewed)
+        return {"stalled": 1.0, "renewal_phase": float(phase == "renewal"), "reached": float(reached)}
     finally:
+        if converged is not None:
+            converged.cancel()
         fleet.terminate()
         await asyncio.to_thread(fleet.wait, 60)
         log.close()
@@ -241,6 +264,15 @@ def run() -> list[Result]:
     for count in CLUSTER_SIZES:
         with tempfile.TemporaryDirectory(dir="/var/tmp") as directory:
             got = asyncio.run(_measure_cluster(Path(directory), count))
+        if got.get("stalled"):
+            phase = "renewal" if got["renewal_phase"] else "first provisioning"
+            print(f"{count} devices on the NATS cluster: {phase} stalled at {got['reached']:.0f} devices "
+                  f"after {CLUSTER_STALL:.0f} s", file=sys.stderr)  # fmt: skip
+            results.append(
+                Result(f"NATS cluster stalled: devices through {phase} ({count:,}) in {CLUSTER_STALL:.0f} s",
+                       "devices", count, got["reached"], got["reached"] / count, "info", unit="n")
+            )  # fmt: skip
+            continue
         print(
             f"{count} devices on the NATS cluster: first provisioning {got['first']:.1f} s; renewal converged"
             f" {got['after_kill']:.1f} s after the kill; {got['moved']:.0f} devices moved to another node",

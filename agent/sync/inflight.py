@@ -5,8 +5,10 @@ task and a timer for every publish, which was 15 % of a backlog's drain (``bench
 aiomqtt with it, 0.98x without, same runs). The pump's workers wait without one (``timeout=math.inf``)
 and note here when each publish began; :meth:`InFlight.watch`, one task per connection, ends the
 connection when any of them has waited longer than ``mqtt.timeout``, as aiomqtt's own timeout would
-have (the session reconnects; whatever was not acknowledged goes again). A broker that is up but has
-stopped answering is left after between ``limit`` and 1.25 x ``limit`` seconds.
+have (the session reconnects; whatever was not acknowledged goes again). It sleeps until the oldest
+publish's deadline (``limit`` seconds when none is in flight), so a broker that is up but has stopped
+answering is left ``limit`` seconds after the publish it did not acknowledge, and an idle connection
+wakes it once per ``limit``.
 """
 
 from __future__ import annotations
@@ -33,14 +35,16 @@ class InFlight:
         self.limit = limit
         self._now = now
 
-    def overdue(self) -> float:
-        """How long the oldest publish has waited beyond ``limit`` (0 when none has)."""
-        return max(0.0, self._now() - min(self.began) - self.limit)
+    def left(self) -> float:
+        """Seconds until the oldest publish in flight is overdue (``limit`` when none is); <= 0: it is."""
+        oldest = min(self.began)
+        return self.limit if oldest == _IDLE else oldest + self.limit - self._now()
 
     async def watch(self) -> None:
-        """Raise :class:`PubackOverdue` once a publish has waited longer than ``limit``; checks four
-        times per ``limit`` (one timer per connection instead of one per publish)."""
+        """Raise :class:`PubackOverdue` once a publish has waited ``limit`` seconds for its PUBACK (one
+        timer per connection, at the oldest publish's deadline, instead of one per publish)."""
         while True:
-            await asyncio.sleep(self.limit / 4)
-            if self.overdue() > 0:
+            left = self.left()
+            if left <= 0:
                 raise PubackOverdue(f"no PUBACK within {self.limit:g} s")
+            await asyncio.sleep(left)  # a deadline, not a condition to poll: nothing signals "overdue"
