@@ -50,6 +50,14 @@ CLUSTER_SIZES = tuple(int(n) for n in os.environ.get("FLEET_CLUSTER_SIZES", "100
 CLUSTER_STALL = 300.0
 
 
+class _Stalled(Exception):
+    """A phase of the cluster run still short after ``CLUSTER_STALL``: which, and how many devices got through."""
+
+    def __init__(self, phase: str, reached: int) -> None:
+        super().__init__(phase, reached)
+        self.phase, self.reached = phase, reached
+
+
 def _macs(count: int) -> list[str]:
     return [f"0c11{i:08x}" for i in range(count)]
 
@@ -197,18 +205,16 @@ async def _measure_cluster(directory: Path, count: int) -> dict[str, float]:
         [CLOUD, "--ledger", str(ledger_path), "fleet", "--devices", str(count), *where],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    provisioned: set[str] = set()
-    renewed: set[str] = set()
-    phase = "first provisioning"
+    phase, seen = "first provisioning", set[str]()  # the devices through the phase under way
     converged: asyncio.Task[float] | None = None
     try:
         started = time.perf_counter()
-        first = await _watch(brokers, count, 1, CLUSTER_STALL, at_seq=provisioned) - started
-        phase = "renewal"
+        first = await _watch(brokers, count, 1, CLUSTER_STALL, at_seq=seen) - started
+        phase, seen = "renewal", set()
         quarter = asyncio.Event()
         started = time.perf_counter()
         _renew(ledger_path)
-        converged = asyncio.create_task(_watch(brokers[1:], count, 2, CLUSTER_STALL, quarter, renewed))
+        converged = asyncio.create_task(_watch(brokers[1:], count, 2, CLUSTER_STALL, quarter, seen))
         async with asyncio.timeout(CLUSTER_STALL):
             await quarter.wait()
         killed = time.perf_counter()
@@ -219,8 +225,7 @@ async def _measure_cluster(directory: Path, count: int) -> dict[str, float]:
             assert time.monotonic() < deadline, f"{len(unsent(ledger))} documents never published"
             await asyncio.sleep(0.1)
     except TimeoutError:  # the cluster stopped converging (see CLUSTER_STALL): said as a row, the run goes on
-        reached = len(provisioned if phase == "first provisioning" else renewed)
-        return {"stalled": 1.0, "renewal_phase": float(phase == "renewal"), "reached": float(reached)}
+        raise _Stalled(phase, len(seen)) from None
     finally:
         if converged is not None:
             converged.cancel()
@@ -262,15 +267,15 @@ def run() -> list[Result]:
                    renewal / floor, "info")
         )  # fmt: skip
     for count in CLUSTER_SIZES:
-        with tempfile.TemporaryDirectory(dir="/var/tmp") as directory:
-            got = asyncio.run(_measure_cluster(Path(directory), count))
-        if got.get("stalled"):
-            phase = "renewal" if got["renewal_phase"] else "first provisioning"
-            print(f"{count} devices on the NATS cluster: {phase} stalled at {got['reached']:.0f} devices "
+        try:
+            with tempfile.TemporaryDirectory(dir="/var/tmp") as directory:
+                got = asyncio.run(_measure_cluster(Path(directory), count))
+        except _Stalled as stall:
+            print(f"{count} devices on the NATS cluster: {stall.phase} stalled at {stall.reached} devices "
                   f"after {CLUSTER_STALL:.0f} s", file=sys.stderr)  # fmt: skip
             results.append(
-                Result(f"NATS cluster stalled: devices through {phase} ({count:,}) in {CLUSTER_STALL:.0f} s",
-                       "devices", count, got["reached"], got["reached"] / count, "info", unit="n")
+                Result(f"NATS cluster stalled: devices through {stall.phase} ({count:,}) in {CLUSTER_STALL:.0f} s",
+                       "devices", count, stall.reached, stall.reached / count, "info", unit="n")
             )  # fmt: skip
             continue
         print(

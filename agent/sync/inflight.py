@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import aiomqtt
 
-_IDLE = math.inf  # a worker with no publish awaiting its PUBACK
+IDLE = math.inf  # a worker with no publish awaiting its PUBACK
 
 
 class PubackOverdue(aiomqtt.MqttError):
@@ -31,14 +31,14 @@ class InFlight:
     """When each worker's publish began (one slot per worker; idle slots hold infinity)."""
 
     def __init__(self, workers: int, limit: float, now: Callable[[], float]) -> None:
-        self.began = [_IDLE] * workers
+        self.began = [IDLE] * workers
         self.limit = limit
         self._now = now
 
     def left(self) -> float:
         """Seconds until the oldest publish in flight is overdue (``limit`` when none is); <= 0: it is."""
         oldest = min(self.began)
-        return self.limit if oldest == _IDLE else oldest + self.limit - self._now()
+        return self.limit if oldest == IDLE else oldest + self.limit - self._now()
 
     async def watch(self) -> None:
         """Raise :class:`PubackOverdue` once a publish has waited ``limit`` seconds for its PUBACK (one

@@ -31,7 +31,7 @@ from agent.clock import TrustedClock
 from agent.config import MqttConfig
 from agent.errors import EdgeAgentError
 from agent.sync import client as mqtt
-from agent.sync.inflight import InFlight
+from agent.sync.inflight import IDLE, InFlight
 from agent.sync.pump import Message, Pump
 from agent.sync.state import StateReport, offline_payload
 from protocol.backoff import Backoff
@@ -231,7 +231,7 @@ class Session:
                 # No timeout of aiomqtt's (a task and a timer per publish): in_flight.watch bounds them all.
                 # Without wait_for's timeout no cancellation is swallowed here (_not_cancelled).
                 await client.publish(leaf_topics[message.leaf], message.payload, qos=1, timeout=math.inf)
-                began[slot] = math.inf
+                began[slot] = IDLE
                 cursor.published(message.id)
 
         async with asyncio.TaskGroup() as tasks:
