@@ -114,19 +114,46 @@ class _Process(Broker):
         super().__init__(directory, users, **tls)
         self._process: subprocess.Popen[bytes] | None = None
         self._log = directory / f"{type(self).__name__}.log"
+        self._started = False  # once it has listened, its port is known to clients: a restart keeps it
 
     @abstractmethod
     def _command(self) -> list[str]: ...
 
+    def _movable(self) -> bool:
+        """Whether a first start may move to another port (nobody was told this one yet)."""
+        return not self._started
+
+    def _move(self) -> None:
+        self.port = free_port()
+
     async def start(self) -> None:
-        with self._log.open("ab") as log:
-            self._process = subprocess.Popen(  # noqa: ASYNC220 -- started once, waited on below
-                self._command(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-            )
-        await wait_listening(self.port, seconds=30.0)  # JetStream (NATS) takes its time on a loaded machine
+        """Start and wait until it listens. A free port can be taken between choosing it and binding it
+        (an outgoing connection's source port, from the same range): a process that exits before it
+        listens is started again on another port, if it may move; otherwise its log's end is the error."""
+        for _ in range(3):
+            with self._log.open("ab") as log:
+                process = self._process = subprocess.Popen(  # noqa: ASYNC220 -- started once, waited on below
+                    self._command(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "PYTHONPATH": str(ROOT)},
+                )
+            try:
+                async with asyncio.timeout(30.0):  # JetStream (NATS) takes its time on a loaded machine
+                    while process.poll() is None:
+                        with contextlib.suppress(TimeoutError):
+                            await wait_listening(self.port, seconds=0.5)
+                            self._started = True
+                            return
+            except TimeoutError:
+                process.kill()
+                await asyncio.to_thread(process.wait, 10)
+                raise RuntimeError(f"{type(self).__name__} did not listen on {self.port} within 30 s") from None
+            if not self._movable():
+                break
+            self._move()
+        ending = self._log.read_text(errors="replace").splitlines()[-3:]
+        raise RuntimeError(f"{type(self).__name__} exited before it listened: {' | '.join(ending)}")
 
     def pause(self) -> None:
         """Freeze the broker (SIGSTOP): its connections stay open, nothing is answered."""
@@ -222,6 +249,13 @@ class Nats(_Process):
         self.nats_port = free_port()
         self.cluster_port = free_port()
         self.routes = routes  # the other nodes' cluster ports
+
+    def _movable(self) -> bool:
+        return super()._movable() and self.routes is None  # a cluster node's peers know its ports
+
+    def _move(self) -> None:
+        super()._move()
+        self.nats_port, self.cluster_port = free_port(), free_port()
 
     def _command(self) -> list[str]:
         conf = self.directory / "nats.conf"
