@@ -32,6 +32,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from protocol import jws
 from protocol.backoff import Backoff
+from protocol.cancelling import raise_if_cancelling
 from protocol.errors import DocumentRefused
 from protocol.ids import uuid7
 from protocol.timefmt import to_rfc3339_ms
@@ -187,6 +188,7 @@ async def run_device(
         try:
             async with session as client:
                 granted = await client.subscribe([(trust, 1), (entitlements, 1), (firmware, 1)])
+                raise_if_cancelling()
                 codes = [code.value if isinstance(code, ReasonCode) else int(code) for code in granted]
                 if len(codes) != 3 or max(codes) >= 0x80:  # NATS refuses when JetStream is slow to add a consumer
                     raise aiomqtt.MqttError(f"subscriptions refused: {codes}")
@@ -210,6 +212,7 @@ async def run_device(
                         changed = device.take_entitlements(payload)
                     if changed:
                         await client.publish(state, device.state(), qos=1, retain=True)
+                        raise_if_cancelling()
                     if message.qos > 0:
                         client._client.ack(message.mid, message.qos)
         except aiomqtt.MqttError:

@@ -20,6 +20,7 @@ from typing import Any, Self
 import aiomqtt
 
 from protocol import boundedjson
+from protocol.cancelling import raise_if_cancelling
 from protocol.topics import DEFAULT_PREFIX, Topics
 
 
@@ -86,6 +87,7 @@ class DeviceLink:
             try:
                 async with client:
                     await client.subscribe([(self.topic(leaf), 1) for leaf in ("events", "replies", "state")])
+                    raise_if_cancelling()
                     self._client = client
                     self._connected.set()
                     ours = {self.topic(leaf): leaf for leaf in ("events", "replies", "state")}
@@ -133,6 +135,7 @@ class DeviceLink:
                     continue
                 try:
                     await client.publish(self.topic(leaf), payload, qos=1, retain=retain)
+                    raise_if_cancelling()
                     return
                 except aiomqtt.MqttError:
                     await asyncio.sleep(0.05)
@@ -148,7 +151,8 @@ class DeviceLink:
             if condition():
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.arrived.wait(), min(left, 0.5))
+                async with asyncio.timeout(min(left, 0.5)):  # not wait_for (protocol/cancelling.py)
+                    await self.arrived.wait()
 
     async def converge(self, acknowledged: set[str], resync: Callable[[int], str], seconds: float = 60.0) -> int:
         """Wait until every acknowledged event has arrived, asking the device to send again from the

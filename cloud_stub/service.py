@@ -37,6 +37,7 @@ from cloud_stub.operations import ingest, issuing, keys, paying, upgrades
 from cloud_stub.operations.authority import OPERATOR
 from cloud_stub.storage.changes import Changes, changes_of
 from protocol import boundedjson, topics
+from protocol.cancelling import raise_if_cancelling
 from protocol.topics import Topics
 
 log = structlog.get_logger("cloud_stub.service")
@@ -125,6 +126,7 @@ class CloudService:
         command_id = ident or f"cmd-{uuid.uuid4().hex[:12]}"
         token = self.ledger.run(lambda uow: issuing.sign_command(uow, self.keys, mac, command_id, op, args))
         await client.publish(Topics(self.prefix, mac).commands, token, qos=1)
+        raise_if_cancelling()  # a stop as the PUBACK came: the passes must not go on
         return command_id
 
     async def _send_commands(self) -> None:
@@ -176,12 +178,17 @@ class CloudService:
             identifier=self.identifier, clean_session=False, keepalive=10, tls_context=broker.tls,
         ) as client:  # fmt: skip
             await client.subscribe([(topics.fleet(self.prefix, leaf), 1) for leaf in topics.DEVICE_LEAVES])
+            raise_if_cancelling()  # a SIGTERM as the SUBACK came: serve would otherwise never stop
             log.info("cloud_connected", host=broker.host, port=broker.port)
             self._client = client
             try:
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._ingest(client))
                     tasks.create_task(self._publish(client))
+                    # Stay in the body until a child fails: Python 3.11's TaskGroup, left from its exit, leaks a
+                    # cancellation request on this task (gh-116720), which the next connection's check above
+                    # would take for a stop (protocol/cancelling.py).
+                    await asyncio.Event().wait()
             finally:
                 self._client = None
 
@@ -206,6 +213,7 @@ class CloudService:
             for start in range(0, len(pending), IN_FLIGHT):  # aiomqtt slows down past 10 pending
                 batch = pending[start : start + IN_FLIGHT]
                 await asyncio.gather(*(client.publish(d.topic, d.token, qos=1, retain=True) for d in batch))
+                raise_if_cancelling()
                 done.extend(batch)
                 self.published.extend((d.topic, d.token) for d in batch)
         finally:

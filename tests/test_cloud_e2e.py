@@ -255,6 +255,31 @@ async def test_a_document_issued_just_before_the_cloud_stopped_still_goes_out(
             await cloud_task
 
 
+async def test_the_fleet_side_stops_when_cancelled_as_its_subscription_is_granted(
+    broker: Broker, ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop (serve's SIGTERM) that arrives in the same turn as the broker's SUBACK: Python 3.11's
+    wait_for inside aiomqtt's subscribe returns instead of raising, and the fleet side went on serving, so
+    serve never stopped (a fresh clone's CI saw it wait past 30 s). The cancellation is raised again."""
+    import aiomqtt
+
+    service = CloudService(
+        ledger, tmp_path / "cloud" / "keys", host=broker.host, port=broker.port, username="cloud", password="cloud"
+    )
+    task = asyncio.create_task(service.run())
+    granted = aiomqtt.Client._on_subscribe
+
+    def granted_as_the_stop_arrives(self: aiomqtt.Client, *args: Any) -> None:
+        granted(self, *args)  # the SUBACK completes subscribe's future...
+        task.cancel()  # ...and the stop comes before the fleet side runs again
+
+    monkeypatch.setattr(aiomqtt.Client, "_on_subscribe", granted_as_the_stop_arrives)
+    async with asyncio.timeout(20):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert service.passes == 0  # stopped before its first pass
+
+
 async def test_a_renewal_converges_on_a_simulated_fleet(broker: Broker, ledger: Ledger, tmp_path: Path) -> None:
     """``smartplus-cloud fleet``'s devices verify what the cloud issues and report it; a renewal reaches
     every one of them (bench/bench_fleet.py does this with 1,000 and 10,000)."""

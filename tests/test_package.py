@@ -282,6 +282,7 @@ async def test_the_arm64_build_runs_under_emulation(arm64_package: Path, mosquit
         finally:
             if daemon.poll() is None:
                 daemon.kill()
+                await asyncio.to_thread(daemon.wait, 10)
             log.close()
     finally:
         await asyncio.to_thread(subprocess.run, ["umount", "--lazy", str(root / "proc")], check=False)

@@ -108,13 +108,27 @@ async def test_sigterm_stops_serve_gracefully(ledger: LedgerAt, tmp_path: Path) 
                 assert server.poll() is None, (tmp_path / "serve.log").read_text()
                 await asyncio.sleep(0.1)
         server.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(server.wait, 30) == 0
+        assert await _exit_code(server, 30) == 0, (tmp_path / "serve.log").read_text()
     finally:
-        if server.poll() is None:
-            server.kill()
+        await _reap(server)
     text = (tmp_path / "serve.log").read_text()
     assert "serve_stopped" in text
     assert "Traceback" not in text
+
+
+async def _exit_code(process: subprocess.Popen[bytes], seconds: float) -> int | None:
+    """The process's exit code once it exits; None if it is still running after ``seconds``."""
+    try:
+        return await asyncio.to_thread(process.wait, seconds)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+async def _reap(process: subprocess.Popen[bytes]) -> None:
+    """Kill the process if it still runs, and reap it (an unreaped one warns in whichever test comes next)."""
+    if process.poll() is None:
+        process.kill()
+        await asyncio.to_thread(process.wait, 10)
 
 
 def _children(pid: int) -> set[int]:
@@ -190,9 +204,8 @@ async def test_the_api_alone_in_worker_processes(postgres: Cluster, tmp_path: Pa
         assert "cannot listen" in one_line(refused)
         workers = _children(server.pid)
         server.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(server.wait, 30) == 0
+        assert await _exit_code(server, 30) == 0, log_path.read_text()
         assert not any(map(_alive, workers))
     finally:
-        if server.poll() is None:
-            server.kill()
+        await _reap(server)
     assert "Traceback" not in log_path.read_text()

@@ -319,14 +319,14 @@ async def test_mqtt_5_on_mosquitto(tmp_path: Path, root_pem: Path, docs: Docs) -
 async def test_a_cancellation_swallowed_by_wait_for_is_raised_again() -> None:
     """Python 3.11's wait_for returns instead of raising when cancelled as its future completes; the
     session's loops raise the cancellation anyway, so a stopping daemon never waits on them for ever."""
-    from agent.sync.session import _not_cancelled
+    from protocol.cancelling import raise_if_cancelling
 
     done = asyncio.get_running_loop().create_future()
 
     async def loop_like_a_worker() -> None:
         while True:
             await asyncio.wait_for(done, 5)  # as aiomqtt's publish does
-            _not_cancelled()
+            raise_if_cancelling()
             await asyncio.Event().wait()  # the next queue.get(): would wait for ever
 
     task = asyncio.create_task(loop_like_a_worker())

@@ -38,6 +38,7 @@ from agent.drivers.interfaces import StimulusSink
 from agent.drivers.wiring import ModbusModule, Point
 from agent.local.stimuli import Stimulus
 from agent.store.durable import write_whole
+from protocol.cancelling import raise_if_cancelling
 
 log = structlog.get_logger("agent.drivers.modbus")
 
@@ -207,11 +208,11 @@ class ModbusModuleDriver:
                             raise ConnectionError("cannot connect")
                 reply = await call()
             except (ModbusException, OSError, TimeoutError, ConnectionError) as exc:
-                _cancelled_meanwhile()
+                raise_if_cancelling()
                 self.failures += 1
                 self._fail(str(exc) or type(exc).__name__)
                 return None
-            _cancelled_meanwhile()
+            raise_if_cancelling()
             if reply.isError():
                 self.failures += 1
                 self._fail(f"error reply {reply}")
@@ -298,13 +299,3 @@ class ModbusModuleDriver:
             doors = sorted(set(self._contacts.values()))
             log.info("modbus_online", module=self.module_name)
             self._emit("hardware_online", {"device": self.name, "doors": doors})
-
-
-def _cancelled_meanwhile() -> None:
-    """Raise a cancellation pymodbus swallowed. Its ``connect()`` and requests wait with ``asyncio.wait_for``,
-    which on Python 3.11 drops a cancellation that arrives as the awaited step ends (the connect then
-    answers False, or the reply comes back): the module's run() would poll on after a stop, and the daemon,
-    waiting for it, not stop (seen once as a stop past 15 s in a fresh clone's CI)."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError

@@ -113,7 +113,8 @@ class GroupCommit(Generic[T, R]):
                 self._wake.clear()
                 if not self.pending and not self._closing and len(self.acks) < ACK_BATCH:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._urgent.wait(), ACK_GATHER)
+                        async with asyncio.timeout(ACK_GATHER):  # not wait_for (protocol/cancelling.py)
+                            await self._urgent.wait()
                 self._urgent.clear()
                 while self.pending or self.acks:
                     self._idle.clear()

@@ -77,7 +77,8 @@ class Housekeeping:
             if reserve is not None and reserve.size and not await asyncio.to_thread(reserve.restore):
                 wait = min(wait, RESERVE_EVERY)  # spent on a full disk: put back as soon as there is room
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poke.wait(), wait)
+                async with asyncio.timeout(wait):  # not wait_for, which can swallow a stop (protocol/cancelling.py)
+                    await self._poke.wait()
             self._poke.clear()
             since_clock += wait
             if since_clock >= CLOCK_EVERY:

@@ -35,6 +35,7 @@ from agent.sync.inflight import IDLE, InFlight
 from agent.sync.pump import Message, Pump
 from agent.sync.state import StateReport, offline_payload
 from protocol.backoff import Backoff
+from protocol.cancelling import raise_if_cancelling
 from protocol.topics import Topics
 
 log = structlog.get_logger("agent.session")
@@ -54,19 +55,6 @@ class Taken(Enum):
 class SubscriptionRefused(EdgeAgentError, aiomqtt.MqttError):
     """The broker granted no QoS for a topic the device must hear (an ACL, most likely); an ``MqttError``
     too, so that the session treats it as a lost connection (agent/errors.py draws it)."""
-
-
-def _not_cancelled() -> None:
-    """Raise the cancellation a library call swallowed.
-
-    Python 3.11's ``asyncio.wait_for`` (inside aiomqtt's publish and subscribe) returns the result
-    instead of raising when the task is cancelled as the awaited future completes. A loop that then
-    awaits again would never end, and neither would the TaskGroup waiting for it (a daemon that does
-    not stop). The task still counts the request, so it is raised here.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def _first_leaf(group: BaseExceptionGroup[aiomqtt.MqttError]) -> aiomqtt.MqttError:
@@ -185,7 +173,7 @@ class Session:
         """One SUBSCRIBE for every inbound topic at QoS 1; a refused one (code 0x80 and up) is an error."""
         topics = list(self._topics.inbound)
         granted = await client.subscribe([(topic, 1) for topic in topics])
-        _not_cancelled()
+        raise_if_cancelling()
         codes = [code.value if isinstance(code, ReasonCode) else int(code) for code in granted]
         refused = [topic for topic, code in zip(topics, codes, strict=False) if code >= 0x80]
         if refused or len(codes) != len(topics):
@@ -229,7 +217,7 @@ class Session:
                 message = await queue.get()
                 began[slot] = now()
                 # No timeout of aiomqtt's (a task and a timer per publish): in_flight.watch bounds them all.
-                # Without wait_for's timeout no cancellation is swallowed here (_not_cancelled).
+                # Without wait_for's timeout no cancellation is swallowed here (protocol/cancelling.py).
                 await client.publish(leaf_topics[message.leaf], message.payload, qos=1, timeout=math.inf)
                 began[slot] = IDLE
                 cursor.published(message.id)
@@ -250,7 +238,7 @@ class Session:
             if report != last or self.force_state:
                 self.force_state = False
                 await client.publish(self._topics.state, report.payload(self._clock.now()), qos=1, retain=True)
-                _not_cancelled()
+                raise_if_cancelling()
                 log.info("state_published", mode=report.mode, seq=report.seq, depth=report.depth, held=report.held)
                 last = report
             await self.state_changed.wait()
