@@ -414,7 +414,9 @@ def doctor(config_file: str | None, as_json: bool) -> None:
 
     logs.configure("warning")  # what the drivers log while probing goes to stderr, never into --json
     findings = [checks.Finding("config", "ok", f"device {config.device_id} ({config.model})")]
-    findings += checks.keys(config)
+    findings.append(checks.trust_roots(config))
+    findings += checks.certificates(config)
+    findings += checks.client_key(config)
     floor = sidecar.load(config.data_dir).anchor
     findings.append(checks.clock(floor.trusted_at if floor else None))
     findings += checks.disk(config)

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from msgspec import Meta
 
 from agent.errors import ConfigError
 from protocol import boundedjson
+from protocol.ed25519 import PublicKey
 from protocol.invalid import locate, member
 
 ENV_PREFIX: Final = "EDGE_AGENT_"
@@ -269,7 +269,7 @@ def load_core_config(path: Path, env: Mapping[str, str]) -> CoreConfig:
     return validated(CoreConfig, path, env)
 
 
-def load_trust_roots(config: CoreConfig) -> tuple[Ed25519PublicKey, ...]:
+def load_trust_roots(config: CoreConfig) -> tuple[PublicKey, ...]:
     """The configured root keys; :class:`ConfigError` names the entry that cannot be used."""
     from agent.entitlements.trust import load_root_key
 

@@ -58,7 +58,6 @@ from enum import Enum
 from typing import Any, Final
 
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.clock import ClockSource
 from agent.config import Config
@@ -90,6 +89,7 @@ from firmware.context import EngineContext
 from firmware.engine import Engine
 from firmware.settings import firmware_settings
 from protocol import logs
+from protocol.ed25519 import PublicKey
 from protocol.topics import Topics
 
 log = structlog.get_logger("agent.daemon")
@@ -173,7 +173,7 @@ class Daemon:
         self.ops = ControlOps(device.decide, device.clock.now, outbox, self.local, self.view, self.metrics)
 
     @classmethod
-    async def open(cls, config: Config, roots: tuple[Ed25519PublicKey, ...], source: ClockSource) -> Daemon:
+    async def open(cls, config: Config, roots: tuple[PublicKey, ...], source: ClockSource) -> Daemon:
         """Open everything the daemon holds; quarantine a corrupt database and start afresh."""
         quarantined = None
         try:
@@ -401,7 +401,7 @@ def log_tasks() -> None:
         log.warning("task_dump", task=task.get_name(), frames=frames, awaiting=repr(awaited)[:200])
 
 
-async def run(config: Config, roots: tuple[Ed25519PublicKey, ...], source: ClockSource) -> Outcome:
+async def run(config: Config, roots: tuple[PublicKey, ...], source: ClockSource) -> Outcome:
     """Open the daemon, serve until SIGTERM or SIGINT, stop cleanly. SIGUSR1 logs its tasks."""
     daemon = await Daemon.open(config, roots, source)
     heap.freeze()  # what start-up built stays; full collections no longer walk it (agent/runtime/heap.py)

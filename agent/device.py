@@ -22,7 +22,6 @@ from datetime import date
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.clock import Anchor, ClockSource, TrustedClock, newest_anchor
 from agent.core_config import CoreConfig
@@ -45,6 +44,7 @@ from agent.store.database import (
 )
 from agent.store.reserve import Reserve
 from protocol import reasons
+from protocol.ed25519 import PublicKey
 from protocol.names import ENTITLEMENTS, TRUST
 from protocol.timefmt import to_rfc3339, to_rfc3339_or_none
 
@@ -84,7 +84,7 @@ class Holdings(NamedTuple):
 
     @classmethod
     def from_snapshot(
-        cls, roots: tuple[Ed25519PublicKey, ...], snapshot: Snapshot, kept: sidecar.Roots | None = None
+        cls, roots: tuple[PublicKey, ...], snapshot: Snapshot, kept: sidecar.Roots | None = None
     ) -> Holdings:
         """Rebuild from the rows derived at intake, checking they belong to the documents in force.
 
@@ -112,7 +112,7 @@ class Holdings(NamedTuple):
                 keys = [
                     SigningKey(
                         r.kid,
-                        Ed25519PublicKey.from_public_bytes(r.x),
+                        PublicKey(r.x),
                         r.not_after,
                         None if r.typs is None else frozenset(json.loads(r.typs)),
                     )
@@ -195,7 +195,7 @@ class Device:
     def __init__(
         self,
         config: CoreConfig,
-        roots: tuple[Ed25519PublicKey, ...],
+        roots: tuple[PublicKey, ...],
         store: Store,
         clock: TrustedClock,
         holdings: Holdings,
@@ -211,7 +211,7 @@ class Device:
 
     @classmethod
     async def open(
-        cls, config: CoreConfig, roots: tuple[Ed25519PublicKey, ...], source: ClockSource, *, daemon: bool = False
+        cls, config: CoreConfig, roots: tuple[PublicKey, ...], source: ClockSource, *, daemon: bool = False
     ) -> Device:
         """Open the store and load what it holds, with the sidecar's floors; nothing here touches the network.
 

@@ -1,7 +1,7 @@
 """The device's one error tree (the agent and its firmware engine).
 
 Every failure the device raises on purpose is a :class:`~protocol.errors.SmartPlusError`; errors from
-libraries (sqlite3, cryptography, msgspec, aiomqtt, http.client) are mapped onto this tree at the
+libraries (sqlite3, PyNaCl, msgspec, aiomqtt, http.client) are mapped onto this tree at the
 module that calls the library (``raise X from exc``) and never leak past it::
 
     SmartPlusError                    the project's root (protocol/errors.py)

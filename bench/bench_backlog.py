@@ -34,10 +34,7 @@ from tests.support.documents import write_public_key
 
 BACKLOG = 100_000  # the memory row's
 SIZES = ((10_000, 3), (100_000, 3), (1_000_000, 1))  # (events, rounds)
-DEPENDENCIES = (
-    "import aiomqtt, aiosqlite, click, msgspec, paho.mqtt.client, structlog; "
-    "import cryptography.hazmat.primitives.asymmetric.ed25519, cryptography.hazmat.primitives.serialization"
-)
+DEPENDENCIES = "import aiomqtt, aiosqlite, click, msgspec, nacl.signing, paho.mqtt.client, structlog"
 
 
 async def _fill(data_dir: Path, backlog: int = BACKLOG) -> list[bytes]:

@@ -24,11 +24,9 @@ from bench.common import Result, as_on_a_device
 from tests.support.documents import DAY, Claims, forge, svc, write_config, write_public_key
 
 # The runtime dependencies in pyproject.toml that the check uses, imported as the agent uses them (msgspec
-# validates the configuration since this fourth stop; pydantic, in its place before, is the cloud's).
-DEPENDENCIES = (
-    "import aiosqlite, click, msgspec, structlog; "
-    "import cryptography.hazmat.primitives.asymmetric.ed25519, cryptography.hazmat.primitives.serialization"
-)
+# validates the configuration since this fourth stop; pydantic, in its place before, is the cloud's;
+# PyNaCl verifies since its sixth, in cryptography's place, which the cloud signs with).
+DEPENDENCIES = "import aiosqlite, click, msgspec, structlog, nacl.signing"
 # This second floor shows what any process that validates one configuration structure pays.
 DEPENDENCIES_AND_ONE_MODEL = (
     DEPENDENCIES + "\nclass Config(msgspec.Struct):\n    data_dir: str = '.'\nmsgspec.convert({}, Config)"

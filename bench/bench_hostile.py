@@ -33,6 +33,7 @@ from agent.intake.dispatch import Intake
 from agent.intake.poison import PoisonList
 from agent.outbox import Outbox
 from bench.common import Result
+from cloud_stub import signing
 from protocol import jws
 from tests.support.documents import Claims, b64, forge, write_config, write_public_key
 
@@ -71,7 +72,7 @@ async def _refusals(directory: Path, count: int = 2_000) -> tuple[float, ...]:
     claims = Claims(iat=time.time()).entitlements()
     good = forge(root, claims)
     forged = good.rsplit(".", 1)[0] + "." + b64(bytes(64))  # a bad signature: the costliest refusal
-    parsed_key = root.public_key()
+    parsed_key = signing.verifier(root.public_key())
 
     async def floor() -> float:
         start = time.perf_counter()

@@ -19,18 +19,20 @@ from bench.common import Result, as_on_a_device
 # Standard library and dependencies first (what any Python daemon with these would pay), then the agent's
 # layers, each including what it imports.
 MODULES: Final = (
-    "asyncio", "ssl", "sqlite3", "cryptography.hazmat.primitives.asymmetric.ed25519", "structlog", "msgspec",
+    "asyncio", "ssl", "sqlite3", "nacl.signing", "structlog", "msgspec",
     "paho.mqtt.client", "aiomqtt", "aiosqlite", "protocol.claims", "agent.config", "agent.store.database",
     "agent.entitlements.intake", "agent.intake.commands", "agent.sync.session", "agent.local.side",
     "firmware.engine", "agent.daemon", "agent.cli", "prometheus_client",
     # what a daemon on its dependencies pays before a line of its own (the floor under the daemon's idle
     # memory: compare bench_idle.py's Mender figures); then with our configuration and wire models on them
-    "asyncio,ssl,sqlite3,cryptography.hazmat.primitives.asymmetric.ed25519,structlog,msgspec,aiomqtt,aiosqlite",
-    "asyncio,ssl,sqlite3,cryptography.hazmat.primitives.asymmetric.ed25519,structlog,msgspec,aiomqtt,aiosqlite,"
-    "agent.config,protocol.claims",
-    # what pydantic, the client's named library and the device's before msgspec, would cost in msgspec's place
-    # (the evidence for the choice: docs/performance.md)
-    "asyncio,ssl,sqlite3,cryptography.hazmat.primitives.asymmetric.ed25519,structlog,pydantic,aiomqtt,aiosqlite",
+    "asyncio,ssl,sqlite3,nacl.signing,structlog,msgspec,aiomqtt,aiosqlite",
+    "asyncio,ssl,sqlite3,nacl.signing,structlog,msgspec,aiomqtt,aiosqlite,agent.config,protocol.claims",
+    # the libraries the device chose against, each in its choice's place (the evidence: docs/performance.md):
+    # pydantic (the client's named library, the device's before msgspec) and cryptography's Ed25519 and PEM
+    # loading (the client's named library, the device's before PyNaCl; the cloud signs with it)
+    "asyncio,ssl,sqlite3,nacl.signing,structlog,pydantic,aiomqtt,aiosqlite",
+    "asyncio,ssl,sqlite3,cryptography.hazmat.primitives.asymmetric.ed25519,cryptography.hazmat.primitives.serialization,"
+    "structlog,msgspec,aiomqtt,aiosqlite",
 )  # fmt: skip
 _PROBE: Final = """
 import importlib, json, sys, time

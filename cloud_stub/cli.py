@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 import click
 
-from cloud_stub import cli_billing
+from cloud_stub import cli_billing, signing
 from cloud_stub.cli_common import DEFAULT_LEDGER, Context, fail, instant, json_option, moment, request, run
 from cloud_stub.keys import load_private_key, write_keypair
 from cloud_stub.operations import accounts, coupons, ingest, keys, logins, remote, upgrades
@@ -95,7 +95,6 @@ def keygen(directory: Path, name: str) -> None:
 @click.argument("claims_file", metavar="CLAIMS|-", type=click.File("rb"))
 def sign(typ: str, key_file: Path, claims_file: BinaryIO) -> None:
     """Sign a JSON claims object as a compact JWS of TYP and print it."""
-    from protocol import jws
 
     try:
         claims = json.loads(claims_file.read())
@@ -104,7 +103,7 @@ def sign(typ: str, key_file: Path, claims_file: BinaryIO) -> None:
         fail(str(exc))
     if not isinstance(claims, dict):
         fail("claims must be a JSON object")
-    click.echo(jws.sign(key, typ, claims))
+    click.echo(signing.sign(key, typ, claims))
 
 
 # -- the ledger's operations ------------------------------------------------------------------------
@@ -560,11 +559,9 @@ def fleet(
     import asyncio
     import signal
 
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
     from cloud_stub.fleet import SimulatedDevice, raise_file_limit, run_fleet, summary
     from cloud_stub.operations import sites
+    from protocol.ed25519 import from_pem
 
     limit = raise_file_limit()
     if count + 64 > limit:
@@ -577,11 +574,11 @@ def fleet(
         run(ctx, lambda book, actor: book.call(sites.register_fleet, actor, asked))
     root_path = root_file or ctx.obj.home / "keys" / "root.pub.pem"
     try:
-        root = load_pem_public_key(root_path.read_bytes())
-    except (OSError, ValueError) as exc:
+        root = from_pem(root_path.read_bytes())
+    except OSError as exc:
         fail(f"no root public key at {root_path} (serve makes the ledger's keys; or give --root): {exc}")
-    if not isinstance(root, Ed25519PublicKey):
-        fail("the root key is not Ed25519")
+    except ValueError as exc:
+        fail(f"the root key at {root_path} is {exc}")
     where = ", ".join(f"{host}:{port}" for host, port in brokers)
     click.echo(f"fleet: {count} devices against {where}", err=True)
     devices = [SimulatedDevice(mac) for mac in macs]

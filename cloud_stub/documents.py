@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cloud_stub import signing
 from protocol import claims as wire
 from protocol import jws
 from protocol.timefmt import to_rfc3339
@@ -31,7 +32,7 @@ def _checked(model: type[wire.Claims], claims: dict[str, Any]) -> dict[str, Any]
 
 def key_entry(key: Ed25519PrivateKey, not_after: float, typs: Sequence[str] | None = None) -> dict[str, Any]:
     """A trust document's ``keys`` entry for ``key``; ``typs``: the types it may sign (None: all)."""
-    x = jws.raw_public_key(key.public_key())
+    x = signing.raw_public_key(key.public_key())
     entry: dict[str, Any] = {
         "kid": jws.thumbprint(x),
         "jwk": {"kty": "OKP", "crv": "Ed25519", "x": jws.b64url_encode(x)},
@@ -43,7 +44,7 @@ def key_entry(key: Ed25519PrivateKey, not_after: float, typs: Sequence[str] | No
 
 
 def root_entry(key: Ed25519PrivateKey) -> dict[str, Any]:
-    x = jws.raw_public_key(key.public_key())
+    x = signing.raw_public_key(key.public_key())
     return {"kid": jws.thumbprint(x), "jwk": {"kty": "OKP", "crv": "Ed25519", "x": jws.b64url_encode(x)}}
 
 
@@ -66,8 +67,8 @@ def trust(
     if rotating:
         entries = [root_entry(k) for k in roots]
         claims["roots"] = entries
-        claims["root_proofs"] = [jws.sign(k, wire.ROOT_PROOF, {"roots": entries, "seq": seq}) for k in roots]
-    return jws.sign(roots[0], wire.TRUST, _checked(wire.TrustClaims, claims))
+        claims["root_proofs"] = [signing.sign(k, wire.ROOT_PROOF, {"roots": entries, "seq": seq}) for k in roots]
+    return signing.sign(roots[0], wire.TRUST, _checked(wire.TrustClaims, claims))
 
 
 def service_entry(name: str, subject: str, expires: float, plan: str | None = None) -> dict[str, Any]:
@@ -83,13 +84,13 @@ def entitlements(
 ) -> str:
     """An ``entitlements`` document for ``device``: ``body`` is its project, services and settings."""
     claims = {"iss": ISSUER, "aud": device, "iat": int(iat), "exp": int(exp), "seq": seq, **body}
-    return jws.sign(key, wire.ENTITLEMENTS, _checked(wire.EntitlementsClaims, claims))
+    return signing.sign(key, wire.ENTITLEMENTS, _checked(wire.EntitlementsClaims, claims))
 
 
 def firmware_job(key: Ed25519PrivateKey, job: Mapping[str, Any], *, iat: float, exp: float, seq: int) -> str:
     """A ``firmware-job`` document: ``job`` names the device (``aud``), the job and the image, or a cancel."""
     claims = {"iss": ISSUER, "iat": int(iat), "exp": int(exp), "seq": seq, **job}
-    return jws.sign(key, wire.FIRMWARE_JOB, _checked(wire.FirmwareJobClaims, claims))
+    return signing.sign(key, wire.FIRMWARE_JOB, _checked(wire.FirmwareJobClaims, claims))
 
 
 def command(
@@ -106,7 +107,7 @@ def command(
     """A ``command`` document: one operation for ``device`` to carry out and answer by ``ident``."""
     claims = {"iss": ISSUER, "aud": device, "iat": int(iat), "exp": int(exp), "seq": seq, "id": ident, "op": op,
               "args": dict(args or {})}  # fmt: skip
-    return jws.sign(key, wire.COMMAND, _checked(wire.CommandClaims, claims))
+    return signing.sign(key, wire.COMMAND, _checked(wire.CommandClaims, claims))
 
 
 @dataclass

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import aiomqtt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from paho.mqtt.reasoncodes import ReasonCode
 
 from protocol import jws
 from protocol.backoff import Backoff
 from protocol.cancelling import raise_if_cancelling
+from protocol.ed25519 import PublicKey
 from protocol.errors import DocumentRefused
 from protocol.ids import uuid7
 from protocol.timefmt import to_rfc3339_ms
@@ -47,22 +47,22 @@ class SimulatedDevice:
 
     device_id: str
     trust_seq: int = 0
-    keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)  # signing keys that may sign entitlements
-    roots: dict[str, Ed25519PublicKey] | None = None  # set by a trust document's roots (else the one given)
+    keys: dict[str, PublicKey] = field(default_factory=dict)  # signing keys that may sign entitlements
+    roots: dict[str, PublicKey] | None = None  # set by a trust document's roots (else the one given)
     seq: int = 0
     mode: str = "unprovisioned"
     refused: int = 0
     node: int | None = None  # which of the brokers holds (or last held) its session
     moves: int = 0  # sessions taken up again on another broker after one was lost
     awaiting_key: bytes | None = None  # an entitlements document that came before the trust listing its key
-    firmware_keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)  # signers of firmware-job documents
+    firmware_keys: dict[str, PublicKey] = field(default_factory=dict)  # signers of firmware-job documents
     firmware_version: str = "29.30.2.805"
     fails_upgrades: bool = False  # its upgrades roll back (a health check that fails)
     job_seq: int = 0
     event_seq: int = 0
     jobs: list[str] = field(default_factory=list)  # the job ids it was given, in order
 
-    def _verified(self, token: bytes, typ: str, keys: dict[str, Ed25519PublicKey]) -> dict[str, Any] | None:
+    def _verified(self, token: bytes, typ: str, keys: dict[str, PublicKey]) -> dict[str, Any] | None:
         """The claims of ``token`` if it is a ``typ`` signed by one of ``keys``; refusals are counted."""
         try:
             parsed = jws.parse(token)
@@ -76,8 +76,8 @@ class SimulatedDevice:
             return None
         return claims if isinstance(claims, dict) else None
 
-    def take_trust(self, token: bytes, root: Ed25519PublicKey) -> bool:
-        claims = self._verified(token, "trust", self.roots or {jws.key_thumbprint(root): root})
+    def take_trust(self, token: bytes, root: PublicKey) -> bool:
+        claims = self._verified(token, "trust", self.roots or {jws.thumbprint(root.raw): root})
         if claims is None:
             return False
         if claims.get("seq", 0) <= self.trust_seq:
@@ -85,16 +85,14 @@ class SimulatedDevice:
         self.trust_seq = int(claims["seq"])
         self.keys, self.firmware_keys = {}, {}
         for entry in claims.get("keys", []):
-            key = Ed25519PublicKey.from_public_bytes(jws.b64url_decode(entry["jwk"]["x"]))
+            key = PublicKey(jws.b64url_decode(entry["jwk"]["x"]))
             typs = entry.get("typs", ["entitlements", "firmware-job"])  # key scopes: each signer for its own
             if "entitlements" in typs:
                 self.keys[entry["kid"]] = key
             if "firmware-job" in typs:
                 self.firmware_keys[entry["kid"]] = key
         if claims.get("roots"):  # a root rotation (its proofs are the real agent's to check, not the simulator's)
-            self.roots = {
-                e["kid"]: Ed25519PublicKey.from_public_bytes(jws.b64url_decode(e["jwk"]["x"])) for e in claims["roots"]
-            }
+            self.roots = {e["kid"]: PublicKey(jws.b64url_decode(e["jwk"]["x"])) for e in claims["roots"]}
         return True
 
     def take_entitlements(self, token: bytes) -> bool:
@@ -160,7 +158,7 @@ RECONNECT: Final = Backoff(0.5, 30.0)  # the first retry within a second, none m
 async def run_device(
     device: SimulatedDevice,
     brokers: Sequence[Broker],
-    root: Ed25519PublicKey,
+    root: PublicKey,
     *,
     username: str | None,
     password: str | None,
@@ -241,7 +239,7 @@ def summary(fleet: Sequence[SimulatedDevice]) -> str:
 async def run_fleet(
     fleet: Sequence[SimulatedDevice],
     brokers: Sequence[Broker],
-    root: Ed25519PublicKey,
+    root: PublicKey,
     *,
     username: str | None = None,
     password: str | None = None,

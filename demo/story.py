@@ -29,12 +29,13 @@ from agent.entitlements.notices import expiry_notices
 from agent.errors import ControlError, DocumentRefused
 from agent.local.stimuli import Stimulus
 from cloud_stub import broker as embedded_broker
+from cloud_stub import signing
 from cloud_stub.documents import Issuer
 from cloud_stub.documents import service_entry as service
 from cloud_stub.keys import write_keypair
 from cloud_stub.link import DeviceLink
-from protocol import jws, logs
-from protocol.jws import key_thumbprint
+from cloud_stub.signing import key_thumbprint
+from protocol import logs
 from protocol.timefmt import to_rfc3339
 
 DAY = 86_400.0
@@ -225,7 +226,7 @@ async def over_mqtt(workdir: Path, cast: Cast) -> None:
                 "op": "issue_credentials",
                 "args": {"door": "door-2", "credentials": [{"id": "card-7", "kind": "card", "value": "A1B2C3"}]},
             }
-            await cloud.publish("commands", jws.sign(issuer.signing, "command", command))
+            await cloud.publish("commands", signing.sign(issuer.signing, "command", command))
             await cloud.wait_until(lambda: "cmd-1" in cloud.replies, what="the reply")
             say(f"   reply: {json.dumps(cloud.replies['cmd-1'][0])}")
 

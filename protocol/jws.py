@@ -1,9 +1,10 @@
 """JWS compact serialization with EdDSA over Ed25519 only (RFC 7515, RFC 8037, RFC 7638).
 
-Written on ``cryptography`` directly rather than on a JOSE library: the device accepts exactly one
+Written on an Ed25519 primitive directly rather than on a JOSE library: the device accepts exactly one
 algorithm, and measurement (docs/performance.md, bench/bench_intake.py) showed joserfc adding ~40 µs
-and PyJWT ~120 µs to a ~130 µs verify, against ~15 µs here. The parser is strict where leniency has
-bitten other implementations:
+and PyJWT ~120 µs to a ~130 µs verify, against ~15 µs here. Signatures are checked with libsodium
+(``protocol/ed25519.py``); the cloud signs with cryptography (``cloud_stub/signing.py``). The parser is
+strict where leniency has bitten other implementations:
 
 * base64url must be canonical (no padding, no stray characters, zero trailing bits), so one document
   has exactly one encoding and "the very same document" is well defined;
@@ -22,11 +23,8 @@ import json
 from functools import lru_cache
 from typing import Any, Final, NamedTuple
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
 from protocol import boundedjson, reasons
+from protocol.ed25519 import PublicKey
 from protocol.errors import DocumentRefused
 
 MAX_DOCUMENT_BYTES: Final = 256 * 1024  # PROTOCOL.md: "the payload is at most 256 KiB"
@@ -64,11 +62,6 @@ def b64url_decode(text: str | bytes) -> bytes:
     return decoded
 
 
-def raw_public_key(key: Ed25519PublicKey) -> bytes:
-    """The 32 raw bytes of an Ed25519 public key (the JWK ``x``)."""
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-
 def thumbprint(x: bytes) -> str:
     """RFC 7638 JWK thumbprint (SHA-256) of an Ed25519 public key given as its raw 32 bytes."""
     # RFC 7638 section 3: the required members only, sorted, no whitespace.
@@ -76,11 +69,6 @@ def thumbprint(x: bytes) -> str:
         {"crv": "Ed25519", "kty": "OKP", "x": b64url_encode(x)}, separators=(",", ":"), sort_keys=True
     )
     return b64url_encode(hashlib.sha256(canonical.encode("ascii")).digest())
-
-
-def key_thumbprint(key: Ed25519PublicKey) -> str:
-    """RFC 7638 thumbprint of a public key object."""
-    return thumbprint(raw_public_key(key))
 
 
 class CompactJWS(NamedTuple):
@@ -171,18 +159,7 @@ def parse(token: str | bytes) -> CompactJWS:
     )
 
 
-def verify_signature(jws: CompactJWS, key: Ed25519PublicKey) -> None:
+def verify_signature(jws: CompactJWS, key: PublicKey) -> None:
     """Raise ``DocumentRefused(bad_signature)`` unless ``key`` signed ``jws``."""
-    try:
-        key.verify(jws.signature, jws.signing_input)
-    except InvalidSignature:
-        raise DocumentRefused(reasons.BAD_SIGNATURE, f"signature does not verify under kid {jws.kid}") from None
-
-
-def sign(private_key: Ed25519PrivateKey, typ: str, claims: dict[str, Any]) -> str:
-    """Sign ``claims`` as a compact JWS with the header PROTOCOL.md prescribes (the cloud's side)."""
-    header = {"alg": ALG, "kid": key_thumbprint(private_key.public_key()), "typ": typ}
-    header_b64 = b64url_encode(json.dumps(header, separators=(",", ":")).encode())
-    payload_b64 = b64url_encode(json.dumps(claims, separators=(",", ":")).encode())
-    signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
-    return f"{header_b64}.{payload_b64}.{b64url_encode(private_key.sign(signing_input))}"
+    if not key.verify(jws.signature, jws.signing_input):
+        raise DocumentRefused(reasons.BAD_SIGNATURE, f"signature does not verify under kid {jws.kid}")

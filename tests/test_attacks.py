@@ -15,7 +15,8 @@ import pytest
 from agent.device import Device
 from agent.entitlements.intake import Duplicate
 from agent.errors import DocumentRefused
-from protocol import jws, reasons
+from cloud_stub import signing
+from protocol import reasons
 from tests.support.devices import DeviceFactory
 from tests.support.documents import DAY, T0, Claims, Keys, b64, b64json, forge, hs256_with_public_key, kid_of
 
@@ -72,7 +73,8 @@ def _service(**fields: Any) -> list[dict[str, Any]]:
 
 
 def _root(key: Any) -> dict[str, Any]:
-    return {"kid": kid_of(key), "jwk": {"kty": "OKP", "crv": "Ed25519", "x": b64(jws.raw_public_key(key.public_key()))}}
+    x = b64(signing.raw_public_key(key.public_key()))
+    return {"kid": kid_of(key), "jwk": {"kty": "OKP", "crv": "Ed25519", "x": x}}
 
 
 def _proof(key: Any, roots: list[dict[str, Any]], seq: int = 9, **header: Any) -> str:

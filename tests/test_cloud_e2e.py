@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from agent.control import server as control
+from cloud_stub import signing
 from cloud_stub.images import ImageServer
 from cloud_stub.ledger import Ledger
 from cloud_stub.operations import credits, ingest, keys
@@ -133,7 +134,7 @@ async def test_a_signer_outside_its_scope_is_refused_and_the_commands_signer_is_
         job = {"aud": DEVICE_ID, "iat": now, "exp": now + 600, "seq": 50, "job_id": "j-leak", "model": "R29",
                "version": "99.0", "url": "http://127.0.0.1:9/x", "size": 1, "sha256": "0" * 64}  # fmt: skip
         async with DeviceLink(broker.host, broker.port, DEVICE_ID, user="cloud", password="cloud") as link:
-            await link.publish("firmware", jws.sign(billing, "firmware-job", job))
+            await link.publish("firmware", signing.sign(billing, "firmware-job", job))
             await link.wait_until(
                 lambda: any(e["data"].get("reason") == "key_not_allowed" for e in link.events.values()),
                 what="key_not_allowed reported",
@@ -283,10 +284,8 @@ async def test_the_fleet_side_stops_when_cancelled_as_its_subscription_is_grante
 async def test_a_renewal_converges_on_a_simulated_fleet(broker: Broker, ledger: Ledger, tmp_path: Path) -> None:
     """``smartplus-cloud fleet``'s devices verify what the cloud issues and report it; a renewal reaches
     every one of them (bench/bench_fleet.py does this with 1,000 and 10,000)."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
     from cloud_stub.fleet import SimulatedDevice, run_fleet
+    from protocol.ed25519 import from_pem
 
     macs = [f"0c1105{i:06x}" for i in range(30)]
     for mac in macs:
@@ -294,8 +293,7 @@ async def test_a_renewal_converges_on_a_simulated_fleet(broker: Broker, ledger: 
     keys_dir = tmp_path / "cloud" / "keys"
     service = CloudService(ledger, keys_dir, host=broker.host, port=broker.port, username="cloud", password="cloud",
                            interval=0.2)  # fmt: skip
-    root = load_pem_public_key((keys_dir / "root.pub.pem").read_bytes())
-    assert isinstance(root, Ed25519PublicKey)
+    root = from_pem((keys_dir / "root.pub.pem").read_bytes())
     cloud_task = asyncio.create_task(service.run())
     fleet = [SimulatedDevice(m) for m in macs]
     fleet_task = asyncio.create_task(
@@ -318,10 +316,8 @@ async def test_a_renewal_reaches_the_fleet_while_a_cluster_node_dies(ledger: Led
     nodes; right after a renewal the node holding the cloud's session and a third of the devices is
     killed. The cloud and those devices reconnect to the others, and every device reports the renewal:
     the documents the cloud had issued and not yet published went out from the ledger."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
     from cloud_stub.fleet import SimulatedDevice, run_fleet
+    from protocol.ed25519 import from_pem
 
     cluster = NatsCluster(tmp_path / "cluster", USERS)
     await cluster.start()
@@ -332,8 +328,7 @@ async def test_a_renewal_reaches_the_fleet_while_a_cluster_node_dies(ledger: Led
     (first, *others) = cluster.addresses()
     service = CloudService(ledger, keys_dir, host=first[0], port=first[1], fallbacks=others, username="cloud",
                            password="cloud", interval=0.2)  # fmt: skip
-    root = load_pem_public_key((keys_dir / "root.pub.pem").read_bytes())
-    assert isinstance(root, Ed25519PublicKey)
+    root = from_pem((keys_dir / "root.pub.pem").read_bytes())
     fleet = [SimulatedDevice(m) for m in macs]
     tasks = [
         asyncio.create_task(service.run()),

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from agent.entitlements.intake import verify
 from agent.entitlements.trust import KeyRing
 from agent.errors import DocumentRefused
+from cloud_stub import signing
 from protocol import jws
 from protocol.reasons import REFUSAL_REASONS
 from tests.support.documents import DEVICE_ID, T0, Claims, forge
@@ -21,7 +22,7 @@ from tests.support.documents import DEVICE_ID, T0, Claims, forge
 B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 SIGNER = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 VALID = forge(SIGNER, Claims().entitlements())
-RING = KeyRing.from_roots((SIGNER.public_key(),))
+RING = KeyRing.from_roots((signing.verifier(SIGNER.public_key()),))
 
 
 def _verify(token: str | bytes) -> object:
@@ -50,10 +51,10 @@ def test_a_valid_token_verifies() -> None:
 
 def test_what_we_sign_verifies_with_an_independent_library() -> None:
     """cloud_stub's signer produces tokens PyJWT accepts as EdDSA JWS."""
-    token = jws.sign(SIGNER, "entitlements", {"aud": DEVICE_ID, "seq": 1})
+    token = signing.sign(SIGNER, "entitlements", {"aud": DEVICE_ID, "seq": 1})
     decoded = jwt.decode(token, SIGNER.public_key(), algorithms=["EdDSA"], audience=DEVICE_ID)
     assert decoded["seq"] == 1
-    assert jwt.get_unverified_header(token)["kid"] == jws.key_thumbprint(SIGNER.public_key())
+    assert jwt.get_unverified_header(token)["kid"] == signing.key_thumbprint(SIGNER.public_key())
 
 
 @given(st.binary())

@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 
 from cloud_stub import api as http_api
+from cloud_stub import signing
 from cloud_stub.errors import Refused
 from cloud_stub.http import Served
 from cloud_stub.keys import load_private_key
 from cloud_stub.ledger import Ledger
 from cloud_stub.operations import credits, keys, paying
-from protocol import jws
 from tests.support.brokers import Broker
 from tests.support.ledger import CLOUD, DOOR2, LedgerAt, as_account, call, cloud, setup_ledger
 from tests.support.postgres import Cluster
@@ -136,7 +136,7 @@ def test_serve_processes_starting_at_once_make_the_first_keys_once(ledger_at: Le
         for book in books:
             book.close()
     assert len(roots) == 1
-    assert jws.key_thumbprint(load_private_key(directory / roots[0].file).public_key()) == roots[0].kid
+    assert signing.key_thumbprint(load_private_key(directory / roots[0].file).public_key()) == roots[0].kid
     assert sorted(k.purpose for k in signers if k.state == "active") == sorted(keys.PURPOSES)
     assert all((directory / k.file).is_file() for k in signers)
 

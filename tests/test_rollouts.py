@@ -142,10 +142,8 @@ async def test_a_rollout_on_the_fleet_pauses_when_a_wave_fails_and_goes_on_when_
     """Ten simulated R29s in waves of two, at most 40 % of a wave failing: waves 1 and 2 go out one after
     the other; wave 3 has one device that rolls back (50 %): the rollout pauses, and no device of waves
     4 and 5 is given the job. Resumed, they get it, and it completes."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
     from cloud_stub.fleet import SimulatedDevice, run_fleet
+    from protocol.ed25519 import from_pem
 
     macs = [f"0c1105{i:06x}" for i in range(10)]
     for mac in macs:
@@ -155,8 +153,7 @@ async def test_a_rollout_on_the_fleet_pauses_when_a_wave_fails_and_goes_on_when_
     async with serving(ledger, mosquitto, tmp_path) as (service, _):
         keys = tmp_path / "cloud" / "keys"
         await until("the keys", lambda: (keys / "root.pub.pem").exists())
-        root = load_pem_public_key((keys / "root.pub.pem").read_bytes())
-        assert isinstance(root, Ed25519PublicKey)
+        root = from_pem((keys / "root.pub.pem").read_bytes())
         fleet_task = asyncio.create_task(
             run_fleet(fleet, [(mosquitto.host, mosquitto.port)], root, username="cloud", password="cloud")
         )
@@ -194,10 +191,8 @@ async def test_a_real_agent_whose_health_check_fails_pauses_the_rollout(
     """The first wave is one real agent whose health check fails: it installs, reboots, rolls back to
     its old slot, and the rollout pauses; the simulated devices of the next waves never get the job.
     Cancelled, the rollout stays where it is and the devices it never reached stay untouched."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
     from cloud_stub.fleet import SimulatedDevice, run_fleet
+    from protocol.ed25519 import from_pem
 
     others = [f"0c1199{i:06x}" for i in range(1, 5)]  # after the agent's MAC: it is wave 1
     for mac in others:
@@ -207,8 +202,7 @@ async def test_a_real_agent_whose_health_check_fails_pauses_the_rollout(
     async with serving(ledger, mosquitto, tmp_path) as (service, _):
         keys = tmp_path / "cloud" / "keys"
         await until("the keys", lambda: (keys / "root.pub.pem").exists())
-        root = load_pem_public_key((keys / "root.pub.pem").read_bytes())
-        assert isinstance(root, Ed25519PublicKey)
+        root = from_pem((keys / "root.pub.pem").read_bytes())
         config = device_config(tmp_path / "device", mosquitto, keys / "root.pub.pem",
                                firmware={"health_command": ["false"], "health_deadline_seconds": 10.0})  # fmt: skip
         daemon = SupervisedDaemon(config)

@@ -33,8 +33,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from agent.clock import SKEW, Correctable
 from agent.entitlements.marks import Duplicate, HighWater
 from agent.entitlements.trust import KeyRing
@@ -51,6 +49,7 @@ from protocol.claims import (
     TrustClaims,
     decode,
 )
+from protocol.ed25519 import PublicKey
 from protocol.timefmt import to_rfc3339
 
 __all__ = ["Duplicate", "HighWater", "Verified", "verify"]  # the marks are marks.py's, named here as before
@@ -142,7 +141,7 @@ def _check_root_proofs(claims: TrustClaims, keyring: KeyRing) -> None:
             entry = next((e for e in claims.roots if e.kid == parsed.kid), None)
             if entry is None:
                 raise DocumentRefused(reasons.UNKNOWN_KID, f"kid {parsed.kid} is not one of the new roots")
-            jws.verify_signature(parsed, Ed25519PublicKey.from_public_bytes(entry.jwk.raw()))
+            jws.verify_signature(parsed, PublicKey(entry.jwk.raw()))
             stated = decode(RootProofClaims, parsed.payload)
         except DocumentRefused as refused:
             problems.append(f"root_proofs[{index}]: {refused.reason}")

@@ -16,12 +16,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
 from agent.errors import DocumentRefused
 from protocol import reasons
-from protocol.jws import key_thumbprint
+from protocol.ed25519 import PublicKey, from_pem
+from protocol.jws import thumbprint
 from protocol.names import TRUST
 from protocol.timefmt import to_rfc3339
 
@@ -33,37 +31,34 @@ class SigningKey(NamedTuple):
     """A key a trust document allows to sign ``typs`` (None: entitlements, firmware jobs and commands)."""
 
     kid: str
-    key: Ed25519PublicKey
+    key: PublicKey
     not_after: float
     typs: frozenset[str] | None = None
 
 
-def load_root_key(path: Path) -> Ed25519PublicKey:
+def load_root_key(path: Path) -> PublicKey:
     """Read an Ed25519 public key in PEM (SubjectPublicKeyInfo); ``ValueError`` says what is wrong."""
     try:
         pem = path.read_bytes()
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        key = load_pem_public_key(pem)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{path} is not a PEM public key ({exc})") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError(f"{path} holds a {type(key).__name__.lstrip('_')}, not an Ed25519 public key")
-    return key
+        return from_pem(pem)
+    except ValueError as exc:
+        raise ValueError(f"{path} is {exc}") from None
 
 
 class KeyRing(NamedTuple):
     """Root keys and the signing keys of the trust document in force, by RFC 7638 thumbprint."""
 
-    roots: Mapping[str, Ed25519PublicKey]
+    roots: Mapping[str, PublicKey]
     signing: Mapping[str, SigningKey] = MappingProxyType({})
     trust_exp: float = math.inf
 
     @classmethod
-    def from_roots(cls, roots: list[Ed25519PublicKey] | tuple[Ed25519PublicKey, ...]) -> KeyRing:
+    def from_roots(cls, roots: list[PublicKey] | tuple[PublicKey, ...]) -> KeyRing:
         """A ring of root keys only: a device that has not accepted any trust document."""
-        return cls(roots=MappingProxyType({key_thumbprint(k): k for k in roots}))
+        return cls(roots=MappingProxyType({thumbprint(k.raw): k for k in roots}))
 
     def with_trust(self, claims: TrustClaims) -> KeyRing:
         """The ring once ``claims`` is in force: its keys replace the previous signing keys whole, and its
@@ -71,7 +66,7 @@ class KeyRing(NamedTuple):
         keys = [
             SigningKey(
                 entry.kid,
-                Ed25519PublicKey.from_public_bytes(entry.jwk.raw()),
+                PublicKey(entry.jwk.raw()),
                 entry.not_after.timestamp(),
                 None if entry.typs is None else frozenset(entry.typs),
             )
@@ -82,14 +77,14 @@ class KeyRing(NamedTuple):
 
     def with_roots(self, raw_keys: Iterable[bytes]) -> KeyRing:
         """The ring with these root keys (raw 32 bytes each) in place of the current ones."""
-        roots = [Ed25519PublicKey.from_public_bytes(x) for x in raw_keys]
-        return self._replace(roots=MappingProxyType({key_thumbprint(k): k for k in roots}))
+        roots = [PublicKey(x) for x in raw_keys]
+        return self._replace(roots=MappingProxyType({thumbprint(k.raw): k for k in roots}))
 
     def with_signing_keys(self, keys: Iterable[SigningKey], *, trust_exp: float) -> KeyRing:
         """The ring with ``keys`` (from a trust document in force until ``trust_exp``) as its signing keys."""
         return KeyRing(roots=self.roots, signing=MappingProxyType({k.kid: k for k in keys}), trust_exp=trust_exp)
 
-    def key_for(self, kid: str, typ: str, now: float) -> Ed25519PublicKey:
+    def key_for(self, kid: str, typ: str, now: float) -> PublicKey:
         """The key that must have signed a document of ``typ`` with ``kid``, or ``DocumentRefused``."""
         root = self.roots.get(kid)
         if root is not None:

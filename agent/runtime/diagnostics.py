@@ -1,7 +1,7 @@
 """``collect_diagnostics``: what support needs from a device without a site visit (a signed command).
 
 The reply carries the ``edge-agent doctor`` checks a running daemon can make without disturbing
-itself (config, keys and certificates, clock, free space; the broker and each reader and module as
+itself (config, keys and TLS files, clock, free space; the broker and each reader and module as
 the daemon sees them now, instead of probing them again) and its last log lines (``protocol/logs.py``
 keeps them; a field named like a secret is redacted before any line is written, and the agent never
 logs keys, tokens or PINs in the first place). Bounded: at most :data:`MAX_LINES` lines, each cut at
@@ -44,7 +44,9 @@ def collect(
 ) -> dict[str, Any]:
     """The diagnostics of this daemon now: the checks, and up to ``lines`` recent log lines."""
     findings = [doctor.Finding("config", "ok", f"device {config.device_id} ({config.model})")]
-    findings += doctor.keys(config)
+    findings.append(doctor.trust_roots(config))
+    findings += doctor.tls_files(config)  # not doctor.certificates: the daemon stays without cryptography
+    findings += doctor.client_key(config)
     findings.append(doctor.clock(trusted_floor))
     findings += doctor.disk(config, database=False)
     findings.append(

@@ -22,6 +22,7 @@ from agent.config import Config
 from agent.drivers.wiring import ModbusModule
 
 MIN_FREE_BYTES = 64 * 1024 * 1024
+EXPIRES_SOON_DAYS = 30  # a certificate this close to its end is a warning
 
 
 class Finding(NamedTuple):
@@ -33,18 +34,50 @@ class Finding(NamedTuple):
         return {"check": self.check, "status": self.status, "detail": self.detail}
 
 
-def keys(config: Config) -> list[Finding]:
-    from cryptography import x509
-
+def trust_roots(config: Config) -> Finding:
+    """The configured root keys: each an Ed25519 public key."""
     from agent.config import load_trust_roots
     from agent.errors import ConfigError
 
-    found = []
     try:
         roots = load_trust_roots(config)
-        found.append(Finding("trust roots", "ok", f"{len(roots)} Ed25519 key(s)"))
     except ConfigError as exc:
-        found.append(Finding("trust roots", "fail", str(exc)))
+        return Finding("trust roots", "fail", str(exc))
+    return Finding("trust roots", "ok", f"{len(roots)} Ed25519 key(s)")
+
+
+def client_key(config: Config) -> list[Finding]:
+    """The client key's file: there, and readable by its owner alone."""
+    found = []
+    mqtt = config.mqtt
+    if mqtt.key_file is not None:
+        mode = Path(mqtt.key_file).stat().st_mode & 0o077 if Path(mqtt.key_file).exists() else None
+        if mode is None:
+            found.append(Finding("client key", "fail", f"{mqtt.key_file} is missing"))
+        elif mode:
+            found.append(Finding("client key", "warn", f"{mqtt.key_file} is readable by others (chmod 600)"))
+        else:
+            found.append(Finding("client key", "ok", f"{mqtt.key_file}, owner-only"))
+    return found
+
+
+def _in_date(label: str, path: Path | str, not_after: datetime.datetime) -> Finding:
+    left = not_after - datetime.datetime.now(datetime.UTC)
+    if left.total_seconds() <= 0:
+        return Finding(label, "fail", f"{path} expired on {not_after:%Y-%m-%d}")
+    if left.days < EXPIRES_SOON_DAYS:
+        return Finding(label, "warn", f"{path} expires in {left.days} days")
+    return Finding(label, "ok", f"{path}, valid until {not_after:%Y-%m-%d}")
+
+
+def certificates(config: Config) -> list[Finding]:
+    """The CA file and the client certificate: each a certificate, in date (``edge-agent doctor``).
+
+    Read with cryptography's X.509, which the daemon never imports (its ~10 MiB: docs/performance.md);
+    a running daemon checks what the standard library can (:func:`tls_files`)."""
+    from cryptography import x509
+
+    found = []
     mqtt = config.mqtt
     for label, path in (("CA file", mqtt.ca_file), ("client certificate", mqtt.cert_file)):
         if path is None:
@@ -54,21 +87,40 @@ def keys(config: Config) -> list[Finding]:
         except (OSError, ValueError) as exc:
             found.append(Finding(label, "fail", f"{path}: {exc}"))
             continue
-        left = certificate.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
-        if left.total_seconds() <= 0:
-            found.append(Finding(label, "fail", f"{path} expired on {certificate.not_valid_after_utc:%Y-%m-%d}"))
-        elif left.days < 30:
-            found.append(Finding(label, "warn", f"{path} expires in {left.days} days"))
+        found.append(_in_date(label, path, certificate.not_valid_after_utc))
+    return found
+
+
+def tls_files(config: Config) -> list[Finding]:
+    """The TLS files as a running daemon checks them, with the standard library's ``ssl``: the CA file
+    loads and its certificates are in date; the client certificate loads with its key (they match).
+    The client certificate's own dates are ``edge-agent doctor``'s (:func:`certificates`): ``ssl``
+    decodes only CA certificates."""
+    import ssl
+
+    found = []
+    mqtt = config.mqtt
+    if mqtt.ca_file is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            context.load_verify_locations(cafile=str(mqtt.ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            found.append(Finding("CA file", "fail", f"{mqtt.ca_file}: {exc}"))
         else:
-            found.append(Finding(label, "ok", f"{path}, valid until {certificate.not_valid_after_utc:%Y-%m-%d}"))
-    if mqtt.key_file is not None:
-        mode = Path(mqtt.key_file).stat().st_mode & 0o077 if Path(mqtt.key_file).exists() else None
-        if mode is None:
-            found.append(Finding("client key", "fail", f"{mqtt.key_file} is missing"))
-        elif mode:
-            found.append(Finding("client key", "warn", f"{mqtt.key_file} is readable by others (chmod 600)"))
+            ends = [ssl.cert_time_to_seconds(str(c["notAfter"])) for c in context.get_ca_certs() if "notAfter" in c]
+            if ends:
+                first = datetime.datetime.fromtimestamp(min(ends), datetime.UTC)
+                found.append(_in_date("CA file", mqtt.ca_file, first))
+            else:
+                found.append(Finding("CA file", "fail", f"{mqtt.ca_file}: no CA certificate in it"))
+    if mqtt.cert_file is not None and mqtt.key_file is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            context.load_cert_chain(str(mqtt.cert_file), str(mqtt.key_file))
+        except (OSError, ssl.SSLError) as exc:
+            found.append(Finding("client certificate", "fail", f"{mqtt.cert_file}: {exc}"))
         else:
-            found.append(Finding("client key", "ok", f"{mqtt.key_file}, owner-only"))
+            found.append(Finding("client certificate", "ok", f"{mqtt.cert_file}, with its key"))
     return found
 
 

@@ -23,14 +23,13 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud_stub import documents
+from cloud_stub import documents, signing
 from cloud_stub.errors import ConfigError, Refused
 from cloud_stub.keys import load_private_key, write_keypair
 from cloud_stub.ledger import UnitOfWork
 from cloud_stub.ledger.documents import SigningKey
 from cloud_stub.operations import authority
 from cloud_stub.operations.authority import Actor
-from protocol import jws
 
 DAY: Final = 86_400.0
 KEY_YEARS: Final = 2.0
@@ -62,7 +61,7 @@ def missing_files(uow: UnitOfWork, directory: Path) -> list[str]:
 def _add(uow: UnitOfWork, directory: Path, purpose: str) -> str:
     name = f"{purpose}-{int(uow.now)}-{uow.keys.count() + 1}"
     key = write_keypair(directory, name)
-    kid = jws.key_thumbprint(key.public_key())
+    kid = signing.key_thumbprint(key.public_key())
     uow.keys.add(SigningKey(kid, f"{name}.key.pem", uow.now, uow.now + KEY_YEARS * 365 * DAY, "active", purpose))
     return kid
 
@@ -75,7 +74,7 @@ def ensure(uow: UnitOfWork, directory: Path) -> bool:
         if not (directory / f"{FIRST_ROOT}.key.pem").exists():
             write_keypair(directory, FIRST_ROOT)
         key = _load(directory, f"{FIRST_ROOT}.key.pem")
-        uow.keys.add_root(jws.key_thumbprint(key.public_key()), f"{FIRST_ROOT}.key.pem", uow.now)
+        uow.keys.add_root(signing.key_thumbprint(key.public_key()), f"{FIRST_ROOT}.key.pem", uow.now)
     missing = [purpose for purpose in PURPOSES if uow.keys.active(purpose) is None]
     for purpose in missing:
         _add(uow, directory, purpose)
@@ -151,7 +150,7 @@ def rotate_root(uow: UnitOfWork, actor: Actor, directory: Path) -> str:
         raise Refused("rotation_under_way", "retire the old root before rotating again", "PROTOCOL.md root rotation")
     name = f"root-{len(uow.keys.roots()) + 1}"
     key = write_keypair(directory, name)
-    kid = jws.key_thumbprint(key.public_key())
+    kid = signing.key_thumbprint(key.public_key())
     uow.keys.add_root(kid, f"{name}.key.pem", uow.now)
     return kid
 

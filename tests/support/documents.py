@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from agent.clock import ClockSource
-from protocol import jws
+from cloud_stub import signing
 
 DAY = 86_400.0
 DEVICE_ID = "0c110512ab34"
@@ -64,7 +64,7 @@ def b64json(value: Any) -> str:
 
 def kid_of(key: Ed25519PrivateKey) -> str:
     """The RFC 7638 thumbprint of a private key's public half."""
-    return jws.key_thumbprint(key.public_key())
+    return signing.key_thumbprint(key.public_key())
 
 
 def forge(
@@ -142,7 +142,7 @@ class Claims:
             "keys": [
                 {
                     "kid": kid_of(k),
-                    "jwk": {"kty": "OKP", "crv": "Ed25519", "x": b64(jws.raw_public_key(k.public_key()))},
+                    "jwk": {"kty": "OKP", "crv": "Ed25519", "x": b64(signing.raw_public_key(k.public_key()))},
                     "not_after": not_after,
                 }
                 for k in keys
