@@ -148,15 +148,10 @@ def parse(token: str | bytes) -> CompactJWS:
         raise DocumentRefused(reasons.MALFORMED, str(exc)) from None
     if len(signature) != 64:
         raise DocumentRefused(reasons.BAD_SIGNATURE, f"an Ed25519 signature is 64 bytes, not {len(signature)}")
-    return CompactJWS(
-        token=raw.decode("ascii"),
-        alg=alg,
-        kid=kid,
-        typ=typ,
-        payload=payload,
-        signing_input=header_b64 + b"." + payload_b64,
-        signature=signature,
-    )
+    # tuple.__new__ with the fields in order: the NamedTuple's keyword __new__ costs 0.5 µs more a document
+    fields = (raw.decode("ascii"), alg, kid, typ, payload, header_b64 + b"." + payload_b64, signature)
+    parsed: CompactJWS = tuple.__new__(CompactJWS, fields)
+    return parsed
 
 
 def verify_signature(jws: CompactJWS, key: PublicKey) -> None:

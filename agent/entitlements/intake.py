@@ -120,7 +120,9 @@ def verify(
             )
     if isinstance(claims, TrustClaims) and claims.roots is not None:
         _check_root_proofs(claims, keyring)
-    return Verified(typ=parsed.typ, kid=parsed.kid, token=parsed.token, digest=digest, claims=claims, clock_to=clock_to)
+    # tuple.__new__, in Verified's field order: the NamedTuple's keyword __new__ costs 0.5 µs more a document
+    verified: Verified = tuple.__new__(Verified, (parsed.typ, parsed.kid, parsed.token, digest, claims, clock_to))
+    return verified
 
 
 def _roots_of(entries: tuple[RootEntry, ...]) -> list[tuple[str, str]]:
