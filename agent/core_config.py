@@ -18,15 +18,17 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta
 
 from agent.errors import ConfigError
 from protocol import boundedjson
-from protocol.ed25519 import PublicKey
 from protocol.invalid import locate, member
+
+if TYPE_CHECKING:  # the keys' library is loaded with the keys (load_trust_roots), not with the configuration
+    from protocol.ed25519 import PublicKey
 
 ENV_PREFIX: Final = "EDGE_AGENT_"
 ENV_CONFIG: Final = "EDGE_AGENT_CONFIG"
