@@ -256,28 +256,37 @@ async def test_a_document_issued_just_before_the_cloud_stopped_still_goes_out(
             await cloud_task
 
 
-async def test_the_fleet_side_stops_when_cancelled_as_its_subscription_is_granted(
-    broker: Broker, ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_the_fleet_side_stops_when_its_stop_arrives_with_the_suback(
+    broker: Broker, ledger: Ledger, tmp_path: Path
 ) -> None:
-    """A stop (serve's SIGTERM) that arrives in the same turn as the broker's SUBACK: Python 3.11's
-    wait_for inside aiomqtt's subscribe returns instead of raising, and the fleet side went on serving, so
-    serve never stopped (a fresh clone's CI saw it wait past 30 s). The cancellation is raised again."""
-    import aiomqtt
+    """A stop (serve's SIGTERM) that arrives in the same turn of the event loop as the broker's SUBACK:
+    Python 3.11's wait_for inside aiomqtt's subscribe then returns instead of raising, and the fleet side
+    went on serving, so serve never stopped (a fresh clone's CI saw it wait past 30 s). The stop is sent
+    from that very turn, by a log handler on the line paho writes as it reads the SUBACK (before it hands
+    the grant to aiomqtt); the cancellation is raised again."""
+    import logging
 
     service = CloudService(
         ledger, tmp_path / "cloud" / "keys", host=broker.host, port=broker.port, username="cloud", password="cloud"
     )
     task = asyncio.create_task(service.run())
-    granted = aiomqtt.Client._on_subscribe
 
-    def granted_as_the_stop_arrives(self: aiomqtt.Client, *args: Any) -> None:
-        granted(self, *args)  # the SUBACK completes subscribe's future...
-        task.cancel()  # ...and the stop comes before the fleet side runs again
+    class StopWithTheSuback(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "Received SUBACK":
+                task.cancel()
 
-    monkeypatch.setattr(aiomqtt.Client, "_on_subscribe", granted_as_the_stop_arrives)
-    async with asyncio.timeout(20):
-        with pytest.raises(asyncio.CancelledError):
-            await task
+    mqtt_log = logging.getLogger("mqtt")  # aiomqtt's, which paho writes to
+    handler, level = StopWithTheSuback(), mqtt_log.level
+    mqtt_log.addHandler(handler)
+    mqtt_log.setLevel(logging.DEBUG)
+    try:
+        async with asyncio.timeout(20):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    finally:
+        mqtt_log.removeHandler(handler)
+        mqtt_log.setLevel(level)
     assert service.passes == 0  # stopped before its first pass
 
 
